@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Builds the binaries the local cluster and the tests need (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, etcd, kwok, helm) from their upstream Go modules, once per machine, into a
+# cache outside the repository keyed by component and version. Each component's version is pinned in
+# exactly one place: the go.mod of its wrapper module under hack/tools/<component>/.
+#
+# Usage: hack/build-tools.sh [component...]     (default: all)
+# Prints nothing but progress on stderr; the cache root is $MODELGUARD_CACHE
+# (default ~/.cache/modelguard).
+set -euo pipefail
+
+hack_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cache_root=${MODELGUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelguard}
+
+# A mismatch between the pinned modules and the local Go must fail loudly, not download a toolchain.
+export GOTOOLCHAIN=local
+# The official release binaries are static; so are ours.
+export CGO_ENABLED=0
+# go.sum is checked in: a build never edits it.
+export GOFLAGS="-mod=readonly -trimpath -buildvcs=false"
+
+log() { printf 'build-tools: %s\n' "$*" >&2; }
+
+# module_version COMPONENT MODULE: the version of MODULE required by hack/tools/COMPONENT/go.mod.
+module_version() {
+  (cd "$hack_dir/tools/$1" && go list -m -f '{{.Version}}' "$2")
+}
+
+# build COMPONENT VERSION LDFLAGS PACKAGE...: builds PACKAGEs into $cache_root/COMPONENT-VERSION/
+# unless every binary is there already. Writes into a temporary directory and renames it, so an
+# interrupted build never leaves a half-filled cache entry behind.
+build() {
+  local component=$1 version=$2 ldflags=$3
+  shift 3
+  local dest="$cache_root/$component-$version" missing=0 pkg
+  for pkg in "$@"; do [ -x "$dest/$(basename "$pkg")" ] || missing=1; done
+  if [ "$missing" = 0 ]; then
+    log "$component $version: cached in $dest"
+    return
+  fi
+  local tmp="$dest.partial.$$" started=$SECONDS
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  log "$component $version: building $* (a cold build takes a while)"
+  (cd "$hack_dir/tools/$component" && go build -ldflags "$ldflags" -o "$tmp/" "$@")
+  rm -rf "$dest" && mv "$tmp" "$dest"
+  log "$component $version: built in $((SECONDS - started))s into $dest"
+}
+
+# Version stamps: without them the binaries call themselves v0.0.0-master and helm's kubeVersion
+# checks, kwok's flag selection and the API server's emulation-version logic misbehave.
+kube_ldflags() {
+  local version=$1 minor date
+  minor=$(echo "$version" | cut -d. -f2)
+  date=$(cd "$hack_dir/tools/kubernetes" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
+  local flags="-s -w" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  echo "$flags"
+}
+
+build_kubernetes() {
+  local version
+  version=$(module_version kubernetes k8s.io/kubernetes)
+  build kubernetes "$version" "$(kube_ldflags "$version")" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+build_etcd() {
+  local version
+  version=$(module_version etcd go.etcd.io/etcd/server/v3)
+  build etcd "$version" "-s -w" ./cmd/etcd
+}
+
+build_kwok() {
+  local version
+  version=$(module_version kwok sigs.k8s.io/kwok)
+  build kwok "$version" "-s -w" sigs.k8s.io/kwok/cmd/kwok
+  # kwok only simulates what its Stage configuration says; ship upstream's "fast" node and pod
+  # stages of the same release next to the binary (kwokctl does the same).
+  local dest="$cache_root/kwok-$version/stages" src
+  if [ ! -d "$dest" ]; then
+    src=$(cd "$hack_dir/tools/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+    mkdir -p "$dest.partial.$$"
+    cp "$src"/kustomize/stage/node/fast/node-*.yaml "$src"/kustomize/stage/pod/fast/pod-*.yaml "$dest.partial.$$/"
+    mv "$dest.partial.$$" "$dest"
+  fi
+}
+
+build_helm() {
+  local version
+  version=$(module_version helm helm.sh/helm/v3)
+  # As helm's own Makefile does: the Kubernetes version helm assumes without a cluster (helm template,
+  # helm lint) follows the client-go it is built with, or it defaults to v1.20.
+  local client_go major minor flags="-s -w -X helm.sh/helm/v3/internal/version.version=$version" pkg
+  client_go=$(module_version helm k8s.io/client-go)
+  major=$(( $(echo "${client_go#v}" | cut -d. -f1) + 1 ))
+  minor=$(echo "$client_go" | cut -d. -f2)
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    flags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  build helm "$version" "$flags" helm.sh/helm/v3/cmd/helm
+}
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes)
+for component in "${components[@]}"; do
+  "build_$component"
+done
