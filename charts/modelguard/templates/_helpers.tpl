@@ -1,0 +1,147 @@
+{{/*
+Chart name, at most 63 characters (a DNS label).
+*/}}
+{{- define "modelguard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name of the release's objects: "<release>-<chart>", or "<release>" when the release name
+already contains the chart name; at most 63 characters.
+*/}}
+{{- define "modelguard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+"<chart>-<version>" for the helm.sh/chart label.
+*/}}
+{{- define "modelguard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object of the release.
+*/}}
+{{- define "modelguard.labels" -}}
+helm.sh/chart: {{ include "modelguard.chart" . }}
+{{ include "modelguard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: modelguard
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels: immutable once a Deployment exists, so never add to them.
+*/}}
+{{- define "modelguard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelguard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Image reference: repository@digest when image.digest is set (the tag is then ignored),
+otherwise repository:tag with the tag defaulting to the chart's appVersion.
+*/}}
+{{- define "modelguard.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the operator's ServiceAccount. With serviceAccount.create=false a name is required:
+the chart binds RBAC to it, and must never grant the operator's permissions to "default".
+*/}}
+{{- define "modelguard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "modelguard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create=false (the chart binds the operator's RBAC to it)" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Arguments of `modelguard run` (operator/modelguard/cli.py).
+*/}}
+{{- define "modelguard.args" -}}
+- run
+- --liveness=http://0.0.0.0:{{ .Values.health.port }}/healthz
+{{- if .Values.watchNamespaces }}
+{{- range .Values.watchNamespaces }}
+- --namespace={{ . }}
+{{- end }}
+{{- else }}
+- --all-namespaces
+{{- end }}
+{{- with (get (dict "verbose" "--verbose" "debug" "--debug") .Values.logLevel) }}
+- {{ . }}
+{{- end }}
+{{- range .Values.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules for the namespaced resources the operator reads and writes. Granted cluster-wide
+(ClusterRole) when watchNamespaces is empty, otherwise by a Role in each watched namespace.
+Least privilege: no wildcards, exactly the verbs used. Children are written with server-side
+apply, a PATCH that also creates (so create + patch); they are never updated with PUT and never
+deleted by the operator (garbage collection deletes them through their ownerReferences).
+*/}}
+{{- define "modelguard.namespacedRules" -}}
+# Watch ModelDeployments; kopf records finalizers and its progress annotations with PATCH.
+- apiGroups: ["modelguard.dev"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "list", "watch", "patch"]
+# Report observedGeneration and conditions through the status subresource.
+- apiGroups: ["modelguard.dev"]
+  resources: ["modeldeployments/status"]
+  verbs: ["get", "patch", "update"]
+# Per-model ServiceAccount (no token, no RBAC) and Service: applied with SSA, watched for drift.
+- apiGroups: [""]
+  resources: ["serviceaccounts", "services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The model server Deployment (restricted pods, image by digest): applied with SSA, watched for drift.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Default-deny NetworkPolicies around each model: applied with SSA, watched for drift.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Events about ModelDeployments (kopf posts core/v1 Events; patch aggregates repeats).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# The same Events through the events.k8s.io/v1 API.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+RBAC rules that only exist cluster-wide: kopf's own needs (see kopf's RBAC documentation).
+*/}}
+{{- define "modelguard.clusterRules" -}}
+# kopf discovers the resources it serves and notices CRDs being added or removed at runtime.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+# kopf observes namespaces to follow namespaces being created or deleted.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
