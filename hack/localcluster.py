@@ -1,9 +1,10 @@
-"""The local control plane: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-kwok (fake nodes), started as plain processes on loopback from binaries built by hack/build-tools.sh.
+"""The local control plane: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+and kwok (fake nodes), started as plain processes on loopback from binaries that
+hack/build-tools.sh builds.
 
 It is what envtest does for controller-runtime, made complete: with the controller-manager the
-garbage collector and the deployment/replicaset controllers run, with the scheduler and kwok pods get
-scheduled and become Ready. RBAC, Pod Security admission, service-account tokens and server-side
+garbage collector and the deployment/replicaset controllers run, with the scheduler and kwok pods
+get scheduled and become Ready. RBAC, Pod Security admission, service-account tokens and server-side
 apply are the real thing.
 
 Usage:
@@ -31,6 +32,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -97,9 +99,9 @@ def component_dir(binary: str) -> Path:
 
 
 def binary(name: str) -> Path:
-    """Where `name` is: KUBEBUILDER_ASSETS first (envtest users reuse what they have), else our cache.
+    """Where `name` is: KUBEBUILDER_ASSETS first (envtest users reuse theirs), else our cache.
 
-    envtest's assets hold etcd, kube-apiserver and kubectl only; the rest always comes from the cache.
+    envtest's assets hold etcd, kube-apiserver and kubectl only; the rest comes from the cache.
     """
     if assets := os.environ.get("KUBEBUILDER_ASSETS"):
         candidate = Path(assets) / name
@@ -157,9 +159,15 @@ class Pki:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -213,7 +221,10 @@ def kubeconfig_text(*, server: str, ca_pem: bytes, identity: Identity, user: str
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "modelguard-local", "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}
+            {
+                "name": "modelguard-local",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
         ],
         "users": [
             {
@@ -224,7 +235,9 @@ def kubeconfig_text(*, server: str, ca_pem: bytes, identity: Identity, user: str
                 },
             }
         ],
-        "contexts": [{"name": "modelguard-local", "context": {"cluster": "modelguard-local", "user": user}}],
+        "contexts": [
+            {"name": "modelguard-local", "context": {"cluster": "modelguard-local", "user": user}}
+        ],
         "current-context": "modelguard-local",
     }
     return json.dumps(config, indent=2) + "\n"
@@ -242,7 +255,9 @@ def free_port() -> int:
         return port
 
 
-def wait_for(what: str, check: Callable[[], bool], *, timeout: float, log: Path | None = None) -> None:
+def wait_for(
+    what: str, check: Callable[[], bool], *, timeout: float, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -298,8 +313,13 @@ class LocalCluster:
         service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
         serving = pki.issue(
             common_name="kube-apiserver",
-            server_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                          "kubernetes.default.svc.cluster.local"),
+            server_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
             server_ips=("127.0.0.1", service_ip),
         )
         serving_crt = _write_private(pki_dir / "apiserver.crt", serving.cert_pem)
@@ -316,12 +336,18 @@ class LocalCluster:
         etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         server = f"https://127.0.0.1:{api_port}"
 
-        def kubeconfig_for(name: str, *, common_name: str, organizations: tuple[str, ...] = ()) -> Path:
+        def kubeconfig_for(
+            name: str, *, common_name: str, organizations: tuple[str, ...] = ()
+        ) -> Path:
             identity = pki.issue(common_name=common_name, organizations=organizations)
-            text = kubeconfig_text(server=server, ca_pem=pki.ca_pem, identity=identity, user=common_name)
+            text = kubeconfig_text(
+                server=server, ca_pem=pki.ca_pem, identity=identity, user=common_name
+            )
             return _write_private(self.state_dir / name, text)
 
-        admin = kubeconfig_for("kubeconfig", common_name=ADMIN_USER, organizations=("system:masters",))
+        admin = kubeconfig_for(
+            "kubeconfig", common_name=ADMIN_USER, organizations=("system:masters",)
+        )
         admin_identity = json.loads(admin.read_text())["users"][0]["user"]
         controller_manager = kubeconfig_for(
             "controller-manager.kubeconfig", common_name="system:kube-controller-manager"
@@ -329,7 +355,9 @@ class LocalCluster:
         scheduler = kubeconfig_for("scheduler.kubeconfig", common_name="system:kube-scheduler")
         # kwok stands in for every kubelet at once, across nodes; the Node authorizer scopes a real
         # kubelet to its own node, which one process for all nodes cannot satisfy.
-        kwok = kubeconfig_for("kwok.kubeconfig", common_name="kwok", organizations=("system:masters",))
+        kwok = kubeconfig_for(
+            "kwok.kubeconfig", common_name="kwok", organizations=("system:masters",)
+        )
 
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         self._spawn(
@@ -348,7 +376,9 @@ class LocalCluster:
                 "--quota-backend-bytes=2147483648",
             ],
         )
-        wait_for("etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout=timeout, log=self._log("etcd"))
+        wait_for(
+            "etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout=timeout, log=self._log("etcd")
+        )
 
         self._spawn(
             "kube-apiserver",
@@ -364,6 +394,9 @@ class LocalCluster:
                 f"--tls-private-key-file={serving_key}",
                 f"--client-ca-file={ca}",
                 "--authorization-mode=Node,RBAC",
+                # As kubeadm and kind set it: privileged pods are possible, so Pod Security
+                # admission, not this flag, is what keeps them out, exactly as on users' clusters.
+                "--allow-privileged=true",
                 # The default admission plugins (PodSecurity, ServiceAccount, webhooks...) stay on;
                 # NodeRestriction is added as every real cluster does.
                 "--enable-admission-plugins=NodeRestriction",
@@ -437,7 +470,9 @@ class LocalCluster:
         ):
             wait_for(
                 f"{name} /healthz",
-                lambda port=port: _http_ok(f"https://127.0.0.1:{port}/healthz", context=_insecure()),
+                lambda port=port: _http_ok(
+                    f"https://127.0.0.1:{port}/healthz", context=_insecure()
+                ),
                 timeout=timeout,
                 log=self._log(name),
             )
@@ -449,8 +484,10 @@ class LocalCluster:
         # The service-account controller creates `default` in every namespace; pods need it.
         wait_for(
             "the default ServiceAccount",
-            lambda: kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode
-            == 0,
+            lambda: (
+                kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode
+                == 0
+            ),
             timeout=timeout,
             log=self._log("kube-controller-manager"),
         )
@@ -497,17 +534,22 @@ class LocalCluster:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         with self._log(name).open("ab") as log:
-            # A session of its own: a Ctrl-C meant for `make run` must not kill the cluster half-way,
+            # A session of its own: a Ctrl-C meant for `make run` must not kill the cluster,
             # and stop() can signal the whole group.
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.pids[name] = process.pid
         _write_private(self.state_dir / STATE_FILE, json.dumps(self.pids))
         time.sleep(0.05)
         if process.poll() is not None:
-            raise ClusterError(f"{name} exited at once with code {process.returncode}; see {self._log(name)}")
+            raise ClusterError(
+                f"{name} exited at once with code {process.returncode}; see {self._log(name)}"
+            )
 
     def _load_pids(self) -> dict[str, int]:
         try:
@@ -555,10 +597,10 @@ def _alive(pid: int) -> bool:
 def _client_context(*, ca_pem: bytes, identity: dict[str, str]) -> ssl.SSLContext:
     context = ssl.create_default_context(cadata=ca_pem.decode())
     # ssl wants files for the client certificate; a private temporary pair serves.
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
-        cert = _write_private(Path(tmp) / "c.pem", base64.b64decode(identity["client-certificate-data"]))
+        cert = _write_private(
+            Path(tmp) / "c.pem", base64.b64decode(identity["client-certificate-data"])
+        )
         key = _write_private(Path(tmp) / "k.pem", base64.b64decode(identity["client-key-data"]))
         context.load_cert_chain(cert, key)
     return context
@@ -591,7 +633,9 @@ def running(state_dir: Path, *, nodes: int = 2) -> Iterator[LocalCluster]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "env", "which"])
     parser.add_argument("binary", nargs="?", help="with `which`: the binary to locate")
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".cluster")

@@ -1,0 +1,66 @@
+# ModelGuard. `make run` and `make test` do all set-up on a fresh machine; see README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# `local` (default): the embedded control plane in .cluster/. `existing`: the cluster $KUBECONFIG
+# points at; never chosen silently.
+CLUSTER ?= local
+CLUSTER_DIR := .cluster
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(BIN)/.installed ## the Python environment in .venv
+
+.PHONY: tools
+tools: ## build etcd, the Kubernetes binaries, kwok and helm once into ~/.cache/modelguard
+	hack/build-tools.sh
+
+.PHONY: generate
+generate: venv tools ## write crds/, the chart's CRD templates and manifests/install.yaml from the code
+	$(BIN)/python hack/generate.py
+
+.PHONY: lint
+lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lint
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$$($(BIN)/python hack/localcluster.py which helm) lint --strict charts/modelguard
+
+.PHONY: test-unit
+test-unit: venv ## unit tests only (no cluster)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint venv tools ## every test: lint, unit, and integration against a real control plane
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+.PHONY: cluster-up
+cluster-up: venv tools ## start the local control plane; admin kubeconfig in .cluster/kubeconfig
+	$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR)
+
+.PHONY: cluster-down
+cluster-down: venv ## stop the local control plane
+	$(BIN)/python hack/localcluster.py down --dir $(CLUSTER_DIR)
+
+.PHONY: run
+run: venv tools ## local cluster + CRDs + operator + examples, status shown; Ctrl-C stops the operator
+	CLUSTER=$(CLUSTER) CLUSTER_DIR=$(CLUSTER_DIR) BIN=$(BIN) hack/run.sh
+
+.PHONY: clean
+clean: cluster-down ## stop the cluster and remove local state (the binary cache stays)
+	rm -rf $(CLUSTER_DIR) .cluster-test

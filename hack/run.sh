@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# `make run`: brings up the local control plane (or, with CLUSTER=existing, uses the cluster that
+# $KUBECONFIG names), installs the CRDs, runs the operator, applies manifests/examples/ and shows
+# their status. The operator keeps running, its log on the terminal, until Ctrl-C; the cluster stays
+# up afterwards (`make cluster-down` stops it).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bin=${BIN:-.venv/bin}
+cluster=${CLUSTER:-local}
+cluster_dir=${CLUSTER_DIR:-.cluster}
+kubectl=$("$bin/python" hack/localcluster.py which kubectl)
+
+case "$cluster" in
+  local)
+    "$bin/python" hack/localcluster.py up --dir "$cluster_dir"
+    export KUBECONFIG="$PWD/$cluster_dir/kubeconfig"
+    ;;
+  existing)
+    : "${KUBECONFIG:?CLUSTER=existing needs KUBECONFIG to name the cluster to use}"
+    echo "run: using the existing cluster of context $("$kubectl" config current-context)"
+    ;;
+  *)
+    echo "run: CLUSTER must be 'local' or 'existing', not '$cluster'" >&2
+    exit 2
+    ;;
+esac
+
+"$kubectl" apply --server-side --force-conflicts -f crds/
+"$kubectl" wait --for=condition=Established --timeout=60s -f crds/
+
+mkdir -p .run
+log=.run/operator.log
+: > "$log"
+"$bin/modelguard" run --verbose >> "$log" 2>&1 &
+operator=$!
+trap 'kill "$operator" 2>/dev/null; wait "$operator" 2>/dev/null; echo; echo "run: operator stopped"' EXIT
+
+"$kubectl" apply -f manifests/examples/
+echo "run: waiting for the examples to become Ready..."
+if ! "$kubectl" wait --for=condition=Ready --timeout=120s modeldeployments --all --all-namespaces; then
+  echo "run: not Ready in time; the operator log follows" >&2
+  tail -n 50 "$log" >&2
+fi
+echo
+"$kubectl" get modeldeployments --all-namespaces -o wide
+echo
+"$kubectl" get modeldeployments --all-namespaces -o \
+  custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,CONDITION:.status.conditions[*].type,STATUS:.status.conditions[*].status,REASON:.status.conditions[*].reason,MESSAGE:.status.conditions[*].message'
+echo
+"$kubectl" get serviceaccounts,deployments,services,networkpolicies,pods --all-namespaces \
+  -l app.kubernetes.io/managed-by=modelguard
+echo
+echo "run: the operator keeps running (its log follows, also in $log); Ctrl-C stops it."
+echo "run: KUBECONFIG=$KUBECONFIG"
+tail -n +1 -f "$log" &
+tailer=$!
+trap 'kill "$tailer" "$operator" 2>/dev/null; wait "$operator" 2>/dev/null; echo; echo "run: operator stopped"' EXIT
+wait "$operator"

@@ -1,0 +1,156 @@
+"""Fixtures for the real control plane: a session-wide cluster (the local one, or an existing one),
+a fresh namespace per test, the chart installed once, and the operator running under the chart's own
+ServiceAccount identity, so that the RBAC it ships is what the tests exercise."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import typing
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import harness
+import pytest
+
+import localcluster
+
+OPERATOR_NAMESPACE = "modelguard-system"
+RELEASE = "modelguard"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """An admin kubeconfig: the given cluster's, or that of a local control plane started here."""
+    existing = request.config.getoption("--kubeconfig") or os.environ.get(
+        "MODELGUARD_TEST_KUBECONFIG"
+    )
+    if existing:
+        yield Path(existing)
+        return
+    state_dir = harness.REPO_ROOT / ".cluster-test"
+    cluster = localcluster.LocalCluster(state_dir)
+    started = time.monotonic()
+    cluster.start()
+    print(
+        f"\nlocal control plane up in {time.monotonic() - started:.1f}s ({state_dir})",
+        file=sys.stderr,
+    )
+    try:
+        yield cluster.kubeconfig
+    finally:
+        cluster.stop()
+        if request.session.testsfailed:
+            print(f"\ncomponent logs kept in {cluster.logs_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kubectl(kubeconfig: Path) -> harness.Kubectl:
+    return harness.Kubectl(kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def helm(kubeconfig: Path) -> harness.Helm:
+    return harness.Helm(kubeconfig)
+
+
+def _create_namespace(kubectl: harness.Kubectl, name: str, labels: dict[str, str]) -> None:
+    kubectl.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+    )
+
+
+@pytest.fixture
+def namespace(kubectl: harness.Kubectl) -> Iterator[str]:
+    """A fresh namespace per test, enforcing Pod Security "restricted" like a hardened cluster."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    _create_namespace(kubectl, name, RESTRICTED)
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def as_service_account(
+    kubectl: harness.Kubectl, namespace: str, tmp_path: Path
+) -> typing.Callable[[str], harness.Kubectl]:
+    """Makes a ServiceAccount in the test's namespace and returns a kubectl acting as it."""
+
+    def make(name: str) -> harness.Kubectl:
+        kubectl.run("create", "serviceaccount", name, "-n", namespace)
+        return harness.token_kubeconfig(
+            kubectl, namespace=namespace, service_account=name, path=tmp_path / f"{name}.kubeconfig"
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def chart_installed(kubectl: harness.Kubectl, helm: harness.Helm) -> str:
+    """The chart installed with real helm into a restricted namespace; returns the namespace."""
+    _create_namespace(kubectl, OPERATOR_NAMESPACE, RESTRICTED)
+    helm.run(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(harness.REPO_ROOT / "charts" / "modelguard"),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--wait",
+        "--timeout=180s",
+    )
+    return OPERATOR_NAMESPACE
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kubectl: harness.Kubectl, chart_installed: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`modelguard run` as a process, authenticated as the chart's ServiceAccount (not as admin)."""
+    directory = tmp_path_factory.mktemp("operator")
+    identity = harness.token_kubeconfig(
+        kubectl,
+        namespace=chart_installed,
+        service_account=RELEASE,
+        path=directory / "operator.kubeconfig",
+    )
+    log_path = harness.REPO_ROOT / ".cluster-test" / "logs" / "operator.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "KUBECONFIG": str(identity.kubeconfig), "POD_NAME": "modelguard-test"}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelguard.cli", "run", "--verbose"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        time.sleep(1)
+        assert process.poll() is None, f"the operator exited at once; see {log_path}"
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

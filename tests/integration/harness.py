@@ -1,0 +1,145 @@
+"""Test helpers that drive a real cluster the way a user does: kubectl, helm and identities."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import subprocess
+import time
+import typing
+from pathlib import Path
+
+import yaml
+
+import localcluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+Manifest = dict[str, typing.Any]
+
+
+class CommandFailed(AssertionError):
+    """A kubectl or helm call failed; the message carries its stderr."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Kubectl:
+    """kubectl bound to one kubeconfig (one identity)."""
+
+    kubeconfig: Path
+
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(localcluster.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise CommandFailed(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def json(self, *args: str) -> Manifest:
+        loaded: Manifest = json.loads(self.run(*args, "-o", "json").stdout)
+        return loaded
+
+    def get(self, kind: str, name: str, *, namespace: str) -> Manifest | None:
+        result = self.run("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr:
+                return None
+            raise CommandFailed(f"kubectl get {kind} {name}: {result.stderr.strip()}")
+        loaded: Manifest = json.loads(result.stdout)
+        return loaded
+
+    def apply(
+        self,
+        *manifests: Manifest | str,
+        namespace: str | None = None,
+        check: bool = True,
+        extra: tuple[str, ...] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        documents = [m if isinstance(m, str) else yaml.safe_dump(m) for m in manifests]
+        args = ["apply", "-f", "-", *extra]
+        if namespace:
+            args += ["-n", namespace]
+        return self.run(*args, input="\n---\n".join(documents), check=check)
+
+
+@dataclasses.dataclass(frozen=True)
+class Helm:
+    kubeconfig: Path
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(localcluster.binary("helm")), f"--kubeconfig={self.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise CommandFailed(f"helm {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+
+def eventually(
+    check: typing.Callable[[], None], *, timeout: float = 60, interval: float = 0.25
+) -> None:
+    """Calls `check` until it stops raising AssertionError; re-raises the last one at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(interval)
+        else:
+            return
+
+
+def condition(body: Manifest | None, type: str) -> Manifest:
+    for found in ((body or {}).get("status") or {}).get("conditions") or []:
+        if found["type"] == type:
+            return typing.cast(Manifest, found)
+    return {}
+
+
+def token_kubeconfig(
+    admin: Kubectl, *, namespace: str, service_account: str, path: Path
+) -> Kubectl:
+    """A kubectl acting as a ServiceAccount, with a short-lived token from the TokenRequest API."""
+    token = admin.json(
+        "create", "token", service_account, "-n", namespace, "--duration=3600s", "--output=json"
+    )["status"]["token"]
+    config = yaml.safe_load(admin.kubeconfig.read_text())
+    cluster = config["clusters"][0]
+    identity = f"system:serviceaccount:{namespace}:{service_account}"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": identity, "user": {"token": token}}],
+                "contexts": [
+                    {"name": identity, "context": {"cluster": cluster["name"], "user": identity}}
+                ],
+                "current-context": identity,
+            }
+        )
+    )
+    path.chmod(0o600)
+    return Kubectl(path)
+
+
+def decode_secret(data: str) -> str:
+    return base64.b64decode(data).decode()

@@ -1,0 +1,68 @@
+"""The Helm chart: lints, installs with real helm, its operator pod passes Pod Security "restricted"
+and becomes Ready, and its RBAC is least privilege."""
+
+from __future__ import annotations
+
+import harness
+
+CHART = str(harness.REPO_ROOT / "charts" / "modelguard")
+
+
+def test_helm_lint_strict_passes(helm: harness.Helm) -> None:
+    result = helm.run("lint", "--strict", CHART)
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_bad_values_are_refused_naming_the_key(helm: harness.Helm) -> None:
+    result = helm.run("template", "x", CHART, "--set", "replicaCount=-1", check=False)
+    assert result.returncode != 0
+    assert "replicaCount" in result.stderr
+
+
+def test_operator_pod_becomes_ready_in_a_restricted_namespace(
+    kubectl: harness.Kubectl, chart_installed: str
+) -> None:
+    namespace = kubectl.json("get", "namespace", chart_installed)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    deployment = kubectl.json("get", "deployment", "modelguard", "-n", chart_installed)
+    assert deployment["status"].get("availableReplicas") == deployment["spec"]["replicas"]
+    pods = kubectl.json(
+        "get", "pods", "-n", chart_installed, "-l", "app.kubernetes.io/name=modelguard"
+    )["items"]
+    assert pods
+    for pod in pods:
+        ready = next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True"
+        container = pod["spec"]["containers"][0]["securityContext"]
+        assert container["readOnlyRootFilesystem"] is True
+        assert container["allowPrivilegeEscalation"] is False
+        assert container["capabilities"]["drop"] == ["ALL"]
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_rendered_chart_raises_no_pod_security_warnings(
+    kubectl: harness.Kubectl, helm: harness.Helm, namespace: str
+) -> None:
+    # A release name of its own, so the dry run touches nothing the installed chart owns.
+    rendered = helm.run(
+        "template", "psa-check", CHART, "--namespace", namespace, "--set", "crds.enabled=false"
+    ).stdout
+    result = kubectl.apply(rendered, extra=("--server-side", "--dry-run=server"))
+    assert "Warning" not in result.stderr, result.stderr
+
+
+def test_cluster_role_is_least_privilege(kubectl: harness.Kubectl, chart_installed: str) -> None:
+    del chart_installed
+    rules = kubectl.json("get", "clusterrole", "modelguard")["rules"]
+    granted = {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule["verbs"]
+    }
+    assert not any("*" in entry for entry in granted), "wildcards in the ClusterRole"
+    assert not any(resource == "secrets" for _, resource, _ in granted)
+    assert not any(verb in {"bind", "escalate", "impersonate"} for *_, verb in granted)
+    assert not any(resource == "serviceaccounts/token" for _, resource, _ in granted)
+    assert not any("webhookconfigurations" in resource for _, resource, _ in granted)
