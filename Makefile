@@ -64,3 +64,7 @@ run: venv tools ## local cluster + CRDs + operator + examples, status shown; Ctr
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove local state (the binary cache stays)
 	rm -rf $(CLUSTER_DIR) .cluster-test
+
+.PHONY: bench
+bench: venv tools ## benchmarks: figures printed next to a reference measured in the same run
+	PYTHONPATH=hack $(BIN)/python benchmarks/cluster_start.py

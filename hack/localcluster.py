@@ -281,6 +281,8 @@ class LocalCluster:
 
     state_dir: Path
     nodes: int = 2
+    api_server_only: bool = False
+    """Stop after etcd and kube-apiserver, as envtest does (the benchmarks' reference)."""
     pids: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -416,6 +418,8 @@ class LocalCluster:
             log=self._log("kube-apiserver"),
         )
 
+        if self.api_server_only:
+            return
         controller_manager_port, scheduler_port = free_port(), free_port()
         self._spawn(
             "kube-controller-manager",

@@ -1,0 +1,1 @@
+"""ModelGuard: a Kubernetes operator that makes ML model deployments secure by default."""

@@ -1,0 +1,653 @@
+"""The modelguard.dev/v1alpha1 ModelDeployment API: its models, defaults and validation.
+
+These models are the single source of the CRD schema (see `modelguard.api.crd`): every field's
+docstring becomes its `kubectl explain` text, every default and constraint becomes part of the
+schema the API server enforces. Validation that the schema cannot express lives in validators here,
+so the operator and the admission webhook refuse exactly the same objects.
+"""
+
+import enum
+import ipaddress
+import re
+import typing
+
+import pydantic
+from pydantic import alias_generators
+
+from modelguard.api import errors, quantity
+
+GROUP: typing.Final = "modelguard.dev"
+VERSION: typing.Final = "v1alpha1"
+API_VERSION: typing.Final = f"{GROUP}/{VERSION}"
+KIND: typing.Final = "ModelDeployment"
+PLURAL: typing.Final = "modeldeployments"
+SINGULAR: typing.Final = "modeldeployment"
+SHORT_NAMES: typing.Final = ("md",)
+CATEGORIES: typing.Final = ("modelguard",)
+
+# Condition types; Ready summarises the others and is what `kubectl wait` and GitOps tools read.
+CONDITION_VERIFIED: typing.Final = "Verified"
+CONDITION_APPROVED: typing.Final = "Approved"
+CONDITION_ISOLATED: typing.Final = "Isolated"
+CONDITION_BACKED_UP: typing.Final = "BackedUp"
+CONDITION_READY: typing.Final = "Ready"
+CONDITION_TYPES: typing.Final = (
+    CONDITION_VERIFIED,
+    CONDITION_APPROVED,
+    CONDITION_ISOLATED,
+    CONDITION_BACKED_UP,
+    CONDITION_READY,
+)
+
+# Upper bounds on lists that carry CEL rules: the API server refuses a CRD whose rules it cannot
+# bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
+MAX_PEERS: typing.Final = 64
+MAX_EGRESS_RULES: typing.Final = 64
+
+DEFAULT_REQUESTS: typing.Final = {"cpu": "100m", "memory": "256Mi"}
+DEFAULT_LIMITS: typing.Final = {"memory": "1Gi"}
+DEFAULT_SIGNATURE_FILE: typing.Final = "model.sig"
+
+IMAGE_DIGEST_PATTERN: typing.Final = r"^[^\s@]+@sha256:[a-f0-9]{64}$"
+DNS_LABEL_PATTERN: typing.Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN: typing.Final = (
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+# The version becomes the value of the app.kubernetes.io/version label, so it obeys label rules.
+LABEL_VALUE_PATTERN: typing.Final = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+ARTIFACT_URI_PATTERN: typing.Final = r"^(s3|https|pvc)://[^\s]+$"
+# The object's name becomes the Service's name, which must be a DNS-1035 label.
+OBJECT_NAME_PATTERN: typing.Final = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+OBJECT_NAME_RULE: typing.Final = (
+    "must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a"
+    " letter): it names the model's Service"
+)
+CONDITION_TYPE_PATTERN: typing.Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN: typing.Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+ImageDigest = typing.Annotated[
+    str,
+    pydantic.Field(pattern=IMAGE_DIGEST_PATTERN),
+    errors.Hint("must be pinned by digest (image@sha256:<64 hex>)"),
+]
+DNSLabel = typing.Annotated[
+    str,
+    pydantic.Field(pattern=DNS_LABEL_PATTERN, max_length=63),
+    errors.Hint("must be a DNS-1123 label: at most 63 lowercase letters, digits and '-'"),
+]
+ObjectName = typing.Annotated[
+    str,
+    pydantic.Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253),
+    errors.Hint("must be a Kubernetes object name: lowercase letters, digits, '-' and '.'"),
+]
+LabelValue = typing.Annotated[
+    str,
+    pydantic.Field(pattern=LABEL_VALUE_PATTERN, min_length=1, max_length=63),
+    errors.Hint(
+        "must be 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or"
+        " digit (it is used as a label value)"
+    ),
+]
+ArtifactURI = typing.Annotated[
+    str,
+    pydantic.Field(pattern=ARTIFACT_URI_PATTERN),
+    errors.Hint("must be an s3://, https:// or pvc:// URI"),
+]
+Quantity = typing.Annotated[
+    str,
+    pydantic.Field(pattern=quantity.PATTERN),
+    errors.Hint('must be a Kubernetes quantity such as "500m", "2" or "1Gi"'),
+]
+Port = typing.Annotated[int, pydantic.Field(ge=1, le=65535)]
+
+
+def _is_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32") from None
+    return value
+
+
+CIDR = typing.Annotated[
+    str,
+    pydantic.AfterValidator(_is_cidr),
+    pydantic.Field(json_schema_extra={"format": "cidr"}),
+]
+
+
+class _Wire(pydantic.BaseModel):
+    """Kubernetes field names (camelCase) on the wire, Python names in code, docstrings explain."""
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+        serialize_by_alias=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class _Spec(_Wire):
+    """What users write: an unknown field is a mistake to report, not something to ignore."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class _Status(_Wire):
+    """What the operator writes: read leniently, so an older operator can read a newer status."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+
+# --- spec ----------------------------------------------------------------------------------------
+
+
+class ModelSource(_Spec):
+    """Where the model's files are read from."""
+
+    uri: ArtifactURI
+    """URI of the model's files (a directory, or a prefix for s3://). Accepted schemes:
+    s3://bucket/prefix/, https://host/path/ and pvc://claim-name/path (a PersistentVolumeClaim in
+    this namespace). Required."""
+
+    credentials_secret: ObjectName | None = None
+    """Name of a Secret in this namespace with read-only credentials for the source. Omit it for
+    sources that need none (public https://, pvc://)."""
+
+
+class ModelSignature(_Spec):
+    """Where the model's OpenSSF Model Signing bundle is read from."""
+
+    uri: ArtifactURI | None = None
+    """URI of the signature bundle (as written by the model_signing tool). Default: model.sig
+    beside the source, that is <source.uri>/model.sig. Accepted schemes: s3://, https://, pvc://."""
+
+
+class ModelSpec(_Spec):
+    """The model to serve: which one, which version, and where its files and signature are."""
+
+    name: DNSLabel
+    """Logical name of the model (approvals name it), e.g. sentiment-bert. A DNS-1123 label: at
+    most 63 lowercase letters, digits and '-'. Required."""
+
+    version: LabelValue
+    """Version of the model to serve, e.g. 1.4.0. Changing it rolls out the new version once it is
+    verified and approved. 1 to 63 letters, digits, '-', '_' or '.' (it becomes a label value).
+    Required."""
+
+    source: ModelSource
+    """Where the model's files are read from. Required."""
+
+    signature: ModelSignature = ModelSignature()
+    """Where the signature of the model's files is read from. Default: model.sig beside the
+    source."""
+
+    def signature_uri(self) -> str:
+        """The signature bundle's URI: the one given, or model.sig beside the source."""
+        if self.signature.uri is not None:
+            return self.signature.uri
+        return f"{self.source.uri.rstrip('/')}/{DEFAULT_SIGNATURE_FILE}"
+
+
+class ResourceRequirements(_Spec):
+    """Compute resources of the model server container."""
+
+    requests: dict[str, Quantity] = pydantic.Field(default=DEFAULT_REQUESTS)
+    """Resources the scheduler reserves, by resource name (cpu, memory, nvidia.com/gpu, ...).
+    Default: cpu 100m, memory 256Mi. Giving this map replaces the whole default."""
+
+    limits: dict[str, Quantity] = pydantic.Field(default=DEFAULT_LIMITS)
+    """Most the container may use, by resource name. Default: memory 1Gi (no CPU limit, so the
+    server is throttled rather than killed). Giving this map replaces the whole default; an empty
+    map removes the memory limit. A limit may not be lower than the matching request."""
+
+    @pydantic.model_validator(mode="after")
+    def _requests_within_limits(self) -> typing.Self:
+        for resource, limit in self.limits.items():
+            request = self.requests.get(resource)
+            if request is not None and quantity.parse(request) > quantity.parse(limit):
+                raise ValueError(
+                    f"requests[{resource}] {request} exceeds limits[{resource}] {limit}; "
+                    "raise the limit or lower the request"
+                )
+        return self
+
+
+class ServingSpec(_Spec):
+    """How the model is served: the server image, its port, replicas and resources."""
+
+    image: ImageDigest
+    """Model server image, pinned by digest: registry/repository@sha256:<64 hex digits> (a tag
+    may precede the digest). Tags alone are refused: a tag can be moved to other content.
+    Required."""
+
+    port: Port = 8080
+    """TCP port the model server listens on; the Service exposes the same port, named http.
+    1 to 65535. Default: 8080."""
+
+    replicas: int = pydantic.Field(default=1, ge=0)
+    """Number of model server pods. 0 or more. Default: 1."""
+
+    resources: ResourceRequirements = ResourceRequirements()
+    """Compute resources of the model server container. Default: requests cpu 100m, memory
+    256Mi; limits memory 1Gi."""
+
+
+class LabelSelectorOperator(enum.StrEnum):
+    """How a label selector requirement compares a label with its values."""
+
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(_Spec):
+    """One requirement of a label selector: a label key, an operator and values."""
+
+    key: str = pydantic.Field(min_length=1)
+    """Label key the requirement applies to. Required."""
+
+    operator: LabelSelectorOperator
+    """In, NotIn, Exists or DoesNotExist. Required."""
+
+    values: list[str] | None = None
+    """Values to compare with: required and non-empty for In and NotIn, absent for Exists and
+    DoesNotExist."""
+
+    @pydantic.model_validator(mode="after")
+    def _values_match_operator(self) -> typing.Self:
+        needs_values = self.operator in (LabelSelectorOperator.IN, LabelSelectorOperator.NOT_IN)
+        if needs_values and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if not needs_values and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(_Spec):
+    """Selects objects by label; all given terms must match. An empty selector ({}) matches all."""
+
+    match_labels: dict[str, str] | None = None
+    """Labels that must all be present with exactly these values."""
+
+    match_expressions: list[LabelSelectorRequirement] | None = None
+    """Requirements that must all hold."""
+
+
+class IPBlock(_Spec):
+    """A range of IP addresses, typically outside the cluster."""
+
+    cidr: CIDR
+    """The range, e.g. 10.0.0.0/8 or 2001:db8::/32. Required."""
+
+    except_: list[CIDR] | None = pydantic.Field(default=None, alias="except")
+    """Ranges inside cidr that are excluded."""
+
+    @pydantic.model_validator(mode="after")
+    def _exceptions_inside(self) -> typing.Self:
+        network = ipaddress.ip_network(self.cidr, strict=False)
+        for excluded in self.except_ or []:
+            inner = ipaddress.ip_network(excluded, strict=False)
+            if inner.version != network.version or not inner.subnet_of(network):  # type: ignore[arg-type]
+                raise ValueError(f"except entry {excluded} is not inside cidr {self.cidr}")
+            if inner == network:
+                raise ValueError(f"except entry {excluded} excludes all of cidr {self.cidr}")
+        return self
+
+
+_PEER_SELECTOR_OR_BLOCK = (
+    "ipBlock cannot be combined with namespaceSelector or podSelector; use separate peers"
+)
+_PEER_REQUIRED = "a peer needs namespaceSelector, podSelector or ipBlock"
+
+
+class NetworkPeer(_Spec):
+    """Who may connect, or where to: pods chosen by labels, or an IP range.
+
+    namespaceSelector alone selects every pod in the matching namespaces; podSelector alone
+    selects pods in this namespace; both together select the matching pods in the matching
+    namespaces. ipBlock stands alone.
+    """
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            # The API server refuses such a peer in the NetworkPolicy built from it: say so at
+            # apply time instead of failing the rollout later.
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.ipBlock) || "
+                    "(!has(self.namespaceSelector) && !has(self.podSelector))",
+                    "message": _PEER_SELECTOR_OR_BLOCK,
+                },
+                {
+                    "rule": "has(self.ipBlock) || has(self.namespaceSelector) || "
+                    "has(self.podSelector)",
+                    "message": _PEER_REQUIRED,
+                },
+            ]
+        }
+    )
+
+    namespace_selector: LabelSelector | None = None
+    """Namespaces, by their labels (every namespace carries kubernetes.io/metadata.name: <name>).
+    {} selects all namespaces."""
+
+    pod_selector: LabelSelector | None = None
+    """Pods, by their labels; in this namespace unless namespaceSelector is also given. {}
+    selects all pods."""
+
+    ip_block: IPBlock | None = None
+    """An IP range; cannot be combined with the selectors."""
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind_of_peer(self) -> typing.Self:
+        selectors = self.namespace_selector is not None or self.pod_selector is not None
+        if self.ip_block is not None and selectors:
+            raise ValueError(_PEER_SELECTOR_OR_BLOCK)
+        if self.ip_block is None and not selectors:
+            raise ValueError(_PEER_REQUIRED)
+        return self
+
+
+class Protocol(enum.StrEnum):
+    """Transport protocol of a port."""
+
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+class NetworkPort(_Spec):
+    """A destination port."""
+
+    port: Port
+    """Port number, 1 to 65535. Required."""
+
+    protocol: Protocol = Protocol.TCP
+    """TCP, UDP or SCTP. Default: TCP."""
+
+
+class EgressRule(_Spec):
+    """Destinations the model server may connect to."""
+
+    to: list[NetworkPeer] = pydantic.Field(min_length=1, max_length=MAX_PEERS)
+    """Destinations; at least one. To allow any address, say so: ipBlock {cidr: 0.0.0.0/0}.
+    Required."""
+
+    ports: list[NetworkPort] = pydantic.Field(default=[], max_length=MAX_PEERS)
+    """Ports allowed to those destinations. Default: [] (every port)."""
+
+
+class AccessSpec(_Spec):
+    """Who may call the model, and what the model may call. Both are closed by default."""
+
+    ingress: list[NetworkPeer] = pydantic.Field(default=[], max_length=MAX_PEERS)
+    """Callers allowed to reach the serving port; nothing else can connect to the model's pods.
+    Default: [] (nobody may call it)."""
+
+    egress: list[EgressRule] = pydantic.Field(default=[], max_length=MAX_EGRESS_RULES)
+    """Destinations the model server may connect to, besides cluster DNS. Default: [] (DNS only)."""
+
+
+class AuditInputs(enum.StrEnum):
+    """How much of each inference request is recorded."""
+
+    NONE = "None"
+    METADATA = "Metadata"
+    PAYLOAD = "Payload"
+
+
+class AuditSpec(_Spec):
+    """What is recorded about inference requests."""
+
+    inputs: AuditInputs = AuditInputs.METADATA
+    """None: nothing. Metadata: per request time, caller, size and payload digest. Payload:
+    Metadata plus the redacted payload (opt-in; it may hold personal data). Default: Metadata."""
+
+
+class BackupSpec(_Spec):
+    """Offline backups of the verified model, its signature, approvals and spec."""
+
+    store: ObjectName
+    """Name of the (cluster-scoped) BackupStore to write to. Required."""
+
+    schedule: str = pydantic.Field(default="@daily", min_length=1)
+    """When to back up, in cron syntax (e.g. "0 3 * * *") or a macro such as @daily. Default:
+    @daily."""
+
+
+class OnUnapproved(enum.StrEnum):
+    """What happens when the requested version is not approved."""
+
+    HOLD = "Hold"
+    REJECT = "Reject"
+
+
+class RolloutSpec(_Spec):
+    """How a new version goes live."""
+
+    on_unapproved: OnUnapproved = OnUnapproved.HOLD
+    """Hold: keep serving the last approved version and wait for an approval. Reject: refuse
+    the change at apply time. Default: Hold."""
+
+
+class ModelDeploymentSpec(_Spec):
+    """The model version to serve and how; everything not written has the secure default."""
+
+    model: ModelSpec
+    """The model to serve. Required."""
+
+    trust_policy: ObjectName = "default"
+    """Name of the (cluster-scoped) TrustPolicy that decides who may sign and approve this model.
+    Default: default."""
+
+    serving: ServingSpec
+    """How the model is served. Required."""
+
+    access: AccessSpec = AccessSpec()
+    """Network access. Default: nobody may call the model; it may reach DNS only."""
+
+    audit: AuditSpec = AuditSpec()
+    """Audit of inference requests. Default: metadata of every request."""
+
+    backup: BackupSpec | None = None
+    """Offline backups. Default: none."""
+
+    rollout: RolloutSpec = RolloutSpec()
+    """Rollout of new versions. Default: hold unapproved versions."""
+
+    quarantine: bool = False
+    """true stops the model: zero replicas and all traffic denied, nothing deleted. Default:
+    false."""
+
+
+# --- status --------------------------------------------------------------------------------------
+
+
+class ConditionStatus(enum.StrEnum):
+    """Whether a condition holds."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Status):
+    """One aspect of the object's state, in the shape of Kubernetes' metav1.Condition."""
+
+    type: str = pydantic.Field(pattern=CONDITION_TYPE_PATTERN, max_length=316)
+    """Verified, Approved, Isolated, BackedUp or Ready."""
+
+    status: ConditionStatus
+    """True, False or Unknown."""
+
+    reason: str = pydantic.Field(pattern=CONDITION_REASON_PATTERN, min_length=1, max_length=1024)
+    """Why the condition last changed, in CamelCase (e.g. SignatureVerified)."""
+
+    message: str = pydantic.Field(max_length=32768)
+    """Human-readable detail."""
+
+    last_transition_time: str = pydantic.Field(json_schema_extra={"format": "date-time"})
+    """When status last changed (RFC 3339)."""
+
+    observed_generation: int | None = pydantic.Field(
+        default=None, ge=0, json_schema_extra={"format": "int64"}
+    )
+    """metadata.generation the condition was set for."""
+
+
+class VerificationStatus(_Status):
+    """The result of the last successful signature verification."""
+
+    root_digest: str | None = None
+    """Digest over all of the model's files, as signed (e.g. sha256:...)."""
+
+    signer: str | None = None
+    """Name of the TrustPolicy signer whose signature verified."""
+
+    files: int | None = None
+    """Number of files covered by the signature."""
+
+    bytes: int | None = pydantic.Field(default=None, json_schema_extra={"format": "int64"})
+    """Total size of those files."""
+
+    verified_at: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    """When the signature was verified (RFC 3339)."""
+
+
+class ApprovalStatus(_Status):
+    """The approval the active version runs under."""
+
+    approvers: list[str] | None = None
+    """Names of the approvers whose signed ModelApprovals count."""
+
+    expires_at: str | None = pydantic.Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the earliest of those approvals expires (RFC 3339)."""
+
+
+class BackupStatus(_Status):
+    """The last completed offline backup."""
+
+    location: str | None = None
+    """Where the backup was written, inside its BackupStore."""
+
+    completed_at: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    """When it was written and read back (RFC 3339)."""
+
+
+class ModelDeploymentStatus(_Status):
+    """What the operator observed and did; read by kubectl, kubectl wait and GitOps tools."""
+
+    observed_generation: int | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "int64"}
+    )
+    """metadata.generation of the spec this status describes."""
+
+    active_version: str | None = None
+    """Model version serving now; differs from spec.model.version while a rollout is held."""
+
+    conditions: list[Condition] = pydantic.Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Verified, Approved, Isolated, BackedUp and Ready (the summary)."""
+
+    verification: VerificationStatus | None = None
+    """The last successful signature verification."""
+
+    approval: ApprovalStatus | None = None
+    """The approval the active version runs under."""
+
+    last_backup: BackupStatus | None = None
+    """The last completed offline backup."""
+
+
+# --- the object ----------------------------------------------------------------------------------
+
+
+class ModelDeployment(_Wire):
+    """One model version served securely: verified, approved, isolated, audited and backed up."""
+
+    model_config = pydantic.ConfigDict(
+        # The envelope may grow fields (the API server's, kopf's); the spec inside stays strict.
+        extra="ignore",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    # Checked here because the name becomes the Service's name and a label value;
+                    # a longer or digit-first name would be accepted and then never reconcile.
+                    "rule": f"self.metadata.name.matches('{OBJECT_NAME_PATTERN}')",
+                    "message": f"metadata.name {OBJECT_NAME_RULE}",
+                }
+            ]
+        },
+    )
+
+    api_version: str = API_VERSION
+    """APIVersion defines the versioned schema of this representation of an object."""
+
+    kind: str = KIND
+    """Kind is a string value representing the REST resource this object represents."""
+
+    metadata: dict[str, typing.Any] = pydantic.Field(default_factory=dict)
+    """Standard object metadata."""
+
+    spec: ModelDeploymentSpec
+    """The model version to serve and how."""
+
+    status: ModelDeploymentStatus | None = None
+    """What the operator observed and did."""
+
+    @pydantic.field_validator("metadata")
+    @classmethod
+    def _name_fits_children(cls, metadata: dict[str, typing.Any]) -> dict[str, typing.Any]:
+        name = metadata.get("name")
+        if isinstance(name, str) and not re.match(OBJECT_NAME_PATTERN, name):
+            raise ValueError(f'name "{name}" {OBJECT_NAME_RULE}')
+        return metadata
+
+    @property
+    def name(self) -> str:
+        """metadata.name."""
+        return self._metadata_string("name")
+
+    @property
+    def namespace(self) -> str:
+        """metadata.namespace."""
+        return self._metadata_string("namespace")
+
+    @property
+    def uid(self) -> str:
+        """metadata.uid, which ownerReferences of the children point at."""
+        return self._metadata_string("uid")
+
+    def _metadata_string(self, key: str) -> str:
+        value = self.metadata.get(key)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"ModelDeployment has no metadata.{key}")
+        return value
+
+
+def parse(body: typing.Mapping[str, typing.Any]) -> ModelDeployment:
+    """A ModelDeployment from a raw object body (as the API server or kopf returns it).
+
+    Raises errors.InvalidObjectError with one message per problem, each naming its field.
+    """
+    try:
+        # Only the wire names: the API server would refuse `trust_policy`, so parsing must too.
+        return ModelDeployment.model_validate(body, by_alias=True, by_name=False)
+    except pydantic.ValidationError as error:
+        raise errors.InvalidObjectError(validation_messages(error)) from error
+
+
+def validation_messages(error: pydantic.ValidationError) -> list[str]:
+    """One `path: problem` line per problem in `error`, raised validating a ModelDeployment."""
+    return errors.messages(error, model=ModelDeployment)

@@ -1,0 +1,110 @@
+"""The Deployment of the model server: restricted pods, read-only model, no token, no surprises.
+
+The pod passes Pod Security "restricted" on its own (it does not rely on namespace defaults), so
+it runs the same in any namespace.
+"""
+
+import typing
+
+from modelguard.api import v1alpha1
+from modelguard.builders import labels, meta, names
+
+# A fixed non-root identity (the "nonroot" user of distroless images), so file ownership in the
+# volumes is predictable whatever user the image declares.
+RUN_AS: typing.Final = 65532
+MODEL_MOUNT_PATH: typing.Final = "/models"
+TMP_SIZE_LIMIT: typing.Final = "1Gi"
+REVISION_HISTORY_LIMIT: typing.Final = 3
+# Loading a large model can take minutes; until the first successful probe, liveness waits.
+STARTUP_TIMEOUT_SECONDS: typing.Final = 600
+
+_SECCOMP: typing.Final = {"type": "RuntimeDefault"}
+
+
+def build(md: v1alpha1.ModelDeployment) -> meta.Manifest:
+    """The Deployment of `md`."""
+    manifest = meta.child(
+        md, api_version="apps/v1", kind="Deployment", name=names.child_names(md.name).deployment
+    )
+    manifest["spec"] = {
+        "replicas": 0 if md.spec.quarantine else md.spec.serving.replicas,
+        "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+        "selector": {"matchLabels": labels.selector(md.name)},
+        # maxUnavailable 0: a new version that never becomes ready never takes down the old one.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+        },
+        "template": {
+            "metadata": {
+                "labels": labels.of(md),
+                "annotations": {"kubectl.kubernetes.io/default-container": names.CONTAINER},
+            },
+            "spec": _pod_spec(md),
+        },
+    }
+    return manifest
+
+
+def _pod_spec(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
+    return {
+        "serviceAccountName": names.child_names(md.name).service_account,
+        "automountServiceAccountToken": False,
+        # Service environment variables leak the namespace's topology to the model server.
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": dict(_SECCOMP),
+        },
+        "containers": [_server_container(md)],
+        "volumes": [
+            # Filled by the verifying init container (a later issue); never written by the server.
+            {"name": names.MODEL_VOLUME, "emptyDir": {}},
+            # The only writable path, since the root filesystem is read-only; bounded so a
+            # runaway server cannot fill the node's disk.
+            {"name": names.TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+        ],
+    }
+
+
+def _server_container(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
+    serving = md.spec.serving
+    return {
+        "name": names.CONTAINER,
+        "image": serving.image,
+        "ports": [{"name": names.PORT_NAME, "containerPort": serving.port, "protocol": "TCP"}],
+        "resources": _resources(serving.resources),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": dict(_SECCOMP),
+        },
+        "volumeMounts": [
+            {"name": names.MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH, "readOnly": True},
+            {"name": names.TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+        ],
+        "startupProbe": {
+            **_tcp_probe(),
+            "periodSeconds": 5,
+            "failureThreshold": STARTUP_TIMEOUT_SECONDS // 5,
+        },
+        "readinessProbe": {**_tcp_probe(), "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**_tcp_probe(), "periodSeconds": 10, "failureThreshold": 3},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _tcp_probe() -> dict[str, typing.Any]:
+    # A TCP connect works for any server; an HTTP health path would be a guess about the image.
+    return {"tcpSocket": {"port": names.PORT_NAME}}
+
+
+def _resources(resources: v1alpha1.ResourceRequirements) -> dict[str, dict[str, str]]:
+    # An empty map is left out: it means "none" in the spec and would be noise in the manifest.
+    result = {"requests": dict(resources.requests), "limits": dict(resources.limits)}
+    return {key: value for key, value in result.items() if value}

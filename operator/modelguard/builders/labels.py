@@ -1,0 +1,36 @@
+"""Labels of a ModelDeployment's children and pods, and the selector that finds them.
+
+Selectors use only MODEL_DEPLOYMENT, whose value (the ModelDeployment's name) never changes: a
+Deployment's selector is immutable, and a new model version must roll the pods, not orphan them.
+"""
+
+import typing
+
+from modelguard.api import v1alpha1
+
+NAME: typing.Final = "app.kubernetes.io/name"
+INSTANCE: typing.Final = "app.kubernetes.io/instance"
+VERSION: typing.Final = "app.kubernetes.io/version"
+COMPONENT: typing.Final = "app.kubernetes.io/component"
+MANAGED_BY: typing.Final = "app.kubernetes.io/managed-by"
+MODEL_DEPLOYMENT: typing.Final = f"{v1alpha1.GROUP}/model-deployment"
+
+MANAGER: typing.Final = "modelguard"
+MODEL_SERVER: typing.Final = "model-server"
+
+
+def selector(md_name: str) -> dict[str, str]:
+    """Labels that select the children and pods of the ModelDeployment called `md_name`."""
+    return {MODEL_DEPLOYMENT: md_name}
+
+
+def of(md: v1alpha1.ModelDeployment) -> dict[str, str]:
+    """Labels of every child and pod of `md`."""
+    return {
+        NAME: md.spec.model.name,
+        INSTANCE: md.name,
+        VERSION: md.spec.model.version,
+        COMPONENT: MODEL_SERVER,
+        MANAGED_BY: MANAGER,
+        **selector(md.name),
+    }

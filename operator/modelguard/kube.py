@@ -1,0 +1,200 @@
+"""The only module that talks to the Kubernetes API server (kopf's own watch machinery aside).
+
+Objects cross this boundary as plain manifests (dicts), the same shape the builders produce and
+kubectl prints. Writes are server-side apply with one field manager, always the whole intent: the
+API server merges, tracks ownership and garbage-collects through ownerReferences.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import typing
+import uuid
+
+import lightkube
+import lightkube.codecs
+import lightkube.config.kubeconfig
+import lightkube.core.exceptions
+import lightkube.core.resource_registry
+import lightkube.generic_resource
+import lightkube.models.core_v1
+import lightkube.models.events_v1
+import lightkube.models.meta_v1
+import lightkube.resources.events_v1
+
+from modelguard.api import v1alpha1
+
+FIELD_MANAGER = "modelguard"
+"""The field manager of every write the operator makes, and so the owner of every managed field."""
+
+INTENT_ANNOTATION = f"{v1alpha1.GROUP}/applied-intent"
+"""sha256 of the manifest last applied; equal to the desired one means there is nothing to write."""
+
+REPORTING_CONTROLLER = f"{v1alpha1.GROUP}/operator"
+
+Manifest = dict[str, typing.Any]
+
+ModelDeploymentResource = lightkube.generic_resource.create_namespaced_resource(
+    group=v1alpha1.GROUP,
+    version=v1alpha1.VERSION,
+    kind=v1alpha1.KIND,
+    plural=v1alpha1.PLURAL,
+)
+
+
+class ApiError(Exception):
+    """The API server refused a request; `reason` is its machine-readable reason."""
+
+    def __init__(self, *, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def intent_hash(manifest: Manifest) -> str:
+    """A stable digest of a desired manifest, excluding the annotation that carries it."""
+    metadata = dict(manifest.get("metadata", {}))
+    annotations = {
+        k: v for k, v in metadata.get("annotations", {}).items() if k != INTENT_ANNOTATION
+    }
+    metadata["annotations"] = annotations
+    canonical = json.dumps(
+        {**manifest, "metadata": metadata}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def with_intent(manifest: Manifest) -> Manifest:
+    """The manifest with its own intent hash recorded in an annotation."""
+    metadata = dict(manifest.get("metadata", {}))
+    metadata["annotations"] = {
+        **metadata.get("annotations", {}),
+        INTENT_ANNOTATION: intent_hash(manifest),
+    }
+    return {**manifest, "metadata": metadata}
+
+
+def _resource_type(api_version: str, kind: str) -> typing.Any:
+    return lightkube.core.resource_registry.resource_registry.load(api_version, kind)
+
+
+def _to_manifest(obj: typing.Any) -> Manifest:
+    manifest: Manifest = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    return manifest
+
+
+def _api_error(error: lightkube.core.exceptions.ApiError) -> ApiError:
+    status = error.status
+    return ApiError(
+        status=int(status.code or 0),
+        reason=str(status.reason or ""),
+        message=str(status.message or ""),
+    )
+
+
+class Kube:
+    """An API client bound to one connection; cheap to share across handlers."""
+
+    def __init__(self, client: lightkube.AsyncClient) -> None:
+        self._client = client
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster ServiceAccount credentials, else $KUBECONFIG / ~/.kube/config."""
+        config = lightkube.config.kubeconfig.KubeConfig.from_env()
+        return cls(lightkube.AsyncClient(config=config, field_manager=FIELD_MANAGER))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def get(
+        self, *, api_version: str, kind: str, namespace: str, name: str
+    ) -> Manifest | None:
+        """The object, or None when it does not exist."""
+        try:
+            obj = await self._client.get(
+                _resource_type(api_version, kind), name, namespace=namespace
+            )
+        except lightkube.core.exceptions.ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise _api_error(error) from error
+        return _to_manifest(obj)
+
+    async def get_model_deployment(self, *, namespace: str, name: str) -> Manifest | None:
+        return await self.get(
+            api_version=v1alpha1.API_VERSION, kind=v1alpha1.KIND, namespace=namespace, name=name
+        )
+
+    async def apply(self, manifest: Manifest) -> Manifest:
+        """Server-side apply of the whole intent, taking ownership of every field it names."""
+        obj = lightkube.codecs.from_dict(manifest)
+        try:
+            applied = await self._client.apply(obj, field_manager=FIELD_MANAGER, force=True)
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
+        return _to_manifest(applied)
+
+    async def apply_model_deployment_status(
+        self, *, namespace: str, name: str, status: Manifest
+    ) -> None:
+        """Server-side apply of the status subresource: the whole status, one field manager."""
+        body = ModelDeploymentResource.Status(
+            apiVersion=v1alpha1.API_VERSION,
+            kind=v1alpha1.KIND,
+            metadata=lightkube.models.meta_v1.ObjectMeta(name=name, namespace=namespace),
+            status=status,
+        )
+        try:
+            await self._client.apply(
+                # lightkube's overloads do not cover generic status subresources; the call is right.
+                typing.cast(typing.Any, body),
+                name=name,
+                namespace=namespace,
+                field_manager=FIELD_MANAGER,
+                force=True,
+            )
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
+
+    async def post_event(
+        self,
+        *,
+        regarding: Manifest,
+        type: typing.Literal["Normal", "Warning"],
+        reason: str,
+        action: str,
+        note: str,
+        reporting_instance: str,
+    ) -> None:
+        """An events.k8s.io/v1 Event about `regarding` (`kubectl describe` and `kubectl events`)."""
+        metadata = regarding["metadata"]
+        now = datetime.datetime.now(datetime.UTC)
+        event = lightkube.resources.events_v1.Event(
+            metadata=lightkube.models.meta_v1.ObjectMeta(
+                name=f"{metadata['name']}.{uuid.uuid4().hex[:16]}", namespace=metadata["namespace"]
+            ),
+            eventTime=now,
+            type=type,
+            reason=reason,
+            action=action,
+            # The API server caps notes at 1 KiB.
+            note=note[:1024],
+            reportingController=REPORTING_CONTROLLER,
+            reportingInstance=reporting_instance,
+            regarding=lightkube.models.core_v1.ObjectReference(
+                apiVersion=regarding["apiVersion"],
+                kind=regarding["kind"],
+                name=metadata["name"],
+                namespace=metadata["namespace"],
+                uid=metadata.get("uid"),
+                resourceVersion=metadata.get("resourceVersion"),
+            ),
+        )
+        try:
+            await self._client.create(event)
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error

@@ -1,0 +1,503 @@
+"""The builders: a ModelDeployment in, the manifests of its children out, secure in every case."""
+
+from __future__ import annotations
+
+import copy
+import typing
+
+import pytest
+
+from modelguard.api import v1alpha1
+from modelguard.builders import children, labels, names, networkpolicy
+
+Manifest = dict[str, typing.Any]
+
+IMAGE = "registry.example/model-server@sha256:" + "0123456789abcdef" * 4
+UID = "6f1c1c52-3f0e-4d7e-9a57-0d1b8c2d4e11"
+FRONTEND = {"namespaceSelector": {"matchLabels": {"team": "frontend"}}}
+GATEWAY = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}},
+    "podSelector": {"matchLabels": {"app": "gateway"}},
+}
+OFFICE = {"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}}
+DNS_RULE = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
+FEATURE_STORE = {
+    "to": [{"namespaceSelector": {"matchLabels": {"team": "features"}}}],
+    "ports": [{"port": 6379}],
+}
+OBJECT_STORE = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
+
+
+def _md(version: str = "1.4.0", **spec: typing.Any) -> v1alpha1.ModelDeployment:
+    return v1alpha1.parse(
+        {
+            "apiVersion": "modelguard.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "sentiment", "namespace": "team-nlp", "uid": UID},
+            "spec": {
+                "model": {
+                    "name": "sentiment-bert",
+                    "version": version,
+                    "source": {"uri": f"s3://models/sentiment-bert/{version}/"},
+                },
+                "serving": {"image": IMAGE},
+                **spec,
+            },
+        }
+    )
+
+
+def _by_name(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return {f"{m['kind']}/{m['metadata']['name']}": m for m in manifests}
+
+
+def _deployment(md: v1alpha1.ModelDeployment) -> Manifest:
+    return _by_name(children.build_children(md))["Deployment/sentiment"]
+
+
+def _pod(md: v1alpha1.ModelDeployment) -> Manifest:
+    pod: Manifest = _deployment(md)["spec"]["template"]
+    return pod
+
+
+# Specs that together reach every branch of the builders; the invariants below hold for each.
+SPECS = [
+    pytest.param({}, id="default"),
+    pytest.param({"quarantine": True}, id="quarantine"),
+    pytest.param({"access": {"ingress": [FRONTEND, GATEWAY, OFFICE]}}, id="ingress-callers"),
+    pytest.param({"access": {"egress": [FEATURE_STORE, OBJECT_STORE]}}, id="egress-destinations"),
+    pytest.param(
+        {"access": {"ingress": [FRONTEND], "egress": [OBJECT_STORE]}, "quarantine": True},
+        id="quarantine-with-access",
+    ),
+    pytest.param(
+        {
+            "serving": {
+                "image": IMAGE,
+                "port": 9000,
+                "replicas": 3,
+                "resources": {
+                    "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
+                    "limits": {"memory": "8Gi", "nvidia.com/gpu": "1"},
+                },
+            }
+        },
+        id="custom-resources",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param(
+            {},
+            [
+                "ServiceAccount/sentiment",
+                "NetworkPolicy/sentiment-default-deny",
+                "NetworkPolicy/sentiment-allow-ingress",
+                "NetworkPolicy/sentiment-allow-egress",
+                "Service/sentiment",
+                "Deployment/sentiment",
+            ],
+            id="default",
+        ),
+        pytest.param(
+            {"access": {"ingress": [FRONTEND]}},
+            [
+                "ServiceAccount/sentiment",
+                "NetworkPolicy/sentiment-default-deny",
+                "NetworkPolicy/sentiment-allow-ingress",
+                "NetworkPolicy/sentiment-allow-egress",
+                "Service/sentiment",
+                "Deployment/sentiment",
+            ],
+            id="ingress-callers",
+        ),
+        pytest.param(
+            {"access": {"ingress": [FRONTEND], "egress": [OBJECT_STORE]}, "quarantine": True},
+            [
+                "ServiceAccount/sentiment",
+                "NetworkPolicy/sentiment-default-deny",
+                "NetworkPolicy/sentiment-allow-ingress",
+                "NetworkPolicy/sentiment-allow-egress",
+                "Service/sentiment",
+                "Deployment/sentiment",
+            ],
+            id="quarantine-keeps-the-same-children",
+        ),
+    ],
+)
+def test_children_in_apply_order(spec: dict[str, typing.Any], expected: list[str]) -> None:
+    built = children.build_children(_md(**spec))
+    assert [f"{m['kind']}/{m['metadata']['name']}" for m in built] == expected
+
+
+def test_child_names_cover_every_child() -> None:
+    everything = _md(access={"ingress": [FRONTEND]})
+    built = {m["metadata"]["name"] for m in children.build_children(everything)}
+    assert built == set(vars(names.child_names("sentiment")).values())
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param(
+            {},
+            {
+                "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
+                "sentiment-allow-ingress": {"policyTypes": ["Ingress"], "ingress": []},
+                "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
+            },
+            id="default-deny-and-dns-only",
+        ),
+        pytest.param(
+            {"access": {"ingress": [FRONTEND, GATEWAY, OFFICE]}},
+            {
+                "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
+                "sentiment-allow-ingress": {
+                    "policyTypes": ["Ingress"],
+                    "ingress": [
+                        {
+                            "from": [FRONTEND, GATEWAY, OFFICE],
+                            "ports": [{"protocol": "TCP", "port": 8080}],
+                        }
+                    ],
+                },
+                "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
+            },
+            id="ingress-callers-to-serving-port-only",
+        ),
+        pytest.param(
+            {"access": {"ingress": [FRONTEND]}, "serving": {"image": IMAGE, "port": 9000}},
+            {
+                "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
+                "sentiment-allow-ingress": {
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [FRONTEND], "ports": [{"protocol": "TCP", "port": 9000}]}],
+                },
+                "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
+            },
+            id="ingress-follows-serving-port",
+        ),
+        pytest.param(
+            {"access": {"egress": [FEATURE_STORE, OBJECT_STORE]}},
+            {
+                "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
+                "sentiment-allow-ingress": {"policyTypes": ["Ingress"], "ingress": []},
+                "sentiment-allow-egress": {
+                    "policyTypes": ["Egress"],
+                    "egress": [
+                        DNS_RULE,
+                        {
+                            "to": FEATURE_STORE["to"],
+                            "ports": [{"protocol": "TCP", "port": 6379}],
+                        },
+                        # No ports in the spec: every port to that destination, as written.
+                        OBJECT_STORE,
+                    ],
+                },
+            },
+            id="egress-destinations",
+        ),
+        pytest.param(
+            {"access": {"ingress": [FRONTEND], "egress": [OBJECT_STORE]}, "quarantine": True},
+            {
+                "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
+                "sentiment-allow-ingress": {"policyTypes": ["Ingress"], "ingress": []},
+                "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": []},
+            },
+            id="quarantine-denies-everything",
+        ),
+    ],
+)
+def test_network_policies(spec: dict[str, typing.Any], expected: dict[str, Manifest]) -> None:
+    policies = networkpolicy.build(_md(**spec))
+    selector = {"matchLabels": {"modelguard.dev/model-deployment": "sentiment"}}
+    assert {p["metadata"]["name"]: p["spec"] for p in policies} == {
+        name: {"podSelector": selector, **body} for name, body in expected.items()
+    }
+    assert all(p["apiVersion"] == "networking.k8s.io/v1" for p in policies)
+
+
+@pytest.mark.parametrize(
+    ("spec", "replicas", "resources", "port"),
+    [
+        pytest.param(
+            {},
+            1,
+            {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            8080,
+            id="default",
+        ),
+        pytest.param(
+            {"quarantine": True, "serving": {"image": IMAGE, "replicas": 4}},
+            0,
+            {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            8080,
+            id="quarantine-scales-to-zero",
+        ),
+        pytest.param(
+            {
+                "serving": {
+                    "image": IMAGE,
+                    "port": 9000,
+                    "replicas": 3,
+                    "resources": {
+                        "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
+                        "limits": {"memory": "8Gi", "nvidia.com/gpu": "1"},
+                    },
+                }
+            },
+            3,
+            {
+                "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"},
+                "limits": {"memory": "8Gi", "nvidia.com/gpu": "1"},
+            },
+            9000,
+            id="custom-resources",
+        ),
+        pytest.param(
+            {"serving": {"image": IMAGE, "resources": {"limits": {}}}},
+            1,
+            {"requests": {"cpu": "100m", "memory": "256Mi"}},
+            8080,
+            id="limits-removed-explicitly",
+        ),
+        pytest.param(
+            {"serving": {"image": IMAGE, "replicas": 0}},
+            0,
+            {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            8080,
+            id="zero-replicas",
+        ),
+    ],
+)
+def test_deployment(
+    spec: dict[str, typing.Any], replicas: int, resources: Manifest, port: int
+) -> None:
+    md = _md(**spec)
+    deployment = _deployment(md)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert deployment["spec"]["replicas"] == replicas
+    assert container["image"] == IMAGE
+    assert container["resources"] == resources
+    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    service = _by_name(children.build_children(md))["Service/sentiment"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "protocol": "TCP", "port": port, "targetPort": "http"}
+    ]
+
+
+def test_rollout_never_drops_the_serving_version() -> None:
+    spec = _deployment(_md())["spec"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert spec["revisionHistoryLimit"] > 0
+
+
+def test_model_is_mounted_read_only_and_tmp_is_the_only_writable_path() -> None:
+    pod = _pod(_md())["spec"]
+    (container,) = pod["containers"]
+    assert container["volumeMounts"] == [
+        {"name": "model", "mountPath": "/models", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+    ]
+    assert {v["name"]: v for v in pod["volumes"]} == {
+        "model": {"name": "model", "emptyDir": {}},
+        "tmp": {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    }
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "http"}
+
+
+def test_no_token_no_service_links() -> None:
+    built = _by_name(children.build_children(_md()))
+    assert built["ServiceAccount/sentiment"]["automountServiceAccountToken"] is False
+    pod = _pod(_md())["spec"]
+    assert pod["serviceAccountName"] == "sentiment"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_child_is_owned_by_the_model_deployment(spec: dict[str, typing.Any]) -> None:
+    for manifest in children.build_children(_md(**spec)):
+        assert manifest["metadata"]["namespace"] == "team-nlp"
+        assert manifest["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "modelguard.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "name": "sentiment",
+                "uid": UID,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_child_and_pod_is_labelled(spec: dict[str, typing.Any]) -> None:
+    expected = {
+        "app.kubernetes.io/name": "sentiment-bert",
+        "app.kubernetes.io/instance": "sentiment",
+        "app.kubernetes.io/version": "1.4.0",
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": "modelguard",
+        "modelguard.dev/model-deployment": "sentiment",
+    }
+    md = _md(**spec)
+    for manifest in children.build_children(md):
+        assert manifest["metadata"]["labels"] == expected
+    assert _pod(md)["metadata"]["labels"] == expected
+
+
+def _selectors(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
+    built = _by_name(children.build_children(md))
+    found = {
+        "deployment": built["Deployment/sentiment"]["spec"]["selector"],
+        "service": built["Service/sentiment"]["spec"]["selector"],
+    }
+    for key, manifest in built.items():
+        if manifest["kind"] == "NetworkPolicy":
+            found[key] = manifest["spec"]["podSelector"]
+    return found
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_selectors_are_stable_across_versions(spec: dict[str, typing.Any]) -> None:
+    before, after = _md("1.4.0", **spec), _md("2.0.0-rc.1", **spec)
+    assert _selectors(before) == _selectors(after)
+    only_the_stable_label = {"modelguard.dev/model-deployment": "sentiment"}
+    assert labels.selector("sentiment") == only_the_stable_label
+    for key, selector in _selectors(before).items():
+        found = selector if key == "service" else selector["matchLabels"]
+        assert found == only_the_stable_label, key
+    # The version changes the pod template, so a new version is a rolling update.
+    assert _pod(before) != _pod(after)
+    assert _pod(after)["metadata"]["labels"]["app.kubernetes.io/version"] == "2.0.0-rc.1"
+
+
+_RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+    "persistentVolumeClaim", "projected", "secret",
+}  # fmt: skip
+
+# Container checks of Pod Security Standards "restricted" (latest), each with what it reports;
+# `context` is the container's securityContext, `pod` the pod's.
+_CONTAINER_CHECKS: list[tuple[str, typing.Callable[[Manifest, Manifest, Manifest], bool]]] = [
+    ("privileged", lambda c, context, pod: bool(context.get("privileged"))),
+    (
+        "allowPrivilegeEscalation",
+        lambda c, context, pod: context.get("allowPrivilegeEscalation") is not False,
+    ),
+    (
+        "capabilities not dropped",
+        lambda c, context, pod: context.get("capabilities", {}).get("drop") != ["ALL"],
+    ),
+    (
+        "capabilities added",
+        lambda c, context, pod: bool(
+            set(context.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}
+        ),
+    ),
+    (
+        "runAsNonRoot",
+        lambda c, context, pod: not context.get("runAsNonRoot", pod.get("runAsNonRoot")),
+    ),
+    ("runAsUser 0", lambda c, context, pod: context.get("runAsUser") == 0),
+    (
+        "seccompProfile",
+        lambda c, context, pod: (
+            (context.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
+            not in ("RuntimeDefault", "Localhost")
+        ),
+    ),
+    ("hostPort", lambda c, context, pod: any(p.get("hostPort") for p in c.get("ports", []))),
+    # Beyond "restricted": the image can neither write itself nor be swapped by moving a tag.
+    (
+        "writable root filesystem",
+        lambda c, context, pod: context.get("readOnlyRootFilesystem") is not True,
+    ),
+    ("image not pinned", lambda c, context, pod: "@sha256:" not in c["image"]),
+]
+
+
+def _restricted_violations(pod: Manifest) -> list[str]:
+    """What Pod Security "restricted" (and our stricter rules) would object to in `pod`."""
+    pod_context = pod.get("securityContext", {})
+    problems = [f"pod {key}" for key in ("hostNetwork", "hostPID", "hostIPC") if pod.get(key)]
+    problems += [
+        f"volume {volume['name']}"
+        for volume in pod.get("volumes", [])
+        if not set(volume) - {"name"} <= _RESTRICTED_VOLUMES
+    ]
+    if pod_context.get("runAsUser") == 0:
+        problems.append("pod runAsUser 0")
+    containers = [
+        *pod.get("initContainers", []),
+        *pod["containers"],
+        *pod.get("ephemeralContainers", []),
+    ]
+    for container in containers:
+        context = container.get("securityContext", {})
+        problems += [
+            f"{container['name']} {problem}"
+            for problem, violates in _CONTAINER_CHECKS
+            if violates(container, context, pod_context)
+        ]
+    return problems
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_restricted_security_context_on_every_container(spec: dict[str, typing.Any]) -> None:
+    pod = _pod(_md(**spec))["spec"]
+    assert _restricted_violations(pod) == []
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_restricted_check_catches_violations() -> None:
+    """The checker above is only worth something if it fails on what restricted refuses."""
+    pod = copy.deepcopy(_pod(_md())["spec"])
+    pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    assert _restricted_violations(pod) == ["volume host", "model-server allowPrivilegeEscalation"]
+
+
+def _scribble(value: typing.Any) -> None:
+    """Empties every dict and list inside `value`, as a careless caller might."""
+    items = value.values() if isinstance(value, dict) else value
+    for item in list(items):
+        if isinstance(item, dict | list):
+            _scribble(item)
+    value.clear()
+
+
+def test_builds_share_no_mutable_state() -> None:
+    """Callers (server-side apply, intent hashing) may edit what they get."""
+    md = _md(access={"ingress": [FRONTEND], "egress": [OBJECT_STORE]})
+    first = children.build_children(md)
+    expected = copy.deepcopy(first)
+    _scribble(first)
+    assert children.build_children(md) == expected
+    assert (
+        v1alpha1.parse(
+            {"metadata": {}, "spec": md.spec.model_dump(mode="json", exclude_none=True)}
+        ).spec
+        == md.spec
+    )
