@@ -15,7 +15,9 @@ def _run(args: argparse.Namespace) -> int:
     from modelguard import handlers  # noqa: F401, PLC0415
 
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
+    for noisy in ("httpx", "httpcore", "httpcore2", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],

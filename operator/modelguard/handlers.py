@@ -16,9 +16,6 @@ from modelguard.reconcile import modeldeployment
 
 logger = logging.getLogger(__name__)
 
-RESYNC_SECONDS = 300
-"""Every object is reconciled this often even without events, so a missed watch event heals."""
-
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typing.Any) -> None:
@@ -49,17 +46,12 @@ async def close(memo: kopf.Memo, **_: typing.Any) -> None:
     await memo.context.kube.close()
 
 
+# No kopf timers or daemons on ModelDeployment: kopf would put a finalizer on every object for them,
+# and deleting a model (or its namespace) would then hang whenever the operator is down. Children
+# need no cleanup of ours: the garbage collector follows their ownerReferences.
 @kopf.on.resume(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 @kopf.on.create(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
 @kopf.on.update(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-@kopf.timer(
-    v1alpha1.GROUP,
-    v1alpha1.VERSION,
-    v1alpha1.PLURAL,
-    interval=RESYNC_SECONDS,
-    initial_delay=RESYNC_SECONDS,
-    idle=None,
-)
 async def model_deployment(
     namespace: str | None, name: str, memo: kopf.Memo, **_: typing.Any
 ) -> None:

@@ -56,6 +56,8 @@ def test_create_builds_owned_children_and_becomes_ready(
 
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
     assert body["status"]["activeVersion"] == "1.4.0"
+    # Deleting a model must never depend on the operator being up.
+    assert not body["metadata"].get("finalizers")
     kinds = sorted(child["kind"] for child in children(kubectl, namespace, "sentiment"))
     assert kinds.count("ServiceAccount") == 1
     assert kinds.count("Deployment") == 1
