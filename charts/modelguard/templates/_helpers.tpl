@@ -102,34 +102,35 @@ apply, a PATCH that also creates (so create + patch); they are never updated wit
 deleted by the operator (garbage collection deletes them through their ownerReferences).
 */}}
 {{- define "modelguard.namespacedRules" -}}
-# Watch ModelDeployments; kopf records finalizers and its progress annotations with PATCH.
+# Watch ModelDeployments; kopf records its progress annotations with PATCH.
 - apiGroups: ["modelguard.dev"]
   resources: ["modeldeployments"]
   verbs: ["get", "list", "watch", "patch"]
-# Report observedGeneration and conditions through the status subresource.
+# Report observedGeneration and conditions: server-side apply on the status subresource.
 - apiGroups: ["modelguard.dev"]
   resources: ["modeldeployments/status"]
-  verbs: ["get", "patch", "update"]
-# Per-model ServiceAccount (no token, no RBAC) and Service: applied with SSA, watched for drift.
+  verbs: ["patch"]
+# Per-model ServiceAccount (no token, no RBAC), Service and NetworkPolicies: read, then applied
+# with SSA only when the intent changed.
 - apiGroups: [""]
   resources: ["serviceaccounts", "services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# The model server Deployment (restricted pods, image by digest): applied with SSA, watched for drift.
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
+# The model server Deployment (restricted pods, image by digest): applied with SSA, and watched
+# because its rollout decides the model's Ready condition.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Default-deny NetworkPolicies around each model: applied with SSA, watched for drift.
-- apiGroups: ["networking.k8s.io"]
-  resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# Events about ModelDeployments (kopf posts core/v1 Events; patch aggregates repeats).
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-# The same Events through the events.k8s.io/v1 API.
+# Events about ModelDeployments: ours through events.k8s.io/v1, kopf's own failures through
+# core/v1.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
