@@ -8,7 +8,7 @@ import typing
 import pytest
 
 from modelguard.api import v1alpha1
-from modelguard.builders import children, labels, names, networkpolicy
+from modelguard.builders import children, deployment, labels, names, networkpolicy
 
 Manifest = dict[str, typing.Any]
 
@@ -501,3 +501,18 @@ def test_builds_share_no_mutable_state() -> None:
         ).spec
         == md.spec
     )
+
+
+@pytest.mark.parametrize(
+    ("limits", "skipped"),
+    [
+        pytest.param({"memory": "1Gi"}, True, id="no-cpu-limit-says-why"),
+        pytest.param({"memory": "1Gi", "cpu": "2"}, False, id="cpu-limit-needs-no-excuse"),
+    ],
+)
+def test_cpu_limit_skip_annotation_only_when_no_cpu_limit(
+    limits: dict[str, str], skipped: bool
+) -> None:
+    md = _md(serving={"image": IMAGE, "resources": {"requests": {"cpu": "1"}, "limits": limits}})
+    annotations = deployment.build(md)["metadata"].get("annotations", {})
+    assert (deployment.CHECKOV_SKIP in annotations) is skipped
