@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the binaries the local cluster and the tests need (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, helm) from their upstream Go modules, once per machine, into a
+# kube-scheduler, kubectl, etcd, kwok, helm, and minio for the S3 server) from their upstream Go modules, once per machine, into a
 # cache outside the repository keyed by component and version. Each component's version is pinned in
 # exactly one place: the go.mod of its wrapper module under hack/tools/<component>/.
 #
@@ -104,8 +104,25 @@ build_helm() {
   build helm "$version" "$flags" helm.sh/helm/v3/cmd/helm
 }
 
+build_minio() {
+  local version
+  version=$(module_version minio github.com/minio/minio)
+  # MinIO publishes commits, not tagged module versions: its release stamp is the commit time, which
+  # the pseudo-version (v0.0.0-YYYYMMDDhhmmss-<12 hex>) carries. The flags are those of MinIO's own
+  # buildscripts/gen-ldflags.go (minus GOPATH/GOROOT, meaningless with -trimpath); without them the
+  # server reports version "DEVELOPMENT.GOGET" and its commit is unknown.
+  local stamp commit release flags="-s -w" pkg=github.com/minio/minio/cmd
+  stamp=$(echo "$version" | cut -d- -f2)
+  commit=$(echo "$version" | cut -d- -f3)
+  release="${stamp:0:4}-${stamp:4:2}-${stamp:6:2}T${stamp:8:2}:${stamp:10:2}:${stamp:12:2}Z"
+  flags+=" -X $pkg.Version=$release -X $pkg.CopyrightYear=${stamp:0:4}"
+  flags+=" -X $pkg.ReleaseTag=DEVELOPMENT.${release//:/-}"
+  flags+=" -X $pkg.CommitID=$commit -X $pkg.ShortCommitID=$commit"
+  build minio "$version" "$flags" github.com/minio/minio
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes minio)
 for component in "${components[@]}"; do
   "build_$component"
 done

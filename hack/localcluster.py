@@ -90,6 +90,7 @@ _COMPONENTS = {
     "etcd": ("etcd", "go.etcd.io/etcd/server/v3"),
     "kwok": ("kwok", "sigs.k8s.io/kwok"),
     "helm": ("helm", "helm.sh/helm/v3"),
+    "minio": ("minio", "github.com/minio/minio"),
 }
 
 

@@ -19,6 +19,7 @@ import harness
 import pytest
 
 import localcluster
+import s3server
 
 OPERATOR_NAMESPACE = "modelguard-system"
 RELEASE = "modelguard"
@@ -154,3 +155,29 @@ def operator(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3(request: pytest.FixtureRequest) -> Iterator[s3server.S3Server]:
+    """A real S3-compatible server (MinIO) on loopback for the session, with random root
+    credentials: `.endpoint`, `.credentials`, `.region`, `.create_bucket()`, `.put_object()`."""
+    state_dir = harness.REPO_ROOT / ".s3-test"
+    shutil.rmtree(state_dir, ignore_errors=True)
+    server = s3server.S3Server(state_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if request.session.testsfailed:
+            print(f"\nminio log kept in {server.log}", file=sys.stderr)
+        else:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_bucket(s3: s3server.S3Server) -> str:
+    """A fresh, empty bucket per test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(name)
+    return name

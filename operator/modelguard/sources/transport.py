@@ -1,0 +1,203 @@
+"""HTTP plumbing shared by the S3 and HTTPS sources: one aiohttp session per source, verified TLS,
+bounded retries, and every transport failure turned into a typed source error.
+
+Bodies are read as stored (no transparent decompression): the bytes hashed are the bytes signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import aiohttp
+import yarl
+
+from modelguard.sources import base, errors
+
+# Statuses worth another attempt: the server or a proxy in front of it is briefly unwell.
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+# Error bodies are read for their reason only.
+_MAX_ERROR_BODY = 64 << 10
+# aiohttp's read buffer per connection (its default is 64 KiB): larger reads mean fewer, larger
+# chunks for the hashing consumer; memory stays bounded by it times the connection limit.
+_READ_BUFSIZE = 512 << 10
+_BACKOFF_SECONDS = 0.2
+
+# (status, body prefix, what) -> the error to raise for a non-success answer.
+ErrorFor = Callable[[int, bytes, str], errors.SourceError]
+
+
+class HttpClient:
+    """GET requests for one source; the session is made on first use (inside the event loop)."""
+
+    def __init__(self, *, transport: base.Transport, follow_redirects: bool) -> None:
+        self._transport = transport
+        self._follow_redirects = follow_redirects
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ca_bundle = self._transport.ca_bundle
+        try:
+            # An explicit bundle replaces the system store: a private CA is trusted alone.
+            return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+        except (OSError, ssl.SSLError) as error:
+            raise errors.InvalidSource(f"CA bundle {ca_bundle}: {error}") from None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            transport = self._transport
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=transport.max_connections, ssl=self._ssl_context()
+                ),
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=transport.connect_timeout,
+                    sock_read=transport.read_timeout,
+                ),
+                auto_decompress=False,
+                # aiohttp asks for gzip by default; the bytes wanted are the stored ones.
+                headers={"Accept-Encoding": "identity"},
+                read_bufsize=_READ_BUFSIZE,
+                # Proxies from the environment are not followed silently.
+                trust_env=False,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @contextlib.asynccontextmanager
+    async def get(
+        self,
+        url: str,
+        *,
+        what: str,
+        headers: Callable[[str], dict[str, str]],
+        error_for: ErrorFor,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A successful (2xx) response to GET `url`, released on exit. `headers(url)` is called
+        per attempt (a signature carries the time); `what` names the file in messages."""
+        session = self._get_session()
+        attempts = max(1, self._transport.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self._send(session, url, what=what, headers=headers)
+            except errors.SourceUnreachable:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(_BACKOFF_SECONDS * attempt)
+                continue
+            if 200 <= response.status < 300:
+                try:
+                    yield response
+                finally:
+                    response.release()
+                return
+            try:
+                body = await read_error_body(response)
+            finally:
+                response.release()
+            error = error_for(response.status, body, what)
+            if response.status not in _RETRY_STATUSES or attempt == attempts:
+                raise error
+            await asyncio.sleep(_BACKOFF_SECONDS * attempt)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        what: str,
+        headers: Callable[[str], dict[str, str]],
+    ) -> aiohttp.ClientResponse:
+        for _ in range(_MAX_REDIRECTS + 1):
+            with translated(what):
+                # encoded=True: the path is sent exactly as it was signed.
+                response = await session.get(
+                    yarl.URL(url, encoded=True), headers=headers(url), allow_redirects=False
+                )
+            if not (self._follow_redirects and response.status in _REDIRECT_STATUSES):
+                return response
+            location = response.headers.get("Location", "")
+            response.release()
+            target = urllib.parse.urljoin(url, location)
+            if urllib.parse.urlsplit(target).scheme not in ("https", "http"):
+                raise errors.BadResponse(f"{what}: redirected to a non-HTTP location")
+            if url.startswith("https://") and not target.startswith("https://"):
+                raise errors.SourceDenied(f"{what}: refused a redirect from https to plain http")
+            url = target
+        raise errors.BadResponse(f"{what}: more than {_MAX_REDIRECTS} redirects")
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turns aiohttp and socket failures inside the block into typed source errors."""
+    try:
+        yield
+    except (aiohttp.ClientSSLError, ssl.SSLError) as error:
+        raise errors.SourceUnreachable(f"{what}: TLS failed: {_cause(error)}") from None
+    except aiohttp.ClientConnectorDNSError as error:
+        raise errors.SourceUnreachable(f"{what}: name resolution failed: {_cause(error)}") from None
+    except aiohttp.ClientConnectorError as error:
+        raise errors.SourceUnreachable(f"{what}: cannot connect: {_cause(error)}") from None
+    except aiohttp.ClientPayloadError as error:
+        raise errors.SourceUnreachable(f"{what}: transfer broken off: {_cause(error)}") from None
+    except (aiohttp.ClientConnectionError, ConnectionError) as error:
+        raise errors.SourceUnreachable(f"{what}: connection lost: {_cause(error)}") from None
+    except TimeoutError:
+        raise errors.SourceUnreachable(f"{what}: timed out") from None
+    except aiohttp.InvalidURL as error:
+        raise errors.InvalidSource(f"{what}: invalid URL {error}") from None
+    except aiohttp.ClientError as error:
+        raise errors.BadResponse(f"{what}: {_cause(error)}") from None
+
+
+def _cause(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+async def read_error_body(response: aiohttp.ClientResponse) -> bytes:
+    # The status alone still says enough when the error body cannot be read.
+    try:
+        return await response.content.read(_MAX_ERROR_BODY)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return b""
+
+
+async def read_bounded(response: aiohttp.ClientResponse, *, max_bytes: int, what: str) -> bytes:
+    """The whole body, refused with TooLarge as soon as it passes `max_bytes`."""
+    length = response.content_length
+    if length is not None and length > max_bytes:
+        raise errors.TooLarge(f"{what}: {length} bytes, more than the {max_bytes} allowed")
+    parts: list[bytes] = []
+    total = 0
+    with translated(what):
+        async for chunk in response.content.iter_chunked(_READ_BUFSIZE):
+            total += len(chunk)
+            if total > max_bytes:
+                raise errors.TooLarge(f"{what}: more than the {max_bytes} bytes allowed")
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+async def iter_body(
+    response: aiohttp.ClientResponse, *, chunk_size: int, what: str
+) -> AsyncIterator[bytes]:
+    """The body in chunks of at most `chunk_size`, transport failures typed."""
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+    content = response.content
+    while True:
+        with translated(what):
+            chunk = await content.read(chunk_size)
+        if not chunk:
+            return
+        yield chunk
