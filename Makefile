@@ -25,8 +25,21 @@ $(BIN)/.installed: pyproject.toml
 .PHONY: venv
 venv: $(BIN)/.installed ## the Python environment in .venv
 
+# Independent judges live in their own environment: checkov pins much of its dependency tree.
+JUDGES := .venv-judges
+CHECKOV_VERSION := 3.3.30
+$(JUDGES)/.installed-$(CHECKOV_VERSION):
+	rm -rf $(JUDGES)
+	$(PYTHON) -m venv $(JUDGES)
+	$(JUDGES)/bin/pip install --quiet --upgrade pip
+	$(JUDGES)/bin/pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+.PHONY: judges
+judges: $(JUDGES)/.installed-$(CHECKOV_VERSION) ## checkov, in .venv-judges
+
 .PHONY: tools
-tools: ## build etcd, the Kubernetes binaries, kwok and helm once into ~/.cache/modelguard
+tools: ## build etcd, the Kubernetes binaries, kwok, helm and minio once into ~/.cache/modelguard
 	hack/build-tools.sh
 
 .PHONY: generate
@@ -46,7 +59,7 @@ test-unit: venv ## unit tests only (no cluster)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint venv tools ## every test: lint, unit, and integration against a real control plane
+test: lint venv tools judges ## every test: lint, unit, and integration against a real control plane
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 .PHONY: cluster-up

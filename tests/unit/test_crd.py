@@ -215,5 +215,8 @@ def test_untranslatable_schemas_are_refused(model: type[pydantic.BaseModel], mes
 
 
 def test_rendered_yaml_parses_back_to_the_crd() -> None:
-    (text,) = crd.render_crds().values()
-    assert yaml.safe_load(text) == crd.model_deployment_crd()
+    rendered = crd.render_crds()
+    assert yaml.safe_load(rendered["modelguard.dev_modeldeployments.yaml"]) == (
+        crd.model_deployment_crd()
+    )
+    assert yaml.safe_load(rendered["modelguard.dev_trustpolicies.yaml"]) == crd.trust_policy_crd()

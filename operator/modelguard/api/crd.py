@@ -17,7 +17,7 @@ import typing
 import pydantic
 import yaml
 
-from modelguard.api import v1alpha1
+from modelguard.api import trustpolicy, v1alpha1
 
 DEFAULT_OUTPUT_DIR: typing.Final = "crds"
 HEADER: typing.Final = (
@@ -144,9 +144,52 @@ def model_deployment_crd() -> Schema:
     }
 
 
+def trust_policy_crd() -> Schema:
+    """The CustomResourceDefinition of TrustPolicy (cluster-scoped)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{trustpolicy.PLURAL}.{v1alpha1.GROUP}"},
+        "spec": {
+            "group": v1alpha1.GROUP,
+            "names": {
+                "kind": trustpolicy.KIND,
+                "listKind": f"{trustpolicy.KIND}List",
+                "plural": trustpolicy.PLURAL,
+                "singular": trustpolicy.SINGULAR,
+                "shortNames": list(trustpolicy.SHORT_NAMES),
+                "categories": list(v1alpha1.CATEGORIES),
+            },
+            "scope": "Cluster",
+            "versions": [
+                {
+                    "name": v1alpha1.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "additionalPrinterColumns": [
+                        _column("Enforcement", ".spec.enforcement", "Enforce or Audit"),
+                        {
+                            "name": "MinSigners",
+                            "type": "integer",
+                            "description": "Distinct trusted signers a model needs",
+                            "jsonPath": ".spec.minSigners",
+                        },
+                        {
+                            "name": "Age",
+                            "type": "date",
+                            "jsonPath": ".metadata.creationTimestamp",
+                        },
+                    ],
+                    "schema": {"openAPIV3Schema": openapi_schema(trustpolicy.TrustPolicy)},
+                }
+            ],
+        },
+    }
+
+
 def render_crds() -> dict[str, str]:
     """Every CRD file of the project: file name -> YAML text, exactly as written to crds/."""
-    crds = [model_deployment_crd()]
+    crds = [model_deployment_crd(), trust_policy_crd()]
     return {
         f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml": HEADER + _dump(crd)
         for crd in crds

@@ -1,0 +1,124 @@
+"""The TrustPolicy's checks, as small pure functions over what verification established.
+
+Each check returns None when it passes, or a Violation with a machine-readable reason and a
+message naming the field or file; `evaluate` runs them in order, like cert-manager's policy
+chains. Which violations Audit mode admits (recorded, reported, not fatal) is decided here too.
+"""
+
+from __future__ import annotations
+
+import typing
+
+from modelguard.api import trustpolicy
+from modelguard.trust import formats, reasons, signatures, statement
+
+# Authenticity and integrity are never waived: without them nobody knows what the bytes are.
+# Audit mode admits only violations of what the policy *prefers*.
+AUDITABLE: typing.Final = frozenset(
+    {
+        reasons.Reason.UNSAFE_FORMAT,
+        reasons.Reason.SOURCE_NOT_ALLOWED,
+        reasons.Reason.HASH_NOT_ALLOWED,
+        reasons.Reason.TOO_FEW_SIGNERS,
+    }
+)
+
+Check = typing.Callable[[], reasons.Violation | None]
+
+
+def trusted_signers(spec: trustpolicy.TrustPolicySpec) -> list[signatures.TrustedSigner]:
+    """The policy's signers as verification material; InvalidKey naming the field otherwise."""
+    result: list[signatures.TrustedSigner] = []
+    for index, signer in enumerate(spec.signers):
+        field = f"spec.signers[{index}]"
+        if signer.public_key is not None:
+            key = signatures.load_public_key(
+                signer.public_key.encode("utf-8"), field=f"{field}.publicKey"
+            )
+            result.append(signatures.KeySigner(signer.name, key))
+        elif signer.certificate_root is not None:
+            roots = signatures.load_certificates(
+                signer.certificate_root.encode("utf-8"), field=f"{field}.certificateRoot"
+            )
+            result.append(signatures.CertificateSigner(signer.name, roots))
+        elif signer.keyless is not None:
+            result.append(
+                signatures.KeylessSigner(
+                    signer.name, signer.keyless.issuer, signer.keyless.identity
+                )
+            )
+    return result
+
+
+def check_min_signers(
+    verified: typing.Sequence[signatures.Verified], *, min_signers: int
+) -> reasons.Violation | None:
+    distinct = sorted({item.signer for item in verified})
+    if len(distinct) >= min_signers:
+        return None
+    return reasons.Violation(
+        reasons.Reason.TOO_FEW_SIGNERS,
+        f"spec.minSigners is {min_signers} but {len(distinct)} distinct trusted signer(s) "
+        f"signed ({', '.join(distinct) or 'none'})",
+    )
+
+
+def check_hash_algorithm(
+    signed: statement.Statement, *, allowed: typing.Collection[str]
+) -> reasons.Violation | None:
+    hash_type = signed.serialization.hash_type
+    if hash_type in allowed:
+        return None
+    return reasons.Violation(
+        reasons.Reason.HASH_NOT_ALLOWED,
+        f"the signature uses hash {hash_type!r}; spec.hashAlgorithms allows "
+        f"{', '.join(sorted(allowed))}",
+    )
+
+
+def check_formats(
+    kinds: typing.Mapping[str, formats.Format], *, allow_pickle: bool
+) -> reasons.Violation | None:
+    if allow_pickle:
+        return None
+    unsafe = sorted(name for name, kind in kinds.items() if formats.is_pickle_based(kind))
+    if not unsafe:
+        return None
+    first = unsafe[0]
+    more = f" (and {len(unsafe) - 1} more)" if len(unsafe) > 1 else ""
+    return reasons.Violation(
+        reasons.Reason.UNSAFE_FORMAT,
+        f"file {first!r} is {kinds[first]}{more}: loading it runs code; "
+        "spec.formats.allowPickle is false",
+    )
+
+
+def check_source(uri: str, *, sources: typing.Sequence[str]) -> reasons.Violation | None:
+    if any(_matches(uri, prefix) for prefix in sources):
+        return None
+    return reasons.Violation(
+        reasons.Reason.SOURCE_NOT_ALLOWED,
+        f"source {uri!r} matches none of spec.sources ({', '.join(sources) or 'none listed'})",
+    )
+
+
+def _matches(uri: str, prefix: str) -> bool:
+    # Whole path segments: s3://models must not admit s3://models-evil/.
+    base = prefix.rstrip("/")
+    return uri == base or uri.startswith(base + "/")
+
+
+def evaluate(checks: typing.Iterable[Check]) -> list[reasons.Violation]:
+    """Every violation of `checks`, in order."""
+    return [violation for check in checks if (violation := check()) is not None]
+
+
+def enforce(
+    violations: typing.Sequence[reasons.Violation], *, enforcement: trustpolicy.Enforcement
+) -> list[reasons.Violation]:
+    """Raise the first violation Enforce (or Audit, for what it never waives) refuses; return
+    the ones admitted under Audit, to be recorded and reported."""
+    for violation in violations:
+        if enforcement is trustpolicy.Enforcement.ENFORCE or violation.reason not in AUDITABLE:
+            raise reasons.VerificationError.of(violation)
+    return list(violations)

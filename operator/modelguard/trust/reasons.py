@@ -1,0 +1,85 @@
+"""The machine-readable reasons a model is refused, and the one error type that carries them.
+
+A reason is what a status condition, an Event, an audit record and the CLI's exit line all say;
+the message beside it names the field or file, so whoever reads it can act without the logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+
+class Reason(enum.StrEnum):
+    """Why a model, a signature bundle or a policy was refused (a condition reason: CamelCase)."""
+
+    MALFORMED_BUNDLE = "MalformedBundle"
+    """The signature file is not a sigstore bundle (or JSONL of bundles) we can read."""
+    WRONG_PAYLOAD_TYPE = "WrongPayloadType"
+    """The DSSE payload is not an in-toto statement of the model_signing predicate."""
+    MALFORMED_STATEMENT = "MalformedStatement"
+    """The in-toto statement is not a model_signing v1.0 statement we can read."""
+    ROOT_DIGEST_MISMATCH = "RootDigestMismatch"
+    """The statement's subject digest does not match its own resources."""
+    UNSUPPORTED_HASH = "UnsupportedHash"
+    """A hash algorithm or serialization method this verifier does not implement."""
+    HASH_NOT_ALLOWED = "HashNotAllowed"
+    """A hash algorithm the policy does not allow."""
+    BAD_SIGNATURE = "BadSignature"
+    """The signature does not verify with the key the bundle names."""
+    UNTRUSTED_SIGNER = "UntrustedSigner"
+    """No key or certificate root of the policy verifies the signature."""
+    CERTIFICATE_EXPIRED = "CertificateExpired"
+    """A certificate of the chain was not valid at the time checked."""
+    CERTIFICATE_NOT_FOR_SIGNING = "CertificateNotForSigning"
+    """The signing certificate's key usage does not allow signing."""
+    KEYLESS_UNAVAILABLE = "KeylessUnavailable"
+    """Keyless (sigstore public-good) verification needs online infrastructure."""
+    TOO_FEW_SIGNERS = "TooFewSigners"
+    """Fewer distinct trusted signers than the policy's minSigners."""
+    UNSAFE_PATH = "UnsafePath"
+    """An absolute name, `..`, a backslash or NUL, or a symlink in the model folder."""
+    MISSING_FILE = "MissingFile"
+    """A signed file (or shard) is not in the model."""
+    UNEXPECTED_FILE = "UnexpectedFile"
+    """The model has a file the signature does not list."""
+    DIGEST_MISMATCH = "DigestMismatch"
+    """A file's content differs from the signed digest."""
+    UNSAFE_FORMAT = "UnsafeFormat"
+    """A pickle-based file (code runs when it is loaded) the policy does not allow."""
+    SOURCE_NOT_ALLOWED = "SourceNotAllowed"
+    """The model's source URI matches none of the policy's sources."""
+    INVALID_KEY = "InvalidKey"
+    """A PEM public key or certificate that does not parse."""
+    INVALID_POLICY = "InvalidPolicy"
+    """A TrustPolicy that does not parse or validate."""
+    UNREADABLE = "Unreadable"
+    """A file that cannot be read (missing, permissions, I/O error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Violation:
+    """One failed check: a machine-readable reason and a message naming the field or file."""
+
+    reason: Reason
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+class VerificationError(Exception):
+    """A refusal: every failure of the trust layer is one of these, never a bare exception."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+    @classmethod
+    def of(cls, violation: Violation) -> VerificationError:
+        return cls(violation.reason, violation.message)
+
+    @property
+    def violation(self) -> Violation:
+        return Violation(self.reason, self.message)

@@ -1,0 +1,308 @@
+"""Checking a bundle's signature against trusted signers: DSSE PAE and ECDSA, x509 chains.
+
+Key method: the DSSE signature is ECDSA over PAE(payloadType, payload) with the hash matching the
+curve (P-256/SHA-256, P-384/SHA-384, P-521/SHA-512), as model_signing signs; the bundle's key hint
+(hex SHA-256 of the PEM public key) picks the key. Certificate method: the bundle carries the
+chain, signing certificate first; it must lead to one of the policy's roots (the root inside the
+bundle counts for nothing), every certificate valid at the time checked, issuers CAs, and the
+signing certificate usable for signing (digitalSignature, or extended key usage codeSigning).
+Keyless sigstore needs Fulcio's roots and Rekor online: refused with KeylessUnavailable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import typing
+
+from cryptography import exceptions, x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import oid
+
+from modelguard.trust import bundle, reasons
+
+_CURVE_HASHES: typing.Final[dict[str, type[hashes.HashAlgorithm]]] = {
+    "secp256r1": hashes.SHA256,
+    "secp384r1": hashes.SHA384,
+    "secp521r1": hashes.SHA512,
+}
+# Longest chain followed from the signing certificate to a root.
+_MAX_CHAIN_DEPTH: typing.Final = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class KeySigner:
+    """A signer trusted by its elliptic-curve public key."""
+
+    name: str
+    key: ec.EllipticCurvePublicKey
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateSigner:
+    """A signer trusted through certificates chaining to one of `roots`."""
+
+    name: str
+    roots: tuple[x509.Certificate, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class KeylessSigner:
+    """A sigstore keyless identity; verifying it needs the public-good infrastructure online."""
+
+    name: str
+    issuer: str
+    identity: str
+
+
+TrustedSigner = KeySigner | CertificateSigner | KeylessSigner
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """Whose signature verified: the policy's signer name and what identified it."""
+
+    signer: str
+    identity: str
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: what is actually signed."""
+    kind = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+
+
+def key_hint(key: ec.EllipticCurvePublicKey) -> str:
+    """model_signing's key hint: hex SHA-256 of the PEM SubjectPublicKeyInfo."""
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(pem).hexdigest()
+
+
+def load_public_key(pem: bytes, *, field: str) -> ec.EllipticCurvePublicKey:
+    """An elliptic-curve public key from PEM; InvalidKey naming `field` otherwise."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, exceptions.UnsupportedAlgorithm) as error:
+        raise _invalid_key(f"{field} is not a PEM public key: {error}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise _invalid_key(f"{field} is not an elliptic-curve key (model_signing signs with EC)")
+    if key.curve.name not in _CURVE_HASHES:
+        raise _invalid_key(
+            f"{field} uses curve {key.curve.name}; supported: {', '.join(_CURVE_HASHES)}"
+        )
+    return key
+
+
+def load_certificates(pem: bytes, *, field: str) -> tuple[x509.Certificate, ...]:
+    """One or more PEM certificates; InvalidKey naming `field` otherwise."""
+    try:
+        certificates = tuple(x509.load_pem_x509_certificates(pem))
+    except ValueError as error:
+        raise _invalid_key(f"{field} is not PEM certificates: {error}") from None
+    if not certificates:
+        raise _invalid_key(f"{field} holds no certificate")
+    return certificates
+
+
+def verify(
+    signed: bundle.Bundle,
+    signers: typing.Sequence[TrustedSigner],
+    *,
+    at: datetime.datetime | None = None,
+) -> Verified:
+    """The trusted signer whose signature `signed` carries; VerificationError otherwise.
+
+    `at` is when certificates must have been valid; by default the signing certificate's
+    notBefore, that is when it was issued for signing, as model_signing checks it.
+    """
+    message = pae(signed.payload_type, signed.payload)
+    if signed.keyless:
+        if any(isinstance(signer, KeylessSigner) for signer in signers):
+            raise reasons.VerificationError(
+                reasons.Reason.KEYLESS_UNAVAILABLE,
+                f"{signed.label} is a sigstore keyless signature: verifying it needs the "
+                "public-good sigstore infrastructure (Fulcio, Rekor), not available offline",
+            )
+        raise _untrusted(
+            f"{signed.label} is a sigstore keyless signature; no signer of the policy is keyless"
+        )
+    if signed.certificates:
+        return _verify_certificate(signed, message, signers=signers, at=at)
+    return _verify_key(signed, message, signers=signers)
+
+
+def _verify_key(
+    signed: bundle.Bundle, message: bytes, *, signers: typing.Sequence[TrustedSigner]
+) -> Verified:
+    keys = [signer for signer in signers if isinstance(signer, KeySigner)]
+    if signed.key_hint is not None:
+        matching = [signer for signer in keys if key_hint(signer.key) == signed.key_hint]
+        if not matching:
+            raise _untrusted(
+                f"{signed.label} is signed by key sha256:{signed.key_hint}, which is not a "
+                f"trusted public key of the policy ({_names(keys)})"
+            )
+        for signer in matching:
+            if _ecdsa_ok(signer.key, signed.signature, message):
+                return Verified(signer.name, f"key sha256:{signed.key_hint}")
+        raise reasons.VerificationError(
+            reasons.Reason.BAD_SIGNATURE,
+            f"{signed.label}: the signature does not verify with trusted key "
+            f"{matching[0].name!r}: the statement or signature was altered",
+        )
+    for signer in keys:
+        if _ecdsa_ok(signer.key, signed.signature, message):
+            return Verified(signer.name, f"key sha256:{key_hint(signer.key)}")
+    raise _untrusted(
+        f"{signed.label} verifies with none of the policy's public keys ({_names(keys)})"
+    )
+
+
+def _verify_certificate(
+    signed: bundle.Bundle,
+    message: bytes,
+    *,
+    signers: typing.Sequence[TrustedSigner],
+    at: datetime.datetime | None,
+) -> Verified:
+    try:
+        chain = [x509.load_der_x509_certificate(raw) for raw in signed.certificates]
+    except ValueError as error:
+        raise reasons.VerificationError(
+            reasons.Reason.MALFORMED_BUNDLE,
+            f"{signed.label}: verificationMaterial.x509CertificateChain holds a certificate "
+            f"that is not DER: {error}",
+        ) from None
+    leaf = chain[0]
+    subject = leaf.subject.rfc4514_string()
+    roots = [signer for signer in signers if isinstance(signer, CertificateSigner)]
+    errors: list[reasons.VerificationError] = []
+    for signer in roots:
+        try:
+            _check_chain(chain, roots=signer.roots, at=at or leaf.not_valid_before_utc)
+        except reasons.VerificationError as error:
+            errors.append(error)
+            continue
+        _check_signing_usage(leaf, label=signed.label)
+        key = leaf.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVE_HASHES:
+            raise _invalid_key(
+                f"{signed.label}: the signing certificate's key is not EC P-256/384/521"
+            )
+        if not _ecdsa_ok(key, signed.signature, message):
+            raise reasons.VerificationError(
+                reasons.Reason.BAD_SIGNATURE,
+                f"{signed.label}: the signature does not verify with the key of certificate "
+                f"{subject!r}: the statement or signature was altered",
+            )
+        return Verified(signer.name, f"certificate {subject}")
+    # A chain that reached a root but failed a later check says more than "untrusted".
+    specific = [e for e in errors if e.reason != reasons.Reason.UNTRUSTED_SIGNER]
+    if specific:
+        raise specific[0]
+    raise _untrusted(
+        f"{signed.label}: certificate {subject!r} does not chain to a trusted certificate root "
+        f"of the policy ({_names(roots)})"
+    )
+
+
+def _check_chain(
+    chain: list[x509.Certificate], *, roots: tuple[x509.Certificate, ...], at: datetime.datetime
+) -> None:
+    path = [chain[0]]
+    intermediates = chain[1:]
+    while len(path) <= _MAX_CHAIN_DEPTH:
+        current = path[-1]
+        anchor = next((root for root in roots if _issued_by(current, root)), None)
+        if anchor is not None:
+            for certificate in [*path, anchor]:
+                _check_validity(certificate, at=at)
+            for issuer in [*path[1:], anchor]:
+                _check_ca(issuer)
+            return
+        parent = next((c for c in intermediates if c not in path and _issued_by(current, c)), None)
+        if parent is None:
+            break
+        path.append(parent)
+    raise _untrusted("no path to a trusted root")
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, exceptions.InvalidSignature):
+        return False
+    return True
+
+
+def _check_validity(certificate: x509.Certificate, *, at: datetime.datetime) -> None:
+    if not certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc:
+        raise reasons.VerificationError(
+            reasons.Reason.CERTIFICATE_EXPIRED,
+            f"certificate {certificate.subject.rfc4514_string()!r} is valid from "
+            f"{certificate.not_valid_before_utc.isoformat()} to "
+            f"{certificate.not_valid_after_utc.isoformat()}, not at {at.isoformat()}",
+        )
+
+
+def _check_ca(certificate: x509.Certificate) -> None:
+    subject = certificate.subject.rfc4514_string()
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.value.ca:
+        raise _untrusted(f"issuer certificate {subject!r} is not a CA (basicConstraints)")
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not usage.key_cert_sign:
+        raise _untrusted(f"issuer certificate {subject!r} may not sign certificates (keyUsage)")
+
+
+def _check_signing_usage(leaf: x509.Certificate, *, label: str) -> None:
+    # model_signing's rule: keyUsage digitalSignature, or extended key usage codeSigning.
+    try:
+        if leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
+            return
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        extended = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if oid.ExtendedKeyUsageOID.CODE_SIGNING in extended:
+            return
+    except x509.ExtensionNotFound:
+        pass
+    raise reasons.VerificationError(
+        reasons.Reason.CERTIFICATE_NOT_FOR_SIGNING,
+        f"{label}: certificate {leaf.subject.rfc4514_string()!r} has neither keyUsage "
+        "digitalSignature nor extended key usage codeSigning",
+    )
+
+
+def _ecdsa_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> bool:
+    algorithm = _CURVE_HASHES[key.curve.name]()
+    try:
+        key.verify(signature, message, ec.ECDSA(algorithm))
+    except (exceptions.InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _names(signers: typing.Sequence[TrustedSigner]) -> str:
+    return ", ".join(signer.name for signer in signers) or "none configured"
+
+
+def _untrusted(message: str) -> reasons.VerificationError:
+    return reasons.VerificationError(reasons.Reason.UNTRUSTED_SIGNER, message)
+
+
+def _invalid_key(message: str) -> reasons.VerificationError:
+    return reasons.VerificationError(reasons.Reason.INVALID_KEY, message)

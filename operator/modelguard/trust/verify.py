@@ -1,0 +1,219 @@
+"""Verification end to end: signature file + TrustPolicy (+ a local model folder) -> a result.
+
+`verify_signatures` is the control plane's check, pure on bytes: bundles verified against the
+policy's signers, k-of-n, statements consistent, hash types allowed. `compare` is the manifest
+comparison, pure. `verify_folder` is what `modelguard verify` runs: the same checks, then the
+folder listed, hashed and sniffed, and refused on any missing, extra or changed file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import pathlib
+import typing
+
+from modelguard.api import trustpolicy
+from modelguard.trust import bundle, digests, folder, policy, reasons, signatures, statement
+
+# Names listed in a message at most; the count says how many more there are.
+_LISTED: typing.Final = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedModel:
+    """What the signatures establish, before any file is read."""
+
+    statement: statement.Statement
+    signers: tuple[signatures.Verified, ...]
+    audit: tuple[reasons.Violation, ...]
+    """Violations admitted because the policy's enforcement is Audit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """A verified model: what status.verification records."""
+
+    root_digest: bytes
+    hash_type: str
+    model_name: str
+    signers: tuple[signatures.Verified, ...]
+    files: int
+    bytes: int
+    audit: tuple[reasons.Violation, ...]
+
+    def summary(self) -> str:
+        names = ",".join(sorted({item.signer for item in self.signers}))
+        return (
+            f"verified root sha256:{self.root_digest.hex()} signer {names} "
+            f"files {self.files} bytes {self.bytes}"
+        )
+
+
+def verify_signatures(
+    signature_file: bytes,
+    spec: trustpolicy.TrustPolicySpec,
+    *,
+    source_uri: str | None = None,
+    at: datetime.datetime | None = None,
+) -> SignedModel:
+    """The signed statement of a .sig/.jsonl file, checked against the policy."""
+    trusted = policy.trusted_signers(spec)
+    verified: list[signatures.Verified] = []
+    statements: list[tuple[str, statement.Statement]] = []
+    failures: list[reasons.VerificationError] = []
+    for signed in bundle.parse_signature_file(signature_file):
+        try:
+            who = signatures.verify(signed, trusted, at=at)
+        except reasons.VerificationError as error:
+            failures.append(error)
+            continue
+        # Parsed only once its signature verified: until then its content is anyone's.
+        statements.append((signed.label, statement.parse(signed.payload)))
+        verified.append(who)
+    if not statements:
+        raise failures[0]
+    first_label, first = statements[0]
+    for label, other in statements[1:]:
+        if other.root_digest != first.root_digest:
+            raise reasons.VerificationError(
+                reasons.Reason.MALFORMED_BUNDLE,
+                f"{label} signs root digest {other.root_digest.hex()}, {first_label} signs "
+                f"{first.root_digest.hex()}: the bundles are for different models",
+            )
+    checks: list[policy.Check] = [
+        lambda: policy.check_min_signers(verified, min_signers=spec.min_signers),
+        lambda: policy.check_hash_algorithm(first, allowed=set(spec.hash_algorithms)),
+    ]
+    if source_uri is not None:
+        checks.append(lambda: policy.check_source(source_uri, sources=spec.sources))
+    violations = policy.evaluate(checks)
+    if violations and failures and violations[0].reason is reasons.Reason.TOO_FEW_SIGNERS:
+        # Say why a signature did not count, not only that one is missing.
+        first_failure = failures[0]
+        violations[0] = reasons.Violation(
+            violations[0].reason, f"{violations[0].message}; {first_failure}"
+        )
+    admitted = policy.enforce(violations, enforcement=spec.enforcement)
+    return SignedModel(first, tuple(verified), tuple(admitted))
+
+
+def compare(
+    expected: typing.Sequence[digests.Resource], actual: typing.Sequence[digests.Resource]
+) -> reasons.Violation | None:
+    """The first difference between two manifests: a missing, extra or changed resource."""
+    want = {resource.name: resource for resource in expected}
+    have = {resource.name: resource for resource in actual}
+    missing = sorted(set(want) - set(have))
+    if missing:
+        return reasons.Violation(
+            reasons.Reason.MISSING_FILE, _listing("signed", missing, "missing")
+        )
+    extra = sorted(set(have) - set(want))
+    if extra:
+        return reasons.Violation(
+            reasons.Reason.UNEXPECTED_FILE, _listing("unsigned", extra, "present")
+        )
+    changed = sorted(name for name in want if want[name].digest != have[name].digest)
+    if changed:
+        first = changed[0]
+        return reasons.Violation(
+            reasons.Reason.DIGEST_MISMATCH,
+            f"{_listing('', changed, 'changed').strip()}: {first!r} hashes to "
+            f"{have[first].digest.hex()}, signed {want[first].digest.hex()}",
+        )
+    return None
+
+
+def verify_folder(
+    root: pathlib.Path,
+    signature_file: bytes,
+    spec: trustpolicy.TrustPolicySpec,
+    *,
+    signature_path: pathlib.Path | None = None,
+    source_uri: str | None = None,
+    at: datetime.datetime | None = None,
+    workers: int | None = None,
+) -> Result:
+    """Verify the model in `root` against `signature_file` and the policy; VerificationError."""
+    signed = verify_signatures(signature_file, spec, source_uri=source_uri, at=at)
+    serialization = signed.statement.serialization
+    ignored = set(serialization.ignore_paths)
+    inside = _inside(root, signature_path)
+    if inside is not None:
+        ignored.add(inside)
+    local = folder.scan(root, ignore_paths=ignored)
+    expected_sizes = signed.statement.file_sizes()
+    if serialization.shard_size is not None:
+        # Shards serialization has no resource for an empty file: model_signing skips them.
+        local = [item for item in local if item.size or item.path in expected_sizes]
+    by_path = {item.path: item for item in local}
+    name_violation = _compare_names(expected_sizes, by_path)
+    if name_violation is not None:
+        raise reasons.VerificationError.of(name_violation)
+    actual = folder.hash_files(
+        root,
+        local,
+        hash_type=serialization.hash_type,
+        shard_size=serialization.shard_size,
+        workers=workers,
+    )
+    difference = compare(signed.statement.resources, actual)
+    if difference is not None:
+        raise reasons.VerificationError.of(difference)
+    kinds = {item.path: folder.sniff(root, item) for item in local}
+    admitted = policy.enforce(
+        policy.evaluate(
+            [lambda: policy.check_formats(kinds, allow_pickle=spec.formats.allow_pickle)]
+        ),
+        enforcement=spec.enforcement,
+    )
+    return Result(
+        root_digest=signed.statement.root_digest,
+        hash_type=serialization.hash_type,
+        model_name=signed.statement.model_name,
+        signers=signed.signers,
+        files=len(local),
+        bytes=sum(item.size for item in local),
+        audit=signed.audit + tuple(admitted),
+    )
+
+
+def _compare_names(
+    expected: typing.Mapping[str, int | None], local: typing.Mapping[str, folder.LocalFile]
+) -> reasons.Violation | None:
+    """Missing and extra files, and shard sizes, before any byte is hashed."""
+    missing = sorted(set(expected) - set(local))
+    if missing:
+        return reasons.Violation(
+            reasons.Reason.MISSING_FILE, _listing("signed", missing, "missing")
+        )
+    extra = sorted(set(local) - set(expected))
+    if extra:
+        return reasons.Violation(
+            reasons.Reason.UNEXPECTED_FILE, _listing("unsigned", extra, "present")
+        )
+    for name, size in sorted(expected.items()):
+        if size is not None and local[name].size != size:
+            return reasons.Violation(
+                reasons.Reason.DIGEST_MISMATCH,
+                f"file {name!r} is {local[name].size} bytes, signed {size}",
+            )
+    return None
+
+
+def _listing(kind: str, names: list[str], state: str) -> str:
+    shown = ", ".join(repr(name) for name in names[:_LISTED])
+    more = f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+    noun = "file" if len(names) == 1 else "files"
+    return f"{kind} {noun} {shown}{more} {state}".strip()
+
+
+def _inside(root: pathlib.Path, signature_path: pathlib.Path | None) -> str | None:
+    """The signature file's name relative to `root` when it lies inside (it is never signed)."""
+    if signature_path is None:
+        return None
+    try:
+        return signature_path.resolve().relative_to(root.resolve()).as_posix()
+    except (ValueError, OSError):
+        return None

@@ -1,0 +1,110 @@
+"""`modelguard verify`: a one-line reason and exit 1 for every bad input, never a traceback."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+from contextlib import redirect_stderr, redirect_stdout
+
+import model_signing
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from modelguard import cli
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    root = tmp_path_factory.mktemp("cli")
+    key = ec.generate_private_key(ec.SECP384R1())
+    (root / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (root / "key.pub").write_bytes(public)
+    (root / "model").mkdir()
+    (root / "model" / "config.json").write_text('{"a": 1}')
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=root / "key.pem").sign(
+        root / "model", root / "model.sig"
+    )
+    indented = "\n".join("        " + line for line in public.decode().splitlines())
+    (root / "policy.yaml").write_text(
+        "apiVersion: modelguard.dev/v1alpha1\nkind: TrustPolicy\nmetadata: {name: default}\n"
+        f"spec:\n  signers:\n    - name: release\n      publicKey: |\n{indented}\n"
+    )
+    (root / "bad.yaml").write_text("spec: [unclosed\n")
+    (root / "wrong.yaml").write_text("spec: {signers: [{name: x, publicKey: nope}]}\n")
+    (root / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    return root
+
+
+def test_policy_file_verifies(signed: pathlib.Path) -> None:
+    code, out, err = _run(
+        "verify",
+        str(signed / "model"),
+        "--signature",
+        str(signed / "model.sig"),
+        "--policy",
+        str(signed / "policy.yaml"),
+    )
+    assert (code, err) == (0, "")
+    assert out.startswith("verified root sha256:")
+    assert "signer release files 1 bytes 8" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(["--public-key", "missing.pub"], "Unreadable: --public-key", id="no-key"),
+        pytest.param(["--public-key", "bad.pem"], "InvalidKey: --public-key", id="bad-pem"),
+        pytest.param(
+            ["--certificate-root", "bad.pem"], "InvalidKey: --certificate-root", id="bad-root"
+        ),
+        pytest.param(["--policy", "bad.yaml"], "InvalidPolicy: --policy", id="bad-yaml"),
+        pytest.param(
+            ["--policy", "wrong.yaml"], "InvalidPolicy: spec.signers[0].publicKey", id="bad-policy"
+        ),
+        pytest.param(["--policy", "model.sig"], "InvalidPolicy", id="policy-not-an-object"),
+    ],
+)
+def test_bad_inputs_give_a_reason_not_a_traceback(
+    signed: pathlib.Path, args: list[str], expected: str
+) -> None:
+    args = [args[0], str(signed / args[1])]
+    code, out, err = _run(
+        "verify", str(signed / "model"), "--signature", str(signed / "model.sig"), *args
+    )
+    assert code == 1
+    assert out == ""
+    assert err.startswith(expected), err
+    assert "Traceback" not in err
+
+
+def test_unreadable_signature_and_folder(signed: pathlib.Path) -> None:
+    key = ["--public-key", str(signed / "key.pub")]
+    code, _, err = _run("verify", str(signed / "model"), "--signature", str(signed / "nope"), *key)
+    assert (code, err.split(":")[0]) == (1, "Unreadable")
+    code, _, err = _run(
+        "verify", str(signed / "nope"), "--signature", str(signed / "model.sig"), *key
+    )
+    assert (code, err.split(":")[0]) == (1, "Unreadable")
+
+
+def test_a_trust_source_is_required() -> None:
+    with pytest.raises(SystemExit) as exited, redirect_stderr(io.StringIO()):
+        cli.main(["verify", "dir", "--signature", "x.sig"])
+    assert exited.value.code == 2

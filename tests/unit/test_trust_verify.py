@@ -1,0 +1,507 @@
+"""trust.verify and `modelguard verify` against real model_signing signatures: interop at several
+layouts, and the tamper matrix, each case refused with its own reason."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+import json
+import pathlib
+import pickle
+import typing
+import zipfile
+from contextlib import redirect_stderr, redirect_stdout
+
+import model_signing
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import oid
+from model_signing import hashing
+
+from modelguard import cli
+from modelguard.api import trustpolicy
+from modelguard.trust import digests, folder, reasons, signatures, verify
+
+Reason = reasons.Reason
+Layout = dict[str, bytes]
+
+LAYOUTS: dict[str, Layout] = {
+    "single-file": {"model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + b"w" * 3000},
+    # Names whose string order differs from model_signing's path-component order.
+    "nested": {
+        "a.txt": b"a",
+        "a/b": b"ab",
+        "a-b/c.json": b"{}",
+        "a/b.d/e": b"abde",
+        "z/y/x/w/config.json": b'{"k": 1}',
+        "empty": b"",
+    },
+    "many-small": {f"shard-{i:03d}/part.txt": str(i).encode() * (i % 7) for i in range(150)},
+}
+
+
+def _write(root: pathlib.Path, layout: Layout) -> pathlib.Path:
+    for name, content in layout.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+def _key(directory: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = directory / f"{name}.pem"
+    public = directory / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def _hashing(*, shard_size: int | None = None, hash_type: str = "sha256") -> hashing.Config:
+    config = hashing.Config()
+    if shard_size is None:
+        # model_signing's option is "blake2"; what it records (and we read) is "blake2b".
+        algorithm = "blake2" if hash_type == "blake2b" else hash_type
+        return config.use_file_serialization(hashing_algorithm=algorithm)  # type: ignore[arg-type]
+    return config.use_shard_serialization(shard_size=shard_size)
+
+
+def _sign(
+    model: pathlib.Path,
+    signature: pathlib.Path,
+    private: pathlib.Path,
+    *,
+    shard_size: int | None = None,
+    hash_type: str = "sha256",
+) -> None:
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=private).set_hashing_config(
+        _hashing(shard_size=shard_size, hash_type=hash_type)
+    ).sign(model, signature)
+
+
+def _statement(signature: pathlib.Path) -> dict[str, typing.Any]:
+    bundle = json.loads(signature.read_bytes())
+    result: dict[str, typing.Any] = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    return result
+
+
+def _policy(public: pathlib.Path, **spec: typing.Any) -> trustpolicy.TrustPolicySpec:
+    return trustpolicy.TrustPolicySpec.model_validate(
+        {"signers": [{"name": "team", "publicKey": public.read_text()}], **spec}
+    )
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[pathlib.Path, pathlib.Path]]:
+    directory = tmp_path_factory.mktemp("keys")
+    return {name: _key(directory, name) for name in ("trusted", "other")}
+
+
+# --- interop --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layout", "shard_size", "hash_type"),
+    [
+        pytest.param("single-file", None, "sha256", id="single-file"),
+        pytest.param("nested", None, "sha256", id="nested-folders"),
+        pytest.param("many-small", None, "sha256", id="many-small-files"),
+        pytest.param("nested", None, "blake2b", id="nested-blake2b"),
+        pytest.param("single-file", 1000, "sha256", id="sharded-single-file"),
+        pytest.param("nested", 2, "sha256", id="sharded-nested"),
+    ],
+)
+def test_root_digest_and_verification_match_model_signing(
+    tmp_path: pathlib.Path,
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+    layout: str,
+    shard_size: int | None,
+    hash_type: str,
+) -> None:
+    model = _write(tmp_path / "model", LAYOUTS[layout])
+    signature = tmp_path / "model.sig"
+    private, public = keys["trusted"]
+    _sign(model, signature, private, shard_size=shard_size, hash_type=hash_type)
+    signed_root = _statement(signature)["subject"][0]["digest"]["sha256"]
+    files = folder.scan(model, ignore_paths=[".git", ".gitignore"])
+    if shard_size is not None:
+        files = [item for item in files if item.size]
+    ours = folder.hash_files(model, files, hash_type=hash_type, shard_size=shard_size, workers=3)
+    # Our own manifest, in our own order, gives model_signing's root digest byte for byte.
+    assert digests.root_digest(ours).hex() == signed_root
+    spec = _policy(public, hashAlgorithms=[hash_type])
+    result = verify.verify_folder(model, signature.read_bytes(), spec)
+    assert result.root_digest.hex() == signed_root
+    assert [item.signer for item in result.signers] == ["team"]
+    assert result.bytes == sum(len(content) for content in LAYOUTS[layout].values())
+
+
+def test_incremental_hasher_matches_the_folder_hasher_whatever_the_chunks(
+    tmp_path: pathlib.Path,
+) -> None:
+    content = bytes(range(256)) * 40
+    (tmp_path / "w.bin").write_bytes(content)
+    for shard_size in (None, 1000, 4096):
+        expected = folder.hash_files(
+            tmp_path,
+            [folder.LocalFile("w.bin", len(content))],
+            hash_type="sha256",
+            shard_size=shard_size,
+        )
+        for chunk in (1, 7, 999, 1000, 100_000):
+            hasher = digests.FileHasher("w.bin", hash_type="sha256", shard_size=shard_size)
+            for offset in range(0, len(content), chunk):
+                hasher.update(content[offset : offset + chunk])
+            assert hasher.finish() == expected
+
+
+def test_signature_inside_the_model_folder_is_not_an_extra_file(
+    tmp_path: pathlib.Path, keys: dict[str, tuple[pathlib.Path, pathlib.Path]]
+) -> None:
+    model = _write(tmp_path / "model", LAYOUTS["nested"])
+    private, public = keys["trusted"]
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=private).set_hashing_config(
+        hashing.Config().set_ignored_paths(paths=["model.sig"])
+    ).sign(model, model / "model.sig")
+    result = verify.verify_folder(
+        model,
+        (model / "model.sig").read_bytes(),
+        _policy(public),
+        signature_path=model / "model.sig",
+    )
+    assert result.files == len(LAYOUTS["nested"])
+
+
+def test_certificate_method_chains_to_the_policy_root(tmp_path: pathlib.Path) -> None:
+    model = _write(tmp_path / "model", LAYOUTS["nested"])
+    root_key, root = _certificate(tmp_path, "root", ca=True)
+    leaf_key, leaf = _certificate(tmp_path, "leaf", ca=False, issuer=(root_key, root))
+    model_signing.signing.Config().use_certificate_signer(
+        private_key=tmp_path / "leaf.key",
+        signing_certificate=tmp_path / "leaf.crt",
+        certificate_chain=[tmp_path / "root.crt"],
+    ).sign(model, tmp_path / "model.sig")
+    spec = trustpolicy.TrustPolicySpec.model_validate(
+        {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "root.crt").read_text()}]}
+    )
+    result = verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), spec)
+    assert result.signers[0].signer == "pki"
+    assert "CN=leaf" in result.signers[0].identity
+    # The same bundle against another root: the root inside the bundle counts for nothing.
+    _certificate(tmp_path, "other", ca=True)
+    spec = trustpolicy.TrustPolicySpec.model_validate(
+        {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "other.crt").read_text()}]}
+    )
+    with pytest.raises(reasons.VerificationError) as refused:
+        verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), spec)
+    assert refused.value.reason is Reason.UNTRUSTED_SIGNER
+    # Checked now instead of at issuance, a certificate that expired is refused.
+    later = leaf.not_valid_after_utc + datetime.timedelta(days=1)
+    spec = trustpolicy.TrustPolicySpec.model_validate(
+        {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "root.crt").read_text()}]}
+    )
+    with pytest.raises(reasons.VerificationError) as expired:
+        verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), spec, at=later)
+    assert expired.value.reason is Reason.CERTIFICATE_EXPIRED
+    del leaf_key
+
+
+def _certificate(
+    directory: pathlib.Path,
+    name: str,
+    *,
+    ca: bool,
+    issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    signing_key, issuer_name = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    certificate = builder.sign(signing_key, hashes.SHA256())
+    (directory / f"{name}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return key, certificate
+
+
+def test_k_of_n_counts_distinct_trusted_signers(
+    tmp_path: pathlib.Path, keys: dict[str, tuple[pathlib.Path, pathlib.Path]]
+) -> None:
+    model = _write(tmp_path / "model", LAYOUTS["nested"])
+    lines = []
+    for name in ("trusted", "other"):
+        _sign(model, tmp_path / f"{name}.sig", keys[name][0])
+        lines.append(json.dumps(json.loads((tmp_path / f"{name}.sig").read_bytes())))
+    jsonl = ("\n".join(lines) + "\n").encode()
+    spec = trustpolicy.TrustPolicySpec.model_validate(
+        {
+            "signers": [
+                {"name": name, "publicKey": keys[name][1].read_text()}
+                for name in ("trusted", "other")
+            ],
+            "minSigners": 2,
+        }
+    )
+    result = verify.verify_folder(model, jsonl, spec)
+    assert sorted(item.signer for item in result.signers) == ["other", "trusted"]
+    # The same signer twice is one signer.
+    twice = ("\n".join([lines[0], lines[0]]) + "\n").encode()
+    with pytest.raises(reasons.VerificationError) as refused:
+        verify.verify_folder(model, twice, spec)
+    assert refused.value.reason is Reason.TOO_FEW_SIGNERS
+    # Audit admits it, and says so.
+    audit = spec.model_copy(update={"enforcement": trustpolicy.Enforcement.AUDIT})
+    assert verify.verify_folder(model, twice, audit).audit[0].reason is Reason.TOO_FEW_SIGNERS
+
+
+# --- the tamper matrix ----------------------------------------------------------------------
+
+
+def _craft(statement: dict[str, typing.Any], private: pathlib.Path) -> bytes:
+    """A bundle exactly as model_signing's key method writes it, over a statement of ours."""
+    key = serialization.load_pem_private_key(private.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    payload = json.dumps(statement).encode()
+    sig = key.sign(
+        signatures.pae("application/vnd.in-toto+json", payload), ec.ECDSA(hashes.SHA256())
+    )
+    return json.dumps(
+        {
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "publicKey": {"hint": signatures.key_hint(key.public_key())},
+                "tlogEntries": [],
+            },
+            "dsseEnvelope": {
+                "payload": base64.b64encode(payload).decode(),
+                "payloadType": "application/vnd.in-toto+json",
+                "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
+            },
+        }
+    ).encode()
+
+
+def _one_byte_changed(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    path = model / "a/b.d/e"
+    path.write_bytes(b"X" + path.read_bytes()[1:])
+    return sig
+
+
+def _file_added(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    (model / "a/extra.json").write_bytes(b"{}")
+    return sig
+
+
+def _file_removed(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    (model / "a.txt").unlink()
+    return sig
+
+
+def _file_renamed(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    (model / "a.txt").rename(model / "b.txt")
+    return sig
+
+
+def _symlink_added(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    (model / "link").symlink_to("/etc/passwd")
+    return sig
+
+
+def _dotdot_name(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    statement = json.loads(base64.b64decode(json.loads(sig)["dsseEnvelope"]["payload"]))
+    statement["predicate"]["resources"][0]["name"] = "../secret.txt"
+    return _craft(statement, keys["trusted"][0])
+
+
+def _root_digest_forged(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    statement = json.loads(base64.b64decode(json.loads(sig)["dsseEnvelope"]["payload"]))
+    statement["subject"][0]["digest"]["sha256"] = "00" * 32
+    return _craft(statement, keys["trusted"][0])
+
+
+def _untrusted_key(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    target = model.parent / "untrusted.sig"
+    _sign(model, target, keys["other"][0])
+    return target.read_bytes()
+
+
+def _payload_altered(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    bundle = json.loads(sig)
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    statement["subject"][0]["name"] = "evil"
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    return json.dumps(bundle).encode()
+
+
+def _another_model(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    other = _write(
+        model.parent / "other", {"weights.safetensors": b"\x02" * 64, "config.json": b"{}"}
+    )
+    _sign(other, model.parent / "other.sig", keys["trusted"][0])
+    return (model.parent / "other.sig").read_bytes()
+
+
+def _truncated(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    return sig[: len(sig) // 2]
+
+
+def _garbled(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    return bytes(byte ^ 0x5A for byte in sig[:200]) + sig[200:]
+
+
+def _wrong_payload_type(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    bundle = json.loads(sig)
+    bundle["dsseEnvelope"]["payloadType"] = "application/json"
+    return json.dumps(bundle).encode()
+
+
+def _pickle_as_bin(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    (model / "weights.bin").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    _sign(model, model.parent / "re.sig", keys["trusted"][0])
+    return (model.parent / "re.sig").read_bytes()
+
+
+def _torch_zip_as_bin(model: pathlib.Path, sig: bytes, keys: typing.Any) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"w": 1}, protocol=2))
+        archive.writestr("archive/data/0", b"\x00" * 64)
+    (model / "model.bin").write_bytes(buffer.getvalue())
+    _sign(model, model.parent / "re.sig", keys["trusted"][0])
+    return (model.parent / "re.sig").read_bytes()
+
+
+TAMPER_CASES = [
+    pytest.param(_one_byte_changed, Reason.DIGEST_MISMATCH, "'a/b.d/e'", id="one-byte-changed"),
+    pytest.param(_file_added, Reason.UNEXPECTED_FILE, "'a/extra.json'", id="file-added"),
+    pytest.param(_file_removed, Reason.MISSING_FILE, "'a.txt'", id="file-removed"),
+    pytest.param(_file_renamed, Reason.MISSING_FILE, "'a.txt'", id="file-renamed"),
+    pytest.param(_symlink_added, Reason.UNSAFE_PATH, "'link'", id="symlink-added"),
+    pytest.param(_dotdot_name, Reason.UNSAFE_PATH, "../secret.txt", id="dotdot-in-signed-name"),
+    pytest.param(_root_digest_forged, Reason.ROOT_DIGEST_MISMATCH, "subject", id="root-forged"),
+    pytest.param(_untrusted_key, Reason.UNTRUSTED_SIGNER, "not a trusted", id="untrusted-key"),
+    pytest.param(_payload_altered, Reason.BAD_SIGNATURE, "altered", id="payload-altered"),
+    pytest.param(_another_model, Reason.MISSING_FILE, "config.json", id="bundle-of-another-model"),
+    pytest.param(_truncated, Reason.MALFORMED_BUNDLE, "not JSON", id="truncated-json"),
+    pytest.param(_garbled, Reason.MALFORMED_BUNDLE, "signature file", id="garbled-json"),
+    pytest.param(_wrong_payload_type, Reason.WRONG_PAYLOAD_TYPE, "payloadType", id="payload-type"),
+    pytest.param(_pickle_as_bin, Reason.UNSAFE_FORMAT, "'weights.bin'", id="pickle-as-bin"),
+    pytest.param(_torch_zip_as_bin, Reason.UNSAFE_FORMAT, "'model.bin'", id="torch-zip-as-bin"),
+]
+
+
+@pytest.fixture
+def signed_model(
+    tmp_path: pathlib.Path, keys: dict[str, tuple[pathlib.Path, pathlib.Path]]
+) -> tuple[pathlib.Path, bytes]:
+    model = _write(tmp_path / "model", LAYOUTS["nested"])
+    _sign(model, tmp_path / "model.sig", keys["trusted"][0])
+    return model, (tmp_path / "model.sig").read_bytes()
+
+
+@pytest.mark.parametrize(("tamper", "reason", "named"), TAMPER_CASES)
+def test_tampering_is_refused_with_its_reason_by_verify(
+    signed_model: tuple[pathlib.Path, bytes],
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+    tamper: typing.Callable[..., bytes],
+    reason: Reason,
+    named: str,
+) -> None:
+    model, sig = signed_model
+    tampered = tamper(model, sig, keys)
+    with pytest.raises(reasons.VerificationError) as refused:
+        verify.verify_folder(model, tampered, _policy(keys["trusted"][1]))
+    assert refused.value.reason is reason, refused.value
+    assert named in refused.value.message
+
+
+@pytest.mark.parametrize(("tamper", "reason", "named"), TAMPER_CASES)
+def test_tampering_is_refused_with_its_reason_by_the_cli(
+    signed_model: tuple[pathlib.Path, bytes],
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+    tamper: typing.Callable[..., bytes],
+    reason: Reason,
+    named: str,
+) -> None:
+    model, sig = signed_model
+    signature = model.parent / "tampered.sig"
+    signature.write_bytes(tamper(model, sig, keys))
+    code, out, err = run_cli(
+        "verify", str(model), "--signature", str(signature), "--public-key", str(keys["trusted"][1])
+    )
+    assert code == 1
+    assert out == ""
+    assert err.startswith(f"{reason}: "), err
+    assert named in err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_untampered_model_verifies_with_the_cli(
+    signed_model: tuple[pathlib.Path, bytes], keys: dict[str, tuple[pathlib.Path, pathlib.Path]]
+) -> None:
+    model, sig = signed_model
+    (model.parent / "model.sig").write_bytes(sig)
+    code, out, err = run_cli(
+        "verify",
+        str(model),
+        "--signature",
+        str(model.parent / "model.sig"),
+        "--public-key",
+        str(keys["trusted"][1]),
+    )
+    root = json.loads(base64.b64decode(json.loads(sig)["dsseEnvelope"]["payload"]))
+    assert (code, err) == (0, "")
+    assert out == (
+        f"verified root sha256:{root['subject'][0]['digest']['sha256']} signer public-key "
+        f"files 6 bytes 17\n"
+    )
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()

@@ -1,0 +1,79 @@
+"""The TrustPolicy API: secure defaults, PEM validation naming the field, the generated CRD."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from modelguard.api import crd, errors, trustpolicy
+
+
+def _pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def _body(**spec: typing.Any) -> dict[str, typing.Any]:
+    return {
+        "apiVersion": "modelguard.dev/v1alpha1",
+        "kind": "TrustPolicy",
+        "metadata": {"name": "default"},
+        "spec": {"signers": [{"name": "team", "publicKey": _pem()}], **spec},
+    }
+
+
+def test_defaults_are_secure() -> None:
+    spec = trustpolicy.parse(_body()).spec
+    assert spec.min_signers == 1
+    assert spec.formats.allow_pickle is False
+    assert spec.enforcement is trustpolicy.Enforcement.ENFORCE
+    assert spec.hash_algorithms == [trustpolicy.HashAlgorithm.SHA256]
+    assert spec.sources == []
+    assert spec.network.egress_cidrs == []
+
+
+@pytest.mark.parametrize(
+    ("signer", "message"),
+    [
+        pytest.param(
+            {"name": "team", "publicKey": "not a key"},
+            "spec.signers[0].publicKey: must be a PEM public key",
+            id="bad-pem",
+        ),
+        pytest.param(
+            {"name": "team", "certificateRoot": "-----BEGIN CERTIFICATE-----\nxx\n"},
+            "spec.signers[0].certificateRoot: must be PEM certificates",
+            id="bad-certificate",
+        ),
+        pytest.param({"name": "team"}, "exactly one of publicKey", id="no-method"),
+        pytest.param(
+            {"name": "team", "publicKey": "@", "keyless": {"issuer": "i", "identity": "x"}},
+            "spec.signers[0].publicKey",
+            id="two-methods",
+        ),
+    ],
+)
+def test_invalid_signers_are_refused_naming_the_field(
+    signer: dict[str, typing.Any], message: str
+) -> None:
+    body = _body()
+    body["spec"]["signers"] = [signer]
+    with pytest.raises(errors.InvalidObjectError) as refused:
+        trustpolicy.parse(body)
+    assert any(message in line for line in refused.value.messages), refused.value.messages
+
+
+def test_crd_is_cluster_scoped_and_rendered() -> None:
+    rendered = crd.render_crds()
+    assert "modelguard.dev_trustpolicies.yaml" in rendered
+    definition = crd.trust_policy_crd()
+    assert definition["spec"]["scope"] == "Cluster"
+    assert definition["spec"]["names"]["shortNames"] == ["tp"]
+    spec = definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["formats"]["properties"]["allowPickle"]["default"] is False
+    assert spec["properties"]["enforcement"]["default"] == "Enforce"
