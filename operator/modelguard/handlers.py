@@ -10,11 +10,13 @@ import typing
 import kopf
 
 from modelguard import kube
-from modelguard.api import v1alpha1
+from modelguard.api import trustpolicy, v1alpha1
 from modelguard.builders import labels
 from modelguard.reconcile import modeldeployment
 
 logger = logging.getLogger(__name__)
+
+AGENT_IMAGE_ENV = "MODELGUARD_AGENT_IMAGE"
 
 
 @kopf.on.startup()
@@ -35,9 +37,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     # We post our own Events (reasons users can filter on); kopf reports only its own failures.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = f"{v1alpha1.GROUP}/operator"
+    agent_image = os.environ.get(AGENT_IMAGE_ENV, "")
+    if "@sha256:" not in agent_image:
+        # Without it no model pod could verify its files; refuse to start rather than half-work.
+        raise kopf.PermanentError(
+            f"{AGENT_IMAGE_ENV} must name the agent image pinned by digest "
+            f"(image@sha256:<64 hex>); got {agent_image!r}. The chart sets it."
+        )
     memo.context = modeldeployment.Context(
         kube=kube.Kube.from_environment(),
         instance=os.environ.get("POD_NAME") or socket.gethostname(),
+        agent_image=agent_image,
     )
 
 
@@ -79,3 +89,25 @@ async def _reconcile(memo: kopf.Memo, *, namespace: str, name: str) -> None:
         await modeldeployment.reconcile(memo.context, namespace=namespace, name=name)
     except modeldeployment.RetryLater as error:
         raise kopf.TemporaryError(str(error), delay=5) from error
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+def models_by_policy(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: typing.Any
+) -> dict[str, tuple[str | None, str]]:
+    """Which ModelDeployments answer to which TrustPolicy, kept current by kopf's watch."""
+    return {str(spec.get("trustPolicy", "default")): (namespace, name)}
+
+
+@kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL)
+async def trust_policy_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    """A policy was created, changed or deleted: every model under it is verified again."""
+    # kopf passes every index by its handler's name.
+    index: kopf.Index[str, tuple[str | None, str]] = kwargs["models_by_policy"]
+    for namespace, model in index.get(name, []):
+        if namespace is None:
+            continue
+        try:
+            await _reconcile(memo, namespace=namespace, name=model)
+        except kopf.TemporaryError as error:
+            logger.warning("%s/%s: %s", namespace, model, error)

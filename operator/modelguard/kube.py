@@ -7,6 +7,7 @@ API server merges, tracks ownership and garbage-collects through ownerReferences
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import json
@@ -22,9 +23,10 @@ import lightkube.generic_resource
 import lightkube.models.core_v1
 import lightkube.models.events_v1
 import lightkube.models.meta_v1
+import lightkube.resources.core_v1
 import lightkube.resources.events_v1
 
-from modelguard.api import v1alpha1
+from modelguard.api import trustpolicy, v1alpha1
 
 FIELD_MANAGER = "modelguard"
 """The field manager of every write the operator makes, and so the owner of every managed field."""
@@ -35,6 +37,13 @@ INTENT_ANNOTATION = f"{v1alpha1.GROUP}/applied-intent"
 REPORTING_CONTROLLER = f"{v1alpha1.GROUP}/operator"
 
 Manifest = dict[str, typing.Any]
+
+TrustPolicyResource = lightkube.generic_resource.create_global_resource(
+    group=v1alpha1.GROUP,
+    version=v1alpha1.VERSION,
+    kind=trustpolicy.KIND,
+    plural=trustpolicy.PLURAL,
+)
 
 ModelDeploymentResource = lightkube.generic_resource.create_namespaced_resource(
     group=v1alpha1.GROUP,
@@ -128,6 +137,35 @@ class Kube:
         return await self.get(
             api_version=v1alpha1.API_VERSION, kind=v1alpha1.KIND, namespace=namespace, name=name
         )
+
+    async def get_trust_policy(self, name: str) -> Manifest | None:
+        """The cluster-scoped TrustPolicy, or None when it does not exist."""
+        try:
+            obj = await self._client.get(TrustPolicyResource, name)
+        except lightkube.core.exceptions.ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise _api_error(error) from error
+        return _to_manifest(obj)
+
+    async def get_secret_data(
+        self, *, namespace: str, name: str
+    ) -> tuple[dict[str, bytes], str] | None:
+        """A Secret's decoded data and resourceVersion, or None when it does not exist.
+
+        Only ever called for the Secret a ModelDeployment names, in its own namespace, and only
+        where that namespace granted the operator `get` on it (see the chart's README).
+        """
+        try:
+            secret = await self._client.get(
+                lightkube.resources.core_v1.Secret, name, namespace=namespace
+            )
+        except lightkube.core.exceptions.ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise _api_error(error) from error
+        data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+        return data, str(secret.metadata.resourceVersion if secret.metadata else "")
 
     async def apply(self, manifest: Manifest) -> Manifest:
         """Server-side apply of the whole intent, taking ownership of every field it names."""

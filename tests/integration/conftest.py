@@ -20,9 +20,14 @@ import pytest
 
 import localcluster
 import s3server
+import signedmodel
 
 OPERATOR_NAMESPACE = "modelguard-system"
 RELEASE = "modelguard"
+# kwok runs no containers, so any image pinned by digest serves as the agent's.
+AGENT_IMAGE = "registry.example/modelguard@sha256:" + "0" * 64
+MODEL_BUCKET = "models"
+CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -135,7 +140,12 @@ def operator(
     )
     log_path = harness.REPO_ROOT / ".cluster-test" / "logs" / "operator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "KUBECONFIG": str(identity.kubeconfig), "POD_NAME": "modelguard-test"}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(identity.kubeconfig),
+        "POD_NAME": "modelguard-test",
+        "MODELGUARD_AGENT_IMAGE": AGENT_IMAGE,
+    }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "modelguard.cli", "run", "--verbose"],
@@ -181,3 +191,83 @@ def s3_bucket(s3: s3server.S3Server) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(name)
     return name
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The model signer the default TrustPolicy trusts: a key path and its public PEM."""
+    return signedmodel.generate_key(tmp_path_factory.mktemp("keys"), name="ml-release")
+
+
+@pytest.fixture(scope="session")
+def trust_policy(kubectl: harness.Kubectl, signing_key: tuple[Path, str]) -> Iterator[str]:
+    """The cluster's `default` TrustPolicy: the test signer, models only from s3://models/."""
+    policy = signedmodel.trust_policy(
+        name="default", public_key=signing_key[1], sources=[f"s3://{MODEL_BUCKET}/"]
+    )
+    kubectl.apply(policy)
+    yield "default"
+    kubectl.run("delete", "trustpolicy", "default", "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def model_bucket(s3: s3server.S3Server) -> str:
+    s3.create_bucket(MODEL_BUCKET)
+    return MODEL_BUCKET
+
+
+PublishModel = typing.Callable[..., str]
+
+
+@pytest.fixture
+def publish_model(
+    s3: s3server.S3Server,
+    model_bucket: str,
+    signing_key: tuple[Path, str],
+    tmp_path: Path,
+    namespace: str,
+) -> PublishModel:
+    """Signs a model with the trusted key (or `key`), optionally tampers with the files after
+    signing, uploads both to the test's own prefix, and returns the source URI."""
+
+    def publish(
+        version: str = "1.4.0",
+        *,
+        files: dict[str, bytes] | None = None,
+        tamper: typing.Callable[[dict[str, bytes]], dict[str, bytes]] | None = None,
+        key: Path | None = None,
+    ) -> str:
+        content = files if files is not None else signedmodel.demo_files(version)
+        directory = tmp_path / f"model-{uuid.uuid4().hex[:8]}"
+        signedmodel.write_model(directory / "m", content)
+        signature = signedmodel.sign(
+            directory / "m", private_key=key or signing_key[0], signature=directory / "model.sig"
+        )
+        return signedmodel.publish(
+            s3,
+            bucket=model_bucket,
+            prefix=f"{namespace}/sentiment-bert/{version}",
+            files=tamper(dict(content)) if tamper else content,
+            signature=signature,
+        )
+
+    return publish
+
+
+@pytest.fixture
+def source_credentials(
+    kubectl: harness.Kubectl, namespace: str, s3: s3server.S3Server, chart_installed: str
+) -> str:
+    """The storage Secret in the test's namespace, and the RoleBinding that lets the operator
+    (and only it) read it: the per-namespace grant the chart documents."""
+    kubectl.apply(signedmodel.credentials_secret(s3, name=CREDENTIALS_SECRET), namespace=namespace)
+    kubectl.run(
+        "create",
+        "rolebinding",
+        "modelguard-source-credentials",
+        "-n",
+        namespace,
+        f"--clusterrole={RELEASE}-source-credentials",
+        f"--serviceaccount={chart_installed}:{RELEASE}",
+    )
+    return CREDENTIALS_SECRET

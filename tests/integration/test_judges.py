@@ -79,12 +79,23 @@ def test_rendered_chart_passes_checkov(helm: harness.Helm, tmp_path: Path) -> No
 
 @pytest.mark.usefixtures("operator")
 def test_children_of_the_example_model_pass_checkov(
-    kubectl: harness.Kubectl, namespace: str, tmp_path: Path
+    kubectl: harness.Kubectl,
+    namespace: str,
+    tmp_path: Path,
+    publish_model: typing.Callable[..., str],
+    source_credentials: str,
+    trust_policy: str,
 ) -> None:
     (example,) = [
         d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] == "ModelDeployment"
     ]
     example["metadata"].pop("namespace")
+    # The example's model, signed and published where this test's S3 server serves it.
+    example["spec"]["model"]["source"] = {
+        "uri": publish_model(example["spec"]["model"]["version"]),
+        "credentialsSecret": source_credentials,
+    }
+    del trust_policy
     name = example["metadata"]["name"]
     kubectl.apply(example, namespace=namespace)
     kubectl.run(

@@ -16,12 +16,23 @@ CHILD_KINDS = "serviceaccounts,deployments,services,networkpolicies"
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-def model_deployment(name: str, **spec: typing.Any) -> dict[str, typing.Any]:
+@pytest.fixture
+def source(
+    publish_model: typing.Callable[..., str], source_credentials: str, trust_policy: str
+) -> str:
+    """A model signed by the trusted key, published to the test's prefix in the S3 server."""
+    del source_credentials, trust_policy
+    return publish_model("1.4.0")
+
+
+def model_deployment(
+    name: str, *, source: str, version: str = "1.4.0", **spec: typing.Any
+) -> dict[str, typing.Any]:
     body: dict[str, typing.Any] = {
         "model": {
             "name": "sentiment-bert",
-            "version": "1.4.0",
-            "source": {"uri": "s3://models/sentiment-bert/1.4.0/"},
+            "version": version,
+            "source": {"uri": source, "credentialsSecret": "models-readonly"},
         },
         "serving": {"image": f"registry.example/model-server@{DIGEST}", "replicas": 2},
     }
@@ -49,9 +60,9 @@ def wait_ready(kubectl: harness.Kubectl, namespace: str, name: str) -> dict[str,
 
 
 def test_create_builds_owned_children_and_becomes_ready(
-    kubectl: harness.Kubectl, namespace: str
+    kubectl: harness.Kubectl, namespace: str, source: str
 ) -> None:
-    kubectl.apply(model_deployment("sentiment"), namespace=namespace)
+    kubectl.apply(model_deployment("sentiment", source=source), namespace=namespace)
     body = wait_ready(kubectl, namespace, "sentiment")
 
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
@@ -92,14 +103,15 @@ def test_create_builds_owned_children_and_becomes_ready(
 
 
 def test_spec_change_updates_children_and_no_change_writes_nothing(
-    kubectl: harness.Kubectl, namespace: str
+    kubectl: harness.Kubectl, namespace: str, source: str
 ) -> None:
-    kubectl.apply(model_deployment("m"), namespace=namespace)
+    kubectl.apply(model_deployment("m", source=source), namespace=namespace)
     wait_ready(kubectl, namespace, "m")
 
     kubectl.apply(
         model_deployment(
             "m",
+            source=source,
             serving={
                 "image": f"registry.example/model-server@{DIGEST}",
                 "replicas": 3,
@@ -154,8 +166,10 @@ def test_spec_change_updates_children_and_no_change_writes_nothing(
     assert _deployment_generation(kubectl, namespace, "m") == deployment_before
 
 
-def test_delete_garbage_collects_children(kubectl: harness.Kubectl, namespace: str) -> None:
-    kubectl.apply(model_deployment("gone"), namespace=namespace)
+def test_delete_garbage_collects_children(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    kubectl.apply(model_deployment("gone", source=source), namespace=namespace)
     wait_ready(kubectl, namespace, "gone")
     kubectl.run("delete", "modeldeployment", "gone", "-n", namespace, "--wait=true")
 
@@ -167,11 +181,11 @@ def test_delete_garbage_collects_children(kubectl: harness.Kubectl, namespace: s
 
 
 def test_restricted_namespace_admits_every_child_without_warnings(
-    kubectl: harness.Kubectl, namespace: str
+    kubectl: harness.Kubectl, namespace: str, source: str
 ) -> None:
     labels = kubectl.json("get", "namespace", namespace)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    kubectl.apply(model_deployment("strict"), namespace=namespace)
+    kubectl.apply(model_deployment("strict", source=source), namespace=namespace)
     wait_ready(kubectl, namespace, "strict")
     for child in children(kubectl, namespace, "strict"):
         manifest = {
@@ -204,15 +218,19 @@ def test_image_not_pinned_by_digest_is_refused_naming_the_field(
     kubectl: harness.Kubectl, namespace: str, image: str
 ) -> None:
     result = kubectl.apply(
-        model_deployment("tagged", serving={"image": image}), namespace=namespace, check=False
+        model_deployment("tagged", source="s3://models/x/", serving={"image": image}),
+        namespace=namespace,
+        check=False,
     )
     assert result.returncode != 0
     assert "spec.serving.image" in result.stderr
     assert kubectl.get("modeldeployment", "tagged", namespace=namespace) is None
 
 
-def test_events_tell_what_was_applied(kubectl: harness.Kubectl, namespace: str) -> None:
-    kubectl.apply(model_deployment("told"), namespace=namespace)
+def test_events_tell_what_was_applied(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    kubectl.apply(model_deployment("told", source=source), namespace=namespace)
     wait_ready(kubectl, namespace, "told")
 
     def posted() -> None:

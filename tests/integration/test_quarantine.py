@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import harness
 import pytest
-from test_modeldeployment import SELECTOR, model_deployment, wait_ready
+from test_modeldeployment import SELECTOR, model_deployment, source, wait_ready
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -16,16 +16,21 @@ def _policies(kubectl: harness.Kubectl, namespace: str) -> dict[str, dict[str, o
     return {p["metadata"]["name"]: p["spec"] for p in items}
 
 
+__all__ = ["source"]  # the fixture, shared with test_modeldeployment
+
+
 def test_quarantine_cuts_the_model_off_and_lifting_it_restores_it(
-    kubectl: harness.Kubectl, namespace: str
+    kubectl: harness.Kubectl, namespace: str, source: str
 ) -> None:
     callers = {"access": {"ingress": [{"namespaceSelector": {"matchLabels": {"team": "web"}}}]}}
-    kubectl.apply(model_deployment("q", **callers), namespace=namespace)
+    kubectl.apply(model_deployment("q", source=source, **callers), namespace=namespace)
     wait_ready(kubectl, namespace, "q")
     replica_sets = kubectl.json("get", "replicasets", "-n", namespace, "-l", f"{SELECTOR}=q")
     assert _policies(kubectl, namespace)["q-allow-ingress"]["ingress"]
 
-    kubectl.apply(model_deployment("q", quarantine=True, **callers), namespace=namespace)
+    kubectl.apply(
+        model_deployment("q", source=source, quarantine=True, **callers), namespace=namespace
+    )
 
     def quarantined() -> None:
         body = kubectl.get("modeldeployment", "q", namespace=namespace)
@@ -54,7 +59,7 @@ def test_quarantine_cuts_the_model_off_and_lifting_it_restores_it(
     )["items"]
     assert any(e["reason"] == "Quarantined" and e["type"] == "Warning" for e in events)
 
-    kubectl.apply(model_deployment("q", **callers), namespace=namespace)
+    kubectl.apply(model_deployment("q", source=source, **callers), namespace=namespace)
     wait_ready(kubectl, namespace, "q")
     assert _policies(kubectl, namespace)["q-allow-ingress"]["ingress"]
     pods = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=q")["items"]

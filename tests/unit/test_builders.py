@@ -9,6 +9,7 @@ import pytest
 
 from modelguard.api import v1alpha1
 from modelguard.builders import children, deployment, labels, names, networkpolicy
+from modelguard.sources import pvc
 
 Manifest = dict[str, typing.Any]
 
@@ -36,6 +37,13 @@ FEATURE_STORE = {
 OBJECT_STORE = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
 
 
+ARTIFACT = deployment.VerifiedArtifact(
+    root_digest="sha256:" + "ab" * 32,
+    allow_pickle=False,
+    agent_image="registry.example/modelguard@sha256:" + "cd" * 32,
+)
+
+
 def _md(version: str = "1.4.0", **spec: typing.Any) -> v1alpha1.ModelDeployment:
     return v1alpha1.parse(
         {
@@ -60,7 +68,7 @@ def _by_name(manifests: list[Manifest]) -> dict[str, Manifest]:
 
 
 def _deployment(md: v1alpha1.ModelDeployment) -> Manifest:
-    return _by_name(children.build_children(md))["Deployment/sentiment"]
+    return _by_name(children.build_children(md, artifact=ARTIFACT))["Deployment/sentiment"]
 
 
 def _pod(md: v1alpha1.ModelDeployment) -> Manifest:
@@ -137,13 +145,13 @@ SPECS = [
     ],
 )
 def test_children_in_apply_order(spec: dict[str, typing.Any], expected: list[str]) -> None:
-    built = children.build_children(_md(**spec))
+    built = children.build_children(_md(**spec), artifact=ARTIFACT)
     assert [f"{m['kind']}/{m['metadata']['name']}" for m in built] == expected
 
 
 def test_child_names_cover_every_child() -> None:
     everything = _md(access={"ingress": [FRONTEND]})
-    built = {m["metadata"]["name"] for m in children.build_children(everything)}
+    built = {m["metadata"]["name"] for m in children.build_children(everything, artifact=ARTIFACT)}
     assert built == set(vars(names.child_names("sentiment")).values())
 
 
@@ -291,7 +299,7 @@ def test_deployment(
     assert container["image"] == IMAGE
     assert container["resources"] == resources
     assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
-    service = _by_name(children.build_children(md))["Service/sentiment"]
+    service = _by_name(children.build_children(md, artifact=ARTIFACT))["Service/sentiment"]
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
         {"name": "http", "protocol": "TCP", "port": port, "targetPort": "http"}
@@ -321,7 +329,7 @@ def test_model_is_mounted_read_only_and_tmp_is_the_only_writable_path() -> None:
 
 
 def test_no_token_no_service_links() -> None:
-    built = _by_name(children.build_children(_md()))
+    built = _by_name(children.build_children(_md(), artifact=ARTIFACT))
     assert built["ServiceAccount/sentiment"]["automountServiceAccountToken"] is False
     pod = _pod(_md())["spec"]
     assert pod["serviceAccountName"] == "sentiment"
@@ -331,7 +339,7 @@ def test_no_token_no_service_links() -> None:
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_every_child_is_owned_by_the_model_deployment(spec: dict[str, typing.Any]) -> None:
-    for manifest in children.build_children(_md(**spec)):
+    for manifest in children.build_children(_md(**spec), artifact=ARTIFACT):
         assert manifest["metadata"]["namespace"] == "team-nlp"
         assert manifest["metadata"]["ownerReferences"] == [
             {
@@ -356,13 +364,13 @@ def test_every_child_and_pod_is_labelled(spec: dict[str, typing.Any]) -> None:
         "modelguard.dev/model-deployment": "sentiment",
     }
     md = _md(**spec)
-    for manifest in children.build_children(md):
+    for manifest in children.build_children(md, artifact=ARTIFACT):
         assert manifest["metadata"]["labels"] == expected
     assert _pod(md)["metadata"]["labels"] == expected
 
 
 def _selectors(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
-    built = _by_name(children.build_children(md))
+    built = _by_name(children.build_children(md, artifact=ARTIFACT))
     found = {
         "deployment": built["Deployment/sentiment"]["spec"]["selector"],
         "service": built["Service/sentiment"]["spec"]["selector"],
@@ -491,10 +499,10 @@ def _scribble(value: typing.Any) -> None:
 def test_builds_share_no_mutable_state() -> None:
     """Callers (server-side apply, intent hashing) may edit what they get."""
     md = _md(access={"ingress": [FRONTEND], "egress": [OBJECT_STORE]})
-    first = children.build_children(md)
+    first = children.build_children(md, artifact=ARTIFACT)
     expected = copy.deepcopy(first)
     _scribble(first)
-    assert children.build_children(md) == expected
+    assert children.build_children(md, artifact=ARTIFACT) == expected
     assert (
         v1alpha1.parse(
             {"metadata": {}, "spec": md.spec.model_dump(mode="json", exclude_none=True)}
@@ -514,5 +522,88 @@ def test_cpu_limit_skip_annotation_only_when_no_cpu_limit(
     limits: dict[str, str], skipped: bool
 ) -> None:
     md = _md(serving={"image": IMAGE, "resources": {"requests": {"cpu": "1"}, "limits": limits}})
-    annotations = deployment.build(md)["metadata"].get("annotations", {})
+    annotations = deployment.build(md, artifact=ARTIFACT)["metadata"].get("annotations", {})
     assert (deployment.CHECKOV_SKIP in annotations) is skipped
+
+
+def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> None:
+    pod = _pod(_md())
+    (agent,) = pod["spec"]["initContainers"]
+    assert agent["name"] == deployment.AGENT_CONTAINER
+    assert agent["image"] == ARTIFACT.agent_image
+    assert agent["command"] == ["modelguard"]
+    assert agent["args"] == [
+        "agent",
+        "fetch-verify",
+        "--source",
+        "s3://models/sentiment-bert/1.4.0/",
+        "--signature",
+        "s3://models/sentiment-bert/1.4.0/model.sig",
+        "--root-digest",
+        ARTIFACT.root_digest,
+        "--dest",
+        deployment.MODEL_MOUNT_PATH,
+    ]
+    assert pod["metadata"]["annotations"][deployment.ROOT_DIGEST_ANNOTATION] == ARTIFACT.root_digest
+    model_mounts = {
+        c["name"]: next(m for m in c["volumeMounts"] if m["name"] == names.MODEL_VOLUME)
+        for c in [agent, *pod["spec"]["containers"]]
+    }
+    assert model_mounts[deployment.AGENT_CONTAINER].get("readOnly") is not True
+    assert model_mounts[names.CONTAINER]["readOnly"] is True
+
+
+@pytest.mark.parametrize(
+    ("source", "allow_pickle", "extra_args", "agent_only_volumes"),
+    [
+        pytest.param(
+            {"uri": "s3://models/m/1/", "credentialsSecret": "models-ro"},
+            False,
+            ["--credentials-dir", deployment.CREDENTIALS_MOUNT_PATH],
+            {deployment.CREDENTIALS_VOLUME},
+            id="credentials-mounted-into-the-agent-only",
+        ),
+        pytest.param(
+            {"uri": "pvc://model-store/m/1/"},
+            False,
+            [],
+            {deployment.CLAIM_VOLUME},
+            id="claim-mounted-read-only-into-the-agent-only",
+        ),
+        pytest.param(
+            {"uri": "https://models.example/m/1/"},
+            True,
+            ["--allow-pickle"],
+            set(),
+            id="policy-allows-pickle",
+        ),
+    ],
+)
+def test_agent_source_wiring(
+    source: dict[str, str],
+    allow_pickle: bool,
+    extra_args: list[str],
+    agent_only_volumes: set[str],
+) -> None:
+    md = _md(model={"name": "m", "version": "1", "source": source})
+    artifact = deployment.VerifiedArtifact(
+        root_digest=ARTIFACT.root_digest,
+        allow_pickle=allow_pickle,
+        agent_image=ARTIFACT.agent_image,
+    )
+    pod = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]
+    (agent,) = pod["initContainers"]
+    assert agent["args"][10:] == extra_args
+    agent_volumes = {m["name"] for m in agent["volumeMounts"]}
+    server_volumes = {m["name"] for c in pod["containers"] for m in c["volumeMounts"]}
+    assert agent_only_volumes <= agent_volumes
+    assert not agent_only_volumes & server_volumes
+    for mount in agent["volumeMounts"]:
+        if mount["name"] in agent_only_volumes:
+            assert mount["readOnly"] is True
+    claims = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert all(v["persistentVolumeClaim"]["readOnly"] is True for v in claims)
+
+
+def test_claims_mount_root_is_where_the_agent_looks() -> None:
+    assert str(pvc.DEFAULT_MOUNT_ROOT) == deployment.CLAIMS_MOUNT_ROOT

@@ -141,6 +141,10 @@ RBAC rules that only exist cluster-wide: kopf's own needs (see kopf's RBAC docum
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# TrustPolicies are cluster-scoped: read to verify models, watched to re-verify on a change.
+- apiGroups: ["modelguard.dev"]
+  resources: ["trustpolicies"]
+  verbs: ["get", "list", "watch"]
 # kopf observes namespaces to follow namespaces being created or deleted.
 - apiGroups: [""]
   resources: ["namespaces"]

@@ -503,6 +503,9 @@ class Condition(_Status):
 class VerificationStatus(_Status):
     """The result of the last successful signature verification."""
 
+    version: str | None = None
+    """The model version (spec.model.version) this verification is of."""
+
     root_digest: str | None = None
     """Digest over all of the model's files, as signed (e.g. sha256:...)."""
 

@@ -4,17 +4,18 @@ from modelguard.api import v1alpha1
 from modelguard.builders import deployment, meta, networkpolicy, service, serviceaccount
 
 
-def build_children(md: v1alpha1.ModelDeployment) -> list[meta.Manifest]:
+def build_children(
+    md: v1alpha1.ModelDeployment, *, artifact: deployment.VerifiedArtifact
+) -> list[meta.Manifest]:
     """The children `md` should have now, in apply order.
 
     The ServiceAccount comes before the pods that use it, and the NetworkPolicies before any pod
-    exists, so a model server never runs for a moment without its isolation. Children absent
-    from the list (an allow policy under quarantine) should be deleted if they exist: they all
-    carry the label labels.MODEL_DEPLOYMENT=<md name>.
+    exists, so a model server never runs for a moment without its isolation. The set of children
+    is the same for every spec (only their content varies), so nothing ever needs deleting.
     """
     return [
         serviceaccount.build(md),
         *networkpolicy.build(md),
         service.build(md),
-        deployment.build(md),
+        deployment.build(md, artifact=artifact),
     ]

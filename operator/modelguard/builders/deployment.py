@@ -4,6 +4,7 @@ The pod passes Pod Security "restricted" on its own (it does not rely on namespa
 it runs the same in any namespace.
 """
 
+import dataclasses
 import typing
 
 from modelguard.api import v1alpha1
@@ -20,6 +21,32 @@ STARTUP_TIMEOUT_SECONDS: typing.Final = 600
 
 _SECCOMP: typing.Final = {"type": "RuntimeDefault"}
 
+AGENT_CONTAINER: typing.Final = "fetch-verify"
+CREDENTIALS_VOLUME: typing.Final = "source-credentials"
+CREDENTIALS_MOUNT_PATH: typing.Final = "/var/run/modelguard/credentials"
+CLAIM_VOLUME: typing.Final = "source-claim"
+# Where the agent finds pvc://<claim>/ sources; the same root as modelguard.sources.pvc's default.
+CLAIMS_MOUNT_ROOT: typing.Final = "/var/run/modelguard/claims"
+ROOT_DIGEST_ANNOTATION: typing.Final = f"{v1alpha1.GROUP}/root-digest"
+AGENT_RESOURCES: typing.Final = {
+    "requests": {"cpu": "250m", "memory": "128Mi"},
+    "limits": {"memory": "512Mi"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifiedArtifact:
+    """What the control plane verified, pinned into the pod: the agent in the pod checks that the
+    bytes it downloads are exactly these, so a swapped bucket cannot slip past the operator."""
+
+    root_digest: str
+    """The signed root digest, "sha256:<hex>"."""
+    allow_pickle: bool
+    """The TrustPolicy's formats.allowPickle."""
+    agent_image: str
+    """The image of `modelguard agent fetch-verify` (the operator's own image, by digest)."""
+
+
 CHECKOV_SKIP: typing.Final = "checkov.io/skip1"
 CPU_LIMIT_SKIP: typing.Final = (
     "CKV_K8S_11=no CPU limit unless spec.serving.resources.limits.cpu sets one: CFS throttling "
@@ -27,8 +54,8 @@ CPU_LIMIT_SKIP: typing.Final = (
 )
 
 
-def build(md: v1alpha1.ModelDeployment) -> meta.Manifest:
-    """The Deployment of `md`."""
+def build(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> meta.Manifest:
+    """The Deployment of `md`, serving the verified `artifact`."""
     manifest = meta.child(
         md, api_version="apps/v1", kind="Deployment", name=names.child_names(md.name).deployment
     )
@@ -47,15 +74,18 @@ def build(md: v1alpha1.ModelDeployment) -> meta.Manifest:
         "template": {
             "metadata": {
                 "labels": labels.of(md),
-                "annotations": {"kubectl.kubernetes.io/default-container": names.CONTAINER},
+                "annotations": {
+                    "kubectl.kubernetes.io/default-container": names.CONTAINER,
+                    ROOT_DIGEST_ANNOTATION: artifact.root_digest,
+                },
             },
-            "spec": _pod_spec(md),
+            "spec": _pod_spec(md, artifact=artifact),
         },
     }
     return manifest
 
 
-def _pod_spec(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
+def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> dict[str, typing.Any]:
     return {
         "serviceAccountName": names.child_names(md.name).service_account,
         "automountServiceAccountToken": False,
@@ -68,14 +98,93 @@ def _pod_spec(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
             "fsGroup": RUN_AS,
             "seccompProfile": dict(_SECCOMP),
         },
+        # The server starts only once the agent has written every signed file and nothing else.
+        "initContainers": [_agent_container(md, artifact=artifact)],
         "containers": [_server_container(md)],
         "volumes": [
-            # Filled by the verifying init container (a later issue); never written by the server.
+            # Filled by the verifying init container; never written by the server.
             {"name": names.MODEL_VOLUME, "emptyDir": {}},
             # The only writable path, since the root filesystem is read-only; bounded so a
             # runaway server cannot fill the node's disk.
             {"name": names.TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+            *_source_volumes(md),
         ],
+    }
+
+
+def _claim(md: v1alpha1.ModelDeployment) -> str | None:
+    uri = md.spec.model.source.uri
+    return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
+
+
+def _source_volumes(md: v1alpha1.ModelDeployment) -> list[dict[str, typing.Any]]:
+    volumes: list[dict[str, typing.Any]] = []
+    secret = md.spec.model.source.credentials_secret
+    if secret:
+        # Mounted into the agent only: the model server never sees the storage credentials.
+        volumes.append(
+            {"name": CREDENTIALS_VOLUME, "secret": {"secretName": secret, "defaultMode": 0o440}}
+        )
+    claim = _claim(md)
+    if claim:
+        volumes.append(
+            {"name": CLAIM_VOLUME, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+    return volumes
+
+
+def _agent_container(
+    md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact
+) -> dict[str, typing.Any]:
+    model = md.spec.model
+    args = [
+        "agent",
+        "fetch-verify",
+        "--source",
+        model.source.uri,
+        "--signature",
+        model.signature_uri(),
+        "--root-digest",
+        artifact.root_digest,
+        "--dest",
+        MODEL_MOUNT_PATH,
+    ]
+    mounts: list[dict[str, typing.Any]] = [
+        {"name": names.MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH},
+        {"name": names.TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
+    ]
+    if model.source.credentials_secret:
+        args += ["--credentials-dir", CREDENTIALS_MOUNT_PATH]
+        mounts.append(
+            {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_MOUNT_PATH, "readOnly": True}
+        )
+    claim = _claim(md)
+    if claim:
+        mounts.append(
+            {"name": CLAIM_VOLUME, "mountPath": f"{CLAIMS_MOUNT_ROOT}/{claim}", "readOnly": True}
+        )
+    if artifact.allow_pickle:
+        args.append("--allow-pickle")
+    return {
+        "name": AGENT_CONTAINER,
+        "image": artifact.agent_image,
+        "command": ["modelguard"],
+        "args": args,
+        "resources": {key: dict(value) for key, value in AGENT_RESOURCES.items()},
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+        # The agent writes its one-line refusal there; the operator reads it from the pod status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def _container_security() -> dict[str, typing.Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": dict(_SECCOMP),
     }
 
 
@@ -86,13 +195,7 @@ def _server_container(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
         "image": serving.image,
         "ports": [{"name": names.PORT_NAME, "containerPort": serving.port, "protocol": "TCP"}],
         "resources": _resources(serving.resources),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": dict(_SECCOMP),
-        },
+        "securityContext": _container_security(),
         "volumeMounts": [
             {"name": names.MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH, "readOnly": True},
             {"name": names.TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir

@@ -17,7 +17,8 @@ import typing
 from modelguard import kube
 from modelguard.api import errors, v1alpha1
 from modelguard.builders import children
-from modelguard.reconcile import conditions, readiness
+from modelguard.builders import deployment as deployment_builder
+from modelguard.reconcile import conditions, readiness, verification
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ class Context:
     kube: kube.Kube
     instance: str
     """This operator replica's name, reported on the Events it posts."""
+    agent_image: str
+    """The image of the verifying init container: the operator's own, pinned by digest."""
+    verification_cache: verification.Cache = dataclasses.field(default_factory=verification.Cache)
 
 
 # One reconcile at a time per object: the object's own handler and its children's handlers would
@@ -54,34 +58,64 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
     if body is None or body["metadata"].get("deletionTimestamp"):
         # Gone or going: the garbage collector removes the children through their ownerReferences.
         return
-    generation: int = body["metadata"].get("generation", 0)
-    previous_status: Manifest = body.get("status") or {}
-    now = datetime.datetime.now(datetime.UTC)
+    status = _Status(body)
 
     try:
         model = v1alpha1.parse(body)
     except errors.InvalidObjectError as error:
         # The CRD schema refuses most of this at admission; what reaches here is what it cannot
         # say (or an object stored before a schema change).
-        message = "; ".join(error.messages)
-        await _write_status(
-            context,
-            body=body,
-            status=_with_ready(
-                previous_status,
-                decision=conditions.Decision("False", "InvalidSpec", message),
-                generation=generation,
-                now=now,
+        status.set(
+            v1alpha1.CONDITION_READY,
+            conditions.Decision("False", "InvalidSpec", "; ".join(error.messages)),
+        )
+        await _finish(context, body=body, status=status)
+        return
+
+    outcome = await _call(
+        verification.verify_model(
+            context.kube, model, cache=context.verification_cache, now=status.now
+        )
+    )
+    status.set(v1alpha1.CONDITION_VERIFIED, outcome.decision)
+    if outcome.verified is None:
+        # Nothing is applied: what serves now (a version verified earlier) keeps serving.
+        active = status.current.get("activeVersion")
+        status.set(
+            v1alpha1.CONDITION_READY,
+            conditions.Decision(
+                "False",
+                "NotVerified",
+                f"version {model.spec.model.version} is not verified ({outcome.decision.reason})"
+                + (f"; {active} keeps serving" if active else "; nothing was rolled out"),
             ),
         )
-        await _event(
-            context, body, type="Warning", reason="InvalidSpec", action="Validate", note=message
-        )
+        await _finish(context, body=body, status=status)
+        if outcome.transient:
+            raise RetryLater(outcome.decision.message)
         return
+    verified = outcome.verified
+    status.current["verification"] = {
+        key: value
+        for key, value in {
+            "version": model.spec.model.version,
+            "rootDigest": verified.root_digest,
+            "signer": verified.signers,
+            "files": verified.files,
+            "bytes": verified.bytes,
+            "verifiedAt": verified.verified_at,
+        }.items()
+        if value is not None
+    }
+    artifact = deployment_builder.VerifiedArtifact(
+        root_digest=verified.root_digest,
+        allow_pickle=verified.allow_pickle,
+        agent_image=context.agent_image,
+    )
 
     applied: list[str] = []
     deployment: Manifest | None = None
-    for manifest in children.build_children(model):
+    for manifest in children.build_children(model, artifact=artifact):
         try:
             live, written = await _apply_if_changed(context, manifest)
         except kube.ApiError as error:
@@ -90,19 +124,10 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
             # The API server refused our own intent (an admission policy, a quota...): say which
             # child and why, keep what serves now, and try again on the next trigger.
             message = f"{manifest['kind']} {manifest['metadata']['name']}: {error.message}"
-            await _write_status(
-                context,
-                body=body,
-                status=_with_ready(
-                    previous_status,
-                    decision=conditions.Decision("False", "ApplyFailed", message),
-                    generation=generation,
-                    now=now,
-                ),
+            status.set(
+                v1alpha1.CONDITION_READY, conditions.Decision("False", "ApplyFailed", message)
             )
-            await _event(
-                context, body, type="Warning", reason="ApplyFailed", action="Apply", note=message
-            )
+            await _finish(context, body=body, status=status)
             raise RetryLater(message) from error
         if written:
             applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
@@ -124,36 +149,62 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         replicas=model.spec.serving.replicas,
         deployment=deployment,
     )
-    status = _with_ready(previous_status, decision=decision, generation=generation, now=now)
+    status.set(v1alpha1.CONDITION_READY, decision)
     if decision.status == "True":
-        status["activeVersion"] = model.spec.model.version
-    await _write_status(context, body=body, status=status)
+        status.current["activeVersion"] = model.spec.model.version
+    await _finish(context, body=body, status=status)
 
-    before = conditions.find(previous_status.get("conditions") or [], v1alpha1.CONDITION_READY)
-    if before is None or before.get("status") != decision.status:
+
+class _Status:
+    """The status being decided in one reconcile, next to the one read at its start."""
+
+    def __init__(self, body: Manifest) -> None:
+        self.previous: Manifest = body.get("status") or {}
+        self.generation: int = body["metadata"].get("generation", 0)
+        self.now = datetime.datetime.now(datetime.UTC)
+        self.current: Manifest = {**self.previous, "observedGeneration": self.generation}
+
+    def set(self, type: str, decision: conditions.Decision) -> None:
+        self.current["conditions"] = conditions.set_condition(
+            self.current.get("conditions") or [],
+            type=type,
+            decision=decision,
+            observed_generation=self.generation,
+            now=self.now,
+        )
+
+    def flips(self) -> list[conditions.Condition]:
+        """Conditions whose status differs from the one read at the start (or that are new)."""
+        before = {c["type"]: c.get("status") for c in self.previous.get("conditions") or []}
+        return [
+            c for c in self.current.get("conditions") or [] if before.get(c["type"]) != c["status"]
+        ]
+
+
+_ACTIONS: typing.Final = {
+    v1alpha1.CONDITION_VERIFIED: "Verify",
+    v1alpha1.CONDITION_READY: "Rollout",
+}
+
+
+async def _finish(context: Context, *, body: Manifest, status: _Status) -> None:
+    """Writes the status if it changed, and posts an Event for every condition that flipped."""
+    if status.current != status.previous:
+        metadata = body["metadata"]
+        await _call(
+            context.kube.apply_model_deployment_status(
+                namespace=metadata["namespace"], name=metadata["name"], status=status.current
+            )
+        )
+    for flipped in status.flips():
         await _event(
             context,
             body,
-            type="Normal" if decision.status == "True" else "Warning",
-            reason=decision.reason,
-            action="Rollout",
-            note=decision.message,
+            type="Normal" if flipped["status"] == "True" else "Warning",
+            reason=flipped["reason"],
+            action=_ACTIONS.get(flipped["type"], "Reconcile"),
+            note=flipped["message"],
         )
-
-
-def _with_ready(
-    previous: Manifest, *, decision: conditions.Decision, generation: int, now: datetime.datetime
-) -> Manifest:
-    status = dict(previous)
-    status["observedGeneration"] = generation
-    status["conditions"] = conditions.set_condition(
-        previous.get("conditions") or [],
-        type=v1alpha1.CONDITION_READY,
-        decision=decision,
-        observed_generation=generation,
-        now=now,
-    )
-    return status
 
 
 async def _apply_if_changed(context: Context, manifest: Manifest) -> tuple[Manifest | None, bool]:
@@ -173,17 +224,6 @@ async def _apply_if_changed(context: Context, manifest: Manifest) -> tuple[Manif
     ):
         return live, False
     return await context.kube.apply(intended), True
-
-
-async def _write_status(context: Context, *, body: Manifest, status: Manifest) -> None:
-    if status == (body.get("status") or {}):
-        return
-    metadata = body["metadata"]
-    await _call(
-        context.kube.apply_model_deployment_status(
-            namespace=metadata["namespace"], name=metadata["name"], status=status
-        )
-    )
 
 
 async def _event(

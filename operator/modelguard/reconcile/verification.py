@@ -1,0 +1,240 @@
+"""The control-plane signature check of a ModelDeployment: fetch only its signature bundle, verify
+it against the TrustPolicy it names, and say what was verified or why not.
+
+Two caches keep this cheap. The fetch is skipped while nothing that decides it changed (the
+spec's source and signature, the policy's generation, the credentials' resourceVersion); the
+cryptography is skipped for a bundle already verified under the same policy generation, so
+models that share one bundle are verified once. The pod's agent re-checks every byte against the
+root digest verified here, so a bundle swapped at the same URI cannot slip through a cache hit.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import hashlib
+import typing
+
+from modelguard import kube, sources
+from modelguard.api import errors, trustpolicy, v1alpha1
+from modelguard.reconcile import conditions
+from modelguard.sources import credentials
+from modelguard.sources import errors as source_errors
+from modelguard.trust import bundle, reasons, verify
+
+# Failures worth retrying: the next attempt may well succeed without anybody changing anything.
+_TRANSIENT_REASONS: typing.Final = frozenset({"SourceUnreachable", "BadResponse"})
+_CACHE_SIZE: typing.Final = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Verified:
+    """A model version whose signatures the policy accepts."""
+
+    root_digest: str
+    """"sha256:<hex>", pinned into the pod for the agent."""
+    signers: str
+    files: int
+    bytes: int | None
+    verified_at: str
+    allow_pickle: bool
+    audit: tuple[reasons.Violation, ...]
+    """Violations admitted because the policy's enforcement is Audit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    decision: conditions.Decision
+    verified: Verified | None
+    transient: bool = False
+    """True when retrying later may succeed (the source was unreachable)."""
+
+
+_Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
+
+
+class Cache:
+    """Bounded, per operator process; losing it costs one re-verification per model."""
+
+    def __init__(self) -> None:
+        self._by_inputs: _Store = collections.OrderedDict()
+        self._by_bundle: _Store = collections.OrderedDict()
+
+    @staticmethod
+    def _get(
+        store: collections.OrderedDict[tuple[str, ...], Outcome], key: tuple[str, ...]
+    ) -> Outcome | None:
+        found = store.get(key)
+        if found is not None:
+            store.move_to_end(key)
+        return found
+
+    @staticmethod
+    def _put(
+        store: collections.OrderedDict[tuple[str, ...], Outcome],
+        key: tuple[str, ...],
+        value: Outcome,
+    ) -> None:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > _CACHE_SIZE:
+            store.popitem(last=False)
+
+
+async def verify_model(
+    kube_client: kube.Kube,
+    model: v1alpha1.ModelDeployment,
+    *,
+    cache: Cache,
+    now: datetime.datetime,
+) -> Outcome:
+    """Verifies the signature bundle of `model` against its TrustPolicy."""
+    policy_name = model.spec.trust_policy
+    body = await kube_client.get_trust_policy(policy_name)
+    if body is None:
+        return _refused(
+            "PolicyNotFound",
+            f'spec.trustPolicy: TrustPolicy "{policy_name}" does not exist; a security owner '
+            "creates it (see manifests/examples/trustpolicy.yaml)",
+        )
+    try:
+        policy = trustpolicy.parse(body)
+    except errors.InvalidObjectError as error:
+        return _refused("InvalidPolicy", f'TrustPolicy "{policy_name}": {error}')
+
+    settings, secret_version, refusal = await _source_settings(kube_client, model)
+    if refusal is not None:
+        return refusal
+    source = model.spec.model.source
+    signature_uri = model.spec.model.signature_uri()
+    inputs = (
+        source.uri,
+        signature_uri,
+        str(policy.metadata.get("uid", "")),
+        str(policy.metadata.get("generation", "")),
+        secret_version,
+    )
+    cached = Cache._get(cache._by_inputs, inputs)
+    if cached is not None:
+        return cached
+
+    try:
+        signature_file = await _fetch_bundle(signature_uri, settings=settings)
+    except source_errors.SourceError as error:
+        outcome = _refused(
+            error.reason,
+            f"spec.model.signature {signature_uri}: {error.message}",
+            transient=error.reason in _TRANSIENT_REASONS,
+        )
+        if not outcome.transient:
+            Cache._put(cache._by_inputs, inputs, outcome)
+        return outcome
+
+    by_bundle = (hashlib.sha256(signature_file).hexdigest(), *inputs[:4])
+    outcome = Cache._get(cache._by_bundle, by_bundle) or _verify(
+        signature_file, policy=policy, source_uri=source.uri, signature_uri=signature_uri, now=now
+    )
+    Cache._put(cache._by_bundle, by_bundle, outcome)
+    Cache._put(cache._by_inputs, inputs, outcome)
+    return outcome
+
+
+def _verify(
+    signature_file: bytes,
+    *,
+    policy: trustpolicy.TrustPolicy,
+    source_uri: str,
+    signature_uri: str,
+    now: datetime.datetime,
+) -> Outcome:
+    try:
+        signed = verify.verify_signatures(signature_file, policy.spec, source_uri=source_uri)
+    except reasons.VerificationError as error:
+        return _refused(str(error.reason), f"{signature_uri}: {error.message}")
+    statement = signed.statement
+    sizes = statement.file_sizes()
+    # The files serialization signs digests only; sizes are known for the shards one.
+    total = None if None in sizes.values() else sum(v for v in sizes.values() if v is not None)
+    signers = ",".join(sorted({who.signer for who in signed.signers}))
+    root = f"sha256:{statement.root_digest.hex()}"
+    message = f"{len(sizes)} files, root {root}, signed by {signers}"
+    if signed.audit:
+        message += "; admitted under Audit despite: " + "; ".join(
+            f"{v.reason}: {v.message}" for v in signed.audit
+        )
+    return Outcome(
+        decision=conditions.Decision(
+            "True", "AuditViolations" if signed.audit else "SignatureVerified", message
+        ),
+        verified=Verified(
+            root_digest=root,
+            signers=signers,
+            files=len(sizes),
+            bytes=total,
+            verified_at=conditions.rfc3339(now),
+            allow_pickle=policy.spec.formats.allow_pickle,
+            audit=signed.audit,
+        ),
+    )
+
+
+async def _source_settings(
+    kube_client: kube.Kube, model: v1alpha1.ModelDeployment
+) -> tuple[credentials.SourceSettings | None, str, Outcome | None]:
+    secret_name = model.spec.model.source.credentials_secret
+    if not secret_name:
+        return None, "", None
+    try:
+        found = await kube_client.get_secret_data(namespace=model.namespace, name=secret_name)
+    except kube.ApiError as error:
+        if error.status == 403:
+            return (
+                None,
+                "",
+                _refused(
+                    "CredentialsForbidden",
+                    f"spec.model.source.credentialsSecret: the operator may not read Secret "
+                    f'"{secret_name}"; grant it with a RoleBinding in namespace {model.namespace} '
+                    "to the ClusterRole modelguard-source-credentials (see the chart's README)",
+                ),
+            )
+        raise
+    if found is None:
+        return (
+            None,
+            "",
+            _refused(
+                "CredentialsNotFound",
+                f'spec.model.source.credentialsSecret: Secret "{secret_name}" does not exist in '
+                f"namespace {model.namespace}",
+            ),
+        )
+    data, version = found
+    try:
+        return credentials.from_secret_data(data), version, None
+    except source_errors.SourceError as error:
+        return (
+            None,
+            version,
+            _refused(
+                error.reason,
+                f'spec.model.source.credentialsSecret "{secret_name}": {error.message}',
+            ),
+        )
+
+
+async def _fetch_bundle(
+    signature_uri: str, *, settings: credentials.SourceSettings | None
+) -> bytes:
+    source, name = sources.open_file(
+        signature_uri,
+        s3_settings=settings.s3 if settings else None,
+        transport_settings=settings.transport if settings else None,
+    )
+    async with source:
+        return await source.read_small(name, max_bytes=bundle.MAX_SIGNATURE_FILE_BYTES)
+
+
+def _refused(reason: str, message: str, *, transient: bool = False) -> Outcome:
+    return Outcome(conditions.Decision("False", reason, message), None, transient=transient)

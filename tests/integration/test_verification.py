@@ -1,0 +1,209 @@
+"""Signature verification in the control plane, end to end: a model signed with model_signing in
+a real S3 server, the operator under its chart identity, a TrustPolicy in the cluster.
+
+kwok runs no containers, so the in-pod half (the fetch-verify agent) is proven by its own tests
+against the same S3 server; here the pod template must carry it, pinned to the verified digest.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import harness
+import pytest
+from test_modeldeployment import SELECTOR, model_deployment, source, wait_ready
+
+import signedmodel
+
+__all__ = ["source"]  # the fixture, shared with test_modeldeployment
+
+pytestmark = pytest.mark.usefixtures("operator", "trust_policy", "source_credentials")
+
+
+def _verified(kubectl: harness.Kubectl, namespace: str, name: str) -> dict[str, typing.Any]:
+    body = kubectl.get("modeldeployment", name, namespace=namespace)
+    condition = harness.condition(body, "Verified")
+    assert condition, "no Verified condition yet"
+    return condition
+
+
+def _wait_verified(
+    kubectl: harness.Kubectl, namespace: str, name: str, *, status: str, reason: str | None = None
+) -> dict[str, typing.Any]:
+    found: dict[str, typing.Any] = {}
+
+    def settled() -> None:
+        found.update(_verified(kubectl, namespace, name))
+        assert found["status"] == status, found
+        if reason:
+            assert found["reason"] == reason, found
+
+    harness.eventually(settled, timeout=60)
+    return found
+
+
+def test_signed_model_is_verified_and_pinned_into_the_pod(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    kubectl.apply(model_deployment("m", source=source), namespace=namespace)
+    body = wait_ready(kubectl, namespace, "m")
+    verified = harness.condition(body, "Verified")
+    assert (verified["status"], verified["reason"]) == ("True", "SignatureVerified")
+    record = body["status"]["verification"]
+    assert record["version"] == "1.4.0"
+    assert record["rootDigest"].startswith("sha256:")
+    assert record["signer"] == "ml-release"
+    assert record["files"] == 3
+    template = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["template"]
+    assert template["metadata"]["annotations"]["modelguard.dev/root-digest"] == record["rootDigest"]
+    (agent,) = template["spec"]["initContainers"]
+    assert agent["args"][agent["args"].index("--root-digest") + 1] == record["rootDigest"]
+    assert agent["args"][agent["args"].index("--source") + 1] == source
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        pytest.param("untrusted-key", "UntrustedSigner", id="signed-with-an-untrusted-key"),
+        pytest.param("garbled-bundle", "MalformedBundle", id="garbled-bundle"),
+        pytest.param("truncated-bundle", "MalformedBundle", id="truncated-bundle"),
+        pytest.param("wrong-payload-type", "WrongPayloadType", id="wrong-payload-type"),
+        pytest.param("no-bundle", "MissingFile", id="signature-missing"),
+        pytest.param("source-not-allowed", "SourceNotAllowed", id="source-outside-the-policy"),
+    ],
+)
+def test_unverifiable_model_is_never_rolled_out(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: typing.Callable[..., str],
+    tmp_path: Path,
+    s3: typing.Any,
+    damage: str,
+    reason: str,
+) -> None:
+    uri = publish_model(
+        "1.4.0", key=signedmodel.generate_key(tmp_path)[0] if damage == "untrusted-key" else None
+    )
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    key = f"{prefix}model.sig"
+    bundle = s3.get_object(bucket, key)
+    if damage == "garbled-bundle":
+        s3.put_object(bucket, key, bundle.replace(b'"', b"'", 3))
+    elif damage == "truncated-bundle":
+        s3.put_object(bucket, key, bundle[: len(bundle) // 2])
+    elif damage == "wrong-payload-type":
+        document = json.loads(bundle)
+        document["dsseEnvelope"]["payloadType"] = "application/json"
+        s3.put_object(bucket, key, json.dumps(document).encode())
+    elif damage == "no-bundle":
+        s3.delete_object(bucket, key)
+    elif damage == "source-not-allowed":
+        # The same signed model, copied to a bucket the policy does not list.
+        s3.create_bucket(f"elsewhere-{namespace}")
+        for name, data in signedmodel.demo_files("1.4.0").items():
+            s3.put_object(f"elsewhere-{namespace}", f"m/{name}", data)
+        s3.put_object(f"elsewhere-{namespace}", "m/model.sig", bundle)
+        uri = f"s3://elsewhere-{namespace}/m/"
+
+    kubectl.apply(model_deployment("bad", source=uri), namespace=namespace)
+    condition = _wait_verified(kubectl, namespace, "bad", status="False", reason=reason)
+    assert condition["message"]
+    body = kubectl.get("modeldeployment", "bad", namespace=namespace)
+    ready = harness.condition(body, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NotVerified")
+    assert "nothing was rolled out" in ready["message"]
+    assert (
+        kubectl.json("get", "deployments", "-n", namespace, "-l", f"{SELECTOR}=bad")["items"] == []
+    )
+    events = kubectl.json(
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        namespace,
+        "--field-selector=regarding.name=bad,regarding.kind=ModelDeployment",
+    )["items"]
+    assert any(e["reason"] == reason and e["type"] == "Warning" for e in events)
+
+
+def test_verified_version_keeps_serving_while_an_unverifiable_update_is_held(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    publish_model: typing.Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    kubectl.apply(model_deployment("m", source=source), namespace=namespace)
+    serving = wait_ready(kubectl, namespace, "m")
+    before = kubectl.json("get", "deployment", "m", "-n", namespace)
+
+    rogue = publish_model("1.5.0", key=signedmodel.generate_key(tmp_path)[0])
+    kubectl.apply(model_deployment("m", source=rogue, version="1.5.0"), namespace=namespace)
+    _wait_verified(kubectl, namespace, "m", status="False", reason="UntrustedSigner")
+
+    body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+    ready = harness.condition(body, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NotVerified")
+    assert "1.4.0 keeps serving" in ready["message"]
+    assert body["status"]["activeVersion"] == "1.4.0"
+    assert body["status"]["verification"] == serving["status"]["verification"]
+    after = kubectl.json("get", "deployment", "m", "-n", namespace)
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["status"]["availableReplicas"] == 2
+
+
+def test_policy_change_re_verifies(
+    kubectl: harness.Kubectl, namespace: str, source: str, signing_key: tuple[Path, str]
+) -> None:
+    kubectl.apply(model_deployment("m", source=source), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    policy = signedmodel.trust_policy(
+        name=f"narrow-{namespace}", public_key=signing_key[1], sources=["s3://somewhere-else/"]
+    )
+    kubectl.apply(policy)
+    try:
+        kubectl.apply(
+            model_deployment("m", source=source, trustPolicy=f"narrow-{namespace}"),
+            namespace=namespace,
+        )
+        _wait_verified(kubectl, namespace, "m", status="False", reason="SourceNotAllowed")
+        # The security owner widens the policy: the operator notices the policy change alone.
+        policy["spec"]["sources"] = ["s3://models/"]  # type: ignore[index]
+        kubectl.apply(policy)
+        _wait_verified(kubectl, namespace, "m", status="True")
+    finally:
+        kubectl.run("delete", "trustpolicy", f"narrow-{namespace}", "--wait=false", check=False)
+
+
+def test_missing_policy_and_credentials_are_named(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    kubectl.apply(
+        model_deployment("nopolicy", source=source, trustPolicy="does-not-exist"),
+        namespace=namespace,
+    )
+    condition = _wait_verified(
+        kubectl, namespace, "nopolicy", status="False", reason="PolicyNotFound"
+    )
+    assert "spec.trustPolicy" in condition["message"]
+    assert '"does-not-exist"' in condition["message"]
+
+    body = model_deployment("nocreds", source=source)
+    body["spec"]["model"]["source"]["credentialsSecret"] = "no-such-secret"
+    kubectl.apply(body, namespace=namespace)
+    condition = _wait_verified(
+        kubectl, namespace, "nocreds", status="False", reason="CredentialsNotFound"
+    )
+    assert "spec.model.source.credentialsSecret" in condition["message"]
+
+
+def test_credentials_of_a_namespace_that_granted_nothing_are_not_read(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    kubectl.run("delete", "rolebinding", "modelguard-source-credentials", "-n", namespace)
+    kubectl.apply(model_deployment("m", source=source), namespace=namespace)
+    condition = _wait_verified(
+        kubectl, namespace, "m", status="False", reason="CredentialsForbidden"
+    )
+    assert "RoleBinding" in condition["message"]
