@@ -67,7 +67,8 @@ cluster-up: venv tools ## start the local control plane; admin kubeconfig in .cl
 	$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR)
 
 .PHONY: cluster-down
-cluster-down: venv ## stop the local control plane
+cluster-down: venv ## stop the local control plane (and make run's model store)
+	$(BIN)/python hack/s3server.py down --dir .run/demo/s3
 	$(BIN)/python hack/localcluster.py down --dir $(CLUSTER_DIR)
 
 .PHONY: run
@@ -76,7 +77,7 @@ run: venv tools ## local cluster + CRDs + operator + examples, status shown; Ctr
 
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove local state (the binary cache stays)
-	rm -rf $(CLUSTER_DIR) .cluster-test
+	rm -rf $(CLUSTER_DIR) .cluster-test .run .s3-test
 
 .PHONY: bench
 bench: venv tools ## benchmarks: figures printed next to a reference measured in the same run

@@ -15,9 +15,13 @@ case "$cluster" in
   local)
     "$bin/python" hack/localcluster.py up --dir "$cluster_dir"
     export KUBECONFIG="$PWD/$cluster_dir/kubeconfig"
+    # kwok runs no containers, so the model pods' agent image is never pulled here; any image
+    # pinned by digest satisfies the operator.
+    export MODELGUARD_AGENT_IMAGE="${MODELGUARD_AGENT_IMAGE:-ghcr.io/modelguard-dev/modelguard@sha256:$(printf '0%.0s' {1..64})}"
     ;;
   existing)
     : "${KUBECONFIG:?CLUSTER=existing needs KUBECONFIG to name the cluster to use}"
+    : "${MODELGUARD_AGENT_IMAGE:?CLUSTER=existing needs MODELGUARD_AGENT_IMAGE: the modelguard image by digest, which model pods run as their verifying init container}"
     echo "run: using the existing cluster of context $("$kubectl" config current-context)"
     ;;
   *)
@@ -29,6 +33,14 @@ esac
 "$kubectl" apply --server-side --force-conflicts -f crds/
 "$kubectl" wait --for=condition=Established --timeout=60s -f crds/
 
+# The example's model store: a local S3 server with the example model signed by a demo key, the
+# TrustPolicy trusting that key, and the storage Secret the example names.
+if [ "$cluster" = local ]; then
+  "$bin/python" hack/demo.py --kubeconfig "$KUBECONFIG"
+else
+  echo "run: CLUSTER=existing: the examples need your TrustPolicy, model store and Secret (README)"
+fi
+
 mkdir -p .run
 log=.run/operator.log
 : > "$log"
@@ -36,7 +48,7 @@ log=.run/operator.log
 operator=$!
 trap 'kill "$operator" 2>/dev/null; wait "$operator" 2>/dev/null; echo; echo "run: operator stopped"' EXIT
 
-"$kubectl" apply -f manifests/examples/
+"$kubectl" apply --server-side -f manifests/examples/
 echo "run: waiting for the examples to become Ready..."
 if ! "$kubectl" wait --for=condition=Ready --timeout=120s modeldeployments --all --all-namespaces; then
   echo "run: not Ready in time; the operator log follows" >&2
@@ -47,6 +59,9 @@ echo
 echo
 "$kubectl" get modeldeployments --all-namespaces -o \
   custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,CONDITION:.status.conditions[*].type,STATUS:.status.conditions[*].status,REASON:.status.conditions[*].reason,MESSAGE:.status.conditions[*].message'
+echo
+"$kubectl" get modeldeployments --all-namespaces -o \
+  custom-columns='NAME:.metadata.name,VERIFIED ROOT:.status.verification.rootDigest,SIGNER:.status.verification.signer,FILES:.status.verification.files'
 echo
 "$kubectl" get serviceaccounts,deployments,services,networkpolicies,pods --all-namespaces \
   -l app.kubernetes.io/managed-by=modelguard

@@ -96,7 +96,7 @@ async def verify_model(
         return _refused(
             "PolicyNotFound",
             f'spec.trustPolicy: TrustPolicy "{policy_name}" does not exist; a security owner '
-            "creates it (see manifests/examples/trustpolicy.yaml)",
+            "creates it (kubectl explain trustpolicy.spec)",
         )
     try:
         policy = trustpolicy.parse(body)

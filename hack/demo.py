@@ -1,0 +1,115 @@
+"""`make run`'s model store: a local S3 server holding the example model, signed with a key made
+for this demo, and what the cluster needs to trust and read it: the `default` TrustPolicy with
+that key, the storage Secret in the example's namespace, and the RoleBinding that lets the
+operator (alone) read that Secret.
+
+Usage: python hack/demo.py --kubeconfig .cluster/kubeconfig [--dir .run/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+import localcluster
+import s3server
+import signedmodel
+
+EXAMPLE = localcluster.REPO_ROOT / "manifests" / "examples" / "sentiment.yaml"
+
+
+def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> None:
+    subprocess.run(
+        [str(localcluster.binary("kubectl")), f"--kubeconfig={kubeconfig}", *args],
+        input=input,
+        text=True,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--dir", type=Path, default=localcluster.REPO_ROOT / ".run" / "demo")
+    args = parser.parse_args(argv)
+    state = args.dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+
+    server = s3server.S3Server(state / "s3")
+    if not server.is_running():
+        server.start()
+    server = s3server.S3Server.attach(state / "s3")
+
+    (example,) = [
+        d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] == "ModelDeployment"
+    ]
+    model = example["spec"]["model"]
+    namespace = example["metadata"]["namespace"]
+    bucket, prefix = model["source"]["uri"].removeprefix("s3://").split("/", 1)
+    secret = model["source"]["credentialsSecret"]
+
+    key_path = state / "ml-release.key"
+    if key_path.exists():
+        public = (state / "ml-release.pub").read_text()
+    else:
+        key_path, public = signedmodel.generate_key(state, name="ml-release")
+        (state / "ml-release.pub").write_text(public)
+    files = signedmodel.demo_files(model["version"])
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = signedmodel.write_model(Path(tmp) / "model", files)
+        signature = signedmodel.sign(
+            model_dir, private_key=key_path, signature=Path(tmp) / "model.sig"
+        )
+    try:
+        server.create_bucket(bucket)
+    except s3server.S3ServerError as error:
+        if "BucketAlreadyOwnedByYou" not in str(error):
+            raise
+    uri = signedmodel.publish(
+        server, bucket=bucket, prefix=prefix, files=files, signature=signature
+    )
+
+    policy = signedmodel.trust_policy(
+        name="default", public_key=public, sources=[f"s3://{bucket}/"]
+    )
+    credentials = signedmodel.credentials_secret(server, name=secret)
+    credentials["metadata"]["namespace"] = namespace  # type: ignore[index]
+    namespace_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    _kubectl(
+        args.kubeconfig,
+        "apply",
+        "--server-side",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all([namespace_doc, policy, credentials]),
+    )
+    # The per-namespace grant the chart documents: only here may the operator read the Secret.
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "modelguard-source-credentials", "namespace": namespace},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "modelguard-source-credentials",
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "modelguard", "namespace": "modelguard-system"}
+        ],
+    }
+    _kubectl(args.kubeconfig, "apply", "--server-side", "-f", "-", input=yaml.safe_dump(binding))
+    print(
+        f"demo: signed example model published to {uri} ({server.endpoint}); TrustPolicy "
+        f"default trusts {key_path.with_suffix('.pub')}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
