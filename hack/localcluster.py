@@ -22,6 +22,7 @@ import argparse
 import base64
 import contextlib
 import datetime
+import functools
 import ipaddress
 import json
 import os
@@ -380,7 +381,7 @@ class LocalCluster:
             ],
         )
         wait_for(
-            "etcd", lambda: _http_ok(f"{etcd_url}/health"), timeout=timeout, log=self._log("etcd")
+            "etcd", lambda: http_ok(f"{etcd_url}/health"), timeout=timeout, log=self._log("etcd")
         )
 
         self._spawn(
@@ -414,7 +415,7 @@ class LocalCluster:
         api_context = _client_context(ca_pem=pki.ca_pem, identity=admin_identity)
         wait_for(
             "kube-apiserver /readyz",
-            lambda: _http_ok(f"{server}/readyz", context=api_context),
+            lambda: http_ok(f"{server}/readyz", context=api_context),
             timeout=timeout,
             log=self._log("kube-apiserver"),
         )
@@ -475,8 +476,8 @@ class LocalCluster:
         ):
             wait_for(
                 f"{name} /healthz",
-                lambda port=port: _http_ok(
-                    f"https://127.0.0.1:{port}/healthz", context=_insecure()
+                functools.partial(
+                    http_ok, f"https://127.0.0.1:{port}/healthz", context=_insecure()
                 ),
                 timeout=timeout,
                 log=self._log(name),
@@ -501,21 +502,13 @@ class LocalCluster:
         """Stops every component, newest first; escalates to SIGKILL after `timeout`."""
         pids = self.pids or self._load_pids()
         for name, pid in reversed(list(pids.items())):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid):
-                print(f"localcluster: {name} ignored SIGTERM; killing it", file=sys.stderr)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+            terminate(pid, name=name, timeout=timeout)
         self.pids = {}
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / STATE_FILE).unlink()
 
     def is_running(self) -> bool:
-        return any(_alive(pid) for pid in self._load_pids().values())
+        return any(alive(pid) for pid in self._load_pids().values())
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -584,19 +577,33 @@ def _node(name: str) -> dict[str, object]:
     }
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether the process runs (a zombie child of ours counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours counts as gone.
     with contextlib.suppress(ChildProcessError):
         finished, _ = os.waitpid(pid, os.WNOHANG)
         if finished == pid:
             return False
     return True
+
+
+def terminate(pid: int, *, name: str, timeout: float = 10) -> None:
+    """SIGTERM to the process group `pid` leads (every component runs in a session of its own),
+    then SIGKILL if it is still there after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if alive(pid):
+        print(f"{name} ignored SIGTERM; killing it", file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _client_context(*, ca_pem: bytes, identity: dict[str, str]) -> ssl.SSLContext:
@@ -619,7 +626,7 @@ def _insecure() -> ssl.SSLContext:
     return context
 
 
-def _http_ok(url: str, *, context: ssl.SSLContext | None = None) -> bool:
+def http_ok(url: str, *, context: ssl.SSLContext | None = None) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
             return bool(response.status == 200)

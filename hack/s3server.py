@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -125,22 +124,14 @@ class S3Server:
         """Stops the server; escalates to SIGKILL after `timeout`. Data and logs stay."""
         pid = self.pid if self.pid is not None else self._load().pid
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid):
-                print("s3server: minio ignored SIGTERM; killing it", file=sys.stderr)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+            localcluster.terminate(pid, name="minio", timeout=timeout)
         self.pid = None
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / STATE_FILE).unlink()
 
     def is_running(self) -> bool:
         pid = self._load().pid
-        return pid is not None and _alive(pid)
+        return pid is not None and localcluster.alive(pid)
 
     def _save(self) -> None:
         state = {
@@ -166,7 +157,7 @@ class S3Server:
     def attach(cls, state_dir: Path) -> S3Server:
         """The server already running from `state_dir` (started by `up`)."""
         server = cls(state_dir)._load()
-        if server.pid is None or not _alive(server.pid):
+        if server.pid is None or not localcluster.alive(server.pid):
             raise S3ServerError(f"no server running from {state_dir}; run `s3server.py up`")
         return server
 
@@ -242,26 +233,7 @@ class S3Server:
 
 
 def _ready(endpoint: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{endpoint}/minio/health/ready", timeout=2) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    with contextlib.suppress(ChildProcessError):
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    return True
+    return localcluster.http_ok(f"{endpoint}/minio/health/ready")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,8 @@ import signedmodel
 
 OPERATOR_NAMESPACE = "modelguard-system"
 RELEASE = "modelguard"
+# One directory per test session, so that two sessions on one machine never share state.
+SESSION_DIR = harness.REPO_ROOT / ".cluster-test" / f"session-{os.getpid()}"
 # kwok runs no containers, so any image pinned by digest serves as the agent's.
 AGENT_IMAGE = "registry.example/modelguard@sha256:" + "0" * 64
 MODEL_BUCKET = "models"
@@ -51,7 +53,7 @@ def kubeconfig(request: pytest.FixtureRequest) -> Iterator[Path]:
     if existing:
         yield Path(existing)
         return
-    state_dir = harness.REPO_ROOT / ".cluster-test"
+    state_dir = SESSION_DIR / "cluster"
     cluster = localcluster.LocalCluster(state_dir)
     started = time.monotonic()
     cluster.start()
@@ -138,7 +140,7 @@ def operator(
         service_account=RELEASE,
         path=directory / "operator.kubeconfig",
     )
-    log_path = harness.REPO_ROOT / ".cluster-test" / "logs" / "operator.log"
+    log_path = SESSION_DIR / "cluster" / "logs" / "operator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -171,7 +173,7 @@ def operator(
 def s3(request: pytest.FixtureRequest) -> Iterator[s3server.S3Server]:
     """A real S3-compatible server (MinIO) on loopback for the session, with random root
     credentials: `.endpoint`, `.credentials`, `.region`, `.create_bucket()`, `.put_object()`."""
-    state_dir = harness.REPO_ROOT / ".s3-test"
+    state_dir = SESSION_DIR / "s3"
     shutil.rmtree(state_dir, ignore_errors=True)
     server = s3server.S3Server(state_dir)
     server.start()

@@ -52,11 +52,18 @@ def checkov(directory: Path) -> dict[str, typing.Any]:
     return report[0] if isinstance(report, list) else typing.cast(dict[str, typing.Any], report)
 
 
-def failures(report: dict[str, typing.Any]) -> list[str]:
-    return [
+def assert_clean(report: dict[str, typing.Any]) -> None:
+    """Something was checked, nothing failed, and every skip carries its reason."""
+    assert report["summary"]["passed"] > 0
+    failed = [
         f"{check['check_id']} {check['resource']}: {check['check_name']}"
         for check in report["results"]["failed_checks"]
     ]
+    assert failed == []
+    for skipped in report["results"]["skipped_checks"]:
+        assert skipped["check_result"].get("suppress_comment"), (
+            f"{skipped['check_id']} skipped without a reason"
+        )
 
 
 def test_rendered_chart_passes_checkov(helm: harness.Helm, tmp_path: Path) -> None:
@@ -68,13 +75,7 @@ def test_rendered_chart_passes_checkov(helm: harness.Helm, tmp_path: Path) -> No
         "modelguard-system",
     ).stdout
     (tmp_path / "chart.yaml").write_text(rendered)
-    report = checkov(tmp_path)
-    assert report["summary"]["passed"] > 0
-    assert failures(report) == []
-    for skipped in report["results"]["skipped_checks"]:
-        assert skipped["check_result"].get("suppress_comment"), (
-            f"{skipped['check_id']} skipped without a reason"
-        )
+    assert_clean(checkov(tmp_path))
 
 
 @pytest.mark.usefixtures("operator")
@@ -116,10 +117,4 @@ def test_children_of_the_example_model_pass_checkov(
             item["metadata"].pop(field, None)
     # Scanned together: graph checks (a NetworkPolicy selecting each pod) look across files.
     (tmp_path / "children.yaml").write_text(yaml.safe_dump_all(items))
-    report = checkov(tmp_path)
-    assert report["summary"]["passed"] > 0
-    assert failures(report) == []
-    for skipped in report["results"]["skipped_checks"]:
-        assert skipped["check_result"].get("suppress_comment"), (
-            f"{skipped['check_id']} skipped without a reason"
-        )
+    assert_clean(checkov(tmp_path))
