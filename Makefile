@@ -82,3 +82,6 @@ clean: cluster-down ## stop the cluster and remove local state (the binary cache
 .PHONY: bench
 bench: venv tools ## benchmarks: figures printed next to a reference measured in the same run
 	PYTHONPATH=hack $(BIN)/python benchmarks/cluster_start.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_throughput.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_verify_throughput.py

@@ -72,8 +72,7 @@ def from_secret_data(data: collections.abc.Mapping[str, bytes]) -> SourceSetting
     A CA bundle is written once to a file named by its digest under the temporary directory (the
     HTTP transport takes a file); certificates are public, so the file is not a secret."""
     values = {key: _text(key, data.get(key)) for key in KEYS}
-    ca_pem = values[CA_BUNDLE]
-    ca_path = _stored_ca_bundle(ca_pem.encode()) if ca_pem is not None else None
+    ca_path = _stored_ca_bundle(data[CA_BUNDLE]) if values[CA_BUNDLE] is not None else None
     return _settings(values, ca_path=ca_path)
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import yarl
@@ -23,9 +25,10 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 # Error bodies are read for their reason only.
 _MAX_ERROR_BODY = 64 << 10
-# aiohttp's read buffer per connection (its default is 64 KiB): larger reads mean fewer, larger
-# chunks for the hashing consumer; memory stays bounded by it times the connection limit.
-_READ_BUFSIZE = 512 << 10
+# aiohttp's read buffer per connection (its default is 64 KiB); it pauses the socket at twice
+# this. Network reads arrive in pieces of up to 256 KiB: below 1 MiB, reading pauses and resumes
+# (two epoll calls) nearly every piece. Memory stays bounded by it times the connection limit.
+_READ_BUFSIZE = 1 << 20
 _BACKOFF_SECONDS = 0.2
 
 # (status, body prefix, what) -> the error to raise for a non-success answer.
@@ -39,22 +42,23 @@ class HttpClient:
         self._transport = transport
         self._follow_redirects = follow_redirects
         self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     def _ssl_context(self) -> ssl.SSLContext:
-        ca_bundle = self._transport.ca_bundle
-        try:
+        # Made on the first https request only: loading a CA store costs tens of milliseconds,
+        # which a plain-http endpoint (a MinIO in the cluster) should not pay per source.
+        if self._ssl is None:
+            ca_bundle = self._transport.ca_bundle
             # An explicit bundle replaces the system store: a private CA is trusted alone.
-            return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-        except (OSError, ssl.SSLError) as error:
-            raise errors.InvalidSource(f"CA bundle {ca_bundle}: {error}") from None
+            self._ssl = _system_context() if ca_bundle is None else _context(ca_bundle)
+        return self._ssl
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             transport = self._transport
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=transport.max_connections, ssl=self._ssl_context()
-                ),
+                # TLS settings go with each https request (see _send), verified always.
+                connector=aiohttp.TCPConnector(limit=transport.max_connections),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     sock_connect=transport.connect_timeout,
@@ -122,7 +126,10 @@ class HttpClient:
             with translated(what):
                 # encoded=True: the path is sent exactly as it was signed.
                 response = await session.get(
-                    yarl.URL(url, encoded=True), headers=headers(url), allow_redirects=False
+                    yarl.URL(url, encoded=True),
+                    headers=headers(url),
+                    allow_redirects=False,
+                    ssl=self._ssl_context() if url.startswith("https://") else True,
                 )
             if not (self._follow_redirects and response.status in _REDIRECT_STATUSES):
                 return response
@@ -135,6 +142,19 @@ class HttpClient:
                 raise errors.SourceDenied(f"{what}: refused a redirect from https to plain http")
             url = target
         raise errors.BadResponse(f"{what}: more than {_MAX_REDIRECTS} redirects")
+
+
+@functools.cache
+def _system_context() -> ssl.SSLContext:
+    # One per process: a context is safe to share between connections and event loops.
+    return _context(None)
+
+
+def _context(ca_bundle: Path | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+    except (OSError, ssl.SSLError) as error:
+        raise errors.InvalidSource(f"CA bundle {ca_bundle}: {error}") from None
 
 
 @contextlib.contextmanager
@@ -197,7 +217,12 @@ async def iter_body(
     content = response.content
     while True:
         with translated(what):
-            chunk = await content.read(chunk_size)
+            # One buffered network read at a time: read(n) would join several into a new bytes
+            # object, copying every byte once more before the consumer sees it.
+            chunk, end_of_http_chunk = await content.readchunk()
         if not chunk:
+            if end_of_http_chunk:
+                continue  # a chunked-encoding boundary, not the end
             return
-        yield chunk
+        for start in range(0, len(chunk), chunk_size):
+            yield chunk if len(chunk) <= chunk_size else chunk[start : start + chunk_size]

@@ -1,0 +1,268 @@
+"""`modelguard agent fetch-verify`: the init container that fills a model pod's volume.
+
+The operator verified the signature bundle against the TrustPolicy and pinned the root digest in
+the pod spec. The agent reads the bundle, takes the statement with that digest (plan.py), checks
+the source's listing against it, then streams every signed file into DEST, several at once, hashing
+each in the same pass that writes it: the network read of the next chunk overlaps the hashing and
+writing of the previous one, which run in worker threads (hashlib releases the GIL). A file whose
+digest differs, a pickle-based file (unless allowed), or any source failure stops everything, and
+DEST is emptied again. Success leaves read-only files and one summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import sys
+import time
+import typing
+from pathlib import Path
+
+from modelguard import sources
+from modelguard.agent import destination, failures, plan
+from modelguard.sources import base, credentials, errors, locations, pvc
+from modelguard.trust import bundle, folder, formats, reasons, statement
+
+DEFAULT_TERMINATION_LOG: typing.Final = Path("/dev/termination-log")
+DEFAULT_PARALLEL: typing.Final = 4
+# Chunks are gathered to about this size before a worker thread hashes and writes them: fewer
+# thread hand-offs, and hashlib releases the GIL for the whole batch.
+BATCH_BYTES: typing.Final = 4 << 20
+# Kubernetes keeps at most 4096 bytes of a termination message.
+_MAX_MESSAGE: typing.Final = 4000
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    source: str
+    signature: str
+    root_digest: str
+    dest: Path
+    credentials_dir: Path | None = None
+    allow_pickle: bool = False
+    # sha256:HEX of the signature file the operator verified; None: only the root digest binds.
+    signature_digest: str | None = None
+    parallel: int = DEFAULT_PARALLEL
+    chunk_size: int = base.DEFAULT_CHUNK_SIZE
+    # Where pvc:// sources are mounted (the pod spec mounts each claim below it).
+    mount_root: Path = pvc.DEFAULT_MOUNT_ROOT
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    root_digest: bytes
+    files: int
+    bytes: int
+    seconds: float
+
+    def line(self) -> str:
+        rate = self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"fetched and verified root sha256:{self.root_digest.hex()} files {self.files} "
+            f"bytes {self.bytes} seconds {self.seconds:.2f} MB/s {rate:.1f}"
+        )
+
+
+Failure = reasons.VerificationError | errors.SourceError | failures.AgentError
+
+
+def run(options: Options, *, termination_log: Path = DEFAULT_TERMINATION_LOG) -> int:
+    """The command: 0 and a summary line on stdout, or 1 and `REASON: message` on stderr and in
+    the termination log."""
+    try:
+        summary = asyncio.run(fetch_verify(options))
+    except (reasons.VerificationError, errors.SourceError, failures.AgentError) as error:
+        line = reason_line(error)
+        print(line, file=sys.stderr)
+        _write_termination_log(termination_log, line)
+        return 1
+    print(summary.line())
+    return 0
+
+
+def reason_line(error: Failure) -> str:
+    """One line, `REASON: message`, short enough for a termination message."""
+    message = " ".join(str(error.message).split())
+    return f"{error.reason}: {message}"[:_MAX_MESSAGE]
+
+
+def _write_termination_log(path: Path, line: str) -> None:
+    # Outside a pod there is no such file (or it is not ours): stderr has said it already.
+    with contextlib.suppress(OSError):
+        path.write_text(line + "\n")
+
+
+async def fetch_verify(options: Options) -> Summary:
+    """Fills `options.dest` with the verified model, or raises with DEST left empty."""
+    started = time.monotonic()
+    if options.parallel < 1:
+        raise failures.AgentError(failures.INVALID_ARGUMENT, "--parallel must be at least 1")
+    pinned = plan.parse_root_digest(options.root_digest)
+    pinned_signature = (
+        None
+        if options.signature_digest is None
+        else plan.parse_root_digest(options.signature_digest, flag="--signature-digest")
+    )
+    settings = _settings(options)
+    signature_source, signature_name = sources.open_file(
+        options.signature,
+        s3_settings=settings.s3,
+        transport_settings=settings.transport,
+        mount_root=options.mount_root,
+    )
+    async with signature_source:
+        signature = await signature_source.read_small(
+            signature_name, max_bytes=bundle.MAX_SIGNATURE_FILE_BYTES
+        )
+    if pinned_signature is not None:
+        plan.check_signature_digest(signature, pinned_signature)
+    signed = plan.pinned_statement(signature, pinned)
+    source = sources.open_source(
+        options.source,
+        s3_settings=settings.s3,
+        transport_settings=settings.transport,
+        mount_root=options.mount_root,
+    )
+    async with source:
+        listing = await source.list_files() if source.can_list else None
+        inside = plan.signature_name(
+            source_folder=str(locations.parse(options.source)),
+            signature_folder=str(locations.parse_file(options.signature)[0]),
+            name=signature_name,
+        )
+        todo = plan.files_to_fetch(
+            signed, listing=listing, also_ignored=() if inside is None else (inside,)
+        )
+        dest = destination.Destination(options.dest)
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=options.parallel, thread_name_prefix="fetch-verify"
+        ) as pool:
+            fetcher = _Fetcher(source=source, dest=dest, pool=pool, options=options, signed=signed)
+            try:
+                await fetcher.run_blocking(dest.prepare)
+                total = await fetcher.fetch_all(todo)
+                await fetcher.run_blocking(dest.seal)
+            except BaseException:
+                # Threads still writing must finish before their files are removed.
+                pool.shutdown(wait=True, cancel_futures=True)
+                # A DEST that cannot be cleared has already said so; the first failure is the news.
+                with contextlib.suppress(failures.AgentError):
+                    dest.clear()
+                raise
+    return Summary(
+        root_digest=signed.root_digest,
+        files=len(todo),
+        bytes=total,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _settings(options: Options) -> credentials.SourceSettings:
+    if options.credentials_dir is not None:
+        settings = credentials.from_directory(options.credentials_dir)
+    else:
+        settings = credentials.from_secret_data({})
+    # One connection per file in flight, plus the listing's.
+    connections = max(settings.transport.max_connections, options.parallel + 1)
+    return dataclasses.replace(
+        settings, transport=dataclasses.replace(settings.transport, max_connections=connections)
+    )
+
+
+class _Fetcher:
+    def __init__(
+        self,
+        *,
+        source: base.Source,
+        dest: destination.Destination,
+        pool: concurrent.futures.ThreadPoolExecutor,
+        options: Options,
+        signed: statement.Statement,
+    ) -> None:
+        self._source = source
+        self._dest = dest
+        self._pool = pool
+        self._options = options
+        self._serialization = signed.serialization
+        self._slots = asyncio.Semaphore(options.parallel)
+
+    async def run_blocking(self, call: typing.Callable[[], typing.Any]) -> typing.Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def fetch_all(self, todo: list[plan.FileToFetch]) -> int:
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._fetch(item)) for item in todo]
+        except BaseExceptionGroup as group_error:
+            raise _first(group_error) from None
+        return sum(task.result() for task in tasks)
+
+    async def _fetch(self, item: plan.FileToFetch) -> int:
+        async with self._slots:
+            serialization = self._serialization
+            out: destination.OutputFile = await self.run_blocking(
+                lambda: self._dest.create(
+                    item.path,
+                    hash_type=serialization.hash_type,
+                    shard_size=serialization.shard_size,
+                )
+            )
+            try:
+                await self._stream_into(item, out)
+                actual = await self.run_blocking(out.finish)
+            finally:
+                out.close()
+            plan.check_file(item, actual)
+            if not self._options.allow_pickle:
+                await self.run_blocking(lambda: self._check_format(item.path, size=out.size))
+            return out.size
+
+    async def _stream_into(self, item: plan.FileToFetch, out: destination.OutputFile) -> None:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] | None = None
+        batch: list[bytes] = []
+        batched = 0
+        stream = self._source.stream(item.path, chunk_size=self._options.chunk_size)
+        try:
+            async with contextlib.aclosing(stream):
+                async for chunk in stream:
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if batched < BATCH_BYTES:
+                        continue
+                    # At most one batch in a thread and one being gathered: bounded memory.
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(self._pool, out.write, batch)
+                    batch, batched = [], 0
+            if pending is not None:
+                await pending
+                pending = None
+            if batch:
+                await loop.run_in_executor(self._pool, out.write, batch)
+        finally:
+            if pending is not None:
+                # The thread must be done with the file before it is closed.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(pending)
+
+    def _check_format(self, name: str, *, size: int) -> None:
+        kind = folder.sniff(self._dest.root, folder.LocalFile(path=name, size=size))
+        if formats.is_pickle_based(kind):
+            raise reasons.VerificationError(
+                reasons.Reason.UNSAFE_FORMAT,
+                f"file {name!r} is {kind}: loading it runs code; pickle-based formats need "
+                "--allow-pickle (TrustPolicy spec.formats.allowPickle)",
+            )
+
+
+def _first(group_error: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The failure that stopped the downloads, not the cancellations it caused."""
+    for error in group_error.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first(error)
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return group_error

@@ -1,0 +1,112 @@
+"""fetch-verify end to end over a PVC source (a real directory, no network): the files written
+and sealed, the one-line reason and the empty DEST on each refusal."""
+
+from __future__ import annotations
+
+import pickle
+import stat
+from pathlib import Path
+
+import pytest
+import test_agent_plan as helpers
+
+from modelguard.agent import fetchverify
+
+FILES = {
+    "config.json": b'{"a": 1}',
+    "weights/model.safetensors": b"\x10" + b"\x00" * 7 + b'{"w":{}}' + b"\x00" * 3_000_000,
+    "tokenizer/vocab.txt": b"a b c",
+}
+
+
+def publish(mount_root: Path, files: dict[str, bytes]) -> str:
+    """The model and its bundle in claim `store`; returns the pinned root digest."""
+    folder = mount_root / "store" / "m"
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    signed = helpers.signed(files)
+    (folder / "model.sig").write_bytes(helpers.bundle_bytes(signed))
+    return f"sha256:{signed.root_digest.hex()}"
+
+
+def options(tmp_path: Path, root_digest: str, **overrides: object) -> fetchverify.Options:
+    values: dict[str, object] = {
+        "source": "pvc://store/m",
+        "signature": "pvc://store/m/model.sig",
+        "root_digest": root_digest,
+        "dest": tmp_path / "dest",
+        "mount_root": tmp_path / "claims",
+        "chunk_size": 64 << 10,
+    }
+    return fetchverify.Options(**(values | overrides))  # type: ignore[arg-type]
+
+
+def test_success_writes_sealed_files_and_one_summary_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = publish(tmp_path / "claims", FILES)
+    log = tmp_path / "termination-log"
+    assert fetchverify.run(options(tmp_path, root), termination_log=log) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"fetched and verified root {root} files 3 bytes ")
+    assert not log.exists()
+    for name, content in FILES.items():
+        path = tmp_path / "dest" / name
+        assert path.read_bytes() == content
+        assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert stat.S_IMODE((tmp_path / "dest" / "weights").stat().st_mode) == 0o555
+
+
+def tamper_bytes(folder: Path) -> None:
+    path = folder / "weights" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+def symlink(folder: Path) -> None:
+    (folder / "link.json").symlink_to(folder / "config.json")
+
+
+CASES = {
+    "byte changed": ("DigestMismatch", FILES, tamper_bytes),
+    "file added": ("UnexpectedFile", FILES, lambda f: (f / "extra.py").write_text("x")),
+    "file removed": ("MissingFile", FILES, lambda f: (f / "config.json").unlink()),
+    "symlink added": ("UnsafePath", FILES, symlink),
+    "pickle": (
+        "UnsafeFormat",
+        FILES | {"weights/extra.bin": pickle.dumps([1, 2, 3], protocol=2)},
+        lambda f: None,
+    ),
+}
+
+
+@pytest.mark.parametrize(("reason", "files", "tamper"), CASES.values(), ids=CASES.keys())
+def test_refusals_leave_dest_empty(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reason: str,
+    files: dict[str, bytes],
+    tamper: object,
+) -> None:
+    root = publish(tmp_path / "claims", files)
+    tamper(tmp_path / "claims" / "store" / "m")  # type: ignore[operator]
+    log = tmp_path / "termination-log"
+    assert fetchverify.run(options(tmp_path, root, parallel=2), termination_log=log) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"{reason}: ")
+    assert log.read_text() == line + "\n"
+    if (tmp_path / "dest").exists():
+        assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_bad_flags_are_refused_without_touching_dest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = publish(tmp_path / "claims", FILES)
+    log = tmp_path / "termination-log"
+    assert fetchverify.run(options(tmp_path, "sha256:xyz"), termination_log=log) == 1
+    assert fetchverify.run(options(tmp_path, root, parallel=0), termination_log=log) == 1
+    assert capsys.readouterr().err.count("InvalidArgument: ") == 2
+    assert not (tmp_path / "dest").exists()
