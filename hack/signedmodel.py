@@ -7,8 +7,11 @@ published to an S3-compatible server.
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import struct
+import typing
 from pathlib import Path
 
 import model_signing
@@ -16,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import s3server
+from modelguard.trust import approval as trust_approval
 
 SIGNATURE_FILE = "model.sig"
 
@@ -111,13 +115,56 @@ def credentials_secret(server: s3server.S3Server, *, name: str) -> dict[str, obj
     }
 
 
-def trust_policy(*, name: str, public_key: str, sources: list[str]) -> dict[str, object]:
+def trust_policy(
+    *, name: str, public_key: str, sources: list[str], approver_key: str | None = None
+) -> dict[str, object]:
+    """A policy trusting one signer; with `approver_key`, one approver ("security") whose single
+    approval a version needs (the default minApprovals), else no approval needed."""
+    spec: dict[str, object] = {
+        "signers": [{"name": "ml-release", "publicKey": public_key}],
+        "sources": sources,
+    }
+    if approver_key is None:
+        spec["minApprovals"] = 0
+    else:
+        spec["approvers"] = [{"name": "security", "publicKey": approver_key, "roles": ["security"]}]
     return {
         "apiVersion": "modelguard.dev/v1alpha1",
         "kind": "TrustPolicy",
         "metadata": {"name": name},
-        "spec": {
-            "signers": [{"name": "ml-release", "publicKey": public_key}],
-            "sources": sources,
-        },
+        "spec": spec,
     }
+
+
+def root_digest(signature: bytes) -> str:
+    """The root digest a model_signing signature file signs, as "sha256:<hex>"."""
+    envelope = json.loads(signature)["dsseEnvelope"]
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    return f"sha256:{statement['subject'][0]['digest']['sha256']}"
+
+
+def approval(
+    *,
+    private_key: Path,
+    namespace: str,
+    model: str,
+    version: str,
+    digest: str,
+    expires: datetime.datetime,
+    name: str,
+    approver: str = "security",
+) -> dict[str, typing.Any]:
+    """A ModelApproval signed by `private_key`, exactly as `modelguard approve` makes one."""
+    key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    claim = trust_approval.Claim(
+        model=model,
+        version=version,
+        root_digest=digest,
+        approver=approver,
+        reason="release review passed",
+        expires_at=expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        namespace=namespace,
+    )
+    built = trust_approval.build(claim, private_key=key, name=name)
+    return built.model_dump(mode="json", by_alias=True, exclude_none=True)

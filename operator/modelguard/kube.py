@@ -26,7 +26,7 @@ import lightkube.models.meta_v1
 import lightkube.resources.core_v1
 import lightkube.resources.events_v1
 
-from modelguard.api import trustpolicy, v1alpha1
+from modelguard.api import modelapproval, trustpolicy, v1alpha1
 
 FIELD_MANAGER = "modelguard"
 """The field manager of every write the operator makes, and so the owner of every managed field."""
@@ -43,6 +43,13 @@ TrustPolicyResource = lightkube.generic_resource.create_global_resource(
     version=v1alpha1.VERSION,
     kind=trustpolicy.KIND,
     plural=trustpolicy.PLURAL,
+)
+
+ModelApprovalResource = lightkube.generic_resource.create_namespaced_resource(
+    group=v1alpha1.GROUP,
+    version=v1alpha1.VERSION,
+    kind=modelapproval.KIND,
+    plural=modelapproval.PLURAL,
 )
 
 ModelDeploymentResource = lightkube.generic_resource.create_namespaced_resource(
@@ -137,6 +144,16 @@ class Kube:
         return await self.get(
             api_version=v1alpha1.API_VERSION, kind=v1alpha1.KIND, namespace=namespace, name=name
         )
+
+    async def list_model_approvals(self, *, namespace: str) -> list[Manifest]:
+        """Every ModelApproval in `namespace` (approvals only ever count in their own namespace)."""
+        try:
+            return [
+                _to_manifest(obj)
+                async for obj in self._client.list(ModelApprovalResource, namespace=namespace)
+            ]
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
 
     async def get_trust_policy(self, name: str) -> Manifest | None:
         """The cluster-scoped TrustPolicy, or None when it does not exist."""

@@ -4,6 +4,7 @@ ServiceAccount identity, so that the RBAC it ships is what the tests exercise.""
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import signal
@@ -122,6 +123,10 @@ def chart_installed(kubectl: harness.Kubectl, helm: harness.Helm) -> str:
         str(harness.REPO_ROOT / "charts" / "modelguard"),
         "--namespace",
         OPERATOR_NAMESPACE,
+        # kwok pods serve nothing, so the chart's webhook Service would fail every managed write
+        # closed; test_admission registers its own configuration against a real operator process.
+        "--set",
+        "webhook.enabled=false",
         "--wait",
         "--timeout=180s",
     )
@@ -202,10 +207,22 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
-def trust_policy(kubectl: harness.Kubectl, signing_key: tuple[Path, str]) -> Iterator[str]:
-    """The cluster's `default` TrustPolicy: the test signer, models only from s3://models/."""
+def approver_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The approver ("security") the default TrustPolicy trusts."""
+    return signedmodel.generate_key(tmp_path_factory.mktemp("approver"), name="security")
+
+
+@pytest.fixture(scope="session")
+def trust_policy(
+    kubectl: harness.Kubectl, signing_key: tuple[Path, str], approver_key: tuple[Path, str]
+) -> Iterator[str]:
+    """The cluster's `default` TrustPolicy: the test signer, models only from s3://models/, one
+    approval by the test approver per version (the secure default, minApprovals 1)."""
     policy = signedmodel.trust_policy(
-        name="default", public_key=signing_key[1], sources=[f"s3://{MODEL_BUCKET}/"]
+        name="default",
+        public_key=signing_key[1],
+        sources=[f"s3://{MODEL_BUCKET}/"],
+        approver_key=approver_key[1],
     )
     kubectl.apply(policy)
     yield "default"
@@ -226,11 +243,14 @@ def publish_model(
     s3: s3server.S3Server,
     model_bucket: str,
     signing_key: tuple[Path, str],
+    approver_key: tuple[Path, str],
+    kubectl: harness.Kubectl,
     tmp_path: Path,
     namespace: str,
 ) -> PublishModel:
     """Signs a model with the trusted key (or `key`), optionally tampers with the files after
-    signing, uploads both to the test's own prefix, and returns the source URI."""
+    signing, uploads both to the test's own prefix, approves the version in the test's namespace
+    (unless `approve=False`), and returns the source URI."""
 
     def publish(
         version: str = "1.4.0",
@@ -238,6 +258,7 @@ def publish_model(
         files: dict[str, bytes] | None = None,
         tamper: typing.Callable[[dict[str, bytes]], dict[str, bytes]] | None = None,
         key: Path | None = None,
+        approve: bool = True,
     ) -> str:
         content = files if files is not None else signedmodel.demo_files(version)
         directory = tmp_path / f"model-{uuid.uuid4().hex[:8]}"
@@ -245,6 +266,19 @@ def publish_model(
         signature = signedmodel.sign(
             directory / "m", private_key=key or signing_key[0], signature=directory / "model.sig"
         )
+        if approve:
+            kubectl.apply(
+                signedmodel.approval(
+                    private_key=approver_key[0],
+                    namespace=namespace,
+                    model="sentiment-bert",
+                    version=version,
+                    digest=signedmodel.root_digest(signature),
+                    expires=datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1),
+                    name=f"sentiment-bert-{version.replace('.', '-')}-{uuid.uuid4().hex[:6]}",
+                ),
+                namespace=namespace,
+            )
         return signedmodel.publish(
             s3,
             bucket=model_bucket,

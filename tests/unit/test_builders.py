@@ -39,6 +39,7 @@ OBJECT_STORE = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
 
 ARTIFACT = deployment.VerifiedArtifact(
     root_digest="sha256:" + "ab" * 32,
+    signature_digest="sha256:" + "ef" * 32,
     allow_pickle=False,
     agent_image="registry.example/modelguard@sha256:" + "cd" * 32,
 )
@@ -541,6 +542,8 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
         "s3://models/sentiment-bert/1.4.0/model.sig",
         "--root-digest",
         ARTIFACT.root_digest,
+        "--signature-digest",
+        ARTIFACT.signature_digest,
         "--dest",
         deployment.MODEL_MOUNT_PATH,
     ]
@@ -588,12 +591,13 @@ def test_agent_source_wiring(
     md = _md(model={"name": "m", "version": "1", "source": source})
     artifact = deployment.VerifiedArtifact(
         root_digest=ARTIFACT.root_digest,
+        signature_digest=ARTIFACT.signature_digest,
         allow_pickle=allow_pickle,
         agent_image=ARTIFACT.agent_image,
     )
     pod = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]
     (agent,) = pod["initContainers"]
-    assert agent["args"][10:] == extra_args
+    assert agent["args"][12:] == extra_args
     agent_volumes = {m["name"] for m in agent["volumeMounts"]}
     server_volumes = {m["name"] for c in pod["containers"] for m in c["volumeMounts"]}
     assert agent_only_volumes <= agent_volumes

@@ -220,3 +220,33 @@ def test_rendered_yaml_parses_back_to_the_crd() -> None:
         crd.model_deployment_crd()
     )
     assert yaml.safe_load(rendered["modelguard.dev_trustpolicies.yaml"]) == crd.trust_policy_crd()
+
+
+def test_model_approval_crd() -> None:
+    definition = crd.model_approval_crd()
+    rendered = yaml.safe_load(crd.render_crds()["modelguard.dev_modelapprovals.yaml"])
+    assert rendered == definition
+    spec = definition["spec"]
+    assert definition["metadata"] == {"name": "modelapprovals.modelguard.dev"}
+    assert (spec["group"], spec["scope"]) == ("modelguard.dev", "Namespaced")
+    assert spec["names"]["shortNames"] == ["ma"]
+    assert spec["names"]["plural"] == "modelapprovals"
+    (version,) = spec["versions"]
+    assert (version["name"], version["subresources"]) == ("v1alpha1", {"status": {}})
+    columns = {column["name"]: column for column in version["additionalPrinterColumns"]}
+    assert {name: columns[name]["jsonPath"] for name in ("Model", "Version", "Approver")} == {
+        "Model": ".spec.model",
+        "Version": ".spec.version",
+        "Approver": ".spec.approver",
+    }
+    assert columns["Expires"]["jsonPath"] == ".spec.expiresAt"
+    assert columns["Age"]["type"] == "date"
+    schema = version["schema"]["openAPIV3Schema"]
+    for path, node in _nodes(schema):
+        assert not _FORBIDDEN_KEYS & node.keys(), f"{path or '<root>'}: {node.keys()}"
+        assert "type" in node, f"{path or '<root>'} has no type"
+    spec_schema = schema["properties"]["spec"]
+    assert spec_schema["properties"]["rootDigest"]["pattern"] == r"^sha256:[a-f0-9]{64}$"
+    envelope = spec_schema["properties"]["signature"]["properties"]
+    assert envelope["payload"]["format"] == "byte"
+    assert envelope["signatures"]["items"]["properties"]["sig"]["format"] == "byte"

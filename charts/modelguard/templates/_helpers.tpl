@@ -106,6 +106,10 @@ deleted by the operator (garbage collection deletes them through their ownerRefe
 - apiGroups: ["modelguard.dev"]
   resources: ["modeldeployments"]
   verbs: ["get", "list", "watch", "patch"]
+# Signed ModelApprovals gate rollouts: read, and watched so an approval takes effect at once.
+- apiGroups: ["modelguard.dev"]
+  resources: ["modelapprovals"]
+  verbs: ["get", "list", "watch"]
 # Report observedGeneration and conditions: server-side apply on the status subresource.
 - apiGroups: ["modelguard.dev"]
   resources: ["modeldeployments/status"]

@@ -17,7 +17,7 @@ import typing
 import pydantic
 import yaml
 
-from modelguard.api import trustpolicy, v1alpha1
+from modelguard.api import modelapproval, trustpolicy, v1alpha1
 
 DEFAULT_OUTPUT_DIR: typing.Final = "crds"
 HEADER: typing.Final = (
@@ -187,9 +187,52 @@ def trust_policy_crd() -> Schema:
     }
 
 
+def model_approval_crd() -> Schema:
+    """The CustomResourceDefinition of ModelApproval (namespaced)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{modelapproval.PLURAL}.{v1alpha1.GROUP}"},
+        "spec": {
+            "group": v1alpha1.GROUP,
+            "names": {
+                "kind": modelapproval.KIND,
+                "listKind": f"{modelapproval.KIND}List",
+                "plural": modelapproval.PLURAL,
+                "singular": modelapproval.SINGULAR,
+                "shortNames": list(modelapproval.SHORT_NAMES),
+                "categories": list(v1alpha1.CATEGORIES),
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": v1alpha1.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        _column("Model", ".spec.model", "Logical model name"),
+                        _column("Version", ".spec.version", "Approved model version"),
+                        _column("Approver", ".spec.approver", "Approver in the TrustPolicy"),
+                        # A string, not a date: kubectl shows a future date as <invalid>.
+                        _column("Expires", ".spec.expiresAt", "When the approval stops counting"),
+                        _column("Digest", ".spec.rootDigest", "Approved root digest", priority=1),
+                        {
+                            "name": "Age",
+                            "type": "date",
+                            "jsonPath": ".metadata.creationTimestamp",
+                        },
+                    ],
+                    "schema": {"openAPIV3Schema": openapi_schema(modelapproval.ModelApproval)},
+                }
+            ],
+        },
+    }
+
+
 def render_crds() -> dict[str, str]:
     """Every CRD file of the project: file name -> YAML text, exactly as written to crds/."""
-    crds = [model_deployment_crd(), trust_policy_crd()]
+    crds = [model_deployment_crd(), trust_policy_crd(), model_approval_crd()]
     return {
         f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml": HEADER + _dump(crd)
         for crd in crds

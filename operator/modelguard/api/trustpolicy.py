@@ -24,6 +24,7 @@ DEFAULT_NAME: typing.Final = "default"
 
 MAX_SIGNERS: typing.Final = 64
 MAX_ENTRIES: typing.Final = 256
+MAX_ROLES: typing.Final = 16
 SOURCE_PREFIX_PATTERN: typing.Final = r"^(s3|https|pvc)://[^\s/]+(/[^\s]*)?$"
 _EC_CURVES: typing.Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _ONE_METHOD = "a signer needs exactly one of publicKey, certificateRoot and keyless"
@@ -116,6 +117,9 @@ class Signer(v1alpha1._Spec):
         return self
 
 
+ApprovalCount = typing.Annotated[int, pydantic.Field(ge=1, le=MAX_SIGNERS)]
+
+
 class Approver(v1alpha1._Spec):
     """Someone whose signed ModelApprovals count."""
 
@@ -125,7 +129,7 @@ class Approver(v1alpha1._Spec):
     public_key: PublicKeyPEM
     """PEM elliptic-curve public key the approver signs ModelApprovals with. Required."""
 
-    roles: list[str] = pydantic.Field(default=[], max_length=16)
+    roles: list[str] = pydantic.Field(default=[], max_length=MAX_ROLES)
     """Roles of the approver (e.g. security, model-owner), for policies that need them."""
 
 
@@ -185,6 +189,11 @@ class TrustPolicySpec(v1alpha1._Spec):
     min_approvals: int = pydantic.Field(default=1, ge=0, le=MAX_SIGNERS)
     """Distinct approvers whose approvals a model version needs. Default: 1."""
 
+    min_approvals_per_role: dict[str, ApprovalCount] = pydantic.Field(default={})
+    """Distinct approvers holding a role whose approvals a model version needs, by role, e.g.
+    {security: 1, model-owner: 1}; on top of minApprovals. Each role needs that many approvers
+    holding it. Default: {} (no role needs any)."""
+
     sources: list[SourcePrefix] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
     """Where models may come from: URI prefixes such as s3://models/team-a/,
     https://models.example/ or pvc://model-store/. A prefix matches whole path segments.
@@ -206,6 +215,18 @@ class TrustPolicySpec(v1alpha1._Spec):
     sources, hashAlgorithms and minSigners are recorded and reported but the model is admitted;
     a bad or untrusted signature, changed, missing or extra files and unsafe paths are refused in
     both modes. Default: Enforce."""
+
+    @pydantic.model_validator(mode="after")
+    def _roles_can_be_met(self) -> typing.Self:
+        # A role nobody (or too few) holds would hold every rollout forever: refuse it at apply.
+        for role, needed in sorted(self.min_approvals_per_role.items()):
+            holders = sum(role in approver.roles for approver in self.approvers)
+            if holders < needed:
+                raise ValueError(
+                    f"minApprovalsPerRole[{role}] is {needed} but {holders} approver(s) hold "
+                    f"role {role!r}"
+                )
+        return self
 
 
 class TrustPolicy(v1alpha1._Wire):

@@ -41,6 +41,9 @@ class VerifiedArtifact:
 
     root_digest: str
     """The signed root digest, "sha256:<hex>"."""
+    signature_digest: str
+    """sha256 of the signature file verified, "sha256:<hex>": the root digest does not bind file
+    names, so the agent must read this very bundle."""
     allow_pickle: bool
     """The TrustPolicy's formats.allowPickle."""
     agent_image: str
@@ -146,6 +149,8 @@ def _agent_container(
         model.signature_uri(),
         "--root-digest",
         artifact.root_digest,
+        "--signature-digest",
+        artifact.signature_digest,
         "--dest",
         MODEL_MOUNT_PATH,
     ]

@@ -16,9 +16,9 @@ import typing
 
 from modelguard import kube
 from modelguard.api import errors, v1alpha1
-from modelguard.builders import children
+from modelguard.builders import children, names
 from modelguard.builders import deployment as deployment_builder
-from modelguard.reconcile import conditions, readiness, verification
+from modelguard.reconcile import approval, conditions, readiness, verification
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class Context:
     agent_image: str
     """The image of the verifying init container: the operator's own, pinned by digest."""
     verification_cache: verification.Cache = dataclasses.field(default_factory=verification.Cache)
+    recheck: typing.Callable[[str, str, datetime.datetime], None] = lambda *_: None
+    """Asks for this model to be reconciled again at a time (when an approval expires)."""
 
 
 # One reconcile at a time per object: the object's own handler and its children's handlers would
@@ -79,17 +81,7 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
     )
     status.set(v1alpha1.CONDITION_VERIFIED, outcome.decision)
     if outcome.verified is None:
-        # Nothing is applied: what serves now (a version verified earlier) keeps serving.
-        active = status.current.get("activeVersion")
-        status.set(
-            v1alpha1.CONDITION_READY,
-            conditions.Decision(
-                "False",
-                "NotVerified",
-                f"version {model.spec.model.version} is not verified ({outcome.decision.reason})"
-                + (f"; {active} keeps serving" if active else "; nothing was rolled out"),
-            ),
-        )
+        _hold(status, model, reason="NotVerified", why=f"not verified ({outcome.decision.reason})")
         await _finish(context, body=body, status=status)
         if outcome.transient:
             raise RetryLater(outcome.decision.message)
@@ -107,12 +99,69 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         }.items()
         if value is not None
     }
+    gate = await _call(
+        approval.evaluate(
+            context.kube,
+            model,
+            verified=verified,
+            serving_digest=await _serving_digest(context, model),
+            now=status.now,
+        )
+    )
+    status.set(v1alpha1.CONDITION_APPROVED, gate.decision)
+    if gate.record is not None:
+        status.current["approval"] = gate.record
+    if gate.recheck_at is not None:
+        context.recheck(namespace, name, gate.recheck_at)
+    if not gate.may_roll_out:
+        _hold(status, model, reason="NotApproved", why=f"not approved ({gate.decision.reason})")
+        await _finish(context, body=body, status=status)
+        return
+
     artifact = deployment_builder.VerifiedArtifact(
         root_digest=verified.root_digest,
+        signature_digest=verified.signature_digest,
         allow_pickle=verified.allow_pickle,
         agent_image=context.agent_image,
     )
 
+    deployment = await _apply_children(
+        context, body=body, status=status, model=model, artifact=artifact
+    )
+    decision = readiness.deployment_readiness(
+        quarantined=model.spec.quarantine,
+        replicas=model.spec.serving.replicas,
+        deployment=deployment,
+    )
+    status.set(v1alpha1.CONDITION_READY, decision)
+    if decision.status == "True":
+        status.current["activeVersion"] = model.spec.model.version
+    await _finish(context, body=body, status=status)
+
+
+def _hold(status: _Status, model: v1alpha1.ModelDeployment, *, reason: str, why: str) -> None:
+    """Ready=False for a version that may not roll out; nothing is applied, what serves serves."""
+    active = status.current.get("activeVersion")
+    status.set(
+        v1alpha1.CONDITION_READY,
+        conditions.Decision(
+            "False",
+            reason,
+            f"version {model.spec.model.version} is {why}"
+            + (f"; {active} keeps serving" if active else "; nothing was rolled out"),
+        ),
+    )
+
+
+async def _apply_children(
+    context: Context,
+    *,
+    body: Manifest,
+    status: _Status,
+    model: v1alpha1.ModelDeployment,
+    artifact: deployment_builder.VerifiedArtifact,
+) -> Manifest | None:
+    """Applies every child whose intent changed; returns the live Deployment."""
     applied: list[str] = []
     deployment: Manifest | None = None
     for manifest in children.build_children(model, artifact=artifact):
@@ -134,7 +183,7 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         if manifest["kind"] == "Deployment":
             deployment = live
     if applied:
-        logger.info("%s/%s: applied %s", namespace, name, ", ".join(applied))
+        logger.info("%s: applied %s", model.namespace, ", ".join(applied))
         await _event(
             context,
             body,
@@ -143,16 +192,24 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
             action="Apply",
             note="applied " + ", ".join(applied),
         )
+    return deployment
 
-    decision = readiness.deployment_readiness(
-        quarantined=model.spec.quarantine,
-        replicas=model.spec.serving.replicas,
-        deployment=deployment,
+
+async def _serving_digest(context: Context, model: v1alpha1.ModelDeployment) -> str | None:
+    """The root digest the model's pods run now, as pinned in the live Deployment."""
+    live = await _call(
+        context.kube.get(
+            api_version="apps/v1",
+            kind="Deployment",
+            namespace=model.namespace,
+            name=names.child_names(model.name).deployment,
+        )
     )
-    status.set(v1alpha1.CONDITION_READY, decision)
-    if decision.status == "True":
-        status.current["activeVersion"] = model.spec.model.version
-    await _finish(context, body=body, status=status)
+    if live is None:
+        return None
+    annotations = live["spec"]["template"]["metadata"].get("annotations") or {}
+    digest = annotations.get(deployment_builder.ROOT_DIGEST_ANNOTATION)
+    return str(digest) if digest else None
 
 
 class _Status:
@@ -183,6 +240,7 @@ class _Status:
 
 _ACTIONS: typing.Final = {
     v1alpha1.CONDITION_VERIFIED: "Verify",
+    v1alpha1.CONDITION_APPROVED: "Approve",
     v1alpha1.CONDITION_READY: "Rollout",
 }
 

@@ -34,6 +34,9 @@ class Verified:
 
     root_digest: str
     """"sha256:<hex>", pinned into the pod for the agent."""
+    signature_digest: str
+    """"sha256:<hex>" of the signature file verified: the root digest binds the file digests but
+    not their names, so the pod must read this very bundle, not a rewritten one."""
     signers: str
     files: int
     bytes: int | None
@@ -41,6 +44,8 @@ class Verified:
     allow_pickle: bool
     audit: tuple[reasons.Violation, ...]
     """Violations admitted because the policy's enforcement is Audit."""
+    policy: trustpolicy.TrustPolicySpec
+    """The policy it was verified under; its approvers decide the approval gate."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +136,15 @@ async def verify_model(
             Cache._put(cache._by_inputs, inputs, outcome)
         return outcome
 
-    by_bundle = (hashlib.sha256(signature_file).hexdigest(), *inputs[:4])
+    bundle_digest = hashlib.sha256(signature_file).hexdigest()
+    by_bundle = (bundle_digest, *inputs[:4])
     outcome = Cache._get(cache._by_bundle, by_bundle) or _verify(
-        signature_file, policy=policy, source_uri=source.uri, signature_uri=signature_uri, now=now
+        signature_file,
+        policy=policy,
+        source_uri=source.uri,
+        signature_uri=signature_uri,
+        signature_digest=f"sha256:{bundle_digest}",
+        now=now,
     )
     Cache._put(cache._by_bundle, by_bundle, outcome)
     Cache._put(cache._by_inputs, inputs, outcome)
@@ -146,6 +157,7 @@ def _verify(
     policy: trustpolicy.TrustPolicy,
     source_uri: str,
     signature_uri: str,
+    signature_digest: str,
     now: datetime.datetime,
 ) -> Outcome:
     try:
@@ -169,12 +181,14 @@ def _verify(
         ),
         verified=Verified(
             root_digest=root,
+            signature_digest=signature_digest,
             signers=signers,
             files=len(sizes),
             bytes=total,
             verified_at=conditions.rfc3339(now),
             allow_pickle=policy.spec.formats.allow_pickle,
             audit=signed.audit,
+            policy=policy.spec,
         ),
     )
 

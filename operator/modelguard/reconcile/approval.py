@@ -1,0 +1,83 @@
+"""The approval gate: may a verified version roll out, going by the signed ModelApprovals of its
+namespace and the approvers of its TrustPolicy?
+
+An approval that expires or is deleted while its version serves does not stop the traffic: the
+version keeps serving, `Approved=False` says why, and the next rollout is blocked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import typing
+
+from modelguard import kube
+from modelguard.api import errors, modelapproval, v1alpha1
+from modelguard.reconcile import conditions, verification
+from modelguard.trust import approval
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    decision: conditions.Decision
+    """The Approved condition."""
+    may_roll_out: bool
+    record: dict[str, typing.Any] | None
+    """status.approval, when approved."""
+    recheck_at: datetime.datetime | None
+    """When the earliest counted approval expires: the gate must be evaluated again then."""
+
+
+async def evaluate(
+    kube_client: kube.Kube,
+    model: v1alpha1.ModelDeployment,
+    *,
+    verified: verification.Verified,
+    serving_digest: str | None,
+    now: datetime.datetime,
+) -> Gate:
+    approvals = []
+    for body in await kube_client.list_model_approvals(namespace=model.namespace):
+        try:
+            approvals.append(modelapproval.parse(body))
+        except errors.InvalidObjectError as error:
+            # The CRD schema refuses most of this; an unreadable approval counts for nothing.
+            logger.warning("ModelApproval %s ignored: %s", body["metadata"]["name"], error)
+    decided = approval.evaluate_approvals(
+        approvals,
+        policy=verified.policy,
+        namespace=model.namespace,
+        model=model.spec.model.name,
+        version=model.spec.model.version,
+        root_digest=verified.root_digest,
+        now=now,
+    )
+    if decided.approved:
+        expires = decided.expires_at
+        until = f" until {conditions.rfc3339(expires)}" if expires else ""
+        who = ", ".join(decided.approvers) or "nobody (the policy requires no approval)"
+        return Gate(
+            decision=conditions.Decision("True", "Approved", f"approved by {who}{until}"),
+            may_roll_out=True,
+            record={
+                "approvers": list(decided.approvers),
+                **({"expiresAt": conditions.rfc3339(expires)} if expires else {}),
+            },
+            recheck_at=expires,
+        )
+    violation = decided.violation
+    reason = str(violation.reason) if violation else "ApprovalMissing"
+    message = violation.message if violation else "no valid approval"
+    # The same bytes already serve: never kill traffic over an approval; block the next rollout.
+    serving = serving_digest == verified.root_digest
+    if serving:
+        message += "; the version keeps serving, and the next rollout is blocked until approved"
+    return Gate(
+        decision=conditions.Decision("False", reason, message),
+        may_roll_out=serving,
+        record=None,
+        recheck_at=None,
+    )
