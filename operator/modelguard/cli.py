@@ -1,16 +1,23 @@
 """The `modelguard` command: `modelguard run` starts the operator; `modelguard verify` checks a
-local model folder against its signature exactly as the cluster does."""
+local model folder against its signature exactly as the cluster does; `modelguard agent ...` are
+the in-pod entrypoints (`fetch-verify`: the init container that fills the model volume)."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import pathlib
+import re
 import sys
 import typing
 
 if typing.TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from modelguard.admission import serving
     from modelguard.api import trustpolicy
+    from modelguard.trust import approval
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -22,9 +29,10 @@ def _run(args: argparse.Namespace) -> int:
 
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
     # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
-    for noisy in ("httpx", "httpcore", "httpcore2", "hpack"):
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     kopf.run(
+        memo=kopf.Memo(webhook=_webhook_options(args)),
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
         liveness_endpoint=args.liveness,
@@ -32,6 +40,54 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,
     )
     return 0
+
+
+def _webhook_options(args: argparse.Namespace) -> serving.Options:
+    from modelguard.admission import decisions, serving  # noqa: PLC0415
+
+    if args.webhook_port is not None and not args.operator_username:
+        raise SystemExit("--webhook-port needs --operator-username (the operator's own identity)")
+    return serving.Options(
+        port=args.webhook_port,
+        cert_dir=args.webhook_cert_dir,
+        addr=args.webhook_addr,
+        identity=decisions.Identity(
+            operator_username=args.operator_username or "",
+            break_glass_group=args.break_glass_group,
+        ),
+    )
+
+
+def _add_webhook_flags(run: argparse.ArgumentParser) -> None:
+    webhook = run.add_argument_group("admission webhook (configured by the chart, served here)")
+    webhook.add_argument(
+        "--webhook-port", type=int, metavar="PORT", help="serve admission over TLS (default: off)"
+    )
+    webhook.add_argument(
+        "--webhook-addr",
+        # In a pod: the Service reaches it on the pod IP; tests pass 127.0.0.1.
+        default="0.0.0.0",  # noqa: S104
+        metavar="ADDR",
+        help="listen address (default all)",
+    )
+    webhook.add_argument(
+        "--webhook-cert-dir",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="tls.crt and tls.key (a mounted kubernetes.io/tls Secret); reloaded when they change",
+    )
+    webhook.add_argument(
+        "--operator-username",
+        metavar="USER",
+        help="the operator's own user, the only one that may write managed children,"
+        " e.g. system:serviceaccount:modelguard-system:modelguard",
+    )
+    webhook.add_argument(
+        "--break-glass-group",
+        default="modelguard:break-glass",
+        metavar="GROUP",
+        help="members may change managed children directly (default modelguard:break-glass)",
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -108,6 +164,245 @@ def _read(path: pathlib.Path, *, what: str) -> bytes:
         ) from None
 
 
+def _approve(args: argparse.Namespace) -> int:
+    # Imported here, like _verify's: signing needs cryptography and the trust layer, not kopf.
+    import yaml  # noqa: PLC0415
+
+    from modelguard.api import errors  # noqa: PLC0415
+    from modelguard.trust import approval, reasons  # noqa: PLC0415
+
+    try:
+        key = _private_key(args.key)
+        expires_at = _expires_at(args.expires, now=datetime.datetime.now(datetime.UTC))
+        root_digest = _root_digest(args)
+        claim = approval.Claim(
+            model=args.model,
+            version=args.version,
+            root_digest=root_digest,
+            approver=args.approver,
+            reason=args.reason,
+            expires_at=expires_at,
+            namespace=args.namespace,
+        )
+        name = args.name or _approval_name(claim)
+        signed = approval.build(claim, private_key=key, name=name)
+    except reasons.VerificationError as error:
+        print(f"{error.reason}: {error.message}", file=sys.stderr)
+        return 1
+    except errors.InvalidObjectError as error:
+        print(f"{reasons.Reason.INVALID_APPROVAL}: {'; '.join(error.messages)}", file=sys.stderr)
+        return 1
+    body = signed.model_dump(mode="json", exclude_none=True)
+    sys.stdout.write(yaml.safe_dump(body, sort_keys=False, width=100))
+    return 0
+
+
+def _private_key(path: pathlib.Path) -> ec.EllipticCurvePrivateKey:
+    """An unencrypted EC private key from PEM; InvalidKey naming --key otherwise."""
+    from cryptography import exceptions  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+    from modelguard.trust import reasons  # noqa: PLC0415
+
+    field = f"--key {str(path)!r}"
+    try:
+        key = serialization.load_pem_private_key(_read(path, what="--key"), password=None)
+    except TypeError:
+        # cryptography says TypeError when the key is encrypted and no password was given.
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_KEY,
+            f"{field} is encrypted; decrypt it (openssl ec -in KEY -out PLAIN) to sign",
+        ) from None
+    except (ValueError, exceptions.UnsupportedAlgorithm) as error:
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_KEY, f"{field} is not a PEM private key: {error}"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_KEY,
+            f"{field} is not an elliptic-curve key (approvers sign with EC P-256/384/521)",
+        )
+    return key
+
+
+_DURATION_UNITS: typing.Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _expires_at(text: str, *, now: datetime.datetime) -> str:
+    """--expires as RFC 3339: a duration from now (30d, 12h, 2w) or a time; InvalidApproval."""
+    from modelguard.api import modelapproval  # noqa: PLC0415
+    from modelguard.trust import reasons  # noqa: PLC0415
+
+    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if match is not None:
+        when = now + datetime.timedelta(
+            seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        )
+        text = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        try:
+            when = modelapproval.parse_time(text)
+        except ValueError:
+            raise reasons.VerificationError(
+                reasons.Reason.INVALID_APPROVAL,
+                f"--expires {text!r} is neither a duration (30d, 12h, 90m, 2w) nor an RFC 3339 "
+                "time (2030-01-01T00:00:00Z)",
+            ) from None
+    if when <= now:
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_APPROVAL, f"--expires {text!r} is not in the future"
+        )
+    return text
+
+
+def _root_digest(args: argparse.Namespace) -> str:
+    """--digest checked, or the root digest of --digest-of computed as model_signing does."""
+    from modelguard.api import modelapproval  # noqa: PLC0415
+    from modelguard.trust import digests, folder, reasons  # noqa: PLC0415
+
+    if args.digest is not None:
+        digest: str = args.digest.strip().lower()
+        if not re.fullmatch(modelapproval.ROOT_DIGEST_PATTERN, digest):
+            raise reasons.VerificationError(
+                reasons.Reason.INVALID_APPROVAL,
+                f"--digest {args.digest!r} is not sha256:<64 hex digits>",
+            )
+        return digest
+    model_dir: pathlib.Path = args.digest_of
+    if not model_dir.is_dir():
+        raise reasons.VerificationError(
+            reasons.Reason.UNREADABLE, f"--digest-of {str(model_dir)!r} is not a directory"
+        )
+    files = folder.scan(model_dir, ignore_paths=_MODEL_SIGNING_IGNORED)
+    # model_signing's defaults: files serialization, sha256.
+    resources = folder.hash_files(model_dir, files, hash_type="sha256", shard_size=None)
+    return f"sha256:{digests.root_digest(resources).hex()}"
+
+
+# What `model_signing sign` leaves out by default: git's files, and the signature itself, which
+# the ModelDeployment default (model.sig beside the files) puts inside the model folder.
+_MODEL_SIGNING_IGNORED: typing.Final = (
+    ".git",
+    ".gitattributes",
+    ".github",
+    ".gitignore",
+    "model.sig",
+)
+
+
+def _approval_name(claim: approval.Claim) -> str:
+    """A default object name: model-version-approver, made a valid Kubernetes name."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", f"{claim.model}-{claim.version}-{claim.approver}".lower())
+    return name[:253].strip("-.")
+
+
+def _add_approve(commands: typing.Any) -> None:
+    approve = commands.add_parser(
+        "approve",
+        help="sign a ModelApproval for one model version",
+        description="Print a signed ModelApproval YAML for MODEL at VERSION and its root digest,"
+        " for a GitOps commit or `kubectl apply -f -`. Exit 1 and `REASON: message` on a bad"
+        " key, digest, duration or name.",
+    )
+    approve.add_argument("--model", required=True, metavar="NAME", help="spec.model.name")
+    approve.add_argument("--version", required=True, metavar="V", help="spec.model.version")
+    digest = approve.add_mutually_exclusive_group(required=True)
+    digest.add_argument("--digest", metavar="sha256:HEX", help="the model's signed root digest")
+    digest.add_argument(
+        "--digest-of",
+        type=pathlib.Path,
+        metavar="MODEL_DIR",
+        help="compute the root digest of a local model folder as model_signing does (sha256,"
+        " files; .git*, .github and model.sig left out)",
+    )
+    approve.add_argument(
+        "--key", required=True, type=pathlib.Path, metavar="PRIVATE.pem", help="EC private key"
+    )
+    approve.add_argument(
+        "--approver", required=True, metavar="NAME", help="your name in the TrustPolicy"
+    )
+    approve.add_argument(
+        "-n", "--namespace", required=True, metavar="NS", help="namespace of the ModelDeployment"
+    )
+    approve.add_argument(
+        "--expires",
+        default="30d",
+        metavar="30d|RFC3339",
+        help="a duration (s, m, h, d, w) or an RFC 3339 time (default 30d)",
+    )
+    approve.add_argument("--reason", default="", metavar="TEXT", help="why it is approved")
+    approve.add_argument(
+        "--name", metavar="OBJECT_NAME", help="metadata.name (default MODEL-VERSION-APPROVER)"
+    )
+    approve.set_defaults(handler=_approve)
+
+
+def _fetch_verify(args: argparse.Namespace) -> int:
+    # Imported here, like _run's: the agent needs the sources and the trust layer, not kopf.
+    from modelguard.agent import fetchverify  # noqa: PLC0415
+
+    options = fetchverify.Options(
+        source=args.source,
+        signature=args.signature,
+        root_digest=args.root_digest,
+        dest=args.dest,
+        credentials_dir=args.credentials_dir,
+        allow_pickle=args.allow_pickle,
+        parallel=args.parallel,
+        signature_digest=args.signature_digest,
+    )
+    return fetchverify.run(options, termination_log=args.termination_log)
+
+
+def _add_agent(commands: typing.Any) -> None:
+    agent = commands.add_parser("agent", help="in-pod entrypoints (init container, sidecars)")
+    agent_commands = agent.add_subparsers(dest="agent_command", required=True)
+    fetch = agent_commands.add_parser(
+        "fetch-verify",
+        help="stream a signed model into a directory, verifying every file as it arrives",
+        description="Fetch every file the signature lists from SOURCE into DEST, hashing in the"
+        " same pass, and refuse any missing, extra or changed file or unsafe format. The root"
+        " digest is the one the operator verified. Exit 0 and a summary line; exit 1 and"
+        " `REASON: message` (also written to the termination log) with DEST left empty.",
+    )
+    fetch.add_argument("--source", required=True, metavar="URI", help="s3://, https:// or pvc://")
+    fetch.add_argument(
+        "--signature", required=True, metavar="URI", help="the signature bundle (model.sig)"
+    )
+    fetch.add_argument(
+        "--root-digest", required=True, metavar="sha256:HEX", help="the verified root digest"
+    )
+    fetch.add_argument(
+        "--signature-digest",
+        metavar="sha256:HEX",
+        help="the SHA-256 of the signature file the operator verified (binds the file names,"
+        " which the root digest does not)",
+    )
+    fetch.add_argument("--dest", required=True, type=pathlib.Path, metavar="DIR")
+    fetch.add_argument(
+        "--credentials-dir",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="a mounted Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,"
+        " AWS_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE (default: anonymous)",
+    )
+    fetch.add_argument(
+        "--allow-pickle", action="store_true", help="admit pickle-based formats (code on load)"
+    )
+    fetch.add_argument(
+        "--parallel", type=int, default=4, metavar="N", help="files fetched at once (default 4)"
+    )
+    fetch.add_argument(
+        "--termination-log",
+        type=pathlib.Path,
+        default=pathlib.Path("/dev/termination-log"),
+        metavar="FILE",
+        help="where the one-line failure reason goes (default /dev/termination-log)",
+    )
+    fetch.set_defaults(handler=_fetch_verify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelguard", description="ModelGuard: secure-by-default ML model deployments."
@@ -130,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
     )
+    _add_webhook_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything, API traffic included")
     run.set_defaults(handler=_run)
@@ -156,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", type=pathlib.Path, metavar="TRUSTPOLICY.yaml", help="a TrustPolicy object"
     )
     check.set_defaults(handler=_verify)
+    _add_approve(commands)
+    _add_agent(commands)
     return parser
 
 

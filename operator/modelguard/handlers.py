@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import functools
 import logging
 import os
 import socket
@@ -10,7 +13,8 @@ import typing
 import kopf
 
 from modelguard import kube
-from modelguard.api import trustpolicy, v1alpha1
+from modelguard.admission import decisions, serving
+from modelguard.api import modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import labels
 from modelguard.reconcile import modeldeployment
 
@@ -44,10 +48,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
             f"{AGENT_IMAGE_ENV} must name the agent image pinned by digest "
             f"(image@sha256:<64 hex>); got {agent_image!r}. The chart sets it."
         )
+    _configure_admission(settings, memo)
     memo.context = modeldeployment.Context(
         kube=kube.Kube.from_environment(),
         instance=os.environ.get("POD_NAME") or socket.gethostname(),
         agent_image=agent_image,
+        recheck=functools.partial(_recheck, memo),
     )
 
 
@@ -111,3 +117,113 @@ async def trust_policy_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any)
             await _reconcile(memo, namespace=namespace, name=model)
         except kopf.TemporaryError as error:
             logger.warning("%s/%s: %s", namespace, model, error)
+
+
+# --- Admission webhooks ------------------------------------------------------------------------
+# kopf serves them; the ValidatingWebhookConfiguration that routes requests here ships in the
+# chart (settings.admission.managed stays unset). Each handler is one call into admission.decisions,
+# answered from memory only: the API server is waiting, with failurePolicy Fail for our objects.
+
+
+def _configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
+    options: serving.Options | None = memo.get("webhook")
+    if options is None:
+        options = serving.Options(
+            port=None, cert_dir=None, addr="", identity=decisions.Identity(operator_username="")
+        )
+        memo.webhook = options
+    settings.admission.server = serving.server(options)
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL)
+def trust_policy_names(name: str, **_: typing.Any) -> dict[str, None]:
+    """The TrustPolicies that exist, for admission to check references without an API call."""
+    return {name: None}
+
+
+@kopf.on.validate("apps", "v1", "deployments", id=serving.MANAGED_CHILD_PATH)
+@kopf.on.validate("", "v1", "serviceaccounts", id=serving.MANAGED_CHILD_PATH)
+@kopf.on.validate("", "v1", "services", id=serving.MANAGED_CHILD_PATH)
+@kopf.on.validate("networking.k8s.io", "v1", "networkpolicies", id=serving.MANAGED_CHILD_PATH)
+def validate_managed_child(memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    request = _review_request(kwargs)
+    serving.enforce(decisions.managed_child(request, identity=memo.webhook.identity))
+
+
+@kopf.on.validate(
+    v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, id=serving.MODEL_DEPLOYMENT_PATH
+)
+def validate_model_deployment(**kwargs: typing.Any) -> None:
+    index: kopf.Index[str, None] = kwargs["trust_policy_names"]
+    # An empty index may just be a cache still filling at startup; reconcile reports then.
+    known = set(index) if len(index) else None
+    serving.enforce(decisions.model_deployment(_review_request(kwargs), known_policies=known))
+
+
+def _review_request(kwargs: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    """The AdmissionReview request fields the decisions read, rebuilt from kopf's kwargs."""
+    body: kopf.Body = kwargs["body"]
+    old: kopf.Body | None = kwargs.get("old")
+    new: kopf.Body | None = kwargs.get("new")
+    return {
+        "operation": kwargs.get("operation"),
+        "subResource": kwargs.get("subresource"),
+        "userInfo": dict(kwargs.get("userinfo") or {}),
+        "kind": {"kind": body.get("kind", "")},
+        "namespace": body.metadata.namespace,
+        "name": body.metadata.name,
+        "object": dict(new) if new is not None else None,
+        "oldObject": dict(old) if old is not None else None,
+    }
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+def models_by_name(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: typing.Any
+) -> dict[tuple[str | None, str], str]:
+    """Which ModelDeployments serve which logical model, per namespace (approvals name models)."""
+    return {(namespace, str(spec.get("model", {}).get("name", ""))): name}
+
+
+@kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, modelapproval.PLURAL)
+async def model_approval_changed(
+    namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **kwargs: typing.Any
+) -> None:
+    """An approval appeared, changed or went: the models it names pass the gate again."""
+    index: kopf.Index[tuple[str | None, str], str] = kwargs["models_by_name"]
+    for model in index.get((namespace, str(spec.get("model", ""))), []):
+        if namespace is None:
+            continue
+        try:
+            await _reconcile(memo, namespace=namespace, name=model)
+        except kopf.TemporaryError as error:
+            logger.warning("%s/%s: %s", namespace, model, error)
+
+
+# Pending re-evaluations at approval expiry, one per model; a newer request replaces an older one.
+_rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}
+
+
+def _recheck(memo: kopf.Memo, namespace: str, name: str, when: datetime.datetime) -> None:
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds()) + 1
+    if (previous := _rechecks.pop((namespace, name), None)) is not None:
+        previous.cancel()
+
+    def fire() -> None:
+        _rechecks.pop((namespace, name), None)
+        task = loop.create_task(_reconcile_quietly(memo, namespace=namespace, name=name))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    _rechecks[namespace, name] = loop.call_later(delay, fire)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _reconcile_quietly(memo: kopf.Memo, *, namespace: str, name: str) -> None:
+    try:
+        await _reconcile(memo, namespace=namespace, name=name)
+    except kopf.TemporaryError as error:
+        logger.warning("%s/%s: %s", namespace, name, error)

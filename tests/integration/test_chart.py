@@ -24,6 +24,10 @@ def test_operator_pod_becomes_ready_in_a_restricted_namespace(
 ) -> None:
     namespace = kubectl.json("get", "namespace", chart_installed)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # Other tests may have upgraded the release meanwhile: wait for its rollout to finish.
+    kubectl.run(
+        "rollout", "status", "deployment/modelguard", "-n", chart_installed, "--timeout=90s"
+    )
     deployment = kubectl.json("get", "deployment", "modelguard", "-n", chart_installed)
     assert deployment["status"].get("availableReplicas") == deployment["spec"]["replicas"]
     pods = kubectl.json(

@@ -1,0 +1,71 @@
+"""The glue between `modelguard run` flags and kopf's TLS webhook server.
+
+The ValidatingWebhookConfiguration ships in the chart, so kopf only serves: it is never given
+`settings.admission.managed` (which would need write access to webhook configurations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import dataclasses
+import logging
+import pathlib
+import typing
+
+import kopf
+
+from modelguard.admission import certs, decisions
+
+logger = logging.getLogger(__name__)
+
+# The URL paths of the chart's webhooks: kopf routes `/<handler id>` to that handler.
+MANAGED_CHILD_PATH: typing.Final = "managed-child"
+MODEL_DEPLOYMENT_PATH: typing.Final = "model-deployment"
+# How often kopf looks at the certificate files, and restarts its listener when they change:
+# a renewed Secret (Helm upgrade, cert-manager) is picked up without restarting the pod.
+CERT_CHECK_SECONDS: typing.Final = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Where and as whom the webhook is served; `port` None means no webhook at all."""
+
+    port: int | None
+    cert_dir: pathlib.Path | None
+    addr: str
+    identity: decisions.Identity
+
+
+def server(options: Options) -> kopf.WebhookServerProtocol:
+    """kopf's TLS webhook server for `options`, or one that serves nothing when disabled."""
+    if options.port is None:
+        return _Disabled()
+    if options.cert_dir is None:
+        raise kopf.PermanentError("--webhook-port needs --webhook-cert-dir (tls.crt, tls.key)")
+    return kopf.WebhookServer(
+        addr=options.addr,
+        host=options.addr,
+        port=options.port,
+        certfile=options.cert_dir / certs.CERT_FILE,
+        pkeyfile=options.cert_dir / certs.KEY_FILE,
+        file_check_interval=CERT_CHECK_SECONDS,
+    )
+
+
+def enforce(decision: decisions.Decision) -> None:
+    """Turns a denial into the exception kopf answers the API server with."""
+    if not decision.allowed:
+        raise kopf.AdmissionError(decision.message, code=403)
+
+
+class _Disabled:
+    """Keeps kopf running without a listener: the handlers are registered at import time, and
+    kopf refuses to start with handlers but no server."""
+
+    async def __call__(
+        self, fn: kopf.WebhookFn
+    ) -> collections.abc.AsyncIterator[kopf.WebhookClientConfig]:
+        logger.info("admission webhooks disabled (no --webhook-port)")
+        await asyncio.Event().wait()
+        yield kopf.WebhookClientConfig()  # pragma: no cover - never reached

@@ -1,0 +1,479 @@
+"""The admission webhook on the real control plane: the kube-apiserver calls `modelguard run` over
+TLS, with the rules, selectors and failure policy the chart ships, and refuses direct changes to
+what the operator manages while Kubernetes' own controllers and the operator keep working."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+
+import harness
+import pytest
+import yaml
+
+from modelguard.admission import certs
+
+DIGEST = "sha256:" + "4f" * 32
+SELECTOR = "modelguard.dev/model-deployment"
+CHILD_KINDS = "serviceaccounts,deployments,services,networkpolicies"
+AGENT_IMAGE = "registry.example/modelguard@sha256:" + "0" * 64
+# A namespace of its own for the webhook process's reconciler, which must not compete with the
+# session's operator: this process is here to serve admission.
+IDLE_NAMESPACE = "modelguard-admission-idle"
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+@dataclasses.dataclass
+class Webhook:
+    """`modelguard run` serving the webhook on loopback; stop() and start() it at will."""
+
+    command: list[str]
+    env: dict[str, str]
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.process.poll() is None, f"the webhook process exited; see {self.log}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                assert time.monotonic() < deadline, f"no webhook listener; see {self.log}"
+                time.sleep(0.25)
+            else:
+                return
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _chart_webhook_configuration(
+    helm: harness.Helm, *, name: str, port: int, ca: bytes, namespace: str
+) -> dict[str, typing.Any]:
+    """The chart's own ValidatingWebhookConfiguration, pointed at the loopback process."""
+    rendered = helm.run(
+        "template",
+        "modelguard",
+        str(harness.REPO_ROOT / "charts" / "modelguard"),
+        "--namespace",
+        namespace,
+        "--show-only",
+        "templates/validatingwebhookconfiguration.yaml",
+    ).stdout
+    (config,) = [
+        doc
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc["kind"] == "ValidatingWebhookConfiguration"
+    ]
+    config["metadata"] = {"name": name}
+    for webhook in config["webhooks"]:
+        path = webhook["clientConfig"]["service"]["path"]
+        webhook["clientConfig"] = {
+            "url": f"https://127.0.0.1:{port}{path}",
+            "caBundle": base64.b64encode(ca).decode(),
+        }
+    return config
+
+
+@pytest.fixture(scope="module")
+def webhook(
+    kubectl: harness.Kubectl,
+    helm: harness.Helm,
+    chart_installed: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Webhook]:
+    directory = tmp_path_factory.mktemp("webhook")
+    bundle = certs.generate(ip_addresses=["127.0.0.1"])
+    certs.write(bundle, directory / "tls")
+    identity = harness.token_kubeconfig(
+        kubectl,
+        namespace=chart_installed,
+        service_account="modelguard",
+        path=directory / "operator.kubeconfig",
+    )
+    kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": IDLE_NAMESPACE}})
+    port = _free_port()
+    served = Webhook(
+        command=[
+            sys.executable,
+            "-m",
+            "modelguard.cli",
+            "run",
+            "--verbose",
+            f"--namespace={IDLE_NAMESPACE}",
+            f"--webhook-port={port}",
+            "--webhook-addr=127.0.0.1",
+            f"--webhook-cert-dir={directory / 'tls'}",
+            f"--operator-username=system:serviceaccount:{chart_installed}:modelguard",
+        ],
+        env={
+            **os.environ,
+            "KUBECONFIG": str(identity.kubeconfig),
+            "POD_NAME": "modelguard-webhook-test",
+            "MODELGUARD_AGENT_IMAGE": AGENT_IMAGE,
+        },
+        port=port,
+        log=directory / "webhook.log",
+    )
+    served.start()
+    name = f"modelguard-test-admission-{os.getpid()}"
+    kubectl.apply(
+        _chart_webhook_configuration(
+            helm, name=name, port=port, ca=bundle.ca, namespace=chart_installed
+        )
+    )
+    try:
+        yield served
+    finally:
+        kubectl.run("delete", "validatingwebhookconfiguration", name, check=False)
+        served.stop()
+        print(f"\nwebhook log: {served.log}", file=sys.stderr)
+
+
+def _model_deployment(name: str, *, source: str, **spec: typing.Any) -> dict[str, typing.Any]:
+    body: dict[str, typing.Any] = {
+        "model": {
+            "name": "sentiment-bert",
+            "version": "1.4.0",
+            "source": {"uri": source, "credentialsSecret": "models-readonly"},
+        },
+        "serving": {"image": f"registry.example/model-server@{DIGEST}", "replicas": 1},
+        **spec,
+    }
+    return {
+        "apiVersion": "modelguard.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+@pytest.fixture
+def model(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: typing.Callable[..., str],
+    source_credentials: str,
+    trust_policy: str,
+    webhook: Webhook,
+) -> str:
+    """A ready ModelDeployment whose children were written through the webhook."""
+    del source_credentials, trust_policy, webhook
+    kubectl.apply(_model_deployment("guarded", source=publish_model("1.4.0")), namespace=namespace)
+    kubectl.run(
+        "wait",
+        "--for=condition=Ready",
+        "modeldeployment/guarded",
+        "-n",
+        namespace,
+        "--timeout=90s",
+    )
+    return "guarded"
+
+
+def _children(kubectl: harness.Kubectl, namespace: str, name: str) -> list[dict[str, typing.Any]]:
+    items: list[dict[str, typing.Any]] = kubectl.json(
+        "get", CHILD_KINDS, "-n", namespace, "-l", f"{SELECTOR}={name}"
+    )["items"]
+    return items
+
+
+def _editor(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> harness.Kubectl:
+    """An ordinary user: a ServiceAccount with the built-in `edit` role in the namespace."""
+    user = as_service_account("editor")
+    kubectl.run(
+        "create",
+        "rolebinding",
+        "editor",
+        "-n",
+        namespace,
+        "--clusterrole=edit",
+        f"--serviceaccount={namespace}:editor",
+    )
+    return user
+
+
+def test_direct_edit_of_managed_children_by_a_user_is_refused_with_the_way_to_do_it(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    model: str,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> None:
+    user = _editor(kubectl, namespace, as_service_account)
+    expected = f"edit the ModelDeployment {namespace}/{model} instead"
+    attempts = {
+        "scale up": ("patch", "deployment", model, "--type=merge", "-p", '{"spec":{"replicas":5}}'),
+        "swap image": (
+            "set",
+            "image",
+            f"deployment/{model}",
+            "model-server=registry.example/evil:latest",
+        ),
+        "drop the label": ("label", "service", model, "app.kubernetes.io/managed-by-"),
+        "delete policy": ("delete", "networkpolicies", "-l", f"{SELECTOR}={model}"),
+        "delete account": ("delete", "serviceaccount", "-l", f"{SELECTOR}={model}"),
+    }
+    for what, args in attempts.items():
+        result = user.run(*args, "-n", namespace, check=False)
+        assert result.returncode != 0, f"{what}: allowed"
+        assert "denied the request" in result.stderr, f"{what}: {result.stderr}"
+        assert expected in result.stderr, f"{what}: {result.stderr}"
+    # Faking a managed object is refused too, while unmanaged objects are the user's business.
+    fake = user.run(
+        "create",
+        "service",
+        "clusterip",
+        "fake",
+        "--tcp=80:80",
+        "-n",
+        namespace,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+        check=False,
+    ).stdout
+    body = yaml.safe_load(fake)
+    body["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "modelguard"}
+    assert "denied the request" in user.apply(body, namespace=namespace, check=False).stderr
+    user.run("create", "configmap", "mine", "-n", namespace, "--from-literal=a=b")
+    user.run("create", "service", "clusterip", "mine", "--tcp=80:80", "-n", namespace)
+    deployment = kubectl.get("deployment", model, namespace=namespace)
+    assert deployment is not None
+    assert deployment["spec"]["replicas"] == 1
+    assert len(_children(kubectl, namespace, model)) >= 4
+
+
+def test_break_glass_group_may_change_managed_children(
+    kubectl: harness.Kubectl, namespace: str, model: str
+) -> None:
+    kubectl.run(
+        "annotate",
+        "service",
+        model,
+        "-n",
+        namespace,
+        "incident=INC-1",
+        "--as=oncall@example.com",
+        "--as-group=modelguard:break-glass",
+        "--as-group=system:masters",
+    )
+
+
+def test_operator_still_reconciles_its_children(
+    kubectl: harness.Kubectl, namespace: str, model: str
+) -> None:
+    kubectl.run(
+        "patch",
+        "modeldeployment",
+        model,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"serving":{"replicas":3}}}',
+    )
+
+    def scaled() -> None:
+        deployment = kubectl.get("deployment", model, namespace=namespace)
+        assert deployment is not None
+        assert deployment["spec"]["replicas"] == 3
+
+    harness.eventually(scaled, timeout=60)
+
+
+def test_unknown_trust_policy_is_refused_at_admission(
+    kubectl: harness.Kubectl, namespace: str, trust_policy: str, webhook: Webhook
+) -> None:
+    del trust_policy, webhook
+    body = _model_deployment("no-policy", source="s3://models/x/", trustPolicy="no-such-policy")
+
+    def refused() -> None:
+        result = kubectl.apply(body, namespace=namespace, check=False)
+        assert result.returncode != 0, "created"
+        assert "TrustPolicy 'no-such-policy' does not exist" in result.stderr, result.stderr
+
+    # The webhook's policy cache follows a watch; give it its first events.
+    harness.eventually(refused, timeout=30)
+
+
+def test_deleting_the_model_still_garbage_collects_its_children(
+    kubectl: harness.Kubectl, namespace: str, model: str
+) -> None:
+    kubectl.run("delete", "modeldeployment", model, "-n", namespace)
+
+    def collected() -> None:
+        assert _children(kubectl, namespace, model) == []
+
+    harness.eventually(collected, timeout=60)
+
+
+def test_with_the_webhook_down_only_managed_objects_fail_closed(
+    kubectl: harness.Kubectl, namespace: str, model: str, webhook: Webhook
+) -> None:
+    webhook.stop()
+    try:
+        # Everything else keeps working: pods, configmaps, unmanaged objects...
+        kubectl.run("create", "configmap", "still-works", "-n", namespace, "--from-literal=a=b")
+        kubectl.apply(_restricted_pod("still-works"), namespace=namespace)
+        kubectl.run("delete", "pod", "still-works", "-n", namespace, "--wait=false")
+        # ...and kube-system is never sent, even for objects labelled as ours.
+        kubectl.run("create", "configmap", "admission-probe", "-n", "kube-system")
+        kubectl.run("delete", "configmap", "admission-probe", "-n", "kube-system")
+        kubectl.run(
+            "create", "service", "clusterip", "admission-probe", "--tcp=80:80", "-n", "kube-system"
+        )
+        kubectl.run(
+            "label",
+            "service",
+            "admission-probe",
+            "-n",
+            "kube-system",
+            "app.kubernetes.io/managed-by=modelguard",
+        )
+        kubectl.run("delete", "service", "admission-probe", "-n", "kube-system")
+        # Managed children and ModelDeployments fail closed, even for a break-glass identity.
+        result = kubectl.run(
+            "annotate",
+            "deployment",
+            model,
+            "-n",
+            namespace,
+            "incident=INC-2",
+            "--as=oncall@example.com",
+            "--as-group=modelguard:break-glass",
+            "--as-group=system:masters",
+            check=False,
+        )
+        assert result.returncode != 0
+        assert "failed calling webhook" in result.stderr, result.stderr
+        created = kubectl.apply(
+            _model_deployment("while-down", source="s3://models/x/"),
+            namespace=namespace,
+            check=False,
+        )
+        assert created.returncode != 0
+        assert "failed calling webhook" in created.stderr, created.stderr
+    finally:
+        webhook.start()
+
+
+def _restricted_pod(name: str) -> dict[str, typing.Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "main",
+                    "image": f"registry.example/app@{DIGEST}",
+                    "securityContext": {
+                        "runAsUser": 1000,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _render_with_cluster_state(
+    helm: harness.Helm, namespace: str, *values: str
+) -> dict[str, dict[str, typing.Any]]:
+    """The chart's webhook Secret and configuration as an install would render them now
+    (`--dry-run=server` runs the chart's lookup of the existing Secret). A release name of its
+    own: the dry run must not collide with the installed chart's cluster-scoped objects."""
+    manifest = helm.run(
+        "install",
+        "certcheck",
+        str(harness.REPO_ROOT / "charts" / "modelguard"),
+        "--namespace",
+        namespace,
+        "--dry-run=server",
+        "--set",
+        "crds.enabled=false",
+        *values,
+    ).stdout
+    return {
+        doc["kind"]: doc
+        for doc in yaml.safe_load_all(manifest.split("\n---\n", 1)[1].split("\nNOTES:")[0])
+        if doc and doc["kind"] in {"Secret", "ValidatingWebhookConfiguration"}
+    }
+
+
+def test_chart_keeps_its_webhook_certificate_and_rotates_trusting_both_cas(
+    kubectl: harness.Kubectl, helm: harness.Helm, namespace: str
+) -> None:
+    first = _render_with_cluster_state(helm, namespace)
+    secret = first["Secret"]
+    ca = base64.b64decode(secret["data"]["ca.crt"])
+    for webhook in first["ValidatingWebhookConfiguration"]["webhooks"]:
+        assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca
+        assert webhook["timeoutSeconds"] <= 5
+        assert webhook["failurePolicy"] == "Fail"
+        (excluded,) = webhook["namespaceSelector"]["matchExpressions"]
+        assert set(excluded["values"]) == {"kube-system", "kube-node-lease", namespace}
+    # As the first install left it: owned by the release.
+    secret["metadata"]["annotations"] = {
+        "meta.helm.sh/release-name": "certcheck",
+        "meta.helm.sh/release-namespace": namespace,
+    }
+    kubectl.apply(secret, namespace=namespace)
+
+    # An upgrade reuses what is installed: the pods keep serving, the bundle keeps matching.
+    again = _render_with_cluster_state(helm, namespace)
+    assert again["Secret"]["data"] == secret["data"]
+
+    # Rotation: a new pair, and a bundle that trusts the new CA and the old one while the pods
+    # reload the new files.
+    rotated = _render_with_cluster_state(
+        helm, namespace, "--set", "webhook.certificate.rotate=true"
+    )
+    data = rotated["Secret"]["data"]
+    assert data["tls.crt"] != secret["data"]["tls.crt"]
+    assert data["previous-ca.crt"] == secret["data"]["ca.crt"]
+    bundle = base64.b64decode(
+        rotated["ValidatingWebhookConfiguration"]["webhooks"][0]["clientConfig"]["caBundle"]
+    )
+    assert bundle == base64.b64decode(data["ca.crt"]) + ca

@@ -1,0 +1,254 @@
+"""Admission decisions as named table cases: who may write managed children, and which
+ModelDeployments are refused before they are stored."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from modelguard.admission import decisions
+
+OPERATOR = "system:serviceaccount:modelguard-system:modelguard"
+IDENTITY = decisions.Identity(operator_username=OPERATOR)
+MANAGED = {"app.kubernetes.io/managed-by": "modelguard", "modelguard.dev/model-deployment": "bert"}
+
+
+def child(*, labels: dict[str, str] | None = None) -> dict[str, typing.Any]:
+    return {"metadata": {"name": "bert", "namespace": "ml", "labels": labels or {}}}
+
+
+def review(
+    operation: str,
+    *,
+    user: str = "alice",
+    groups: tuple[str, ...] = ("system:authenticated",),
+    new: dict[str, typing.Any] | None = None,
+    old: dict[str, typing.Any] | None = None,
+    subresource: str | None = None,
+    kind: str = "Deployment",
+) -> dict[str, typing.Any]:
+    return {
+        "operation": operation,
+        "subResource": subresource,
+        "userInfo": {"username": user, "groups": list(groups)},
+        "kind": {"kind": kind},
+        "namespace": "ml",
+        "name": "bert",
+        "object": new,
+        "oldObject": old,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    request: dict[str, typing.Any]
+    allowed: bool
+
+
+GC = "system:serviceaccount:kube-system:generic-garbage-collector"
+CHILD_CASES = {
+    "user updates a managed Deployment": Case(
+        review("UPDATE", new=child(labels=MANAGED), old=child(labels=MANAGED)), allowed=False
+    ),
+    "user deletes a managed Service": Case(
+        review("DELETE", old=child(labels=MANAGED), kind="Service"), allowed=False
+    ),
+    "user creates an object posing as managed": Case(
+        review("CREATE", new=child(labels=MANAGED), kind="NetworkPolicy"), allowed=False
+    ),
+    "user removes the managed-by label": Case(
+        review("UPDATE", new=child(), old=child(labels=MANAGED)), allowed=False
+    ),
+    "user edits an unmanaged Deployment": Case(
+        review("UPDATE", new=child(), old=child()), allowed=True
+    ),
+    "labelled by another manager": Case(
+        review(
+            "UPDATE",
+            new=child(labels={"app.kubernetes.io/managed-by": "Helm"}),
+            old=child(labels={"app.kubernetes.io/managed-by": "Helm"}),
+        ),
+        allowed=True,
+    ),
+    "operator applies a child": Case(
+        review("CREATE", user=OPERATOR, new=child(labels=MANAGED)), allowed=True
+    ),
+    "operator's name in another namespace is someone else": Case(
+        review(
+            "UPDATE",
+            user="system:serviceaccount:ml:modelguard",
+            new=child(labels=MANAGED),
+            old=child(labels=MANAGED),
+        ),
+        allowed=False,
+    ),
+    "break-glass group member": Case(
+        review(
+            "UPDATE",
+            groups=("system:authenticated", "modelguard:break-glass"),
+            new=child(labels=MANAGED),
+            old=child(labels=MANAGED),
+        ),
+        allowed=True,
+    ),
+    "garbage collector deletes a child": Case(
+        review("DELETE", user=GC, old=child(labels=MANAGED)), allowed=True
+    ),
+    "garbage collector updates ownerReferences": Case(
+        review("UPDATE", user=GC, new=child(labels=MANAGED), old=child(labels=MANAGED)),
+        allowed=True,
+    ),
+    "garbage collector cannot create": Case(
+        review("CREATE", user=GC, new=child(labels=MANAGED)), allowed=False
+    ),
+    "namespace controller empties a namespace": Case(
+        review(
+            "DELETE",
+            user="system:serviceaccount:kube-system:namespace-controller",
+            old=child(labels=MANAGED),
+        ),
+        allowed=True,
+    ),
+    "deployment controller writes the revision annotation": Case(
+        review(
+            "UPDATE",
+            user="system:serviceaccount:kube-system:deployment-controller",
+            new=child(labels=MANAGED),
+            old=child(labels=MANAGED),
+        ),
+        allowed=True,
+    ),
+    "deployment controller cannot delete": Case(
+        review(
+            "DELETE",
+            user="system:serviceaccount:kube-system:deployment-controller",
+            old=child(labels=MANAGED),
+        ),
+        allowed=False,
+    ),
+    "status subresource is never intercepted": Case(
+        review(
+            "UPDATE",
+            user="system:serviceaccount:kube-system:deployment-controller",
+            subresource="status",
+            new=child(labels=MANAGED),
+            old=child(labels=MANAGED),
+        ),
+        allowed=True,
+    ),
+    "autoscaler scales": Case(
+        review(
+            "UPDATE",
+            user="system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+            subresource="scale",
+            new={"kind": "Scale"},
+            old={"kind": "Scale"},
+        ),
+        allowed=True,
+    ),
+    "user scales through the scale subresource": Case(
+        review("UPDATE", subresource="scale", new={"kind": "Scale"}, old={"kind": "Scale"}),
+        allowed=False,
+    ),
+    "operator scales": Case(
+        review("UPDATE", user=OPERATOR, subresource="scale", new={}, old={}), allowed=True
+    ),
+    "CONNECT is not ours to judge": Case(review("CONNECT", new=child(labels=MANAGED)), True),
+    "malformed labels count as unmanaged": Case(
+        review("UPDATE", new={"metadata": {"labels": None}}, old={"metadata": "x"}), True
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CHILD_CASES.values(), ids=CHILD_CASES.keys())
+def test_managed_child(case: Case) -> None:
+    decision = decisions.managed_child(case.request, identity=IDENTITY)
+    assert decision.allowed is case.allowed, decision.message
+    assert bool(decision.message) is not case.allowed
+
+
+def test_refusal_names_the_model_to_edit_instead() -> None:
+    decision = decisions.managed_child(
+        review("DELETE", old=child(labels=MANAGED), kind="Service"), identity=IDENTITY
+    )
+    assert decision.message.startswith("Service ml/bert is managed by ModelGuard; deleting it")
+    assert "edit the ModelDeployment ml/bert instead (kubectl edit modeldeployment bert -n ml)" in (
+        decision.message
+    )
+
+
+def test_refusal_without_owner_label_still_says_what_to_do() -> None:
+    labels = {"app.kubernetes.io/managed-by": "modelguard"}
+    decision = decisions.managed_child(
+        review("CREATE", new=child(labels=labels)), identity=IDENTITY
+    )
+    assert "edit the ModelDeployment that owns it instead" in decision.message
+
+
+def test_a_custom_break_glass_group_replaces_the_default() -> None:
+    identity = decisions.Identity(operator_username=OPERATOR, break_glass_group="sre:oncall")
+    request = review(
+        "UPDATE",
+        groups=("modelguard:break-glass",),
+        new=child(labels=MANAGED),
+        old=child(labels=MANAGED),
+    )
+    assert not decisions.managed_child(request, identity=identity).allowed
+    request["userInfo"]["groups"] = ["sre:oncall"]
+    assert decisions.managed_child(request, identity=identity).allowed
+
+
+def md(policy: str | None = None) -> dict[str, typing.Any]:
+    spec: dict[str, typing.Any] = {"model": {"name": "bert"}}
+    if policy is not None:
+        spec["trustPolicy"] = policy
+    return {"metadata": {"name": "bert"}, "spec": spec}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCase:
+    request: dict[str, typing.Any]
+    known: frozenset[str] | None
+    allowed: bool
+
+
+KNOWN = frozenset({"default", "strict"})
+MODEL_CASES = {
+    "create naming an existing policy": ModelCase(
+        review("CREATE", new=md("strict")), KNOWN, allowed=True
+    ),
+    "create with the default policy": ModelCase(review("CREATE", new=md()), KNOWN, allowed=True),
+    "create naming a missing policy": ModelCase(
+        review("CREATE", new=md("typo")), KNOWN, allowed=False
+    ),
+    "default policy missing": ModelCase(
+        review("CREATE", new=md()), frozenset({"strict"}), allowed=False
+    ),
+    "update switching to a missing policy": ModelCase(
+        review("UPDATE", new=md("typo"), old=md("strict")), KNOWN, allowed=False
+    ),
+    "update leaving a since-deleted policy alone (e.g. quarantine)": ModelCase(
+        review("UPDATE", new=md("gone"), old=md("gone")), KNOWN, allowed=True
+    ),
+    "cache not filled yet": ModelCase(review("CREATE", new=md("typo")), None, allowed=True),
+    "delete is never refused": ModelCase(review("DELETE", old=md("typo")), KNOWN, allowed=True),
+    "status subresource": ModelCase(
+        review("UPDATE", new=md("typo"), old=md("x"), subresource="status"), KNOWN, allowed=True
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MODEL_CASES.values(), ids=MODEL_CASES.keys())
+def test_model_deployment(case: ModelCase) -> None:
+    decision = decisions.model_deployment(case.request, known_policies=case.known)
+    assert decision.allowed is case.allowed, decision.message
+
+
+def test_missing_policy_message_lists_the_known_ones() -> None:
+    decision = decisions.model_deployment(review("CREATE", new=md("typo")), known_policies=KNOWN)
+    assert decision.message == (
+        "spec.trustPolicy: TrustPolicy 'typo' does not exist (known: default, strict); create it"
+        " first, or name an existing one"
+    )
