@@ -1,7 +1,8 @@
 """`make run`'s model store: a local S3 server holding the example model, signed with a key made
 for this demo, and what the cluster needs to trust and read it: the `default` TrustPolicy with
-that key, the storage Secret in the example's namespace, and the RoleBinding that lets the
-operator (alone) read that Secret.
+that key and a demo approver, the approver's signed ModelApproval of the example's version, the
+storage Secret in the example's namespace, and the RoleBinding that lets the operator (alone)
+read that Secret.
 
 Usage: python hack/demo.py --kubeconfig .cluster/kubeconfig [--dir .run/demo]
 """
@@ -9,6 +10,7 @@ Usage: python hack/demo.py --kubeconfig .cluster/kubeconfig [--dir .run/demo]
 from __future__ import annotations
 
 import argparse
+import datetime
 import subprocess
 import sys
 import tempfile
@@ -75,8 +77,27 @@ def main(argv: list[str] | None = None) -> int:
         server, bucket=bucket, prefix=prefix, files=files, signature=signature
     )
 
+    approver_path = state / "security.key"
+    if approver_path.exists():
+        approver_public = (state / "security.pub").read_text()
+    else:
+        approver_path, approver_public = signedmodel.generate_key(state, name="security")
+        (state / "security.pub").write_text(approver_public)
     policy = signedmodel.trust_policy(
-        name="default", public_key=public, sources=[f"s3://{bucket}/"]
+        name="default",
+        public_key=public,
+        sources=[f"s3://{bucket}/"],
+        approver_key=approver_public,
+    )
+    # The release review's outcome: what `modelguard approve` prints for a GitOps commit.
+    approval = signedmodel.approval(
+        private_key=approver_path,
+        namespace=namespace,
+        model=model["name"],
+        version=model["version"],
+        digest=signedmodel.root_digest(signature),
+        expires=datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30),
+        name=f"{model['name']}-{model['version'].replace('.', '-')}",
     )
     credentials = signedmodel.credentials_secret(server, name=secret)
     credentials["metadata"]["namespace"] = namespace  # type: ignore[index]
@@ -87,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "--server-side",
         "-f",
         "-",
-        input=yaml.safe_dump_all([namespace_doc, policy, credentials]),
+        input=yaml.safe_dump_all([namespace_doc, policy, credentials, approval]),
     )
     # The per-namespace grant the chart documents: only here may the operator read the Secret.
     binding = {
