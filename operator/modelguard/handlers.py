@@ -75,18 +75,25 @@ async def model_deployment(
     await _reconcile(memo, namespace=namespace, name=name)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={labels.MANAGED_BY: labels.MANAGER})
-async def managed_deployment(
+_MANAGED = {labels.MANAGED_BY: labels.MANAGER}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=_MANAGED)
+@kopf.on.event("", "v1", "services", labels=_MANAGED)
+@kopf.on.event("", "v1", "serviceaccounts", labels=_MANAGED)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_MANAGED)
+async def managed_child(
     namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: typing.Any
 ) -> None:
-    """A model's Deployment changed (its rollout progressed): the model's Ready may have too."""
+    """A model's child changed: its rollout progressed (Ready may follow), or someone edited it
+    (drift, which the reconcile reverts)."""
     owner = meta.labels.get(labels.MODEL_DEPLOYMENT)
     if not owner or namespace is None:
         return
     try:
         await _reconcile(memo, namespace=namespace, name=owner)
     except kopf.TemporaryError as error:
-        # Event handlers are not retried; the next event or the periodic resync converges.
+        # Event handlers are not retried; the next event converges.
         logger.warning("%s/%s: %s", namespace, owner, error)
 
 

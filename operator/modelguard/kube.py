@@ -184,11 +184,14 @@ class Kube:
         data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
         return data, str(secret.metadata.resourceVersion if secret.metadata else "")
 
-    async def apply(self, manifest: Manifest) -> Manifest:
-        """Server-side apply of the whole intent, taking ownership of every field it names."""
+    async def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
+        """Server-side apply of the whole intent, taking ownership of every field it names; with
+        `dry_run` the API server answers what the object would become and stores nothing."""
         obj = lightkube.codecs.from_dict(manifest)
         try:
-            applied = await self._client.apply(obj, field_manager=FIELD_MANAGER, force=True)
+            applied = await self._client.apply(
+                obj, field_manager=FIELD_MANAGER, force=True, dry_run=dry_run
+            )
         except lightkube.core.exceptions.ApiError as error:
             raise _api_error(error) from error
         return _to_manifest(applied)

@@ -114,14 +114,14 @@ deleted by the operator (garbage collection deletes them through their ownerRefe
 - apiGroups: ["modelguard.dev"]
   resources: ["modeldeployments/status"]
   verbs: ["patch"]
-# Per-model ServiceAccount (no token, no RBAC), Service and NetworkPolicies: read, then applied
-# with SSA only when the intent changed.
+# Per-model ServiceAccount (no token, no RBAC), Service and NetworkPolicies: applied with SSA
+# when the intent changed, and watched so that someone else's edit is reverted within seconds.
 - apiGroups: [""]
   resources: ["serviceaccounts", "services"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # The model server Deployment (restricted pods, image by digest): applied with SSA, and watched
 # because its rollout decides the model's Ready condition.
 - apiGroups: ["apps"]

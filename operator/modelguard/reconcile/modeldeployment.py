@@ -18,7 +18,7 @@ from modelguard import kube
 from modelguard.api import errors, v1alpha1
 from modelguard.builders import children, names
 from modelguard.builders import deployment as deployment_builder
-from modelguard.reconcile import approval, conditions, readiness, verification
+from modelguard.reconcile import approval, conditions, drift, readiness, verification
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +165,9 @@ async def _apply_children(
     applied: list[str] = []
     deployment: Manifest | None = None
     for manifest in children.build_children(model, artifact=artifact):
+        child = f"{manifest['kind']}/{manifest['metadata']['name']}"
         try:
-            live, written = await _apply_if_changed(context, manifest)
+            live, reverted = await _apply_if_changed(context, manifest)
         except kube.ApiError as error:
             if error.status in _TRANSIENT:
                 raise RetryLater(f"API server: {error.reason}: {error.message}") from error
@@ -178,8 +179,14 @@ async def _apply_children(
             )
             await _finish(context, body=body, status=status)
             raise RetryLater(message) from error
-        if written:
-            applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+        if reverted is not None:
+            applied.append(child)
+        if reverted:
+            message = f"{child}: reverted what {', '.join(reverted)} changed in fields it manages"
+            logger.warning("%s: %s", model.namespace, message)
+            await _event(
+                context, body, type="Warning", reason="DriftReverted", action="Revert", note=message
+            )
         if manifest["kind"] == "Deployment":
             deployment = live
     if applied:
@@ -265,8 +272,14 @@ async def _finish(context: Context, *, body: Manifest, status: _Status) -> None:
         )
 
 
-async def _apply_if_changed(context: Context, manifest: Manifest) -> tuple[Manifest | None, bool]:
-    """Applies `manifest` unless the live object already carries this exact intent."""
+async def _apply_if_changed(
+    context: Context, manifest: Manifest
+) -> tuple[Manifest | None, list[str] | None]:
+    """Applies `manifest` unless the live object already carries this exact intent, untouched.
+
+    Returns the live object and None when nothing was written, else the applied object and the
+    managers whose changes the apply reverted ([] for a plain change of our own intent).
+    """
     intended = kube.with_intent(manifest)
     metadata = manifest["metadata"]
     live = await context.kube.get(
@@ -275,13 +288,19 @@ async def _apply_if_changed(context: Context, manifest: Manifest) -> tuple[Manif
         namespace=metadata["namespace"],
         name=metadata["name"],
     )
+    if live is None:
+        return await context.kube.apply(intended), []
     wanted = intended["metadata"]["annotations"][kube.INTENT_ANNOTATION]
-    if (
-        live is not None
-        and live["metadata"].get("annotations", {}).get(kube.INTENT_ANNOTATION) == wanted
-    ):
-        return live, False
-    return await context.kube.apply(intended), True
+    if live["metadata"].get("annotations", {}).get(kube.INTENT_ANNOTATION) != wanted:
+        return await context.kube.apply(intended), []
+    suspects = drift.foreign_managers(live, own=kube.FIELD_MANAGER)
+    if not suspects:
+        return live, None
+    # Someone else wrote to this child: only the API server can say whether they changed a
+    # field we own, so ask it what our intent would change, without storing anything.
+    if not drift.differs(live, await context.kube.apply(intended, dry_run=True)):
+        return live, None
+    return await context.kube.apply(intended), suspects
 
 
 async def _event(

@@ -1,0 +1,71 @@
+"""Drift: a managed child changed behind the operator's back (a break-glass identity, or a write
+while the webhook was down) is put back within seconds, and the revert is recorded as an Event.
+Fields the operator never set stay as their author left them."""
+
+from __future__ import annotations
+
+import json
+
+import harness
+import pytest
+from test_modeldeployment import model_deployment, source, wait_ready
+
+__all__ = ["source"]  # the fixture, shared with test_modeldeployment
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def test_edited_children_are_reverted_and_the_revert_is_recorded(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    kubectl.apply(model_deployment("m", source=source), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    image = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["template"]["spec"][
+        "containers"
+    ][0]["image"]
+    kubectl.run(
+        "set",
+        "image",
+        "deployment/m",
+        f"model-server=registry.example/evil@sha256:{'e' * 64}",
+        "-n",
+        namespace,
+    )
+    kubectl.run(
+        "patch",
+        "networkpolicy",
+        "m-allow-egress",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "add", "path": "/spec/egress/-", "value": {}}]),
+    )
+    kubectl.run("label", "service", "m", "-n", namespace, "note=added-by-hand")
+
+    def reverted() -> None:
+        spec = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]
+        assert spec["template"]["spec"]["containers"][0]["image"] == image
+        egress = kubectl.json("get", "networkpolicy", "m-allow-egress", "-n", namespace)["spec"][
+            "egress"
+        ]
+        assert {} not in egress
+
+    harness.eventually(reverted, timeout=30)
+    # A label the operator never set is someone else's business, not drift.
+    service = kubectl.json("get", "service", "m", "-n", namespace)
+    assert service["metadata"]["labels"]["note"] == "added-by-hand"
+
+    def recorded() -> None:
+        events = kubectl.json(
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            namespace,
+            "--field-selector=regarding.name=m,regarding.kind=ModelDeployment",
+        )["items"]
+        notes = [e.get("note", "") for e in events if e["reason"] == "DriftReverted"]
+        assert any("Deployment/m" in note for note in notes), notes
+        assert any("NetworkPolicy/m-allow-egress" in note for note in notes), notes
+
+    harness.eventually(recorded, timeout=30)

@@ -1,0 +1,74 @@
+"""Drift detection from managedFields and a dry-run answer, as named table cases."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from modelguard.reconcile import drift
+
+
+def _live(*entries: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    return {"metadata": {"name": "m", "managedFields": list(entries)}, "spec": {"replicas": 2}}
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        pytest.param([{"manager": "modelguard", "operation": "Apply"}], [], id="only-ours"),
+        pytest.param(
+            [
+                {"manager": "modelguard", "operation": "Apply"},
+                {"manager": "kube-controller-manager", "operation": "Update"},
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "subresource": "status",
+                },
+            ],
+            [],
+            id="controllers-and-status-are-normal-life",
+        ),
+        pytest.param(
+            [
+                {"manager": "modelguard", "operation": "Apply"},
+                {"manager": "kubectl-edit", "operation": "Update"},
+            ],
+            ["kubectl-edit"],
+            id="kubectl-edit-is-a-suspect",
+        ),
+        pytest.param(
+            [
+                {"manager": "kubectl-patch", "operation": "Update"},
+                {"manager": "argocd-controller", "operation": "Apply"},
+                {"manager": "kubectl-patch", "operation": "Update"},
+            ],
+            ["argocd-controller", "kubectl-patch"],
+            id="each-suspect-once-sorted",
+        ),
+        pytest.param(
+            [{"manager": "someone", "operation": "Update", "subresource": "scale"}],
+            [],
+            id="subresources-are-not-guarded-here",
+        ),
+    ],
+)
+def test_foreign_managers(entries: list[dict[str, typing.Any]], expected: list[str]) -> None:
+    assert drift.foreign_managers(_live(*entries), own="modelguard") == expected
+
+
+@pytest.mark.parametrize(
+    ("dry_run_spec", "dry_run_labels", "changed"),
+    [
+        pytest.param({"replicas": 2}, None, False, id="intent-would-change-nothing"),
+        pytest.param({"replicas": 3}, None, True, id="intent-would-put-a-field-back"),
+        pytest.param({"replicas": 2}, {"team": "a"}, True, id="intent-would-put-a-label-back"),
+    ],
+)
+def test_differs(
+    dry_run_spec: dict[str, int], dry_run_labels: dict[str, str] | None, changed: bool
+) -> None:
+    live = _live()
+    dry_run = {"metadata": {"name": "m", "labels": dry_run_labels}, "spec": dry_run_spec}
+    assert drift.differs(live, dry_run) is changed
