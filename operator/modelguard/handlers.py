@@ -14,7 +14,7 @@ import kopf
 
 from modelguard import kube
 from modelguard.admission import decisions, serving
-from modelguard.api import modelapproval, trustpolicy, v1alpha1
+from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import labels
 from modelguard.reconcile import modeldeployment
 
@@ -143,9 +143,17 @@ def _configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo) -> No
 
 
 @kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL)
-def trust_policy_names(name: str, **_: typing.Any) -> dict[str, None]:
-    """The TrustPolicies that exist, for admission to check references without an API call."""
-    return {name: None}
+def trust_policy_names(name: str, body: kopf.Body, **_: typing.Any) -> dict[str, kopf.Body]:
+    """The TrustPolicies that exist, for admission to read without an API call."""
+    return {name: body}
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, modelapproval.PLURAL)
+def approvals_by_model(
+    namespace: str | None, spec: kopf.Spec, body: kopf.Body, **_: typing.Any
+) -> dict[tuple[str | None, str], kopf.Body]:
+    """ModelApprovals per (namespace, model), for Reject mode at admission."""
+    return {(namespace, str(spec.get("model", ""))): body}
 
 
 @kopf.on.validate("apps", "v1", "deployments", id=serving.MANAGED_CHILD_PATH)
@@ -161,10 +169,47 @@ def validate_managed_child(memo: kopf.Memo, **kwargs: typing.Any) -> None:
     v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, id=serving.MODEL_DEPLOYMENT_PATH
 )
 def validate_model_deployment(**kwargs: typing.Any) -> None:
-    index: kopf.Index[str, None] = kwargs["trust_policy_names"]
+    index: kopf.Index[str, kopf.Body] = kwargs["trust_policy_names"]
     # An empty index may just be a cache still filling at startup; reconcile reports then.
     known = set(index) if len(index) else None
-    serving.enforce(decisions.model_deployment(_review_request(kwargs), known_policies=known))
+    request = _review_request(kwargs)
+    serving.enforce(decisions.model_deployment(request, known_policies=known))
+    spec = (request.get("object") or {}).get("spec") or {}
+    serving.enforce(
+        decisions.unapproved_rejected(
+            request,
+            policy=_cached_policy(index, str(spec.get("trustPolicy", "default"))),
+            approvals=_cached_approvals(
+                kwargs["approvals_by_model"],
+                namespace=request.get("namespace"),
+                model=str((spec.get("model") or {}).get("name", "")),
+            ),
+            now=datetime.datetime.now(datetime.UTC),
+        )
+    )
+
+
+def _cached_policy(
+    index: kopf.Index[str, kopf.Body], name: str
+) -> trustpolicy.TrustPolicySpec | None:
+    for body in index.get(name, []):
+        try:
+            return trustpolicy.parse(dict(body)).spec
+        except errors.InvalidObjectError:
+            return None
+    return None
+
+
+def _cached_approvals(
+    index: kopf.Index[tuple[str | None, str], kopf.Body], *, namespace: str | None, model: str
+) -> list[modelapproval.ModelApproval]:
+    found = []
+    for body in index.get((namespace, model), []):
+        try:
+            found.append(modelapproval.parse(dict(body)))
+        except errors.InvalidObjectError:
+            continue  # an unreadable approval counts for nothing
+    return found
 
 
 def _review_request(kwargs: dict[str, typing.Any]) -> dict[str, typing.Any]:

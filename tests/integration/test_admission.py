@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import harness
 import pytest
 import yaml
 
+import signedmodel
 from modelguard.admission import certs
 
 DIGEST = "sha256:" + "4f" * 32
@@ -333,6 +335,56 @@ def test_unknown_trust_policy_is_refused_at_admission(
 
     # The webhook's policy cache follows a watch; give it its first events.
     harness.eventually(refused, timeout=30)
+
+
+def test_reject_mode_refuses_an_unapproved_version_at_apply_time(
+    kubectl: harness.Kubectl,
+    trust_policy: str,
+    approver_key: tuple[Path, str],
+    webhook: Webhook,
+) -> None:
+    del trust_policy, webhook
+    # In the namespace the webhook process watches: its approval cache follows that watch (an
+    # operator in a cluster watches every namespace it serves).
+    namespace = IDLE_NAMESPACE
+    body = _model_deployment(
+        "strict", source="s3://models/strict/", rollout={"onUnapproved": "Reject"}
+    )
+    body["spec"]["model"]["version"] = "2.0.0"
+
+    def refused() -> None:
+        result = kubectl.apply(body, namespace=namespace, check=False)
+        assert result.returncode != 0, "created"
+        assert "spec.rollout.onUnapproved is Reject" in result.stderr, result.stderr
+        assert "ApprovalMissing" in result.stderr, result.stderr
+
+    harness.eventually(refused, timeout=30)
+    assert kubectl.get("modeldeployment", "strict", namespace=namespace) is None
+
+    # A signed approval of that version: the same apply now goes through (its digest is checked
+    # by the rollout gate once the version is verified).
+    kubectl.apply(
+        signedmodel.approval(
+            private_key=approver_key[0],
+            namespace=namespace,
+            model="sentiment-bert",
+            version="2.0.0",
+            digest="sha256:" + "ab" * 32,
+            expires=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1),
+            name="strict-2-0-0",
+        ),
+        namespace=namespace,
+    )
+    try:
+
+        def admitted() -> None:
+            result = kubectl.apply(body, namespace=namespace, check=False)
+            assert result.returncode == 0, result.stderr
+
+        harness.eventually(admitted, timeout=30)
+    finally:
+        kubectl.run("delete", "modeldeployment", "strict", "-n", namespace, check=False)
+        kubectl.run("delete", "modelapproval", "strict-2-0-0", "-n", namespace, check=False)
 
 
 def test_deleting_the_model_still_garbage_collects_its_children(

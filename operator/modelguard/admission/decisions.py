@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import datetime
 import typing
 
+from modelguard.api import modelapproval, trustpolicy
 from modelguard.builders import labels
+from modelguard.trust import approval
 
 Request = collections.abc.Mapping[str, typing.Any]
 
@@ -119,6 +122,54 @@ def model_deployment(
         f"spec.trustPolicy: TrustPolicy {policy!r} does not exist (known: {known}); create it"
         " first, or name an existing one"
     )
+
+
+def unapproved_rejected(
+    request: Request,
+    *,
+    policy: trustpolicy.TrustPolicySpec | None,
+    approvals: collections.abc.Iterable[modelapproval.ModelApproval],
+    now: datetime.datetime,
+) -> Decision:
+    """spec.rollout.onUnapproved: Reject refuses, at apply time, a version without enough valid
+    approvals, so that a GitOps sync fails fast with the reason instead of holding silently.
+
+    The version's root digest is not known before it is verified (that needs the network, which
+    admission never uses), so approvals are counted for the model and version; the rollout gate
+    checks their digests later. Without the policy in the cache, reconcile decides.
+    """
+    body = request.get("object")
+    if request.get("operation") not in ("CREATE", "UPDATE") or request.get("subResource"):
+        return Decision.allow()
+    spec = body.get("spec") if isinstance(body, dict) else None
+    if not isinstance(spec, dict) or policy is None:
+        return Decision.allow()
+    rollout = _mapping(spec.get("rollout"))
+    model = _mapping(spec.get("model"))
+    if rollout.get("onUnapproved") != "Reject":
+        return Decision.allow()
+    decided = approval.evaluate_approvals(
+        approvals,
+        policy=policy,
+        namespace=str(request.get("namespace") or ""),
+        model=str(model.get("name", "")),
+        version=str(model.get("version", "")),
+        root_digest=None,
+        now=now,
+    )
+    if decided.approved:
+        return Decision.allow()
+    why = decided.violation.message if decided.violation else "no valid approval"
+    reason = decided.violation.reason if decided.violation else "ApprovalMissing"
+    return Decision.deny(
+        f"spec.rollout.onUnapproved is Reject and {model.get('name')} {model.get('version')} is "
+        f"not approved ({reason}: {why}); apply a signed ModelApproval first "
+        "(modelguard approve), or set onUnapproved: Hold to wait for one"
+    )
+
+
+def _mapping(value: object) -> collections.abc.Mapping[str, typing.Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _trust_policy(body: object) -> str:

@@ -287,9 +287,11 @@ def check_fields(spec: modelapproval.ModelApprovalSpec, claim: Claim) -> Violati
     )
 
 
-def check_digest(claim: Claim, *, root_digest: str) -> Violation | None:
+def check_digest(claim: Claim, *, root_digest: str | None) -> Violation | None:
     """None when the approval is for the verified bytes."""
-    if claim.root_digest == root_digest:
+    # None: at admission, before the version is verified, its digest is not known yet; the
+    # rollout gate checks it once it is.
+    if root_digest is None or claim.root_digest == root_digest:
         return None
     return Violation(
         Reason.APPROVAL_DIGEST_MISMATCH,
@@ -326,7 +328,7 @@ def check_approval(
     *,
     approvers: typing.Mapping[str, signatures.KeySigner],
     namespace: str,
-    root_digest: str,
+    root_digest: str | None,
     now: datetime.datetime,
 ) -> Claim | Violation:
     """The verified claim of one approval, or the first rule it breaks."""
@@ -392,7 +394,7 @@ def evaluate_approvals(
     namespace: str,
     model: str,
     version: str,
-    root_digest: str,
+    root_digest: str | None,
     now: datetime.datetime,
 ) -> Decision:
     """Whether `model` `version`, verified as `root_digest` (sha256:<hex>), may run in `namespace`.
