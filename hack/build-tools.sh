@@ -78,15 +78,18 @@ build_kwok() {
   local version
   version=$(module_version kwok sigs.k8s.io/kwok)
   build kwok "$version" "-s -w" sigs.k8s.io/kwok/cmd/kwok
-  # kwok only simulates what its Stage configuration says; ship upstream's "fast" node and pod
-  # stages of the same release next to the binary (kwokctl does the same).
-  local dest="$cache_root/kwok-$version/stages" src
-  if [ ! -d "$dest" ]; then
-    src=$(cd "$hack_dir/tools/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
-    mkdir -p "$dest.partial.$$"
-    cp "$src"/kustomize/stage/node/fast/node-*.yaml "$src"/kustomize/stage/pod/fast/pod-*.yaml "$dest.partial.$$/"
-    mv "$dest.partial.$$" "$dest"
-  fi
+  # kwok only simulates what its Stage configuration says; ship upstream's stages of the same
+  # release next to the binary, as kwokctl does: "fast" node and pod life cycles, and the node
+  # heartbeat with leases (without it the node controller finds the nodes silent, marks them
+  # NotReady and evicts every pod after five minutes).
+  local dest="$cache_root/kwok-$version/stages" src stage
+  src=$(cd "$hack_dir/tools/kwok" && go mod download -json sigs.k8s.io/kwok | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$dest"
+  for stage in "$src"/kustomize/stage/node/fast/node-*.yaml \
+    "$src"/kustomize/stage/node/heartbeat-with-lease/node-*.yaml \
+    "$src"/kustomize/stage/pod/fast/pod-*.yaml; do
+    [ -f "$dest/$(basename "$stage")" ] || cp "$stage" "$dest/"
+  done
 }
 
 build_helm() {

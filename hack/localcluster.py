@@ -468,6 +468,8 @@ class LocalCluster:
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 f"--cidr={POD_CIDR}",
                 "--node-ip=127.0.0.1",
+                # Heartbeats through node leases, as kubelets do (the heartbeat stage needs it).
+                "--node-lease-duration-seconds=40",
             ],
         )
         for name, port in (

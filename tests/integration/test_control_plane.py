@@ -104,3 +104,31 @@ def _restricted_pod(name: str) -> dict[str, typing.Any]:
             ],
         },
     }
+
+
+def test_nodes_heartbeat_through_leases(kubectl: harness.Kubectl) -> None:
+    """Without heartbeats the node controller marks nodes NotReady and evicts every pod after
+    five minutes; kwok renews each node's Lease as a kubelet does."""
+    nodes = [n["metadata"]["name"] for n in kubectl.json("get", "nodes")["items"]]
+
+    def renew_times() -> dict[str, str]:
+        leases = kubectl.json("get", "leases", "-n", "kube-node-lease")["items"]
+        return {
+            lease["metadata"]["name"]: lease["spec"]["renewTime"]
+            for lease in leases
+            if lease["metadata"]["name"] in nodes
+        }
+
+    first: dict[str, str] = {}
+
+    def leased() -> None:
+        first.update(renew_times())
+        assert sorted(first) == sorted(nodes)
+
+    harness.eventually(leased, timeout=30)
+
+    def renewed() -> None:
+        later = renew_times()
+        assert all(later[node] != first[node] for node in nodes), (first, later)
+
+    harness.eventually(renewed, timeout=45)
