@@ -89,145 +89,112 @@ def _convert(json_schema: Schema) -> Schema:
     return _structural(json_schema, definitions=definitions, path="")
 
 
-def model_deployment_crd() -> Schema:
-    """The CustomResourceDefinition of ModelDeployment."""
-    status = '.status.conditions[?(@.type=="{}")].{}'
+_AGE: typing.Final = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: typing.Sequence[str],
+    scope: typing.Literal["Namespaced", "Cluster"],
+    model: type[pydantic.BaseModel],
+    columns: list[Schema],
+    status: bool,
+) -> Schema:
+    """The envelope every ModelGuard CRD shares: one version, our group and category, Age last."""
+    version: Schema = {"name": v1alpha1.VERSION, "served": True, "storage": True}
+    if status:
+        version["subresources"] = {"status": {}}
+    version["additionalPrinterColumns"] = [*columns, dict(_AGE)]
+    version["schema"] = {"openAPIV3Schema": openapi_schema(model)}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         # Only the name: the Helm chart adds its labels and annotations to this same file.
-        "metadata": {"name": f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}"},
+        "metadata": {"name": f"{plural}.{v1alpha1.GROUP}"},
         "spec": {
             "group": v1alpha1.GROUP,
             "names": {
-                "kind": v1alpha1.KIND,
-                "listKind": f"{v1alpha1.KIND}List",
-                "plural": v1alpha1.PLURAL,
-                "singular": v1alpha1.SINGULAR,
-                "shortNames": list(v1alpha1.SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": list(v1alpha1.CATEGORIES),
             },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": v1alpha1.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        _column("Ready", status.format("Ready", "status"), "Serving verified"),
-                        _column("Verified", status.format("Verified", "status"), "Signature"),
-                        _column("Approved", status.format("Approved", "status"), "Approval"),
-                        _column("Version", ".spec.model.version", "Requested model version"),
-                        _column(
-                            "Active",
-                            ".status.activeVersion",
-                            "Model version serving now",
-                            priority=1,
-                        ),
-                        _column(
-                            "Reason",
-                            status.format("Ready", "reason"),
-                            "Why Ready is what it is",
-                            priority=1,
-                        ),
-                        {
-                            "name": "Age",
-                            "type": "date",
-                            "jsonPath": ".metadata.creationTimestamp",
-                        },
-                    ],
-                    "schema": {"openAPIV3Schema": openapi_schema(v1alpha1.ModelDeployment)},
-                }
-            ],
+            "scope": scope,
+            "versions": [version],
         },
     }
+
+
+def model_deployment_crd() -> Schema:
+    """The CustomResourceDefinition of ModelDeployment."""
+    status = '.status.conditions[?(@.type=="{}")].{}'
+    return _crd(
+        kind=v1alpha1.KIND,
+        plural=v1alpha1.PLURAL,
+        singular=v1alpha1.SINGULAR,
+        short_names=v1alpha1.SHORT_NAMES,
+        scope="Namespaced",
+        model=v1alpha1.ModelDeployment,
+        status=True,
+        columns=[
+            _column("Ready", status.format("Ready", "status"), "Serving verified"),
+            _column("Verified", status.format("Verified", "status"), "Signature"),
+            _column("Approved", status.format("Approved", "status"), "Approval"),
+            _column("Version", ".spec.model.version", "Requested model version"),
+            _column("Active", ".status.activeVersion", "Model version serving now", priority=1),
+            _column(
+                "Reason", status.format("Ready", "reason"), "Why Ready is what it is", priority=1
+            ),
+        ],
+    )
 
 
 def trust_policy_crd() -> Schema:
     """The CustomResourceDefinition of TrustPolicy (cluster-scoped)."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{trustpolicy.PLURAL}.{v1alpha1.GROUP}"},
-        "spec": {
-            "group": v1alpha1.GROUP,
-            "names": {
-                "kind": trustpolicy.KIND,
-                "listKind": f"{trustpolicy.KIND}List",
-                "plural": trustpolicy.PLURAL,
-                "singular": trustpolicy.SINGULAR,
-                "shortNames": list(trustpolicy.SHORT_NAMES),
-                "categories": list(v1alpha1.CATEGORIES),
+    return _crd(
+        kind=trustpolicy.KIND,
+        plural=trustpolicy.PLURAL,
+        singular=trustpolicy.SINGULAR,
+        short_names=trustpolicy.SHORT_NAMES,
+        scope="Cluster",
+        model=trustpolicy.TrustPolicy,
+        status=False,
+        columns=[
+            _column("Enforcement", ".spec.enforcement", "Enforce or Audit"),
+            {
+                "name": "MinSigners",
+                "type": "integer",
+                "description": "Distinct trusted signers a model needs",
+                "jsonPath": ".spec.minSigners",
             },
-            "scope": "Cluster",
-            "versions": [
-                {
-                    "name": v1alpha1.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "additionalPrinterColumns": [
-                        _column("Enforcement", ".spec.enforcement", "Enforce or Audit"),
-                        {
-                            "name": "MinSigners",
-                            "type": "integer",
-                            "description": "Distinct trusted signers a model needs",
-                            "jsonPath": ".spec.minSigners",
-                        },
-                        {
-                            "name": "Age",
-                            "type": "date",
-                            "jsonPath": ".metadata.creationTimestamp",
-                        },
-                    ],
-                    "schema": {"openAPIV3Schema": openapi_schema(trustpolicy.TrustPolicy)},
-                }
-            ],
-        },
-    }
+        ],
+    )
 
 
 def model_approval_crd() -> Schema:
     """The CustomResourceDefinition of ModelApproval (namespaced)."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{modelapproval.PLURAL}.{v1alpha1.GROUP}"},
-        "spec": {
-            "group": v1alpha1.GROUP,
-            "names": {
-                "kind": modelapproval.KIND,
-                "listKind": f"{modelapproval.KIND}List",
-                "plural": modelapproval.PLURAL,
-                "singular": modelapproval.SINGULAR,
-                "shortNames": list(modelapproval.SHORT_NAMES),
-                "categories": list(v1alpha1.CATEGORIES),
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": v1alpha1.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        _column("Model", ".spec.model", "Logical model name"),
-                        _column("Version", ".spec.version", "Approved model version"),
-                        _column("Approver", ".spec.approver", "Approver in the TrustPolicy"),
-                        # A string, not a date: kubectl shows a future date as <invalid>.
-                        _column("Expires", ".spec.expiresAt", "When the approval stops counting"),
-                        _column("Digest", ".spec.rootDigest", "Approved root digest", priority=1),
-                        {
-                            "name": "Age",
-                            "type": "date",
-                            "jsonPath": ".metadata.creationTimestamp",
-                        },
-                    ],
-                    "schema": {"openAPIV3Schema": openapi_schema(modelapproval.ModelApproval)},
-                }
-            ],
-        },
-    }
+    return _crd(
+        kind=modelapproval.KIND,
+        plural=modelapproval.PLURAL,
+        singular=modelapproval.SINGULAR,
+        short_names=modelapproval.SHORT_NAMES,
+        scope="Namespaced",
+        model=modelapproval.ModelApproval,
+        status=True,
+        columns=[
+            _column("Model", ".spec.model", "Logical model name"),
+            _column("Version", ".spec.version", "Approved model version"),
+            _column("Approver", ".spec.approver", "Approver in the TrustPolicy"),
+            # A string, not a date: kubectl shows a future date as <invalid>.
+            _column("Expires", ".spec.expiresAt", "When the approval stops counting"),
+            _column("Digest", ".spec.rootDigest", "Approved root digest", priority=1),
+        ],
+    )
 
 
 def render_crds() -> dict[str, str]:
