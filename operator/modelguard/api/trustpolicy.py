@@ -142,13 +142,26 @@ class Formats(v1alpha1._Spec):
 
 
 class Network(v1alpha1._Spec):
-    """The most a ModelDeployment under this policy may open itself to."""
+    """The most a ModelDeployment under this policy may open itself to. Selectors of pods and
+    namespaces inside the cluster are the model owner's to declare; what reaches beyond (IP
+    ranges) or admits everyone (every namespace) needs the security owner's say-so here."""
 
-    egress_cidrs: list[v1alpha1.CIDR] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
-    """CIDRs a model may declare as egress destinations. Default: [] (none: DNS only)."""
+    egress_cidrs: list[v1alpha1.CIDR] = pydantic.Field(
+        default=[], max_length=MAX_ENTRIES, alias="egressCIDRs"
+    )
+    """IP ranges a model may name in spec.access.egress ipBlocks: each must lie inside one of
+    these. Default: [] (no egress to IP ranges; in-cluster destinations by selector only). List
+    0.0.0.0/0 to allow anything."""
 
-    ingress_namespaces: list[v1alpha1.DNSLabel] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
-    """Namespaces a model may declare as callers. Default: [] (none)."""
+    ingress_cidrs: list[v1alpha1.CIDR] = pydantic.Field(
+        default=[], max_length=MAX_ENTRIES, alias="ingressCIDRs"
+    )
+    """IP ranges a model may name in spec.access.ingress ipBlocks: each must lie inside one of
+    these. Default: [] (callers by selector only)."""
+
+    allow_all_namespaces: bool = False
+    """Whether a model may name every namespace (namespaceSelector: {}) as callers or as egress
+    destinations. Default: false."""
 
 
 class HashAlgorithm(enum.StrEnum):

@@ -19,6 +19,7 @@ from modelguard.api import errors, v1alpha1
 from modelguard.builders import children, names
 from modelguard.builders import deployment as deployment_builder
 from modelguard.reconcile import approval, conditions, drift, readiness, verification
+from modelguard.trust import access
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,22 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         }.items()
         if value is not None
     }
+    refused = access.check_access(
+        model.spec.access, network=verified.policy.network, policy_name=model.spec.trust_policy
+    )
+    status.set(
+        v1alpha1.CONDITION_ISOLATED,
+        conditions.Decision("False", str(refused[0].reason), "; ".join(v.message for v in refused))
+        if refused
+        else conditions.Decision(
+            "True", "WithinPolicy", "network access within the TrustPolicy's spec.network"
+        ),
+    )
+    if refused:
+        _hold(status, model, reason="NotIsolated", why="asking for broader access than allowed")
+        await _finish(context, body=body, status=status)
+        return
+
     gate = await _call(
         approval.evaluate(
             context.kube,
@@ -248,6 +265,7 @@ class _Status:
 _ACTIONS: typing.Final = {
     v1alpha1.CONDITION_VERIFIED: "Verify",
     v1alpha1.CONDITION_APPROVED: "Approve",
+    v1alpha1.CONDITION_ISOLATED: "Isolate",
     v1alpha1.CONDITION_READY: "Rollout",
 }
 

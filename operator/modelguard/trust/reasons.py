@@ -37,6 +37,8 @@ class Reason(enum.StrEnum):
     """Keyless (sigstore public-good) verification needs online infrastructure."""
     TOO_FEW_SIGNERS = "TooFewSigners"
     """Fewer distinct trusted signers than the policy's minSigners."""
+    BROAD_ACCESS_REFUSED = "BroadAccessRefused"
+    """spec.access asks for more than the policy's spec.network allows."""
     UNSAFE_PATH = "UnsafePath"
     """An absolute name, `..`, a backslash or NUL, or a symlink in the model folder."""
     MISSING_FILE = "MissingFile"
