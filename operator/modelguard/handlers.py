@@ -82,11 +82,12 @@ _MANAGED = {labels.MANAGED_BY: labels.MANAGER}
 @kopf.on.event("", "v1", "services", labels=_MANAGED)
 @kopf.on.event("", "v1", "serviceaccounts", labels=_MANAGED)
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_MANAGED)
+@kopf.on.event("", "v1", "pods", labels=_MANAGED)
 async def managed_child(
     namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: typing.Any
 ) -> None:
-    """A model's child changed: its rollout progressed (Ready may follow), or someone edited it
-    (drift, which the reconcile reverts)."""
+    """A model's child changed: its rollout progressed (Ready may follow), someone edited it
+    (drift, which the reconcile reverts), or a pod's verifying agent refused the files."""
     owner = meta.labels.get(labels.MODEL_DEPLOYMENT)
     if not owner or namespace is None:
         return

@@ -155,6 +155,20 @@ class Kube:
         except lightkube.core.exceptions.ApiError as error:
             raise _api_error(error) from error
 
+    async def list_pods(
+        self, *, namespace: str, selector: typing.Mapping[str, str]
+    ) -> list[Manifest]:
+        """Pods in `namespace` whose labels match `selector`."""
+        try:
+            return [
+                _to_manifest(obj)
+                async for obj in self._client.list(
+                    lightkube.resources.core_v1.Pod, namespace=namespace, labels=dict(selector)
+                )
+            ]
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
+
     async def get_trust_policy(self, name: str) -> Manifest | None:
         """The cluster-scoped TrustPolicy, or None when it does not exist."""
         try:

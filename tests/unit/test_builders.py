@@ -611,3 +611,18 @@ def test_agent_source_wiring(
 
 def test_claims_mount_root_is_where_the_agent_looks() -> None:
     assert str(pvc.DEFAULT_MOUNT_ROOT) == deployment.CLAIMS_MOUNT_ROOT
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True], ids=["no-pickle", "pickle-allowed"])
+def test_the_served_artifact_reads_back_from_the_deployment(allow_pickle: bool) -> None:
+    artifact = deployment.VerifiedArtifact(
+        root_digest=ARTIFACT.root_digest,
+        signature_digest=ARTIFACT.signature_digest,
+        allow_pickle=allow_pickle,
+        agent_image=ARTIFACT.agent_image,
+    )
+    assert deployment.artifact_of(deployment.build(_md(), artifact=artifact)) == artifact
+
+
+def test_a_deployment_not_built_by_us_has_no_artifact() -> None:
+    assert deployment.artifact_of({"spec": {"template": {"spec": {"containers": []}}}}) is None

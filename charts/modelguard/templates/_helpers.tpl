@@ -127,6 +127,10 @@ deleted by the operator (garbage collection deletes them through their ownerRefe
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# The model pods' status: the verifying init container's refusal quarantines the model.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
 # Events about ModelDeployments: ours through events.k8s.io/v1, kopf's own failures through
 # core/v1.
 - apiGroups: ["events.k8s.io"]

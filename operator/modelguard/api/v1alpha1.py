@@ -546,6 +546,22 @@ class BackupStatus(_Status):
     """When it was written and read back (RFC 3339)."""
 
 
+class QuarantineStatus(_Status):
+    """An automatic quarantine: why, since when, and for which generation of the spec."""
+
+    reason: str | None = None
+    """What the verifying agent in a pod found (DigestMismatch, UnexpectedFile, ...)."""
+
+    message: str | None = None
+    """The agent's words, naming the pod and the file."""
+
+    generation: int | None = None
+    """The spec generation it holds for; any change of the spec lifts it."""
+
+    since: str | None = pydantic.Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the model was quarantined (RFC 3339)."""
+
+
 class ModelDeploymentStatus(_Status):
     """What the operator observed and did; read by kubectl, kubectl wait and GitOps tools."""
 
@@ -571,6 +587,9 @@ class ModelDeploymentStatus(_Status):
 
     last_backup: BackupStatus | None = None
     """The last completed offline backup."""
+
+    quarantine: QuarantineStatus | None = None
+    """Set while the model is quarantined automatically (a pod found tampered files)."""
 
 
 # --- the object ----------------------------------------------------------------------------------

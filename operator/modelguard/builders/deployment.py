@@ -88,6 +88,29 @@ def build(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> meta.M
     return manifest
 
 
+def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
+    """The artifact a live Deployment of ours serves, read back from its pod template (None when
+    it is not one of ours): what a quarantine must keep pinned while it scales to zero."""
+    template = live.get("spec", {}).get("template", {})
+    root = (template.get("metadata", {}).get("annotations") or {}).get(ROOT_DIGEST_ANNOTATION)
+    agents = [
+        c
+        for c in template.get("spec", {}).get("initContainers") or []
+        if c.get("name") == AGENT_CONTAINER
+    ]
+    if not root or len(agents) != 1:
+        return None
+    args: list[str] = agents[0].get("args") or []
+    if "--signature-digest" not in args:
+        return None
+    return VerifiedArtifact(
+        root_digest=str(root),
+        signature_digest=args[args.index("--signature-digest") + 1],
+        allow_pickle="--allow-pickle" in args,
+        agent_image=str(agents[0].get("image", "")),
+    )
+
+
 def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> dict[str, typing.Any]:
     return {
         "serviceAccountName": names.child_names(md.name).service_account,

@@ -16,9 +16,9 @@ import typing
 
 from modelguard import kube
 from modelguard.api import errors, v1alpha1
-from modelguard.builders import children, names
+from modelguard.builders import children, labels, names
 from modelguard.builders import deployment as deployment_builder
-from modelguard.reconcile import approval, conditions, drift, readiness, verification
+from modelguard.reconcile import approval, conditions, drift, pods, readiness, verification
 from modelguard.trust import access
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,10 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
     )
     status.set(v1alpha1.CONDITION_VERIFIED, outcome.decision)
     if outcome.verified is None:
+        if await _quarantine_revoked(
+            context, model, body=body, status=status, decision=outcome.decision
+        ):
+            return
         _hold(status, model, reason="NotVerified", why=f"not verified ({outcome.decision.reason})")
         await _finish(context, body=body, status=status)
         if outcome.transient:
@@ -141,7 +145,19 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         allow_pickle=verified.allow_pickle,
         agent_image=context.agent_image,
     )
+    model = await _quarantine_on_tampering(context, model, status=status, verified=verified)
+    await _roll_out(context, body=body, status=status, model=model, artifact=artifact)
 
+
+async def _roll_out(
+    context: Context,
+    *,
+    body: Manifest,
+    status: _Status,
+    model: v1alpha1.ModelDeployment,
+    artifact: deployment_builder.VerifiedArtifact,
+) -> None:
+    """Applies the children for `artifact` and reports Ready from the Deployment."""
     deployment = await _apply_children(
         context, body=body, status=status, model=model, artifact=artifact
     )
@@ -150,10 +166,100 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         replicas=model.spec.serving.replicas,
         deployment=deployment,
     )
+    if record := status.current.get("quarantine"):
+        decision = conditions.Decision(
+            "False",
+            "Quarantined",
+            f"quarantined automatically: {record['reason']}: {record['message']}; nothing was "
+            "deleted. Any change of the spec (a new version, or spec.quarantine) lifts it.",
+        )
     status.set(v1alpha1.CONDITION_READY, decision)
     if decision.status == "True":
         status.current["activeVersion"] = model.spec.model.version
     await _finish(context, body=body, status=status)
+
+
+# A signature that verified before and no longer does because of the policy, not the bytes.
+_REVOKED: typing.Final = frozenset({"UntrustedSigner", "TooFewSigners", "CertificateExpired"})
+
+
+async def _quarantine_revoked(
+    context: Context,
+    model: v1alpha1.ModelDeployment,
+    *,
+    body: Manifest,
+    status: _Status,
+    decision: conditions.Decision,
+) -> bool:
+    """Quarantines the version that serves when its signer is no longer trusted (revoked from
+    the TrustPolicy); True when it did. An unverified *new* version is merely held instead."""
+    previous = status.previous.get("verification") or {}
+    if decision.reason not in _REVOKED or previous.get("version") != model.spec.model.version:
+        return False
+    live = await _call(
+        context.kube.get(
+            api_version="apps/v1",
+            kind="Deployment",
+            namespace=model.namespace,
+            name=names.child_names(model.name).deployment,
+        )
+    )
+    artifact = deployment_builder.artifact_of(live) if live is not None else None
+    if artifact is None or artifact.root_digest != previous.get("rootDigest"):
+        return False
+    if (status.current.get("quarantine") or {}).get("generation") != status.generation:
+        status.current["quarantine"] = {
+            "reason": "SignerRevoked",
+            "message": f"{decision.reason}: {decision.message}",
+            "generation": status.generation,
+            "since": conditions.rfc3339(status.now),
+        }
+        logger.warning("%s/%s: quarantined: signer revoked", model.namespace, model.name)
+    quarantined = model.model_copy(
+        update={"spec": model.spec.model_copy(update={"quarantine": True})}
+    )
+    await _roll_out(context, body=body, status=status, model=quarantined, artifact=artifact)
+    return True
+
+
+async def _quarantine_on_tampering(
+    context: Context,
+    model: v1alpha1.ModelDeployment,
+    *,
+    status: _Status,
+    verified: verification.Verified,
+) -> v1alpha1.ModelDeployment:
+    """The model as it must be rolled out: quarantined when a pod's agent found bytes that are not
+    the signed ones (now, or earlier for this same generation of the spec).
+
+    Lifting it is a change of the spec (a new version, or quarantine toggled): the record names
+    the generation it was made for.
+    """
+    record = status.current.get("quarantine") or {}
+    if record.get("generation") != status.generation:
+        status.current.pop("quarantine", None)
+        record = {}
+    pods_now = await _call(
+        context.kube.list_pods(namespace=model.namespace, selector=labels.selector(model.name))
+    )
+    refusal = pods.agent_refusal(pods_now, root_digest=verified.root_digest)
+    if refusal is not None:
+        message = f"pod {refusal.pod}: {refusal.message}"
+        status.set(
+            v1alpha1.CONDITION_VERIFIED, conditions.Decision("False", refusal.reason, message)
+        )
+        if refusal.tampering and not record:
+            record = {
+                "reason": refusal.reason,
+                "message": message,
+                "generation": status.generation,
+                "since": conditions.rfc3339(status.now),
+            }
+            status.current["quarantine"] = record
+            logger.warning("%s/%s: quarantined: %s", model.namespace, model.name, message)
+    if not record:
+        return model
+    return model.model_copy(update={"spec": model.spec.model_copy(update={"quarantine": True})})
 
 
 def _hold(status: _Status, model: v1alpha1.ModelDeployment, *, reason: str, why: str) -> None:

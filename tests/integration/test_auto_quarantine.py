@@ -1,0 +1,137 @@
+"""A pod's verifying agent that finds files other than the signed ones quarantines the model:
+scaled to zero, network cut, nothing deleted, Ready=False/Quarantined with the agent's words;
+any change of the spec lifts it.
+
+kwok runs no containers, so the test plays the kubelet: it reports, through the pod's status
+subresource, the init container's exit and termination message exactly as a kubelet would after
+`modelguard agent fetch-verify` refused (its own tests run it against a real S3 server).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import harness
+import pytest
+from test_modeldeployment import SELECTOR, model_deployment, source, wait_ready
+
+import signedmodel
+
+__all__ = ["source"]  # the fixture, shared with test_modeldeployment
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def _report_refusal(kubectl: harness.Kubectl, namespace: str, pod: dict[str, typing.Any]) -> None:
+    (agent,) = pod["spec"]["initContainers"]
+    status = {
+        "initContainerStatuses": [
+            {
+                "name": agent["name"],
+                "image": agent["image"],
+                "imageID": "",
+                "ready": False,
+                "restartCount": 1,
+                "state": {
+                    "terminated": {
+                        "exitCode": 1,
+                        "reason": "Error",
+                        "message": "DigestMismatch: model.safetensors: sha256 differs from "
+                        "the signed digest",
+                    }
+                },
+            }
+        ]
+    }
+    kubectl.run(
+        "patch",
+        "pod",
+        pod["metadata"]["name"],
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def test_tampered_files_in_a_pod_quarantine_the_model_until_the_spec_changes(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    kubectl.apply(model_deployment("m", source=source), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
+    _report_refusal(kubectl, namespace, pod)
+
+    def quarantined() -> None:
+        body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+        verified = harness.condition(body, "Verified")
+        assert (verified["status"], verified["reason"]) == ("False", "DigestMismatch")
+        assert pod["metadata"]["name"] in verified["message"]
+        ready = harness.condition(body, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Quarantined")
+        assert body["status"]["quarantine"]["reason"] == "DigestMismatch"
+        spec = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]
+        assert spec["replicas"] == 0
+        egress = kubectl.json("get", "networkpolicy", "m-allow-egress", "-n", namespace)["spec"]
+        assert egress.get("egress", []) == []
+
+    harness.eventually(quarantined, timeout=60)
+    # Evidence stays: nothing was deleted.
+    assert kubectl.json("get", "replicasets", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
+    assert kubectl.get("service", "m", namespace=namespace) is not None
+
+    # Any change of the spec is the explicit decision that lifts it.
+    kubectl.apply(
+        model_deployment(
+            "m",
+            source=source,
+            serving={"image": "registry.example/model-server@sha256:" + "4f" * 32, "replicas": 1},
+        ),
+        namespace=namespace,
+    )
+    body = wait_ready(kubectl, namespace, "m")
+    assert "quarantine" not in body["status"]
+    assert harness.condition(body, "Verified")["status"] == "True"
+
+
+def test_a_revoked_signer_quarantines_the_version_it_signed(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    signing_key: tuple[Path, str],
+    approver_key: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    name = f"revocable-{namespace}"
+    policy = signedmodel.trust_policy(
+        name=name,
+        public_key=signing_key[1],
+        sources=["s3://models/"],
+        approver_key=approver_key[1],
+    )
+    kubectl.apply(policy)
+    try:
+        kubectl.apply(model_deployment("m", source=source, trustPolicy=name), namespace=namespace)
+        wait_ready(kubectl, namespace, "m")
+        # The security owner revokes the signer: the policy now trusts another key only.
+        policy["spec"]["signers"] = [  # type: ignore[index]
+            {"name": "successor", "publicKey": signedmodel.generate_key(tmp_path)[1]}
+        ]
+        kubectl.apply(policy)
+
+        def quarantined() -> None:
+            body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+            assert harness.condition(body, "Verified")["reason"] == "UntrustedSigner"
+            ready = harness.condition(body, "Ready")
+            assert (ready["status"], ready["reason"]) == ("False", "Quarantined")
+            assert body["status"]["quarantine"]["reason"] == "SignerRevoked"
+            assert kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"] == 0
+
+        harness.eventually(quarantined, timeout=60)
+        assert kubectl.json("get", "replicasets", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
