@@ -85,3 +85,4 @@ bench: venv tools ## benchmarks: figures printed next to a reference measured in
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_verify_throughput.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/webhook_latency.py

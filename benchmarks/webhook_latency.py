@@ -1,0 +1,735 @@
+"""Admission webhook latency, measured directly and as the API server sees it.
+
+Direct: AdmissionReview requests (a managed Deployment UPDATE by an ordinary user, which is
+denied, and the same UPDATE by the operator, which is allowed) replayed at a fixed rate over one
+keep-alive TLS connection to a `modelguard run` process serving the webhook on loopback, pinned to
+one core when the machine has two or more. Reference: the same client and bytes against a trivial
+aiohttp TLS echo server (benchmarks/_webhook.py) pinned to the same core.
+
+As the API server sees it: the chart's ValidatingWebhookConfiguration pointed at that process, and
+server-side dry-run PATCHes of a managed Service sent to the API server at a fixed rate, as the
+admin (denied) and impersonating the operator (allowed). The API server's own figure is
+`apiserver_admission_webhook_admission_duration_seconds` (bucket deltas around each run; its
+buckets are coarse, so its quantiles are printed as the bucket they fall in, "<=5" meaning
+(0, 5] ms); the client-side latency of the same requests is printed with the webhook registered
+and with it deleted (the reference).
+
+Latencies are measured from each request's scheduled send time, so a client that falls behind
+shows it. Targets (issue 4): direct p99 <= 10 ms at 300 requests/s on one core; API-server-observed
+p99 <= 25 ms at 50 requests/s. Run with `make bench`; figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import bisect
+import contextlib
+import dataclasses
+import http.client
+import json
+import math
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import typing
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import yaml
+
+import localcluster
+from modelguard.admission import certs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AGENT_IMAGE = "registry.example/modelguard@sha256:" + "0" * 64
+OPERATOR_USERNAME = "system:serviceaccount:modelguard-system:modelguard"
+RELEASE_NAMESPACE = "modelguard-system"
+# The webhook process reconciles this namespace only, which stays empty: it is here to serve.
+IDLE_NAMESPACE = "modelguard-bench-idle"
+NAMESPACE = "modelguard-bench"
+MODEL = "bench"
+WEBHOOK_NAME = "managed-children.modelguard.dev"
+METRIC = "apiserver_admission_webhook_admission_duration_seconds"
+DIRECT_TARGET_MS = 10.0
+API_SERVER_TARGET_MS = 25.0
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the table; quantiles are milliseconds or, for histograms, bucket strings."""
+
+    scenario: str
+    rate: float
+    count: int
+    mean: float
+    p50: str
+    p95: str
+    p99: str
+    max: str
+    target: str
+    capacity: float | None = None
+    """Requests/s back to back on the same connection (direct rows only)."""
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Nearest-rank quantile of an ascending list."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """Client-side latencies (seconds) of one fixed-rate run."""
+
+    latencies: list[float]
+    elapsed: float
+
+    def row(self, scenario: str, *, target_ms: float | None = None) -> Row:
+        ordered = sorted(self.latencies)
+        p99 = _quantile(ordered, 0.99) * 1000
+        return Row(
+            scenario=scenario,
+            rate=len(ordered) / self.elapsed,
+            count=len(ordered),
+            mean=sum(ordered) / len(ordered) * 1000,
+            p50=f"{_quantile(ordered, 0.50) * 1000:.2f}",
+            p95=f"{_quantile(ordered, 0.95) * 1000:.2f}",
+            p99=f"{p99:.2f}",
+            max=f"{ordered[-1] * 1000:.2f}",
+            target=_verdict(p99, target_ms),
+        )
+
+
+def _verdict(p99_ms: float, target_ms: float | None) -> str:
+    if target_ms is None:
+        return "reference"
+    return f"p99<={target_ms:g}: {'met' if p99_ms <= target_ms else 'MISSED'}"
+
+
+def replay(send: Callable[[], None], *, rate: float, seconds: float) -> Sample:
+    """Calls `send` `rate * seconds` times on a fixed schedule, one at a time; gives up after
+    twice the planned time (a slow server shows as fewer requests and a lower achieved rate)."""
+    planned = int(rate * seconds)
+    latencies: list[float] = []
+    start = time.perf_counter()
+    deadline = start + 2 * seconds
+    for index in range(planned):
+        due = start + index / rate
+        if (delay := due - time.perf_counter()) > 0:
+            time.sleep(delay)
+        send()
+        done = time.perf_counter()
+        latencies.append(done - due)
+        if done > deadline:
+            break
+    return Sample(latencies, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------------
+# A keep-alive HTTPS client
+# --------------------------------------------------------------------------------------------
+
+
+class Client:
+    """One HTTP/1.1 connection, kept alive; counts how often it had to (re)connect."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        self._connection = http.client.HTTPSConnection(host, port, context=context, timeout=30)
+        self._socket: object = None
+        self.connections = 0
+
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        self._connection.request(method, path, body=body, headers=headers)
+        response = self._connection.getresponse()
+        data = response.read()
+        if self._connection.sock is not self._socket:
+            self._socket = self._connection.sock
+            self.connections += 1
+        return response.status, data
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+def _pin(pid: int, cpu: int | None) -> None:
+    """Pins every thread of `pid` (threads created later inherit it)."""
+    if cpu is None:
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
+@contextlib.contextmanager
+def _serving(
+    command: list[str], *, env: dict[str, str], port: int, log: Path, cpu: int | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A listener on 127.0.0.1:`port`, pinned to `cpu`; stopped on exit, whatever happens."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _pin(process.pid, cpu)
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[2]} exited with {process.returncode}; see {log}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no listener on port {port}; see {log}") from None
+                time.sleep(0.1)
+        _pin(process.pid, cpu)
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# What is sent
+# --------------------------------------------------------------------------------------------
+
+
+def _managed_labels() -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": MODEL,
+        "app.kubernetes.io/managed-by": "modelguard",
+        "modelguard.dev/model-deployment": MODEL,
+    }
+
+
+def _deployment(replicas: int) -> dict[str, typing.Any]:
+    """A Deployment shaped like the operator's (agent init container, server, volumes)."""
+    security = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": MODEL,
+            "namespace": NAMESPACE,
+            "uid": "3d0f6c1e-0000-4000-8000-000000000001",
+            "resourceVersion": "4242",
+            "generation": 3,
+            "labels": _managed_labels(),
+            "annotations": {"deployment.kubernetes.io/revision": "2"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "modelguard.dev/v1alpha1",
+                    "kind": "ModelDeployment",
+                    "name": MODEL,
+                    "uid": "3d0f6c1e-0000-4000-8000-000000000002",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"modelguard.dev/model-deployment": MODEL}},
+            "template": {
+                "metadata": {"labels": _managed_labels()},
+                "spec": {
+                    "serviceAccountName": MODEL,
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "initContainers": [
+                        {
+                            "name": "fetch-verify",
+                            "image": AGENT_IMAGE,
+                            "args": ["agent", "fetch-verify", "--source=s3://models/bench/"],
+                            "volumeMounts": [{"name": "model", "mountPath": "/models"}],
+                            "securityContext": security,
+                        }
+                    ],
+                    "containers": [
+                        {
+                            "name": "model-server",
+                            "image": "registry.example/model-server@sha256:" + "4f" * 32,
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {"tcpSocket": {"port": "http"}},
+                            "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
+                            "volumeMounts": [
+                                {"name": "model", "mountPath": "/models", "readOnly": True}
+                            ],
+                            "securityContext": security,
+                        }
+                    ],
+                    "volumes": [{"name": "model", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def _review(username: str) -> bytes:
+    """A managed Deployment scaled from 1 to 5 replicas by `username`."""
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": str(uuid.uuid4()),
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "requestKind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "requestResource": {"group": "apps", "version": "v1", "resource": "deployments"},
+                "name": MODEL,
+                "namespace": NAMESPACE,
+                "operation": "UPDATE",
+                "userInfo": {"username": username, "groups": ["system:authenticated"]},
+                "object": _deployment(5),
+                "oldObject": _deployment(1),
+                "dryRun": False,
+                "options": {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"},
+            },
+        }
+    ).encode()
+
+
+def _review_sender(client: Client, path: str, body: bytes, *, allowed: bool) -> Callable[[], None]:
+    headers = {"Content-Type": "application/json"}
+
+    def send() -> None:
+        status, data = client.request("POST", path, body, headers)
+        answer = json.loads(data)["response"]["allowed"] if status == 200 else None
+        if answer is not allowed:
+            raise RuntimeError(f"{path}: expected allowed={allowed}, got {status} {data[:300]!r}")
+
+    return send
+
+
+def _patch_sender(client: Client, *, impersonate: str | None, expect: int) -> Callable[[], None]:
+    """A server-side dry-run merge PATCH of the managed Service."""
+    path = f"/api/v1/namespaces/{NAMESPACE}/services/{MODEL}?dryRun=All"
+    headers = {"Content-Type": "application/merge-patch+json"}
+    if impersonate:
+        headers |= {"Impersonate-User": impersonate, "Impersonate-Group": "system:masters"}
+    counter = iter(range(sys.maxsize))
+
+    def send() -> None:
+        body = json.dumps({"metadata": {"annotations": {"bench": str(next(counter))}}}).encode()
+        status, data = client.request("PATCH", path, body, headers)
+        if status != expect:
+            raise RuntimeError(f"dry-run PATCH: expected {expect}, got {status} {data[:300]!r}")
+
+    return send
+
+
+# --------------------------------------------------------------------------------------------
+# The API server
+# --------------------------------------------------------------------------------------------
+
+
+def _api_client(kubeconfig: Path, directory: Path) -> Client:
+    """A keep-alive client authenticated with the admin certificate of `kubeconfig`."""
+    config = json.loads(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    user = config["users"][0]["user"]
+    cert = directory / "admin.crt"
+    key = directory / "admin.key"
+    cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+    key.write_bytes(base64.b64decode(user["client-key-data"]))
+    key.chmod(0o600)
+    context = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+    )
+    context.load_cert_chain(cert, key)
+    server = re.fullmatch(r"https://([^:/]+):(\d+)", cluster["server"])
+    assert server, cluster["server"]
+    return Client(server.group(1), int(server.group(2)), context)
+
+
+@dataclasses.dataclass(frozen=True)
+class Histogram:
+    """Cumulative bucket counts by upper bound (seconds), with the sum and count."""
+
+    buckets: dict[float, float]
+    total: float
+    count: float
+
+    def __sub__(self, other: Histogram) -> Histogram:
+        return Histogram(
+            {le: n - other.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+            self.total - other.total,
+            self.count - other.count,
+        )
+
+    def bucket_of(self, q: float) -> str:
+        """The bucket that holds quantile `q`, as "<=N" milliseconds."""
+        bounds = sorted(self.buckets)
+        counts = [self.buckets[le] for le in bounds]
+        index = bisect.bisect_left(counts, q * self.count)
+        bound = bounds[min(index, len(bounds) - 1)]
+        return "<=inf" if math.isinf(bound) else f"<={bound * 1000:g}"
+
+    def row(self, scenario: str, *, rate: float, target_ms: float) -> Row:
+        p99 = self.bucket_of(0.99)
+        met = not p99.endswith("inf") and float(p99[2:]) <= target_ms
+        return Row(
+            scenario=scenario,
+            rate=rate,
+            count=int(self.count),
+            mean=self.total / self.count * 1000 if self.count else math.nan,
+            p50=self.bucket_of(0.50),
+            p95=self.bucket_of(0.95),
+            p99=p99,
+            max=self.bucket_of(1.0),
+            target=f"p99<={target_ms:g}: {'met' if met else 'MISSED'}",
+        )
+
+
+_SAMPLE = re.compile(r"^(\w+)\{([^}]*)\} (\S+)$")
+
+
+def _scrape(client: Client, webhook: str) -> Histogram:
+    """`METRIC` for `webhook`, summed over its other labels (operation, rejected, type)."""
+    status, data = client.request("GET", "/metrics", None, {})
+    if status != 200:
+        raise RuntimeError(f"/metrics: {status}")
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for line in data.decode().splitlines():
+        match = _SAMPLE.match(line)
+        if not match or not match.group(1).startswith(METRIC):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+        if labels.get("name") != webhook:
+            continue
+        value = float(match.group(3))
+        suffix = match.group(1).removeprefix(METRIC)
+        if suffix == "_bucket":
+            le = float(labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + value
+        elif suffix == "_sum":
+            total += value
+        elif suffix == "_count":
+            count += value
+    return Histogram(buckets, total, count)
+
+
+def _chart_webhook_configuration(*, name: str, port: int, ca: bytes) -> dict[str, typing.Any]:
+    """The chart's ValidatingWebhookConfiguration, pointed at the loopback process."""
+    rendered = subprocess.run(
+        [
+            str(localcluster.binary("helm")),
+            "template",
+            "modelguard",
+            str(REPO_ROOT / "charts" / "modelguard"),
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--show-only",
+            "templates/validatingwebhookconfiguration.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (config,) = [
+        doc
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc["kind"] == "ValidatingWebhookConfiguration"
+    ]
+    config["metadata"] = {"name": name}
+    for webhook in config["webhooks"]:
+        path = webhook["clientConfig"]["service"]["path"]
+        webhook["clientConfig"] = {
+            "url": f"https://127.0.0.1:{port}{path}",
+            "caBundle": base64.b64encode(ca).decode(),
+        }
+    return config
+
+
+def _until(send: Callable[[], None], what: str, *, timeout: float = 30) -> None:
+    """Retries `send` until it answers as expected (a webhook configuration takes effect when
+    the API server's informer sees it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            send()
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}") from None
+            time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def _warm(send: Callable[[], None], *, rate: float) -> None:
+    """Two seconds at the measured rate: connections, caches and the API server's webhook
+    client settle before anything is counted."""
+    replay(send, rate=rate, seconds=2)
+
+
+def _capacity(send: Callable[[], None], *, count: int) -> float:
+    """Requests per second back to back (closed loop) on the same connection: 1 / service time."""
+    start = time.perf_counter()
+    for _ in range(count):
+        send()
+    return count / (time.perf_counter() - start)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs, from /proc/stat."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields)
+
+
+def _cpus() -> tuple[int | None, int | None]:
+    """(client CPU, server CPU): distinct cores when there are two or more."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None
+    return available[0], available[-1]
+
+
+def _direct(
+    *, port: int, echo_port: int, ca: bytes, rate: float, seconds: float, client_cpu: int | None
+) -> list[Row]:
+    context = ssl.create_default_context(cadata=ca.decode())
+    user = "system:serviceaccount:team-a:editor"
+    # (scenario, port, reviewing user, expected answer)
+    scenarios = [
+        ("reference: TLS echo (aiohttp), same client", echo_port, user, True),
+        ("direct: managed Deployment UPDATE, user (denied)", port, user, False),
+        ("direct: managed Deployment UPDATE, operator (allowed)", port, OPERATOR_USERNAME, True),
+    ]
+    rows: list[Row] = []
+    previous = os.sched_getaffinity(0)
+    if client_cpu is not None:
+        os.sched_setaffinity(0, {client_cpu})
+    try:
+        for name, target_port, username, allowed in scenarios:
+            client = Client("127.0.0.1", target_port, context)
+            try:
+                send = _review_sender(client, "/managed-child", _review(username), allowed=allowed)
+                _warm(send, rate=rate)
+                sample = replay(send, rate=rate, seconds=seconds)
+                capacity = _capacity(send, count=int(rate * 2))
+            finally:
+                client.close()
+            target = None if name.startswith("reference") else DIRECT_TARGET_MS
+            # Every request of the warm-up and the run on one connection: "[1 conn]".
+            row = sample.row(f"{name} [{client.connections} conn]", target_ms=target)
+            rows.append(dataclasses.replace(row, capacity=capacity))
+    finally:
+        os.sched_setaffinity(0, previous)
+    return rows
+
+
+def _through_api_server(
+    cluster: localcluster.LocalCluster,
+    directory: Path,
+    *,
+    port: int,
+    ca: bytes,
+    rate: float,
+    seconds: float,
+) -> list[Row]:
+    api = _api_client(cluster.kubeconfig, directory)
+    kinds = {
+        "admin (denied)": (None, 403),
+        "as operator (allowed)": (OPERATOR_USERNAME, 200),
+    }
+    rows: list[Row] = []
+    try:
+        for who, (impersonate, _) in kinds.items():
+            send = _patch_sender(api, impersonate=impersonate, expect=200)
+            _warm(send, rate=rate)
+            sample = replay(send, rate=rate, seconds=seconds)
+            rows.append(sample.row(f"reference: dry-run PATCH, {who}, no webhook, client"))
+
+        name = f"modelguard-bench-{os.getpid()}"
+        config = _chart_webhook_configuration(name=name, port=port, ca=ca)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
+        try:
+            for who, (impersonate, expect) in kinds.items():
+                send = _patch_sender(api, impersonate=impersonate, expect=expect)
+                _until(send, f"the webhook to answer {expect} for {who}")
+                _warm(send, rate=rate)
+                before = _scrape(api, WEBHOOK_NAME)
+                sample = replay(send, rate=rate, seconds=seconds)
+                after = _scrape(api, WEBHOOK_NAME)
+                rows.append(
+                    sample.row(f"via API server: dry-run PATCH, {who}, client"),
+                )
+                rows.append(
+                    (after - before).row(
+                        f"via API server: {who}, {METRIC.removeprefix('apiserver_')}",
+                        rate=len(sample.latencies) / sample.elapsed,
+                        target_ms=API_SERVER_TARGET_MS,
+                    )
+                )
+        finally:
+            cluster.kubectl("delete", "validatingwebhookconfiguration", name, check=False)
+    finally:
+        api.close()
+    return rows
+
+
+def _print(rows: list[Row], notes: list[str]) -> None:
+    width = max(len(row.scenario) for row in rows)
+    header = f"{'scenario':<{width}} {'rate/s':>7} {'n':>5} {'mean':>6} "
+    header += f"{'p50':>6} {'p95':>6} {'p99':>6} {'max':>6} {'cap/s':>6}  target"
+    print(header)
+    for row in rows:
+        capacity = f"{row.capacity:.0f}" if row.capacity else "-"
+        print(
+            f"{row.scenario:<{width}} {row.rate:>7.1f} {row.count:>5} {row.mean:>6.1f} "
+            f"{row.p50:>6} {row.p95:>6} {row.p99:>6} {row.max:>6} {capacity:>6}  {row.target}"
+        )
+    print(
+        "(milliseconds, from each request's scheduled send time; '<=N': the API server's"
+        " histogram bucket (.., N] holding the quantile; cap/s: back-to-back requests per second"
+        " on the same connection)"
+    )
+    for note in notes:
+        print(note)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--direct-rate", type=float, default=300)
+    parser.add_argument("--api-server-rate", type=float, default=50)
+    parser.add_argument("--seconds", type=float, default=10, help="per measured run")
+    args = parser.parse_args()
+    client_cpu, server_cpu = _cpus()
+    steal_before, total_before = _cpu_times()
+    with (
+        tempfile.TemporaryDirectory(prefix="modelguard-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        directory = Path(tmp)
+        # etcd and the API server only: the admission path needs nothing else, and the
+        # controller-manager, scheduler and kwok would only compete for the two cores.
+        cluster = localcluster.LocalCluster(directory / "cluster", api_server_only=True)
+        cluster.start()
+        stack.callback(cluster.stop)
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        for namespace in (IDLE_NAMESPACE, NAMESPACE):
+            cluster.kubectl("create", "namespace", namespace)
+        # The managed Service the API-server runs patch, created before any webhook exists.
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": MODEL, "namespace": NAMESPACE, "labels": _managed_labels()},
+            "spec": {
+                "selector": {"modelguard.dev/model-deployment": MODEL},
+                "ports": [{"port": 80}],
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(service))
+
+        bundle = certs.generate(ip_addresses=["127.0.0.1"])
+        certs.write(bundle, directory / "tls")
+        port, echo_port = localcluster.free_port(), localcluster.free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "POD_NAME": "modelguard-bench",
+            "MODELGUARD_AGENT_IMAGE": AGENT_IMAGE,
+        }
+        stack.enter_context(
+            _serving(
+                [
+                    sys.executable,
+                    "-m",
+                    "modelguard.cli",
+                    "run",
+                    f"--namespace={IDLE_NAMESPACE}",
+                    f"--webhook-port={port}",
+                    "--webhook-addr=127.0.0.1",
+                    f"--webhook-cert-dir={directory / 'tls'}",
+                    f"--operator-username={OPERATOR_USERNAME}",
+                ],
+                env=env,
+                port=port,
+                log=directory / "webhook.log",
+                cpu=server_cpu,
+            )
+        )
+        stack.enter_context(
+            _serving(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("_webhook.py")),
+                    f"--port={echo_port}",
+                    f"--cert-dir={directory / 'tls'}",
+                ],
+                env=env,
+                port=echo_port,
+                log=directory / "echo.log",
+                cpu=server_cpu,
+            )
+        )
+        rows = _direct(
+            port=port,
+            echo_port=echo_port,
+            ca=bundle.ca,
+            rate=args.direct_rate,
+            seconds=args.seconds,
+            client_cpu=client_cpu,
+        )
+        rows += _through_api_server(
+            cluster,
+            directory,
+            port=port,
+            ca=bundle.ca,
+            rate=args.api_server_rate,
+            seconds=args.seconds,
+        )
+    pinning = (
+        f"webhook and echo servers pinned to CPU {server_cpu}, direct client to CPU {client_cpu}"
+        if server_cpu is not None
+        else "not pinned: one CPU available"
+    )
+    steal_after, total_after = _cpu_times()
+    steal = (steal_after - steal_before) / max(1, total_after - total_before) * 100
+    _print(
+        rows,
+        [
+            pinning,
+            f"{os.cpu_count()} CPUs; etcd and kube-apiserver unpinned;"
+            f" CPU time stolen by the hypervisor during the run: {steal:.1f}%",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
