@@ -89,13 +89,8 @@ async def managed_child(
     """A model's child changed: its rollout progressed (Ready may follow), someone edited it
     (drift, which the reconcile reverts), or a pod's verifying agent refused the files."""
     owner = meta.labels.get(labels.MODEL_DEPLOYMENT)
-    if not owner or namespace is None:
-        return
-    try:
-        await _reconcile(memo, namespace=namespace, name=owner)
-    except kopf.TemporaryError as error:
-        # Event handlers are not retried; the next event converges.
-        logger.warning("%s/%s: %s", namespace, owner, error)
+    if owner and namespace is not None:
+        await _reconcile_quietly(memo, namespace=namespace, name=owner)
 
 
 async def _reconcile(memo: kopf.Memo, *, namespace: str, name: str) -> None:
@@ -119,12 +114,8 @@ async def trust_policy_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any)
     # kopf passes every index by its handler's name.
     index: kopf.Index[str, tuple[str | None, str]] = kwargs["models_by_policy"]
     for namespace, model in index.get(name, []):
-        if namespace is None:
-            continue
-        try:
-            await _reconcile(memo, namespace=namespace, name=model)
-        except kopf.TemporaryError as error:
-            logger.warning("%s/%s: %s", namespace, model, error)
+        if namespace is not None:
+            await _reconcile_quietly(memo, namespace=namespace, name=model)
 
 
 # --- Admission webhooks ------------------------------------------------------------------------
@@ -245,12 +236,8 @@ async def model_approval_changed(
     """An approval appeared, changed or went: the models it names pass the gate again."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["models_by_name"]
     for model in index.get((namespace, str(spec.get("model", ""))), []):
-        if namespace is None:
-            continue
-        try:
-            await _reconcile(memo, namespace=namespace, name=model)
-        except kopf.TemporaryError as error:
-            logger.warning("%s/%s: %s", namespace, model, error)
+        if namespace is not None:
+            await _reconcile_quietly(memo, namespace=namespace, name=model)
 
 
 # Pending re-evaluations at approval expiry, one per model; a newer request replaces an older one.
@@ -276,6 +263,8 @@ _background: set[asyncio.Task[None]] = set()
 
 
 async def _reconcile_quietly(memo: kopf.Memo, *, namespace: str, name: str) -> None:
+    """For event handlers and timers, which kopf does not retry: a failure is logged, and the next
+    event converges."""
     try:
         await _reconcile(memo, namespace=namespace, name=name)
     except kopf.TemporaryError as error:

@@ -196,14 +196,7 @@ async def _quarantine_revoked(
     previous = status.previous.get("verification") or {}
     if decision.reason not in _REVOKED or previous.get("version") != model.spec.model.version:
         return False
-    live = await _call(
-        context.kube.get(
-            api_version="apps/v1",
-            kind="Deployment",
-            namespace=model.namespace,
-            name=names.child_names(model.name).deployment,
-        )
-    )
+    live = await _live_deployment(context, model)
     artifact = deployment_builder.artifact_of(live) if live is not None else None
     if artifact is None or artifact.root_digest != previous.get("rootDigest"):
         return False
@@ -325,9 +318,8 @@ async def _apply_children(
     return deployment
 
 
-async def _serving_digest(context: Context, model: v1alpha1.ModelDeployment) -> str | None:
-    """The root digest the model's pods run now, as pinned in the live Deployment."""
-    live = await _call(
+async def _live_deployment(context: Context, model: v1alpha1.ModelDeployment) -> Manifest | None:
+    return await _call(
         context.kube.get(
             api_version="apps/v1",
             kind="Deployment",
@@ -335,11 +327,13 @@ async def _serving_digest(context: Context, model: v1alpha1.ModelDeployment) -> 
             name=names.child_names(model.name).deployment,
         )
     )
-    if live is None:
-        return None
-    annotations = live["spec"]["template"]["metadata"].get("annotations") or {}
-    digest = annotations.get(deployment_builder.ROOT_DIGEST_ANNOTATION)
-    return str(digest) if digest else None
+
+
+async def _serving_digest(context: Context, model: v1alpha1.ModelDeployment) -> str | None:
+    """The root digest the model's pods run now, as pinned in the live Deployment."""
+    live = await _live_deployment(context, model)
+    artifact = deployment_builder.artifact_of(live) if live is not None else None
+    return artifact.root_digest if artifact is not None else None
 
 
 class _Status:
