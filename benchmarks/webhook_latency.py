@@ -43,9 +43,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import yaml
-
 import localcluster
+import webhookconfig
 from modelguard.admission import certs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -440,38 +439,6 @@ def _scrape(client: Client, webhook: str) -> Histogram:
     return Histogram(buckets, total, count)
 
 
-def _chart_webhook_configuration(*, name: str, port: int, ca: bytes) -> dict[str, typing.Any]:
-    """The chart's ValidatingWebhookConfiguration, pointed at the loopback process."""
-    rendered = subprocess.run(
-        [
-            str(localcluster.binary("helm")),
-            "template",
-            "modelguard",
-            str(REPO_ROOT / "charts" / "modelguard"),
-            "--namespace",
-            RELEASE_NAMESPACE,
-            "--show-only",
-            "templates/validatingwebhookconfiguration.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    (config,) = [
-        doc
-        for doc in yaml.safe_load_all(rendered)
-        if doc and doc["kind"] == "ValidatingWebhookConfiguration"
-    ]
-    config["metadata"] = {"name": name}
-    for webhook in config["webhooks"]:
-        path = webhook["clientConfig"]["service"]["path"]
-        webhook["clientConfig"] = {
-            "url": f"https://127.0.0.1:{port}{path}",
-            "caBundle": base64.b64encode(ca).decode(),
-        }
-    return config
-
-
 def _until(send: Callable[[], None], what: str, *, timeout: float = 30) -> None:
     """Retries `send` until it answers as expected (a webhook configuration takes effect when
     the API server's informer sees it)."""
@@ -576,7 +543,7 @@ def _through_api_server(
             rows.append(sample.row(f"reference: dry-run PATCH, {who}, no webhook, client"))
 
         name = f"modelguard-bench-{os.getpid()}"
-        config = _chart_webhook_configuration(name=name, port=port, ca=ca)
+        config = webhookconfig.loopback(name=name, port=port, ca=ca, namespace=RELEASE_NAMESPACE)
         cluster.kubectl("apply", "-f", "-", input=json.dumps(config))
         try:
             for who, (impersonate, expect) in kinds.items():

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 import signedmodel
+import webhookconfig
 from modelguard.admission import certs
 
 DIGEST = "sha256:" + "4f" * 32
@@ -84,38 +85,9 @@ def _free_port() -> int:
         return port
 
 
-def _chart_webhook_configuration(
-    helm: harness.Helm, *, name: str, port: int, ca: bytes, namespace: str
-) -> dict[str, typing.Any]:
-    """The chart's own ValidatingWebhookConfiguration, pointed at the loopback process."""
-    rendered = helm.run(
-        "template",
-        "modelguard",
-        str(harness.REPO_ROOT / "charts" / "modelguard"),
-        "--namespace",
-        namespace,
-        "--show-only",
-        "templates/validatingwebhookconfiguration.yaml",
-    ).stdout
-    (config,) = [
-        doc
-        for doc in yaml.safe_load_all(rendered)
-        if doc and doc["kind"] == "ValidatingWebhookConfiguration"
-    ]
-    config["metadata"] = {"name": name}
-    for webhook in config["webhooks"]:
-        path = webhook["clientConfig"]["service"]["path"]
-        webhook["clientConfig"] = {
-            "url": f"https://127.0.0.1:{port}{path}",
-            "caBundle": base64.b64encode(ca).decode(),
-        }
-    return config
-
-
 @pytest.fixture(scope="module")
 def webhook(
     kubectl: harness.Kubectl,
-    helm: harness.Helm,
     chart_installed: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Webhook]:
@@ -155,9 +127,7 @@ def webhook(
     served.start()
     name = f"modelguard-test-admission-{os.getpid()}"
     kubectl.apply(
-        _chart_webhook_configuration(
-            helm, name=name, port=port, ca=bundle.ca, namespace=chart_installed
-        )
+        webhookconfig.loopback(name=name, port=port, ca=bundle.ca, namespace=chart_installed)
     )
     try:
         yield served
