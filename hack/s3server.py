@@ -119,6 +119,17 @@ class S3Server:
                 self.stop()
                 raise S3ServerError(f"minio not ready after {timeout:.0f}s; see {self.log}")
             time.sleep(0.1)
+        # The health probe can answer before the object layer is initialised (a 503
+        # XMinioServerNotInitialized to the first request): ready means the S3 API answers.
+        while True:
+            try:
+                self.request("GET", "/")
+                return
+            except S3ServerError as error:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise S3ServerError(f"minio does not serve S3 yet: {error}") from None
+                time.sleep(0.1)
 
     def stop(self, *, timeout: float = 10) -> None:
         """Stops the server; escalates to SIGKILL after `timeout`. Data and logs stay."""
