@@ -157,6 +157,56 @@ def validate_managed_child(memo: kopf.Memo, **kwargs: typing.Any) -> None:
     serving.enforce(decisions.managed_child(request, identity=memo.webhook.identity))
 
 
+@kopf.index("apps", "v1", "deployments", labels=_MANAGED)
+def managed_deployments(
+    namespace: str | None, name: str, meta: kopf.Meta, **_: typing.Any
+) -> dict[tuple[str | None, str], str]:
+    """The ModelDeployment behind each managed Deployment: a Scale object has no labels to say."""
+    return {(namespace, name): str(meta.labels.get(labels.MODEL_DEPLOYMENT, ""))}
+
+
+@kopf.on.validate("apps", "v1", "deployments", subresource="scale", id=serving.MANAGED_SCALE_PATH)
+def validate_managed_scale(memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    request = _review_request(kwargs)
+    index: kopf.Index[tuple[str | None, str], str] = kwargs["managed_deployments"]
+    owner = next(iter(index.get((request["namespace"], request["name"]), [])), None)
+    serving.enforce(decisions.managed_scale(request, identity=memo.webhook.identity, owner=owner))
+
+
+@kopf.on.validate(
+    v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL, id=serving.TRUST_POLICY_PATH
+)
+def validate_trust_policy(warnings: list[str], **kwargs: typing.Any) -> None:
+    serving.enforce(decisions.trust_policy(_review_request(kwargs)), warnings=warnings)
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+def policies_by_model(
+    namespace: str | None, spec: kopf.Spec, **_: typing.Any
+) -> dict[tuple[str | None, str], str]:
+    """The TrustPolicy each logical model answers to, per namespace (approvals name models)."""
+    model = str(spec.get("model", {}).get("name", ""))
+    return {(namespace, model): str(spec.get("trustPolicy") or "default")}
+
+
+@kopf.on.validate(
+    v1alpha1.GROUP, v1alpha1.VERSION, modelapproval.PLURAL, id=serving.MODEL_APPROVAL_PATH
+)
+def validate_model_approval(warnings: list[str], **kwargs: typing.Any) -> None:
+    request = _review_request(kwargs)
+    names: kopf.Index[tuple[str | None, str], str] = kwargs["policies_by_model"]
+    model = str(((request.get("object") or {}).get("spec") or {}).get("model", ""))
+    policies = {}
+    for name in set(names.get((request.get("namespace"), model), [])):
+        policy = _cached_policy(kwargs["trust_policy_names"], name)
+        if policy is not None:
+            policies[name] = policy
+    decision = decisions.model_approval(
+        request, policies=policies, now=datetime.datetime.now(datetime.UTC)
+    )
+    serving.enforce(decision, warnings=warnings)
+
+
 @kopf.on.validate(
     v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, id=serving.MODEL_DEPLOYMENT_PATH
 )

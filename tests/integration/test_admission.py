@@ -414,6 +414,10 @@ def test_with_the_webhook_down_only_managed_objects_fail_closed(
         )
         assert created.returncode != 0
         assert "failed calling webhook" in created.stderr, created.stderr
+        # Scale is sent for every Deployment (no labels to select on), with failurePolicy Ignore:
+        # other workloads still scale while the webhook is down.
+        kubectl.apply(_plain_deployment("scales-while-down"), namespace=namespace)
+        kubectl.run("scale", "deployment", "scales-while-down", "--replicas=0", "-n", namespace)
     finally:
         webhook.start()
 
@@ -473,7 +477,12 @@ def test_chart_keeps_its_webhook_certificate_and_rotates_trusting_both_cas(
     for webhook in first["ValidatingWebhookConfiguration"]["webhooks"]:
         assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca
         assert webhook["timeoutSeconds"] <= 5
-        assert webhook["failurePolicy"] == "Fail"
+        # Fail for our kinds and managed children; a dead webhook must not stop the scaling of
+        # every other Deployment, so scale alone (sent for all of them) is Ignore.
+        scale = webhook["rules"][0]["resources"] == ["deployments/scale"]
+        assert webhook["failurePolicy"] == ("Ignore" if scale else "Fail"), webhook["name"]
+        if webhook["rules"][0]["scope"] == "Cluster":
+            continue  # a namespaceSelector does not apply to cluster-scoped TrustPolicies
         (excluded,) = webhook["namespaceSelector"]["matchExpressions"]
         assert set(excluded["values"]) == {"kube-system", "kube-node-lease", namespace}
     # As the first install left it: owned by the release.
@@ -499,3 +508,153 @@ def test_chart_keeps_its_webhook_certificate_and_rotates_trusting_both_cas(
         rotated["ValidatingWebhookConfiguration"]["webhooks"][0]["clientConfig"]["caBundle"]
     )
     assert bundle == base64.b64decode(data["ca.crt"]) + ca
+
+
+def _plain_deployment(name: str, *, labels: dict[str, str] | None = None) -> dict[str, typing.Any]:
+    selector = {"app": name}
+    pod = _restricted_pod(name)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {**selector, **(labels or {})}},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": selector}, "spec": pod["spec"]},
+        },
+    }
+
+
+BREAK_GLASS = ("--as=oncall@example.com", "--as-group=modelguard:break-glass")
+
+
+def test_kubectl_scale_of_a_managed_deployment_is_refused(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+    webhook: Webhook,
+) -> None:
+    del webhook
+    # In the namespace the webhook process watches, so that its cache of managed Deployments has
+    # this one; created by break-glass, as only the operator may create a managed object.
+    where = IDLE_NAMESPACE
+    managed = _plain_deployment(
+        "scale-guarded",
+        labels={"app.kubernetes.io/managed-by": "modelguard", SELECTOR: "scale-owner"},
+    )
+    breakglass = (*BREAK_GLASS, "--as-group=system:masters")
+    kubectl.apply(managed, namespace=where, extra=breakglass)
+    kubectl.apply(_plain_deployment("scale-free"), namespace=where)
+    user = as_service_account("scaler")
+    kubectl.run(
+        "create",
+        "rolebinding",
+        f"scaler-{namespace}",
+        "-n",
+        where,
+        "--clusterrole=edit",
+        f"--serviceaccount={namespace}:scaler",
+    )
+    try:
+
+        def refused() -> None:
+            result = user.run(
+                "scale", "deployment", "scale-guarded", "--replicas=3", "-n", where, check=False
+            )
+            assert result.returncode != 0, "scaled"
+            assert (
+                f"set spec.serving.replicas of the ModelDeployment {where}/scale-owner"
+                in result.stderr
+            ), result.stderr
+
+        # The webhook's cache of managed Deployments follows a watch.
+        harness.eventually(refused, timeout=30)
+        user.run("scale", "deployment", "scale-free", "--replicas=1", "-n", where)
+        kubectl.run(
+            "scale", "deployment", "scale-guarded", "--replicas=2", "-n", where, *breakglass
+        )
+        scaled = kubectl.get("deployment", "scale-guarded", namespace=where)
+        assert scaled is not None
+        assert scaled["spec"]["replicas"] == 2
+    finally:
+        kubectl.run("delete", "deployment", "scale-guarded", "-n", where, *breakglass, check=False)
+        kubectl.run("delete", "deployment", "scale-free", "-n", where, check=False)
+        kubectl.run("delete", "rolebinding", f"scaler-{namespace}", "-n", where, check=False)
+
+
+def test_trust_policy_that_could_never_be_met_is_refused(
+    kubectl: harness.Kubectl, signing_key: tuple[Path, str], webhook: Webhook
+) -> None:
+    del webhook
+    name = f"unusable-{os.getpid()}"
+    signer = {"name": "release", "publicKey": signing_key[1]}
+    cases = {
+        "key that does not parse": (
+            {"signers": [{**signer, "publicKey": "-----BEGIN PUBLIC KEY-----\nAAAA\n"}]},
+            "spec.signers[0].publicKey: must be a PEM public key",
+        ),
+        "k of n with n < k": (
+            {"signers": [signer], "minSigners": 2},
+            "minSigners is 2 but only 1 signer(s) are listed",
+        ),
+    }
+    for what, (spec, message) in cases.items():
+        body = {
+            "apiVersion": "modelguard.dev/v1alpha1",
+            "kind": "TrustPolicy",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        result = kubectl.apply(body, check=False)
+        assert result.returncode != 0, f"{what}: created"
+        assert "denied the request" in result.stderr, f"{what}: {result.stderr}"
+        assert message in result.stderr, f"{what}: {result.stderr}"
+    assert kubectl.get("trustpolicy", name, namespace="default") is None
+
+
+def test_model_approval_that_would_count_for_nothing_is_refused(
+    kubectl: harness.Kubectl,
+    trust_policy: str,
+    approver_key: tuple[Path, str],
+    tmp_path: Path,
+    webhook: Webhook,
+) -> None:
+    del trust_policy, webhook
+    where = IDLE_NAMESPACE
+    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+
+    def signed(key: Path, name: str) -> dict[str, typing.Any]:
+        return signedmodel.approval(
+            private_key=key,
+            namespace=where,
+            model="sentiment-bert",
+            version="3.0.0",
+            digest="sha256:" + "cd" * 32,
+            expires=expires,
+            name=name,
+        )
+
+    edited = signed(approver_key[0], "edited")
+    edited["spec"]["version"] = "3.0.1"
+    result = kubectl.apply(edited, namespace=where, check=False)
+    assert result.returncode != 0, "an approval edited after signing was stored"
+    assert "spec.version '3.0.1' differs from the signed '3.0.0'" in result.stderr, result.stderr
+
+    # Signed with a key that is not the approver's: refused once a model in the namespace names
+    # the policy that says whose key it must be.
+    impostor, _ = signedmodel.generate_key(tmp_path, name="security")
+    kubectl.apply(_model_deployment("approved-later", source="s3://models/later/"), namespace=where)
+    try:
+
+        def refused() -> None:
+            result = kubectl.apply(signed(impostor, "impostor"), namespace=where, check=False)
+            assert result.returncode != 0, "stored"
+            assert "under TrustPolicy default (ApprovalUnknownApprover)" in result.stderr, (
+                result.stderr
+            )
+
+        harness.eventually(refused, timeout=30)
+        kubectl.apply(signed(approver_key[0], "genuine"), namespace=where)
+    finally:
+        kubectl.run("delete", "modeldeployment", "approved-later", "-n", where, check=False)
+        kubectl.run("delete", "modelapproval", "genuine", "-n", where, check=False)

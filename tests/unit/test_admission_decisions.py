@@ -138,22 +138,9 @@ CHILD_CASES = {
         ),
         allowed=True,
     ),
-    "autoscaler scales": Case(
-        review(
-            "UPDATE",
-            user="system:serviceaccount:kube-system:horizontal-pod-autoscaler",
-            subresource="scale",
-            new={"kind": "Scale"},
-            old={"kind": "Scale"},
-        ),
-        allowed=True,
-    ),
-    "user scales through the scale subresource": Case(
+    "scale is judged by its own webhook": Case(
         review("UPDATE", subresource="scale", new={"kind": "Scale"}, old={"kind": "Scale"}),
-        allowed=False,
-    ),
-    "operator scales": Case(
-        review("UPDATE", user=OPERATOR, subresource="scale", new={}, old={}), allowed=True
+        allowed=True,
     ),
     "CONNECT is not ours to judge": Case(review("CONNECT", new=child(labels=MANAGED)), True),
     "malformed labels count as unmanaged": Case(

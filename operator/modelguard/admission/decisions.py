@@ -12,9 +12,9 @@ import dataclasses
 import datetime
 import typing
 
-from modelguard.api import modelapproval, trustpolicy
+from modelguard.api import errors, modelapproval, trustpolicy
 from modelguard.builders import labels
-from modelguard.trust import approval
+from modelguard.trust import approval, reasons
 
 Request = collections.abc.Mapping[str, typing.Any]
 
@@ -37,13 +37,6 @@ _CONTROLLERS: typing.Final[collections.abc.Mapping[str, frozenset[str]]] = {
     "system:serviceaccount:kube-system:deployment-controller": frozenset({"UPDATE"}),
     "system:kube-controller-manager": frozenset({"UPDATE", "DELETE"}),
 }
-# Who may resize a managed Deployment through its scale subresource besides the operator.
-_SCALERS: typing.Final = frozenset(
-    {
-        "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
-        "system:kube-controller-manager",
-    }
-)
 _GUARDED_OPERATIONS: typing.Final = frozenset({"CREATE", "UPDATE", "DELETE"})
 
 
@@ -59,10 +52,13 @@ class Identity:
 class Decision:
     allowed: bool
     message: str = ""
+    warnings: tuple[str, ...] = ()
+    """Shown by kubectl (and GitOps tools) for an allowed request that will not do what its
+    author probably expects."""
 
     @classmethod
-    def allow(cls) -> Decision:
-        return cls(allowed=True)
+    def allow(cls, *warnings: str) -> Decision:
+        return cls(allowed=True, warnings=warnings)
 
     @classmethod
     def deny(cls, message: str) -> Decision:
@@ -77,18 +73,9 @@ def managed_child(request: Request, *, identity: Identity) -> Decision:
     """
     operation = str(request.get("operation", ""))
     subresource = request.get("subResource") or ""
-    user = request.get("userInfo") or {}
-    username = str(user.get("username", ""))
-    if username == identity.operator_username or identity.break_glass_group in (
-        user.get("groups") or []
-    ):
+    username = str((request.get("userInfo") or {}).get("username", ""))
+    if _may_change_managed(request, identity=identity):
         return Decision.allow()
-    if subresource == "scale":
-        # A Scale object carries no labels: the webhook configuration cannot select managed
-        # Deployments' scale by label, so whoever routes scale here has already decided it is ours.
-        if username in _SCALERS:
-            return Decision.allow()
-        return Decision.deny(_refusal(request, change="scaling"))
     if subresource or operation not in _GUARDED_OPERATIONS:
         # status and the like are written by Kubernetes' controllers; they carry no intent.
         return Decision.allow()
@@ -99,6 +86,133 @@ def managed_child(request: Request, *, identity: Identity) -> Decision:
     return Decision.deny(_refusal(request, change=_verb(operation)))
 
 
+def managed_scale(request: Request, *, identity: Identity, owner: str | None) -> Decision:
+    """Bypass protection for the scale subresource of Deployments (`kubectl scale`).
+
+    A Scale object carries no labels, so the webhook configuration cannot select managed
+    Deployments by label and every scale request comes here; `owner` is the ModelDeployment that
+    manages the Deployment, from the operator's cache, or None when it manages none. Replicas are
+    spec.serving.replicas of the ModelDeployment and nothing else: no autoscaler may resize them.
+    """
+    if owner is None or request.get("operation") != "UPDATE":
+        return Decision.allow()
+    if _may_change_managed(request, identity=identity):
+        return Decision.allow()
+    namespace = str(request.get("namespace") or "")
+    return Decision.deny(
+        f"Deployment {namespace}/{request.get('name')} is managed by ModelGuard; scaling it "
+        f"directly is not allowed: set spec.serving.replicas of the ModelDeployment "
+        f"{namespace}/{owner} instead (kubectl edit modeldeployment {owner} -n {namespace})."
+    )
+
+
+def trust_policy(request: Request) -> Decision:
+    """What a TrustPolicy's CRD schema cannot check: that its keys and certificates parse, and
+    that its k-of-n and per-role minimums can be met. A policy that fails these would hold or
+    refuse every model that names it, so it is refused when it is written."""
+    if not _is_write(request):
+        return Decision.allow()
+    try:
+        policy = trustpolicy.parse(_mapping(request.get("object")))
+    except errors.InvalidObjectError as error:
+        return Decision.deny(f"TrustPolicy {request.get('name')}: {'; '.join(error.messages)}")
+    spec = policy.spec
+    if spec.min_approvals > len(spec.approvers):
+        return Decision.allow(
+            f"spec.minApprovals is {spec.min_approvals} but spec.approvers lists "
+            f"{len(spec.approvers)}: every rollout under this policy is held until approvers are "
+            "added"
+        )
+    return Decision.allow()
+
+
+def model_approval(
+    request: Request,
+    *,
+    policies: collections.abc.Mapping[str, trustpolicy.TrustPolicySpec],
+    now: datetime.datetime,
+) -> Decision:
+    """What a ModelApproval's CRD schema cannot check, refused when it is written rather than
+    silently counting for nothing later: the signed statement parses and says exactly what the
+    plain fields say, for this namespace; a new approval has not already expired; and under the
+    TrustPolicies of the models it approves (`policies`, from the operator's cache), the signature
+    verifies with the named approver's key.
+
+    An approver that a policy does not name yet is a warning, not a refusal: a GitOps sync may
+    apply the approval before the policy change that adds its approver.
+    """
+    if not _is_write(request):
+        return Decision.allow()
+    try:
+        parsed = modelapproval.parse(_mapping(request.get("object")))
+    except errors.InvalidObjectError as error:
+        return Decision.deny(
+            f"ModelApproval {request.get('name')}: {'; '.join(error.messages)}. {_APPROVE_HINT}"
+        )
+    spec = parsed.spec
+    try:
+        claim = approval.read_claim(spec.signature)
+    except reasons.VerificationError as error:
+        return _approval_refused(error.violation)
+    namespace = str(request.get("namespace") or "")
+    checks: list[typing.Callable[[], approval.Violation | None]] = [
+        lambda: approval.check_fields(spec, claim),
+        lambda: approval.check_namespace(claim, namespace=namespace, object_namespace=None),
+    ]
+    if request.get("operation") == "CREATE":
+        # Only when created: an approval that expires later stays, as the record of a decision.
+        checks.append(lambda: approval.check_expiry(claim, now=now))
+    for check in checks:
+        if (violation := check()) is not None:
+            return _approval_refused(violation)
+    warnings = []
+    for name, policy in sorted(policies.items()):
+        try:
+            approvers = approval.trusted_approvers(policy)
+        except reasons.VerificationError:
+            continue  # a broken policy is reported on the models that name it
+        violation = approval.check_signature(
+            spec.signature, approver=spec.approver, approvers=approvers
+        )
+        if violation is None:
+            continue
+        if spec.approver in approvers:
+            return _approval_refused(violation, policy=name)
+        warnings.append(
+            f"TrustPolicy {name}: {violation.message}; this approval counts for nothing under it "
+            "until the policy names that approver"
+        )
+    if not policies:
+        warnings.append(
+            f"no ModelDeployment in namespace {namespace} serves model {spec.model!r} yet: the "
+            "signature is checked against its TrustPolicy when one does"
+        )
+    return Decision.allow(*warnings)
+
+
+_APPROVE_HINT: typing.Final = (
+    "Produce approvals with `modelguard approve` and the approver's own key; apply them unchanged"
+)
+
+
+def _approval_refused(violation: approval.Violation, *, policy: str | None = None) -> Decision:
+    under = f" under TrustPolicy {policy}" if policy else ""
+    return Decision.deny(
+        f"ModelApproval refused{under} ({violation.reason}): {violation.message}. {_APPROVE_HINT}"
+    )
+
+
+def _may_change_managed(request: Request, *, identity: Identity) -> bool:
+    user = request.get("userInfo") or {}
+    return str(user.get("username", "")) == identity.operator_username or (
+        identity.break_glass_group in (user.get("groups") or [])
+    )
+
+
+def _is_write(request: Request) -> bool:
+    return request.get("operation") in ("CREATE", "UPDATE") and not request.get("subResource")
+
+
 def model_deployment(
     request: Request, *, known_policies: collections.abc.Collection[str] | None
 ) -> Decision:
@@ -107,13 +221,12 @@ def model_deployment(
     `known_policies` are the TrustPolicy names the operator has seen; None when it does not know
     yet (its cache is not filled), and then the reconcile reports a missing policy instead.
     """
-    operation = request.get("operation")
-    if operation not in ("CREATE", "UPDATE") or request.get("subResource"):
+    if not _is_write(request):
         return Decision.allow()
     policy = _trust_policy(request.get("object"))
     # Only a newly named policy is checked: an unrelated edit of a model whose policy was deleted
     # (e.g. quarantining it) must still go through.
-    if operation == "UPDATE" and policy == _trust_policy(request.get("oldObject")):
+    if request.get("operation") == "UPDATE" and policy == _trust_policy(request.get("oldObject")):
         return Decision.allow()
     if known_policies is None or policy in known_policies:
         return Decision.allow()
@@ -139,7 +252,7 @@ def unapproved_rejected(
     checks their digests later. Without the policy in the cache, reconcile decides.
     """
     body = request.get("object")
-    if request.get("operation") not in ("CREATE", "UPDATE") or request.get("subResource"):
+    if not _is_write(request):
         return Decision.allow()
     spec = body.get("spec") if isinstance(body, dict) else None
     if not isinstance(spec, dict) or policy is None:

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 # The URL paths of the chart's webhooks: kopf routes `/<handler id>` to that handler.
 MANAGED_CHILD_PATH: typing.Final = "managed-child"
 MODEL_DEPLOYMENT_PATH: typing.Final = "model-deployment"
+MANAGED_SCALE_PATH: typing.Final = "managed-scale"
+TRUST_POLICY_PATH: typing.Final = "trust-policy"
+MODEL_APPROVAL_PATH: typing.Final = "model-approval"
 # How often kopf looks at the certificate files, and restarts its listener when they change:
 # a renewed Secret (Helm upgrade, cert-manager) is picked up without restarting the pod.
 CERT_CHECK_SECONDS: typing.Final = 30.0
@@ -53,8 +56,11 @@ def server(options: Options) -> kopf.WebhookServerProtocol:
     )
 
 
-def enforce(decision: decisions.Decision) -> None:
-    """Turns a denial into the exception kopf answers the API server with."""
+def enforce(decision: decisions.Decision, *, warnings: list[str] | None = None) -> None:
+    """Turns a denial into the exception kopf answers the API server with; an allowed request's
+    warnings go into kopf's `warnings` list, which kopf returns to the client."""
+    if warnings is not None:
+        warnings.extend(decision.warnings)
     if not decision.allowed:
         raise kopf.AdmissionError(decision.message, code=403)
 

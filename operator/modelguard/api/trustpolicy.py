@@ -230,7 +230,13 @@ class TrustPolicySpec(v1alpha1._Spec):
     both modes. Default: Enforce."""
 
     @pydantic.model_validator(mode="after")
-    def _roles_can_be_met(self) -> typing.Self:
+    def _minimums_can_be_met(self) -> typing.Self:
+        # k of n with n < k would refuse every model forever: refuse the policy at apply instead.
+        if self.min_signers > len(self.signers):
+            raise ValueError(
+                f"minSigners is {self.min_signers} but only {len(self.signers)} signer(s) are "
+                "listed in signers"
+            )
         # A role nobody (or too few) holds would hold every rollout forever: refuse it at apply.
         for role, needed in sorted(self.min_approvals_per_role.items()):
             holders = sum(role in approver.roles for approver in self.approvers)

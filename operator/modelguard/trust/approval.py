@@ -244,12 +244,12 @@ def check_signature(
     if any(failure.reason is Reason.BAD_SIGNATURE for failure in failures):
         return Violation(
             Reason.APPROVAL_BAD_SIGNATURE,
-            f"the signature does not verify with approver {approver!r}'s key: the approval was "
-            "altered after it was signed",
+            f"the signature does not verify with the key of approver {approver!r}: the approval "
+            "was altered after it was signed",
         )
     return Violation(
         Reason.APPROVAL_UNKNOWN_APPROVER,
-        f"no signature is by approver {approver!r}'s key (keyid "
+        f"no signature is made with the key of approver {approver!r} (keyid "
         f"{signatures.key_hint(signer.key)}); it is signed by a key the policy does not give "
         "that approver",
     )
