@@ -217,10 +217,13 @@ def validate_model_deployment(**kwargs: typing.Any) -> None:
     request = _review_request(kwargs)
     serving.enforce(decisions.model_deployment(request, known_policies=known))
     spec = (request.get("object") or {}).get("spec") or {}
+    policy_name = str(spec.get("trustPolicy", "default"))
+    policy = _cached_policy(index, policy_name)
+    serving.enforce(decisions.broad_access(request, policy=policy, policy_name=policy_name))
     serving.enforce(
         decisions.unapproved_rejected(
             request,
-            policy=_cached_policy(index, str(spec.get("trustPolicy", "default"))),
+            policy=policy,
             approvals=_cached_approvals(
                 kwargs["approvals_by_model"],
                 namespace=request.get("namespace"),

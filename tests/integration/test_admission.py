@@ -307,6 +307,26 @@ def test_unknown_trust_policy_is_refused_at_admission(
     harness.eventually(refused, timeout=30)
 
 
+def test_broad_access_is_refused_at_admission_naming_the_policy_field(
+    kubectl: harness.Kubectl, namespace: str, trust_policy: str, webhook: Webhook
+) -> None:
+    del trust_policy, webhook
+    body = _model_deployment(
+        "open-to-all", source="s3://models/x/", access={"ingress": [{"namespaceSelector": {}}]}
+    )
+
+    def refused() -> None:
+        result = kubectl.apply(body, namespace=namespace, check=False)
+        assert result.returncode != 0, "created"
+        assert (
+            'spec.access.ingress[0].namespaceSelector: {} selects every namespace; TrustPolicy "'
+            'default" must set spec.network.allowAllNamespaces: true' in result.stderr
+        ), result.stderr
+
+    harness.eventually(refused, timeout=30)
+    assert kubectl.get("modeldeployment", "open-to-all", namespace=namespace) is None
+
+
 def test_reject_mode_refuses_an_unapproved_version_at_apply_time(
     kubectl: harness.Kubectl,
     trust_policy: str,

@@ -319,3 +319,90 @@ def test_scale_refusal_says_which_field_to_change() -> None:
     )
     assert "set spec.serving.replicas of the ModelDeployment team-nlp/nlp" in decision.message
     assert "kubectl edit modeldeployment nlp -n team-nlp" in decision.message
+
+
+# --- broad network access of a ModelDeployment ---------------------------------------------------
+
+
+def _model(
+    *, access: dict[str, typing.Any] | None = None, policy: str = "default"
+) -> dict[str, typing.Any]:
+    return {
+        "apiVersion": "modelguard.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "bert", "namespace": NAMESPACE},
+        "spec": {
+            "model": {
+                "name": "sentiment-bert",
+                "version": "1.4.0",
+                "source": {"uri": "s3://models/bert/"},
+            },
+            "serving": {"image": "registry.example/server@sha256:" + "0" * 64},
+            "trustPolicy": policy,
+            "access": access or {},
+        },
+    }
+
+
+EVERY_NAMESPACE = {"ingress": [{"namespaceSelector": {}}]}
+ANYWHERE = {"egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}]}]}
+NARROW = {"ingress": [{"namespaceSelector": {"matchLabels": {"team": "web"}}}]}
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessCase:
+    operation: str
+    new: dict[str, typing.Any]
+    old: dict[str, typing.Any] | None
+    allowed: bool
+    says: str = ""
+
+
+ACCESS_CASES = {
+    "declared callers": AccessCase("CREATE", _model(access=NARROW), None, allowed=True),
+    "every namespace": AccessCase(
+        "CREATE",
+        _model(access=EVERY_NAMESPACE),
+        None,
+        allowed=False,
+        says='TrustPolicy "default" must set spec.network.allowAllNamespaces: true',
+    ),
+    "egress anywhere": AccessCase(
+        "CREATE",
+        _model(access=ANYWHERE),
+        None,
+        allowed=False,
+        says="spec.access.egress[0].to[0].ipBlock.cidr: 0.0.0.0/0 is not inside the ranges",
+    ),
+    "update that widens access": AccessCase(
+        "UPDATE",
+        _model(access=EVERY_NAMESPACE),
+        _model(access=NARROW),
+        allowed=False,
+        says="allowAllNamespaces",
+    ),
+    "unrelated update of a model the policy no longer allows (e.g. quarantine)": AccessCase(
+        "UPDATE", _model(access=EVERY_NAMESPACE), _model(access=EVERY_NAMESPACE), allowed=True
+    ),
+    "moving to a policy that does not allow it": AccessCase(
+        "UPDATE",
+        _model(access=EVERY_NAMESPACE, policy="strict"),
+        _model(access=EVERY_NAMESPACE),
+        allowed=False,
+        says='TrustPolicy "strict"',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ACCESS_CASES.values(), ids=ACCESS_CASES.keys())
+def test_broad_access(case: AccessCase) -> None:
+    request = {**_request(case.operation, case.new, name="bert"), "oldObject": case.old}
+    name = case.new["spec"]["trustPolicy"]
+    decision = decisions.broad_access(request, policy=POLICY, policy_name=name)
+    assert decision.allowed is case.allowed, decision
+    assert case.says in decision.message, decision.message
+
+
+def test_broad_access_is_left_to_the_reconcile_without_the_policy() -> None:
+    request = _request("CREATE", _model(access=EVERY_NAMESPACE), name="bert")
+    assert decisions.broad_access(request, policy=None, policy_name="default").allowed
