@@ -1,6 +1,7 @@
 """The `modelguard` command: `modelguard run` starts the operator; `modelguard verify` checks a
-local model folder against its signature exactly as the cluster does; `modelguard agent ...` are
-the in-pod entrypoints (`fetch-verify`: the init container that fills the model volume)."""
+local model folder against its signature exactly as the cluster does; `modelguard audit verify`
+checks the operator's audit log; `modelguard agent ...` are the in-pod entrypoints
+(`fetch-verify`: the init container that fills the model volume)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     kopf.run(
-        memo=kopf.Memo(webhook=_webhook_options(args)),
+        memo=kopf.Memo(webhook=_webhook_options(args), audit_log=args.audit_log),
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
         liveness_endpoint=args.liveness,
@@ -338,6 +339,48 @@ def _add_approve(commands: typing.Any) -> None:
     approve.set_defaults(handler=_approve)
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    # Imported here, like _verify's: a pure check of text needs neither kopf nor cryptography.
+    from modelguard.audit import chain  # noqa: PLC0415
+
+    try:
+        if args.file == "-":
+            result = chain.verify(_decoded(sys.stdin.buffer))
+        else:
+            with pathlib.Path(args.file).open("rb") as lines:
+                result = chain.verify(_decoded(lines))
+    except OSError as error:
+        print(f"{args.file}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    if not result.intact:
+        print(result.summary(), file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0
+
+
+def _decoded(lines: typing.IO[bytes]) -> typing.Iterator[str]:
+    # Invalid UTF-8 must not stop the check: a record holding it then fails its hash, and any
+    # other line is skipped anyway.
+    for raw in lines:
+        yield raw.decode("utf-8", errors="replace")
+
+
+def _add_audit(commands: typing.Any) -> None:
+    audit = commands.add_parser("audit", help="the operator's audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    check = audit_commands.add_parser(
+        "verify",
+        help="check that no audit record was edited, deleted, inserted or reordered",
+        description="Check the hash chain of the audit records in FILE (the operator's"
+        " --audit-log, or `kubectl logs` of the operator; other lines are skipped). Exit 0 and"
+        " `N records in K segments, chain intact`; exit 1 and `line L: what is wrong` otherwise."
+        " A missing tail or a whole missing segment cannot be seen from the chain alone.",
+    )
+    check.add_argument("file", metavar="FILE", help="the audit log, or - for standard input")
+    check.set_defaults(handler=_audit_verify)
+
+
 def _fetch_verify(args: argparse.Namespace) -> int:
     # Imported here, like _run's: the agent needs the sources and the trust layer, not kopf.
     from modelguard.agent import fetchverify  # noqa: PLC0415
@@ -425,6 +468,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
     )
+    run.add_argument(
+        "--audit-log",
+        default="-",
+        metavar="PATH",
+        help="append audit records to this file; - (the default) is standard output, which then"
+        " carries nothing else (logs go to standard error)",
+    )
     _add_webhook_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything, API traffic included")
@@ -453,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_verify)
     _add_approve(commands)
+    _add_audit(commands)
     _add_agent(commands)
     return parser
 

@@ -15,6 +15,7 @@ import kopf
 from modelguard import kube
 from modelguard.admission import decisions, serving
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
+from modelguard.audit import sink
 from modelguard.builders import labels
 from modelguard.reconcile import modeldeployment
 
@@ -49,10 +50,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
             f"(image@sha256:<64 hex>); got {agent_image!r}. The chart sets it."
         )
     _configure_admission(settings, memo)
+    kube_client = kube.Kube.from_environment()
+    instance = os.environ.get("POD_NAME") or socket.gethostname()
+    audit_log: str = memo.get("audit_log") or sink.STANDARD_OUTPUT
+    # Opened last: a retried startup would otherwise start an empty segment per attempt.
+    try:
+        audit = sink.open_log(audit_log, instance=instance)
+    except OSError as error:
+        # Decisions nobody could audit afterwards are not taken: refuse to start.
+        raise kopf.PermanentError(f"--audit-log {audit_log!r}: {error}") from error
     memo.context = modeldeployment.Context(
-        kube=kube.Kube.from_environment(),
-        instance=os.environ.get("POD_NAME") or socket.gethostname(),
+        kube=kube_client,
+        instance=instance,
         agent_image=agent_image,
+        audit=audit,
         recheck=functools.partial(_recheck, memo),
     )
 

@@ -155,7 +155,16 @@ def operator(
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "modelguard.cli", "run", "--verbose"],
+            [
+                sys.executable,
+                "-m",
+                "modelguard.cli",
+                "run",
+                "--verbose",
+                # Standard output would mix into the log below; tests read the records here.
+                "--audit-log",
+                str(log_path.with_name("audit.jsonl")),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

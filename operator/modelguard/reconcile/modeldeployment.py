@@ -16,9 +16,18 @@ import typing
 
 from modelguard import kube
 from modelguard.api import errors, v1alpha1
+from modelguard.audit import records, sink
 from modelguard.builders import children, labels, names
 from modelguard.builders import deployment as deployment_builder
-from modelguard.reconcile import approval, conditions, drift, pods, readiness, verification
+from modelguard.reconcile import (
+    approval,
+    auditing,
+    conditions,
+    drift,
+    pods,
+    readiness,
+    verification,
+)
 from modelguard.trust import access
 
 logger = logging.getLogger(__name__)
@@ -39,6 +48,8 @@ class Context:
     """This operator replica's name, reported on the Events it posts."""
     agent_image: str
     """The image of the verifying init container: the operator's own, pinned by digest."""
+    audit: sink.Sink
+    """Where every decision is recorded, hash-chained."""
     verification_cache: verification.Cache = dataclasses.field(default_factory=verification.Cache)
     recheck: typing.Callable[[str, str, datetime.datetime], None] = lambda *_: None
     """Asks for this model to be reconciled again at a time (when an approval expires)."""
@@ -176,6 +187,15 @@ async def _roll_out(
     status.set(v1alpha1.CONDITION_READY, decision)
     if decision.status == "True":
         status.current["activeVersion"] = model.spec.model.version
+    change = auditing.quarantine_change(
+        status.previous,
+        ready=decision,
+        automatic=status.current.get("quarantine"),
+        generation=status.generation,
+        version=model.spec.model.version,
+    )
+    if change is not None:
+        status.audit.append(change)
     await _finish(context, body=body, status=status)
 
 
@@ -303,6 +323,12 @@ async def _apply_children(
             await _event(
                 context, body, type="Warning", reason="DriftReverted", action="Revert", note=message
             )
+            # Recorded now, not with the status: a revert changes no condition to derive it from.
+            _audit(
+                context,
+                body,
+                auditing.drift_reverted(child=child, managers=reverted, message=message),
+            )
         if manifest["kind"] == "Deployment":
             deployment = live
     if applied:
@@ -344,6 +370,8 @@ class _Status:
         self.generation: int = body["metadata"].get("generation", 0)
         self.now = datetime.datetime.now(datetime.UTC)
         self.current: Manifest = {**self.previous, "observedGeneration": self.generation}
+        self.audit: list[auditing.Entry] = []
+        """Records of decisions no condition shows on its own (a quarantine, or its lifting)."""
 
     def set(self, type: str, decision: conditions.Decision) -> None:
         self.current["conditions"] = conditions.set_condition(
@@ -371,7 +399,8 @@ _ACTIONS: typing.Final = {
 
 
 async def _finish(context: Context, *, body: Manifest, status: _Status) -> None:
-    """Writes the status if it changed, and posts an Event for every condition that flipped."""
+    """Writes the status if it changed, records the decisions made anew, and posts an Event for
+    every condition that flipped."""
     if status.current != status.previous:
         metadata = body["metadata"]
         await _call(
@@ -379,6 +408,14 @@ async def _finish(context: Context, *, body: Manifest, status: _Status) -> None:
                 namespace=metadata["namespace"], name=metadata["name"], status=status.current
             )
         )
+    # After the status write: when it fails, the retry derives the same records from the same
+    # previous status, so each decision is recorded once.
+    version = ((body.get("spec") or {}).get("model") or {}).get("version")
+    for entry in [
+        *auditing.from_conditions(status.previous, status.current, version=version),
+        *status.audit,
+    ]:
+        _audit(context, body, entry)
     for flipped in status.flips():
         await _event(
             context,
@@ -442,6 +479,16 @@ async def _event(
     except kube.ApiError as error:
         # An Event is a courtesy; failing to post one must not fail the reconcile.
         logger.warning("could not post event %s: %s", reason, error.message)
+
+
+def _audit(context: Context, body: Manifest, entry: auditing.Entry) -> None:
+    context.audit.record(
+        entry.decision,
+        reason=entry.reason,
+        message=entry.message,
+        subject=records.Subject.of(body),
+        details=entry.details,
+    )
 
 
 # Conflicts, throttling and server-side failures pass; anything else is a refusal of our intent.
