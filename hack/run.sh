@@ -30,7 +30,20 @@ case "$cluster" in
     ;;
 esac
 
-"$kubectl" apply --server-side --force-conflicts -f crds/
+if [ "$cluster" = local ]; then
+  # The chart as a platform team installs it: CRDs, the operator's ServiceAccount and its
+  # least-privilege RBAC. Its operator Deployment is scaled to zero because kwok runs no
+  # containers: the operator runs on this machine instead, under that ServiceAccount's identity.
+  helm=$("$bin/python" hack/localcluster.py which helm)
+  "$helm" --kubeconfig "$KUBECONFIG" upgrade --install modelguard charts/modelguard \
+    --namespace modelguard-system --create-namespace \
+    --set replicaCount=0 --set webhook.enabled=false --wait --timeout 180s >/dev/null
+  echo "run: chart installed (release modelguard, namespace modelguard-system)"
+  # A previous run that was killed may have left its loopback webhooks registered.
+  "$kubectl" delete validatingwebhookconfiguration modelguard-local --ignore-not-found >/dev/null
+else
+  "$kubectl" apply --server-side --force-conflicts -f crds/
+fi
 "$kubectl" wait --for=condition=Established --timeout=60s -f crds/
 
 # The example's model store: a local S3 server with the example model signed by a demo key, the
@@ -44,8 +57,19 @@ fi
 mkdir -p .run
 log=.run/operator.log
 : > "$log"
-"$bin/modelguard" run --verbose >> "$log" 2>&1 &
-operator=$!
+if [ "$cluster" = local ]; then
+  # As the chart's ServiceAccount, serving the chart's admission webhooks on loopback.
+  PYTHONPATH=hack "$bin/python" hack/localoperator.py --kubeconfig "$KUBECONFIG" \
+    --dir .run/operator --log "$log" >> "$log" 2>&1 &
+  operator=$!
+  until grep -q "admission webhooks on" "$log"; do
+    kill -0 "$operator" 2>/dev/null || { tail -n 50 "$log" >&2; exit 1; }
+    sleep 0.5
+  done
+else
+  "$bin/modelguard" run --verbose >> "$log" 2>&1 &
+  operator=$!
+fi
 trap 'kill "$operator" 2>/dev/null; wait "$operator" 2>/dev/null; echo; echo "run: operator stopped"' EXIT
 
 "$kubectl" apply --server-side -f manifests/examples/
@@ -65,6 +89,11 @@ echo
 echo
 "$kubectl" get serviceaccounts,deployments,services,networkpolicies,pods --all-namespaces \
   -l app.kubernetes.io/managed-by=modelguard
+if [ "$cluster" = local ]; then
+  echo
+  echo "run: the admission webhook refuses a direct change of what the operator manages:"
+  "$kubectl" scale deployment sentiment -n team-nlp --replicas=5 2>&1 | sed 's/^/  /' || true
+fi
 echo
 echo "run: the operator keeps running (its log follows, also in $log); Ctrl-C stops it."
 echo "run: KUBECONFIG=$KUBECONFIG"

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 import localcluster
+import localoperator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,28 +118,14 @@ def token_kubeconfig(
     admin: Kubectl, *, namespace: str, service_account: str, path: Path
 ) -> Kubectl:
     """A kubectl acting as a ServiceAccount, with a short-lived token from the TokenRequest API."""
-    token = admin.json(
-        "create", "token", service_account, "-n", namespace, "--duration=3600s", "--output=json"
-    )["status"]["token"]
-    config = yaml.safe_load(admin.kubeconfig.read_text())
-    cluster = config["clusters"][0]
-    identity = f"system:serviceaccount:{namespace}:{service_account}"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": identity, "user": {"token": token}}],
-                "contexts": [
-                    {"name": identity, "context": {"cluster": cluster["name"], "user": identity}}
-                ],
-                "current-context": identity,
-            }
+    return Kubectl(
+        localoperator.service_account_kubeconfig(
+            admin_kubeconfig=admin.kubeconfig,
+            namespace=namespace,
+            service_account=service_account,
+            path=path,
         )
     )
-    path.chmod(0o600)
-    return Kubectl(path)
 
 
 def decode_secret(data: str) -> str:
