@@ -64,3 +64,32 @@ def test_quarantine_cuts_the_model_off_and_lifting_it_restores_it(
     assert _policies(kubectl, namespace)["q-allow-ingress"]["ingress"]
     pods = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=q")["items"]
     assert len([p for p in pods if not p["metadata"].get("deletionTimestamp")]) == 2
+
+
+def test_quarantine_does_not_wait_for_verification(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    """The brake of an incident works when the incident broke the source: the version that
+    serves is stopped although the spec now names a source that cannot be verified."""
+    kubectl.apply(model_deployment("brake", source=source), namespace=namespace)
+    wait_ready(kubectl, namespace, "brake")
+    unreachable = source.rstrip("/").rsplit("/", 1)[0] + "/no-such-version/"
+    kubectl.apply(
+        model_deployment("brake", source=unreachable, quarantine=True), namespace=namespace
+    )
+
+    def quarantined() -> None:
+        body = kubectl.get("modeldeployment", "brake", namespace=namespace)
+        ready = harness.condition(body, "Ready")
+        assert (ready.get("status"), ready.get("reason")) == ("False", "Quarantined"), ready
+        deployment = kubectl.get("deployment", "brake", namespace=namespace)
+        assert deployment is not None
+        assert deployment["spec"]["replicas"] == 0
+        policies = kubectl.json(
+            "get", "networkpolicies", "-n", namespace, "-l", f"{SELECTOR}=brake"
+        )["items"]
+        assert {p["metadata"]["name"]: p["spec"].get("ingress", []) for p in policies}[
+            "brake-allow-ingress"
+        ] == []
+
+    harness.eventually(quarantined, timeout=90)

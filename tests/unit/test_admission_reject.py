@@ -54,13 +54,28 @@ def _approval(version: str, *, expires: datetime.datetime) -> modelapproval.Mode
     return approval.build(claim, private_key=KEY, name=f"m-{version}")
 
 
-def _request(*, operation: str = "CREATE", mode: str = "Reject") -> dict[str, typing.Any]:
+def _spec(version: str, *, mode: str = "Reject", quarantine: bool = False) -> dict[str, typing.Any]:
+    return {
+        "spec": {
+            "model": {"name": "m", "version": version},
+            "rollout": {"onUnapproved": mode},
+            "quarantine": quarantine,
+        }
+    }
+
+
+def _request(
+    *,
+    operation: str = "CREATE",
+    mode: str = "Reject",
+    quarantine: bool = False,
+    old_version: str | None = None,
+) -> dict[str, typing.Any]:
     return {
         "operation": operation,
         "namespace": "team",
-        "object": {
-            "spec": {"model": {"name": "m", "version": "1.0"}, "rollout": {"onUnapproved": mode}}
-        },
+        "object": _spec("1.0", mode=mode, quarantine=quarantine),
+        "oldObject": _spec(old_version) if old_version else None,
     }
 
 
@@ -100,6 +115,38 @@ EARLIER = NOW - datetime.timedelta(days=1)
             True,
             "",
             id="valid-approval-admitted",
+        ),
+        pytest.param(
+            _request(operation="UPDATE", old_version="0.9"),
+            POLICY,
+            [_approval("1.0", expires=EARLIER)],
+            False,
+            "ApprovalExpired",
+            id="update-to-a-version-whose-approval-expired-refused",
+        ),
+        pytest.param(
+            _request(operation="UPDATE", old_version="1.0", quarantine=True),
+            POLICY,
+            [_approval("1.0", expires=EARLIER)],
+            True,
+            "",
+            id="quarantining-a-version-whose-approval-expired-admitted",
+        ),
+        pytest.param(
+            _request(operation="UPDATE", old_version="1.0"),
+            POLICY,
+            [],
+            True,
+            "",
+            id="unrelated-edit-of-the-serving-version-admitted",
+        ),
+        pytest.param(
+            _request(quarantine=True),
+            POLICY,
+            [],
+            True,
+            "",
+            id="created-quarantined-rolls-nothing-out",
         ),
     ],
 )

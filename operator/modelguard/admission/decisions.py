@@ -289,7 +289,14 @@ def unapproved_rejected(
         return Decision.allow()
     rollout = _mapping(spec.get("rollout"))
     model = _mapping(spec.get("model"))
-    if rollout.get("onUnapproved") != "Reject":
+    if rollout.get("onUnapproved") != "Reject" or spec.get("quarantine") is True:
+        # A quarantined model rolls nothing out; the gate judges the version when it is lifted.
+        return Decision.allow()
+    if request.get("operation") == "UPDATE" and model == _spec_field(
+        request.get("oldObject"), "model"
+    ):
+        # The version that serves was judged when it was written: an approval that expired since
+        # must not block unrelated edits, least of all the quarantine of an incident.
         return Decision.allow()
     decided = approval.evaluate_approvals(
         approvals,

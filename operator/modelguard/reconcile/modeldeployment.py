@@ -86,6 +86,10 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         await _finish(context, body=body, status=status)
         return
 
+    if model.spec.quarantine:
+        await _quarantine_on_request(context, model, body=body, status=status)
+        return
+
     outcome = await _call(
         verification.verify_model(
             context.kube, model, cache=context.verification_cache, now=status.now
@@ -184,9 +188,18 @@ async def _roll_out(
             f"quarantined automatically: {record['reason']}: {record['message']}; nothing was "
             "deleted. Any change of the spec (a new version, or spec.quarantine) lifts it.",
         )
-    status.set(v1alpha1.CONDITION_READY, decision)
+    _set_ready(status, decision, model=model)
     if decision.status == "True":
         status.current["activeVersion"] = model.spec.model.version
+    await _finish(context, body=body, status=status)
+
+
+def _set_ready(
+    status: _Status, decision: conditions.Decision, *, model: v1alpha1.ModelDeployment
+) -> None:
+    """Ready after a rollout (or a quarantine), and the audit record when it quarantines the
+    model or lifts its quarantine."""
+    status.set(v1alpha1.CONDITION_READY, decision)
     change = auditing.quarantine_change(
         status.previous,
         ready=decision,
@@ -196,6 +209,31 @@ async def _roll_out(
     )
     if change is not None:
         status.audit.append(change)
+
+
+async def _quarantine_on_request(
+    context: Context, model: v1alpha1.ModelDeployment, *, body: Manifest, status: _Status
+) -> None:
+    """spec.quarantine: true stops what serves now, before anything else is asked.
+
+    Quarantine is the brake of an incident: it must not wait for the artifact source, the
+    TrustPolicy or an approval to answer (any of which may be what the incident broke), so the
+    artifact the live Deployment already runs stays pinned while it scales to zero and the network
+    is cut. Verification and approval are decided again when the quarantine is lifted.
+    """
+    if (status.current.get("quarantine") or {}).get("generation") != status.generation:
+        status.current.pop("quarantine", None)  # an automatic one of an earlier spec
+    live = await _live_deployment(context, model)
+    artifact = deployment_builder.artifact_of(live) if live is not None else None
+    if artifact is not None:
+        await _roll_out(context, body=body, status=status, model=model, artifact=artifact)
+        return
+    decision = conditions.Decision(
+        "False",
+        auditing.QUARANTINED_REASON,
+        "quarantined through spec.quarantine before any version was rolled out; nothing runs",
+    )
+    _set_ready(status, decision, model=model)
     await _finish(context, body=body, status=status)
 
 
