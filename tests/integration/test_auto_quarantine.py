@@ -10,6 +10,7 @@ subresource, the init container's exit and termination message exactly as a kube
 from __future__ import annotations
 
 import json
+import time
 import typing
 from pathlib import Path
 
@@ -80,6 +81,17 @@ def test_tampered_files_in_a_pod_quarantine_the_model_until_the_spec_changes(
         assert egress.get("egress", []) == []
 
     harness.eventually(quarantined, timeout=60)
+
+    # The refusing pods go with the scale to zero (each deletion reconciles the model), but what
+    # they found still stands: Verified stays False while the quarantine holds.
+    def pods_gone() -> None:
+        assert kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=m")["items"] == []
+
+    harness.eventually(pods_gone, timeout=60)
+    time.sleep(5)
+    body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+    verified = harness.condition(body, "Verified")
+    assert (verified["status"], verified["reason"]) == ("False", "DigestMismatch")
     # Evidence stays: nothing was deleted.
     assert kubectl.json("get", "replicasets", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
     assert kubectl.get("service", "m", namespace=namespace) is not None

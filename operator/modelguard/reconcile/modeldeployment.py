@@ -310,6 +310,13 @@ async def _quarantine_on_tampering(
             logger.warning("%s/%s: quarantined: %s", model.namespace, model.name, message)
     if not record:
         return model
+    if refusal is None:
+        # The refusing pods are gone (scaled to zero), but what they found still stands: the bytes
+        # in the source are not the signed ones, whatever the signature bundle says on its own.
+        status.set(
+            v1alpha1.CONDITION_VERIFIED,
+            conditions.Decision("False", str(record["reason"]), str(record["message"])),
+        )
     return model.model_copy(update={"spec": model.spec.model_copy(update={"quarantine": True})})
 
 
