@@ -98,3 +98,66 @@ def test_broad_access_the_policy_allows_rolls_out(
         assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in egress[1]["to"]
     finally:
         kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+LOOPBACK_S3 = {"to": [{"ipBlock": {"cidr": "127.0.0.1/32"}}], "ports": [{"port": 9000}]}
+
+
+def _with_source_egress(body: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    body["spec"]["model"]["source"]["egress"] = [LOOPBACK_S3]
+    return body
+
+
+def test_the_source_endpoint_is_declared_in_a_policy_of_its_own(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    signing_key: tuple[Path, str],
+    approver_key: tuple[Path, str],
+) -> None:
+    # Under the default policy (no egressCIDRs), even the source endpoint needs the say-so.
+    kubectl.apply(
+        _with_source_egress(model_deployment("fetches", source=source)), namespace=namespace
+    )
+
+    def refused() -> None:
+        isolated = harness.condition(
+            kubectl.get("modeldeployment", "fetches", namespace=namespace), "Isolated"
+        )
+        assert isolated.get("reason") == "BroadAccessRefused", isolated
+        assert "spec.model.source.egress[0].to[0].ipBlock.cidr" in isolated["message"]
+
+    harness.eventually(refused, timeout=60)
+
+    name = f"store-{namespace}"
+    policy = signedmodel.trust_policy(
+        name=name,
+        public_key=signing_key[1],
+        sources=["s3://models/"],
+        approver_key=approver_key[1],
+    )
+    policy["spec"]["network"] = {"egressCIDRs": ["127.0.0.0/8"]}  # type: ignore[index]
+    kubectl.apply(policy)
+    try:
+        body = _with_source_egress(model_deployment("fetches", source=source, trustPolicy=name))
+        kubectl.apply(body, namespace=namespace)
+        wait_ready(kubectl, namespace, "fetches")
+        rules = kubectl.json("get", "networkpolicy", "fetches-allow-source", "-n", namespace)
+        assert rules["spec"]["egress"] == [
+            {"to": LOOPBACK_S3["to"], "ports": [{"port": 9000, "protocol": "TCP"}]}
+        ]
+        # The model server's own destinations stay DNS only.
+        egress = kubectl.json("get", "networkpolicy", "fetches-allow-egress", "-n", namespace)
+        assert len(egress["spec"]["egress"]) == 1
+
+        # Quarantine cuts the source too.
+        body["spec"]["quarantine"] = True
+        kubectl.apply(body, namespace=namespace)
+
+        def cut() -> None:
+            cut = kubectl.json("get", "networkpolicy", "fetches-allow-source", "-n", namespace)
+            assert cut["spec"].get("egress", []) == []
+
+        harness.eventually(cut, timeout=60)
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)

@@ -325,7 +325,10 @@ def test_scale_refusal_says_which_field_to_change() -> None:
 
 
 def _model(
-    *, access: dict[str, typing.Any] | None = None, policy: str = "default"
+    *,
+    access: dict[str, typing.Any] | None = None,
+    policy: str = "default",
+    source_egress: list[dict[str, typing.Any]] | None = None,
 ) -> dict[str, typing.Any]:
     return {
         "apiVersion": "modelguard.dev/v1alpha1",
@@ -335,7 +338,7 @@ def _model(
             "model": {
                 "name": "sentiment-bert",
                 "version": "1.4.0",
-                "source": {"uri": "s3://models/bert/"},
+                "source": {"uri": "s3://models/bert/", "egress": source_egress or []},
             },
             "serving": {"image": "registry.example/server@sha256:" + "0" * 64},
             "trustPolicy": policy,
@@ -380,6 +383,15 @@ ACCESS_CASES = {
         _model(access=NARROW),
         allowed=False,
         says="allowAllNamespaces",
+    ),
+    "source endpoint anywhere": AccessCase(
+        "UPDATE",
+        _model(
+            source_egress=[{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}]}]
+        ),
+        _model(),
+        allowed=False,
+        says="spec.model.source.egress[0].to[0].ipBlock.cidr: 0.0.0.0/0 is not inside the ranges",
     ),
     "unrelated update of a model the policy no longer allows (e.g. quarantine)": AccessCase(
         "UPDATE", _model(access=EVERY_NAMESPACE), _model(access=EVERY_NAMESPACE), allowed=True

@@ -125,7 +125,7 @@ def test_image_must_be_pinned_by_digest(image: str, accepted: bool) -> None:
         ),
         pytest.param(
             lambda spec: spec["model"]["source"].update(region="eu"),
-            "spec.model.source.region: unknown field (accepted: uri, credentialsSecret)",
+            "spec.model.source.region: unknown field (accepted: uri, credentialsSecret, egress)",
             id="model-source",
         ),
         pytest.param(
@@ -318,6 +318,12 @@ def test_camel_case_round_trip() -> None:
         quarantine=True,
     )
     body["spec"]["model"]["source"]["credentialsSecret"] = "models-readonly"
+    body["spec"]["model"]["source"]["egress"] = [
+        {
+            "to": [{"ipBlock": {"cidr": "10.0.5.10/32"}}],
+            "ports": [{"port": 9000, "protocol": "TCP"}],
+        }
+    ]
     body["spec"]["model"]["signature"] = {"uri": "s3://models/sentiment-bert/1.4.0/model.sig"}
     body["spec"]["serving"].update(
         port=9000,

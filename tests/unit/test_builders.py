@@ -45,6 +45,15 @@ ARTIFACT = deployment.VerifiedArtifact(
 )
 
 
+NO_SOURCE = {"policyTypes": ["Egress"], "egress": []}
+S3 = {"to": [{"ipBlock": {"cidr": "10.0.5.10/32"}}], "ports": [{"port": 9000}]}
+SOURCE_MODEL: dict[str, typing.Any] = {
+    "name": "sentiment-bert",
+    "version": "1.4.0",
+    "source": {"uri": "s3://models/sentiment-bert/1.4.0/"},
+}
+
+
 def _md(version: str = "1.4.0", **spec: typing.Any) -> v1alpha1.ModelDeployment:
     return v1alpha1.parse(
         {
@@ -114,6 +123,7 @@ SPECS = [
                 "NetworkPolicy/sentiment-default-deny",
                 "NetworkPolicy/sentiment-allow-ingress",
                 "NetworkPolicy/sentiment-allow-egress",
+                "NetworkPolicy/sentiment-allow-source",
                 "Service/sentiment",
                 "Deployment/sentiment",
             ],
@@ -126,6 +136,7 @@ SPECS = [
                 "NetworkPolicy/sentiment-default-deny",
                 "NetworkPolicy/sentiment-allow-ingress",
                 "NetworkPolicy/sentiment-allow-egress",
+                "NetworkPolicy/sentiment-allow-source",
                 "Service/sentiment",
                 "Deployment/sentiment",
             ],
@@ -138,6 +149,7 @@ SPECS = [
                 "NetworkPolicy/sentiment-default-deny",
                 "NetworkPolicy/sentiment-allow-ingress",
                 "NetworkPolicy/sentiment-allow-egress",
+                "NetworkPolicy/sentiment-allow-source",
                 "Service/sentiment",
                 "Deployment/sentiment",
             ],
@@ -165,6 +177,7 @@ def test_child_names_cover_every_child() -> None:
                 "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
                 "sentiment-allow-ingress": {"policyTypes": ["Ingress"], "ingress": []},
                 "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
+                "sentiment-allow-source": NO_SOURCE,
             },
             id="default-deny-and-dns-only",
         ),
@@ -182,6 +195,7 @@ def test_child_names_cover_every_child() -> None:
                     ],
                 },
                 "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
+                "sentiment-allow-source": NO_SOURCE,
             },
             id="ingress-callers-to-serving-port-only",
         ),
@@ -194,6 +208,7 @@ def test_child_names_cover_every_child() -> None:
                     "ingress": [{"from": [FRONTEND], "ports": [{"protocol": "TCP", "port": 9000}]}],
                 },
                 "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
+                "sentiment-allow-source": NO_SOURCE,
             },
             id="ingress-follows-serving-port",
         ),
@@ -214,6 +229,7 @@ def test_child_names_cover_every_child() -> None:
                         OBJECT_STORE,
                     ],
                 },
+                "sentiment-allow-source": NO_SOURCE,
             },
             id="egress-destinations",
         ),
@@ -223,8 +239,35 @@ def test_child_names_cover_every_child() -> None:
                 "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
                 "sentiment-allow-ingress": {"policyTypes": ["Ingress"], "ingress": []},
                 "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": []},
+                "sentiment-allow-source": NO_SOURCE,
             },
             id="quarantine-denies-everything",
+        ),
+        pytest.param(
+            {"model": {**SOURCE_MODEL, "source": {**SOURCE_MODEL["source"], "egress": [S3]}}},
+            {
+                "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
+                "sentiment-allow-ingress": {"policyTypes": ["Ingress"], "ingress": []},
+                "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
+                "sentiment-allow-source": {
+                    "policyTypes": ["Egress"],
+                    "egress": [{"to": S3["to"], "ports": [{"protocol": "TCP", "port": 9000}]}],
+                },
+            },
+            id="source-endpoint-in-a-policy-of-its-own",
+        ),
+        pytest.param(
+            {
+                "model": {**SOURCE_MODEL, "source": {**SOURCE_MODEL["source"], "egress": [S3]}},
+                "quarantine": True,
+            },
+            {
+                "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
+                "sentiment-allow-ingress": {"policyTypes": ["Ingress"], "ingress": []},
+                "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": []},
+                "sentiment-allow-source": NO_SOURCE,
+            },
+            id="quarantine-cuts-the-source-too",
         ),
     ],
 )

@@ -15,13 +15,26 @@ INTERNET = {"ipBlock": {"cidr": "0.0.0.0/0"}}
 STORE = {"ipBlock": {"cidr": "10.20.0.0/24"}}
 
 
+SOURCE_PORT = [{"port": 9000}]
+
+
 def _check(
     access_spec: dict[str, typing.Any], network: dict[str, typing.Any]
 ) -> list[reasons.Violation]:
+    """`access_spec` is spec.access, but for its key `source`: spec.model.source.egress."""
+    spec = v1alpha1.ModelDeploymentSpec.model_validate(
+        {
+            "model": {
+                "name": "m",
+                "version": "1",
+                "source": {"uri": "s3://models/m/", "egress": access_spec.pop("source", [])},
+            },
+            "serving": {"image": "registry.example/server@sha256:" + "0" * 64},
+            "access": access_spec,
+        }
+    )
     return access.check_access(
-        v1alpha1.AccessSpec.model_validate(access_spec),
-        network=trustpolicy.Network.model_validate(network),
-        policy_name="default",
+        spec, network=trustpolicy.Network.model_validate(network), policy_name="default"
     )
 
 
@@ -65,6 +78,18 @@ def _check(
             {"egressCIDRs": ["10.20.0.0/16"]},
             ["spec.access.ingress[0].ipBlock.cidr"],
             id="ingress-ranges-are-their-own-list",
+        ),
+        pytest.param(
+            {"source": [{"to": [INTERNET], "ports": SOURCE_PORT}]},
+            {"egressCIDRs": ["10.20.0.0/16"]},
+            ["spec.model.source.egress[0].to[0].ipBlock.cidr"],
+            id="source-endpoint-outside-the-allowed-range",
+        ),
+        pytest.param(
+            {"source": [{"to": [STORE], "ports": SOURCE_PORT}]},
+            {"egressCIDRs": ["10.20.0.0/16"]},
+            [],
+            id="source-endpoint-inside-the-allowed-range",
         ),
         pytest.param(
             {"ingress": [{"ipBlock": {"cidr": "2001:db8::/64"}}]},

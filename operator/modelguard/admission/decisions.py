@@ -240,28 +240,27 @@ def model_deployment(
 def broad_access(
     request: Request, *, policy: trustpolicy.TrustPolicySpec | None, policy_name: str
 ) -> Decision:
-    """spec.access broader than the model's TrustPolicy allows (an IP range it does not list,
-    every namespace) is refused when written, with the policy field that would allow it.
+    """spec.access or spec.model.source.egress broader than the model's TrustPolicy allows (an IP
+    range it does not list, every namespace) is refused when written, with the policy field that
+    would allow it.
 
-    Only a changed spec.access or a newly named policy is judged: a policy tightened later must
-    not block unrelated edits of a running model, such as quarantining it; the reconcile reports
-    those as Isolated=False. Without the policy in the cache, the reconcile decides.
+    Only a changed request for network access or a newly named policy is judged: a policy
+    tightened later must not block unrelated edits of a running model, such as quarantining it;
+    the reconcile reports those as Isolated=False. Without the policy in the cache, the reconcile
+    decides.
     """
     body, old = request.get("object"), request.get("oldObject")
     if not _is_write(request) or policy is None:
         return Decision.allow()
     if request.get("operation") == "UPDATE" and (
-        _spec_field(body, "access") == _spec_field(old, "access")
-        and _trust_policy(body) == _trust_policy(old)
+        _network_asked(body) == _network_asked(old) and _trust_policy(body) == _trust_policy(old)
     ):
         return Decision.allow()
     try:
         model = v1alpha1.parse(_mapping(body))
     except errors.InvalidObjectError:
         return Decision.allow()  # the reconcile reports a spec it cannot read, naming the field
-    refused = access.check_access(
-        model.spec.access, network=policy.network, policy_name=policy_name
-    )
+    refused = access.check_access(model.spec, network=policy.network, policy_name=policy_name)
     if not refused:
         return Decision.allow()
     return Decision.deny("; ".join(violation.message for violation in refused))
@@ -320,6 +319,12 @@ def unapproved_rejected(
 
 def _mapping(value: object) -> collections.abc.Mapping[str, typing.Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _network_asked(body: object) -> tuple[object, object]:
+    """What a ModelDeployment asks of the network: spec.access and spec.model.source.egress."""
+    source = _mapping(_mapping(_spec_field(body, "model")).get("source"))
+    return _spec_field(body, "access"), source.get("egress")
 
 
 def _spec_field(body: object, field: str) -> object:

@@ -157,6 +157,14 @@ class ModelSource(_Spec):
     """Name of a Secret in this namespace with read-only credentials for the source. Omit it for
     sources that need none (public https://, pvc://)."""
 
+    egress: list["SourceEgressRule"] = pydantic.Field(default=[], max_length=MAX_EGRESS_RULES)
+    """Where the pod must connect to read the source: the S3 or HTTPS endpoint, e.g. {to:
+    [{ipBlock: {cidr: 10.0.5.10/32}}], ports: [{port: 9000}]}, for the verifying init container
+    (fetch-verify). NetworkPolicies apply to whole pods, so keep it to the endpoint and its port:
+    it gets a NetworkPolicy of its own (<name>-allow-source), IP ranges are checked against the
+    TrustPolicy's spec.network.egressCIDRs like spec.access.egress, and quarantine cuts it.
+    Default: [] (the source is not reachable; a pvc:// source needs nothing)."""
+
 
 class ModelSignature(_Spec):
     """Where the model's OpenSSF Model Signing bundle is read from."""
@@ -380,6 +388,18 @@ class EgressRule(_Spec):
 
     ports: list[NetworkPort] = pydantic.Field(default=[], max_length=MAX_PEERS)
     """Ports allowed to those destinations. Default: [] (every port)."""
+
+
+class SourceEgressRule(EgressRule):
+    """A destination the verifying init container needs to read the model's source."""
+
+    ports: list[NetworkPort] = pydantic.Field(min_length=1, max_length=MAX_PEERS)
+    """The endpoint's ports, e.g. [{port: 443}]; at least one: a source is read on its own port
+    only. Required."""
+
+
+ModelSource.model_rebuild()
+ModelSpec.model_rebuild()
 
 
 class AccessSpec(_Spec):

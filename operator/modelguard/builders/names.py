@@ -19,6 +19,7 @@ class ChildNames:
     default_deny: str
     allow_ingress: str
     allow_egress: str
+    allow_source: str
 
 
 def child_names(md_name: str) -> ChildNames:
@@ -33,4 +34,5 @@ def child_names(md_name: str) -> ChildNames:
         default_deny=f"{md_name}-default-deny",
         allow_ingress=f"{md_name}-allow-ingress",
         allow_egress=f"{md_name}-allow-egress",
+        allow_source=f"{md_name}-allow-source",
     )

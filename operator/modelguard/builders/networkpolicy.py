@@ -1,8 +1,10 @@
 """NetworkPolicies that isolate the model's pods: deny all traffic, then allow what the spec says.
 
-Three policies rather than one, so that each says one thing when read on its own. NetworkPolicies
-are additive: the allow policies open exactly their rules and nothing more, whatever order they are
-applied in. The three always exist; an allow policy with no rules allows nothing. So quarantine, or
+Four policies rather than one, so that each says one thing when read on its own: deny, callers,
+the model server's destinations, and the artifact source that the verifying init container reads.
+NetworkPolicies are additive: the allow policies open exactly their rules and nothing more,
+whatever order they are applied in. All four always exist; an allow policy with no rules allows
+nothing. So quarantine, or
 removing every caller, is one server-side apply that empties the rules: no child to delete, no
 moment where a stale allow policy outlives the spec, and no delete permission for the operator.
 """
@@ -21,7 +23,7 @@ _API_VERSION: typing.Final = "networking.k8s.io/v1"
 
 def build(md: v1alpha1.ModelDeployment) -> list[meta.Manifest]:
     """The policies of `md`: default deny, then the allow policies (empty: nothing allowed)."""
-    return [default_deny(md), allow_ingress(md), allow_egress(md)]
+    return [default_deny(md), allow_ingress(md), allow_egress(md), allow_source(md)]
 
 
 def default_deny(md: v1alpha1.ModelDeployment) -> meta.Manifest:
@@ -53,6 +55,16 @@ def allow_egress(md: v1alpha1.ModelDeployment) -> meta.Manifest:
         []
         if md.spec.quarantine
         else [_dns_rule(), *(_egress_rule(rule) for rule in md.spec.access.egress)]
+    )
+    return policy
+
+
+def allow_source(md: v1alpha1.ModelDeployment) -> meta.Manifest:
+    """The artifact source's endpoint, as spec.model.source.egress declares it; no rule while
+    quarantined, or when the source needs no network (pvc://)."""
+    policy = _policy(md, name=names.child_names(md.name).allow_source, types=["Egress"])
+    policy["spec"]["egress"] = (
+        [] if md.spec.quarantine else [_egress_rule(rule) for rule in md.spec.model.source.egress]
     )
     return policy
 

@@ -120,7 +120,7 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         if value is not None
     }
     refused = access.check_access(
-        model.spec.access, network=verified.policy.network, policy_name=model.spec.trust_policy
+        model.spec, network=verified.policy.network, policy_name=model.spec.trust_policy
     )
     status.set(
         v1alpha1.CONDITION_ISOLATED,

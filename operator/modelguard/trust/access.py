@@ -8,17 +8,19 @@ says which policy field would.
 from __future__ import annotations
 
 import ipaddress
+import typing
 
 from modelguard.api import trustpolicy, v1alpha1
 from modelguard.trust import reasons
 
 
 def check_access(
-    access: v1alpha1.AccessSpec, *, network: trustpolicy.Network, policy_name: str
+    spec: v1alpha1.ModelDeploymentSpec, *, network: trustpolicy.Network, policy_name: str
 ) -> list[reasons.Violation]:
-    """Every peer of spec.access that the policy does not allow, one violation each."""
+    """Every peer of spec.access and spec.model.source.egress that the policy does not allow,
+    one violation each."""
     violations: list[reasons.Violation] = []
-    for index, peer in enumerate(access.ingress):
+    for index, peer in enumerate(spec.access.ingress):
         violations += _check_peer(
             peer,
             field=f"spec.access.ingress[{index}]",
@@ -27,16 +29,21 @@ def check_access(
             network=network,
             policy_name=policy_name,
         )
-    for index, rule in enumerate(access.egress):
-        for position, peer in enumerate(rule.to):
-            violations += _check_peer(
-                peer,
-                field=f"spec.access.egress[{index}].to[{position}]",
-                cidrs=network.egress_cidrs,
-                cidr_field="egressCIDRs",
-                network=network,
-                policy_name=policy_name,
-            )
+    destinations: dict[str, typing.Sequence[v1alpha1.EgressRule]] = {
+        "spec.access.egress": spec.access.egress,
+        "spec.model.source.egress": spec.model.source.egress,
+    }
+    for prefix, rules in destinations.items():
+        for index, rule in enumerate(rules):
+            for position, peer in enumerate(rule.to):
+                violations += _check_peer(
+                    peer,
+                    field=f"{prefix}[{index}].to[{position}]",
+                    cidrs=network.egress_cidrs,
+                    cidr_field="egressCIDRs",
+                    network=network,
+                    policy_name=policy_name,
+                )
     return violations
 
 
