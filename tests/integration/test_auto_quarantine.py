@@ -147,3 +147,46 @@ def test_a_revoked_signer_quarantines_the_version_it_signed(
         assert kubectl.json("get", "replicasets", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
     finally:
         kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_a_quarantine_stays_reported_while_the_version_cannot_be_verified(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    signing_key: tuple[Path, str],
+    approver_key: tuple[Path, str],
+) -> None:
+    name = f"held-{namespace}"
+    policy = signedmodel.trust_policy(
+        name=name, public_key=signing_key[1], sources=["s3://models/"], approver_key=approver_key[1]
+    )
+    kubectl.apply(policy)
+    try:
+        kubectl.apply(
+            model_deployment("held", source=source, trustPolicy=name), namespace=namespace
+        )
+        wait_ready(kubectl, namespace, "held")
+        (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=held")["items"]
+        _report_refusal(kubectl, namespace, pod)
+
+        def quarantined() -> None:
+            body = kubectl.json("get", "modeldeployment", "held", "-n", namespace)
+            assert harness.condition(body, "Ready")["reason"] == "Quarantined"
+
+        harness.eventually(quarantined, timeout=60)
+        # The policy stops allowing the source: the version is now held as unverified as well.
+        policy["spec"]["sources"] = ["s3://elsewhere/"]  # type: ignore[index]
+        kubectl.apply(policy)
+
+        def still_quarantined() -> None:
+            body = kubectl.json("get", "modeldeployment", "held", "-n", namespace)
+            assert harness.condition(body, "Verified")["reason"] != "DigestMismatch"
+            ready = harness.condition(body, "Ready")
+            assert ready["reason"] == "Quarantined", ready
+            assert "and version 1.4.0 is not verified" in ready["message"], ready
+
+        harness.eventually(still_quarantined, timeout=60)
+        deployment = kubectl.json("get", "deployment", "held", "-n", namespace)
+        assert deployment["spec"]["replicas"] == 0
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)

@@ -322,14 +322,26 @@ async def _quarantine_on_tampering(
 
 def _hold(status: _Status, model: v1alpha1.ModelDeployment, *, reason: str, why: str) -> None:
     """Ready=False for a version that may not roll out; nothing is applied, what serves serves."""
+    held = f"version {model.spec.model.version} is {why}"
+    record = status.current.get("quarantine") or {}
+    if record.get("generation") == status.generation:
+        # Still quarantined (nothing is applied while held): that is what Ready must go on saying.
+        status.set(
+            v1alpha1.CONDITION_READY,
+            conditions.Decision(
+                "False",
+                auditing.QUARANTINED_REASON,
+                f"quarantined automatically: {record['reason']}: {record['message']}; and {held}",
+            ),
+        )
+        return
     active = status.current.get("activeVersion")
     status.set(
         v1alpha1.CONDITION_READY,
         conditions.Decision(
             "False",
             reason,
-            f"version {model.spec.model.version} is {why}"
-            + (f"; {active} keeps serving" if active else "; nothing was rolled out"),
+            held + (f"; {active} keeps serving" if active else "; nothing was rolled out"),
         ),
     )
 
