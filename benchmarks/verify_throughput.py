@@ -2,19 +2,24 @@
 
 Builds a model of at least --size-gib GiB (several shards plus small files) in a temporary
 directory (or reuses --dir), signs it with model_signing (key method), warms the page cache, then
-prints side by side, from the same run: our verification (GB/s, wall time, peak extra RSS),
-model_signing's CLI verification (its start-up included) and the machine limit, `openssl speed
--evp sha256` on one core times the cores. Figures are printed, never asserted.
+runs, interleaved, --runs times each: our verification, model_signing's CLI verification, each
+tool's imports alone (its start-up), and `openssl dgst -sha256` over the same files in one process
+per core. Prints medians and ranges side by side, from the same run: GB/s and wall time (start-up
+included), each process's own peak RSS, and the extra memory: that peak minus the peak of the same
+tool's imports alone. The machine limit is `openssl speed -evp sha256` on one core times the
+cores; `-multi` shows what the cores give at once right now. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
 import re
-import resource
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 GIB = 1024**3
 CHUNK = 16 * 1024 * 1024
+# What each CLI imports before it reads a byte of the model.
+OUR_IMPORTS = "modelguard.cli, modelguard.trust.verify, modelguard.api.trustpolicy, yaml"
+THEIR_IMPORTS = "model_signing._cli"
 
 
 def build_model(directory: pathlib.Path, *, size: int, shards: int) -> int:
@@ -82,41 +90,71 @@ def sign(model: pathlib.Path, work: pathlib.Path) -> tuple[pathlib.Path, pathlib
     return signature, public
 
 
-def timed(command: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (bytes) of the child, and its output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    elapsed = time.monotonic() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if done.returncode != 0:
-        sys.exit(f"{command[0]} failed: {done.stdout}{done.stderr}")
-    # ru_maxrss of children is the largest of any child so far: run the smaller one first.
-    return elapsed, max(peak, before) * 1024, done.stdout.strip()
+@dataclasses.dataclass(frozen=True)
+class Run:
+    seconds: float
+    peak_rss: int
+    """The child's own peak RSS in bytes (its VmHWM, from wait4), not the largest child's so far."""
+    output: str
 
 
-def baseline_rss() -> int:
-    """Peak RSS of a Python that imports what `modelguard verify` imports and does nothing."""
-    code = "import modelguard.cli, modelguard.trust.verify, modelguard.api.trustpolicy, yaml"
-    _, peak, _ = timed([sys.executable, "-c", code])
-    return peak
+def timed(command: list[str]) -> Run:
+    """Wall seconds, the child's own peak RSS and its output."""
+    with tempfile.TemporaryFile() as output:
+        started = time.monotonic()
+        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        # wait4 gives this child's own rusage; RUSAGE_CHILDREN's ru_maxrss is the largest peak of
+        # any child so far (model_signing's signing, say), which hid ours.
+        _, status, usage = os.wait4(child.pid, 0)
+        elapsed = time.monotonic() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read().decode(errors="replace").strip()
+    if child.returncode != 0:
+        sys.exit(f"{command[0]} failed ({child.returncode}): {text}")
+    return Run(elapsed, usage.ru_maxrss * 1024, text)  # Linux reports ru_maxrss in KiB
 
 
-def openssl_limit() -> tuple[float, int]:
-    """SHA-256 bytes/s of one core at 16 KiB blocks (openssl speed), and the core count."""
+def openssl_limit(cores: int) -> tuple[float, float]:
+    """SHA-256 bytes/s at 16 KiB blocks (openssl speed): one core's times the cores, and what
+    `-multi` measures with all cores at once (less when the machine is shared)."""
+    return _openssl_speed([]) * cores, _openssl_speed(["-multi", str(cores)])
+
+
+def _openssl_speed(extra: list[str]) -> float:
     openssl = shutil.which("openssl")
-    cores = os.cpu_count() or 1
     if openssl is None:
-        return float("nan"), cores
+        return float("nan")
     out = subprocess.run(
-        [openssl, "speed", "-seconds", "2", "-bytes", "16384", "-evp", "sha256"],
+        [openssl, "speed", *extra, "-seconds", "2", "-bytes", "16384", "-evp", "sha256"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
     # The result line: "sha256   123456.78k" (thousands of bytes per second).
     match = re.search(r"^sha256\s+([\d.]+)k", out, re.MULTILINE)
-    return (float(match.group(1)) * 1000 if match else float("nan")), cores
+    return float(match.group(1)) * 1000 if match else float("nan")
+
+
+def openssl_files(model: pathlib.Path, cores: int) -> list[str] | None:
+    """One shell line hashing every file with `openssl dgst`, one process per core, the files
+    dealt out largest first: what a C tool does with the same files, start-up included."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    files = sorted(
+        (path for path in model.rglob("*") if path.is_file()), key=lambda p: -p.stat().st_size
+    )
+    groups: list[list[str]] = [[] for _ in range(cores)]
+    loads = [0] * cores
+    for path in files:
+        lightest = loads.index(min(loads))
+        groups[lightest].append(shlex.quote(str(path)))
+        loads[lightest] += path.stat().st_size
+    jobs = " & ".join(
+        f"{openssl} dgst -sha256 {' '.join(group)} >/dev/null" for group in groups if group
+    )
+    return ["/bin/sh", "-c", f"{jobs} & wait"]
 
 
 def warm(directory: pathlib.Path) -> None:
@@ -136,61 +174,94 @@ def main() -> None:
     parser.add_argument("--dir", type=pathlib.Path, help="reuse (or create) the model here")
     parser.add_argument("--size-gib", type=float, default=2.0)
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as scratch:
         work = pathlib.Path(scratch)
         model = args.dir or work / "model"
         size = build_model(model, size=int(args.size_gib * GIB), shards=args.shards)
         signature, public = sign(model, work)
         warm(model)
-        ours = [
-            _tool("modelguard"),
-            "verify",
-            str(model),
-            "--signature",
-            str(signature),
-            "--public-key",
-            str(public),
-        ]
-        theirs = [
-            _tool("model_signing"),
-            "verify",
-            "key",
-            str(model),
-            "--signature",
-            str(signature),
-            "--public_key",
-            str(public),
-        ]
-        idle = baseline_rss()
-        our_runs = [timed(ours) for _ in range(args.runs)]
-        our_peak = max(peak for _, peak, _ in our_runs)
-        their_runs = [timed(theirs) for _ in range(args.runs)]
-        their_peak = max(peak for _, peak, _ in their_runs)
-        per_core, cores = openssl_limit()
-    our_best = min(seconds for seconds, _, _ in our_runs)
-    their_best = min(seconds for seconds, _, _ in their_runs)
-    limit = per_core * cores
-    print(f"model: {size / 1e9:.2f} GB in {args.shards} shards + 4 small files; {cores} cores")
-    print(f"{'what':<44} {'GB/s':>7} {'wall s':>8} {'peak extra RSS MiB':>19}")
+        commands = {
+            "ours": [
+                _tool("modelguard"),
+                "verify",
+                str(model),
+                "--signature",
+                str(signature),
+                "--public-key",
+                str(public),
+            ],
+            "theirs": [
+                _tool("model_signing"),
+                "verify",
+                "key",
+                str(model),
+                "--signature",
+                str(signature),
+                "--public_key",
+                str(public),
+            ],
+            # What the CLIs import before they read a byte; their start-up and memory baselines.
+            "ours idle": [sys.executable, "-c", f"import {OUR_IMPORTS}"],
+            "theirs idle": [sys.executable, "-c", f"import {THEIR_IMPORTS}"],
+        }
+        c_tool = openssl_files(model, cores)
+        if c_tool is not None:
+            commands["openssl"] = c_tool
+        runs: dict[str, list[Run]] = {name: [] for name in commands}
+        # Interleaved, so that a busy moment of a shared machine does not favour one tool.
+        for _ in range(args.runs):
+            for name, command in commands.items():
+                runs[name].append(timed(command))
+        limit, measured_limit = openssl_limit(cores)
+
+    def seconds(name: str) -> tuple[float, float, float]:
+        figures = [run.seconds for run in runs[name]]
+        return statistics.median(figures), min(figures), max(figures)
+
+    def peak(name: str) -> float:
+        return statistics.median(run.peak_rss for run in runs[name]) / 2**20
+
     print(
-        f"{f'modelguard verify (best of {args.runs})':<44} {size / our_best / 1e9:>7.2f} "
-        f"{our_best:>8.2f} {(our_peak - idle) / 2**20:>19.1f}"
+        f"model: {size / 1e9:.2f} GB in {args.shards} shards + 4 small files; {cores} cores; "
+        f"median of {args.runs} runs [min-max]"
     )
     print(
-        f"{f'model_signing verify key (best of {args.runs})':<44} "
-        f"{size / their_best / 1e9:>7.2f} {their_best:>8.2f} {(their_peak - idle) / 2**20:>19.1f}"
+        f"{'what':<46} {'GB/s':>6} {'wall s':>7} {'[min-max]':>13} {'peak RSS MiB':>13} "
+        f"{'extra MiB':>10}"
+    )
+    rows = [
+        ("modelguard verify", "ours", "ours idle"),
+        ("model_signing verify key", "theirs", "theirs idle"),
+        ("  start-up: modelguard's imports only", "ours idle", None),
+        ("  start-up: model_signing's imports only", "theirs idle", None),
+    ]
+    if "openssl" in runs:
+        rows.append((f"openssl dgst -sha256, {cores} processes", "openssl", None))
+    for label, name, idle in rows:
+        median, low, high = seconds(name)
+        rate = f"{size / median / 1e9:>6.2f}" if idle is not None or name == "openssl" else " " * 6
+        extra = f"{peak(name) - peak(idle):>10.1f}" if idle is not None else f"{'-':>10}"
+        print(
+            f"{label:<46} {rate} {median:>7.2f} {f'[{low:.2f}-{high:.2f}]':>13} "
+            f"{peak(name):>13.1f} {extra}"
+        )
+    print(
+        f"{f'machine limit: openssl speed sha256 x {cores}':<46} {limit / 1e9:>6.2f} "
+        f"{size / limit:>7.2f}"
     )
     print(
-        f"{f'machine limit: openssl sha256 x {cores} cores':<44} {limit / 1e9:>7.2f} "
-        f"{size / limit:>8.2f} {'-':>19}"
+        f"{f'  measured: openssl speed -multi {cores}':<46} {measured_limit / 1e9:>6.2f} "
+        f"{size / measured_limit:>7.2f}"
     )
+    ours, theirs = seconds("ours")[0], seconds("theirs")[0]
     print(
-        f"ours vs limit: {size / our_best / limit:.0%}; ours vs model_signing wall time: "
-        f"{our_best / their_best:.2f}x"
+        f"ours vs limit: {size / ours / limit:.0%}; ours vs model_signing wall time: "
+        f"{ours / theirs:.2f}x; extra = peak RSS minus that of the same tool's imports alone"
     )
-    print(f"ours said: {our_runs[0][2]}")
+    print(f"ours said: {runs['ours'][0].output}")
 
 
 if __name__ == "__main__":

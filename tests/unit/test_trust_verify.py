@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import io
 import json
+import mmap
+import os
 import pathlib
 import pickle
 import typing
@@ -166,6 +169,100 @@ def test_incremental_hasher_matches_the_folder_hasher_whatever_the_chunks(
             for offset in range(0, len(content), chunk):
                 hasher.update(content[offset : offset + chunk])
             assert hasher.finish() == expected
+
+
+@pytest.mark.parametrize(
+    "shard_size",
+    [
+        pytest.param(None, id="files"),
+        pytest.param(5000, id="shards-starting-mid-page"),
+        pytest.param(3 * mmap.ALLOCATIONGRANULARITY, id="shards-on-page-boundaries"),
+    ],
+)
+def test_files_and_shards_larger_than_a_window_give_model_signing_digests(
+    tmp_path: pathlib.Path,
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+    shard_size: int | None,
+) -> None:
+    # Windows of two pages: every file and shard spans several, and the last window of each is
+    # short, so every seam between windows, shards and file ends is crossed.
+    layout = {
+        "big.bin": os.urandom(9 * mmap.ALLOCATIONGRANULARITY + 123),
+        "sub/odd.bin": os.urandom(12_345),
+        "config.json": b'{"k": 1}',
+    }
+    model = _write(tmp_path / "model", layout)
+    signature = tmp_path / "model.sig"
+    _sign(model, signature, keys["trusted"][0], shard_size=shard_size)
+    signed_root = _statement(signature)["subject"][0]["digest"]["sha256"]
+    ours = folder.hash_files(
+        model,
+        folder.scan(model, ignore_paths=[]),
+        hash_type="sha256",
+        shard_size=shard_size,
+        workers=2,
+        window_bytes=2 * mmap.ALLOCATIONGRANULARITY,
+    )
+    assert digests.root_digest(ours).hex() == signed_root
+
+
+def test_a_file_system_that_cannot_map_files_is_read_instead(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = os.urandom(5 * mmap.ALLOCATIONGRANULARITY + 17)
+    (tmp_path / "w.bin").write_bytes(content)
+    listed = [folder.LocalFile("w.bin", len(content))]
+    mapped = {
+        shard_size: folder.hash_files(tmp_path, listed, hash_type="sha256", shard_size=shard_size)
+        for shard_size in (None, 5000)
+    }
+
+    def refuse(*_: object, **__: object) -> typing.NoReturn:
+        raise OSError(errno.ENODEV, "No such device")
+
+    # What a file system without mmap support answers (some FUSE mounts).
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    for shard_size, expected in mapped.items():
+        read = folder.hash_files(
+            tmp_path,
+            listed,
+            hash_type="sha256",
+            shard_size=shard_size,
+            window_bytes=2 * mmap.ALLOCATIONGRANULARITY,
+        )
+        assert read == expected
+
+
+@pytest.mark.parametrize("mappable", [True, False], ids=["mapped", "read"])
+def test_a_file_that_shrank_since_it_was_listed_is_refused(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, mappable: bool
+) -> None:
+    (tmp_path / "w.bin").write_bytes(b"x" * (3 * mmap.ALLOCATIONGRANULARITY))
+    listed = folder.scan(tmp_path, ignore_paths=[])
+    (tmp_path / "w.bin").write_bytes(b"x" * 100)
+    if not mappable:
+
+        def refuse(*_: object, **__: object) -> typing.NoReturn:
+            raise OSError(errno.ENODEV, "No such device")
+
+        monkeypatch.setattr(mmap, "mmap", refuse)
+    # Mapped, the pages past the new end would kill the process with SIGBUS when hashed.
+    with pytest.raises(reasons.VerificationError) as refused:
+        folder.hash_files(tmp_path, listed, hash_type="sha256", shard_size=None)
+    assert refused.value.reason is Reason.DIGEST_MISMATCH
+    assert "'w.bin' shrank" in refused.value.message
+
+
+def test_a_window_must_be_whole_pages(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "w.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="multiple of"):
+        folder.hash_files(
+            tmp_path,
+            [folder.LocalFile("w.bin", 1)],
+            hash_type="sha256",
+            shard_size=None,
+            window_bytes=mmap.ALLOCATIONGRANULARITY + 1,
+        )
 
 
 def test_signature_inside_the_model_folder_is_not_an_extra_file(

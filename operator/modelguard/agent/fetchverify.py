@@ -4,9 +4,9 @@ The operator verified the signature bundle against the TrustPolicy and pinned th
 the pod spec. The agent reads the bundle, takes the statement with that digest (plan.py), checks
 the source's listing against it, then streams every signed file into DEST, several at once, hashing
 each in the same pass that writes it: the network read of the next chunk overlaps the hashing and
-writing of the previous one, which run in worker threads (hashlib releases the GIL). A file whose
-digest differs, a pickle-based file (unless allowed), or any source failure stops everything, and
-DEST is emptied again. Success leaves read-only files and one summary line.
+writing of the previous one, which run in worker threads, one per core at most (hashlib releases
+the GIL). A file whose digest differs, a pickle-based file (unless allowed), or any source failure
+stops everything, and DEST is emptied again. Success leaves read-only files and one summary line.
 """
 
 from __future__ import annotations
@@ -136,8 +136,11 @@ async def fetch_verify(options: Options) -> Summary:
             signed, listing=listing, also_ignored=() if inside is None else (inside,)
         )
         dest = destination.Destination(options.dest)
+        # Hashing threads beyond the cores only take turns with the event loop that receives:
+        # with 4 files on 2 cores, 2 threads fetch faster than 4.
+        workers = min(options.parallel, folder.available_cores())
         with concurrent.futures.ThreadPoolExecutor(
-            max_workers=options.parallel, thread_name_prefix="fetch-verify"
+            max_workers=workers, thread_name_prefix="fetch-verify"
         ) as pool:
             fetcher = _Fetcher(source=source, dest=dest, pool=pool, options=options, signed=signed)
             try:

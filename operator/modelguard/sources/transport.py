@@ -215,14 +215,67 @@ async def iter_body(
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
     content = response.content
-    while True:
-        with translated(what):
-            # One buffered network read at a time: read(n) would join several into a new bytes
-            # object, copying every byte once more before the consumer sees it.
-            chunk, end_of_http_chunk = await content.readchunk()
-        if not chunk:
-            if end_of_http_chunk:
-                continue  # a chunked-encoding boundary, not the end
+    with _StallWatch(response) as watch:
+        while True:
+            with translated(what):
+                # One buffered network read at a time: read(n) would join several into a new
+                # bytes object, copying every byte once more before the consumer sees it.
+                watch.waiting()
+                chunk, end_of_http_chunk = await content.readchunk()
+                watch.arrived()
+            if not chunk:
+                if end_of_http_chunk:
+                    continue  # a chunked-encoding boundary, not the end
+                return
+            for start in range(0, len(chunk), chunk_size):
+                yield chunk if len(chunk) <= chunk_size else chunk[start : start + chunk_size]
+
+
+class _StallWatch:
+    """The read timeout of a streamed body, kept by one coarse timer.
+
+    aiohttp keeps its read timeout (sock_read) by cancelling and making a timer for every piece
+    that arrives: thousands per large file, several percent of a download's CPU. While a body
+    streams, that timeout is switched off and this one keeps it instead: it fails the read, as
+    aiohttp would, once it has waited for the network longer than the timeout; a slow consumer
+    (a paused socket) never counts. Checked every quarter of the timeout, so a stall is caught
+    after 1 to 1.25 timeouts.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        connection = response.connection
+        # None once the whole body is buffered and the connection released: nothing to watch.
+        self._protocol = connection.protocol if connection is not None else None
+        self._timeout = (self._protocol.read_timeout if self._protocol is not None else None) or 0.0
+        self._content = response.content
+        self._loop = asyncio.get_running_loop()
+        self._since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __enter__(self) -> _StallWatch:
+        if self._protocol is not None and self._timeout > 0:
+            self._protocol.read_timeout = None
+            self._timer = self._loop.call_later(self._timeout / 4, self._check)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._protocol is not None and self._timeout > 0:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._protocol.read_timeout = self._timeout
+
+    def waiting(self) -> None:
+        self._since = self._loop.time()
+
+    def arrived(self) -> None:
+        self._since = None
+
+    def _check(self) -> None:
+        if self._since is not None and self._loop.time() - self._since >= self._timeout:
+            # What aiohttp's own read timeout raises, so that it reads the same downstream.
+            self._content.set_exception(
+                aiohttp.SocketTimeoutError("Timeout on reading data from socket")
+            )
+            self._timer = None
             return
-        for start in range(0, len(chunk), chunk_size):
-            yield chunk if len(chunk) <= chunk_size else chunk[start : start + chunk_size]
+        self._timer = self._loop.call_later(self._timeout / 4, self._check)

@@ -1,25 +1,36 @@
 """Reading a local model folder: listing it safely, hashing it in parallel, sniffing formats.
 
 The only module of the trust layer that touches files. Listing never follows a symlink (one is an
-UnsafePath, as are special files and unsafe names); hashing runs on a bounded thread pool, each
-thread reading into one reusable buffer, so memory stays at workers x CHUNK_BYTES whatever the
-model size (hashlib releases the GIL while it hashes, so threads use every core).
+UnsafePath, as are special files and unsafe names). Hashing runs one thread per available core
+(hashlib releases the GIL while it hashes, so threads use every core; more threads than cores only
+thrash the caches). Each thread maps one window of a file at a time and hashes it straight from the
+page cache, so no byte is copied into the process; the windows of all threads together stay within
+MAPPED_BYTES whatever the model size. Where a file system cannot map files, they are read into a
+buffer of a window's size instead.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import errno
+import mmap
 import os
 import pathlib
 import stat
-import threading
 import typing
-import zipfile
 
 from modelguard.trust import digests, formats, paths, reasons
 
-CHUNK_BYTES: typing.Final = 1024 * 1024
+# What all hashing threads map (or buffer) at once: the memory hashing adds, whatever the model.
+MAPPED_BYTES: typing.Final = 32 << 20
+# Per thread: large windows mean few mmap calls; past a few MiB nothing is gained.
+MAX_WINDOW_BYTES: typing.Final = 8 << 20
+MIN_WINDOW_BYTES: typing.Final = 1 << 20
+_MAX_WORKERS: typing.Final = MAPPED_BYTES // MIN_WINDOW_BYTES
+_OPEN_FLAGS: typing.Final = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# mmap fails with these where a file system cannot map files (some FUSE mounts, for one).
+_CANNOT_MAP: typing.Final = frozenset({errno.ENODEV, errno.EINVAL, errno.EACCES, errno.ENOTSUP})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +85,13 @@ def hash_files(
     hash_type: str,
     shard_size: int | None,
     workers: int | None = None,
+    window_bytes: int | None = None,
 ) -> list[digests.Resource]:
-    """The model_signing resources of `files`, in manifest order, hashed in parallel."""
+    """The model_signing resources of `files`, in manifest order, hashed in parallel.
+
+    `workers` defaults to the cores this process may run on, `window_bytes` (how much of a file
+    one thread maps at a time, a multiple of the page size) to an equal share of MAPPED_BYTES.
+    """
     digests.new_hash(hash_type)  # UnsupportedHash before any thread starts
     tasks: list[tuple[LocalFile, int, int]] = []
     for item in files:
@@ -85,21 +101,23 @@ def hash_files(
             tasks.extend(
                 (item, start, end) for start, end in digests.shard_ranges(item.size, shard_size)
             )
-    buffers = threading.local()
+    # At most MAPPED_BYTES // MIN_WINDOW_BYTES threads, so that their windows stay within it.
+    count = max(1, min(workers or available_cores(), len(tasks), _MAX_WORKERS))
+    window = window_bytes or _window_for(count)
+    if window <= 0 or window % mmap.ALLOCATIONGRANULARITY:
+        raise ValueError(
+            f"window_bytes must be a positive multiple of {mmap.ALLOCATIONGRANULARITY}"
+        )
     algorithm = digests.resource_algorithm(hash_type, shard_size=shard_size)
 
     def run(task: tuple[LocalFile, int, int]) -> digests.Resource:
         item, start, end = task
-        buffer = getattr(buffers, "buffer", None)
-        if buffer is None:
-            buffer = buffers.buffer = bytearray(CHUNK_BYTES)
         hasher = digests.new_hash(hash_type)
-        _hash_range(root / item.path, hasher, start=start, end=end, buffer=buffer, name=item.path)
+        _hash_range(root / item.path, hasher, start=start, end=end, window=window, name=item.path)
         if shard_size is None:
             return digests.Resource(item.path, algorithm, hasher.digest())
         return digests.Resource(item.path, algorithm, hasher.digest(), start=start, end=end)
 
-    count = workers or min(32, (os.cpu_count() or 1) + 2)
     with concurrent.futures.ThreadPoolExecutor(max_workers=count) as pool:
         # Largest first, so one big file started last does not leave the other cores idle.
         order = sorted(range(len(tasks)), key=lambda i: tasks[i][2] - tasks[i][1], reverse=True)
@@ -108,35 +126,88 @@ def hash_files(
     return digests.manifest_order(results)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset sets)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _window_for(workers: int) -> int:
+    share = MAPPED_BYTES // workers
+    share -= share % mmap.ALLOCATIONGRANULARITY
+    return max(MIN_WINDOW_BYTES, min(MAX_WINDOW_BYTES, share))
+
+
 def _hash_range(
     path: pathlib.Path,
     hasher: digests.Hash,
     *,
     start: int,
     end: int,
-    buffer: bytearray,
+    window: int,
     name: str,
 ) -> None:
-    view = memoryview(buffer)
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        descriptor = os.open(path, _OPEN_FLAGS)
     except OSError as error:
         raise _unreadable(name, error) from None
     try:
         offset = start
         while offset < end:
-            wanted = min(len(buffer), end - offset)
-            read = os.preadv(descriptor, [view[:wanted]], offset)
-            if read == 0:
-                raise reasons.VerificationError(
-                    reasons.Reason.DIGEST_MISMATCH, f"file {name!r} shrank while it was read"
+            # A mapping starts on a page boundary; a shard need not.
+            base = offset - offset % mmap.ALLOCATIONGRANULARITY
+            length = min(window, end - base)
+            # A file that shrank since it was listed is refused before its window is mapped
+            # (mmap would refuse it too, with a ValueError). One cut shorter while a window of it
+            # is being hashed kills the process with SIGBUS: that fails closed, without a reason.
+            if os.fstat(descriptor).st_size < base + length:
+                raise _shrank(name)
+            if base + length < end:
+                _read_ahead(descriptor, base + length, min(window, end - base - length))
+            try:
+                # Not MAP_POPULATE: Python holds the GIL in mmap(), so pages read from disk there
+                # would stall every other thread; faulted in while hashing, they do not.
+                mapped = mmap.mmap(
+                    descriptor, length, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, offset=base
                 )
-            hasher.update(view[:read])
-            offset += read
+            except ValueError:
+                raise _shrank(name) from None
+            except OSError as error:
+                if error.errno not in _CANNOT_MAP:
+                    raise
+                _read_range(descriptor, hasher, start=offset, end=end, window=window, name=name)
+                return
+            with mapped, memoryview(mapped)[offset - base :] as view:
+                hasher.update(view)
+            offset = base + length
     except OSError as error:
         raise _unreadable(name, error) from None
     finally:
         os.close(descriptor)
+
+
+def _read_range(
+    descriptor: int, hasher: digests.Hash, *, start: int, end: int, window: int, name: str
+) -> None:
+    """[start, end) of the file read into a buffer and hashed: where mapping is refused."""
+    buffer = bytearray(window)
+    view = memoryview(buffer)
+    offset = start
+    while offset < end:
+        read = os.preadv(descriptor, [view[: min(window, end - offset)]], offset)
+        if read == 0:
+            raise _shrank(name)
+        hasher.update(view[:read])
+        offset += read
+
+
+def _read_ahead(descriptor: int, offset: int, length: int) -> None:
+    # The next window is read from disk while this one is hashed, when it is not cached already.
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        advise(descriptor, offset, length, os.POSIX_FADV_WILLNEED)
 
 
 def sniff(root: pathlib.Path, item: LocalFile) -> formats.Format:
@@ -153,6 +224,9 @@ def sniff(root: pathlib.Path, item: LocalFile) -> formats.Format:
 
 
 def _zip_members(path: pathlib.Path) -> dict[str, bytes] | None:
+    # Imported here: most models hold no zip archive, and start-up time counts for verify.
+    import zipfile  # noqa: PLC0415
+
     try:
         with zipfile.ZipFile(path) as archive:
             members = {}
@@ -165,6 +239,12 @@ def _zip_members(path: pathlib.Path) -> dict[str, bytes] | None:
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError):
         # Not a readable zip: judged by its head alone.
         return None
+
+
+def _shrank(name: str) -> reasons.VerificationError:
+    return reasons.VerificationError(
+        reasons.Reason.DIGEST_MISMATCH, f"file {name!r} shrank while it was read"
+    )
 
 
 def _unreadable(name: str, error: OSError) -> reasons.VerificationError:
