@@ -48,10 +48,11 @@ generate: venv tools ## write crds/, the chart's CRD templates and manifests/ins
 
 .PHONY: lint
 lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lint
-	$(BIN)/ruff check operator tests hack
-	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/ruff check operator tests hack benchmarks
+	$(BIN)/ruff format --check operator tests hack benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd benchmarks/loadgen && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
 	$$($(BIN)/python hack/localcluster.py which helm) lint --strict charts/modelguard
 
 .PHONY: test-unit
