@@ -27,11 +27,15 @@ def _run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415
 
     from modelguard import handlers  # noqa: F401, PLC0415
+    from modelguard.admission import serving as webhook_serving  # noqa: PLC0415
 
     kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
     # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # One access line per admission request is noise at hundreds per second, and costs time.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(webhook_serving.DenialLogFilter())
     kopf.run(
         memo=kopf.Memo(webhook=_webhook_options(args), audit_log=args.audit_log),
         clusterwide=not args.namespace,

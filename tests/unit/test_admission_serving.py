@@ -3,6 +3,9 @@ admission errors."""
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
+import logging
 import pathlib
 
 import kopf
@@ -65,3 +68,66 @@ def test_a_webhook_without_the_operator_identity_is_refused() -> None:
     args = cli.build_parser().parse_args(["run", "--webhook-port=9443", "--webhook-cert-dir=/x"])
     with pytest.raises(SystemExit, match="--operator-username"):
         cli._webhook_options(args)
+
+
+def _record(message: str, *, level: int = logging.ERROR) -> logging.LogRecord:
+    return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+
+@contextlib.contextmanager
+def _objects_logged_from(level: int) -> collections.abc.Iterator[None]:
+    logger = logging.getLogger("kopf.objects")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+@pytest.mark.parametrize(
+    ("case", "message", "level", "expected_level", "expected_message"),
+    [
+        (
+            "denial by our webhook is INFO",
+            "Webhook 'managed-child' failed permanently: managed by ModelGuard; edit it there",
+            logging.ERROR,
+            logging.INFO,
+            "admission denied by webhook 'managed-child': managed by ModelGuard; edit it there",
+        ),
+        (
+            "another handler's permanent failure stays an ERROR",
+            "Handler 'reconcile' failed permanently: boom",
+            logging.ERROR,
+            logging.ERROR,
+            "Handler 'reconcile' failed permanently: boom",
+        ),
+        (
+            "a webhook that is not ours stays an ERROR",
+            "Webhook 'other' failed permanently: no",
+            logging.ERROR,
+            logging.ERROR,
+            "Webhook 'other' failed permanently: no",
+        ),
+        (
+            "other levels untouched",
+            "Webhook 'model-deployment' failed permanently: x",
+            logging.WARNING,
+            logging.WARNING,
+            "Webhook 'model-deployment' failed permanently: x",
+        ),
+    ],
+)
+def test_denial_log_filter(
+    case: str, message: str, level: int, expected_level: int, expected_message: str
+) -> None:
+    record = _record(message, level=level)
+    with _objects_logged_from(logging.INFO):
+        assert serving.DenialLogFilter().filter(record), case
+    assert (record.levelno, record.getMessage()) == (expected_level, expected_message), case
+
+
+def test_a_denial_is_dropped_when_info_is_not_logged() -> None:
+    record = _record("Webhook 'trust-policy' failed permanently: bad key")
+    with _objects_logged_from(logging.WARNING):
+        assert not serving.DenialLogFilter().filter(record)

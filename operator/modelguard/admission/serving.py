@@ -75,3 +75,33 @@ class _Disabled:
         logger.info("admission webhooks disabled (no --webhook-port)")
         await asyncio.Event().wait()
         yield kopf.WebhookClientConfig()  # pragma: no cover - never reached
+
+
+class DenialLogFilter(logging.Filter):
+    """Logs a denial as what it is: kopf reports every AdmissionError as an ERROR that a handler
+    "failed permanently", which reads like a fault of the operator and pages people for a policy
+    working as intended. The denial stays in the log, at INFO, saying which webhook denied what."""
+
+    _FAILED: typing.Final = " failed permanently: "
+    _WEBHOOK_IDS: typing.Final = frozenset(
+        {
+            MANAGED_CHILD_PATH,
+            MODEL_DEPLOYMENT_PATH,
+            MANAGED_SCALE_PATH,
+            TRUST_POLICY_PATH,
+            MODEL_APPROVAL_PATH,
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR or not isinstance(record.msg, str):
+            return True
+        handler, separator, message = record.msg.partition(self._FAILED)
+        if not separator or handler.removeprefix("Webhook ").strip("'") not in self._WEBHOOK_IDS:
+            return True
+        record.msg = f"admission denied by webhook {handler.removeprefix('Webhook ')}: {message}"
+        record.args = None
+        record.levelno = logging.INFO
+        record.levelname = logging.getLevelName(logging.INFO)
+        # Lowered past the level check its logger made for ERROR: make it again for INFO.
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
