@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -94,25 +93,50 @@ def sign(model: pathlib.Path, work: pathlib.Path) -> tuple[pathlib.Path, pathlib
 class Run:
     seconds: float
     peak_rss: int
-    """The child's own peak RSS in bytes (its VmHWM, from wait4), not the largest child's so far."""
+    """The child's own peak RSS in bytes, with a floor of a bare interpreter's (see timed)."""
     output: str
 
 
+# Forks and execs the command, then reports its wall time and rusage through a pipe. Linux keeps
+# the peak RSS of a process across exec, so a child forked from this benchmark (some 70 MiB by
+# then) would report at least that; forked from a bare interpreter, its floor is a few MiB.
+_LAUNCHER = """
+import os, sys, time
+report = int(sys.argv[1])
+started = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    try:
+        os.execvp(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+elapsed = time.monotonic() - started
+os.write(report, f"{elapsed} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}".encode())
+"""
+
+
 def timed(command: list[str]) -> Run:
-    """Wall seconds, the child's own peak RSS and its output."""
-    with tempfile.TemporaryFile() as output:
-        started = time.monotonic()
-        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
-        # wait4 gives this child's own rusage; RUSAGE_CHILDREN's ru_maxrss is the largest peak of
-        # any child so far (model_signing's signing, say), which hid ours.
-        _, status, usage = os.wait4(child.pid, 0)
-        elapsed = time.monotonic() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
+    """Wall seconds from fork to exit, the child's own peak RSS and its output."""
+    read_end, write_end = os.pipe()
+    with tempfile.TemporaryFile() as output, os.fdopen(read_end, "rb") as report:
+        launcher = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(write_end), *command],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_end,),
+        )
+        os.close(write_end)
+        figures = report.read().decode().split()
+        launcher.wait()
         output.seek(0)
         text = output.read().decode(errors="replace").strip()
-    if child.returncode != 0:
-        sys.exit(f"{command[0]} failed ({child.returncode}): {text}")
-    return Run(elapsed, usage.ru_maxrss * 1024, text)  # Linux reports ru_maxrss in KiB
+    if launcher.returncode != 0 or len(figures) != 3 or figures[2] != "0":
+        code = figures[2] if len(figures) == 3 else f"launcher {launcher.returncode}"
+        sys.exit(f"{command[0]} failed ({code}): {text}")
+    elapsed, max_rss_kib = float(figures[0]), int(figures[1])
+    return Run(elapsed, max_rss_kib * 1024, text)  # Linux reports ru_maxrss in KiB
 
 
 def openssl_limit(cores: int) -> tuple[float, float]:
