@@ -127,6 +127,7 @@ class _Wire(pydantic.BaseModel):
         populate_by_name=True,
         serialize_by_alias=True,
         use_attribute_docstrings=True,
+        defer_build=True,
     )
 
 
