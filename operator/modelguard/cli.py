@@ -149,10 +149,10 @@ def _verify_policy(args: argparse.Namespace) -> trustpolicy.TrustPolicySpec:
         signatures.load_public_key(pem, field=f"--public-key {str(args.public_key)!r}")
         signer: dict[str, typing.Any] = {"name": "public-key", "publicKey": pem.decode()}
     else:
+        from modelguard.trust import certificates  # noqa: PLC0415
+
         pem = _read(args.certificate_root, what="--certificate-root")
-        signatures.load_certificates(
-            pem, field=f"--certificate-root {str(args.certificate_root)!r}"
-        )
+        certificates.load(pem, field=f"--certificate-root {str(args.certificate_root)!r}")
         signer = {"name": "certificate-root", "certificateRoot": pem.decode()}
     # The same defaults as a TrustPolicy that names only this signer.
     return trustpolicy.TrustPolicySpec.model_validate({"signers": [signer]}, by_alias=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import pathlib
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 import model_signing
@@ -108,3 +110,30 @@ def test_a_trust_source_is_required() -> None:
     with pytest.raises(SystemExit) as exited, redirect_stderr(io.StringIO()):
         cli.main(["verify", "dir", "--signature", "x.sig"])
     assert exited.value.code == 2
+
+
+def test_verifying_with_a_public_key_does_not_load_x509(signed: pathlib.Path) -> None:
+    # x509 is a large share of the command's start-up; only certificate signers need it.
+    probe = (
+        "import sys\n"
+        "from modelguard import cli\n"
+        "code = cli.main(sys.argv[1:])\n"
+        "print(code, 'cryptography.x509' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "verify",
+            str(signed / "model"),
+            "--signature",
+            str(signed / "model.sig"),
+            "--public-key",
+            str(signed / "key.pub"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines()[-1] == "0 False", result.stderr

@@ -10,7 +10,6 @@ import enum
 import typing
 
 import pydantic
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -51,6 +50,9 @@ def _ec_public_key(pem: str) -> str:
 
 
 def _certificates(pem: str) -> str:
+    # Imported when a policy has certificate roots: x509 is a large share of a CLI's start-up.
+    from cryptography import x509  # noqa: PLC0415
+
     try:
         certificates = x509.load_pem_x509_certificates(pem.encode("utf-8"))
     except ValueError as error:

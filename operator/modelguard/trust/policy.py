@@ -37,7 +37,9 @@ def trusted_signers(spec: trustpolicy.TrustPolicySpec) -> list[signatures.Truste
             )
             result.append(signatures.KeySigner(signer.name, key))
         elif signer.certificate_root is not None:
-            roots = signatures.load_certificates(
+            from modelguard.trust import certificates  # noqa: PLC0415 - see its docstring
+
+            roots = certificates.load(
                 signer.certificate_root.encode("utf-8"), field=f"{field}.certificateRoot"
             )
             result.append(signatures.CertificateSigner(signer.name, roots))

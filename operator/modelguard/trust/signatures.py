@@ -3,9 +3,8 @@
 Key method: the DSSE signature is ECDSA over PAE(payloadType, payload) with the hash matching the
 curve (P-256/SHA-256, P-384/SHA-384, P-521/SHA-512), as model_signing signs; the bundle's key hint
 (hex SHA-256 of the PEM public key) picks the key. Certificate method: the bundle carries the
-chain, signing certificate first; it must lead to one of the policy's roots (the root inside the
-bundle counts for nothing), every certificate valid at the time checked, issuers CAs, and the
-signing certificate usable for signing (digitalSignature, or extended key usage codeSigning).
+chain, signing certificate first, which certificates.py checks against the policy's roots; the
+signature is then ECDSA with the signing certificate's key.
 Keyless sigstore needs Fulcio's roots and Rekor online: refused with KeylessUnavailable.
 """
 
@@ -16,20 +15,20 @@ import datetime
 import hashlib
 import typing
 
-from cryptography import exceptions, x509
+from cryptography import exceptions
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509 import oid
 
 from modelguard.trust import bundle, reasons
+
+if typing.TYPE_CHECKING:
+    from cryptography import x509
 
 _CURVE_HASHES: typing.Final[dict[str, type[hashes.HashAlgorithm]]] = {
     "secp256r1": hashes.SHA256,
     "secp384r1": hashes.SHA384,
     "secp521r1": hashes.SHA512,
 }
-# Longest chain followed from the signing certificate to a root.
-_MAX_CHAIN_DEPTH: typing.Final = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,17 +96,6 @@ def load_public_key(pem: bytes, *, field: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def load_certificates(pem: bytes, *, field: str) -> tuple[x509.Certificate, ...]:
-    """One or more PEM certificates; InvalidKey naming `field` otherwise."""
-    try:
-        certificates = tuple(x509.load_pem_x509_certificates(pem))
-    except ValueError as error:
-        raise _invalid_key(f"{field} is not PEM certificates: {error}") from None
-    if not certificates:
-        raise _invalid_key(f"{field} holds no certificate")
-    return certificates
-
-
 def verify(
     signed: bundle.Bundle,
     signers: typing.Sequence[TrustedSigner],
@@ -169,25 +157,20 @@ def _verify_certificate(
     signers: typing.Sequence[TrustedSigner],
     at: datetime.datetime | None,
 ) -> Verified:
-    try:
-        chain = [x509.load_der_x509_certificate(raw) for raw in signed.certificates]
-    except ValueError as error:
-        raise reasons.VerificationError(
-            reasons.Reason.MALFORMED_BUNDLE,
-            f"{signed.label}: verificationMaterial.x509CertificateChain holds a certificate "
-            f"that is not DER: {error}",
-        ) from None
+    from modelguard.trust import certificates  # noqa: PLC0415 - see certificates' docstring
+
+    chain = certificates.chain_of(signed)
     leaf = chain[0]
     subject = leaf.subject.rfc4514_string()
     roots = [signer for signer in signers if isinstance(signer, CertificateSigner)]
     errors: list[reasons.VerificationError] = []
     for signer in roots:
         try:
-            _check_chain(chain, roots=signer.roots, at=at or leaf.not_valid_before_utc)
+            certificates.check_chain(chain, roots=signer.roots, at=at or leaf.not_valid_before_utc)
         except reasons.VerificationError as error:
             errors.append(error)
             continue
-        _check_signing_usage(leaf, label=signed.label)
+        certificates.check_signing_usage(leaf, label=signed.label)
         key = leaf.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVE_HASHES:
             raise _invalid_key(
@@ -207,83 +190,6 @@ def _verify_certificate(
     raise _untrusted(
         f"{signed.label}: certificate {subject!r} does not chain to a trusted certificate root "
         f"of the policy ({_names(roots)})"
-    )
-
-
-def _check_chain(
-    chain: list[x509.Certificate], *, roots: tuple[x509.Certificate, ...], at: datetime.datetime
-) -> None:
-    path = [chain[0]]
-    intermediates = chain[1:]
-    while len(path) <= _MAX_CHAIN_DEPTH:
-        current = path[-1]
-        anchor = next((root for root in roots if _issued_by(current, root)), None)
-        if anchor is not None:
-            for certificate in [*path, anchor]:
-                _check_validity(certificate, at=at)
-            for issuer in [*path[1:], anchor]:
-                _check_ca(issuer)
-            return
-        parent = next((c for c in intermediates if c not in path and _issued_by(current, c)), None)
-        if parent is None:
-            break
-        path.append(parent)
-    raise _untrusted("no path to a trusted root")
-
-
-def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if certificate.issuer != issuer.subject:
-        return False
-    try:
-        certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, exceptions.InvalidSignature):
-        return False
-    return True
-
-
-def _check_validity(certificate: x509.Certificate, *, at: datetime.datetime) -> None:
-    if not certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc:
-        raise reasons.VerificationError(
-            reasons.Reason.CERTIFICATE_EXPIRED,
-            f"certificate {certificate.subject.rfc4514_string()!r} is valid from "
-            f"{certificate.not_valid_before_utc.isoformat()} to "
-            f"{certificate.not_valid_after_utc.isoformat()}, not at {at.isoformat()}",
-        )
-
-
-def _check_ca(certificate: x509.Certificate) -> None:
-    subject = certificate.subject.rfc4514_string()
-    try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is None or not constraints.value.ca:
-        raise _untrusted(f"issuer certificate {subject!r} is not a CA (basicConstraints)")
-    try:
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return
-    if not usage.key_cert_sign:
-        raise _untrusted(f"issuer certificate {subject!r} may not sign certificates (keyUsage)")
-
-
-def _check_signing_usage(leaf: x509.Certificate, *, label: str) -> None:
-    # model_signing's rule: keyUsage digitalSignature, or extended key usage codeSigning.
-    try:
-        if leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
-            return
-    except x509.ExtensionNotFound:
-        pass
-    try:
-        extended = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        if oid.ExtendedKeyUsageOID.CODE_SIGNING in extended:
-            return
-    except x509.ExtensionNotFound:
-        pass
-    raise reasons.VerificationError(
-        reasons.Reason.CERTIFICATE_NOT_FOR_SIGNING,
-        f"{label}: certificate {leaf.subject.rfc4514_string()!r} has neither keyUsage "
-        "digitalSignature nor extended key usage codeSigning",
     )
 
 
