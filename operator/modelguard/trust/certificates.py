@@ -49,6 +49,7 @@ def chain_of(signed: bundle.Bundle) -> list[x509.Certificate]:
 def check_chain(
     chain: list[x509.Certificate], *, roots: tuple[x509.Certificate, ...], at: datetime.datetime
 ) -> None:
+    """A path from the signing certificate to one of `roots`, each valid at `at`, issuers CAs."""
     path = [chain[0]]
     intermediates = chain[1:]
     while len(path) <= _MAX_CHAIN_DEPTH:
@@ -104,6 +105,7 @@ def _check_ca(certificate: x509.Certificate) -> None:
 
 
 def check_signing_usage(leaf: x509.Certificate, *, label: str) -> None:
+    """The signing certificate may sign: CertificateNotForSigning otherwise."""
     # model_signing's rule: keyUsage digitalSignature, or extended key usage codeSigning.
     try:
         if leaf.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature:
