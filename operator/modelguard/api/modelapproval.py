@@ -17,7 +17,7 @@ import typing
 
 import pydantic
 
-from modelguard.api import errors, v1alpha1
+from modelguard.api import conventions, errors, v1alpha1
 
 KIND: typing.Final = "ModelApproval"
 PLURAL: typing.Final = "modelapprovals"
@@ -75,7 +75,7 @@ def parse_time(value: str) -> datetime.datetime:
     return parsed
 
 
-class Signature(v1alpha1._Spec):
+class Signature(conventions.Spec):
     """One DSSE signature."""
 
     keyid: str = pydantic.Field(default="", max_length=256)
@@ -87,7 +87,7 @@ class Signature(v1alpha1._Spec):
     payload. Required."""
 
 
-class Envelope(v1alpha1._Spec):
+class Envelope(conventions.Spec):
     """A DSSE envelope (https://github.com/secure-systems-lab/dsse) of an in-toto statement."""
 
     payload_type: str = pydantic.Field(min_length=1, max_length=256)
@@ -102,10 +102,10 @@ class Envelope(v1alpha1._Spec):
     """Signatures over the payload; the one by the named approver's key counts. Required."""
 
 
-class ModelApprovalSpec(v1alpha1._Spec):
+class ModelApprovalSpec(conventions.Spec):
     """Which model version may run, approved by whom, why and until when; and the signature."""
 
-    model: v1alpha1.DNSLabel
+    model: conventions.DNSLabel
     """Logical name of the model, as in ModelDeployment spec.model.name. Required."""
 
     version: v1alpha1.LabelValue
@@ -115,7 +115,7 @@ class ModelApprovalSpec(v1alpha1._Spec):
     """Root digest of the model's signed files (sha256:<64 hex>), as in the model's signature
     and status.verification.rootDigest. Only these exact bytes are approved. Required."""
 
-    approver: v1alpha1.DNSLabel
+    approver: conventions.DNSLabel
     """Name of the approver in the TrustPolicy; the signature must verify with that approver's
     key. Required."""
 
@@ -135,7 +135,7 @@ class ModelApprovalSpec(v1alpha1._Spec):
         return parse_time(self.expires_at)
 
 
-class ModelApprovalStatus(v1alpha1._Status):
+class ModelApprovalStatus(conventions.Status):
     """What the operator observed about this approval."""
 
     observed_generation: int | None = pydantic.Field(
@@ -150,12 +150,12 @@ class ModelApprovalStatus(v1alpha1._Status):
     """Conditions of the approval, such as whether its signature verifies."""
 
 
-class ModelApproval(v1alpha1._Wire):
+class ModelApproval(conventions.Wire):
     """A signed approval for one model version, at one root digest, in this namespace."""
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    api_version: str = v1alpha1.API_VERSION
+    api_version: str = conventions.API_VERSION
     """APIVersion defines the versioned schema of this representation of an object."""
 
     kind: str = KIND

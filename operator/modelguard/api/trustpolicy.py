@@ -13,7 +13,7 @@ import pydantic
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelguard.api import errors, v1alpha1
+from modelguard.api import conventions, errors
 
 KIND: typing.Final = "TrustPolicy"
 PLURAL: typing.Final = "trustpolicies"
@@ -68,7 +68,7 @@ PublicKeyPEM = typing.Annotated[str, pydantic.AfterValidator(_ec_public_key)]
 CertificatesPEM = typing.Annotated[str, pydantic.AfterValidator(_certificates)]
 
 
-class KeylessIdentity(v1alpha1._Spec):
+class KeylessIdentity(conventions.Spec):
     """A sigstore keyless signer: an OIDC identity certified by Fulcio, logged in Rekor.
 
     Verifying it needs the public-good sigstore infrastructure online; ModelGuard verifies
@@ -82,7 +82,7 @@ class KeylessIdentity(v1alpha1._Spec):
     """Identity (email or workload URI) in the signing certificate. Required."""
 
 
-class Signer(v1alpha1._Spec):
+class Signer(conventions.Spec):
     """A trusted model signer: exactly one of publicKey, certificateRoot or keyless."""
 
     model_config = pydantic.ConfigDict(
@@ -97,7 +97,7 @@ class Signer(v1alpha1._Spec):
         }
     )
 
-    name: v1alpha1.DNSLabel
+    name: conventions.DNSLabel
     """Name of the signer, reported in status.verification and audit records. Required."""
 
     public_key: PublicKeyPEM | None = None
@@ -122,10 +122,10 @@ class Signer(v1alpha1._Spec):
 ApprovalCount = typing.Annotated[int, pydantic.Field(ge=1, le=MAX_SIGNERS)]
 
 
-class Approver(v1alpha1._Spec):
+class Approver(conventions.Spec):
     """Someone whose signed ModelApprovals count."""
 
-    name: v1alpha1.DNSLabel
+    name: conventions.DNSLabel
     """Name of the approver, reported in status.approval. Required."""
 
     public_key: PublicKeyPEM
@@ -135,7 +135,7 @@ class Approver(v1alpha1._Spec):
     """Roles of the approver (e.g. security, model-owner), for policies that need them."""
 
 
-class Formats(v1alpha1._Spec):
+class Formats(conventions.Spec):
     """Which file formats a model may contain, judged by content, not by extension."""
 
     allow_pickle: bool = False
@@ -143,19 +143,19 @@ class Formats(v1alpha1._Spec):
     arrays): loading them runs code chosen by whoever wrote them. Default: false."""
 
 
-class Network(v1alpha1._Spec):
+class Network(conventions.Spec):
     """The most a ModelDeployment under this policy may open itself to. Selectors of pods and
     namespaces inside the cluster are the model owner's to declare; what reaches beyond (IP
     ranges) or admits everyone (every namespace) needs the security owner's say-so here."""
 
-    egress_cidrs: list[v1alpha1.CIDR] = pydantic.Field(
+    egress_cidrs: list[conventions.CIDR] = pydantic.Field(
         default=[], max_length=MAX_ENTRIES, alias="egressCIDRs"
     )
     """IP ranges a model may name in spec.access.egress ipBlocks: each must lie inside one of
     these. Default: [] (no egress to IP ranges; in-cluster destinations by selector only). List
     0.0.0.0/0 to allow anything."""
 
-    ingress_cidrs: list[v1alpha1.CIDR] = pydantic.Field(
+    ingress_cidrs: list[conventions.CIDR] = pydantic.Field(
         default=[], max_length=MAX_ENTRIES, alias="ingressCIDRs"
     )
     """IP ranges a model may name in spec.access.ingress ipBlocks: each must lie inside one of
@@ -180,7 +180,7 @@ class Enforcement(enum.StrEnum):
     AUDIT = "Audit"
 
 
-class TrustPolicySpec(v1alpha1._Spec):
+class TrustPolicySpec(conventions.Spec):
     """Who may sign models, who may approve them, and what a model may be."""
 
     signers: list[Signer] = pydantic.Field(
@@ -250,12 +250,12 @@ class TrustPolicySpec(v1alpha1._Spec):
         return self
 
 
-class TrustPolicy(v1alpha1._Wire):
+class TrustPolicy(conventions.Wire):
     """Trusted model signers and approvers, allowed sources, hashes and formats (cluster-wide)."""
 
     model_config = pydantic.ConfigDict(extra="ignore")
 
-    api_version: str = v1alpha1.API_VERSION
+    api_version: str = conventions.API_VERSION
     """APIVersion defines the versioned schema of this representation of an object."""
 
     kind: str = KIND

@@ -12,13 +12,12 @@ import re
 import typing
 
 import pydantic
-from pydantic import alias_generators
 
-from modelguard.api import errors, quantity
+from modelguard.api import conventions, errors, quantity
 
-GROUP: typing.Final = "modelguard.dev"
-VERSION: typing.Final = "v1alpha1"
-API_VERSION: typing.Final = f"{GROUP}/{VERSION}"
+GROUP: typing.Final = conventions.GROUP
+VERSION: typing.Final = conventions.VERSION
+API_VERSION: typing.Final = conventions.API_VERSION
 KIND: typing.Final = "ModelDeployment"
 PLURAL: typing.Final = "modeldeployments"
 SINGULAR: typing.Final = "modeldeployment"
@@ -49,7 +48,6 @@ DEFAULT_LIMITS: typing.Final = {"memory": "1Gi"}
 DEFAULT_SIGNATURE_FILE: typing.Final = "model.sig"
 
 IMAGE_DIGEST_PATTERN: typing.Final = r"^[^\s@]+@sha256:[a-f0-9]{64}$"
-DNS_LABEL_PATTERN: typing.Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN: typing.Final = (
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
@@ -72,11 +70,6 @@ ImageDigest = typing.Annotated[
     str,
     pydantic.Field(pattern=IMAGE_DIGEST_PATTERN),
     errors.Hint("must be pinned by digest (image@sha256:<64 hex>)"),
-]
-DNSLabel = typing.Annotated[
-    str,
-    pydantic.Field(pattern=DNS_LABEL_PATTERN, max_length=63),
-    errors.Hint("must be a DNS-1123 label: at most 63 lowercase letters, digits and '-'"),
 ]
 ObjectName = typing.Annotated[
     str,
@@ -104,49 +97,10 @@ Quantity = typing.Annotated[
 Port = typing.Annotated[int, pydantic.Field(ge=1, le=65535)]
 
 
-def _is_cidr(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValueError("must be a CIDR such as 10.0.0.0/8 or 2001:db8::/32") from None
-    return value
-
-
-CIDR = typing.Annotated[
-    str,
-    pydantic.AfterValidator(_is_cidr),
-    pydantic.Field(json_schema_extra={"format": "cidr"}),
-]
-
-
-class _Wire(pydantic.BaseModel):
-    """Kubernetes field names (camelCase) on the wire, Python names in code, docstrings explain."""
-
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel,
-        populate_by_name=True,
-        serialize_by_alias=True,
-        use_attribute_docstrings=True,
-        defer_build=True,
-    )
-
-
-class _Spec(_Wire):
-    """What users write: an unknown field is a mistake to report, not something to ignore."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-
-class _Status(_Wire):
-    """What the operator writes: read leniently, so an older operator can read a newer status."""
-
-    model_config = pydantic.ConfigDict(extra="ignore")
-
-
 # --- spec ----------------------------------------------------------------------------------------
 
 
-class ModelSource(_Spec):
+class ModelSource(conventions.Spec):
     """Where the model's files are read from."""
 
     uri: ArtifactURI
@@ -167,7 +121,7 @@ class ModelSource(_Spec):
     Default: [] (the source is not reachable; a pvc:// source needs nothing)."""
 
 
-class ModelSignature(_Spec):
+class ModelSignature(conventions.Spec):
     """Where the model's OpenSSF Model Signing bundle is read from."""
 
     uri: ArtifactURI | None = None
@@ -175,10 +129,10 @@ class ModelSignature(_Spec):
     beside the source, that is <source.uri>/model.sig. Accepted schemes: s3://, https://, pvc://."""
 
 
-class ModelSpec(_Spec):
+class ModelSpec(conventions.Spec):
     """The model to serve: which one, which version, and where its files and signature are."""
 
-    name: DNSLabel
+    name: conventions.DNSLabel
     """Logical name of the model (approvals name it), e.g. sentiment-bert. A DNS-1123 label: at
     most 63 lowercase letters, digits and '-'. Required."""
 
@@ -201,7 +155,7 @@ class ModelSpec(_Spec):
         return f"{self.source.uri.rstrip('/')}/{DEFAULT_SIGNATURE_FILE}"
 
 
-class ResourceRequirements(_Spec):
+class ResourceRequirements(conventions.Spec):
     """Compute resources of the model server container."""
 
     requests: dict[str, Quantity] = pydantic.Field(default=DEFAULT_REQUESTS)
@@ -225,7 +179,7 @@ class ResourceRequirements(_Spec):
         return self
 
 
-class ServingSpec(_Spec):
+class ServingSpec(conventions.Spec):
     """How the model is served: the server image, its port, replicas and resources."""
 
     image: ImageDigest
@@ -254,7 +208,7 @@ class LabelSelectorOperator(enum.StrEnum):
     DOES_NOT_EXIST = "DoesNotExist"
 
 
-class LabelSelectorRequirement(_Spec):
+class LabelSelectorRequirement(conventions.Spec):
     """One requirement of a label selector: a label key, an operator and values."""
 
     key: str = pydantic.Field(min_length=1)
@@ -277,7 +231,7 @@ class LabelSelectorRequirement(_Spec):
         return self
 
 
-class LabelSelector(_Spec):
+class LabelSelector(conventions.Spec):
     """Selects objects by label; all given terms must match. An empty selector ({}) matches all."""
 
     match_labels: dict[str, str] | None = None
@@ -287,13 +241,13 @@ class LabelSelector(_Spec):
     """Requirements that must all hold."""
 
 
-class IPBlock(_Spec):
+class IPBlock(conventions.Spec):
     """A range of IP addresses, typically outside the cluster."""
 
-    cidr: CIDR
+    cidr: conventions.CIDR
     """The range, e.g. 10.0.0.0/8 or 2001:db8::/32. Required."""
 
-    except_: list[CIDR] | None = pydantic.Field(default=None, alias="except")
+    except_: list[conventions.CIDR] | None = pydantic.Field(default=None, alias="except")
     """Ranges inside cidr that are excluded."""
 
     @pydantic.model_validator(mode="after")
@@ -314,7 +268,7 @@ _PEER_SELECTOR_OR_BLOCK = (
 _PEER_REQUIRED = "a peer needs namespaceSelector, podSelector or ipBlock"
 
 
-class NetworkPeer(_Spec):
+class NetworkPeer(conventions.Spec):
     """Who may connect, or where to: pods chosen by labels, or an IP range.
 
     namespaceSelector alone selects every pod in the matching namespaces; podSelector alone
@@ -370,7 +324,7 @@ class Protocol(enum.StrEnum):
     SCTP = "SCTP"
 
 
-class NetworkPort(_Spec):
+class NetworkPort(conventions.Spec):
     """A destination port."""
 
     port: Port
@@ -380,7 +334,7 @@ class NetworkPort(_Spec):
     """TCP, UDP or SCTP. Default: TCP."""
 
 
-class EgressRule(_Spec):
+class EgressRule(conventions.Spec):
     """Destinations the model server may connect to."""
 
     to: list[NetworkPeer] = pydantic.Field(min_length=1, max_length=MAX_PEERS)
@@ -403,7 +357,7 @@ ModelSource.model_rebuild()
 ModelSpec.model_rebuild()
 
 
-class AccessSpec(_Spec):
+class AccessSpec(conventions.Spec):
     """Who may call the model, and what the model may call. Both are closed by default."""
 
     ingress: list[NetworkPeer] = pydantic.Field(default=[], max_length=MAX_PEERS)
@@ -422,7 +376,7 @@ class AuditInputs(enum.StrEnum):
     PAYLOAD = "Payload"
 
 
-class AuditSpec(_Spec):
+class AuditSpec(conventions.Spec):
     """What is recorded about inference requests."""
 
     inputs: AuditInputs = AuditInputs.METADATA
@@ -430,7 +384,7 @@ class AuditSpec(_Spec):
     Metadata plus the redacted payload (opt-in; it may hold personal data). Default: Metadata."""
 
 
-class BackupSpec(_Spec):
+class BackupSpec(conventions.Spec):
     """Offline backups of the verified model, its signature, approvals and spec."""
 
     store: ObjectName
@@ -448,7 +402,7 @@ class OnUnapproved(enum.StrEnum):
     REJECT = "Reject"
 
 
-class RolloutSpec(_Spec):
+class RolloutSpec(conventions.Spec):
     """How a new version goes live."""
 
     on_unapproved: OnUnapproved = OnUnapproved.HOLD
@@ -456,7 +410,7 @@ class RolloutSpec(_Spec):
     the change at apply time. Default: Hold."""
 
 
-class ModelDeploymentSpec(_Spec):
+class ModelDeploymentSpec(conventions.Spec):
     """The model version to serve and how; everything not written has the secure default."""
 
     model: ModelSpec
@@ -497,7 +451,7 @@ class ConditionStatus(enum.StrEnum):
     UNKNOWN = "Unknown"
 
 
-class Condition(_Status):
+class Condition(conventions.Status):
     """One aspect of the object's state, in the shape of Kubernetes' metav1.Condition."""
 
     type: str = pydantic.Field(pattern=CONDITION_TYPE_PATTERN, max_length=316)
@@ -521,7 +475,7 @@ class Condition(_Status):
     """metadata.generation the condition was set for."""
 
 
-class VerificationStatus(_Status):
+class VerificationStatus(conventions.Status):
     """The result of the last successful signature verification."""
 
     version: str | None = None
@@ -545,7 +499,7 @@ class VerificationStatus(_Status):
     """When the signature was verified (RFC 3339)."""
 
 
-class ApprovalStatus(_Status):
+class ApprovalStatus(conventions.Status):
     """The approval the active version runs under."""
 
     approvers: list[str] | None = None
@@ -555,7 +509,7 @@ class ApprovalStatus(_Status):
     """When the earliest of those approvals expires (RFC 3339)."""
 
 
-class BackupStatus(_Status):
+class BackupStatus(conventions.Status):
     """The last completed offline backup."""
 
     location: str | None = None
@@ -567,7 +521,7 @@ class BackupStatus(_Status):
     """When it was written and read back (RFC 3339)."""
 
 
-class QuarantineStatus(_Status):
+class QuarantineStatus(conventions.Status):
     """An automatic quarantine: why, since when, and for which generation of the spec."""
 
     reason: str | None = None
@@ -583,7 +537,7 @@ class QuarantineStatus(_Status):
     """When the model was quarantined (RFC 3339)."""
 
 
-class ModelDeploymentStatus(_Status):
+class ModelDeploymentStatus(conventions.Status):
     """What the operator observed and did; read by kubectl, kubectl wait and GitOps tools."""
 
     observed_generation: int | None = pydantic.Field(
@@ -616,7 +570,7 @@ class ModelDeploymentStatus(_Status):
 # --- the object ----------------------------------------------------------------------------------
 
 
-class ModelDeployment(_Wire):
+class ModelDeployment(conventions.Wire):
     """One model version served securely: verified, approved, isolated, audited and backed up."""
 
     model_config = pydantic.ConfigDict(
