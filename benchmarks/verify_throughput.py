@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 GIB = 1024**3
 CHUNK = 16 * 1024 * 1024
-# What each CLI imports before it reads a byte of the model.
-OUR_IMPORTS = "modelguard.cli, modelguard.trust.verify, modelguard.api.trustpolicy, yaml"
+# What each CLI imports before it reads a byte of the model, verifying with a public key.
+OUR_IMPORTS = "modelguard.cli, modelguard.trust.verify"
 THEIR_IMPORTS = "model_signing._cli"
 
 

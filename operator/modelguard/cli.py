@@ -18,7 +18,7 @@ if typing.TYPE_CHECKING:
 
     from modelguard.admission import serving
     from modelguard.api import trustpolicy
-    from modelguard.trust import approval
+    from modelguard.trust import approval, policy
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -98,24 +98,20 @@ def _add_webhook_flags(run: argparse.ArgumentParser) -> None:
 def _verify(args: argparse.Namespace) -> int:
     # Imported here, like _run's: `modelguard run` should not pay for cryptography and the trust
     # layer, nor `modelguard verify` for kopf.
-    from modelguard.api import errors  # noqa: PLC0415
     from modelguard.trust import reasons, verify  # noqa: PLC0415
 
     try:
-        spec = _verify_policy(args)
+        rules = _verify_rules(args)
         signature = _read(args.signature, what="--signature")
         if not args.model_dir.is_dir():
             raise reasons.VerificationError(
                 reasons.Reason.UNREADABLE, f"MODEL_DIR {str(args.model_dir)!r} is not a directory"
             )
         result = verify.verify_folder(
-            args.model_dir, signature, spec, signature_path=args.signature
+            args.model_dir, signature, rules, signature_path=args.signature
         )
     except reasons.VerificationError as error:
         print(f"{error.reason}: {error.message}", file=sys.stderr)
-        return 1
-    except errors.InvalidObjectError as error:
-        print(f"{reasons.Reason.INVALID_POLICY}: {'; '.join(error.messages)}", file=sys.stderr)
         return 1
     for violation in result.audit:
         print(f"audit {violation}", file=sys.stderr)
@@ -123,39 +119,51 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_policy(args: argparse.Namespace) -> trustpolicy.TrustPolicySpec:
-    """The TrustPolicySpec the command line asks for: one key, one root, or a policy file."""
-    import yaml  # noqa: PLC0415
-
-    from modelguard.api import trustpolicy  # noqa: PLC0415
-    from modelguard.trust import reasons, signatures  # noqa: PLC0415
+def _verify_rules(args: argparse.Namespace) -> policy.Rules:
+    """What the command line asks to enforce: one key, one root, or a TrustPolicy file."""
+    from modelguard.trust import policy, signatures  # noqa: PLC0415
 
     if args.policy is not None:
-        text = _read(args.policy, what="--policy")
-        try:
-            body = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise reasons.VerificationError(
-                reasons.Reason.INVALID_POLICY, f"--policy {str(args.policy)!r} is not YAML: {error}"
-            ) from None
-        if not isinstance(body, dict):
-            raise reasons.VerificationError(
-                reasons.Reason.INVALID_POLICY,
-                f"--policy {str(args.policy)!r} is not a TrustPolicy object",
-            )
-        return trustpolicy.parse(body).spec
+        return policy.rules_of(_policy_file(args.policy))
     if args.public_key is not None:
         pem = _read(args.public_key, what="--public-key")
-        signatures.load_public_key(pem, field=f"--public-key {str(args.public_key)!r}")
-        signer: dict[str, typing.Any] = {"name": "public-key", "publicKey": pem.decode()}
+        key = signatures.load_public_key(pem, field=f"--public-key {str(args.public_key)!r}")
+        signer: signatures.TrustedSigner = signatures.KeySigner("public-key", key)
     else:
         from modelguard.trust import certificates  # noqa: PLC0415
 
         pem = _read(args.certificate_root, what="--certificate-root")
-        certificates.load(pem, field=f"--certificate-root {str(args.certificate_root)!r}")
-        signer = {"name": "certificate-root", "certificateRoot": pem.decode()}
-    # The same defaults as a TrustPolicy that names only this signer.
-    return trustpolicy.TrustPolicySpec.model_validate({"signers": [signer]}, by_alias=True)
+        roots = certificates.load(pem, field=f"--certificate-root {str(args.certificate_root)!r}")
+        signer = signatures.CertificateSigner("certificate-root", roots)
+    # A TrustPolicy that names only this signer, with every default: without the API models,
+    # which a key or a root does not need.
+    return policy.Rules(signers=(signer,))
+
+
+def _policy_file(path: pathlib.Path) -> trustpolicy.TrustPolicySpec:
+    """The spec of a TrustPolicy YAML file; InvalidPolicy naming what is wrong otherwise."""
+    import yaml  # noqa: PLC0415
+
+    from modelguard.api import errors, trustpolicy  # noqa: PLC0415
+    from modelguard.trust import reasons  # noqa: PLC0415
+
+    text = _read(path, what="--policy")
+    try:
+        body = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY, f"--policy {str(path)!r} is not YAML: {error}"
+        ) from None
+    if not isinstance(body, dict):
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY, f"--policy {str(path)!r} is not a TrustPolicy object"
+        )
+    try:
+        return trustpolicy.parse(body).spec
+    except errors.InvalidObjectError as error:
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY, "; ".join(error.messages)
+        ) from None
 
 
 def _read(path: pathlib.Path, *, what: str) -> bytes:

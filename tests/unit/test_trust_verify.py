@@ -4,6 +4,7 @@ layouts, and the tamper matrix, each case refused with its own reason."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import errno
 import io
@@ -26,7 +27,7 @@ from model_signing import hashing
 
 from modelguard import cli
 from modelguard.api import trustpolicy
-from modelguard.trust import digests, folder, reasons, signatures, verify
+from modelguard.trust import digests, folder, policy, reasons, signatures, verify
 
 Reason = reasons.Reason
 Layout = dict[str, bytes]
@@ -101,10 +102,49 @@ def _statement(signature: pathlib.Path) -> dict[str, typing.Any]:
     return result
 
 
-def _policy(public: pathlib.Path, **spec: typing.Any) -> trustpolicy.TrustPolicySpec:
-    return trustpolicy.TrustPolicySpec.model_validate(
-        {"signers": [{"name": "team", "publicKey": public.read_text()}], **spec}
+def _policy(public: pathlib.Path, **spec: typing.Any) -> policy.Rules:
+    return _rules({"signers": [{"name": "team", "publicKey": public.read_text()}], **spec})
+
+
+def _rules(spec: dict[str, typing.Any]) -> policy.Rules:
+    return policy.rules_of(trustpolicy.TrustPolicySpec.model_validate(spec))
+
+
+def test_rules_default_to_a_policy_that_names_only_its_signers(
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+) -> None:
+    # `modelguard verify --public-key` builds its Rules without the API models: its defaults must
+    # stay those of the TrustPolicySpec.
+    from_policy = _policy(keys["trusted"][1])
+    assert [signer.name for signer in from_policy.signers] == ["team"]
+    assert dataclasses.replace(from_policy, signers=()) == policy.Rules(signers=())
+
+
+def test_rules_carry_every_setting_of_the_policy(
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+) -> None:
+    rules = _rules(
+        {
+            "signers": [
+                {"name": name, "publicKey": keys[name][1].read_text()}
+                for name in ("trusted", "other")
+            ],
+            "minSigners": 2,
+            "hashAlgorithms": ["sha256", "blake2b"],
+            "sources": ["s3://models/team-a/"],
+            "formats": {"allowPickle": True},
+            "enforcement": "Audit",
+        }
     )
+    assert dataclasses.replace(rules, signers=()) == policy.Rules(
+        signers=(),
+        min_signers=2,
+        hash_algorithms=frozenset({"sha256", "blake2b"}),
+        sources=("s3://models/team-a/",),
+        allow_pickle=True,
+        audit=True,
+    )
+    assert [signer.name for signer in rules.signers] == ["trusted", "other"]
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +185,8 @@ def test_root_digest_and_verification_match_model_signing(
     ours = folder.hash_files(model, files, hash_type=hash_type, shard_size=shard_size, workers=3)
     # Our own manifest, in our own order, gives model_signing's root digest byte for byte.
     assert digests.root_digest(ours).hex() == signed_root
-    spec = _policy(public, hashAlgorithms=[hash_type])
-    result = verify.verify_folder(model, signature.read_bytes(), spec)
+    rules = _policy(public, hashAlgorithms=[hash_type])
+    result = verify.verify_folder(model, signature.read_bytes(), rules)
     assert result.root_digest.hex() == signed_root
     assert [item.signer for item in result.signers] == ["team"]
     assert result.bytes == sum(len(content) for content in LAYOUTS[layout].values())
@@ -291,27 +331,27 @@ def test_certificate_method_chains_to_the_policy_root(tmp_path: pathlib.Path) ->
         signing_certificate=tmp_path / "leaf.crt",
         certificate_chain=[tmp_path / "root.crt"],
     ).sign(model, tmp_path / "model.sig")
-    spec = trustpolicy.TrustPolicySpec.model_validate(
+    rules = _rules(
         {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "root.crt").read_text()}]}
     )
-    result = verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), spec)
+    result = verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), rules)
     assert result.signers[0].signer == "pki"
     assert "CN=leaf" in result.signers[0].identity
     # The same bundle against another root: the root inside the bundle counts for nothing.
     _certificate(tmp_path, "other", ca=True)
-    spec = trustpolicy.TrustPolicySpec.model_validate(
+    rules = _rules(
         {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "other.crt").read_text()}]}
     )
     with pytest.raises(reasons.VerificationError) as refused:
-        verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), spec)
+        verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), rules)
     assert refused.value.reason is Reason.UNTRUSTED_SIGNER
     # Checked now instead of at issuance, a certificate that expired is refused.
     later = leaf.not_valid_after_utc + datetime.timedelta(days=1)
-    spec = trustpolicy.TrustPolicySpec.model_validate(
+    rules = _rules(
         {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "root.crt").read_text()}]}
     )
     with pytest.raises(reasons.VerificationError) as expired:
-        verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), spec, at=later)
+        verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), rules, at=later)
     assert expired.value.reason is Reason.CERTIFICATE_EXPIRED
     del leaf_key
 
@@ -372,7 +412,7 @@ def test_k_of_n_counts_distinct_trusted_signers(
         _sign(model, tmp_path / f"{name}.sig", keys[name][0])
         lines.append(json.dumps(json.loads((tmp_path / f"{name}.sig").read_bytes())))
     jsonl = ("\n".join(lines) + "\n").encode()
-    spec = trustpolicy.TrustPolicySpec.model_validate(
+    rules = _rules(
         {
             "signers": [
                 {"name": name, "publicKey": keys[name][1].read_text()}
@@ -381,15 +421,15 @@ def test_k_of_n_counts_distinct_trusted_signers(
             "minSigners": 2,
         }
     )
-    result = verify.verify_folder(model, jsonl, spec)
+    result = verify.verify_folder(model, jsonl, rules)
     assert sorted(item.signer for item in result.signers) == ["other", "trusted"]
     # The same signer twice is one signer.
     twice = ("\n".join([lines[0], lines[0]]) + "\n").encode()
     with pytest.raises(reasons.VerificationError) as refused:
-        verify.verify_folder(model, twice, spec)
+        verify.verify_folder(model, twice, rules)
     assert refused.value.reason is Reason.TOO_FEW_SIGNERS
     # Audit admits it, and says so.
-    audit = spec.model_copy(update={"enforcement": trustpolicy.Enforcement.AUDIT})
+    audit = dataclasses.replace(rules, audit=True)
     assert verify.verify_folder(model, twice, audit).audit[0].reason is Reason.TOO_FEW_SIGNERS
 
 

@@ -22,6 +22,7 @@ from modelguard.reconcile import conditions
 from modelguard.sources import credentials
 from modelguard.sources import errors as source_errors
 from modelguard.trust import bundle, reasons, verify
+from modelguard.trust import policy as policy_rules
 
 # Failures worth retrying: the next attempt may well succeed without anybody changing anything.
 _TRANSIENT_REASONS: typing.Final = frozenset({"SourceUnreachable", "BadResponse"})
@@ -161,7 +162,9 @@ def _verify(
     now: datetime.datetime,
 ) -> Outcome:
     try:
-        signed = verify.verify_signatures(signature_file, policy.spec, source_uri=source_uri)
+        signed = verify.verify_signatures(
+            signature_file, policy_rules.rules_of(policy.spec), source_uri=source_uri
+        )
     except reasons.VerificationError as error:
         return _refused(str(error.reason), f"{signature_uri}: {error.message}")
     statement = signed.statement

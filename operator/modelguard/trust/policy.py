@@ -7,10 +7,13 @@ chains. Which violations Audit mode admits (recorded, reported, not fatal) is de
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 
-from modelguard.api import trustpolicy
 from modelguard.trust import formats, reasons, signatures, statement
+
+if typing.TYPE_CHECKING:
+    from modelguard.api import trustpolicy
 
 # Authenticity and integrity are never waived: without them nobody knows what the bytes are.
 # Audit mode admits only violations of what the policy *prefers*.
@@ -24,6 +27,38 @@ AUDITABLE: typing.Final = frozenset(
 )
 
 Check = typing.Callable[[], reasons.Violation | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    """What verification enforces of a TrustPolicy: the signers' material loaded, the rest plain
+    values. The defaults are a TrustPolicy's that names only its signers (a unit test holds them
+    equal), so `modelguard verify --public-key` checks exactly what such a policy would without
+    loading the API models: they are most of the command's start-up."""
+
+    signers: tuple[signatures.TrustedSigner, ...]
+    min_signers: int = 1
+    hash_algorithms: frozenset[str] = frozenset({"sha256"})
+    sources: tuple[str, ...] = ()
+    allow_pickle: bool = False
+    audit: bool = False
+    """Enforcement is Audit: admit (and report) the violations AUDITABLE lists."""
+
+
+def rules_of(spec: trustpolicy.TrustPolicySpec) -> Rules:
+    """The rules of a TrustPolicySpec; InvalidKey naming the field of a signer that won't load."""
+    # Imported here: the module is loaded already when a spec exists, and the key path of
+    # `modelguard verify` never loads it.
+    from modelguard.api import trustpolicy  # noqa: PLC0415
+
+    return Rules(
+        signers=tuple(trusted_signers(spec)),
+        min_signers=spec.min_signers,
+        hash_algorithms=frozenset(str(algorithm) for algorithm in spec.hash_algorithms),
+        sources=tuple(spec.sources),
+        allow_pickle=spec.formats.allow_pickle,
+        audit=spec.enforcement is trustpolicy.Enforcement.AUDIT,
+    )
 
 
 def trusted_signers(spec: trustpolicy.TrustPolicySpec) -> list[signatures.TrustedSigner]:
@@ -116,11 +151,11 @@ def evaluate(checks: typing.Iterable[Check]) -> list[reasons.Violation]:
 
 
 def enforce(
-    violations: typing.Sequence[reasons.Violation], *, enforcement: trustpolicy.Enforcement
+    violations: typing.Sequence[reasons.Violation], *, audit: bool
 ) -> list[reasons.Violation]:
     """Raise the first violation Enforce (or Audit, for what it never waives) refuses; return
     the ones admitted under Audit, to be recorded and reported."""
     for violation in violations:
-        if enforcement is trustpolicy.Enforcement.ENFORCE or violation.reason not in AUDITABLE:
+        if not audit or violation.reason not in AUDITABLE:
             raise reasons.VerificationError.of(violation)
     return list(violations)

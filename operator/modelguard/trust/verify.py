@@ -1,4 +1,5 @@
-"""Verification end to end: signature file + TrustPolicy (+ a local model folder) -> a result.
+"""Verification end to end: signature file + a TrustPolicy's rules (+ a local model folder) -> a
+result.
 
 `verify_signatures` is the control plane's check, pure on bytes: bundles verified against the
 policy's signers, k-of-n, statements consistent, hash types allowed. `compare` is the manifest
@@ -13,7 +14,6 @@ import datetime
 import pathlib
 import typing
 
-from modelguard.api import trustpolicy
 from modelguard.trust import bundle, digests, folder, policy, reasons, signatures, statement
 
 # Names listed in a message at most; the count says how many more there are.
@@ -52,19 +52,18 @@ class Result:
 
 def verify_signatures(
     signature_file: bytes,
-    spec: trustpolicy.TrustPolicySpec,
+    rules: policy.Rules,
     *,
     source_uri: str | None = None,
     at: datetime.datetime | None = None,
 ) -> SignedModel:
-    """The signed statement of a .sig/.jsonl file, checked against the policy."""
-    trusted = policy.trusted_signers(spec)
+    """The signed statement of a .sig/.jsonl file, checked against the policy's rules."""
     verified: list[signatures.Verified] = []
     statements: list[tuple[str, statement.Statement]] = []
     failures: list[reasons.VerificationError] = []
     for signed in bundle.parse_signature_file(signature_file):
         try:
-            who = signatures.verify(signed, trusted, at=at)
+            who = signatures.verify(signed, rules.signers, at=at)
         except reasons.VerificationError as error:
             failures.append(error)
             continue
@@ -82,11 +81,11 @@ def verify_signatures(
                 f"{first.root_digest.hex()}: the bundles are for different models",
             )
     checks: list[policy.Check] = [
-        lambda: policy.check_min_signers(verified, min_signers=spec.min_signers),
-        lambda: policy.check_hash_algorithm(first, allowed=set(spec.hash_algorithms)),
+        lambda: policy.check_min_signers(verified, min_signers=rules.min_signers),
+        lambda: policy.check_hash_algorithm(first, allowed=rules.hash_algorithms),
     ]
     if source_uri is not None:
-        checks.append(lambda: policy.check_source(source_uri, sources=spec.sources))
+        checks.append(lambda: policy.check_source(source_uri, sources=rules.sources))
     violations = policy.evaluate(checks)
     if violations and failures and violations[0].reason is reasons.Reason.TOO_FEW_SIGNERS:
         # Say why a signature did not count, not only that one is missing.
@@ -94,7 +93,7 @@ def verify_signatures(
         violations[0] = reasons.Violation(
             violations[0].reason, f"{violations[0].message}; {first_failure}"
         )
-    admitted = policy.enforce(violations, enforcement=spec.enforcement)
+    admitted = policy.enforce(violations, audit=rules.audit)
     return SignedModel(first, tuple(verified), tuple(admitted))
 
 
@@ -128,15 +127,15 @@ def compare(
 def verify_folder(
     root: pathlib.Path,
     signature_file: bytes,
-    spec: trustpolicy.TrustPolicySpec,
+    rules: policy.Rules,
     *,
     signature_path: pathlib.Path | None = None,
     source_uri: str | None = None,
     at: datetime.datetime | None = None,
     workers: int | None = None,
 ) -> Result:
-    """Verify the model in `root` against `signature_file` and the policy; VerificationError."""
-    signed = verify_signatures(signature_file, spec, source_uri=source_uri, at=at)
+    """Verify the model in `root` against `signature_file` and the rules; VerificationError."""
+    signed = verify_signatures(signature_file, rules, source_uri=source_uri, at=at)
     serialization = signed.statement.serialization
     ignored = set(serialization.ignore_paths)
     inside = _inside(root, signature_path)
@@ -163,10 +162,8 @@ def verify_folder(
         raise reasons.VerificationError.of(difference)
     kinds = {item.path: folder.sniff(root, item) for item in local}
     admitted = policy.enforce(
-        policy.evaluate(
-            [lambda: policy.check_formats(kinds, allow_pickle=spec.formats.allow_pickle)]
-        ),
-        enforcement=spec.enforcement,
+        policy.evaluate([lambda: policy.check_formats(kinds, allow_pickle=rules.allow_pickle)]),
+        audit=rules.audit,
     )
     return Result(
         root_digest=signed.statement.root_digest,
