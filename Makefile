@@ -84,6 +84,8 @@ clean: cluster-down ## stop the cluster and remove local state (the binary cache
 bench: venv tools ## benchmarks: figures printed next to a reference measured in the same run
 	PYTHONPATH=hack $(BIN)/python benchmarks/cluster_start.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py
+	# Start-up is fixed and hashing grows with the model: a large one shows the other end.
+	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py --size-gib 8
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_verify_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/webhook_latency.py
