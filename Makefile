@@ -81,10 +81,11 @@ clean: cluster-down ## stop the cluster and remove local state (the binary cache
 	rm -rf $(CLUSTER_DIR) .cluster-test .run .s3-test
 
 .PHONY: bench
+# verify_throughput runs twice: start-up is fixed and hashing grows with the model, so a large
+# model shows the other end of the figures.
 bench: venv tools ## benchmarks: figures printed next to a reference measured in the same run
 	PYTHONPATH=hack $(BIN)/python benchmarks/cluster_start.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py
-	# Start-up is fixed and hashing grows with the model: a large one shows the other end.
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py --size-gib 8
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_verify_throughput.py
