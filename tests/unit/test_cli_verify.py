@@ -141,3 +141,35 @@ def test_verifying_with_a_public_key_loads_neither_x509_nor_the_api_models(
         check=True,
     )
     assert result.stdout.splitlines()[-1] == "0 []", result.stderr
+
+
+@pytest.mark.parametrize("key", ["key.pub", "bad.pem"])
+def test_start_up_imports_are_frozen_and_the_collector_runs_again(
+    signed: pathlib.Path, key: str
+) -> None:
+    # The imports run without the cyclic collector (cli._start_up); whatever the outcome, the
+    # collector is back on for the rest, and what the imports made is frozen, not scanned again.
+    probe = (
+        "import gc, sys\n"
+        "from modelguard import cli\n"
+        "code = cli.main(sys.argv[1:])\n"
+        "print(code, gc.isenabled(), gc.get_freeze_count() > 10000)\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "verify",
+            str(signed / "model"),
+            "--signature",
+            str(signed / "model.sig"),
+            "--public-key",
+            str(signed / key),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code = 0 if key == "key.pub" else 1
+    assert result.stdout.splitlines()[-1] == f"{code} True True", result.stderr
