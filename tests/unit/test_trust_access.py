@@ -15,6 +15,13 @@ INTERNET = {"ipBlock": {"cidr": "0.0.0.0/0"}}
 STORE = {"ipBlock": {"cidr": "10.20.0.0/24"}}
 
 
+def _namespaces_where(*terms: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    return {"namespaceSelector": {"matchExpressions": list(terms)}}
+
+
+NAME = "kubernetes.io/metadata.name"
+
+
 SOURCE_PORT = [{"port": 9000}]
 
 
@@ -54,6 +61,57 @@ def _check(
             {"allowAllNamespaces": True},
             [],
             id="every-namespace-allowed-by-policy",
+        ),
+        pytest.param(
+            {"ingress": [_namespaces_where({"key": NAME, "operator": "Exists"})]},
+            {},
+            ["spec.access.ingress[0].namespaceSelector"],
+            id="name-label-exists-is-every-namespace",
+        ),
+        pytest.param(
+            {"ingress": [_namespaces_where({"key": "team", "operator": "DoesNotExist"})]},
+            {},
+            ["spec.access.ingress[0].namespaceSelector"],
+            id="label-does-not-exist-refused",
+        ),
+        pytest.param(
+            {
+                "egress": [
+                    {
+                        "to": [
+                            _namespaces_where({"key": "team", "operator": "NotIn", "values": ["x"]})
+                        ]
+                    }
+                ]
+            },
+            {},
+            ["spec.access.egress[0].to[0].namespaceSelector"],
+            id="label-not-in-refused-for-egress-too",
+        ),
+        pytest.param(
+            {"ingress": [_namespaces_where({"key": "team", "operator": "Exists"})]},
+            {},
+            ["spec.access.ingress[0].namespaceSelector"],
+            id="any-label-exists-refused",
+        ),
+        pytest.param(
+            {
+                "ingress": [
+                    _namespaces_where(
+                        {"key": "team", "operator": "Exists"},
+                        {"key": NAME, "operator": "In", "values": ["frontend"]},
+                    )
+                ]
+            },
+            {},
+            [],
+            id="an-in-term-bounds-the-whole-selector",
+        ),
+        pytest.param(
+            {"ingress": [_namespaces_where({"key": NAME, "operator": "Exists"})]},
+            {"allowAllNamespaces": True},
+            [],
+            id="broad-expressions-allowed-by-policy",
         ),
         pytest.param(
             {"egress": [{"to": [INTERNET]}]},

@@ -162,8 +162,9 @@ class Network(conventions.Spec):
     these. Default: [] (callers by selector only)."""
 
     allow_all_namespaces: bool = False
-    """Whether a model may name every namespace (namespaceSelector: {}) as callers or as egress
-    destinations. Default: false."""
+    """Whether a model may name every namespace as callers or as egress destinations: by
+    namespaceSelector: {}, or by a selector that names no label value (only NotIn, Exists or
+    DoesNotExist terms, which can match every namespace). Default: false."""
 
 
 class HashAlgorithm(enum.StrEnum):

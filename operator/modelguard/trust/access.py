@@ -58,17 +58,18 @@ def _check_peer(
 ) -> list[reasons.Violation]:
     found: list[reasons.Violation] = []
     selector = peer.namespace_selector
-    if (
-        selector is not None
-        and not selector.match_labels
-        and not selector.match_expressions
-        and not network.allow_all_namespaces
-    ):
+    if selector is not None and not network.allow_all_namespaces and not _names(selector):
+        what = (
+            "{} selects every namespace;"
+            if not selector.match_labels and not selector.match_expressions
+            else "selects namespaces only by NotIn, Exists or DoesNotExist, which can match "
+            "every namespace; name them with matchLabels or an In expression, or"
+        )
         found.append(
             reasons.Violation(
                 reasons.Reason.BROAD_ACCESS_REFUSED,
-                f"{field}.namespaceSelector: {{}} selects every namespace; TrustPolicy "
-                f'"{policy_name}" must set spec.network.allowAllNamespaces: true to allow it',
+                f'{field}.namespaceSelector: {what} TrustPolicy "{policy_name}" must set '
+                "spec.network.allowAllNamespaces: true to allow it",
             )
         )
     if peer.ip_block is not None and not _inside(peer.ip_block.cidr, cidrs):
@@ -82,6 +83,19 @@ def _check_peer(
             )
         )
     return found
+
+
+def _names(selector: v1alpha1.LabelSelector) -> bool:
+    """Whether the selector names the namespaces it matches: by a label value (matchLabels or
+    In), which someone had to set. Requirements are ANDed, so one such term bounds the whole.
+    NotIn and DoesNotExist match whatever lacks a label, and Exists whatever has one (every
+    namespace has kubernetes.io/metadata.name): each alone can match every namespace."""
+    if selector.match_labels:
+        return True
+    return any(
+        term.operator is v1alpha1.LabelSelectorOperator.IN
+        for term in selector.match_expressions or []
+    )
 
 
 def _inside(cidr: str, allowed: list[str]) -> bool:
