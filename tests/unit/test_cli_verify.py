@@ -51,6 +51,16 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     (root / "bad.yaml").write_text("spec: [unclosed\n")
     (root / "wrong.yaml").write_text("spec: {signers: [{name: x, publicKey: nope}]}\n")
     (root / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    # An EC key on secp112r1, which cryptography refuses with UnsupportedAlgorithm.
+    odd_curve = "MDIwEAYHKoZIzj0CAQYFK4EEAAYDHgAEAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=="
+    (root / "odd-curve.pem").write_text(
+        f"-----BEGIN PUBLIC KEY-----\n{odd_curve}\n-----END PUBLIC KEY-----\n"
+    )
+    (root / "odd-curve.yaml").write_text(
+        "spec:\n  signers:\n    - name: x\n      publicKey: |\n"
+        f"        -----BEGIN PUBLIC KEY-----\n        {odd_curve}\n"
+        "        -----END PUBLIC KEY-----\n"
+    )
     return root
 
 
@@ -81,6 +91,14 @@ def test_policy_file_verifies(signed: pathlib.Path) -> None:
             ["--policy", "wrong.yaml"], "InvalidPolicy: spec.signers[0].publicKey", id="bad-policy"
         ),
         pytest.param(["--policy", "model.sig"], "InvalidPolicy", id="policy-not-an-object"),
+        pytest.param(
+            ["--public-key", "odd-curve.pem"], "InvalidKey: --public-key", id="unsupported-curve"
+        ),
+        pytest.param(
+            ["--policy", "odd-curve.yaml"],
+            "InvalidPolicy: spec.signers[0].publicKey: must be an elliptic-curve",
+            id="policy-key-on-an-unsupported-curve",
+        ),
     ],
 )
 def test_bad_inputs_give_a_reason_not_a_traceback(

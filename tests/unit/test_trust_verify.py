@@ -27,7 +27,16 @@ from model_signing import hashing
 
 from modelguard import cli
 from modelguard.api import trustpolicy
-from modelguard.trust import digests, folder, policy, reasons, signatures, verify
+from modelguard.trust import (
+    bundle,
+    certificates,
+    digests,
+    folder,
+    policy,
+    reasons,
+    signatures,
+    verify,
+)
 
 Reason = reasons.Reason
 Layout = dict[str, bytes]
@@ -354,6 +363,95 @@ def test_certificate_method_chains_to_the_policy_root(tmp_path: pathlib.Path) ->
         verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), rules, at=later)
     assert expired.value.reason is Reason.CERTIFICATE_EXPIRED
     del leaf_key
+
+
+def test_a_chain_certificate_on_an_unsupported_curve_is_no_path_not_a_crash(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The chain comes from the bundle, anyone's to write: a certificate whose key cryptography
+    # cannot load (UnsupportedAlgorithm) must count as issuing nothing.
+    root_key, root = _certificate(tmp_path, "root", ca=True)
+    _, leaf = _certificate(tmp_path, "leaf", ca=False, issuer=(root_key, root))
+    odd = x509.load_der_x509_certificate(
+        _with_public_key(root.public_bytes(serialization.Encoding.DER), UNSUPPORTED_CURVE_SPKI)
+    )
+    assert odd.subject == leaf.issuer
+    _, other = _certificate(tmp_path, "other", ca=True)
+    with pytest.raises(reasons.VerificationError) as refused:
+        certificates.check_chain(
+            [leaf, odd], roots=(other,), at=datetime.datetime.now(datetime.UTC)
+        )
+    assert refused.value.reason is Reason.UNTRUSTED_SIGNER
+
+
+def test_a_signing_certificate_on_an_unsupported_curve_is_an_invalid_key(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Issued by the trusted root, so the chain holds; only its key cannot be used.
+    root_key, root = _certificate(tmp_path, "root", ca=True)
+    _, leaf = _certificate(tmp_path, "leaf", ca=False, issuer=(root_key, root))
+    odd_leaf = _with_public_key(
+        leaf.public_bytes(serialization.Encoding.DER), UNSUPPORTED_CURVE_SPKI, signer=root_key
+    )
+    signed = bundle.Bundle(
+        label="bundle",
+        payload_type="application/vnd.in-toto+json",
+        payload=b"{}",
+        signature=b"not checked",
+        key_hint=None,
+        certificates=(odd_leaf,),
+        keyless=False,
+    )
+    trusted = [signatures.CertificateSigner("pki", (root,))]
+    with pytest.raises(reasons.VerificationError) as refused:
+        signatures.verify(signed, trusted, at=datetime.datetime.now(datetime.UTC))
+    assert refused.value.reason is Reason.INVALID_KEY
+    assert "signing certificate's key is not EC P-256/384/521" in refused.value.message
+
+
+# SubjectPublicKeyInfo of an EC key on secp112r1 (OID 1.3.132.0.6), which cryptography refuses.
+UNSUPPORTED_CURVE_SPKI = base64.b64decode(
+    "MDIwEAYHKoZIzj0CAQYFK4EEAAYDHgAEAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=="
+)
+
+
+def _with_public_key(
+    certificate: bytes, spki: bytes, *, signer: ec.EllipticCurvePrivateKey | None = None
+) -> bytes:
+    """`certificate` (DER) with its subjectPublicKeyInfo replaced, signed again by `signer`;
+    without one, its signature no longer matches (no matter for one only used as an issuer)."""
+    ((_, body),) = _der_elements(certificate)
+    (tbs_tag, tbs), algorithm, signature = _der_elements(body)
+    fields = _der_elements(tbs)
+    # version [0], serial, signature, issuer, validity, subject, subjectPublicKeyInfo, ...
+    fields[6] = _der_elements(spki)[0]
+    new_tbs = _der(tbs_tag, b"".join(_der(tag, contents) for tag, contents in fields))
+    if signer is not None:
+        signature = (0x03, b"\x00" + signer.sign(new_tbs, ec.ECDSA(hashes.SHA256())))
+    return _der(0x30, new_tbs + _der(*algorithm) + _der(*signature))
+
+
+def _der_elements(data: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, contents) of each DER element in `data`."""
+    elements = []
+    position = 0
+    while position < len(data):
+        tag, length = data[position], data[position + 1]
+        position += 2
+        if length & 0x80:
+            count = length & 0x7F
+            length = int.from_bytes(data[position : position + count], "big")
+            position += count
+        elements.append((tag, data[position : position + length]))
+        position += length
+    return elements
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    if len(body) < 0x80:
+        return bytes([tag, len(body)]) + body
+    size = len(body).to_bytes((len(body).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
 
 
 def _certificate(

@@ -18,6 +18,15 @@ def _pem() -> str:
     ).decode()
 
 
+# A well-formed EC public key on secp112r1, a curve cryptography does not support: loading it
+# raises UnsupportedAlgorithm, not ValueError.
+UNSUPPORTED_CURVE_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MDIwEAYHKoZIzj0CAQYFK4EEAAYDHgAEAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ==\n"
+    "-----END PUBLIC KEY-----\n"
+)
+
+
 def _body(**spec: typing.Any) -> dict[str, typing.Any]:
     return {
         "apiVersion": "modelguard.dev/v1alpha1",
@@ -49,6 +58,12 @@ def test_defaults_are_secure() -> None:
             {"name": "team", "certificateRoot": "-----BEGIN CERTIFICATE-----\nxx\n"},
             "spec.signers[0].certificateRoot: must be PEM certificates",
             id="bad-certificate",
+        ),
+        pytest.param(
+            {"name": "team", "publicKey": UNSUPPORTED_CURVE_KEY},
+            "spec.signers[0].publicKey: must be an elliptic-curve P-256, P-384 or P-521 public "
+            "key (Curve 1.3.132.0.6 is not supported)",
+            id="unsupported-curve",
         ),
         pytest.param({"name": "team"}, "exactly one of publicKey", id="no-method"),
         pytest.param(

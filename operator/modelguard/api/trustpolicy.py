@@ -10,6 +10,7 @@ import enum
 import typing
 
 import pydantic
+from cryptography import exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -37,6 +38,9 @@ SourcePrefix = typing.Annotated[
 ]
 
 
+_EC_KEY_NEEDED: typing.Final = "must be an elliptic-curve P-256, P-384 or P-521 public key"
+
+
 def _ec_public_key(pem: str) -> str:
     try:
         key = serialization.load_pem_public_key(pem.encode("utf-8"))
@@ -44,8 +48,10 @@ def _ec_public_key(pem: str) -> str:
         raise ValueError(
             f"must be a PEM public key (-----BEGIN PUBLIC KEY-----): {error}"
         ) from None
+    except exceptions.UnsupportedAlgorithm as error:
+        raise ValueError(f"{_EC_KEY_NEEDED} ({error})") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _EC_CURVES:
-        raise ValueError("must be an elliptic-curve P-256, P-384 or P-521 public key")
+        raise ValueError(_EC_KEY_NEEDED)
     return pem
 
 

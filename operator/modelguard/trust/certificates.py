@@ -73,7 +73,8 @@ def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, exceptions.InvalidSignature):
+    except (ValueError, TypeError, exceptions.InvalidSignature, exceptions.UnsupportedAlgorithm):
+        # A key on a curve (or of a kind) cryptography cannot use issues nothing we can check.
         return False
     return True
 

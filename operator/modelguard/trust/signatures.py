@@ -171,7 +171,10 @@ def _verify_certificate(
             errors.append(error)
             continue
         certificates.check_signing_usage(leaf, label=signed.label)
-        key = leaf.public_key()
+        try:
+            key = leaf.public_key()
+        except (ValueError, exceptions.UnsupportedAlgorithm):
+            key = None
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVE_HASHES:
             raise _invalid_key(
                 f"{signed.label}: the signing certificate's key is not EC P-256/384/521"
