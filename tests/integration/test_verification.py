@@ -127,6 +127,29 @@ def test_unverifiable_model_is_never_rolled_out(
     assert any(e["reason"] == reason and e["type"] == "Warning" for e in events)
 
 
+def test_a_signature_uploaded_after_the_model_deployment_is_picked_up(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: typing.Callable[..., str],
+    s3: typing.Any,
+) -> None:
+    # GitOps applies the ModelDeployment whenever it likes; the pipeline that uploads model.sig
+    # may finish later. Nothing in the cluster changes when it does: the operator looks again.
+    uri = publish_model("1.4.0")
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    signature = s3.get_object(bucket, f"{prefix}model.sig")
+    s3.delete_object(bucket, f"{prefix}model.sig")
+    kubectl.apply(model_deployment("late", source=uri), namespace=namespace)
+    _wait_verified(kubectl, namespace, "late", status="False", reason="MissingFile")
+    generation = kubectl.get("modeldeployment", "late", namespace=namespace)["metadata"][
+        "generation"
+    ]
+    s3.put_object(bucket, f"{prefix}model.sig", signature)
+    _wait_verified(kubectl, namespace, "late", status="True", reason="SignatureVerified")
+    body = wait_ready(kubectl, namespace, "late")
+    assert body["metadata"]["generation"] == generation
+
+
 def test_verified_version_keeps_serving_while_an_unverifiable_update_is_held(
     kubectl: harness.Kubectl,
     namespace: str,

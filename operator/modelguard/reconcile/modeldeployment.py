@@ -105,6 +105,8 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         await _finish(context, body=body, status=status)
         if outcome.transient:
             raise RetryLater(outcome.decision.message)
+        if outcome.recheck_after is not None:
+            context.recheck(namespace, name, status.now + outcome.recheck_after)
         return
     verified = outcome.verified
     status.current["verification"] = {

@@ -2,10 +2,12 @@
 it against the TrustPolicy it names, and say what was verified or why not.
 
 Two caches keep this cheap. The fetch is skipped while nothing that decides it changed (the
-spec's source and signature, the policy's generation, the credentials' resourceVersion); the
-cryptography is skipped for a bundle already verified under the same policy generation, so
-models that share one bundle are verified once. The pod's agent re-checks every byte against the
-root digest verified here, so a bundle swapped at the same URI cannot slip through a cache hit.
+spec's source and signature, the policy's generation, the credentials' resourceVersion) and the
+bundle verified; the cryptography is skipped for a bundle already verified under the same policy
+generation, so models that share one bundle are verified once. A refused bundle is fetched again
+later, with backoff: what refused it may change at the source, where no watch sees it. The pod's
+agent re-checks every byte against the root digest verified here, so a bundle swapped at the same
+URI cannot slip through a cache hit.
 """
 
 from __future__ import annotations
@@ -24,8 +26,13 @@ from modelguard.sources import errors as source_errors
 from modelguard.trust import bundle, reasons, verify
 from modelguard.trust import policy as policy_rules
 
-# Failures worth retrying: the next attempt may well succeed without anybody changing anything.
-_TRANSIENT_REASONS: typing.Final = frozenset({"SourceUnreachable", "BadResponse"})
+# Failures of the source itself: retried soon, the next attempt may well succeed.
+_TRANSIENT: typing.Final = (source_errors.SourceUnreachable, source_errors.BadResponse)
+# Everything else about the bundle can change at its URI without any object changing (a
+# signature uploaded after the ModelDeployment, a bundle signed again, access granted in the
+# store): checked again after a delay that grows with how long it has been refused.
+FIRST_RECHECK: typing.Final = datetime.timedelta(seconds=10)
+LAST_RECHECK: typing.Final = datetime.timedelta(minutes=5)
 _CACHE_SIZE: typing.Final = 1024
 
 
@@ -54,7 +61,10 @@ class Outcome:
     decision: conditions.Decision
     verified: Verified | None
     transient: bool = False
-    """True when retrying later may succeed (the source was unreachable)."""
+    """True when retrying soon may succeed (the source was unreachable)."""
+    recheck_after: datetime.timedelta | None = None
+    """When to look at the bundle again, for a refusal that a change at the source (not in the
+    cluster) could lift."""
 
 
 _Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
@@ -64,8 +74,24 @@ class Cache:
     """Bounded, per operator process; losing it costs one re-verification per model."""
 
     def __init__(self) -> None:
+        # Only successes: a refusal is looked at again (see recheck_after).
         self._by_inputs: _Store = collections.OrderedDict()
         self._by_bundle: _Store = collections.OrderedDict()
+        self._refused_since: collections.OrderedDict[tuple[str, ...], datetime.datetime] = (
+            collections.OrderedDict()
+        )
+
+    def recheck_after(
+        self, inputs: tuple[str, ...], *, now: datetime.datetime
+    ) -> datetime.timedelta:
+        """The delay before the next look at inputs refused again: as long as they have been
+        refused so far, from FIRST_RECHECK up to LAST_RECHECK. Counted in time, not in refusals:
+        a reconcile that an Event or a status write brings adds none."""
+        since = self._refused_since.setdefault(inputs, now)
+        self._refused_since.move_to_end(inputs)
+        while len(self._refused_since) > _CACHE_SIZE:
+            self._refused_since.popitem(last=False)
+        return min(max(FIRST_RECHECK, now - since), LAST_RECHECK)
 
     @staticmethod
     def _get(
@@ -128,14 +154,12 @@ async def verify_model(
     try:
         signature_file = await _fetch_bundle(signature_uri, settings=settings)
     except source_errors.SourceError as error:
-        outcome = _refused(
-            error.reason,
-            f"spec.model.signature {signature_uri}: {error.message}",
-            transient=error.reason in _TRANSIENT_REASONS,
+        message = f"spec.model.signature {signature_uri}: {error.message}"
+        if isinstance(error, _TRANSIENT):
+            return _refused(error.reason, message, transient=True)
+        return dataclasses.replace(
+            _refused(error.reason, message), recheck_after=cache.recheck_after(inputs, now=now)
         )
-        if not outcome.transient:
-            Cache._put(cache._by_inputs, inputs, outcome)
-        return outcome
 
     bundle_digest = hashlib.sha256(signature_file).hexdigest()
     by_bundle = (bundle_digest, *inputs[:4])
@@ -148,6 +172,9 @@ async def verify_model(
         now=now,
     )
     Cache._put(cache._by_bundle, by_bundle, outcome)
+    if outcome.verified is None:
+        return dataclasses.replace(outcome, recheck_after=cache.recheck_after(inputs, now=now))
+    cache._refused_since.pop(inputs, None)
     Cache._put(cache._by_inputs, inputs, outcome)
     return outcome
 
