@@ -37,7 +37,8 @@ if [ "$cluster" = local ]; then
   helm=$("$bin/python" hack/localcluster.py which helm)
   "$helm" --kubeconfig "$KUBECONFIG" upgrade --install modelguard charts/modelguard \
     --namespace modelguard-system --create-namespace \
-    --set replicaCount=0 --set webhook.enabled=false --wait --timeout 180s >/dev/null
+    --set replicaCount=0 --set webhook.enabled=false --set "image.digest=${MODELGUARD_AGENT_IMAGE#*@}" \
+    --wait --timeout 180s >/dev/null
   echo "run: chart installed (release modelguard, namespace modelguard-system)"
   # A previous run that was killed may have left its loopback webhooks registered.
   "$kubectl" delete validatingwebhookconfiguration modelguard-local --ignore-not-found >/dev/null

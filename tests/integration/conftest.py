@@ -28,7 +28,7 @@ RELEASE = "modelguard"
 # One directory per test session, so that two sessions on one machine never share state.
 SESSION_DIR = harness.REPO_ROOT / ".cluster-test" / f"session-{os.getpid()}"
 # kwok runs no containers, so any image pinned by digest serves as the agent's.
-AGENT_IMAGE = "registry.example/modelguard@sha256:" + "0" * 64
+AGENT_IMAGE = f"registry.example/modelguard@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 RESTRICTED = {
@@ -120,9 +120,10 @@ def chart_installed(kubectl: harness.Kubectl, helm: harness.Helm) -> str:
         "upgrade",
         "--install",
         RELEASE,
-        str(harness.REPO_ROOT / "charts" / "modelguard"),
+        str(harness.CHART),
         "--namespace",
         OPERATOR_NAMESPACE,
+        *harness.PINNED_IMAGE,
         # kwok pods serve nothing, so the chart's webhook Service would fail every managed write
         # closed; test_admission registers its own configuration against a real operator process.
         "--set",

@@ -16,6 +16,10 @@ import localcluster
 import localoperator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "modelguard"
+# The chart requires its image pinned by digest; kwok runs no containers, so any digest serves.
+IMAGE_DIGEST = "sha256:" + "0" * 64
+PINNED_IMAGE = ("--set", f"image.digest={IMAGE_DIGEST}")
 
 Manifest = dict[str, typing.Any]
 

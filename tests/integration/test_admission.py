@@ -473,10 +473,11 @@ def _render_with_cluster_state(
     manifest = helm.run(
         "install",
         "certcheck",
-        str(harness.REPO_ROOT / "charts" / "modelguard"),
+        str(harness.CHART),
         "--namespace",
         namespace,
         "--dry-run=server",
+        *harness.PINNED_IMAGE,
         "--set",
         "crds.enabled=false",
         *values,

@@ -49,7 +49,14 @@ def test_rendered_chart_raises_no_pod_security_warnings(
 ) -> None:
     # A release name of its own, so the dry run touches nothing the installed chart owns.
     rendered = helm.run(
-        "template", "psa-check", CHART, "--namespace", namespace, "--set", "crds.enabled=false"
+        "template",
+        "psa-check",
+        CHART,
+        "--namespace",
+        namespace,
+        "--set",
+        "crds.enabled=false",
+        *harness.PINNED_IMAGE,
     ).stdout
     result = kubectl.apply(rendered, extra=("--server-side", "--dry-run=server"))
     assert "Warning" not in result.stderr, result.stderr

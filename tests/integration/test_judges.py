@@ -70,9 +70,10 @@ def test_rendered_chart_passes_checkov(helm: harness.Helm, tmp_path: Path) -> No
     rendered = helm.run(
         "template",
         "modelguard",
-        str(harness.REPO_ROOT / "charts" / "modelguard"),
+        str(harness.CHART),
         "--namespace",
         "modelguard-system",
+        *harness.PINNED_IMAGE,
     ).stdout
     (tmp_path / "chart.yaml").write_text(rendered)
     assert_clean(checkov(tmp_path))

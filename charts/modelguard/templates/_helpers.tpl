@@ -50,15 +50,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Image reference: repository@digest when image.digest is set (the tag is then ignored),
-otherwise repository:tag with the tag defaulting to the chart's appVersion.
+Image reference, always repository@digest. Every model pod runs this image as its verifying init
+container, so the operator refuses to start with one a moved tag could replace: a missing or
+malformed digest fails the render here rather than installing an operator that cannot start. The
+schema refuses a malformed digest already; this check also holds with --skip-schema-validation.
 */}}
 {{- define "modelguard.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
-{{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $digest := .Values.image.digest | default "" | toString }}
+{{- if not $digest }}
+{{- fail "image.digest is required: the operator image pinned by digest, \"sha256:\" followed by 64 lowercase hex digits (--set image.digest=sha256:<64 hex>). Every model pod runs this image to verify its files, so the operator refuses to start with an image referenced by tag." }}
+{{- else if not (regexMatch "^sha256:[a-f0-9]{64}$" $digest) }}
+{{- fail (printf "image.digest %q is malformed: expected \"sha256:\" followed by 64 lowercase hex digits" $digest) }}
 {{- end }}
+{{- printf "%s@%s" .Values.image.repository $digest }}
+{{- end }}
+
+{{/*
+"true" when the admission webhooks are registered. Only while an operator pod can answer them:
+with failurePolicy Fail and no pod, every guarded write would be refused, the garbage
+collector's and the namespace controller's deletes of managed children included, and namespaces
+would hang in Terminating.
+*/}}
+{{- define "modelguard.webhooksRegistered" -}}
+{{- if and .Values.webhook.enabled (gt (int .Values.replicaCount) 0) }}true{{ end }}
 {{- end }}
 
 {{/*

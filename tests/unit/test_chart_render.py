@@ -1,0 +1,167 @@
+"""The chart as `helm template` renders it, without a cluster: what a values change must produce,
+and what it must refuse, with the message a platform team reads."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+import localcluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "modelguard"
+DIGEST = "sha256:" + "ab" * 32
+
+Manifest = dict[str, typing.Any]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    try:
+        return localcluster.binary("helm")
+    except localcluster.ClusterError as error:
+        pytest.skip(f"{error} (make tools builds it)")
+
+
+def template(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(helm), "template", "t", str(CHART), "--namespace", "mg", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def render(helm: Path, *args: str) -> list[Manifest]:
+    result = template(helm, "--set", f"image.digest={DIGEST}", *args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def kinds(docs: list[Manifest]) -> dict[tuple[str, str], Manifest]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+
+
+def test_without_a_digest_the_chart_refuses_to_render_naming_the_key(helm: Path) -> None:
+    result = template(helm)
+    assert result.returncode != 0
+    assert "image.digest is required" in result.stderr
+    assert '"sha256:" followed by 64 lowercase hex digits' in result.stderr
+
+
+@pytest.mark.parametrize("digest", ["latest", "sha256:" + "AB" * 32, "sha256:abc"])
+def test_a_malformed_digest_is_refused_with_or_without_the_schema(helm: Path, digest: str) -> None:
+    by_schema = template(helm, "--set", f"image.digest={digest}")
+    assert by_schema.returncode != 0
+    assert "/image/digest" in by_schema.stderr
+    by_template = template(helm, "--set", f"image.digest={digest}", "--skip-schema-validation")
+    assert by_template.returncode != 0
+    assert f'image.digest "{digest}" is malformed' in by_template.stderr
+
+
+def test_the_operator_and_its_agent_image_are_pinned_by_the_digest(helm: Path) -> None:
+    deployment = kinds(render(helm))["Deployment", "t-modelguard"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    image = f"ghcr.io/modelguard-dev/modelguard@{DIGEST}"
+    assert container["image"] == image
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELGUARD_AGENT_IMAGE"] == image
+
+
+def test_webhooks_are_registered_only_while_an_operator_pod_can_answer(helm: Path) -> None:
+    running = kinds(render(helm))
+    assert ("ValidatingWebhookConfiguration", "t-modelguard") in running
+    assert ("Service", "t-modelguard-webhook") in running
+    assert ("NetworkPolicy", "t-modelguard-webhook") in running
+
+    stopped = kinds(render(helm, "--set", "replicaCount=0"))
+    assert stopped["Deployment", "t-modelguard"]["spec"]["replicas"] == 0
+    assert not [key for key in stopped if key[0] == "ValidatingWebhookConfiguration"]
+    assert ("Service", "t-modelguard-webhook") not in stopped
+    assert ("NetworkPolicy", "t-modelguard-webhook") not in stopped
+    # The Deployment still mounts the certificate; a later scale-up reuses it.
+    assert ("Secret", "t-modelguard-webhook-tls") in stopped
+
+
+def _egress(docs: list[Manifest]) -> list[Manifest]:
+    return typing.cast(
+        list[Manifest], kinds(docs)["NetworkPolicy", "t-modelguard"]["spec"]["egress"]
+    )
+
+
+def test_the_operator_reaches_model_stores_only_when_listed(helm: Path, tmp_path: Path) -> None:
+    default = _egress(render(helm))
+    assert len(default) == 2  # DNS and the API server
+
+    minio = {
+        "to": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "minio"}},
+                "podSelector": {"matchLabels": {"app": "minio"}},
+            }
+        ],
+        "ports": [{"protocol": "TCP", "port": 9000}],
+    }
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"networkPolicy": {"sourceEgress": [minio]}}))
+    assert _egress(render(helm, "-f", str(values))) == [*default, minio]
+
+
+@pytest.mark.parametrize("missing", ["to", "ports"])
+def test_a_source_egress_rule_must_name_destinations_and_ports(
+    helm: Path, tmp_path: Path, missing: str
+) -> None:
+    rule = {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 443}]}
+    del rule[missing]
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"networkPolicy": {"sourceEgress": [rule]}}))
+    result = template(helm, "--set", f"image.digest={DIGEST}", "-f", str(values))
+    assert result.returncode != 0
+    assert f"missing property '{missing}'" in result.stderr
+
+
+def _granted(rules: list[Manifest]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def _documented(scopes: set[str]) -> set[tuple[str, str, str]]:
+    text = (REPO_ROOT / "docs" / "chart.md").read_text()
+    section = text.split("## RBAC", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([^|]+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", section, re.MULTILINE)
+    return {
+        ("" if group.strip() == '""' else group.strip(), resource.strip(), verb.strip())
+        for scope, groups, resources, verbs in rows
+        if scope.strip() in scopes
+        for group in groups.split(",")
+        for resource in resources.split(",")
+        for verb in verbs.split(",")
+    }
+
+
+def test_docs_rbac_table_is_what_the_chart_grants(helm: Path) -> None:
+    objects = kinds(render(helm))
+    assert _granted(objects["ClusterRole", "t-modelguard"]["rules"]) == _documented(
+        {"cluster", "watched"}
+    )
+    assert _granted(objects["ClusterRole", "t-modelguard-source-credentials"]["rules"]) == (
+        _documented({"bound per namespace"})
+    )
+    per_namespace = kinds(render(helm, "--set", "watchNamespaces={team-a}"))
+    assert _granted(per_namespace["ClusterRole", "t-modelguard"]["rules"]) == _documented(
+        {"cluster"}
+    )
+    role = per_namespace["Role", "t-modelguard"]
+    assert role["metadata"]["namespace"] == "team-a"
+    assert _granted(role["rules"]) == _documented({"watched"})
