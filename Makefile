@@ -57,7 +57,7 @@ lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lin
 	$$($(BIN)/python hack/localcluster.py which helm) lint --strict charts/modelguard --set image.digest=sha256:$$(printf '0%.0s' $$(seq 64))
 
 .PHONY: test-unit
-test-unit: venv ## unit tests only (no cluster)
+test-unit: venv tools ## unit tests only (no cluster; helm renders the chart)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
