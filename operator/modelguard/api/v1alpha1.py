@@ -427,10 +427,13 @@ class ModelDeploymentSpec(conventions.Spec):
     """Network access. Default: nobody may call the model; it may reach DNS only."""
 
     audit: AuditSpec = AuditSpec()
-    """Audit of inference requests. Default: metadata of every request."""
+    """Audit of inference requests, by a proxy in the model pod. Not acted upon yet: this
+    release records the operator's own decisions only (its hash-chained audit log), not
+    inference requests. Default: metadata of every request, once the proxy ships."""
 
     backup: BackupSpec | None = None
-    """Offline backups. Default: none."""
+    """Offline backups. Not acted upon yet: this release takes no backups, whatever is set
+    here. Default: none."""
 
     rollout: RolloutSpec = RolloutSpec()
     """Rollout of new versions. Default: hold unapproved versions."""
