@@ -23,6 +23,7 @@ import lightkube.generic_resource
 import lightkube.models.core_v1
 import lightkube.models.events_v1
 import lightkube.models.meta_v1
+import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
 import lightkube.resources.events_v1
 
@@ -164,6 +165,22 @@ class Kube:
                 _to_manifest(obj)
                 async for obj in self._client.list(
                     lightkube.resources.core_v1.Pod, namespace=namespace, labels=dict(selector)
+                )
+            ]
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
+
+    async def list_replica_sets(
+        self, *, namespace: str, selector: typing.Mapping[str, str]
+    ) -> list[Manifest]:
+        """ReplicaSets in `namespace` whose labels match `selector`."""
+        try:
+            return [
+                _to_manifest(obj)
+                async for obj in self._client.list(
+                    lightkube.resources.apps_v1.ReplicaSet,
+                    namespace=namespace,
+                    labels=dict(selector),
                 )
             ]
         except lightkube.core.exceptions.ApiError as error:

@@ -110,6 +110,41 @@ def test_tampered_files_in_a_pod_quarantine_the_model_until_the_spec_changes(
     assert harness.condition(body, "Verified")["status"] == "True"
 
 
+def test_a_pod_made_by_hand_cannot_quarantine_the_model(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    # Anyone who may create pods in the namespace can copy a model pod's labels, its root digest
+    # and an init container named like the agent. Its report must count for nothing: only pods
+    # of the ReplicaSets that the model's own Deployment controls speak for the model.
+    kubectl.apply(model_deployment("m", source=source), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    replicas = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"]
+    (real, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
+    labels = {
+        key: value
+        for key, value in real["metadata"]["labels"].items()
+        if key != "pod-template-hash"  # else the ReplicaSet would adopt it, and delete it
+    }
+    forged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "m-forged",
+            "labels": labels,
+            "annotations": real["metadata"]["annotations"],
+        },
+        "spec": real["spec"],
+    }
+    kubectl.apply(forged, namespace=namespace)
+    _report_refusal(kubectl, namespace, kubectl.json("get", "pod", "m-forged", "-n", namespace))
+    time.sleep(5)
+    body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+    assert "quarantine" not in body["status"]
+    assert harness.condition(body, "Verified")["status"] == "True"
+    assert harness.condition(body, "Ready")["status"] == "True"
+    assert kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"] == replicas
+
+
 def test_a_revoked_signer_quarantines_the_version_it_signed(
     kubectl: harness.Kubectl,
     namespace: str,

@@ -12,6 +12,14 @@ from modelguard.reconcile import pods
 DIGEST = "sha256:" + "ab" * 32
 
 
+RS_UID = "5e7a1b0c-0000-4000-8000-000000000001"
+DEPLOYMENT_UID = "5e7a1b0c-0000-4000-8000-0000000000d0"
+
+
+def _owner(kind: str, uid: str, *, controller: bool = True) -> dict[str, typing.Any]:
+    return {"kind": kind, "name": "m-7f9c", "uid": uid, "controller": controller}
+
+
 def _pod(
     *,
     digest: str = DIGEST,
@@ -20,7 +28,11 @@ def _pod(
     container: str = deployment.AGENT_CONTAINER,
 ) -> dict[str, typing.Any]:
     return {
-        "metadata": {"name": "m-1", "annotations": {deployment.ROOT_DIGEST_ANNOTATION: digest}},
+        "metadata": {
+            "name": "m-1",
+            "annotations": {deployment.ROOT_DIGEST_ANNOTATION: digest},
+            "ownerReferences": [_owner("ReplicaSet", RS_UID)],
+        },
         "status": {
             "initContainerStatuses": [
                 {"name": container, "state": state or {}, "lastState": last_state or {}}
@@ -71,16 +83,52 @@ def _terminated(code: int, message: str) -> dict[str, typing.Any]:
     ],
 )
 def test_agent_refusal(pod: dict[str, typing.Any], expected: tuple[str, str, bool] | None) -> None:
-    refusal = pods.agent_refusal([pod], root_digest=DIGEST)
+    refusals = pods.agent_refusals([pod], root_digest=DIGEST)
     if expected is None:
-        assert refusal is None
+        assert refusals == []
     else:
-        assert refusal is not None
+        (refusal,) = refusals
         assert (refusal.reason, refusal.message, refusal.tampering) == expected
-        assert refusal.pod == "m-1"
+        assert (refusal.pod, refusal.controller) == ("m-1", RS_UID)
 
 
 def test_a_terminating_pod_is_already_acted_upon() -> None:
     pod = _pod(state=_terminated(1, "DigestMismatch: x"))
     pod["metadata"]["deletionTimestamp"] = "2026-11-22T12:00:00Z"
-    assert pods.agent_refusal([pod], root_digest=DIGEST) is None
+    assert pods.agent_refusals([pod], root_digest=DIGEST) == []
+
+
+@pytest.mark.parametrize(
+    ("owners", "controller"),
+    [
+        pytest.param([_owner("ReplicaSet", RS_UID)], RS_UID, id="replica-set-controls-it"),
+        pytest.param([], None, id="made-by-hand"),
+        pytest.param(
+            [_owner("ReplicaSet", RS_UID, controller=False)], None, id="owner-but-not-controller"
+        ),
+        pytest.param([_owner("StatefulSet", RS_UID)], None, id="another-kind-controls-it"),
+    ],
+)
+def test_a_refusal_names_the_replica_set_controlling_its_pod(
+    owners: list[dict[str, typing.Any]], controller: str | None
+) -> None:
+    pod = _pod(state=_terminated(1, "DigestMismatch: x"))
+    pod["metadata"]["ownerReferences"] = owners
+    (refusal,) = pods.agent_refusals([pod], root_digest=DIGEST)
+    assert refusal.controller == controller
+
+
+def test_only_replica_sets_the_deployment_controls_count() -> None:
+    def replica_set(uid: str, owners: list[dict[str, typing.Any]]) -> dict[str, typing.Any]:
+        return {"metadata": {"uid": uid, "ownerReferences": owners}}
+
+    found = pods.controlled_by(
+        [
+            replica_set("ours", [_owner("Deployment", DEPLOYMENT_UID)]),
+            replica_set("adopted-elsewhere", [_owner("Deployment", "another")]),
+            replica_set("not-controlled", [_owner("Deployment", DEPLOYMENT_UID, controller=False)]),
+            replica_set("orphan", []),
+        ],
+        deployment_uid=DEPLOYMENT_UID,
+    )
+    assert found == {"ours"}

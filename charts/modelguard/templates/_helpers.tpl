@@ -145,6 +145,10 @@ deleted by the operator (garbage collection deletes them through their ownerRefe
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# Which ReplicaSets the model's Deployment controls: a refusal counts only from their pods.
+- apiGroups: ["apps"]
+  resources: ["replicasets"]
+  verbs: ["list"]
 # Events about ModelDeployments: ours through events.k8s.io/v1, kopf's own failures through
 # core/v1.
 - apiGroups: ["events.k8s.io"]

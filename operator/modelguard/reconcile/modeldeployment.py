@@ -295,7 +295,10 @@ async def _quarantine_on_tampering(
     pods_now = await _call(
         context.kube.list_pods(namespace=model.namespace, selector=labels.selector(model.name))
     )
-    refusal = pods.agent_refusal(pods_now, root_digest=verified.root_digest)
+    refusals = pods.agent_refusals(pods_now, root_digest=verified.root_digest)
+    # Looked up only when some pod reports a refusal, which is rare.
+    ours = await _replica_sets_of(context, model) if refusals else set()
+    refusal = next((found for found in refusals if found.controller in ours), None)
     if refusal is not None:
         message = f"pod {refusal.pod}: {refusal.message}"
         status.set(
@@ -320,6 +323,23 @@ async def _quarantine_on_tampering(
             conditions.Decision("False", str(record["reason"]), str(record["message"])),
         )
     return model.model_copy(update={"spec": model.spec.model_copy(update={"quarantine": True})})
+
+
+async def _replica_sets_of(context: Context, model: v1alpha1.ModelDeployment) -> set[str]:
+    """The uids of the ReplicaSets that the model's own Deployment controls."""
+    live = await _call(
+        context.kube.get(
+            api_version="apps/v1", kind="Deployment", namespace=model.namespace, name=model.name
+        )
+    )
+    if live is None:
+        return set()
+    replica_sets = await _call(
+        context.kube.list_replica_sets(
+            namespace=model.namespace, selector=labels.selector(model.name)
+        )
+    )
+    return pods.controlled_by(replica_sets, deployment_uid=live["metadata"]["uid"])
 
 
 def _hold(status: _Status, model: v1alpha1.ModelDeployment, *, reason: str, why: str) -> None:
