@@ -22,6 +22,9 @@ from modelguard.reconcile import modeldeployment
 logger = logging.getLogger(__name__)
 
 AGENT_IMAGE_ENV = "MODELGUARD_AGENT_IMAGE"
+# The chart's ClusterRole that a namespace binds to let the operator read its storage credentials;
+# its name carries the release's, so messages take it from here.
+CREDENTIALS_ROLE_ENV = "MODELGUARD_SOURCE_CREDENTIALS_ROLE"
 
 
 @kopf.on.startup()
@@ -63,6 +66,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         kube=kube_client,
         instance=instance,
         agent_image=agent_image,
+        credentials_role=os.environ.get(CREDENTIALS_ROLE_ENV) or "modelguard-source-credentials",
         audit=audit,
         recheck=functools.partial(_recheck, memo),
     )

@@ -153,6 +153,8 @@ def operator(
         "KUBECONFIG": str(identity.kubeconfig),
         "POD_NAME": "modelguard-test",
         "MODELGUARD_AGENT_IMAGE": AGENT_IMAGE,
+        # Not the chart's default name: the message must carry what it is given.
+        "MODELGUARD_SOURCE_CREDENTIALS_ROLE": "modelguard-test-source-credentials",
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(

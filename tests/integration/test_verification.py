@@ -230,3 +230,4 @@ def test_credentials_of_a_namespace_that_granted_nothing_are_not_read(
         kubectl, namespace, "m", status="False", reason="CredentialsForbidden"
     )
     assert "RoleBinding" in condition["message"]
+    assert "ClusterRole modelguard-test-source-credentials" in condition["message"]

@@ -165,3 +165,18 @@ def test_docs_rbac_table_is_what_the_chart_grants(helm: Path) -> None:
     role = per_namespace["Role", "t-modelguard"]
     assert role["metadata"]["namespace"] == "team-a"
     assert _granted(role["rules"]) == _documented({"watched"})
+
+
+def test_the_operator_names_the_credentials_role_of_its_own_release(helm: Path) -> None:
+    # A namespace is told which ClusterRole to bind to share its storage credentials: the one
+    # this release made, whatever the release is called.
+    docs = render(helm)
+    roles = [
+        doc["metadata"]["name"]
+        for doc in docs
+        if doc["kind"] == "ClusterRole" and doc["metadata"]["name"].endswith("-source-credentials")
+    ]
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in operator["env"]}
+    assert [env["MODELGUARD_SOURCE_CREDENTIALS_ROLE"]] == roles

@@ -48,6 +48,8 @@ class Context:
     """This operator replica's name, reported on the Events it posts."""
     agent_image: str
     """The image of the verifying init container: the operator's own, pinned by digest."""
+    credentials_role: str
+    """The ClusterRole a namespace binds to let the operator read its storage credentials."""
     audit: sink.Sink
     """Where every decision is recorded, hash-chained."""
     verification_cache: verification.Cache = dataclasses.field(default_factory=verification.Cache)
@@ -92,7 +94,11 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
 
     outcome = await _call(
         verification.verify_model(
-            context.kube, model, cache=context.verification_cache, now=status.now
+            context.kube,
+            model,
+            cache=context.verification_cache,
+            now=status.now,
+            credentials_role=context.credentials_role,
         )
     )
     status.set(v1alpha1.CONDITION_VERIFIED, outcome.decision)

@@ -120,6 +120,7 @@ async def verify_model(
     *,
     cache: Cache,
     now: datetime.datetime,
+    credentials_role: str,
 ) -> Outcome:
     """Verifies the signature bundle of `model` against its TrustPolicy."""
     policy_name = model.spec.trust_policy
@@ -135,7 +136,9 @@ async def verify_model(
     except errors.InvalidObjectError as error:
         return _refused("InvalidPolicy", f'TrustPolicy "{policy_name}": {error}')
 
-    settings, secret_version, refusal = await _source_settings(kube_client, model)
+    settings, secret_version, refusal = await _source_settings(
+        kube_client, model, credentials_role=credentials_role
+    )
     if refusal is not None:
         return refusal
     source = model.spec.model.source
@@ -224,7 +227,7 @@ def _verify(
 
 
 async def _source_settings(
-    kube_client: kube.Kube, model: v1alpha1.ModelDeployment
+    kube_client: kube.Kube, model: v1alpha1.ModelDeployment, *, credentials_role: str
 ) -> tuple[credentials.SourceSettings | None, str, Outcome | None]:
     secret_name = model.spec.model.source.credentials_secret
     if not secret_name:
@@ -240,7 +243,7 @@ async def _source_settings(
                     "CredentialsForbidden",
                     f"spec.model.source.credentialsSecret: the operator may not read Secret "
                     f'"{secret_name}"; grant it with a RoleBinding in namespace {model.namespace} '
-                    "to the ClusterRole modelguard-source-credentials (see the chart's README)",
+                    f"to the ClusterRole {credentials_role} (docs/chart.md)",
                 ),
             )
         raise
