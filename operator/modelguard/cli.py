@@ -427,6 +427,7 @@ def _fetch_verify(args: argparse.Namespace) -> int:
         dest=args.dest,
         credentials_dir=args.credentials_dir,
         allow_pickle=args.allow_pickle,
+        audit_pickle=args.audit_pickle,
         parallel=args.parallel,
         signature_digest=args.signature_digest,
     )
@@ -469,6 +470,12 @@ def _add_agent(commands: typing.Any) -> None:
         "--allow-pickle", action="store_true", help="admit pickle-based formats (code on load)"
     )
     fetch.add_argument(
+        "--audit-pickle",
+        action="store_true",
+        help="admit pickle-based formats but report each on an `audit UnsafeFormat:` line, in the"
+        " termination log too (a TrustPolicy in Audit mode)",
+    )
+    fetch.add_argument(
         "--parallel", type=int, default=4, metavar="N", help="files fetched at once (default 4)"
     )
     fetch.add_argument(
@@ -476,7 +483,8 @@ def _add_agent(commands: typing.Any) -> None:
         type=pathlib.Path,
         default=pathlib.Path("/dev/termination-log"),
         metavar="FILE",
-        help="where the one-line failure reason goes (default /dev/termination-log)",
+        help="where the one-line failure reason goes, or on success the audit lines if any"
+        " (default /dev/termination-log)",
     )
     fetch.set_defaults(handler=_fetch_verify)
 

@@ -287,6 +287,21 @@ def test_a_rewritten_bundle_is_refused_when_its_digest_is_pinned(
     assert dest_contents(tmp_path / "refused" / "dest") == {}
 
 
+def test_pickle_is_admitted_and_reported_under_an_audit_policy(
+    s3: s3server.S3Server, s3_bucket: str, tmp_path: Path, signing_key: tuple[Path, str]
+) -> None:
+    files = signedmodel.demo_files("1.0") | {"weights/model.bin": pickle_bytes()}
+    published = publish(s3, s3_bucket, tmp_path, signing_key, files)
+    result = run_agent(published, tmp_path, extra=["--audit-pickle"])
+    assert result.returncode == 0, result.stderr
+    assert dest_contents(tmp_path / "dest") == files
+    line = "audit UnsafeFormat: file 'weights/model.bin' is "
+    assert result.stderr.startswith(line), result.stderr
+    assert "admitted because the TrustPolicy's enforcement is Audit" in result.stderr
+    # The kubelet keeps it as the termination message, which the operator reads.
+    assert (tmp_path / "termination-log").read_text().startswith(line)
+
+
 def test_pickle_is_admitted_when_allowed(
     s3: s3server.S3Server, s3_bucket: str, tmp_path: Path, signing_key: tuple[Path, str]
 ) -> None:

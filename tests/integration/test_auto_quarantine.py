@@ -25,7 +25,18 @@ __all__ = ["source"]  # the fixture, shared with test_modeldeployment
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-def _report_refusal(kubectl: harness.Kubectl, namespace: str, pod: dict[str, typing.Any]) -> None:
+REFUSAL = "DigestMismatch: model.safetensors: sha256 differs from the signed digest"
+
+
+def _report_refusal(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    pod: dict[str, typing.Any],
+    *,
+    exit_code: int = 1,
+    message: str = REFUSAL,
+) -> None:
+    """Reports the agent's exit as the kubelet would: by default, a refusal."""
     (agent,) = pod["spec"]["initContainers"]
     status = {
         "initContainerStatuses": [
@@ -37,10 +48,9 @@ def _report_refusal(kubectl: harness.Kubectl, namespace: str, pod: dict[str, typ
                 "restartCount": 1,
                 "state": {
                     "terminated": {
-                        "exitCode": 1,
-                        "reason": "Error",
-                        "message": "DigestMismatch: model.safetensors: sha256 differs from "
-                        "the signed digest",
+                        "exitCode": exit_code,
+                        "reason": "Error" if exit_code else "Completed",
+                        "message": message,
                     }
                 },
             }
@@ -143,6 +153,64 @@ def test_a_pod_made_by_hand_cannot_quarantine_the_model(
     assert harness.condition(body, "Verified")["status"] == "True"
     assert harness.condition(body, "Ready")["status"] == "True"
     assert kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"] == replicas
+
+
+def test_pickle_admitted_under_an_audit_policy_is_reported_not_quarantined(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    signing_key: tuple[Path, str],
+    approver_key: tuple[Path, str],
+) -> None:
+    # Audit mode admits a pickle-based file but records and reports it: the agent says so on
+    # success, in its termination message, and the operator must not take it for tampering.
+    policy = signedmodel.trust_policy(
+        name=f"audit-{namespace}",
+        public_key=signing_key[1],
+        sources=["s3://models/"],
+        approver_key=approver_key[1],
+    )
+    policy["spec"]["enforcement"] = "Audit"  # type: ignore[index]
+    kubectl.apply(policy)
+    try:
+        kubectl.apply(
+            model_deployment("m", source=source, trustPolicy=f"audit-{namespace}"),
+            namespace=namespace,
+        )
+        wait_ready(kubectl, namespace, "m")
+        template = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["template"]
+        (agent,) = template["spec"]["initContainers"]
+        assert "--audit-pickle" in agent["args"]
+        (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
+        admitted = (
+            "UnsafeFormat: file 'weights/model.bin' is a PyTorch pickle: loading it runs code; "
+            "admitted because the TrustPolicy's enforcement is Audit"
+        )
+        _report_refusal(kubectl, namespace, pod, exit_code=0, message=f"audit {admitted}")
+
+        def reported() -> None:
+            body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+            verified = harness.condition(body, "Verified")
+            assert (verified["status"], verified["reason"]) == ("True", "AuditViolations")
+            assert admitted in verified["message"]
+            assert pod["metadata"]["name"] in verified["message"]
+            assert harness.condition(body, "Ready")["status"] == "True"
+            assert "quarantine" not in body["status"]
+            events = kubectl.json(
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                namespace,
+                "--field-selector=regarding.name=m,regarding.kind=ModelDeployment",
+            )["items"]
+            assert any(
+                e["reason"] == "AuditViolations" and e["type"] == "Warning" for e in events
+            ), [(e["reason"], e["type"]) for e in events]
+
+        harness.eventually(reported, timeout=60)
+        assert kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"] > 0
+    finally:
+        kubectl.run("delete", "trustpolicy", f"audit-{namespace}", "--wait=false", check=False)
 
 
 def test_a_revoked_signer_quarantines_the_version_it_signed(

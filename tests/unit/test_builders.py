@@ -600,13 +600,14 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
 
 
 @pytest.mark.parametrize(
-    ("source", "allow_pickle", "extra_args", "agent_only_volumes"),
+    ("source", "allow_pickle", "extra_args", "agent_only_volumes", "audit_pickle"),
     [
         pytest.param(
             {"uri": "s3://models/m/1/", "credentialsSecret": "models-ro"},
             False,
             ["--credentials-dir", deployment.CREDENTIALS_MOUNT_PATH],
             {deployment.CREDENTIALS_VOLUME},
+            False,
             id="credentials-mounted-into-the-agent-only",
         ),
         pytest.param(
@@ -614,6 +615,7 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
             False,
             [],
             {deployment.CLAIM_VOLUME},
+            False,
             id="claim-mounted-read-only-into-the-agent-only",
         ),
         pytest.param(
@@ -621,7 +623,24 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
             True,
             ["--allow-pickle"],
             set(),
+            False,
             id="policy-allows-pickle",
+        ),
+        pytest.param(
+            {"uri": "https://models.example/m/1/"},
+            False,
+            ["--audit-pickle"],
+            set(),
+            True,
+            id="policy-in-audit-mode-admits-and-reports-pickle",
+        ),
+        pytest.param(
+            {"uri": "https://models.example/m/1/"},
+            True,
+            ["--allow-pickle"],
+            set(),
+            True,
+            id="allowed-pickle-is-no-violation-to-report",
         ),
     ],
 )
@@ -630,6 +649,7 @@ def test_agent_source_wiring(
     allow_pickle: bool,
     extra_args: list[str],
     agent_only_volumes: set[str],
+    audit_pickle: bool,
 ) -> None:
     md = _md(model={"name": "m", "version": "1", "source": source})
     artifact = deployment.VerifiedArtifact(
@@ -637,6 +657,7 @@ def test_agent_source_wiring(
         signature_digest=ARTIFACT.signature_digest,
         allow_pickle=allow_pickle,
         agent_image=ARTIFACT.agent_image,
+        audit_pickle=audit_pickle,
     )
     pod = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]
     (agent,) = pod["initContainers"]
@@ -656,13 +677,20 @@ def test_claims_mount_root_is_where_the_agent_looks() -> None:
     assert str(pvc.DEFAULT_MOUNT_ROOT) == deployment.CLAIMS_MOUNT_ROOT
 
 
-@pytest.mark.parametrize("allow_pickle", [False, True], ids=["no-pickle", "pickle-allowed"])
-def test_the_served_artifact_reads_back_from_the_deployment(allow_pickle: bool) -> None:
+@pytest.mark.parametrize(
+    ("allow_pickle", "audit_pickle"),
+    [(False, False), (True, False), (False, True)],
+    ids=["no-pickle", "pickle-allowed", "pickle-audited"],
+)
+def test_the_served_artifact_reads_back_from_the_deployment(
+    allow_pickle: bool, audit_pickle: bool
+) -> None:
     artifact = deployment.VerifiedArtifact(
         root_digest=ARTIFACT.root_digest,
         signature_digest=ARTIFACT.signature_digest,
         allow_pickle=allow_pickle,
         agent_image=ARTIFACT.agent_image,
+        audit_pickle=audit_pickle,
     )
     assert deployment.artifact_of(deployment.build(_md(), artifact=artifact)) == artifact
 

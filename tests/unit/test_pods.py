@@ -132,3 +132,45 @@ def test_only_replica_sets_the_deployment_controls_count() -> None:
         deployment_uid=DEPLOYMENT_UID,
     )
     assert found == {"ours"}
+
+
+def test_a_refused_attempt_counts_even_when_a_retry_succeeded() -> None:
+    pod = _pod(state=_terminated(0, ""), last_state=_terminated(1, "DigestMismatch: x"))
+    assert [r.reason for r in pods.agent_refusals([pod], root_digest=DIGEST)] == ["DigestMismatch"]
+
+
+@pytest.mark.parametrize(
+    ("pod", "lines"),
+    [
+        pytest.param(
+            _pod(
+                state=_terminated(
+                    0,
+                    "audit UnsafeFormat: file 'a.pt' is a PyTorch pickle\n"
+                    "audit UnsafeFormat: file 'b.pkl' is pickle",
+                )
+            ),
+            (
+                "UnsafeFormat: file 'a.pt' is a PyTorch pickle",
+                "UnsafeFormat: file 'b.pkl' is pickle",
+            ),
+            id="each-admitted-violation",
+        ),
+        pytest.param(_pod(state=_terminated(0, "")), None, id="nothing-admitted"),
+        pytest.param(_pod(state={"running": {}}), None, id="agent-still-running"),
+        pytest.param(
+            _pod(state=_terminated(1, "audit UnsafeFormat: x")), None, id="a-refusal-admits-nothing"
+        ),
+        pytest.param(
+            _pod(digest="sha256:" + "cd" * 32, state=_terminated(0, "audit UnsafeFormat: x")),
+            None,
+            id="pod-of-another-version-says-nothing",
+        ),
+    ],
+)
+def test_agent_admissions(pod: dict[str, typing.Any], lines: tuple[str, ...] | None) -> None:
+    admitted = pods.agent_admissions([pod], root_digest=DIGEST)
+    if lines is None:
+        assert admitted == []
+    else:
+        assert admitted == [pods.Admitted(pod="m-1", lines=lines, controller=RS_UID)]

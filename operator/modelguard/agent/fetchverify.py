@@ -6,7 +6,9 @@ the source's listing against it, then streams every signed file into DEST, sever
 each in the same pass that writes it: the network read of the next chunk overlaps the hashing and
 writing of the previous one, which run in worker threads, one per core at most (hashlib releases
 the GIL). A file whose digest differs, a pickle-based file (unless allowed), or any source failure
-stops everything, and DEST is emptied again. Success leaves read-only files and one summary line.
+stops everything, and DEST is emptied again. Success leaves read-only files and one summary line;
+under a TrustPolicy in Audit mode (--audit-pickle) a pickle-based file is admitted, and each one is
+reported on an `audit UnsafeFormat: ...` line, in the termination log too, for the operator.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Options:
     dest: Path
     credentials_dir: Path | None = None
     allow_pickle: bool = False
+    # Admit pickle-based files but report each one: the TrustPolicy's enforcement is Audit.
+    audit_pickle: bool = False
     # sha256:HEX of the signature file the operator verified; None: only the root digest binds.
     signature_digest: str | None = None
     parallel: int = DEFAULT_PARALLEL
@@ -56,6 +60,8 @@ class Summary:
     files: int
     bytes: int
     seconds: float
+    audit: tuple[reasons.Violation, ...] = ()
+    """Violations admitted because the TrustPolicy's enforcement is Audit."""
 
     def line(self) -> str:
         rate = self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
@@ -78,6 +84,14 @@ def run(options: Options, *, termination_log: Path = DEFAULT_TERMINATION_LOG) ->
         print(line, file=sys.stderr)
         _write_termination_log(termination_log, line)
         return 1
+    for violation in summary.audit:
+        print(f"audit {violation}", file=sys.stderr)
+    if summary.audit:
+        # The kubelet keeps it as the container's termination message, exit 0 or not: the
+        # operator reports what was admitted from there.
+        _write_termination_log(
+            termination_log, "\n".join(f"audit {v}" for v in summary.audit)[:_MAX_MESSAGE]
+        )
     print(summary.line())
     return 0
 
@@ -159,6 +173,7 @@ async def fetch_verify(options: Options) -> Summary:
         files=len(todo),
         bytes=total,
         seconds=time.monotonic() - started,
+        audit=tuple(sorted(fetcher.audit, key=lambda violation: violation.message)),
     )
 
 
@@ -190,6 +205,8 @@ class _Fetcher:
         self._options = options
         self._serialization = signed.serialization
         self._slots = asyncio.Semaphore(options.parallel)
+        self.audit: list[reasons.Violation] = []
+        """Pickle-based files admitted under --audit-pickle."""
 
     async def run_blocking(self, call: typing.Callable[[], typing.Any]) -> typing.Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
@@ -253,12 +270,22 @@ class _Fetcher:
 
     def _check_format(self, name: str, *, size: int) -> None:
         kind = folder.sniff(self._dest.root, folder.LocalFile(path=name, size=size))
-        if formats.is_pickle_based(kind):
-            raise reasons.VerificationError(
-                reasons.Reason.UNSAFE_FORMAT,
-                f"file {name!r} is {kind}: loading it runs code; pickle-based formats need "
-                "--allow-pickle (TrustPolicy spec.formats.allowPickle)",
+        if not formats.is_pickle_based(kind):
+            return
+        found = f"file {name!r} is {kind}: loading it runs code"
+        if self._options.audit_pickle:
+            self.audit.append(
+                reasons.Violation(
+                    reasons.Reason.UNSAFE_FORMAT,
+                    f"{found}; admitted because the TrustPolicy's enforcement is Audit",
+                )
             )
+            return
+        raise reasons.VerificationError(
+            reasons.Reason.UNSAFE_FORMAT,
+            f"{found}; pickle-based formats need --allow-pickle (TrustPolicy "
+            "spec.formats.allowPickle)",
+        )
 
 
 def _first(group_error: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -48,6 +48,8 @@ class VerifiedArtifact:
     """The TrustPolicy's formats.allowPickle."""
     agent_image: str
     """The image of `modelguard agent fetch-verify` (the operator's own image, by digest)."""
+    audit_pickle: bool = False
+    """The TrustPolicy's enforcement is Audit: pickle-based files are admitted and reported."""
 
 
 CHECKOV_SKIP: typing.Final = "checkov.io/skip1"
@@ -108,6 +110,7 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
         signature_digest=args[args.index("--signature-digest") + 1],
         allow_pickle="--allow-pickle" in args,
         agent_image=str(agents[0].get("image", "")),
+        audit_pickle="--audit-pickle" in args,
     )
 
 
@@ -193,6 +196,8 @@ def _agent_container(
         )
     if artifact.allow_pickle:
         args.append("--allow-pickle")
+    elif artifact.audit_pickle:
+        args.append("--audit-pickle")
     return {
         "name": AGENT_CONTAINER,
         "image": artifact.agent_image,

@@ -10,6 +10,10 @@ import typing
 Condition = dict[str, typing.Any]
 
 
+# The reason of a Verified=True that a TrustPolicy in Audit mode admitted despite violations.
+AUDIT_VIOLATIONS: typing.Final = "AuditViolations"
+
+
 @dataclasses.dataclass(frozen=True)
 class Decision:
     """The outcome of one check: a condition status with a machine-readable reason and a message."""

@@ -167,6 +167,7 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         signature_digest=verified.signature_digest,
         allow_pickle=verified.allow_pickle,
         agent_image=context.agent_image,
+        audit_pickle=verified.audit_formats,
     )
     model = await _quarantine_on_tampering(context, model, status=status, verified=verified)
     await _roll_out(context, body=body, status=status, model=model, artifact=artifact)
@@ -302,9 +303,13 @@ async def _quarantine_on_tampering(
         context.kube.list_pods(namespace=model.namespace, selector=labels.selector(model.name))
     )
     refusals = pods.agent_refusals(pods_now, root_digest=verified.root_digest)
-    # Looked up only when some pod reports a refusal, which is rare.
-    ours = await _replica_sets_of(context, model) if refusals else set()
+    admissions = pods.agent_admissions(pods_now, root_digest=verified.root_digest)
+    # Looked up only when some pod reports something, which is rare.
+    ours = await _replica_sets_of(context, model) if refusals or admissions else set()
     refusal = next((found for found in refusals if found.controller in ours), None)
+    admitted = [found for found in admissions if found.controller in ours]
+    if refusal is None and admitted:
+        _report_admitted(status, admitted)
     if refusal is not None:
         message = f"pod {refusal.pod}: {refusal.message}"
         status.set(
@@ -329,6 +334,30 @@ async def _quarantine_on_tampering(
             conditions.Decision("False", str(record["reason"]), str(record["message"])),
         )
     return model.model_copy(update={"spec": model.spec.model_copy(update={"quarantine": True})})
+
+
+def _report_admitted(status: _Status, admitted: list[pods.Admitted]) -> None:
+    """Verified stays True, with reason AuditViolations and what the pods' agents admitted
+    (pickle-based files under a TrustPolicy in Audit mode): recorded and reported, as Audit
+    promises, not refused."""
+    verified: typing.Mapping[str, typing.Any] = next(
+        (
+            c
+            for c in status.current.get("conditions") or []
+            if c["type"] == v1alpha1.CONDITION_VERIFIED
+        ),
+        {},
+    )
+    found = sorted({line for admission in admitted for line in admission.lines})
+    status.set(
+        v1alpha1.CONDITION_VERIFIED,
+        conditions.Decision(
+            "True",
+            conditions.AUDIT_VIOLATIONS,
+            f"{verified.get('message', '')}; admitted under Audit by the agent in pod "
+            f"{admitted[0].pod}: {'; '.join(found)}",
+        ),
+    )
 
 
 async def _replica_sets_of(context: Context, model: v1alpha1.ModelDeployment) -> set[str]:
@@ -468,10 +497,17 @@ class _Status:
         )
 
     def flips(self) -> list[conditions.Condition]:
-        """Conditions whose status differs from the one read at the start (or that are new)."""
-        before = {c["type"]: c.get("status") for c in self.previous.get("conditions") or []}
+        """Conditions whose status differs from the one read at the start (or that are new), and
+        those that turned to AuditViolations: what Audit mode admits is reported as it happens."""
+        before = {c["type"]: c for c in self.previous.get("conditions") or []}
         return [
-            c for c in self.current.get("conditions") or [] if before.get(c["type"]) != c["status"]
+            c
+            for c in self.current.get("conditions") or []
+            if (before.get(c["type"]) or {}).get("status") != c["status"]
+            or (
+                c["reason"] == conditions.AUDIT_VIOLATIONS
+                and (before.get(c["type"]) or {}).get("message") != c["message"]
+            )
         ]
 
 
@@ -505,7 +541,9 @@ async def _finish(context: Context, *, body: Manifest, status: _Status) -> None:
         await _event(
             context,
             body,
-            type="Normal" if flipped["status"] == "True" else "Warning",
+            type="Normal"
+            if flipped["status"] == "True" and flipped["reason"] != conditions.AUDIT_VIOLATIONS
+            else "Warning",
             reason=flipped["reason"],
             action=_ACTIONS.get(flipped["type"], "Reconcile"),
             note=flipped["message"],

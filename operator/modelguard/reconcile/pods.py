@@ -18,6 +18,8 @@ from modelguard.builders import deployment
 
 Manifest = dict[str, typing.Any]
 
+# How the agent starts each violation it admitted under Audit (fetchverify.run).
+_AUDIT_PREFIX: typing.Final = "audit "
 # The artifact differs from what was signed and verified: never retried into service.
 TAMPERING: typing.Final = frozenset(
     {
@@ -52,16 +54,51 @@ def agent_refusals(pods: typing.Iterable[Manifest], *, root_digest: str) -> list
     """The agent's refusal in each pod of the verified `root_digest` (pods of an older version say
     nothing about this one), whoever made the pod: see `controlled_by`."""
     found: list[Refusal] = []
-    for pod in pods:
-        if pod["metadata"].get("deletionTimestamp"):
-            # On its way out (a quarantine scaled it away): its report is already acted upon.
+    for pod, terminated in _agent_exits(pods, root_digest=root_digest):
+        if terminated.get("exitCode", 0) != 0:
+            reason, _, message = str(terminated.get("message") or "").partition(":")
+            found.append(
+                Refusal(
+                    pod=pod["metadata"]["name"],
+                    reason=reason.strip() or "AgentFailed",
+                    message=message.strip() or f"exit code {terminated['exitCode']}",
+                    controller=_controller(pod, kind="ReplicaSet"),
+                )
+            )
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Admitted:
+    """What the agent of one pod admitted under a TrustPolicy in Audit mode."""
+
+    pod: str
+    lines: tuple[str, ...]
+    """Its `REASON: message` lines, one per violation."""
+    controller: str | None = None
+
+
+def agent_admissions(pods: typing.Iterable[Manifest], *, root_digest: str) -> list[Admitted]:
+    """Per pod of the verified `root_digest`, the violations its agent admitted under Audit: the
+    `audit ` lines of a successful agent's termination message."""
+    found: list[Admitted] = []
+    for pod, terminated in _agent_exits(pods, root_digest=root_digest):
+        if terminated.get("exitCode", 0) != 0:
             continue
-        annotations = pod["metadata"].get("annotations") or {}
-        if annotations.get(deployment.ROOT_DIGEST_ANNOTATION) != root_digest:
-            continue
-        refusal = _refusal_in(pod)
-        if refusal is not None:
-            found.append(refusal)
+        message = str(terminated.get("message") or "")
+        lines = tuple(
+            line.removeprefix(_AUDIT_PREFIX).strip()
+            for line in message.splitlines()
+            if line.startswith(_AUDIT_PREFIX)
+        )
+        if lines:
+            found.append(
+                Admitted(
+                    pod=pod["metadata"]["name"],
+                    lines=lines,
+                    controller=_controller(pod, kind="ReplicaSet"),
+                )
+            )
     return found
 
 
@@ -74,21 +111,25 @@ def controlled_by(replica_sets: typing.Iterable[Manifest], *, deployment_uid: st
     }
 
 
-def _refusal_in(pod: Manifest) -> Refusal | None:
-    for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
-        if status.get("name") != deployment.AGENT_CONTAINER:
+def _agent_exits(
+    pods: typing.Iterable[Manifest], *, root_digest: str
+) -> typing.Iterator[tuple[Manifest, Manifest]]:
+    """(pod, the agent's `terminated` state) for each run of the agent that has ended in a pod of
+    `root_digest`: the latest, then the one before (an earlier refusal still counts)."""
+    for pod in pods:
+        if pod["metadata"].get("deletionTimestamp"):
+            # On its way out (a quarantine scaled it away): its report is already acted upon.
             continue
-        for state in (status.get("state"), status.get("lastState")):
-            terminated = (state or {}).get("terminated") or {}
-            if terminated.get("exitCode", 0) != 0:
-                reason, _, message = str(terminated.get("message") or "").partition(":")
-                return Refusal(
-                    pod=pod["metadata"]["name"],
-                    reason=reason.strip() or "AgentFailed",
-                    message=message.strip() or f"exit code {terminated['exitCode']}",
-                    controller=_controller(pod, kind="ReplicaSet"),
-                )
-    return None
+        annotations = pod["metadata"].get("annotations") or {}
+        if annotations.get(deployment.ROOT_DIGEST_ANNOTATION) != root_digest:
+            continue
+        for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            if status.get("name") != deployment.AGENT_CONTAINER:
+                continue
+            for state in (status.get("state"), status.get("lastState")):
+                terminated = (state or {}).get("terminated")
+                if terminated:
+                    yield pod, terminated
 
 
 def _controller(obj: Manifest, *, kind: str) -> str | None:

@@ -50,6 +50,8 @@ class Verified:
     bytes: int | None
     verified_at: str
     allow_pickle: bool
+    audit_formats: bool
+    """The policy's enforcement is Audit: the pod's agent admits, and reports, pickle files."""
     audit: tuple[reasons.Violation, ...]
     """Violations admitted because the policy's enforcement is Audit."""
     policy: trustpolicy.TrustPolicySpec
@@ -210,7 +212,9 @@ def _verify(
         )
     return Outcome(
         decision=conditions.Decision(
-            "True", "AuditViolations" if signed.audit else "SignatureVerified", message
+            "True",
+            conditions.AUDIT_VIOLATIONS if signed.audit else "SignatureVerified",
+            message,
         ),
         verified=Verified(
             root_digest=root,
@@ -220,6 +224,7 @@ def _verify(
             bytes=total,
             verified_at=conditions.rfc3339(now),
             allow_pickle=policy.spec.formats.allow_pickle,
+            audit_formats=policy.spec.enforcement is trustpolicy.Enforcement.AUDIT,
             audit=signed.audit,
             policy=policy.spec,
         ),
