@@ -237,3 +237,34 @@ def test_a_renamed_statement_keeps_its_root_digest_so_the_bundle_digest_is_pinne
     with pytest.raises(failures.AgentError) as caught:
         plan.check_signature_digest(bundle_bytes(renamed), hashlib.sha256(data).digest())
     assert caught.value.reason == failures.SIGNATURE_CHANGED
+
+
+def _names_swapped(model: statement.Statement) -> statement.Statement:
+    """The same digests in the same order, so the same root digest, under swapped names."""
+    first, second, *rest = model.resources
+    resources = (
+        dataclasses.replace(first, path=second.path),
+        dataclasses.replace(second, path=first.path),
+        *rest,
+    )
+    return dataclasses.replace(model, resources=resources)
+
+
+def test_bundles_that_disagree_on_the_names_are_refused() -> None:
+    # The agent cannot tell which bundle the operator verified: an unsigned one added beside the
+    # signed one must not put one file's bytes under another's name.
+    model = signed()
+    forged = _names_swapped(model)
+    assert forged.root_digest == digests.root_digest(forged.resources)
+    for first, second in ((forged, model), (model, forged)):
+        jsonl = bundle_bytes(first) + b"\n" + bundle_bytes(second) + b"\n"
+        with pytest.raises(reasons.VerificationError) as refused:
+            plan.pinned_statement(jsonl, model.root_digest)
+        assert refused.value.reason is reasons.Reason.MALFORMED_BUNDLE
+        assert "different file names" in refused.value.message
+
+
+def test_bundles_of_several_signers_of_one_manifest_are_one_statement() -> None:
+    model = signed()
+    jsonl = bundle_bytes(model) + b"\n" + bundle_bytes(model) + b"\n"
+    assert plan.pinned_statement(jsonl, model.root_digest).resources == model.resources

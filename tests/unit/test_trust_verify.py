@@ -531,6 +531,35 @@ def test_k_of_n_counts_distinct_trusted_signers(
     assert verify.verify_folder(model, twice, audit).audit[0].reason is Reason.TOO_FEW_SIGNERS
 
 
+def test_co_signed_bundles_must_name_the_same_files(
+    tmp_path: pathlib.Path, keys: dict[str, tuple[pathlib.Path, pathlib.Path]]
+) -> None:
+    # Two trusted signers, one root digest, but the second names the files differently: the
+    # root digest does not bind names, so which bundle's names to believe cannot be decided.
+    model = _write(tmp_path / "model", LAYOUTS["nested"])
+    _sign(model, tmp_path / "trusted.sig", keys["trusted"][0])
+    statement = json.loads(
+        base64.b64decode(
+            json.loads((tmp_path / "trusted.sig").read_bytes())["dsseEnvelope"]["payload"]
+        )
+    )
+    first, second = statement["predicate"]["resources"][:2]
+    first["name"], second["name"] = second["name"], first["name"]
+    jsonl = (tmp_path / "trusted.sig").read_bytes() + b"\n" + _craft(statement, keys["other"][0])
+    rules = _rules(
+        {
+            "signers": [
+                {"name": name, "publicKey": keys[name][1].read_text()}
+                for name in ("trusted", "other")
+            ]
+        }
+    )
+    with pytest.raises(reasons.VerificationError) as refused:
+        verify.verify_signatures(jsonl, rules)
+    assert refused.value.reason is Reason.MALFORMED_BUNDLE
+    assert "different file names" in refused.value.message
+
+
 # --- the tamper matrix ----------------------------------------------------------------------
 
 

@@ -58,10 +58,14 @@ def check_signature_digest(signature_file: bytes, pinned: bytes) -> None:
 def pinned_statement(signature_file: bytes, root_digest: bytes) -> statement.Statement:
     """The statement of `signature_file` whose root digest is `root_digest`.
 
-    With several bundles (JSONL, one per signer), the first one signing the pinned digest is used:
-    whichever it is, its resources hash to that digest, so they are the ones the operator verified.
+    The agent holds no keys, so it cannot tell which bundle's signature the operator verified. The
+    root digest binds the file digests but not their names: a bundle added unsigned, with the same
+    digests under swapped names, would put one file's bytes under another's name. So every bundle
+    signing the pinned digest must bind the same manifest; then whichever is used, it is the one
+    the operator verified.
     """
     found: list[bytes] = []
+    matching: list[tuple[str, statement.Statement]] = []
     first_error: reasons.VerificationError | None = None
     for signed in bundle.parse_signature_file(signature_file):
         try:
@@ -70,8 +74,19 @@ def pinned_statement(signature_file: bytes, root_digest: bytes) -> statement.Sta
             first_error = first_error or error
             continue
         if parsed.root_digest == root_digest:
-            return parsed
-        found.append(parsed.root_digest)
+            matching.append((signed.label, parsed))
+        else:
+            found.append(parsed.root_digest)
+    if matching:
+        first_label, first = matching[0]
+        for label, other in matching[1:]:
+            if not other.same_manifest(first):
+                raise reasons.VerificationError(
+                    reasons.Reason.MALFORMED_BUNDLE,
+                    f"{label} and {first_label} sign the pinned root digest with different file "
+                    "names or serialization: which one the operator verified cannot be told",
+                )
+        return first
     if not found and first_error is not None:
         raise first_error
     raise reasons.VerificationError(

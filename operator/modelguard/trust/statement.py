@@ -41,6 +41,11 @@ class Statement:
     serialization: Serialization
     resources: tuple[digests.Resource, ...]
 
+    def same_manifest(self, other: Statement) -> bool:
+        """Whether `other` binds the same files the same way: names, digests, shards and
+        serialization. The root digest alone does not bind file names."""
+        return self.serialization == other.serialization and self.resources == other.resources
+
     def file_sizes(self) -> dict[str, int | None]:
         """Every signed file; its size when the shards say it (None for files serialization)."""
         sizes: dict[str, int | None] = {}

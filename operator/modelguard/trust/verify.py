@@ -80,6 +80,12 @@ def verify_signatures(
                 f"{label} signs root digest {other.root_digest.hex()}, {first_label} signs "
                 f"{first.root_digest.hex()}: the bundles are for different models",
             )
+        if not other.same_manifest(first):
+            raise reasons.VerificationError(
+                reasons.Reason.MALFORMED_BUNDLE,
+                f"{label} and {first_label} sign the same root digest with different file "
+                "names or serialization: the bundles disagree on what the files are",
+            )
     checks: list[policy.Check] = [
         lambda: policy.check_min_signers(verified, min_signers=rules.min_signers),
         lambda: policy.check_hash_algorithm(first, allowed=rules.hash_algorithms),
