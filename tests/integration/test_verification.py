@@ -150,6 +150,22 @@ def test_a_signature_uploaded_after_the_model_deployment_is_picked_up(
     assert body["metadata"]["generation"] == generation
 
 
+def test_a_signature_outside_the_policy_sources_is_not_fetched(
+    kubectl: harness.Kubectl, namespace: str, source: str
+) -> None:
+    # The operator would otherwise read whatever URL a spec names, from inside the cluster.
+    body = model_deployment("sig-elsewhere", source=source)
+    body["spec"]["model"]["signature"] = {"uri": "https://metadata.internal/model.sig"}
+    kubectl.apply(body, namespace=namespace)
+    condition = _wait_verified(
+        kubectl, namespace, "sig-elsewhere", status="False", reason="SourceNotAllowed"
+    )
+    assert condition["message"].startswith(
+        "spec.model.signature: source 'https://metadata.internal/model.sig' matches none of "
+        "spec.sources"
+    ), condition["message"]
+
+
 def test_verified_version_keeps_serving_while_an_unverifiable_update_is_held(
     kubectl: harness.Kubectl,
     namespace: str,

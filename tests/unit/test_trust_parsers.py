@@ -288,3 +288,32 @@ def test_statement_parser_and_sniffer_never_crash_on_bytes(data: bytes) -> None:
         statement.parse(data)
     except reasons.VerificationError as error:
         _check_rejection(error)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        pytest.param(
+            b"[" + b"{}," * bundle.MAX_JSON_CONTAINERS + b"{}]",
+            f"more than {bundle.MAX_JSON_CONTAINERS} JSON objects and arrays",
+            id="a-flood-of-tiny-objects",
+        ),
+        pytest.param(
+            b"[" + b"{}," * 60_000 + b"{}]\n" + b"[" + b"{}," * 60_000 + b"{}]\n",
+            f"more than {bundle.MAX_JSON_CONTAINERS} JSON objects and arrays",
+            id="the-flood-split-over-jsonl-lines",
+        ),
+        pytest.param(
+            b'"' + b"a" * bundle.MAX_SIGNATURE_FILE_BYTES + b'"',
+            f"larger than {bundle.MAX_SIGNATURE_FILE_BYTES} bytes",
+            id="too-large",
+        ),
+    ],
+)
+def test_a_hostile_signature_file_is_refused_before_it_is_parsed(data: bytes, problem: str) -> None:
+    # It is read before any signature is checked, by the operator: parsing it must not cost
+    # memory out of proportion with a bundle.
+    with pytest.raises(reasons.VerificationError) as refused:
+        bundle.parse_signature_file(data)
+    assert refused.value.reason is reasons.Reason.MALFORMED_BUNDLE
+    assert problem in refused.value.message

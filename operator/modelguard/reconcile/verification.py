@@ -12,9 +12,11 @@ URI cannot slip through a cache hit.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import datetime
+import functools
 import hashlib
 import typing
 
@@ -156,6 +158,12 @@ async def verify_model(
     if cached is not None:
         return cached
 
+    # Before the fetch: the operator reads from where the security owner lets models come from,
+    # not from wherever a spec points (an internal service, say). Audit mode fetches, and the
+    # check below records the violation.
+    elsewhere = policy_rules.check_source(signature_uri, sources=policy.spec.sources)
+    if elsewhere is not None and policy.spec.enforcement is trustpolicy.Enforcement.ENFORCE:
+        return _refused(str(elsewhere.reason), f"spec.model.signature: {elsewhere.message}")
     try:
         signature_file = await _fetch_bundle(signature_uri, settings=settings)
     except source_errors.SourceError as error:
@@ -168,14 +176,21 @@ async def verify_model(
 
     bundle_digest = hashlib.sha256(signature_file).hexdigest()
     by_bundle = (bundle_digest, *inputs[:4])
-    outcome = Cache._get(cache._by_bundle, by_bundle) or _verify(
-        signature_file,
-        policy=policy,
-        source_uri=source.uri,
-        signature_uri=signature_uri,
-        signature_digest=f"sha256:{bundle_digest}",
-        now=now,
-    )
+    # In a thread: parsing and checking a large bundle takes a while, and the event loop also
+    # answers admission requests, which the API server is waiting for.
+    outcome = Cache._get(cache._by_bundle, by_bundle)
+    if outcome is None:
+        outcome = await asyncio.to_thread(
+            functools.partial(
+                _verify,
+                signature_file,
+                policy=policy,
+                source_uri=source.uri,
+                signature_uri=signature_uri,
+                signature_digest=f"sha256:{bundle_digest}",
+                now=now,
+            )
+        )
     Cache._put(cache._by_bundle, by_bundle, outcome)
     if outcome.verified is None:
         return dataclasses.replace(outcome, recheck_after=cache.recheck_after(inputs, now=now))
@@ -195,7 +210,10 @@ def _verify(
 ) -> Outcome:
     try:
         signed = verify.verify_signatures(
-            signature_file, policy_rules.rules_of(policy.spec), source_uri=source_uri
+            signature_file,
+            policy_rules.rules_of(policy.spec),
+            source_uri=source_uri,
+            signature_uri=signature_uri,
         )
     except reasons.VerificationError as error:
         return _refused(str(error.reason), f"{signature_uri}: {error.message}")

@@ -21,9 +21,14 @@ from modelguard.trust import reasons
 
 MEDIA_TYPE: typing.Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
 IN_TOTO_PAYLOAD_TYPE: typing.Final = "application/vnd.in-toto+json"
-# A statement lists every file; 64 MiB is hundreds of thousands of files, and bounds the memory a
-# hostile signature file can make us use.
-MAX_SIGNATURE_FILE_BYTES: typing.Final = 64 * 1024 * 1024
+# A statement lists every file, some 160 bytes each once in base64: 16 MiB is about 100,000 files,
+# and bounds the memory a hostile signature file can make the operator use before any signature
+# is checked.
+MAX_SIGNATURE_FILE_BYTES: typing.Final = 16 * 1024 * 1024
+# JSON objects and arrays a signature file may open. A bundle opens a few dozen: its payload and
+# certificates are base64 strings, which hold no brace. A file of tiny objects ([{},{},...]) would
+# otherwise cost some 25 times its size in memory.
+MAX_JSON_CONTAINERS: typing.Final = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +81,15 @@ def parse(data: bytes) -> Bundle:
 
 def _text(data: bytes) -> str:
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise _malformed(f"signature file is not UTF-8 text: {error.reason}") from None
+    # Counted over the whole file, not per line: a JSONL file is parsed line by line.
+    if text.count("{") + text.count("[") > MAX_JSON_CONTAINERS:
+        raise _malformed(
+            f"signature file opens more than {MAX_JSON_CONTAINERS} JSON objects and arrays"
+        )
+    return text
 
 
 def _loads(text: str) -> typing.Any:

@@ -55,6 +55,7 @@ def verify_signatures(
     rules: policy.Rules,
     *,
     source_uri: str | None = None,
+    signature_uri: str | None = None,
     at: datetime.datetime | None = None,
 ) -> SignedModel:
     """The signed statement of a .sig/.jsonl file, checked against the policy's rules."""
@@ -92,6 +93,8 @@ def verify_signatures(
     ]
     if source_uri is not None:
         checks.append(lambda: policy.check_source(source_uri, sources=rules.sources))
+    if signature_uri is not None:
+        checks.append(lambda: policy.check_source(signature_uri, sources=rules.sources))
     violations = policy.evaluate(checks)
     if violations and failures and violations[0].reason is reasons.Reason.TOO_FEW_SIGNERS:
         # Say why a signature did not count, not only that one is missing.
