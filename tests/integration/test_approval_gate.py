@@ -96,6 +96,64 @@ def test_unapproved_version_is_held_until_an_approval_appears(
     assert body["status"]["approval"]["approvers"] == ["security"]
 
 
+def test_a_deployment_made_in_advance_opens_no_gate_and_is_not_adopted(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    approver_key: tuple[Path, str],
+    s3: typing.Any,
+) -> None:
+    # Someone who may create Deployments makes one under the model's child name, pinning the
+    # version's root digest (readable from model.sig) as if it served already, plus a sidecar.
+    uri = publish_model("1.4.0", approve=False)
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    digest = signedmodel.root_digest(s3.get_object(bucket, f"{prefix}model.sig"))
+    labels = {"app": "decoy"}
+    kubectl.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "m"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {"modelguard.dev/root-digest": digest},
+                    },
+                    "spec": {
+                        "initContainers": [
+                            {
+                                "name": "fetch-verify",
+                                "image": "registry.example/x@sha256:" + "1" * 64,
+                                "args": ["--signature-digest", "sha256:" + "2" * 64],
+                            }
+                        ],
+                        "containers": [
+                            {"name": "sidecar", "image": "registry.example/y@sha256:" + "3" * 64}
+                        ],
+                    },
+                },
+            },
+        },
+        namespace=namespace,
+    )
+    kubectl.apply(model_deployment("m", source=uri), namespace=namespace)
+    # The gate holds: the decoy says nothing about what the model serves.
+    _wait(kubectl, namespace, "m", "Approved", status="False", reason="ApprovalMissing")
+    _approve(kubectl, namespace, key=approver_key[0], version="1.4.0", uri=uri, s3=s3)
+    # Approved now, the operator still never writes into someone else's Deployment.
+    ready = _wait(kubectl, namespace, "m", "Ready", status="False", reason="ChildConflict")
+    assert "Deployment m already exists and is not this ModelDeployment's" in ready["message"]
+    decoy = kubectl.json("get", "deployment", "m", "-n", namespace)
+    assert "ownerReferences" not in decoy["metadata"]
+    assert [c["name"] for c in decoy["spec"]["template"]["spec"]["containers"]] == ["sidecar"]
+    # Once it is gone, the model rolls out on its own.
+    kubectl.run("delete", "deployment", "m", "-n", namespace)
+    wait_ready(kubectl, namespace, "m")
+
+
 def test_approval_by_someone_the_policy_does_not_name_counts_for_nothing(
     kubectl: harness.Kubectl,
     namespace: str,

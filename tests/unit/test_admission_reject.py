@@ -70,12 +70,13 @@ def _request(
     mode: str = "Reject",
     quarantine: bool = False,
     old_version: str | None = None,
+    old_quarantine: bool = False,
 ) -> dict[str, typing.Any]:
     return {
         "operation": operation,
         "namespace": "team",
         "object": _spec("1.0", mode=mode, quarantine=quarantine),
-        "oldObject": _spec(old_version) if old_version else None,
+        "oldObject": _spec(old_version, quarantine=old_quarantine) if old_version else None,
     }
 
 
@@ -147,6 +148,14 @@ EARLIER = NOW - datetime.timedelta(days=1)
             True,
             "",
             id="created-quarantined-rolls-nothing-out",
+        ),
+        pytest.param(
+            _request(operation="UPDATE", old_version="1.0", old_quarantine=True),
+            POLICY,
+            [],
+            False,
+            "ApprovalMissing",
+            id="lifting-a-quarantine-judges-the-version-written-while-quarantined",
         ),
     ],
 )

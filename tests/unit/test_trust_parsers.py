@@ -174,6 +174,28 @@ def test_shard_size_written_as_a_double_is_read() -> None:
     assert parsed.file_sizes() == {"a": 3}
 
 
+def test_a_shard_offset_of_thousands_of_digits_is_refused_not_a_crash() -> None:
+    # int() refuses more than 4300 digits with a ValueError: the name must be refused first.
+    name = "a:0:" + "9" * 5000
+    resource = digests.Resource("a", "sha256-sharded-4", b"\x01" * 32, start=0, end=3)
+    document = _statement(
+        subject=[{"name": "m", "digest": {"sha256": digests.root_digest([resource]).hex()}}],
+        predicate={
+            "serialization": {
+                "method": "shards",
+                "hash_type": "sha256",
+                "shard_size": 4,
+                "allow_symlinks": False,
+            },
+            "resources": [{"name": name, "algorithm": "sha256-sharded-4", "digest": "01" * 32}],
+        },
+    )
+    with pytest.raises(reasons.VerificationError) as refused:
+        statement.parse(json.dumps(document).encode())
+    assert refused.value.reason is Reason.MALFORMED_STATEMENT
+    assert "is not path:start:end" in refused.value.message
+
+
 def _check_rejection(error: reasons.VerificationError) -> None:
     assert isinstance(error.reason, Reason)
     assert error.message

@@ -291,8 +291,13 @@ def unapproved_rejected(
     if rollout.get("onUnapproved") != "Reject" or spec.get("quarantine") is True:
         # A quarantined model rolls nothing out; the gate judges the version when it is lifted.
         return Decision.allow()
-    if request.get("operation") == "UPDATE" and model == _spec_field(
-        request.get("oldObject"), "model"
+    old = request.get("oldObject")
+    if (
+        request.get("operation") == "UPDATE"
+        and model == _spec_field(old, "model")
+        # Written while quarantined, the version was never judged here: lifting the quarantine
+        # is when it would start serving.
+        and _spec_field(old, "quarantine") is not True
     ):
         # The version that serves was judged when it was written: an approval that expired since
         # must not block unrelated edits, least of all the quarantine of an incident.

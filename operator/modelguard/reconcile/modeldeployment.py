@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -66,7 +67,8 @@ _locks: collections.defaultdict[tuple[str, str], asyncio.Lock] = collections.def
 
 async def reconcile(context: Context, *, namespace: str, name: str) -> None:
     async with _locks[namespace, name]:
-        await _reconcile(context, namespace=namespace, name=name)
+        with contextlib.suppress(_Stopped):
+            await _reconcile(context, namespace=namespace, name=name)
 
 
 async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
@@ -418,6 +420,15 @@ async def _apply_children(
         child = f"{manifest['kind']}/{manifest['metadata']['name']}"
         try:
             live, reverted = await _apply_if_changed(context, manifest)
+        except ChildConflict as conflict:
+            status.set(
+                v1alpha1.CONDITION_READY,
+                conditions.Decision("False", "ChildConflict", str(conflict)),
+            )
+            await _finish(context, body=body, status=status)
+            # No event of ours follows the other object's removal: look again later.
+            context.recheck(model.namespace, model.name, status.now + CONFLICT_RECHECK)
+            raise _Stopped from conflict
         except kube.ApiError as error:
             if error.status in _TRANSIENT:
                 raise RetryLater(f"API server: {error.reason}: {error.message}") from error
@@ -459,7 +470,10 @@ async def _apply_children(
 
 
 async def _live_deployment(context: Context, model: v1alpha1.ModelDeployment) -> Manifest | None:
-    return await _call(
+    """The model's Deployment, if it is the model's: one made by someone else under its name says
+    nothing about what the model serves (and pinning a root digest in it must not open the
+    approval gate)."""
+    live = await _call(
         context.kube.get(
             api_version="apps/v1",
             kind="Deployment",
@@ -467,6 +481,27 @@ async def _live_deployment(context: Context, model: v1alpha1.ModelDeployment) ->
             name=names.child_names(model.name).deployment,
         )
     )
+    if live is None or _controller_uid(live) != model.uid:
+        return None
+    return live
+
+
+def _controller_uid(obj: Manifest) -> str | None:
+    for owner in obj["metadata"].get("ownerReferences") or []:
+        if owner.get("controller"):
+            return str(owner.get("uid", ""))
+    return None
+
+
+class ChildConflict(Exception):
+    """A child's name is taken by an object this ModelDeployment does not control."""
+
+
+class _Stopped(Exception):
+    """The reconcile has reported why it cannot go on, and the status is written."""
+
+
+CONFLICT_RECHECK: typing.Final = datetime.timedelta(minutes=1)
 
 
 async def _serving_digest(context: Context, model: v1alpha1.ModelDeployment) -> str | None:
@@ -568,6 +603,15 @@ async def _apply_if_changed(
     )
     if live is None:
         return await context.kube.apply(intended), []
+    if _controller_uid(live) != _controller_uid(intended):
+        # Applied with force, our intent would merge into someone else's object and keep what
+        # we do not set (a sidecar, a volume): never adopt, as Helm and cert-manager do not.
+        owner = _controller_uid(live)
+        raise ChildConflict(
+            f"{manifest['kind']} {metadata['name']} already exists and is not this "
+            f"ModelDeployment's ({f'controller uid {owner}' if owner else 'no controller'}); "
+            "nothing was applied to it: delete it, or name the model differently"
+        )
     wanted = intended["metadata"]["annotations"][kube.INTENT_ANNOTATION]
     if live["metadata"].get("annotations", {}).get(kube.INTENT_ANNOTATION) != wanted:
         return await context.kube.apply(intended), []

@@ -169,13 +169,19 @@ def _resources(value: typing.Any, *, serialization: Serialization) -> tuple[dige
     return tuple(resources)
 
 
+_MAX_OFFSET_DIGITS: typing.Final = 20
+
+
 def _split_name(
     name: str, *, serialization: Serialization, field: str
 ) -> tuple[str, int | None, int | None]:
     if serialization.shard_size is None:
         return name, None, None
     parts = name.rsplit(":", 2)
-    if len(parts) != 3 or not all(part.isdigit() and part.isascii() for part in parts[1:]):
+    # At most 20 digits: offsets fit in 64 bits, and int() refuses (ValueError) past 4300 digits.
+    if len(parts) != 3 or not all(
+        part.isdigit() and part.isascii() and len(part) <= _MAX_OFFSET_DIGITS for part in parts[1:]
+    ):
         raise _malformed(f"{field}.name {name!r} is not path:start:end")
     start, end = int(parts[1]), int(parts[2])
     if end <= start:
