@@ -3,6 +3,7 @@ and sealed, the one-line reason and the empty DEST on each refusal."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import stat
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import test_agent_plan as helpers
 
 from modelguard.agent import fetchverify
+from modelguard.sources import base, pvc
 
 FILES = {
     "config.json": b'{"a": 1}',
@@ -110,3 +112,27 @@ def test_bad_flags_are_refused_without_touching_dest(
     assert fetchverify.run(options(tmp_path, root, parallel=0), termination_log=log) == 1
     assert capsys.readouterr().err.count("InvalidArgument: ") == 2
     assert not (tmp_path / "dest").exists()
+
+
+def test_a_file_longer_than_listed_is_refused_before_it_is_all_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A source that sends more than it listed (a file growing, a lying server) must not fill the
+    # volume before the digest can say no: the stream stops one chunk past the listed size.
+    root = publish(tmp_path / "claims", FILES)
+    listed = pvc.PvcSource.list_files
+
+    async def shorter(self: pvc.PvcSource) -> list[base.ObjectInfo]:
+        return [
+            dataclasses.replace(item, size=1000) if item.name.endswith(".safetensors") else item
+            for item in await listed(self)
+        ]
+
+    monkeypatch.setattr(pvc.PvcSource, "list_files", shorter)
+    assert fetchverify.run(options(tmp_path, root), termination_log=tmp_path / "log") == 1
+    reason = capsys.readouterr().err.strip()
+    assert reason == (
+        "DigestMismatch: file 'weights/model.safetensors' is longer than the 1000 bytes the "
+        "source listed or the signature holds"
+    )
+    assert list((tmp_path / "dest").iterdir()) == []

@@ -244,10 +244,20 @@ class _Fetcher:
         pending: asyncio.Future[None] | None = None
         batch: list[bytes] = []
         batched = 0
+        received = 0
         stream = self._source.stream(item.path, chunk_size=self._options.chunk_size)
         try:
             async with contextlib.aclosing(stream):
                 async for chunk in stream:
+                    received += len(chunk)
+                    if item.size is not None and received > item.size:
+                        # A source that sends more than it listed (or than was signed) would
+                        # fill the volume before the digest could say no.
+                        raise reasons.VerificationError(
+                            reasons.Reason.DIGEST_MISMATCH,
+                            f"file {item.path!r} is longer than the {item.size} bytes the "
+                            "source listed or the signature holds",
+                        )
                     batch.append(chunk)
                     batched += len(chunk)
                     if batched < BATCH_BYTES:
