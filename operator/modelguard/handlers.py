@@ -170,6 +170,12 @@ def approvals_by_model(
 @kopf.on.validate("", "v1", "serviceaccounts", id=serving.MANAGED_CHILD_PATH)
 @kopf.on.validate("", "v1", "services", id=serving.MANAGED_CHILD_PATH)
 @kopf.on.validate("networking.k8s.io", "v1", "networkpolicies", id=serving.MANAGED_CHILD_PATH)
+# What the model's Deployment spawns, and debug containers joining its pods.
+@kopf.on.validate("apps", "v1", "replicasets", id=serving.MANAGED_CHILD_PATH)
+@kopf.on.validate("", "v1", "pods", id=serving.MANAGED_CHILD_PATH)
+@kopf.on.validate(
+    "", "v1", "pods", subresource="ephemeralcontainers", id=serving.MANAGED_CHILD_PATH
+)
 async def validate_managed_child(memo: kopf.Memo, **kwargs: typing.Any) -> None:
     request = _review_request(kwargs)
     serving.enforce(decisions.managed_child(request, identity=memo.webhook.identity))

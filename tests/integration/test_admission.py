@@ -254,6 +254,75 @@ def test_direct_edit_of_managed_children_by_a_user_is_refused_with_the_way_to_do
     assert len(_children(kubectl, namespace, model)) >= 4
 
 
+def test_what_the_model_deployment_spawns_is_guarded_too(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    model: str,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> None:
+    # The model's pods exist (its ReplicaSet and pods were made through the webhook by their
+    # controllers); an ordinary user may not inject through them what the Deployment refuses.
+    user = _editor(kubectl, namespace, as_service_account)
+    (replica_set,) = kubectl.json(
+        "get", "replicasets", "-n", namespace, "-l", f"{SELECTOR}={model}"
+    )["items"]
+    (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}={model}")["items"]
+    attempts = {
+        "sidecar in the ReplicaSet": (
+            "set",
+            "image",
+            f"replicaset/{replica_set['metadata']['name']}",
+            "model-server=registry.example/evil:latest",
+        ),
+        "image swapped in a pod": (
+            "set",
+            "image",
+            f"pod/{pod['metadata']['name']}",
+            "model-server=registry.example/evil:latest",
+        ),
+        "relabelled pod": ("label", "pod", pod["metadata"]["name"], "extra=1"),
+    }
+    for what, args in attempts.items():
+        result = user.run(*args, "-n", namespace, check=False)
+        assert result.returncode != 0, f"{what}: allowed"
+        assert "denied the request" in result.stderr, f"{what}: {result.stderr}"
+    # The built-in edit role may not debug; a role that may shows the webhook's own refusal.
+    kubectl.run(
+        "create",
+        "role",
+        "debugger",
+        "-n",
+        namespace,
+        "--verb=get,patch,update",
+        "--resource=pods/ephemeralcontainers",
+    )
+    kubectl.run(
+        "create",
+        "rolebinding",
+        "debugger",
+        "-n",
+        namespace,
+        "--role=debugger",
+        f"--serviceaccount={namespace}:editor",
+    )
+    debug = user.run(
+        "debug",
+        pod["metadata"]["name"],
+        "-n",
+        namespace,
+        "--image=registry.example/debug@sha256:" + "5" * 64,
+        "--profile=restricted",
+        check=False,
+    )
+    assert debug.returncode != 0, "debug container: allowed"
+    assert "denied the request" in debug.stderr, debug.stderr
+    posing = {**pod, "metadata": {"name": "posing", "labels": pod["metadata"]["labels"]}}
+    posing["spec"] = {k: v for k, v in pod["spec"].items() if k != "nodeName"}
+    posing.pop("status", None)
+    result = user.apply(posing, namespace=namespace, check=False)
+    assert "denied the request" in result.stderr, result.stderr
+
+
 def test_break_glass_group_may_change_managed_children(
     kubectl: harness.Kubectl, namespace: str, model: str
 ) -> None:

@@ -48,6 +48,8 @@ class Case:
 
 
 GC = "system:serviceaccount:kube-system:generic-garbage-collector"
+DEPLOYMENTS = "system:serviceaccount:kube-system:deployment-controller"
+REPLICA_SETS = "system:serviceaccount:kube-system:replicaset-controller"
 CHILD_CASES = {
     "user updates a managed Deployment": Case(
         review("UPDATE", new=child(labels=MANAGED), old=child(labels=MANAGED)), allowed=False
@@ -140,6 +142,62 @@ CHILD_CASES = {
     ),
     "scale is judged by its own webhook": Case(
         review("UPDATE", subresource="scale", new={"kind": "Scale"}, old={"kind": "Scale"}),
+        allowed=True,
+    ),
+    "user writes a sidecar into a model ReplicaSet": Case(
+        review("UPDATE", new=child(labels=MANAGED), old=child(labels=MANAGED), kind="ReplicaSet"),
+        allowed=False,
+    ),
+    "deployment controller makes a model ReplicaSet": Case(
+        review("CREATE", user=DEPLOYMENTS, new=child(labels=MANAGED), kind="ReplicaSet"),
+        allowed=True,
+    ),
+    "deployment controller deletes an old model ReplicaSet": Case(
+        review("DELETE", user=DEPLOYMENTS, old=child(labels=MANAGED), kind="ReplicaSet"),
+        allowed=True,
+    ),
+    "deployment controller may not make a model pod": Case(
+        review("CREATE", user=DEPLOYMENTS, new=child(labels=MANAGED), kind="Pod"),
+        allowed=False,
+    ),
+    "replicaset controller makes a model pod": Case(
+        review("CREATE", user=REPLICA_SETS, new=child(labels=MANAGED), kind="Pod"),
+        allowed=True,
+    ),
+    "replicaset controller adopts a model pod": Case(
+        review("UPDATE", user=REPLICA_SETS, new=child(labels=MANAGED), old=child(), kind="Pod"),
+        allowed=True,
+    ),
+    "user makes a pod posing as the model's": Case(
+        review("CREATE", new=child(labels=MANAGED), kind="Pod"), allowed=False
+    ),
+    "user swaps the image of a model pod": Case(
+        review("UPDATE", new=child(labels=MANAGED), old=child(labels=MANAGED), kind="Pod"),
+        allowed=False,
+    ),
+    "user adds a debug container to a model pod": Case(
+        review(
+            "UPDATE",
+            subresource="ephemeralcontainers",
+            new=child(labels=MANAGED),
+            old=child(labels=MANAGED),
+            kind="Pod",
+        ),
+        allowed=False,
+    ),
+    "break-glass may debug a model pod": Case(
+        review(
+            "UPDATE",
+            groups=("system:authenticated", "modelguard:break-glass"),
+            subresource="ephemeralcontainers",
+            new=child(labels=MANAGED),
+            old=child(labels=MANAGED),
+            kind="Pod",
+        ),
+        allowed=True,
+    ),
+    "debugging a pod of no model is not ours to judge": Case(
+        review("UPDATE", subresource="ephemeralcontainers", new=child(), old=child(), kind="Pod"),
         allowed=True,
     ),
     "CONNECT is not ours to judge": Case(review("CONNECT", new=child(labels=MANAGED)), True),

@@ -37,7 +37,27 @@ _CONTROLLERS: typing.Final[collections.abc.Mapping[str, frozenset[str]]] = {
     "system:serviceaccount:kube-system:deployment-controller": frozenset({"UPDATE"}),
     "system:kube-controller-manager": frozenset({"UPDATE", "DELETE"}),
 }
+# What the model's Deployment spawns is guarded too, or a sidecar written into its ReplicaSet, or
+# an image swapped in a running pod, would bypass the guard on the Deployment. Their own
+# controllers make and change them. (Pod deletion is not guarded: the ReplicaSet makes another.)
+_SPAWNED_BY: typing.Final[
+    collections.abc.Mapping[str, collections.abc.Mapping[str, frozenset[str]]]
+] = {
+    "ReplicaSet": {
+        "system:serviceaccount:kube-system:deployment-controller": frozenset(
+            {"CREATE", "UPDATE", "DELETE"}
+        ),
+        "system:kube-controller-manager": frozenset({"CREATE", "UPDATE", "DELETE"}),
+    },
+    "Pod": {
+        # Creates them, and adopts or releases them (an UPDATE of ownerReferences).
+        "system:serviceaccount:kube-system:replicaset-controller": frozenset({"CREATE", "UPDATE"}),
+        "system:kube-controller-manager": frozenset({"CREATE", "UPDATE"}),
+    },
+}
 _GUARDED_OPERATIONS: typing.Final = frozenset({"CREATE", "UPDATE", "DELETE"})
+# A debug container joins a running model pod and may mount its volumes, read-write.
+_GUARDED_SUBRESOURCES: typing.Final = frozenset({"ephemeralcontainers"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +96,17 @@ def managed_child(request: Request, *, identity: Identity) -> Decision:
     username = str((request.get("userInfo") or {}).get("username", ""))
     if _may_change_managed(request, identity=identity):
         return Decision.allow()
+    if subresource in _GUARDED_SUBRESOURCES and _is_managed(request):
+        return Decision.deny(_refusal(request, change=f"adding {subresource} to"))
     if subresource or operation not in _GUARDED_OPERATIONS:
         # status and the like are written by Kubernetes' controllers; they carry no intent.
         return Decision.allow()
     if not _is_managed(request):
         return Decision.allow()
-    if operation in _CONTROLLERS.get(username, frozenset()):
+    kind = str((request.get("kind") or {}).get("kind") or "")
+    if operation in _CONTROLLERS.get(username, frozenset()) | _SPAWNED_BY.get(kind, {}).get(
+        username, frozenset()
+    ):
         return Decision.allow()
     return Decision.deny(_refusal(request, change=_verb(operation)))
 
