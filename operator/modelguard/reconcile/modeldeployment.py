@@ -481,16 +481,9 @@ async def _live_deployment(context: Context, model: v1alpha1.ModelDeployment) ->
             name=names.child_names(model.name).deployment,
         )
     )
-    if live is None or _controller_uid(live) != model.uid:
+    if live is None or pods.controller_uid(live) != model.uid:
         return None
     return live
-
-
-def _controller_uid(obj: Manifest) -> str | None:
-    for owner in obj["metadata"].get("ownerReferences") or []:
-        if owner.get("controller"):
-            return str(owner.get("uid", ""))
-    return None
 
 
 class ChildConflict(Exception):
@@ -603,10 +596,10 @@ async def _apply_if_changed(
     )
     if live is None:
         return await context.kube.apply(intended), []
-    if _controller_uid(live) != _controller_uid(intended):
+    if pods.controller_uid(live) != pods.controller_uid(intended):
         # Applied with force, our intent would merge into someone else's object and keep what
         # we do not set (a sidecar, a volume): never adopt, as Helm and cert-manager do not.
-        owner = _controller_uid(live)
+        owner = pods.controller_uid(live)
         raise ChildConflict(
             f"{manifest['kind']} {metadata['name']} already exists and is not this "
             f"ModelDeployment's ({f'controller uid {owner}' if owner else 'no controller'}); "

@@ -62,7 +62,7 @@ def agent_refusals(pods: typing.Iterable[Manifest], *, root_digest: str) -> list
                     pod=pod["metadata"]["name"],
                     reason=reason.strip() or "AgentFailed",
                     message=message.strip() or f"exit code {terminated['exitCode']}",
-                    controller=_controller(pod, kind="ReplicaSet"),
+                    controller=controller_uid(pod, kind="ReplicaSet"),
                 )
             )
     return found
@@ -96,7 +96,7 @@ def agent_admissions(pods: typing.Iterable[Manifest], *, root_digest: str) -> li
                 Admitted(
                     pod=pod["metadata"]["name"],
                     lines=lines,
-                    controller=_controller(pod, kind="ReplicaSet"),
+                    controller=controller_uid(pod, kind="ReplicaSet"),
                 )
             )
     return found
@@ -107,7 +107,7 @@ def controlled_by(replica_sets: typing.Iterable[Manifest], *, deployment_uid: st
     return {
         replica_set["metadata"]["uid"]
         for replica_set in replica_sets
-        if _controller(replica_set, kind="Deployment") == deployment_uid
+        if controller_uid(replica_set, kind="Deployment") == deployment_uid
     }
 
 
@@ -132,8 +132,9 @@ def _agent_exits(
                     yield pod, terminated
 
 
-def _controller(obj: Manifest, *, kind: str) -> str | None:
+def controller_uid(obj: Manifest, *, kind: str | None = None) -> str | None:
+    """The uid of the object's controller by its ownerReferences (of `kind`, when given)."""
     for owner in obj["metadata"].get("ownerReferences") or []:
-        if owner.get("controller") and owner.get("kind") == kind:
+        if owner.get("controller") and kind in (None, owner.get("kind")):
             return str(owner.get("uid", ""))
     return None
