@@ -24,6 +24,12 @@ def selector(md_name: str) -> dict[str, str]:
     return {MODEL_DEPLOYMENT: md_name}
 
 
+def spawned(md_name: str) -> dict[str, str]:
+    """Labels that select what the model's Deployment spawns (ReplicaSets, pods) and nothing a
+    user made: admission lets only Kubernetes' controllers write such objects with MANAGED_BY."""
+    return {**selector(md_name), MANAGED_BY: MANAGER}
+
+
 def of(md: v1alpha1.ModelDeployment) -> dict[str, str]:
     """Labels of every child and pod of `md`."""
     return {

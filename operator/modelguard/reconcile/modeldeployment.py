@@ -302,7 +302,7 @@ async def _quarantine_on_tampering(
         status.current.pop("quarantine", None)
         record = {}
     pods_now = await _call(
-        context.kube.list_pods(namespace=model.namespace, selector=labels.selector(model.name))
+        context.kube.list_pods(namespace=model.namespace, selector=labels.spawned(model.name))
     )
     refusals = pods.agent_refusals(pods_now, root_digest=verified.root_digest)
     admissions = pods.agent_admissions(pods_now, root_digest=verified.root_digest)
@@ -373,7 +373,7 @@ async def _replica_sets_of(context: Context, model: v1alpha1.ModelDeployment) ->
         return set()
     replica_sets = await _call(
         context.kube.list_replica_sets(
-            namespace=model.namespace, selector=labels.selector(model.name)
+            namespace=model.namespace, selector=labels.spawned(model.name)
         )
     )
     return pods.controlled_by(replica_sets, deployment_uid=live["metadata"]["uid"])
