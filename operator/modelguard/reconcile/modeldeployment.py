@@ -364,11 +364,7 @@ def _report_admitted(status: _Status, admitted: list[pods.Admitted]) -> None:
 
 async def _replica_sets_of(context: Context, model: v1alpha1.ModelDeployment) -> set[str]:
     """The uids of the ReplicaSets that the model's own Deployment controls."""
-    live = await _call(
-        context.kube.get(
-            api_version="apps/v1", kind="Deployment", namespace=model.namespace, name=model.name
-        )
-    )
+    live = await _live_deployment(context, model)
     if live is None:
         return set()
     replica_sets = await _call(
