@@ -118,6 +118,18 @@ def condition(body: Manifest | None, type: str) -> Manifest:
     return {}
 
 
+def model_events(kubectl: Kubectl, namespace: str, name: str) -> list[Manifest]:
+    """The events.k8s.io Events about the ModelDeployment `name`."""
+    items: list[Manifest] = kubectl.json(
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        namespace,
+        f"--field-selector=regarding.name={name},regarding.kind=ModelDeployment",
+    )["items"]
+    return items
+
+
 def token_kubeconfig(
     admin: Kubectl, *, namespace: str, service_account: str, path: Path
 ) -> Kubectl:

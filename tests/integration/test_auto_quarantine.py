@@ -196,13 +196,7 @@ def test_pickle_admitted_under_an_audit_policy_is_reported_not_quarantined(
             assert pod["metadata"]["name"] in verified["message"]
             assert harness.condition(body, "Ready")["status"] == "True"
             assert "quarantine" not in body["status"]
-            events = kubectl.json(
-                "get",
-                "events.events.k8s.io",
-                "-n",
-                namespace,
-                "--field-selector=regarding.name=m,regarding.kind=ModelDeployment",
-            )["items"]
+            events = harness.model_events(kubectl, namespace, "m")
             assert any(
                 e["reason"] == "AuditViolations" and e["type"] == "Warning" for e in events
             ), [(e["reason"], e["type"]) for e in events]

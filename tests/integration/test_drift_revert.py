@@ -57,13 +57,7 @@ def test_edited_children_are_reverted_and_the_revert_is_recorded(
     assert service["metadata"]["labels"]["note"] == "added-by-hand"
 
     def recorded() -> None:
-        events = kubectl.json(
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            namespace,
-            "--field-selector=regarding.name=m,regarding.kind=ModelDeployment",
-        )["items"]
+        events = harness.model_events(kubectl, namespace, "m")
         notes = [e.get("note", "") for e in events if e["reason"] == "DriftReverted"]
         assert any("Deployment/m" in note for note in notes), notes
         assert any("NetworkPolicy/m-allow-egress" in note for note in notes), notes

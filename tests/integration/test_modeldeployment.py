@@ -234,13 +234,7 @@ def test_events_tell_what_was_applied(
     wait_ready(kubectl, namespace, "told")
 
     def posted() -> None:
-        events = kubectl.json(
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            namespace,
-            "--field-selector=regarding.name=told,regarding.kind=ModelDeployment",
-        )["items"]
+        events = harness.model_events(kubectl, namespace, "told")
         reasons = {event["reason"] for event in events}
         assert {"Applied", "Available"} <= reasons, reasons
         others = [e for e in events if e["reportingController"] != "modelguard.dev/operator"]

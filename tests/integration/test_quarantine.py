@@ -50,13 +50,7 @@ def test_quarantine_cuts_the_model_off_and_lifting_it_restores_it(
     }
     assert kubectl.get("service", "q", namespace=namespace) is not None
     assert kubectl.get("serviceaccount", "q", namespace=namespace) is not None
-    events = kubectl.json(
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        namespace,
-        "--field-selector=regarding.name=q,regarding.kind=ModelDeployment",
-    )["items"]
+    events = harness.model_events(kubectl, namespace, "q")
     assert any(e["reason"] == "Quarantined" and e["type"] == "Warning" for e in events)
 
     kubectl.apply(model_deployment("q", source=source, **callers), namespace=namespace)

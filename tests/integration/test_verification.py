@@ -117,13 +117,7 @@ def test_unverifiable_model_is_never_rolled_out(
     assert (
         kubectl.json("get", "deployments", "-n", namespace, "-l", f"{SELECTOR}=bad")["items"] == []
     )
-    events = kubectl.json(
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        namespace,
-        "--field-selector=regarding.name=bad,regarding.kind=ModelDeployment",
-    )["items"]
+    events = harness.model_events(kubectl, namespace, "bad")
     assert any(e["reason"] == reason and e["type"] == "Warning" for e in events)
 
 

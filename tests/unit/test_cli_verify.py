@@ -130,49 +130,10 @@ def test_a_trust_source_is_required() -> None:
     assert exited.value.code == 2
 
 
-def test_verifying_with_a_public_key_loads_neither_x509_nor_the_api_models(
-    signed: pathlib.Path,
-) -> None:
-    # Each is a large share of the command's start-up, and none is needed: x509 only for
-    # certificate signers, pydantic and YAML only for a --policy file.
-    probe = (
-        "import sys\n"
-        "from modelguard import cli\n"
-        "code = cli.main(sys.argv[1:])\n"
-        "unneeded = ('cryptography.x509', 'pydantic', 'modelguard.api.trustpolicy', 'yaml')\n"
-        "print(code, [name for name in unneeded if name in sys.modules])\n"
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            probe,
-            "verify",
-            str(signed / "model"),
-            "--signature",
-            str(signed / "model.sig"),
-            "--public-key",
-            str(signed / "key.pub"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert result.stdout.splitlines()[-1] == "0 []", result.stderr
-
-
-@pytest.mark.parametrize("key", ["key.pub", "bad.pem"])
-def test_start_up_imports_are_frozen_and_the_collector_runs_again(
-    signed: pathlib.Path, key: str
-) -> None:
-    # The imports run without the cyclic collector (cli._start_up); whatever the outcome, the
-    # collector is back on for the rest, and what the imports made is frozen, not scanned again.
-    probe = (
-        "import gc, sys\n"
-        "from modelguard import cli\n"
-        "code = cli.main(sys.argv[1:])\n"
-        "print(code, gc.isenabled(), gc.get_freeze_count() > 10000)\n"
-    )
+def _probe_verify(after: str, signed: pathlib.Path, *, key: str) -> str:
+    """The last line `after` prints, run in a fresh interpreter once `modelguard verify` (with
+    --public-key `key`) has returned `code`."""
+    probe = f"import gc, sys\nfrom modelguard import cli\ncode = cli.main(sys.argv[1:])\n{after}\n"
     result = subprocess.run(
         [
             sys.executable,
@@ -189,5 +150,26 @@ def test_start_up_imports_are_frozen_and_the_collector_runs_again(
         text=True,
         check=True,
     )
+    assert result.stdout, result.stderr
+    return result.stdout.splitlines()[-1]
+
+
+def test_verifying_with_a_public_key_loads_neither_x509_nor_the_api_models(
+    signed: pathlib.Path,
+) -> None:
+    # Each is a large share of the command's start-up, and none is needed: x509 only for
+    # certificate signers, pydantic and YAML only for a --policy file.
+    unneeded = ("cryptography.x509", "pydantic", "modelguard.api.trustpolicy", "yaml")
+    after = f"print(code, [name for name in {unneeded!r} if name in sys.modules])"
+    assert _probe_verify(after, signed, key="key.pub") == "0 []"
+
+
+@pytest.mark.parametrize("key", ["key.pub", "bad.pem"])
+def test_start_up_imports_are_frozen_and_the_collector_runs_again(
+    signed: pathlib.Path, key: str
+) -> None:
+    # The imports run without the cyclic collector (cli._start_up); whatever the outcome, the
+    # collector is back on for the rest, and what the imports made is frozen, not scanned again.
+    after = "print(code, gc.isenabled(), gc.get_freeze_count() > 10000)"
     code = 0 if key == "key.pub" else 1
-    assert result.stdout.splitlines()[-1] == f"{code} True True", result.stderr
+    assert _probe_verify(after, signed, key=key) == f"{code} True True"
