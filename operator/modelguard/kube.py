@@ -160,27 +160,22 @@ class Kube:
         self, *, namespace: str, selector: typing.Mapping[str, str]
     ) -> list[Manifest]:
         """Pods in `namespace` whose labels match `selector`."""
-        try:
-            return [
-                _to_manifest(obj)
-                async for obj in self._client.list(
-                    lightkube.resources.core_v1.Pod, namespace=namespace, labels=dict(selector)
-                )
-            ]
-        except lightkube.core.exceptions.ApiError as error:
-            raise _api_error(error) from error
+        return await self._list(lightkube.resources.core_v1.Pod, namespace, selector)
 
     async def list_replica_sets(
         self, *, namespace: str, selector: typing.Mapping[str, str]
     ) -> list[Manifest]:
         """ReplicaSets in `namespace` whose labels match `selector`."""
+        return await self._list(lightkube.resources.apps_v1.ReplicaSet, namespace, selector)
+
+    async def _list(
+        self, resource: typing.Any, namespace: str, selector: typing.Mapping[str, str]
+    ) -> list[Manifest]:
         try:
             return [
                 _to_manifest(obj)
                 async for obj in self._client.list(
-                    lightkube.resources.apps_v1.ReplicaSet,
-                    namespace=namespace,
-                    labels=dict(selector),
+                    resource, namespace=namespace, labels=dict(selector)
                 )
             ]
         except lightkube.core.exceptions.ApiError as error:

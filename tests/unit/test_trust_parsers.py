@@ -155,20 +155,25 @@ def test_statement_table(
     assert named in refused.value.message
 
 
-def test_shard_size_written_as_a_double_is_read() -> None:
+def _one_shard(name: str, *, shard_size: float) -> dict[str, typing.Any]:
+    """A statement of one shard of file `a`, [0, 3), written under `name`."""
     resource = digests.Resource("a", "sha256-sharded-4", b"\x01" * 32, start=0, end=3)
-    document = _statement(
+    return _statement(
         subject=[{"name": "m", "digest": {"sha256": digests.root_digest([resource]).hex()}}],
         predicate={
             "serialization": {
                 "method": "shards",
                 "hash_type": "sha256",
-                "shard_size": 4.0,
+                "shard_size": shard_size,
                 "allow_symlinks": False,
             },
-            "resources": [{"name": "a:0:3", "algorithm": "sha256-sharded-4", "digest": "01" * 32}],
+            "resources": [{"name": name, "algorithm": "sha256-sharded-4", "digest": "01" * 32}],
         },
     )
+
+
+def test_shard_size_written_as_a_double_is_read() -> None:
+    document = _one_shard("a:0:3", shard_size=4.0)
     parsed = statement.parse(json.dumps(document).encode())
     assert parsed.serialization.shard_size == 4
     assert parsed.file_sizes() == {"a": 3}
@@ -176,20 +181,7 @@ def test_shard_size_written_as_a_double_is_read() -> None:
 
 def test_a_shard_offset_of_thousands_of_digits_is_refused_not_a_crash() -> None:
     # int() refuses more than 4300 digits with a ValueError: the name must be refused first.
-    name = "a:0:" + "9" * 5000
-    resource = digests.Resource("a", "sha256-sharded-4", b"\x01" * 32, start=0, end=3)
-    document = _statement(
-        subject=[{"name": "m", "digest": {"sha256": digests.root_digest([resource]).hex()}}],
-        predicate={
-            "serialization": {
-                "method": "shards",
-                "hash_type": "sha256",
-                "shard_size": 4,
-                "allow_symlinks": False,
-            },
-            "resources": [{"name": name, "algorithm": "sha256-sharded-4", "digest": "01" * 32}],
-        },
-    )
+    document = _one_shard("a:0:" + "9" * 5000, shard_size=4)
     with pytest.raises(reasons.VerificationError) as refused:
         statement.parse(json.dumps(document).encode())
     assert refused.value.reason is Reason.MALFORMED_STATEMENT
