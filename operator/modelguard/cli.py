@@ -22,7 +22,7 @@ if typing.TYPE_CHECKING:
 
     from modelguard.admission import serving
     from modelguard.api import trustpolicy
-    from modelguard.trust import approval, policy
+    from modelguard.trust import approval, policy, signatures
 
 
 @contextlib.contextmanager
@@ -143,8 +143,22 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _verify_rules(args: argparse.Namespace) -> policy.Rules:
     """What the command line asks to enforce: one key, one root, or a TrustPolicy file."""
-    from modelguard.trust import policy, signatures  # noqa: PLC0415
+    from modelguard.trust import policy, reasons, signatures  # noqa: PLC0415
 
+    identity_flags = [
+        flag
+        for flag, value in (
+            ("--certificate-subject", args.certificate_subject),
+            ("--certificate-san", args.certificate_san),
+            ("--any-certificate-identity", args.any_certificate_identity or None),
+        )
+        if value is not None
+    ]
+    if identity_flags and args.certificate_root is None:
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY,
+            f"{identity_flags[0]} applies only with --certificate-root",
+        )
     if args.policy is not None:
         return policy.rules_of(_policy_file(args.policy))
     if args.public_key is not None:
@@ -152,14 +166,45 @@ def _verify_rules(args: argparse.Namespace) -> policy.Rules:
         key = signatures.load_public_key(pem, field=f"--public-key {str(args.public_key)!r}")
         signer: signatures.TrustedSigner = signatures.KeySigner("public-key", key)
     else:
-        from modelguard.trust import certificates  # noqa: PLC0415
-
-        pem = _read(args.certificate_root, what="--certificate-root")
-        roots = certificates.load(pem, field=f"--certificate-root {str(args.certificate_root)!r}")
-        signer = signatures.CertificateSigner("certificate-root", roots)
+        signer = _certificate_signer(args)
     # A TrustPolicy that names only this signer, with every default: without the API models,
     # which a key or a root does not need.
     return policy.Rules(signers=(signer,))
+
+
+def _certificate_signer(args: argparse.Namespace) -> signatures.TrustedSigner:
+    """--certificate-root and the identity it pins, as a TrustPolicy signer would have them."""
+    from modelguard.trust import certificates, reasons, signatures  # noqa: PLC0415
+
+    pem = _read(args.certificate_root, what="--certificate-root")
+    field = f"--certificate-root {str(args.certificate_root)!r}"
+    roots = certificates.load(pem, field=field)
+    names = args.certificate_subject is not None or args.certificate_san is not None
+    if names and args.any_certificate_identity:
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY,
+            "--any-certificate-identity and --certificate-subject/--certificate-san exclude "
+            "each other",
+        )
+    if not names and not args.any_certificate_identity and any(map(certificates.is_ca, roots)):
+        # As a TrustPolicy's identity: a CA certifies whoever it likes.
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY,
+            f"{field} holds a CA certificate: pin the signing certificate with "
+            "--certificate-subject and/or --certificate-san, or trust everyone it certifies "
+            "with --any-certificate-identity",
+        )
+    identity = None
+    if names:
+        identity = certificates.Identity(
+            subject=None
+            if args.certificate_subject is None
+            else certificates.subject_name(args.certificate_subject, field="--certificate-subject"),
+            san=args.certificate_san,
+            subject_field="--certificate-subject",
+            san_field="--certificate-san",
+        )
+    return signatures.CertificateSigner("certificate-root", roots, identity)
 
 
 def _policy_file(path: pathlib.Path) -> trustpolicy.TrustPolicySpec:
@@ -543,6 +588,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trust.add_argument(
         "--policy", type=pathlib.Path, metavar="TRUSTPOLICY.yaml", help="a TrustPolicy object"
+    )
+    check.add_argument(
+        "--certificate-subject",
+        metavar="DN",
+        help="with --certificate-root: the signing certificate's exact subject (RFC 4514, e.g."
+        " CN=release,O=Example)",
+    )
+    check.add_argument(
+        "--certificate-san",
+        metavar="NAME",
+        help="with --certificate-root: an exact SAN the signing certificate must carry (email,"
+        " URI or DNS name)",
+    )
+    check.add_argument(
+        "--any-certificate-identity",
+        action="store_true",
+        help="with --certificate-root holding a CA: any code-signing certificate it issues",
     )
     check.set_defaults(handler=_verify)
     _add_approve(commands)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import pathlib
 import typing
+from contextlib import redirect_stderr, redirect_stdout
 
 import model_signing
 import pytest
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import oid
 
+from modelguard import cli
 from modelguard.api import errors, trustpolicy
 from modelguard.trust import bundle, policy, reasons, signatures, verify
 
@@ -482,22 +485,22 @@ def _signer(**fields: typing.Any) -> dict[str, typing.Any]:
 POLICY_SIGNERS = [
     pytest.param(
         _signer(certificateRoot=root().pem),
-        "spec.signers[0].identity: a certificateRoot signer",
+        "spec.signers[0]: identity is required with a certificateRoot that holds a CA",
         id="ca-root-without-identity",
     ),
     pytest.param(
         _signer(certificateRoot=root().pem, identity={}),
-        "spec.signers[0].identity: needs subject and/or san, or any: true",
+        "spec.signers[0].identity: needs subject and/or san, or any: true (not both)",
         id="empty-identity",
     ),
     pytest.param(
         _signer(certificateRoot=root().pem, identity={"any": True, "san": "a@example.com"}),
-        "spec.signers[0].identity: needs subject and/or san, or any: true",
+        "spec.signers[0].identity: needs subject and/or san, or any: true (not both)",
         id="any-and-san",
     ),
     pytest.param(
         _signer(certificateRoot=root().pem, identity={"subject": "not a name"}),
-        "spec.signers[0].identity.subject: must be a distinguished name",
+        "spec.signers[0].identity.subject: must be a distinguished name in RFC 4514 form",
         id="bad-subject",
     ),
     pytest.param(
@@ -510,7 +513,7 @@ POLICY_SIGNERS = [
             .decode(),
             identity={"san": "a@example.com"},
         ),
-        "spec.signers[0].identity: only a certificateRoot signer",
+        "spec.signers[0]: identity applies only to a certificateRoot signer",
         id="identity-on-a-key",
     ),
 ]
@@ -617,3 +620,126 @@ def test_model_signing_signatures_breaking_a_rule_are_refused(
         verify.verify_folder(model, signature, _rules([ca], identity={"any": True}))
     assert str(refused.value.reason) == reason
     assert "CN=release" in refused.value.message
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cli_signed(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """A model signed under a CA, and a self-signed one, with the PEM files the CLI reads."""
+    directory = tmp_path_factory.mktemp("cli-certificates")
+    ca = root()
+    (directory / "root.pem").write_text(ca.pem)
+    signing = leaf("release", ca, san=[x509.RFC822Name("release@example.com")])
+    (directory / "ca").mkdir()
+    _sign(directory / "ca", signing, chain=[ca])
+    alone = issue("alone", ca=False)
+    (directory / "alone.pem").write_text(alone.pem)
+    (directory / "self").mkdir()
+    _sign(directory / "self", alone, chain=[alone])
+    return directory
+
+
+CLI_CASES = [
+    pytest.param(
+        "ca",
+        ["--certificate-root", "root.pem"],
+        "InvalidPolicy: --certificate-root",
+        id="ca-root-without-identity",
+    ),
+    pytest.param(
+        "ca",
+        ["--certificate-root", "root.pem", "--certificate-san", "release@example.com"],
+        None,
+        id="ca-root-san",
+    ),
+    pytest.param(
+        "ca",
+        ["--certificate-root", "root.pem", "--certificate-subject", "CN=release"],
+        None,
+        id="ca-root-subject",
+    ),
+    pytest.param(
+        "ca",
+        ["--certificate-root", "root.pem", "--any-certificate-identity"],
+        None,
+        id="ca-root-any",
+    ),
+    pytest.param(
+        "ca",
+        ["--certificate-root", "root.pem", "--certificate-san", "mallory@example.com"],
+        "CertificateIdentityMismatch: bundle: certificate 'CN=release' does not name "
+        "--certificate-san 'mallory@example.com'",
+        id="ca-root-san-mismatch",
+    ),
+    pytest.param(
+        "ca",
+        ["--certificate-root", "root.pem", "--certificate-subject", "not a name"],
+        "InvalidPolicy: --certificate-subject",
+        id="bad-subject",
+    ),
+    pytest.param(
+        "ca",
+        [
+            "--certificate-root",
+            "root.pem",
+            "--any-certificate-identity",
+            "--certificate-san",
+            "release@example.com",
+        ],
+        "InvalidPolicy: --any-certificate-identity",
+        id="any-and-san",
+    ),
+    pytest.param("self", ["--certificate-root", "alone.pem"], None, id="self-signed-root"),
+    pytest.param(
+        "self",
+        ["--certificate-root", "root.pem", "--any-certificate-identity"],
+        "UntrustedSigner: bundle: certificate 'CN=alone' does not chain",
+        id="self-signed-other-root",
+    ),
+]
+
+
+@pytest.mark.parametrize(("model", "args", "refusal"), CLI_CASES)
+def test_cli_certificate_root_and_identity(
+    cli_signed: pathlib.Path, model: str, args: list[str], refusal: str | None
+) -> None:
+    args = [str(cli_signed / arg) if arg.endswith(".pem") else arg for arg in args]
+    folder = cli_signed / model
+    code, out, err = _cli(
+        "verify", str(folder / "model"), "--signature", str(folder / "model.sig"), *args
+    )
+    if refusal is None:
+        assert (code, err) == (0, ""), err
+        assert out.startswith("verified root sha256:")
+        return
+    assert code == 1
+    assert err.startswith(refusal), err
+    assert "Traceback" not in err
+
+
+def test_cli_identity_flags_need_a_certificate_root(cli_signed: pathlib.Path) -> None:
+    folder = cli_signed / "ca"
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (cli_signed / "key.pub").write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    code, _, err = _cli(
+        "verify",
+        str(folder / "model"),
+        "--signature",
+        str(folder / "model.sig"),
+        "--public-key",
+        str(cli_signed / "key.pub"),
+        "--certificate-san",
+        "release@example.com",
+    )
+    assert code == 1
+    assert err.startswith("InvalidPolicy: --certificate-san applies only with --certificate-root")

@@ -28,6 +28,14 @@ MAX_ROLES: typing.Final = 16
 SOURCE_PREFIX_PATTERN: typing.Final = r"^(s3|https|pvc)://[^\s/]+(/[^\s]*)?$"
 _EC_CURVES: typing.Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _ONE_METHOD = "a signer needs exactly one of publicKey, certificateRoot and keyless"
+_IDENTITY_ONLY_FOR_ROOTS = "identity applies only to a certificateRoot signer"
+_IDENTITY_NEEDED = (
+    "identity is required with a certificateRoot that holds a CA certificate: pin the signing "
+    "certificate's subject and/or san, or set identity.any: true to trust every certificate "
+    "the CA issues"
+)
+_ONE_IDENTITY = "needs subject and/or san, or any: true (not both)"
+MAX_NAME_LENGTH: typing.Final = 1024
 
 SourcePrefix = typing.Annotated[
     str,
@@ -70,8 +78,45 @@ def _certificates(pem: str) -> str:
     return pem
 
 
+def _distinguished_name(text: str) -> str:
+    from cryptography import x509  # noqa: PLC0415 - see _certificates
+
+    try:
+        x509.Name.from_rfc4514_string(text)
+    except ValueError as error:
+        raise ValueError(
+            f"must be a distinguished name in RFC 4514 form, e.g. CN=release,O=Example: {error}"
+        ) from None
+    return text
+
+
+def _holds_a_ca(pem: str) -> bool:
+    from cryptography import x509  # noqa: PLC0415 - see _certificates
+
+    for certificate in x509.load_pem_x509_certificates(pem.encode("utf-8")):
+        try:
+            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            continue
+        except ValueError:
+            return True
+        if constraints.value.ca:
+            return True
+    return False
+
+
 PublicKeyPEM = typing.Annotated[str, pydantic.AfterValidator(_ec_public_key)]
 CertificatesPEM = typing.Annotated[str, pydantic.AfterValidator(_certificates)]
+DistinguishedName = typing.Annotated[
+    str,
+    pydantic.Field(min_length=1, max_length=MAX_NAME_LENGTH),
+    pydantic.AfterValidator(_distinguished_name),
+]
+SubjectAltName = typing.Annotated[
+    str,
+    pydantic.Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^\S+$"),
+    errors.Hint("must be one email address, URI or DNS name, without spaces"),
+]
 
 
 class KeylessIdentity(conventions.Spec):
@@ -88,6 +133,43 @@ class KeylessIdentity(conventions.Spec):
     """Identity (email or workload URI) in the signing certificate. Required."""
 
 
+class CertificateIdentity(conventions.Spec):
+    """Which certificates under a certificateRoot may sign: the signing certificate must carry
+    every name given here (subject and san both, when both are given), compared exactly. Or
+    any: true, every code-signing certificate the root's CAs issue."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.subject) || has(self.san)) != (has(self.any) && self.any)",
+                    "message": _ONE_IDENTITY,
+                }
+            ]
+        }
+    )
+
+    subject: DistinguishedName | None = None
+    """Exact subject distinguished name of the signing certificate, in RFC 4514 form, most
+    specific attribute first, as `openssl x509 -noout -subject -nameopt RFC2253` prints it, e.g.
+    CN=release,O=Example. Attributes, their order and values must all match."""
+
+    san: SubjectAltName | None = None
+    """A subject alternative name the signing certificate must carry, exactly (case included): a
+    URI if it has "://" (e.g. spiffe://example.com/ml/release), else an email address if it has
+    "@", else a DNS name. Matched against that kind of SAN only."""
+
+    any: bool = False
+    """Trust every code-signing certificate the root's CAs issue, whoever it names. Only for a
+    CA that issues model-signing certificates alone. Default: false."""
+
+    @pydantic.model_validator(mode="after")
+    def _names_or_any(self) -> typing.Self:
+        if (self.subject is not None or self.san is not None) == self.any:
+            raise ValueError(_ONE_IDENTITY)
+        return self
+
+
 class Signer(conventions.Spec):
     """A trusted model signer: exactly one of publicKey, certificateRoot or keyless."""
 
@@ -98,7 +180,11 @@ class Signer(conventions.Spec):
                     "rule": "[has(self.publicKey), has(self.certificateRoot), "
                     "has(self.keyless)].filter(x, x).size() == 1",
                     "message": _ONE_METHOD,
-                }
+                },
+                {
+                    "rule": "!has(self.identity) || has(self.certificateRoot)",
+                    "message": _IDENTITY_ONLY_FOR_ROOTS,
+                },
             ]
         }
     )
@@ -110,8 +196,16 @@ class Signer(conventions.Spec):
     """PEM elliptic-curve public key (P-256, P-384 or P-521) of model_signing's key method."""
 
     certificate_root: CertificatesPEM | None = None
-    """PEM certificate(s) of a root CA: a signature made with model_signing's certificate method
-    verifies when its certificate chains to one of them."""
+    """PEM certificate(s) of a root CA, or a self-signed signing certificate itself: a signature
+    made with model_signing's certificate method verifies when its certificate has a valid
+    RFC 5280 path to one of them, valid now, with extended key usage codeSigning. A root holding
+    a CA needs identity too."""
+
+    identity: CertificateIdentity | None = None
+    """Which signing certificates under certificateRoot count as this signer: their subject
+    and/or SAN, or any. Required when certificateRoot holds a CA certificate (a CA may certify
+    many people); not needed for a self-signed signing certificate, which certifies only
+    itself."""
 
     keyless: KeylessIdentity | None = None
     """Sigstore keyless identity. Needs the public-good sigstore infrastructure: not available
@@ -122,6 +216,15 @@ class Signer(conventions.Spec):
         given = [self.public_key, self.certificate_root, self.keyless]
         if sum(item is not None for item in given) != 1:
             raise ValueError(_ONE_METHOD)
+        if self.identity is not None and self.certificate_root is None:
+            raise ValueError(_IDENTITY_ONLY_FOR_ROOTS)
+        # A CA certifies whoever it likes: which of them sign for this signer must be said.
+        if (
+            self.certificate_root is not None
+            and self.identity is None
+            and _holds_a_ca(self.certificate_root)
+        ):
+            raise ValueError(_IDENTITY_NEEDED)
         return self
 
 

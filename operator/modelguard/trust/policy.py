@@ -77,7 +77,19 @@ def trusted_signers(spec: trustpolicy.TrustPolicySpec) -> list[signatures.Truste
             roots = certificates.load(
                 signer.certificate_root.encode("utf-8"), field=f"{field}.certificateRoot"
             )
-            result.append(signatures.CertificateSigner(signer.name, roots))
+            identity = None
+            if signer.identity is not None and not signer.identity.any:
+                identity = certificates.Identity(
+                    subject=None
+                    if signer.identity.subject is None
+                    else certificates.subject_name(
+                        signer.identity.subject, field=f"{field}.identity.subject"
+                    ),
+                    san=signer.identity.san,
+                    subject_field=f"{field}.identity.subject",
+                    san_field=f"{field}.identity.san",
+                )
+            result.append(signatures.CertificateSigner(signer.name, roots, identity))
         elif signer.keyless is not None:
             result.append(
                 signatures.KeylessSigner(
