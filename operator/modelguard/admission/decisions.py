@@ -142,13 +142,21 @@ def trust_policy(request: Request) -> Decision:
     except errors.InvalidObjectError as error:
         return Decision.deny(f"TrustPolicy {request.get('name')}: {'; '.join(error.messages)}")
     spec = policy.spec
+    warnings: list[str] = []
     if spec.min_approvals > len(spec.approvers):
-        return Decision.allow(
+        warnings.append(
             f"spec.minApprovals is {spec.min_approvals} but spec.approvers lists "
             f"{len(spec.approvers)}: every rollout under this policy is held until approvers are "
             "added"
         )
-    return Decision.allow()
+    for index, signer in enumerate(spec.signers):
+        if signer.identity is not None and signer.identity.any:
+            warnings.append(
+                f"spec.signers[{index}] ({signer.name}) trusts every code-signing certificate "
+                "its certificateRoot's CAs issue (identity.any): pin identity.subject or "
+                "identity.san unless the CA certifies model signers only"
+            )
+    return Decision.allow(*warnings)
 
 
 def model_approval(
