@@ -31,6 +31,11 @@ DAY = datetime.timedelta(days=1)
 CODE_SIGNING = oid.ExtendedKeyUsageOID.CODE_SIGNING
 # An extension no verifier knows; marked critical, a certificate carrying it must be refused.
 UNKNOWN = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
+# Known extensions whose values do not parse: an OCTET STRING where a SEQUENCE belongs.
+GARBLED_BASIC_CONSTRAINTS = x509.UnrecognizedExtension(
+    oid.ExtensionOID.BASIC_CONSTRAINTS, b"\x04\x00"
+)
+GARBLED_SAN = x509.UnrecognizedExtension(oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x04\x00")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +75,7 @@ def issue(
     san: typing.Sequence[x509.GeneralName] = (),
     name_constraints: x509.NameConstraints | None = None,
     critical_unknown: bool = False,
+    extra: typing.Sequence[tuple[x509.ExtensionType, bool]] = (),
     subject: x509.Name | None = None,
     not_before: datetime.datetime = NOW - DAY,
     not_after: datetime.datetime = NOW + 30 * DAY,
@@ -89,6 +95,8 @@ def issue(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
     )
+    for extension, critical in extra:
+        builder = builder.add_extension(extension, critical=critical)
     if basic_constraints:
         builder = builder.add_extension(
             x509.BasicConstraints(ca=ca, path_length=path_length), critical=True
@@ -293,6 +301,21 @@ def _issuer_without_key_cert_sign() -> Chain:
     return Chain(leaf("release", ca), (), (ca,))
 
 
+def _garbled_extension_in_leaf() -> Chain:
+    # The verifier itself passes a signing certificate whose basicConstraints does not parse.
+    ca = root()
+    garbled = leaf(
+        "release", ca, basic_constraints=False, extra=[(GARBLED_BASIC_CONSTRAINTS, True)]
+    )
+    return Chain(garbled, (), (ca,))
+
+
+def _garbled_extension_in_intermediate() -> Chain:
+    ca = root()
+    middle = intermediate("intermediate", ca, extra=[(GARBLED_SAN, False)])
+    return Chain(leaf("release", middle), (middle,), (ca,))
+
+
 def _self_signed_leaf_not_the_root() -> Chain:
     return Chain(issue("release", ca=False), (), (root(),))
 
@@ -361,6 +384,18 @@ REFUSED = [
     ),
     pytest.param(
         _expired_at_the_time_asked, "CertificateExpired", "CN=release", id="expired-at-time-asked"
+    ),
+    pytest.param(
+        _garbled_extension_in_leaf,
+        "MalformedBundle",
+        "certificate 'CN=release'",
+        id="garbled-extension-leaf",
+    ),
+    pytest.param(
+        _garbled_extension_in_intermediate,
+        "MalformedBundle",
+        "certificate 'CN=intermediate'",
+        id="garbled-extension-intermediate",
     ),
     pytest.param(_another_root, "UntrustedSigner", "does not chain", id="another-root"),
     pytest.param(
@@ -497,6 +532,11 @@ POLICY_SIGNERS = [
         _signer(certificateRoot=root().pem, identity={"any": True, "san": "a@example.com"}),
         "spec.signers[0].identity: needs subject and/or san, or any: true (not both)",
         id="any-and-san",
+    ),
+    pytest.param(
+        _signer(certificateRoot=root(extra=[(GARBLED_SAN, False)]).pem, identity={"any": True}),
+        "spec.signers[0].certificateRoot: must be PEM certificates whose extensions parse",
+        id="garbled-root",
     ),
     pytest.param(
         _signer(certificateRoot=root().pem, identity={"subject": "not a name"}),

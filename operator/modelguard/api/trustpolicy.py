@@ -75,6 +75,14 @@ def _certificates(pem: str) -> str:
         ) from None
     if not certificates:
         raise ValueError("must hold at least one PEM certificate")
+    for certificate in certificates:
+        try:
+            certificate.extensions  # noqa: B018 - parsed on first access
+        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as error:
+            raise ValueError(
+                f"must be PEM certificates whose extensions parse: "
+                f"{certificate.subject.rfc4514_string()!r}: {error}"
+            ) from None
     return pem
 
 
@@ -94,12 +102,11 @@ def _holds_a_ca(pem: str) -> bool:
     from cryptography import x509  # noqa: PLC0415 - see _certificates
 
     for certificate in x509.load_pem_x509_certificates(pem.encode("utf-8")):
+        # Extensions parse: _certificates ran first.
         try:
             constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
         except x509.ExtensionNotFound:
             continue
-        except ValueError:
-            return True
         if constraints.value.ca:
             return True
     return False

@@ -66,6 +66,13 @@ def load(pem: bytes, *, field: str) -> tuple[x509.Certificate, ...]:
         raise _invalid_key(f"{field} is not PEM certificates: {error}") from None
     if not certificates:
         raise _invalid_key(f"{field} holds no certificate")
+    for certificate in certificates:
+        problem = _unparsed_extensions(certificate)
+        if problem is not None:
+            raise _invalid_key(
+                f"{field}: certificate {_name(certificate)} has an extension that does not "
+                f"parse: {problem}"
+            )
     return certificates
 
 
@@ -102,13 +109,32 @@ def chain_of(signed: bundle.Bundle) -> list[x509.Certificate]:
             f"{len(signed.certificates)} certificates; at most {MAX_CARRIED} are read",
         )
     try:
-        return [x509.load_der_x509_certificate(raw) for raw in signed.certificates]
+        chain = [x509.load_der_x509_certificate(raw) for raw in signed.certificates]
     except ValueError as error:
         raise reasons.VerificationError(
             reasons.Reason.MALFORMED_BUNDLE,
             f"{signed.label}: verificationMaterial.x509CertificateChain holds a certificate "
             f"that is not DER: {error}",
         ) from None
+    # Every later check reads extensions: one that does not parse refuses the bundle here, once,
+    # whatever the verifier makes of it (it passes a garbled basicConstraints in a leaf).
+    for certificate in chain:
+        problem = _unparsed_extensions(certificate)
+        if problem is not None:
+            raise reasons.VerificationError(
+                reasons.Reason.MALFORMED_BUNDLE,
+                f"{signed.label}: verificationMaterial.x509CertificateChain: certificate "
+                f"{_name(certificate)} has an extension that does not parse: {problem}",
+            )
+    return chain
+
+
+def _unparsed_extensions(certificate: x509.Certificate) -> str | None:
+    try:
+        certificate.extensions  # noqa: B018 - parsed on first access
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as error:
+        return str(error)
+    return None
 
 
 def check_chain(
