@@ -316,6 +316,11 @@ def _garbled_extension_in_intermediate() -> Chain:
     return Chain(leaf("release", middle), (middle,), (ca,))
 
 
+def _too_many_certificates() -> Chain:
+    ca = root()
+    return Chain(leaf("release", ca), (ca,) * 16, (ca,))
+
+
 def _self_signed_leaf_not_the_root() -> Chain:
     return Chain(issue("release", ca=False), (), (root(),))
 
@@ -396,6 +401,9 @@ REFUSED = [
         "MalformedBundle",
         "certificate 'CN=intermediate'",
         id="garbled-extension-intermediate",
+    ),
+    pytest.param(
+        _too_many_certificates, "MalformedBundle", "17 certificates", id="too-many-certificates"
     ),
     pytest.param(_another_root, "UntrustedSigner", "does not chain", id="another-root"),
     pytest.param(
