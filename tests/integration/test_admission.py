@@ -702,6 +702,57 @@ def test_trust_policy_that_could_never_be_met_is_refused(
     assert kubectl.get("trustpolicy", name, namespace="default") is None
 
 
+def test_a_certificate_root_signer_names_who_may_sign(
+    kubectl: harness.Kubectl, signing_key: tuple[Path, str], webhook: Webhook
+) -> None:
+    # The CEL rules of the CRD as the real API server compiles and runs them, then the webhook.
+    del webhook
+    name = f"pki-{os.getpid()}"
+    ca = certs.generate(dns_names=["unused.example"]).ca.decode()
+    refused = {
+        "a CA root without identity": (
+            {"name": "pki", "certificateRoot": ca},
+            "identity is required with a certificateRoot that holds a CA certificate",
+        ),
+        "identity on a public key": (
+            {"name": "pki", "publicKey": signing_key[1], "identity": {"san": "a@example.com"}},
+            "identity applies only to a certificateRoot signer",
+        ),
+        "both names and any": (
+            {"name": "pki", "certificateRoot": ca, "identity": {"any": True, "san": "a@b.c"}},
+            "needs subject and/or san, or any: true (not both)",
+        ),
+    }
+    for what, (signer, message) in refused.items():
+        body = {
+            "apiVersion": "modelguard.dev/v1alpha1",
+            "kind": "TrustPolicy",
+            "metadata": {"name": name},
+            "spec": {"signers": [signer]},
+        }
+        result = kubectl.apply(body, check=False)
+        assert result.returncode != 0, f"{what}: created"
+        assert message in result.stderr, f"{what}: {result.stderr}"
+    assert kubectl.get("trustpolicy", name, namespace="default") is None
+    pinned = {"name": "pki", "certificateRoot": ca, "identity": {"san": "release@example.com"}}
+    anyone = {"name": "pki", "certificateRoot": ca, "identity": {"any": True}}
+    try:
+        for signer, warning in ((pinned, None), (anyone, "trusts every code-signing certificate")):
+            body = {
+                "apiVersion": "modelguard.dev/v1alpha1",
+                "kind": "TrustPolicy",
+                "metadata": {"name": name},
+                "spec": {"signers": [signer], "minApprovals": 0},
+            }
+            result = kubectl.apply(body)
+            if warning is None:
+                assert "Warning" not in result.stderr, result.stderr
+            else:
+                assert warning in result.stderr, result.stderr
+    finally:
+        kubectl.run("delete", "trustpolicy", name, check=False)
+
+
 def test_model_approval_that_would_count_for_nothing_is_refused(
     kubectl: harness.Kubectl,
     trust_policy: str,
