@@ -430,6 +430,7 @@ def _fetch_verify(args: argparse.Namespace) -> int:
         audit_pickle=args.audit_pickle,
         parallel=args.parallel,
         signature_digest=args.signature_digest,
+        **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
     )
     return fetchverify.run(options, termination_log=args.termination_log)
 
@@ -477,6 +478,13 @@ def _add_agent(commands: typing.Any) -> None:
     )
     fetch.add_argument(
         "--parallel", type=int, default=4, metavar="N", help="files fetched at once (default 4)"
+    )
+    fetch.add_argument(
+        "--max-bytes",
+        type=int,
+        metavar="N",
+        help="the most bytes written in all; past it the fetch is refused (ModelTooLarge) and"
+        " DEST emptied (default 16 GiB; each file is also bounded by its signed or listed size)",
     )
     fetch.add_argument(
         "--termination-log",

@@ -149,6 +149,18 @@ def files_to_fetch(
     return sorted(plan, key=lambda item: (-(item.size or 0), item.path))
 
 
+def check_bound(todo: typing.Sequence[FileToFetch], *, max_bytes: int) -> None:
+    """ModelTooLarge when the sizes known before the download (signed shards, or the source's
+    listing) already add up to more than `max_bytes`: refused before a byte is written."""
+    known = sum(item.size or 0 for item in todo)
+    if known > max_bytes:
+        raise _refusal(
+            reasons.Reason.MODEL_TOO_LARGE,
+            f"the model's {len(todo)} files take {known} bytes, more than the {max_bytes} bytes "
+            "the volume is bounded to (--max-bytes, from spec.model.maxBytes or the signed sizes)",
+        )
+
+
 def check_file(item: FileToFetch, actual: typing.Sequence[digests.Resource]) -> None:
     """DigestMismatch (or MissingFile for a shard the bytes did not reach) naming the file."""
     difference = verify.compare(item.resources, actual)
