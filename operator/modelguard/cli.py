@@ -125,12 +125,18 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         rules = _verify_rules(args)
         signature = _read(args.signature, what="--signature")
-        if not args.model_dir.is_dir():
+        if not (args.model_dir.is_dir() or args.model_dir.is_file()):
             raise reasons.VerificationError(
-                reasons.Reason.UNREADABLE, f"MODEL_DIR {str(args.model_dir)!r} is not a directory"
+                reasons.Reason.UNREADABLE,
+                f"MODEL {str(args.model_dir)!r} is neither a folder nor a file",
             )
         result = verify.verify_folder(
-            args.model_dir, signature, rules, signature_path=args.signature
+            args.model_dir,
+            signature,
+            rules,
+            signature_path=args.signature,
+            ignore_paths=_ignore_paths(args.ignore_paths),
+            ignore_unsigned_files=args.ignore_unsigned_files,
         )
     except reasons.VerificationError as error:
         print(f"{error.reason}: {error.message}", file=sys.stderr)
@@ -139,6 +145,21 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"audit {violation}", file=sys.stderr)
     print(result.summary())
     return 0
+
+
+def _ignore_paths(entries: list[str] | None) -> tuple[str, ...]:
+    """--ignore-paths checked as OMS 6.2.1 has them: exact relative paths, no globs."""
+    from modelguard.trust import paths, reasons  # noqa: PLC0415
+
+    checked = []
+    for entry in entries or []:
+        # "cache/" names the folder cache, as a shell's completion writes it.
+        trimmed = entry[:-1] if entry.endswith("/") and len(entry) > 1 else entry
+        violation = paths.check_ignore_path(trimmed, field="--ignore-paths")
+        if violation is not None:
+            raise reasons.VerificationError.of(violation)
+        checked.append(trimmed)
+    return tuple(checked)
 
 
 def _verify_rules(args: argparse.Namespace) -> policy.Rules:
@@ -533,10 +554,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "verify",
         help="verify a local model folder against its OpenSSF Model Signing signature",
-        description="Verify MODEL_DIR against SIG exactly as the cluster does. Exit 0 and a"
+        description="Verify MODEL against SIG exactly as the cluster does. Exit 0 and a"
         " one-line summary when it verifies; exit 1 and `REASON: message` otherwise.",
     )
-    check.add_argument("model_dir", type=pathlib.Path, metavar="MODEL_DIR")
+    check.add_argument(
+        "model_dir",
+        type=pathlib.Path,
+        metavar="MODEL",
+        help="the model folder, or the file of a single-file model",
+    )
     check.add_argument(
         "--signature",
         type=pathlib.Path,
@@ -551,6 +577,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trust.add_argument(
         "--policy", type=pathlib.Path, metavar="TRUSTPOLICY.yaml", help="a TrustPolicy object"
+    )
+    check.add_argument(
+        "--ignore-unsigned-files",
+        action="store_true",
+        help="admit files the signature does not list (each signed file is still required and"
+        " verified); by default an unsigned file is refused (UnexpectedFile)",
+    )
+    check.add_argument(
+        "--ignore-paths",
+        action="append",
+        metavar="PATH",
+        help="a path from the model root to leave out, a file or a folder (repeatable), beside"
+        " the signature's ignore_paths and .git, .gitattributes, .github, .gitignore; a signed"
+        " file below it is still verified",
     )
     check.set_defaults(handler=_verify)
     _add_approve(commands)

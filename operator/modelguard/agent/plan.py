@@ -113,12 +113,18 @@ def files_to_fetch(
 ) -> list[FileToFetch]:
     """Every signed file, largest first (so parallel downloads finish together); refused when the
     listing (None: the source cannot list) has a file too many or too few, or a wrong size."""
+    if signed.single_file():
+        raise _refusal(
+            reasons.Reason.MISSING_FILE,
+            "the statement signs a single-file model (its one resource is named '.'), which "
+            "names no file in a source folder: sign the folder that holds the file",
+        )
     by_path: dict[str, list[digests.Resource]] = {}
     for resource in signed.resources:
         by_path.setdefault(resource.path, []).append(resource)
     sizes = signed.file_sizes()
     if listing is not None:
-        ignored = (*signed.serialization.ignore_paths, *also_ignored)
+        ignored = (*signed.serialization.excluded(), *also_ignored)
         listed = {
             item.name: item.size
             for item in listing
