@@ -389,3 +389,117 @@ def test_the_deprecated_v0_1_predicate_is_refused_with_what_to_do(
     )
     assert "deprecated" in message
     assert "re-sign" in message
+
+
+# --- 8.1 and 11.1 / 11.2.1-2: bundle fields as older model_signing versions write them ----------
+
+
+def _public_key_raw_bytes(bundle: dict[str, typing.Any], keys: Keys) -> None:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    public = serialization.load_pem_public_key(keys["trusted"][1].read_bytes())
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    bundle["verificationMaterial"]["publicKey"] = {
+        "rawBytes": base64.b64encode(der).decode(),
+        "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+    }
+
+
+def _keyid(value: object) -> typing.Callable[[dict[str, typing.Any], Keys], None]:
+    def change(bundle: dict[str, typing.Any], keys: Keys) -> None:
+        if value is _ABSENT:
+            del bundle["dsseEnvelope"]["signatures"][0]["keyid"]
+        else:
+            bundle["dsseEnvelope"]["signatures"][0]["keyid"] = value
+
+    return change
+
+
+def _no_tlog_entries(bundle: dict[str, typing.Any], keys: Keys) -> None:
+    del bundle["verificationMaterial"]["tlogEntries"]
+
+
+_ABSENT = object()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(_public_key_raw_bytes, id="publicKey-rawBytes-instead-of-hint"),
+        pytest.param(_keyid(None), id="keyid-null"),
+        pytest.param(_keyid(_ABSENT), id="keyid-absent"),
+        pytest.param(_keyid(""), id="keyid-empty"),
+        pytest.param(_no_tlog_entries, id="tlogEntries-absent-for-key"),
+    ],
+)
+def test_bundle_fields_of_older_signers_are_accepted(
+    tmp_path: pathlib.Path, keys: Keys, change: typing.Callable[[dict[str, typing.Any], Keys], None]
+) -> None:
+    # None of these fields is signed: the DSSE signature over the statement still verifies.
+    model, signature = _signed(tmp_path, keys)
+    bundle = json.loads(signature.read_bytes())
+    change(bundle, keys)
+    assert "files 2 " in _verify(model, json.dumps(bundle).encode(), keys)
+
+
+def test_any_subject_name_is_accepted(tmp_path: pathlib.Path, keys: Keys) -> None:
+    model, signature = _signed(tmp_path, keys)
+
+    def hard_coded(document: dict[str, typing.Any]) -> None:
+        document["subject"][0]["name"] = "model"
+
+    assert "files 2 " in _verify(model, _resigned(signature, keys, hard_coded), keys)
+
+
+def test_a_bundle_of_another_media_type_is_refused(tmp_path: pathlib.Path, keys: Keys) -> None:
+    model, signature = _signed(tmp_path, keys)
+    bundle = json.loads(signature.read_bytes())
+    bundle["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+    message = _refusal(model, json.dumps(bundle).encode(), keys)
+    assert message.startswith("MalformedBundle: ")
+    assert "mediaType" in message
+
+
+def test_a_sigstore_keyless_bundle_is_refused_as_unverifiable_offline(
+    tmp_path: pathlib.Path, keys: Keys
+) -> None:
+    model, signature = _signed(tmp_path, keys)
+    _, leaf = helpers._certificate(tmp_path, "fulcio-leaf", ca=True)
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    bundle = json.loads(signature.read_bytes())
+    bundle["verificationMaterial"] = {
+        "certificate": {
+            "rawBytes": base64.b64encode(leaf.public_bytes(serialization.Encoding.DER)).decode()
+        },
+        "tlogEntries": [{"logIndex": "1"}],
+    }
+    rules = helpers._rules(
+        {"signers": [{"name": "ci", "keyless": {"issuer": "https://issuer", "identity": "ci@x"}}]}
+    )
+    with pytest.raises(reasons.VerificationError) as refused:
+        verify.verify_folder(model, json.dumps(bundle).encode(), rules)
+    assert refused.value.reason is Reason.KEYLESS_UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("serialization", "named"),
+    [
+        pytest.param({"method": "tree"}, "serialization.method", id="unknown-method"),
+        pytest.param({"hash_type": "md5"}, "serialization.hash_type", id="unknown-hash"),
+        pytest.param(
+            {"method": "shards", "shard_size": 0}, "serialization.shard_size", id="shard-size-zero"
+        ),
+    ],
+)
+def test_a_serialization_the_verifier_cannot_reproduce_is_refused(
+    tmp_path: pathlib.Path, keys: Keys, serialization: dict[str, typing.Any], named: str
+) -> None:
+    model, signature = _signed(tmp_path, keys)
+
+    def change(document: dict[str, typing.Any]) -> None:
+        document["predicate"]["serialization"].update(serialization)
+
+    assert named in _refusal(model, _resigned(signature, keys, change), keys)
