@@ -503,3 +503,16 @@ def test_a_serialization_the_verifier_cannot_reproduce_is_refused(
         document["predicate"]["serialization"].update(serialization)
 
     assert named in _refusal(model, _resigned(signature, keys, change), keys)
+
+
+def test_unrecognised_resource_descriptor_fields_are_ignored(
+    tmp_path: pathlib.Path, keys: Keys
+) -> None:
+    model, signature = _signed(tmp_path, keys)
+
+    def annotate(document: dict[str, typing.Any]) -> None:
+        for resource in document["predicate"]["resources"]:
+            resource["annotations"] = {"team": "nlp"}
+            resource["uri"] = "https://example.invalid/" + resource["name"]
+
+    assert "files 2 " in _verify(model, _resigned(signature, keys, annotate), keys)
