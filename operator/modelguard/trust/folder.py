@@ -90,6 +90,15 @@ def scan(
     return sorted(found, key=lambda item: pathlib.PurePosixPath(item.path).parts)
 
 
+def is_file(path: pathlib.Path) -> bool:
+    """Whether `path` is a file, or a link to one (which scan_file refuses), not a folder: a
+    link to a folder is read as that folder, as `modelguard verify` always has."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def scan_file(path: pathlib.Path, *, allow_symlinks: bool = False) -> LocalFile:
     """A single-file model: the file itself, named by its basename; UnsafePath for a symlink."""
     try:

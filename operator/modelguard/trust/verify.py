@@ -203,9 +203,8 @@ def _enumerate(
 ) -> tuple[pathlib.Path, list[folder.LocalFile]]:
     """The folder files hash from, and the model's files named as the statement names them."""
     serialization = signed.serialization
-    if root.is_file():
-        # A single-file model (OMS 6.1): the file alone, whatever lies beside it. is_file follows
-        # a link, which scan_file then refuses; a linked folder is read as before.
+    if folder.is_file(root):
+        # A single-file model (OMS 6.1): the file alone, whatever lies beside it.
         item = folder.scan_file(root, allow_symlinks=serialization.allow_symlinks)
         if signed.single_file():
             item = dataclasses.replace(item, path=statement.SINGLE_FILE)
