@@ -729,8 +729,8 @@ def test_the_model_volume_is_bounded_by_the_signed_sizes_or_spec_max_bytes(
     assert deployment.artifact_of(deployment.build(md, artifact=artifact)) == artifact
 
 
-@pytest.mark.parametrize("max_bytes", ["0", "500m", "-1Gi", "lots"])
-def test_max_bytes_must_be_at_least_a_byte(max_bytes: str) -> None:
+@pytest.mark.parametrize("max_bytes", ["0", "500m", "-1Gi", "lots", "2Pi", "1e30"])
+def test_max_bytes_must_be_a_byte_to_a_pebibyte(max_bytes: str) -> None:
     with pytest.raises(errors.InvalidObjectError) as refused:
         _md(model=dict(SOURCE_MODEL) | {"maxBytes": max_bytes})
     assert "spec.model.maxBytes" in "; ".join(refused.value.messages)
