@@ -246,3 +246,28 @@ def test_the_agent_bound_defaults_to_the_api_default() -> None:
     from modelguard.api import quantity, v1alpha1  # noqa: PLC0415
 
     assert quantity.parse(v1alpha1.DEFAULT_MAX_MODEL_BYTES) == fetchverify.DEFAULT_MAX_BYTES
+
+
+def test_the_cli_passes_max_bytes_to_the_agent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelguard import cli  # noqa: PLC0415
+
+    root = publish(tmp_path / "claims", FILES)
+    argv = [
+        "agent",
+        "fetch-verify",
+        "--source",
+        "pvc://store/m",
+        "--signature",
+        "pvc://store/m/model.sig",
+        "--root-digest",
+        root,
+        "--dest",
+        str(tmp_path / "dest"),
+        "--termination-log",
+        str(tmp_path / "log"),
+    ]
+    assert cli.main([*argv, "--max-bytes", "0"]) == 1
+    assert capsys.readouterr().err.startswith("InvalidArgument: --max-bytes must be at least 1")
+    assert not (tmp_path / "dest").exists()
