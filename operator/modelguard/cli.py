@@ -125,12 +125,18 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         rules = _verify_rules(args)
         signature = _read(args.signature, what="--signature")
-        if not args.model_dir.is_dir():
+        if not (args.model_dir.is_dir() or args.model_dir.is_file()):
             raise reasons.VerificationError(
-                reasons.Reason.UNREADABLE, f"MODEL_DIR {str(args.model_dir)!r} is not a directory"
+                reasons.Reason.UNREADABLE,
+                f"MODEL {str(args.model_dir)!r} is neither a folder nor a file",
             )
         result = verify.verify_folder(
-            args.model_dir, signature, rules, signature_path=args.signature
+            args.model_dir,
+            signature,
+            rules,
+            signature_path=args.signature,
+            ignore_paths=_ignore_paths(args.ignore_paths),
+            ignore_unsigned_files=args.ignore_unsigned_files,
         )
     except reasons.VerificationError as error:
         print(f"{error.reason}: {error.message}", file=sys.stderr)
@@ -139,6 +145,21 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"audit {violation}", file=sys.stderr)
     print(result.summary())
     return 0
+
+
+def _ignore_paths(entries: list[str] | None) -> tuple[str, ...]:
+    """--ignore-paths checked as OMS 6.2.1 has them: exact relative paths, no globs."""
+    from modelguard.trust import paths, reasons  # noqa: PLC0415
+
+    checked = []
+    for entry in entries or []:
+        # "cache/" names the folder cache, as a shell's completion writes it.
+        trimmed = entry[:-1] if entry.endswith("/") and len(entry) > 1 else entry
+        violation = paths.check_ignore_path(trimmed, field="--ignore-paths")
+        if violation is not None:
+            raise reasons.VerificationError.of(violation)
+        checked.append(trimmed)
+    return tuple(checked)
 
 
 def _verify_rules(args: argparse.Namespace) -> policy.Rules:
@@ -475,6 +496,7 @@ def _fetch_verify(args: argparse.Namespace) -> int:
         audit_pickle=args.audit_pickle,
         parallel=args.parallel,
         signature_digest=args.signature_digest,
+        **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
     )
     return fetchverify.run(options, termination_log=args.termination_log)
 
@@ -524,6 +546,13 @@ def _add_agent(commands: typing.Any) -> None:
         "--parallel", type=int, default=4, metavar="N", help="files fetched at once (default 4)"
     )
     fetch.add_argument(
+        "--max-bytes",
+        type=int,
+        metavar="N",
+        help="the most bytes written in all; past it the fetch is refused (ModelTooLarge) and"
+        " DEST emptied (default 16 GiB; each file is also bounded by its signed or listed size)",
+    )
+    fetch.add_argument(
         "--termination-log",
         type=pathlib.Path,
         default=pathlib.Path("/dev/termination-log"),
@@ -570,10 +599,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "verify",
         help="verify a local model folder against its OpenSSF Model Signing signature",
-        description="Verify MODEL_DIR against SIG exactly as the cluster does. Exit 0 and a"
+        description="Verify MODEL against SIG exactly as the cluster does. Exit 0 and a"
         " one-line summary when it verifies; exit 1 and `REASON: message` otherwise.",
     )
-    check.add_argument("model_dir", type=pathlib.Path, metavar="MODEL_DIR")
+    check.add_argument(
+        "model_dir",
+        type=pathlib.Path,
+        metavar="MODEL",
+        help="the model folder, or the file of a single-file model",
+    )
     check.add_argument(
         "--signature",
         type=pathlib.Path,
@@ -605,6 +639,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--any-certificate-identity",
         action="store_true",
         help="with --certificate-root holding a CA: any code-signing certificate it issues",
+    )
+    check.add_argument(
+        "--ignore-unsigned-files",
+        action="store_true",
+        help="admit files the signature does not list (each signed file is still required and"
+        " verified); by default an unsigned file is refused (UnexpectedFile)",
+    )
+    check.add_argument(
+        "--ignore-paths",
+        action="append",
+        metavar="PATH",
+        help="a path from the model root to leave out, a file or a folder (repeatable), beside"
+        " the signature's ignore_paths and .git, .gitattributes, .github, .gitignore; a signed"
+        " file below it is still verified",
     )
     check.set_defaults(handler=_verify)
     _add_approve(commands)

@@ -201,6 +201,7 @@ class Case:
     tamper: typing.Callable[[Published], None] = lambda _: None
     root_digest: str | None = None
     credentials: typing.Callable[[s3server.S3Server], dict[str, str]] | None = None
+    extra: tuple[str, ...] = ()
 
 
 def _flip_last_byte(published: Published) -> None:
@@ -227,6 +228,8 @@ CASES = {
         "UnsafeFormat",
         files=lambda: signedmodel.demo_files("1.0") | {"weights/model.bin": pickle_bytes()},
     ),
+    # The files serialization signs no sizes: the listing's 12 MiB meet spec.model.maxBytes.
+    "larger than its bound": Case("ModelTooLarge", extra=("--max-bytes", str(4 * MIB))),
     "wrong root digest": Case("RootDigestMismatch", root_digest="sha256:" + "ab" * 32),
     "garbled bundle": Case(
         "MalformedBundle",
@@ -260,6 +263,7 @@ def test_tampering_is_refused_with_its_reason_and_leaves_nothing(
         tmp_path,
         root_digest=case.root_digest,
         credentials=case.credentials(s3) if case.credentials else None,
+        extra=case.extra,
     )
     assert result.returncode == 1, result.stdout
     lines = result.stderr.strip().splitlines()

@@ -3,7 +3,9 @@ and sealed, the one-line reason and the empty DEST on each refusal."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import pickle
 import stat
 from pathlib import Path
@@ -13,6 +15,7 @@ import test_agent_plan as helpers
 
 from modelguard.agent import fetchverify
 from modelguard.sources import base, pvc
+from modelguard.trust import statement
 
 FILES = {
     "config.json": b'{"a": 1}',
@@ -136,3 +139,137 @@ def test_a_file_longer_than_listed_is_refused_before_it_is_all_written(
         "source listed or the signature holds"
     )
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+# --- bounds on what lands in the volume ----------------------------------------------------------
+
+
+def _written_bytes(dest: Path) -> int:
+    return sum(path.stat().st_size for path in dest.rglob("*") if path.is_file())
+
+
+def test_a_listing_larger_than_the_bound_is_refused_before_a_byte_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = publish(tmp_path / "claims", FILES)
+    log = tmp_path / "log"
+    assert fetchverify.run(options(tmp_path, root, max_bytes=100_000), termination_log=log) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("ModelTooLarge: the model's 3 files take 3000029 bytes, more than")
+    assert "spec.model.maxBytes" in line
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_a_source_that_cannot_list_is_stopped_at_the_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The files serialization signs no sizes and an https:// source lists none: the total bound
+    # alone stops the stream, and nothing stays behind. The model is larger than a write batch,
+    # so bytes do reach the disk before the bound is met.
+    big = fetchverify.BATCH_BYTES * 3
+    root = publish(tmp_path / "claims", FILES | {"weights/model.safetensors": b"\x00" * big})
+    monkeypatch.setattr(pvc.PvcSource, "can_list", False)
+    written: list[int] = []
+    clear = fetchverify.destination.Destination.clear
+
+    def measured(self: fetchverify.destination.Destination) -> None:
+        written.append(_written_bytes(self.root))
+        clear(self)
+
+    monkeypatch.setattr(fetchverify.destination.Destination, "clear", measured)
+    bound = fetchverify.BATCH_BYTES + (1 << 20)
+    log = tmp_path / "log"
+    assert fetchverify.run(options(tmp_path, root, max_bytes=bound), termination_log=log) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"ModelTooLarge: the model's files exceed the {bound} bytes")
+    assert "'weights/model.safetensors'" in line
+    # What the refusal found on disk (before clearing it) had reached the disk, within the bound.
+    assert fetchverify.BATCH_BYTES <= written[-1] <= bound
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+def _sharded_bundle(signed: statement.Statement, *, shard_size: int) -> bytes:
+    bundle = json.loads(helpers.bundle_bytes(signed))
+    payload = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    payload["predicate"]["serialization"] = {
+        "method": "shards",
+        "hash_type": "sha256",
+        "shard_size": shard_size,
+        "allow_symlinks": False,
+    }
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    return json.dumps(bundle).encode()
+
+
+def test_the_signed_shard_sizes_bound_each_file_whatever_the_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "claims" / "store" / "m"
+    signed_files = {"config.json": b'{"a": 1}', "weights.safetensors": b"\x00" * 5000}
+    for name, content in signed_files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    sharded = helpers.sharded(signed_files, shard_size=4096)
+    (folder / "model.sig").write_bytes(_sharded_bundle(sharded, shard_size=4096))
+    # The source grows the file after it was listed: more bytes than the shards sign.
+    (folder / "weights.safetensors").write_bytes(b"\x00" * 5000 + b"\x01" * 500_000)
+    monkeypatch.setattr(pvc.PvcSource, "can_list", False)
+    root = f"sha256:{sharded.root_digest.hex()}"
+    log = tmp_path / "log"
+    assert fetchverify.run(options(tmp_path, root, chunk_size=4096), termination_log=log) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("DigestMismatch: file 'weights.safetensors' is longer than the 5000")
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("signature", "reason"),
+    [
+        pytest.param("pvc://store/m/missing.sig", "MissingFile", id="bundle-missing"),
+        pytest.param("pvc://store/m/config.json", "MalformedBundle", id="bundle-garbled"),
+    ],
+)
+def test_a_refusal_before_the_download_leaves_nothing_an_earlier_run_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], signature: str, reason: str
+) -> None:
+    # An init container restarted on the same emptyDir finds the last run's files: a refused run
+    # must not leave them there for the model server.
+    root = publish(tmp_path / "claims", FILES)
+    assert fetchverify.run(options(tmp_path, root), termination_log=tmp_path / "log") == 0
+    assert (tmp_path / "dest" / "config.json").exists()
+    capsys.readouterr()
+    log = tmp_path / "log"
+    assert fetchverify.run(options(tmp_path, root, signature=signature), termination_log=log) == 1
+    assert capsys.readouterr().err.startswith(f"{reason}: ")
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_the_agent_bound_defaults_to_the_api_default() -> None:
+    from modelguard.api import quantity, v1alpha1  # noqa: PLC0415
+
+    assert quantity.parse(v1alpha1.DEFAULT_MAX_MODEL_BYTES) == fetchverify.DEFAULT_MAX_BYTES
+
+
+def test_the_cli_passes_max_bytes_to_the_agent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelguard import cli  # noqa: PLC0415
+
+    root = publish(tmp_path / "claims", FILES)
+    argv = [
+        "agent",
+        "fetch-verify",
+        "--source",
+        "pvc://store/m",
+        "--signature",
+        "pvc://store/m/model.sig",
+        "--root-digest",
+        root,
+        "--dest",
+        str(tmp_path / "dest"),
+        "--termination-log",
+        str(tmp_path / "log"),
+    ]
+    assert cli.main([*argv, "--max-bytes", "0"]) == 1
+    assert capsys.readouterr().err.startswith("InvalidArgument: --max-bytes must be at least 1")
+    assert not (tmp_path / "dest").exists()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import typing
 
 import pytest
 
-from modelguard.api import v1alpha1
+from modelguard.api import errors, v1alpha1
 from modelguard.builders import children, deployment, labels, names, networkpolicy
 from modelguard.sources import pvc
 
@@ -364,10 +365,10 @@ def test_model_is_mounted_read_only_and_tmp_is_the_only_writable_path() -> None:
         {"name": "model", "mountPath": "/models", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
     ]
-    assert {v["name"]: v for v in pod["volumes"]} == {
-        "model": {"name": "model", "emptyDir": {}},
-        "tmp": {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert set(volumes) == {"model", "tmp"}
+    assert volumes["model"]["emptyDir"]["sizeLimit"]
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["tcpSocket"] == {"port": "http"}
 
@@ -589,6 +590,8 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
         ARTIFACT.signature_digest,
         "--dest",
         deployment.MODEL_MOUNT_PATH,
+        "--max-bytes",
+        str(16 << 30),
     ]
     assert pod["metadata"]["annotations"][deployment.ROOT_DIGEST_ANNOTATION] == ARTIFACT.root_digest
     model_mounts = {
@@ -661,7 +664,7 @@ def test_agent_source_wiring(
     )
     pod = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]
     (agent,) = pod["initContainers"]
-    assert agent["args"][12:] == extra_args
+    assert agent["args"][14:] == extra_args
     agent_volumes = {m["name"] for m in agent["volumeMounts"]}
     server_volumes = {m["name"] for c in pod["containers"] for m in c["volumeMounts"]}
     assert agent_only_volumes <= agent_volumes
@@ -693,6 +696,44 @@ def test_the_served_artifact_reads_back_from_the_deployment(
         audit_pickle=audit_pickle,
     )
     assert deployment.artifact_of(deployment.build(_md(), artifact=artifact)) == artifact
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "signed_bytes", "bound"),
+    [
+        pytest.param(None, None, 16 * GIB, id="files-serialization-default-16Gi"),
+        pytest.param("40Gi", None, 40 * GIB, id="files-serialization-spec-maxBytes"),
+        pytest.param("1", None, 1, id="one-byte"),
+        pytest.param(None, 123_456_789, 123_456_789, id="shards-signed-total"),
+        pytest.param("1Gi", 5 * GIB, 5 * GIB, id="shards-signed-total-not-maxBytes"),
+    ],
+)
+def test_the_model_volume_is_bounded_by_the_signed_sizes_or_spec_max_bytes(
+    max_bytes: str | None, signed_bytes: int | None, bound: int
+) -> None:
+    model = dict(SOURCE_MODEL) | ({} if max_bytes is None else {"maxBytes": max_bytes})
+    md = _md(model=model)
+    assert deployment.model_byte_bound(md, signed_bytes=signed_bytes) == bound
+    artifact = dataclasses.replace(ARTIFACT, max_bytes=bound)
+    pod = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]
+    (agent,) = pod["initContainers"]
+    # The agent stops past the bound; the kubelet evicts a pod whose volume grows past the limit.
+    assert agent["args"][agent["args"].index("--max-bytes") + 1] == str(bound)
+    (model_volume,) = [v for v in pod["volumes"] if v["name"] == "model"]
+    limit = int(model_volume["emptyDir"]["sizeLimit"])
+    # Headroom for file system blocks and directories, never unbounded nor tight.
+    assert bound + (64 << 20) <= limit <= bound + max(64 << 20, bound // 32)
+    assert deployment.artifact_of(deployment.build(md, artifact=artifact)) == artifact
+
+
+@pytest.mark.parametrize("max_bytes", ["0", "500m", "-1Gi", "lots", "2Pi", "1e30"])
+def test_max_bytes_must_be_a_byte_to_a_pebibyte(max_bytes: str) -> None:
+    with pytest.raises(errors.InvalidObjectError) as refused:
+        _md(model=dict(SOURCE_MODEL) | {"maxBytes": max_bytes})
+    assert "spec.model.maxBytes" in "; ".join(refused.value.messages)
 
 
 def test_a_deployment_not_built_by_us_has_no_artifact() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import io
 import json
 import pickle
@@ -134,6 +135,22 @@ def test_source_prefixes_match_whole_segments(uri: str, allowed: bool) -> None:
             id="old-predicate",
         ),
         pytest.param(_statement(subject=[]), Reason.MALFORMED_STATEMENT, "subject", id="subjects"),
+        pytest.param(
+            _statement(
+                subject=[{"name": "m", "digest": {"sha256": hashlib.sha256().hexdigest()}}],
+                predicate={
+                    "serialization": {
+                        "method": "files",
+                        "hash_type": "sha256",
+                        "allow_symlinks": False,
+                    },
+                    "resources": [],
+                },
+            ),
+            Reason.MALFORMED_STATEMENT,
+            "predicate.resources is empty",
+            id="no-resources",
+        ),
         pytest.param(
             _statement(subject=[{"name": "m", "digest": {"sha256": "00" * 32}}]),
             Reason.ROOT_DIGEST_MISMATCH,

@@ -29,6 +29,9 @@ from modelguard.trust import bundle, folder, formats, reasons, statement
 
 DEFAULT_TERMINATION_LOG: typing.Final = Path("/dev/termination-log")
 DEFAULT_PARALLEL: typing.Final = 4
+# The most bytes written in all when --max-bytes is not given: the files serialization signs
+# digests only, so without a bound a source could fill the volume before a digest says no.
+DEFAULT_MAX_BYTES: typing.Final = 16 << 30
 # Chunks are gathered to about this size before a worker thread hashes and writes them: fewer
 # thread hand-offs, and hashlib releases the GIL for the whole batch.
 BATCH_BYTES: typing.Final = 4 << 20
@@ -52,6 +55,10 @@ class Options:
     chunk_size: int = base.DEFAULT_CHUNK_SIZE
     # Where pvc:// sources are mounted (the pod spec mounts each claim below it).
     mount_root: Path = pvc.DEFAULT_MOUNT_ROOT
+    # The most bytes written in all (the model volume's bound): the operator passes the signed
+    # total for shards, spec.model.maxBytes for the files serialization, whose manifest has no
+    # sizes. Each file is bounded on its own by its signed (or else listed) size.
+    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +120,37 @@ async def fetch_verify(options: Options) -> Summary:
     started = time.monotonic()
     if options.parallel < 1:
         raise failures.AgentError(failures.INVALID_ARGUMENT, "--parallel must be at least 1")
+    if options.max_bytes < 1:
+        raise failures.AgentError(failures.INVALID_ARGUMENT, "--max-bytes must be at least 1")
     pinned = plan.parse_root_digest(options.root_digest)
     pinned_signature = (
         None
         if options.signature_digest is None
         else plan.parse_root_digest(options.signature_digest, flag="--signature-digest")
     )
+    dest = destination.Destination(options.dest)
+    # Emptied before anything is read: whatever refuses the model from here on (the bundle, the
+    # listing, a byte), the volume is left holding nothing, not what an earlier run wrote.
+    await asyncio.to_thread(dest.prepare)
+    try:
+        return await _fetch_into(
+            dest, options, pinned=pinned, pinned_signature=pinned_signature, started=started
+        )
+    except BaseException:
+        # A DEST that cannot be cleared has already said so; the first failure is the news.
+        with contextlib.suppress(failures.AgentError):
+            await asyncio.to_thread(dest.clear)
+        raise
+
+
+async def _fetch_into(
+    dest: destination.Destination,
+    options: Options,
+    *,
+    pinned: bytes,
+    pinned_signature: bytes | None,
+    started: float,
+) -> Summary:
     settings = _settings(options)
     signature_source, signature_name = sources.open_file(
         options.signature,
@@ -149,7 +181,7 @@ async def fetch_verify(options: Options) -> Summary:
         todo = plan.files_to_fetch(
             signed, listing=listing, also_ignored=() if inside is None else (inside,)
         )
-        dest = destination.Destination(options.dest)
+        plan.check_bound(todo, max_bytes=options.max_bytes)
         # Hashing threads beyond the cores only take turns with the event loop that receives:
         # with 4 files on 2 cores, 2 threads fetch faster than 4.
         workers = min(options.parallel, folder.available_cores())
@@ -158,15 +190,11 @@ async def fetch_verify(options: Options) -> Summary:
         ) as pool:
             fetcher = _Fetcher(source=source, dest=dest, pool=pool, options=options, signed=signed)
             try:
-                await fetcher.run_blocking(dest.prepare)
                 total = await fetcher.fetch_all(todo)
                 await fetcher.run_blocking(dest.seal)
             except BaseException:
                 # Threads still writing must finish before their files are removed.
                 pool.shutdown(wait=True, cancel_futures=True)
-                # A DEST that cannot be cleared has already said so; the first failure is the news.
-                with contextlib.suppress(failures.AgentError):
-                    dest.clear()
                 raise
     return Summary(
         root_digest=signed.root_digest,
@@ -205,6 +233,8 @@ class _Fetcher:
         self._options = options
         self._serialization = signed.serialization
         self._slots = asyncio.Semaphore(options.parallel)
+        # Bytes received over all files: the event loop alone counts, so no lock is needed.
+        self._received = 0
         self.audit: list[reasons.Violation] = []
         """Pickle-based files admitted under --audit-pickle."""
 
@@ -250,6 +280,7 @@ class _Fetcher:
             async with contextlib.aclosing(stream):
                 async for chunk in stream:
                     received += len(chunk)
+                    self._received += len(chunk)
                     if item.size is not None and received > item.size:
                         # A source that sends more than it listed (or than was signed) would
                         # fill the volume before the digest could say no.
@@ -257,6 +288,14 @@ class _Fetcher:
                             reasons.Reason.DIGEST_MISMATCH,
                             f"file {item.path!r} is longer than the {item.size} bytes the "
                             "source listed or the signature holds",
+                        )
+                    if self._received > self._options.max_bytes:
+                        # A source that cannot list, or lists what it likes, meets the bound here.
+                        raise reasons.VerificationError(
+                            reasons.Reason.MODEL_TOO_LARGE,
+                            f"the model's files exceed the {self._options.max_bytes} bytes the "
+                            "volume is bounded to (--max-bytes, from spec.model.maxBytes or the "
+                            f"signed sizes); stopped in file {item.path!r}",
                         )
                     batch.append(chunk)
                     batched += len(chunk)

@@ -46,6 +46,9 @@ MAX_EGRESS_RULES: typing.Final = 64
 DEFAULT_REQUESTS: typing.Final = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_LIMITS: typing.Final = {"memory": "1Gi"}
 DEFAULT_SIGNATURE_FILE: typing.Final = "model.sig"
+# The bound on a model's bytes when its signature gives no sizes (the files serialization).
+DEFAULT_MAX_MODEL_BYTES: typing.Final = "16Gi"
+MAX_MODEL_BYTES: typing.Final = "1Pi"
 
 IMAGE_DIGEST_PATTERN: typing.Final = r"^[^\s@]+@sha256:[a-f0-9]{64}$"
 DNS_SUBDOMAIN_PATTERN: typing.Final = (
@@ -147,6 +150,27 @@ class ModelSpec(conventions.Spec):
     signature: ModelSignature = ModelSignature()
     """Where the signature of the model's files is read from. Default: model.sig beside the
     source."""
+
+    max_bytes: Quantity = DEFAULT_MAX_MODEL_BYTES
+    """The most bytes the model's files may take, e.g. 40Gi, when the signature does not give
+    their sizes (model_signing's default files serialization signs digests only): the verifying
+    init container stops and empties the model volume past it (reason ModelTooLarge), and the
+    volume's sizeLimit follows it. A shard-serialized signature gives every file's size: those
+    bound the volume instead. 1 byte to 1Pi. Default: 16Gi."""
+
+    @pydantic.field_validator("max_bytes")
+    @classmethod
+    def _at_least_a_byte(cls, value: str) -> str:
+        if quantity.parse(value) < 1:
+            raise ValueError(f"{value} is less than one byte; give a size such as 40Gi")
+        if quantity.parse(value) > quantity.parse(MAX_MODEL_BYTES):
+            # Past it the volume's sizeLimit would overflow what Kubernetes quantities hold.
+            raise ValueError(f"{value} is more than {MAX_MODEL_BYTES}")
+        return value
+
+    def model_bytes(self) -> int:
+        """max_bytes in whole bytes."""
+        return int(quantity.parse(self.max_bytes))
 
     def signature_uri(self) -> str:
         """The signature bundle's URI: the one given, or model.sig beside the source."""

@@ -218,6 +218,14 @@ def _verify(
     except reasons.VerificationError as error:
         return _refused(str(error.reason), f"{signature_uri}: {error.message}")
     statement = signed.statement
+    if statement.single_file():
+        # Not tampering: the agent would refuse it (a source is a folder), and quarantine.
+        return _refused(
+            str(reasons.Reason.MISSING_FILE),
+            f"{signature_uri}: the statement signs a single-file model (its one resource is "
+            "named '.'), which names no file in spec.model.source: sign the folder that holds "
+            "the file",
+        )
     sizes = statement.file_sizes()
     # The files serialization signs digests only; sizes are known for the shards one.
     total = None if None in sizes.values() else sum(v for v in sizes.values() if v is not None)

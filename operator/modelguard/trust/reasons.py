@@ -59,6 +59,8 @@ class Reason(enum.StrEnum):
     """The model has a file the signature does not list."""
     DIGEST_MISMATCH = "DigestMismatch"
     """A file's content differs from the signed digest."""
+    MODEL_TOO_LARGE = "ModelTooLarge"
+    """The model's files exceed the byte bound (spec.model.maxBytes, or the signed sizes)."""
     UNSAFE_FORMAT = "UnsafeFormat"
     """A pickle-based file (code runs when it is loaded) the policy does not allow."""
     SOURCE_NOT_ALLOWED = "SourceNotAllowed"
