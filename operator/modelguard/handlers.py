@@ -317,13 +317,17 @@ async def model_approval_changed(
             await _reconcile_quietly(memo, namespace=namespace, name=model)
 
 
-# Pending re-evaluations at approval expiry, one per model; a newer request replaces an older one.
+# Pending re-evaluations (an approval's expiry, a bundle to read again), one per model: the
+# earliest stands, and the reconcile it runs asks again for whatever is still due later.
 _rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
 
 def _recheck(memo: kopf.Memo, namespace: str, name: str, when: datetime.datetime) -> None:
     loop = asyncio.get_running_loop()
     delay = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds()) + 1
+    previous = _rechecks.get((namespace, name))
+    if previous is not None and previous.when() <= loop.time() + delay:
+        return
     if (previous := _rechecks.pop((namespace, name), None)) is not None:
         previous.cancel()
 
