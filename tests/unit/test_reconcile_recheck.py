@@ -1,9 +1,12 @@
-"""How soon a refused signature bundle is looked at again: backoff counted in time."""
+"""How soon a refused signature bundle is looked at again: backoff counted in time; and which
+pending re-evaluation of a model wins."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 
+import kopf
 import pytest
 
 from modelguard.reconcile import verification
@@ -37,3 +40,21 @@ def test_each_model_has_its_own_clock() -> None:
     other = ("s3://models/n/", *MODEL[1:])
     assert cache.recheck_after(other, now=later) == verification.FIRST_RECHECK
     assert cache.recheck_after(MODEL, now=later) == datetime.timedelta(minutes=2)
+
+
+async def test_the_earliest_pending_recheck_stands() -> None:
+    # An approval expiring in a minute and a bundle to read again in five: a later request must
+    # not push the earlier one out (the reconcile it runs asks again for what is due later).
+    from modelguard import handlers  # noqa: PLC0415 - kopf is needed here only
+
+    loop = asyncio.get_running_loop()
+    now = datetime.datetime.now(datetime.UTC)
+    memo = kopf.Memo()
+    try:
+        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(minutes=1))
+        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(minutes=5))
+        assert handlers._rechecks["ns", "m"].when() - loop.time() < 90
+        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(seconds=10))
+        assert handlers._rechecks["ns", "m"].when() - loop.time() < 30
+    finally:
+        handlers._rechecks.pop(("ns", "m")).cancel()
