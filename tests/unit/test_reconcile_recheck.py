@@ -58,3 +58,24 @@ async def test_the_earliest_pending_recheck_stands() -> None:
         assert handlers._rechecks["ns", "m"].when() - loop.time() < 30
     finally:
         handlers._rechecks.pop(("ns", "m")).cancel()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        pytest.param(None, 300, id="unset-is-five-minutes"),
+        pytest.param("30", 30, id="whole-seconds"),
+        pytest.param("0", None, id="zero-refused"),
+        pytest.param("-5", None, id="negative-refused"),
+        pytest.param("1.5", None, id="fraction-refused"),
+        pytest.param("86401", None, id="more-than-a-day-refused"),
+    ],
+)
+def test_bundle_reread_interval(value: str | None, seconds: int | None) -> None:
+    from modelguard import handlers  # noqa: PLC0415 - kopf is needed here only
+
+    if seconds is None:
+        with pytest.raises(kopf.PermanentError, match=handlers.REREAD_ENV):
+            handlers._reread_interval(value)
+    else:
+        assert handlers._reread_interval(value) == datetime.timedelta(seconds=seconds)

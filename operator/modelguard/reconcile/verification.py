@@ -3,13 +3,14 @@ it against the TrustPolicy it names, and say what was verified or why not.
 
 Two caches keep this cheap. The fetch is skipped while nothing that decides it changed (the
 object and its spec generation, the policy's generation, the credentials' resourceVersion) and the
-bundle verified, for at most REREAD; the cryptography is skipped for a bundle already verified
-under the same policy generation, so models that share one bundle are verified once. Any change of
-the spec reads the bundle again, and so does the passing of REREAD: a bundle replaced at the same
-URI (a re-publication, or another signed model put there) is seen within that time, and the
-reconcile decides what the new root digest may do (trust/pinning). A refused bundle is fetched
-again later, with backoff: what refused it may change at the source, where no watch sees it. The
-pod's agent re-checks every byte against the root digest verified here.
+bundle verified, for at most REREAD (MODELGUARD_BUNDLE_REREAD_SECONDS); the cryptography is
+skipped for a bundle already verified under the same policy generation, so models that share one
+bundle are verified once. Any change of the spec reads the bundle again, and so does the passing
+of REREAD: a bundle replaced at the same URI (a re-publication, or another signed model put there)
+is seen within that time, and the reconcile decides what the new root digest may do
+(trust/pinning). A refused bundle is fetched again later, with backoff: what refused it may change
+at the source, where no watch sees it. The pod's agent re-checks every byte against the root
+digest verified here.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ _Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
 class Cache:
     """Bounded, per operator process; losing it costs one re-verification per model."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reread: datetime.timedelta = REREAD) -> None:
+        self.reread = reread
+        """How long a verified bundle is trusted to be what its URI still holds."""
         # Only successes: a refusal is looked at again (see recheck_after).
         self._by_inputs: _Store = collections.OrderedDict()
         self._by_bundle: _Store = collections.OrderedDict()
@@ -212,7 +215,7 @@ async def verify_model(
     if outcome.verified is None:
         return dataclasses.replace(outcome, recheck_after=cache.recheck_after(inputs, now=now))
     cache._refused_since.pop(inputs, None)
-    outcome = dataclasses.replace(outcome, reread_at=now + REREAD)
+    outcome = dataclasses.replace(outcome, reread_at=now + cache.reread)
     Cache._put(cache._by_inputs, inputs, outcome)
     return outcome
 
