@@ -185,5 +185,14 @@ def test_records_read_back_leniently() -> None:
         "not an object",
         _record("1.3.0").to_status(),
     ]
-    assert pinning.from_status(written) == (_record(), _record("1.3.0"))
-    assert pinning.from_status(None) == ()
+    status = {"verifiedDigests": written, "verification": {"version": "2.0", "rootDigest": B}}
+    assert pinning.from_status(status, model="sentiment-bert") == (_record(), _record("1.3.0"))
+    assert pinning.from_status({}, model="sentiment-bert") == ()
+    assert pinning.from_status({"verifiedDigests": "junk"}, model="sentiment-bert") == ()
+
+
+def test_a_status_from_before_the_records_stands_for_its_last_verified_version() -> None:
+    older = {"verification": {"version": "1.4.0", "rootDigest": A, "verifiedAt": EARLIER}}
+    records = pinning.from_status(older, model="sentiment-bert")
+    assert records == (_record(),)
+    assert _decide(digest=B, records=records).violation is not None

@@ -198,7 +198,7 @@ def _bind_to_spec(
         root_digest=verified.root_digest,
         subject_name=verified.subject_name,
         pinned=model.spec.model.root_digest,
-        records=pinning.from_status(status.current.get("verifiedDigests")),
+        records=pinning.from_status(status.current, model=model.spec.model.name),
         policy=verified.policy,
         signature_uri=model.spec.model.signature_uri(),
         now=conditions.rfc3339(status.now),

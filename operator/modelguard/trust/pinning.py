@@ -56,8 +56,24 @@ class Decision:
     """What accepted the re-publication: the spec's pin or the policy's onRepublish."""
 
 
-def from_status(items: typing.Any) -> tuple[Record, ...]:
-    """The records in a status read back (leniently: an entry we cannot read is dropped)."""
+def from_status(status: typing.Mapping[str, typing.Any], *, model: str) -> tuple[Record, ...]:
+    """The records in a status read back (leniently: an entry we cannot read is dropped).
+
+    A status written before records were kept has only status.verification, the last verified
+    version of `model`: it stands as that version's record, so a substitution made before the
+    upgrade is not recorded as the first verification.
+    """
+    items = status.get("verifiedDigests")
+    last = status.get("verification")
+    if items is None and isinstance(last, dict):
+        items = [
+            {
+                "model": model,
+                "version": last.get("version"),
+                "rootDigest": last.get("rootDigest"),
+                "since": last.get("verifiedAt"),
+            }
+        ]
     found: list[Record] = []
     seen: set[tuple[str | None, str | None]] = set()
     for item in items if isinstance(items, list) else []:
