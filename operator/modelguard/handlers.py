@@ -17,7 +17,7 @@ from modelguard.admission import decisions, serving
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
 from modelguard.builders import labels
-from modelguard.reconcile import modeldeployment
+from modelguard.reconcile import modeldeployment, verification
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ AGENT_IMAGE_ENV = "MODELGUARD_AGENT_IMAGE"
 # The chart's ClusterRole that a namespace binds to let the operator read its storage credentials;
 # its name carries the release's, so messages take it from here.
 CREDENTIALS_ROLE_ENV = "MODELGUARD_SOURCE_CREDENTIALS_ROLE"
+# Seconds a verified signature bundle is trusted to be what its URI still holds (default 300).
+REREAD_ENV = "MODELGUARD_BUNDLE_REREAD_SECONDS"
 
 
 @kopf.on.startup()
@@ -52,6 +54,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
             f"{AGENT_IMAGE_ENV} must name the agent image pinned by digest "
             f"(image@sha256:<64 hex>); got {agent_image!r}. The chart sets it."
         )
+    reread = _reread_interval(os.environ.get(REREAD_ENV))
     _configure_admission(settings, memo)
     kube_client = kube.Kube.from_environment()
     instance = os.environ.get("POD_NAME") or socket.gethostname()
@@ -69,7 +72,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         credentials_role=os.environ.get(CREDENTIALS_ROLE_ENV) or "modelguard-source-credentials",
         audit=audit,
         recheck=functools.partial(_recheck, memo),
+        verification_cache=verification.Cache(reread=reread),
     )
+
+
+def _reread_interval(value: str | None) -> datetime.timedelta:
+    if not value:
+        return verification.REREAD
+    if not value.isdigit() or not 1 <= int(value) <= _MAX_REREAD_SECONDS:
+        raise kopf.PermanentError(
+            f"{REREAD_ENV} must be a whole number of seconds from 1 to {_MAX_REREAD_SECONDS}; "
+            f"got {value!r}"
+        )
+    return datetime.timedelta(seconds=int(value))
+
+
+_MAX_REREAD_SECONDS: typing.Final = 86400
 
 
 @kopf.on.cleanup()
@@ -317,13 +335,17 @@ async def model_approval_changed(
             await _reconcile_quietly(memo, namespace=namespace, name=model)
 
 
-# Pending re-evaluations at approval expiry, one per model; a newer request replaces an older one.
+# Pending re-evaluations (an approval's expiry, a bundle to read again), one per model: the
+# earliest stands, and the reconcile it runs asks again for whatever is still due later.
 _rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
 
 def _recheck(memo: kopf.Memo, namespace: str, name: str, when: datetime.datetime) -> None:
     loop = asyncio.get_running_loop()
     delay = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds()) + 1
+    previous = _rechecks.get((namespace, name))
+    if previous is not None and previous.when() <= loop.time() + delay:
+        return
     if (previous := _rechecks.pop((namespace, name), None)) is not None:
         previous.cancel()
 

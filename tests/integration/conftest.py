@@ -31,6 +31,7 @@ SESSION_DIR = harness.REPO_ROOT / ".cluster-test" / f"session-{os.getpid()}"
 AGENT_IMAGE = f"registry.example/modelguard@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
+BUNDLE_REREAD_SECONDS = 15
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -155,6 +156,8 @@ def operator(
         "MODELGUARD_AGENT_IMAGE": AGENT_IMAGE,
         # Not the chart's default name: the message must carry what it is given.
         "MODELGUARD_SOURCE_CREDENTIALS_ROLE": "modelguard-test-source-credentials",
+        # Verified bundles are read again this often (default 300): a replaced one is seen in tests.
+        "MODELGUARD_BUNDLE_REREAD_SECONDS": str(BUNDLE_REREAD_SECONDS),
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(

@@ -1,9 +1,12 @@
-"""How soon a refused signature bundle is looked at again: backoff counted in time."""
+"""How soon a refused signature bundle is looked at again: backoff counted in time; and which
+pending re-evaluation of a model wins."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 
+import kopf
 import pytest
 
 from modelguard.reconcile import verification
@@ -37,3 +40,42 @@ def test_each_model_has_its_own_clock() -> None:
     other = ("s3://models/n/", *MODEL[1:])
     assert cache.recheck_after(other, now=later) == verification.FIRST_RECHECK
     assert cache.recheck_after(MODEL, now=later) == datetime.timedelta(minutes=2)
+
+
+async def test_the_earliest_pending_recheck_stands() -> None:
+    # An approval expiring in a minute and a bundle to read again in five: a later request must
+    # not push the earlier one out (the reconcile it runs asks again for what is due later).
+    from modelguard import handlers  # noqa: PLC0415 - kopf is needed here only
+
+    loop = asyncio.get_running_loop()
+    now = datetime.datetime.now(datetime.UTC)
+    memo = kopf.Memo()
+    try:
+        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(minutes=1))
+        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(minutes=5))
+        assert handlers._rechecks["ns", "m"].when() - loop.time() < 90
+        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(seconds=10))
+        assert handlers._rechecks["ns", "m"].when() - loop.time() < 30
+    finally:
+        handlers._rechecks.pop(("ns", "m")).cancel()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        pytest.param(None, 300, id="unset-is-five-minutes"),
+        pytest.param("30", 30, id="whole-seconds"),
+        pytest.param("0", None, id="zero-refused"),
+        pytest.param("-5", None, id="negative-refused"),
+        pytest.param("1.5", None, id="fraction-refused"),
+        pytest.param("86401", None, id="more-than-a-day-refused"),
+    ],
+)
+def test_bundle_reread_interval(value: str | None, seconds: int | None) -> None:
+    from modelguard import handlers  # noqa: PLC0415 - kopf is needed here only
+
+    if seconds is None:
+        with pytest.raises(kopf.PermanentError, match=handlers.REREAD_ENV):
+            handlers._reread_interval(value)
+    else:
+        assert handlers._reread_interval(value) == datetime.timedelta(seconds=seconds)

@@ -341,7 +341,9 @@ def unapproved_rejected(
         namespace=str(request.get("namespace") or ""),
         model=str(model.get("name", "")),
         version=str(model.get("version", "")),
-        root_digest=None,
+        # Unknown before the bundle is read, unless the spec pins it: then approvals of other
+        # bytes are refused now, as the gate would refuse them later.
+        root_digest=pinned if isinstance(pinned := model.get("rootDigest"), str) else None,
         now=now,
     )
     if decided.approved:

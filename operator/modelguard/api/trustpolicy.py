@@ -297,6 +297,13 @@ class Enforcement(enum.StrEnum):
     AUDIT = "Audit"
 
 
+class OnRepublish(enum.StrEnum):
+    """What a new root digest for a model version already verified with another one does."""
+
+    REFUSE = "Refuse"
+    REAPPROVE = "Reapprove"
+
+
 class TrustPolicySpec(conventions.Spec):
     """Who may sign models, who may approve them, and what a model may be."""
 
@@ -341,6 +348,24 @@ class TrustPolicySpec(conventions.Spec):
 
     network: Network = Network()
     """Network limits of ModelDeployments under this policy. Default: nothing opened."""
+
+    on_republish: OnRepublish = OnRepublish.REFUSE
+    """What happens when a model version's signature, read again, signs other files than the
+    ones first verified for that version (someone with write access to the store put another
+    signed model, or an older release, under the version's URI, or the version was re-published):
+    Refuse: Verified=False with DigestChanged naming both digests; what serves keeps serving and
+    the new files are never rolled out, unless the ModelDeployment pins the new digest in
+    spec.model.rootDigest. Reapprove: the new files are accepted as a re-publication, reported
+    (an Event and an audit record name both digests) and, like any version, need approvals for
+    their own root digest. Either way the change is never silent. Default: Refuse."""
+
+    require_subject_name: bool = False
+    """Whether the signed statement's subject name must equal the ModelDeployment's
+    spec.model.name (refused with SubjectNameMismatch otherwise). model_signing names the
+    subject after the folder (or file) it signed, so this binds a signature to its model only
+    when release pipelines sign a folder named after the model. Default: false, because OMS
+    calls the name informational and older signers write "model" for every model.
+    Subject names are signed; versions are not, so no rule binds spec.model.version."""
 
     enforcement: Enforcement = Enforcement.ENFORCE
     """Enforce: a model that violates the policy is refused. Audit: violations of formats,

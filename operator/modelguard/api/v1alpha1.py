@@ -42,6 +42,8 @@ CONDITION_TYPES: typing.Final = (
 # bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
 MAX_PEERS: typing.Final = 64
 MAX_EGRESS_RULES: typing.Final = 64
+# Versions whose first verified root digest status.verifiedDigests remembers.
+MAX_VERIFIED_DIGESTS: typing.Final = 32
 
 DEFAULT_REQUESTS: typing.Final = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_LIMITS: typing.Final = {"memory": "1Gi"}
@@ -171,6 +173,15 @@ class ModelSpec(conventions.Spec):
     def model_bytes(self) -> int:
         """max_bytes in whole bytes."""
         return int(quantity.parse(self.max_bytes))
+
+    root_digest: conventions.RootDigest | None = None
+    """The root digest the version's signature must sign, sha256:<64 hex> (what `modelguard
+    verify` prints, and what a ModelApproval names). When set, a validly signed bundle for other
+    files (another model, an older release put under this version's URI) is refused with
+    RootDigestPinMismatch, naming both digests. It also accepts, explicitly, a version re-published
+    under the same URI with new files (see the TrustPolicy's onRepublish). Default: none (the
+    digest first verified for this model and version is recorded in status.verifiedDigests, and
+    a later change is refused)."""
 
     def signature_uri(self) -> str:
         """The signature bundle's URI: the one given, or model.sig beside the source."""
@@ -526,6 +537,22 @@ class VerificationStatus(conventions.Status):
     """When the signature was verified (RFC 3339)."""
 
 
+class VerifiedDigest(conventions.Status):
+    """The root digest first verified for one version of a model."""
+
+    model: str | None = None
+    """spec.model.name."""
+
+    version: str | None = None
+    """spec.model.version."""
+
+    root_digest: str | None = None
+    """The root digest verified first (or last accepted as a re-publication) for them."""
+
+    since: str | None = pydantic.Field(default=None, json_schema_extra={"format": "date-time"})
+    """When it was recorded (RFC 3339)."""
+
+
 class ApprovalStatus(conventions.Status):
     """The approval the active version runs under."""
 
@@ -583,6 +610,14 @@ class ModelDeploymentStatus(conventions.Status):
 
     verification: VerificationStatus | None = None
     """The last successful signature verification."""
+
+    verified_digests: list[VerifiedDigest] | None = pydantic.Field(
+        default=None, max_length=MAX_VERIFIED_DIGESTS
+    )
+    """The root digest first verified for each (model, version) this object served or asked
+    for, newest first, at most 32: a later signature of other files for the same version is
+    refused (DigestChanged) unless the TrustPolicy's onRepublish or spec.model.rootDigest accepts
+    it. Deleting the object forgets them."""
 
     approval: ApprovalStatus | None = None
     """The approval the active version runs under."""

@@ -28,6 +28,7 @@ class Decision(enum.StrEnum):
     AUDIT_CHAIN_STARTED = "AuditChainStarted"
     VERIFIED = "Verified"
     VERIFICATION_REFUSED = "VerificationRefused"
+    REPUBLISHED = "Republished"
     APPROVED = "Approved"
     APPROVAL_HELD = "ApprovalHeld"
     BROAD_ACCESS_REFUSED = "BroadAccessRefused"

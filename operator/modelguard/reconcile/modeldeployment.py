@@ -29,7 +29,7 @@ from modelguard.reconcile import (
     readiness,
     verification,
 )
-from modelguard.trust import access
+from modelguard.trust import access, pinning
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
             credentials_role=context.credentials_role,
         )
     )
+    outcome = _bind_to_spec(context, status, model, outcome=outcome)
     status.set(v1alpha1.CONDITION_VERIFIED, outcome.decision)
     if outcome.verified is None:
         if await _quarantine_revoked(
@@ -174,6 +175,52 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
     )
     model = await _quarantine_on_tampering(context, model, status=status, verified=verified)
     await _roll_out(context, body=body, status=status, model=model, artifact=artifact)
+
+
+def _bind_to_spec(
+    context: Context,
+    status: _Status,
+    model: v1alpha1.ModelDeployment,
+    *,
+    outcome: verification.Outcome,
+) -> verification.Outcome:
+    """The outcome refused when its signature does not stand for the spec's model version
+    (trust/pinning); else as verified, its root digest recorded in status.verifiedDigests and a
+    re-publication that the spec or the policy accepts reported."""
+    verified = outcome.verified
+    if verified is None:
+        return outcome
+    if outcome.reread_at is not None:
+        # Refused here or not, the bundle is read again then: it may be replaced (or restored).
+        context.recheck(model.namespace, model.name, outcome.reread_at)
+    bound = pinning.decide_digest(
+        model=model.spec.model.name,
+        version=model.spec.model.version,
+        root_digest=verified.root_digest,
+        subject_name=verified.subject_name,
+        pinned=model.spec.model.root_digest,
+        records=pinning.from_status(status.current, model=model.spec.model.name),
+        policy=verified.policy,
+        signature_uri=model.spec.model.signature_uri(),
+        now=conditions.rfc3339(status.now),
+    )
+    if bound.violation is not None:
+        refusal = conditions.Decision("False", str(bound.violation.reason), bound.violation.message)
+        return dataclasses.replace(outcome, decision=refusal, verified=None)
+    status.current["verifiedDigests"] = [record.to_status() for record in bound.records]
+    if bound.replaced is not None:
+        entry = auditing.republished(
+            model=model.spec.model.name,
+            version=model.spec.model.version,
+            replaced=bound.replaced,
+            root_digest=verified.root_digest,
+            accepted_by=bound.accepted_by or "",
+            approvals_needed=verified.policy.min_approvals > 0
+            or bool(verified.policy.min_approvals_per_role),
+        )
+        status.audit.append(entry)
+        status.events.append(entry)
+    return outcome
 
 
 async def _roll_out(
@@ -511,6 +558,8 @@ class _Status:
         self.current: Manifest = {**self.previous, "observedGeneration": self.generation}
         self.audit: list[auditing.Entry] = []
         """Records of decisions no condition shows on its own (a quarantine, or its lifting)."""
+        self.events: list[auditing.Entry] = []
+        """Warnings of decisions no condition flip shows (a re-publication accepted)."""
 
     def set(self, type: str, decision: conditions.Decision) -> None:
         self.current["conditions"] = conditions.set_condition(
@@ -562,6 +611,15 @@ async def _finish(context: Context, *, body: Manifest, status: _Status) -> None:
         *status.audit,
     ]:
         _audit(context, body, entry)
+    for entry in status.events:
+        await _event(
+            context,
+            body,
+            type="Warning",
+            reason=entry.reason,
+            action="Verify",
+            note=entry.message,
+        )
     for flipped in status.flips():
         await _event(
             context,

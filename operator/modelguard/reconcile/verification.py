@@ -2,12 +2,15 @@
 it against the TrustPolicy it names, and say what was verified or why not.
 
 Two caches keep this cheap. The fetch is skipped while nothing that decides it changed (the
-spec's source and signature, the policy's generation, the credentials' resourceVersion) and the
-bundle verified; the cryptography is skipped for a bundle already verified under the same policy
-generation, so models that share one bundle are verified once. A refused bundle is fetched again
-later, with backoff: what refused it may change at the source, where no watch sees it. The pod's
-agent re-checks every byte against the root digest verified here, so a bundle swapped at the same
-URI cannot slip through a cache hit.
+object and its spec generation, the policy's generation, the credentials' resourceVersion) and the
+bundle verified, for at most REREAD (MODELGUARD_BUNDLE_REREAD_SECONDS); the cryptography is
+skipped for a bundle already verified under the same policy generation, so models that share one
+bundle are verified once. Any change of the spec reads the bundle again, and so does the passing
+of REREAD: a bundle replaced at the same URI (a re-publication, or another signed model put there)
+is seen within that time, and the reconcile decides what the new root digest may do
+(trust/pinning). A refused bundle is fetched again later, with backoff: what refused it may change
+at the source, where no watch sees it. The pod's agent re-checks every byte against the root
+digest verified here.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ _TRANSIENT: typing.Final = (source_errors.SourceUnreachable, source_errors.BadRe
 # store): checked again after a delay that grows with how long it has been refused.
 FIRST_RECHECK: typing.Final = datetime.timedelta(seconds=10)
 LAST_RECHECK: typing.Final = datetime.timedelta(minutes=5)
+# How long a verified bundle is trusted to be what its URI still holds: one small read per model
+# in that time finds a bundle replaced behind the cluster's back.
+REREAD: typing.Final = datetime.timedelta(minutes=5)
 _CACHE_SIZE: typing.Final = 1024
 
 
@@ -48,6 +54,8 @@ class Verified:
     """"sha256:<hex>" of the signature file verified: the root digest binds the file digests but
     not their names, so the pod must read this very bundle, not a rewritten one."""
     signers: str
+    subject_name: str
+    """The statement's subject[0].name: model_signing writes the signed folder's name."""
     files: int
     bytes: int | None
     verified_at: str
@@ -69,6 +77,8 @@ class Outcome:
     recheck_after: datetime.timedelta | None = None
     """When to look at the bundle again, for a refusal that a change at the source (not in the
     cluster) could lift."""
+    reread_at: datetime.datetime | None = None
+    """For a verified bundle: when to read it again, to see whether it was replaced."""
 
 
 _Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
@@ -77,7 +87,9 @@ _Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
 class Cache:
     """Bounded, per operator process; losing it costs one re-verification per model."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reread: datetime.timedelta = REREAD) -> None:
+        self.reread = reread
+        """How long a verified bundle is trusted to be what its URI still holds."""
         # Only successes: a refusal is looked at again (see recheck_after).
         self._by_inputs: _Store = collections.OrderedDict()
         self._by_bundle: _Store = collections.OrderedDict()
@@ -153,9 +165,13 @@ async def verify_model(
         str(policy.metadata.get("uid", "")),
         str(policy.metadata.get("generation", "")),
         secret_version,
+        # A spec change reads the bundle again: going back to an earlier spec must not bring back
+        # what was verified then, the bundle at its URI may have been replaced since.
+        model.uid,
+        str(model.metadata.get("generation", "")),
     )
     cached = Cache._get(cache._by_inputs, inputs)
-    if cached is not None:
+    if cached is not None and cached.reread_at is not None and now < cached.reread_at:
         return cached
 
     # Before the fetch: the operator reads from where the security owner lets models come from,
@@ -169,13 +185,17 @@ async def verify_model(
     except source_errors.SourceError as error:
         message = f"spec.model.signature {signature_uri}: {error.message}"
         if isinstance(error, _TRANSIENT):
+            if cached is not None:
+                # The bundle verified before and the store does not answer now: nothing says it
+                # changed, so a network blip does not turn a serving model unverified.
+                return dataclasses.replace(cached, reread_at=now + FIRST_RECHECK)
             return _refused(error.reason, message, transient=True)
         return dataclasses.replace(
             _refused(error.reason, message), recheck_after=cache.recheck_after(inputs, now=now)
         )
 
     bundle_digest = hashlib.sha256(signature_file).hexdigest()
-    by_bundle = (bundle_digest, *inputs[:4])
+    by_bundle = (bundle_digest, *inputs[:4])  # not the model's: models share bundles
     # In a thread: parsing and checking a large bundle takes a while, and the event loop also
     # answers admission requests, which the API server is waiting for.
     outcome = Cache._get(cache._by_bundle, by_bundle)
@@ -195,6 +215,7 @@ async def verify_model(
     if outcome.verified is None:
         return dataclasses.replace(outcome, recheck_after=cache.recheck_after(inputs, now=now))
     cache._refused_since.pop(inputs, None)
+    outcome = dataclasses.replace(outcome, reread_at=now + cache.reread)
     Cache._put(cache._by_inputs, inputs, outcome)
     return outcome
 
@@ -246,6 +267,7 @@ def _verify(
             root_digest=root,
             signature_digest=signature_digest,
             signers=signers,
+            subject_name=statement.model_name,
             files=len(sizes),
             bytes=total,
             verified_at=conditions.rfc3339(now),
