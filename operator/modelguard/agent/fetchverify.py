@@ -24,6 +24,7 @@ from pathlib import Path
 
 from modelguard import sources
 from modelguard.agent import destination, failures, plan
+from modelguard.api import endpoints
 from modelguard.sources import base, credentials, errors, locations, pvc
 from modelguard.trust import bundle, folder, formats, reasons, statement
 
@@ -52,6 +53,10 @@ class Options:
     chunk_size: int = base.DEFAULT_CHUNK_SIZE
     # Where pvc:// sources are mounted (the pod spec mounts each claim below it).
     mount_root: Path = pvc.DEFAULT_MOUNT_ROOT
+    # The S3 endpoints the TrustPolicy binds the source and the signature to (None: AWS S3); a
+    # credentials Secret naming another is refused.
+    source_endpoint: str | None = None
+    signature_endpoint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,10 +125,20 @@ async def fetch_verify(options: Options) -> Summary:
         else plan.parse_root_digest(options.signature_digest, flag="--signature-digest")
     )
     settings = _settings(options)
+    signature_settings = credentials.bind_endpoint(
+        settings,
+        endpoint=_endpoint(options.signature_endpoint, flag="--signature-endpoint"),
+        bound_by="--signature-endpoint",
+    )
+    source_settings = credentials.bind_endpoint(
+        settings,
+        endpoint=_endpoint(options.source_endpoint, flag="--source-endpoint"),
+        bound_by="--source-endpoint",
+    )
     signature_source, signature_name = sources.open_file(
         options.signature,
-        s3_settings=settings.s3,
-        transport_settings=settings.transport,
+        s3_settings=signature_settings.s3,
+        transport_settings=signature_settings.transport,
         mount_root=options.mount_root,
     )
     async with signature_source:
@@ -135,8 +150,8 @@ async def fetch_verify(options: Options) -> Summary:
     signed = plan.pinned_statement(signature, pinned)
     source = sources.open_source(
         options.source,
-        s3_settings=settings.s3,
-        transport_settings=settings.transport,
+        s3_settings=source_settings.s3,
+        transport_settings=source_settings.transport,
         mount_root=options.mount_root,
     )
     async with source:
@@ -175,6 +190,15 @@ async def fetch_verify(options: Options) -> Summary:
         seconds=time.monotonic() - started,
         audit=tuple(sorted(fetcher.audit, key=lambda violation: violation.message)),
     )
+
+
+def _endpoint(value: str | None, *, flag: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return endpoints.normal(value)
+    except ValueError as error:
+        raise failures.AgentError(failures.INVALID_ARGUMENT, f"{flag} {error}") from None
 
 
 def _settings(options: Options) -> credentials.SourceSettings:

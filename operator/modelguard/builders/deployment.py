@@ -50,6 +50,10 @@ class VerifiedArtifact:
     """The image of `modelguard agent fetch-verify` (the operator's own image, by digest)."""
     audit_pickle: bool = False
     """The TrustPolicy's enforcement is Audit: pickle-based files are admitted and reported."""
+    source_endpoint: str | None = None
+    """The S3 endpoint the TrustPolicy binds the source to (None: AWS S3, or not s3://)."""
+    signature_endpoint: str | None = None
+    """The S3 endpoint the TrustPolicy binds the signature bundle to."""
 
 
 CHECKOV_SKIP: typing.Final = "checkov.io/skip1"
@@ -111,7 +115,14 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
         allow_pickle="--allow-pickle" in args,
         agent_image=str(agents[0].get("image", "")),
         audit_pickle="--audit-pickle" in args,
+        source_endpoint=_flag(args, "--source-endpoint"),
+        signature_endpoint=_flag(args, "--signature-endpoint"),
     )
+
+
+def _flag(args: list[str], flag: str) -> str | None:
+    at = args.index(flag) if flag in args else -1
+    return args[at + 1] if 0 <= at < len(args) - 1 else None
 
 
 def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> dict[str, typing.Any]:
@@ -180,6 +191,11 @@ def _agent_container(
         "--dest",
         MODEL_MOUNT_PATH,
     ]
+    # The agent reads S3 only from the endpoints the TrustPolicy binds, as the operator did.
+    if artifact.source_endpoint is not None:
+        args += ["--source-endpoint", artifact.source_endpoint]
+    if artifact.signature_endpoint is not None:
+        args += ["--signature-endpoint", artifact.signature_endpoint]
     mounts: list[dict[str, typing.Any]] = [
         {"name": names.MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH},
         {"name": names.TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir

@@ -50,7 +50,10 @@ class Reason(enum.StrEnum):
     UNSAFE_FORMAT = "UnsafeFormat"
     """A pickle-based file (code runs when it is loaded) the policy does not allow."""
     SOURCE_NOT_ALLOWED = "SourceNotAllowed"
-    """The model's source URI matches none of the policy's sources."""
+    """The model's source URI matches none of the policy's sources (or, for a claim, none in
+    the model's namespace)."""
+    ENDPOINT_NOT_ALLOWED = "SourceEndpointNotAllowed"
+    """The credentials name an S3 endpoint that the policy's matching source does not."""
     INVALID_KEY = "InvalidKey"
     """A PEM public key or certificate that does not parse."""
     INVALID_POLICY = "InvalidPolicy"
