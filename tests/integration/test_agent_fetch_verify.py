@@ -110,7 +110,14 @@ def run_agent(
     credentials: dict[str, str] | None = None,
     root_digest: str | None = None,
     extra: typing.Sequence[str] = (),
+    bound_endpoint: bool = True,
 ) -> Run:
+    """The agent as the operator starts it: bound, like the TrustPolicy's source, to the test's
+    S3 server (unless `bound_endpoint` is false: then to AWS S3, the default)."""
+    endpoint = published.server.endpoint
+    binding = (
+        ["--source-endpoint", endpoint, "--signature-endpoint", endpoint] if bound_endpoint else []
+    )
     volume = secret_volume(
         tmp_path / "credentials", credentials or credentials_for(published.server)
     )
@@ -134,6 +141,7 @@ def run_agent(
             str(volume),
             "--termination-log",
             str(termination_log),
+            *binding,
             *extra,
         ],
         capture_output=True,
@@ -236,8 +244,8 @@ CASES = {
         "SourceDenied",
         credentials=lambda server: credentials_for(server, AWS_SECRET_ACCESS_KEY="not-the-key"),  # noqa: S106
     ),
-    "unreachable endpoint": Case(
-        "SourceUnreachable",
+    "a Secret naming another endpoint than the policy's": Case(
+        "SourceEndpointNotAllowed",
         credentials=lambda server: credentials_for(
             server, AWS_ENDPOINT_URL=f"http://127.0.0.1:{localcluster.free_port()}"
         ),

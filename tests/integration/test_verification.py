@@ -187,12 +187,18 @@ def test_verified_version_keeps_serving_while_an_unverifiable_update_is_held(
 
 
 def test_policy_change_re_verifies(
-    kubectl: harness.Kubectl, namespace: str, source: str, signing_key: tuple[Path, str]
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
 ) -> None:
     kubectl.apply(model_deployment("m", source=source), namespace=namespace)
     wait_ready(kubectl, namespace, "m")
     policy = signedmodel.trust_policy(
-        name=f"narrow-{namespace}", public_key=signing_key[1], sources=["s3://somewhere-else/"]
+        name=f"narrow-{namespace}",
+        public_key=signing_key[1],
+        sources=[{**model_sources[0], "uri": "s3://somewhere-else/"}],
     )
     kubectl.apply(policy)
     try:
@@ -202,7 +208,7 @@ def test_policy_change_re_verifies(
         )
         _wait_verified(kubectl, namespace, "m", status="False", reason="SourceNotAllowed")
         # The security owner widens the policy: the operator notices the policy change alone.
-        policy["spec"]["sources"] = ["s3://models/"]  # type: ignore[index]
+        policy["spec"]["sources"] = model_sources  # type: ignore[index]
         kubectl.apply(policy)
         _wait_verified(kubectl, namespace, "m", status="True")
     finally:
