@@ -269,6 +269,20 @@ class Source(conventions.Spec):
         return self
 
 
+def _not_a_plain_prefix(value: object) -> object:
+    # The v1alpha1 string form left the S3 endpoint and the claim's namespace to the tenant.
+    if isinstance(value, str):
+        raise ValueError(
+            f"{value!r} is a plain prefix; a source is now an object naming what binds it, e.g. "
+            '{uri: "s3://models/", endpoint: "https://minio.storage.svc:9000"} (no endpoint: AWS '
+            'S3), {uri: "https://models.example/"} or {uri: "pvc://store/", namespace: team-a}'
+        )
+    return value
+
+
+BoundSource = typing.Annotated[Source, pydantic.BeforeValidator(_not_a_plain_prefix)]
+
+
 class TrustPolicySpec(conventions.Spec):
     """Who may sign models, who may approve them, and what a model may be."""
 
@@ -298,7 +312,7 @@ class TrustPolicySpec(conventions.Spec):
     {security: 1, model-owner: 1}; on top of minApprovals. Each role needs that many approvers
     holding it. Default: {} (no role needs any)."""
 
-    sources: list[Source] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
+    sources: list[BoundSource] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
     """Where models and their signatures may come from, each bound to its endpoint, e.g. {uri:
     s3://models/team-a/, endpoint: http://minio.storage.svc:9000}, {uri:
     https://models.example/} or {uri: pvc://model-store/, namespace: team-a}. Nothing else is

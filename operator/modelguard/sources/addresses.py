@@ -4,8 +4,8 @@ metadata services, unless the source names that very address.
 A host name is resolved by `GuardedResolver`, which aiohttp's connector connects through: the
 addresses checked are the ones connected to, so a name that resolves elsewhere the second time
 (DNS rebinding) gains nothing. A source whose host is an IP address literal names it explicitly
-(the TrustPolicy wrote it): it is connected to as written. `transport` checks the peer of every
-connection once more.
+(the TrustPolicy wrote it): it is connected to as written. `transport` checks the peer of a
+response once more while its connection is held (a small body may have released it already).
 """
 
 from __future__ import annotations

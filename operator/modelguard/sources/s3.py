@@ -238,7 +238,7 @@ def _parse_listing(
         except ValueError:
             raise errors.BadResponse(f"{what}: a listed object has no valid size") from None
         if not key.startswith(prefix):
-            raise errors.BadResponse(f"{what}: listed {key!r} outside the prefix")
+            raise errors.BadResponse(f"{what}: listed {errors.quoted(key)} outside the prefix")
         name = key[len(prefix) :]
         # Folder markers (empty "dir/" objects) that consoles create are not files.
         if name == "" or (name.endswith("/") and size == 0):
