@@ -275,8 +275,9 @@ def test_tampering_is_refused_with_its_reason_and_leaves_nothing(
     assert lines[0].startswith(f"{case.reason}: "), lines[0]
     assert result.termination_log == lines[0] + "\n"
     assert dest_contents(tmp_path / "dest") == {}
-    for value in credentials_for(s3).values():
-        if value.startswith("mg-") or len(value) > 20:
+    for key, value in credentials_for(s3).items():
+        # The endpoint is no secret (one with user information is refused): messages name it.
+        if key != "AWS_ENDPOINT_URL" and (value.startswith("mg-") or len(value) > 20):
             assert value not in result.stderr
 
 

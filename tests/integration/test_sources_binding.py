@@ -122,13 +122,19 @@ def test_the_agent_follows_no_redirect_either(
     signing_key: tuple[Path, str],
     two_servers: tuple[Server, Server],
 ) -> None:
-    # The bundle lies at the bound S3 source; its files' https source redirects elsewhere.
+    # The bundle is served where the source is; every file redirects to another server.
     published = publish(s3, s3_bucket, tmp_path, signing_key, signedmodel.demo_files("1.0"))
     first, second = two_servers
+    first.files["/m/model.sig"] = published.signature
     for name, data in published.files.items():
         second.files[f"/stolen/{name}"] = data
         first.redirects[f"/m/{name}"] = f"{second.base}/stolen/{name}"
-    result = run_agent(published, tmp_path, extra=["--source", f"{first.base}/m/"])
+    result = run_agent(
+        published,
+        tmp_path,
+        bound_endpoint=False,
+        extra=["--source", f"{first.base}/m/", "--signature", f"{first.base}/m/model.sig"],
+    )
     assert result.returncode == 1, result.stdout
     assert result.stderr.startswith("SourceRedirectRefused: "), result.stderr
     assert second.seen == []

@@ -125,15 +125,11 @@ async def fetch_verify(options: Options) -> Summary:
         else plan.parse_root_digest(options.signature_digest, flag="--signature-digest")
     )
     settings = _settings(options)
-    signature_settings = credentials.bind_endpoint(
-        settings,
-        endpoint=_endpoint(options.signature_endpoint, flag="--signature-endpoint"),
-        bound_by="--signature-endpoint",
+    signature_settings = _bound(
+        settings, uri=options.signature, endpoint=options.signature_endpoint, which="signature"
     )
-    source_settings = credentials.bind_endpoint(
-        settings,
-        endpoint=_endpoint(options.source_endpoint, flag="--source-endpoint"),
-        bound_by="--source-endpoint",
+    source_settings = _bound(
+        settings, uri=options.source, endpoint=options.source_endpoint, which="source"
     )
     signature_source, signature_name = sources.open_file(
         options.signature,
@@ -192,13 +188,18 @@ async def fetch_verify(options: Options) -> Summary:
     )
 
 
-def _endpoint(value: str | None, *, flag: str) -> str | None:
-    if value is None:
-        return None
+def _bound(
+    settings: credentials.SourceSettings, *, uri: str, endpoint: str | None, which: str
+) -> credentials.SourceSettings:
+    """The settings reading `uri`: for S3, from the endpoint the pod spec binds it to."""
+    if not uri.lower().startswith("s3://"):
+        return settings
+    flag = f"--{which}-endpoint"
     try:
-        return endpoints.normal(value)
+        normal = endpoints.normal(endpoint) if endpoint is not None else None
     except ValueError as error:
         raise failures.AgentError(failures.INVALID_ARGUMENT, f"{flag} {error}") from None
+    return credentials.bind_endpoint(settings, endpoint=normal, bound_by=flag)
 
 
 def _settings(options: Options) -> credentials.SourceSettings:
