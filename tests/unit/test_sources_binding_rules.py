@@ -128,7 +128,11 @@ def _spec(*sources: object) -> dict[str, object]:
 @pytest.mark.parametrize(
     ("source", "problem"),
     [
-        pytest.param("s3://models/", "sources[0]", id="a-plain-string-is-no-longer-a-source"),
+        pytest.param(
+            "s3://models/",
+            "spec.sources[0]: 's3://models/' is a plain prefix; a source is now an object",
+            id="a-plain-string-is-no-longer-a-source",
+        ),
         pytest.param({"uri": "pvc://store/"}, "namespace", id="pvc-without-namespace"),
         pytest.param(
             {"uri": "pvc://store/", "namespace": "a", "anyNamespace": True},
@@ -146,7 +150,7 @@ def _spec(*sources: object) -> dict[str, object]:
         ),
         pytest.param(
             {"uri": "s3://m/", "endpoint": "https://minio:9000/bucket"},
-            "endpoint",
+            "spec.sources[0].endpoint: must be an http(s)://host[:port] URL",
             id="endpoint-with-a-path",
         ),
         pytest.param({"uri": "https://u@h/"}, "user information", id="https-with-userinfo"),
