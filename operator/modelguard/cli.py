@@ -497,6 +497,8 @@ def _fetch_verify(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         signature_digest=args.signature_digest,
         **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
+        source_endpoint=args.source_endpoint,
+        signature_endpoint=args.signature_endpoint,
     )
     return fetchverify.run(options, termination_log=args.termination_log)
 
@@ -526,6 +528,13 @@ def _add_agent(commands: typing.Any) -> None:
         " which the root digest does not)",
     )
     fetch.add_argument("--dest", required=True, type=pathlib.Path, metavar="DIR")
+    for which in ("source", "signature"):
+        fetch.add_argument(
+            f"--{which}-endpoint",
+            metavar="URL",
+            help=f"the S3 server (scheme://host[:port]) the TrustPolicy binds the {which} to"
+            " (default: AWS S3); a credentials AWS_ENDPOINT_URL naming another is refused",
+        )
     fetch.add_argument(
         "--credentials-dir",
         type=pathlib.Path,

@@ -228,15 +228,26 @@ def approver_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
+def model_sources(s3: s3server.S3Server) -> list[dict[str, str]]:
+    """TrustPolicy sources admitting s3://models/ on the test's S3 server, which the policy names
+    by its loopback address: the explicit opt-in that loopback needs."""
+    return [signedmodel.s3_source(s3, MODEL_BUCKET)]
+
+
+@pytest.fixture(scope="session")
 def trust_policy(
-    kubectl: harness.Kubectl, signing_key: tuple[Path, str], approver_key: tuple[Path, str]
+    kubectl: harness.Kubectl,
+    signing_key: tuple[Path, str],
+    approver_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
 ) -> Iterator[str]:
-    """The cluster's `default` TrustPolicy: the test signer, models only from s3://models/, one
-    approval by the test approver per version (the secure default, minApprovals 1)."""
+    """The cluster's `default` TrustPolicy: the test signer, models only from s3://models/ on the
+    test's S3 server, one approval by the test approver per version (the secure default,
+    minApprovals 1)."""
     policy = signedmodel.trust_policy(
         name="default",
         public_key=signing_key[1],
-        sources=[f"s3://{MODEL_BUCKET}/"],
+        sources=model_sources,
         approver_key=approver_key[1],
     )
     kubectl.apply(policy)

@@ -129,13 +129,14 @@ def test_a_revoked_signer_quarantine_is_audited_with_its_reason(
     namespace: str,
     source: str,
     signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
     approver_key: tuple[Path, str],
     audit_log: Path,
     tmp_path: Path,
 ) -> None:
     name = f"audited-{namespace}"
     policy = signedmodel.trust_policy(
-        name=name, public_key=signing_key[1], sources=["s3://models/"], approver_key=approver_key[1]
+        name=name, public_key=signing_key[1], sources=model_sources, approver_key=approver_key[1]
     )
     kubectl.apply(policy)
     try:

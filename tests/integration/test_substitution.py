@@ -29,7 +29,10 @@ ANNOTATION = "modelguard.dev/root-digest"
 
 @pytest.fixture
 def policy(
-    kubectl: harness.Kubectl, namespace: str, signing_key: tuple[Path, str]
+    kubectl: harness.Kubectl,
+    namespace: str,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
 ) -> Iterator[typing.Callable[..., str]]:
     """Makes a TrustPolicy of the test's own trusting the release key; returns its name."""
     made: list[str] = []
@@ -38,7 +41,7 @@ def policy(
         body = signedmodel.trust_policy(
             name=f"p-{namespace}-{len(made)}",
             public_key=signing_key[1],
-            sources=["s3://models/"],
+            sources=model_sources,
             approver_key=approver_key,
         )
         typing.cast(dict[str, typing.Any], body["spec"]).update(spec)

@@ -20,7 +20,7 @@ def _policy(public: pathlib.Path) -> trustpolicy.TrustPolicy:
             "metadata": {"name": "p"},
             "spec": {
                 "signers": [{"name": "team", "publicKey": public.read_text()}],
-                "sources": ["s3://models/"],
+                "sources": [{"uri": "s3://models/"}],
             },
         }
     )

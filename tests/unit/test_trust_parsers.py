@@ -117,7 +117,14 @@ def test_formats_are_judged_by_content(content: bytes, expected: formats.Format)
     ],
 )
 def test_source_prefixes_match_whole_segments(uri: str, allowed: bool) -> None:
-    violation = policy.check_source(uri, sources=["s3://models/team-a/", "pvc://store"])
+    violation = policy.check_source(
+        uri,
+        sources=[
+            policy.SourceRule(uri="s3://models/team-a/"),
+            policy.SourceRule(uri="pvc://store", namespace="team-a"),
+        ],
+        namespace="team-a",
+    )
     assert (violation is None) is allowed
     if violation is not None:
         assert violation.reason is Reason.SOURCE_NOT_ALLOWED

@@ -140,7 +140,10 @@ def test_rules_carry_every_setting_of_the_policy(
             ],
             "minSigners": 2,
             "hashAlgorithms": ["sha256", "blake2b"],
-            "sources": ["s3://models/team-a/"],
+            "sources": [
+                {"uri": "s3://models/team-a/", "endpoint": "https://minio.storage:9000"},
+                {"uri": "pvc://store/", "namespace": "team-a"},
+            ],
             "formats": {"allowPickle": True},
             "enforcement": "Audit",
         }
@@ -149,7 +152,10 @@ def test_rules_carry_every_setting_of_the_policy(
         signers=(),
         min_signers=2,
         hash_algorithms=frozenset({"sha256", "blake2b"}),
-        sources=("s3://models/team-a/",),
+        sources=(
+            policy.SourceRule(uri="s3://models/team-a/", endpoint="https://minio.storage:9000"),
+            policy.SourceRule(uri="pvc://store/", namespace="team-a"),
+        ),
         allow_pickle=True,
         audit=True,
     )

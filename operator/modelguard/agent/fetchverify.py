@@ -24,6 +24,7 @@ from pathlib import Path
 
 from modelguard import sources
 from modelguard.agent import destination, failures, plan
+from modelguard.api import endpoints
 from modelguard.sources import base, credentials, errors, locations, pvc
 from modelguard.trust import bundle, folder, formats, reasons, statement
 
@@ -59,6 +60,10 @@ class Options:
     # total for shards, spec.model.maxBytes for the files serialization, whose manifest has no
     # sizes. Each file is bounded on its own by its signed (or else listed) size.
     max_bytes: int = DEFAULT_MAX_BYTES
+    # The S3 endpoints the TrustPolicy binds the source and the signature to (None: AWS S3); a
+    # credentials Secret naming another is refused.
+    source_endpoint: str | None = None
+    signature_endpoint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,10 +157,16 @@ async def _fetch_into(
     started: float,
 ) -> Summary:
     settings = _settings(options)
+    signature_settings = _bound(
+        settings, uri=options.signature, endpoint=options.signature_endpoint, which="signature"
+    )
+    source_settings = _bound(
+        settings, uri=options.source, endpoint=options.source_endpoint, which="source"
+    )
     signature_source, signature_name = sources.open_file(
         options.signature,
-        s3_settings=settings.s3,
-        transport_settings=settings.transport,
+        s3_settings=signature_settings.s3,
+        transport_settings=signature_settings.transport,
         mount_root=options.mount_root,
     )
     async with signature_source:
@@ -167,8 +178,8 @@ async def _fetch_into(
     signed = plan.pinned_statement(signature, pinned)
     source = sources.open_source(
         options.source,
-        s3_settings=settings.s3,
-        transport_settings=settings.transport,
+        s3_settings=source_settings.s3,
+        transport_settings=source_settings.transport,
         mount_root=options.mount_root,
     )
     async with source:
@@ -203,6 +214,20 @@ async def _fetch_into(
         seconds=time.monotonic() - started,
         audit=tuple(sorted(fetcher.audit, key=lambda violation: violation.message)),
     )
+
+
+def _bound(
+    settings: credentials.SourceSettings, *, uri: str, endpoint: str | None, which: str
+) -> credentials.SourceSettings:
+    """The settings reading `uri`: for S3, from the endpoint the pod spec binds it to."""
+    if not uri.lower().startswith("s3://"):
+        return settings
+    flag = f"--{which}-endpoint"
+    try:
+        normal = endpoints.normal(endpoint) if endpoint is not None else None
+    except ValueError as error:
+        raise failures.AgentError(failures.INVALID_ARGUMENT, f"{flag} {error}") from None
+    return credentials.bind_endpoint(settings, endpoint=normal, bound_by=flag)
 
 
 def _settings(options: Options) -> credentials.SourceSettings:

@@ -8,13 +8,14 @@ explain` text and the validators here make the operator refuse exactly what the 
 
 import enum
 import typing
+import urllib.parse
 
 import pydantic
 from cryptography import exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelguard.api import conventions, errors
+from modelguard.api import conventions, endpoints, errors
 
 KIND: typing.Final = "TrustPolicy"
 PLURAL: typing.Final = "trustpolicies"
@@ -26,6 +27,7 @@ MAX_SIGNERS: typing.Final = 64
 MAX_ENTRIES: typing.Final = 256
 MAX_ROLES: typing.Final = 16
 SOURCE_PREFIX_PATTERN: typing.Final = r"^(s3|https|pvc)://[^\s/]+(/[^\s]*)?$"
+ENDPOINT_PATTERN: typing.Final = r"^(https?)://[^\s/?#@]+/?$"
 _EC_CURVES: typing.Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _ONE_METHOD = "a signer needs exactly one of publicKey, certificateRoot and keyless"
 _IDENTITY_ONLY_FOR_ROOTS = "identity applies only to a certificateRoot signer"
@@ -43,6 +45,14 @@ SourcePrefix = typing.Annotated[
     errors.Hint(
         "must be an s3://bucket[/prefix], https://host[/path] or pvc://claim[/path] prefix"
     ),
+]
+
+
+S3Endpoint = typing.Annotated[
+    str,
+    pydantic.Field(pattern=ENDPOINT_PATTERN, max_length=512),
+    pydantic.AfterValidator(endpoints.normal),
+    errors.Hint("must be an http(s)://host[:port] URL, e.g. https://minio.storage.svc:9000"),
 ]
 
 
@@ -304,6 +314,92 @@ class OnRepublish(enum.StrEnum):
     REAPPROVE = "Reapprove"
 
 
+_ENDPOINT_ONLY_S3 = "endpoint is only for s3:// sources (an https:// uri names its own host)"
+_NAMESPACE_ONLY_PVC = "namespace and anyNamespace are only for pvc:// sources"
+_PVC_NEEDS_NAMESPACE = (
+    "a pvc:// source needs exactly one of namespace (the claim's namespace) and anyNamespace: true"
+)
+
+
+class Source(conventions.Spec):
+    """A place models may come from, bound to the endpoint that serves it: the operator and the
+    verifying init container read only from there and follow no redirect."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.endpoint) || self.uri.startsWith('s3://')",
+                    "message": _ENDPOINT_ONLY_S3,
+                },
+                {
+                    "rule": "self.uri.startsWith('pvc://') || "
+                    "(!has(self.namespace) && !(has(self.anyNamespace) && self.anyNamespace))",
+                    "message": _NAMESPACE_ONLY_PVC,
+                },
+                {
+                    "rule": "!self.uri.startsWith('pvc://') || "
+                    "(has(self.namespace) != (has(self.anyNamespace) && self.anyNamespace))",
+                    "message": _PVC_NEEDS_NAMESPACE,
+                },
+            ]
+        }
+    )
+
+    uri: SourcePrefix
+    """URI prefix models may come from: s3://bucket[/prefix], https://host[:port][/path] or
+    pvc://claim[/path]. It matches whole path segments (s3://models/a admits s3://models/a/x,
+    not s3://models/ab). An https:// prefix binds its scheme, host and port. Required."""
+
+    endpoint: S3Endpoint | None = None
+    """For s3:// only: the S3 server (scheme://host[:port]) the bucket is read from, e.g.
+    http://minio.storage.svc:9000. A credentials Secret's AWS_ENDPOINT_URL must be absent or name
+    this same endpoint. Default: AWS S3 itself (https://s3.<region>.amazonaws.com), and a Secret
+    naming any other endpoint is refused."""
+
+    namespace: conventions.DNSLabel | None = None
+    """For pvc:// only: the namespace whose claim this is. A pod mounts claims of its own
+    namespace, so only models in this namespace may use it. A pvc:// source needs this or
+    anyNamespace."""
+
+    any_namespace: bool = False
+    """For pvc:// only: admit the claim of that name in whichever namespace the model runs in,
+    filled by that namespace's owners. Default: false."""
+
+    @pydantic.model_validator(mode="after")
+    def _fields_fit_the_scheme(self) -> typing.Self:
+        scheme = self.uri.partition("://")[0]
+        if scheme == "https":
+            parts = urllib.parse.urlsplit(self.uri)
+            if "@" in parts.netloc or parts.query or parts.fragment:
+                raise ValueError("an https:// uri takes no user information, query or fragment")
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                raise ValueError("the port of the https:// uri is not a number") from None
+        if self.endpoint is not None and scheme != "s3":
+            raise ValueError(_ENDPOINT_ONLY_S3)
+        if scheme != "pvc" and (self.namespace is not None or self.any_namespace):
+            raise ValueError(_NAMESPACE_ONLY_PVC)
+        if scheme == "pvc" and (self.namespace is not None) == self.any_namespace:
+            raise ValueError(_PVC_NEEDS_NAMESPACE)
+        return self
+
+
+def _not_a_plain_prefix(value: object) -> object:
+    # The v1alpha1 string form left the S3 endpoint and the claim's namespace to the tenant.
+    if isinstance(value, str):
+        raise ValueError(
+            f"{value!r} is a plain prefix; a source is now an object naming what binds it, e.g. "
+            '{uri: "s3://models/", endpoint: "https://minio.storage.svc:9000"} (no endpoint: AWS '
+            'S3), {uri: "https://models.example/"} or {uri: "pvc://store/", namespace: team-a}'
+        )
+    return value
+
+
+BoundSource = typing.Annotated[Source, pydantic.BeforeValidator(_not_a_plain_prefix)]
+
+
 class TrustPolicySpec(conventions.Spec):
     """Who may sign models, who may approve them, and what a model may be."""
 
@@ -333,10 +429,13 @@ class TrustPolicySpec(conventions.Spec):
     {security: 1, model-owner: 1}; on top of minApprovals. Each role needs that many approvers
     holding it. Default: {} (no role needs any)."""
 
-    sources: list[SourcePrefix] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
-    """Where models may come from: URI prefixes such as s3://models/team-a/,
-    https://models.example/ or pvc://model-store/. A prefix matches whole path segments.
-    Default: [] (no source is allowed until one is listed)."""
+    sources: list[BoundSource] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
+    """Where models and their signatures may come from, each bound to its endpoint, e.g. {uri:
+    s3://models/team-a/, endpoint: http://minio.storage.svc:9000}, {uri:
+    https://models.example/} or {uri: pvc://model-store/, namespace: team-a}. Nothing else is
+    read, in Enforce and Audit mode alike; loopback, link-local and cloud metadata addresses are
+    refused unless a source names that address itself. Default: [] (no source is allowed until one
+    is listed)."""
 
     hash_algorithms: list[HashAlgorithm] = pydantic.Field(
         default=[HashAlgorithm.SHA256], min_length=1
@@ -369,9 +468,9 @@ class TrustPolicySpec(conventions.Spec):
 
     enforcement: Enforcement = Enforcement.ENFORCE
     """Enforce: a model that violates the policy is refused. Audit: violations of formats,
-    sources, hashAlgorithms and minSigners are recorded and reported but the model is admitted;
-    a bad or untrusted signature, changed, missing or extra files and unsafe paths are refused in
-    both modes. Default: Enforce."""
+    hashAlgorithms and minSigners are recorded and reported but the model is admitted; a bad or
+    untrusted signature, changed, missing or extra files, unsafe paths and a source outside
+    spec.sources (nothing is read from there) are refused in both modes. Default: Enforce."""
 
     @pydantic.model_validator(mode="after")
     def _minimums_can_be_met(self) -> typing.Self:

@@ -70,6 +70,10 @@ def model_byte_bound(md: v1alpha1.ModelDeployment, *, signed_bytes: int | None) 
 def model_volume_limit(max_bytes: int) -> str:
     """The model emptyDir's sizeLimit for files of at most `max_bytes` bytes, in bytes."""
     return str(max_bytes + max(_VOLUME_HEADROOM_BYTES, max_bytes // 64))
+    source_endpoint: str | None = None
+    """The S3 endpoint the TrustPolicy binds the source to (None: AWS S3, or not s3://)."""
+    signature_endpoint: str | None = None
+    """The S3 endpoint the TrustPolicy binds the signature bundle to."""
 
 
 CHECKOV_SKIP: typing.Final = "checkov.io/skip1"
@@ -139,7 +143,14 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
         agent_image=str(agents[0].get("image", "")),
         audit_pickle="--audit-pickle" in args,
         max_bytes=max_bytes,
+        source_endpoint=_flag(args, "--source-endpoint"),
+        signature_endpoint=_flag(args, "--signature-endpoint"),
     )
+
+
+def _flag(args: list[str], flag: str) -> str | None:
+    at = args.index(flag) if flag in args else -1
+    return args[at + 1] if 0 <= at < len(args) - 1 else None
 
 
 def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> dict[str, typing.Any]:
@@ -214,6 +225,11 @@ def _agent_container(
         "--max-bytes",
         str(artifact.max_bytes),
     ]
+    # The agent reads S3 only from the endpoints the TrustPolicy binds, as the operator did.
+    if artifact.source_endpoint is not None:
+        args += ["--source-endpoint", artifact.source_endpoint]
+    if artifact.signature_endpoint is not None:
+        args += ["--signature-endpoint", artifact.signature_endpoint]
     mounts: list[dict[str, typing.Any]] = [
         {"name": names.MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH},
         {"name": names.TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir

@@ -66,6 +66,10 @@ class Verified:
     """Violations admitted because the policy's enforcement is Audit."""
     policy: trustpolicy.TrustPolicySpec
     """The policy it was verified under; its approvers decide the approval gate."""
+    source_endpoint: str | None = None
+    """The S3 endpoint the policy binds the source to (None: AWS S3, or not an s3:// source)."""
+    signature_endpoint: str | None = None
+    """The same for the signature bundle."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +164,8 @@ async def verify_model(
     source = model.spec.model.source
     signature_uri = model.spec.model.signature_uri()
     inputs = (
+        # A claim's binding depends on the model's namespace: models elsewhere share nothing.
+        model.namespace,
         source.uri,
         signature_uri,
         str(policy.metadata.get("uid", "")),
@@ -174,14 +180,28 @@ async def verify_model(
     if cached is not None and cached.reread_at is not None and now < cached.reread_at:
         return cached
 
-    # Before the fetch: the operator reads from where the security owner lets models come from,
-    # not from wherever a spec points (an internal service, say). Audit mode fetches, and the
-    # check below records the violation.
-    elsewhere = policy_rules.check_source(signature_uri, sources=policy.spec.sources)
-    if elsewhere is not None and policy.spec.enforcement is trustpolicy.Enforcement.ENFORCE:
-        return _refused(str(elsewhere.reason), f"spec.model.signature: {elsewhere.message}")
+    # Before the fetch: the operator reads only from where the security owner lets models come
+    # from, and from the endpoint the policy names there, not from wherever a spec or a Secret
+    # points (an internal service, say). Audit mode waives none of it.
+    endpoints: dict[str, str | None] = {}
+    for field, uri in (("spec.model.signature", signature_uri), ("spec.model.source", source.uri)):
+        bound = policy_rules.bind(
+            uri,
+            sources=policy_rules.source_rules(policy.spec),
+            namespace=model.namespace,
+            requested_endpoint=settings.s3.endpoint if settings else None,
+            requested_by=f'Secret "{source.credentials_secret}" key {credentials.ENDPOINT_URL}',
+        )
+        if isinstance(bound, reasons.Violation):
+            return _refused(
+                str(bound.reason), f'{field}: {bound.message} (TrustPolicy "{policy_name}")'
+            )
+        endpoints[field] = bound.endpoint if uri.startswith("s3://") else None
+    signature_endpoint = endpoints["spec.model.signature"]
     try:
-        signature_file = await _fetch_bundle(signature_uri, settings=settings)
+        signature_file = await _fetch_bundle(
+            signature_uri, settings=settings, endpoint=signature_endpoint
+        )
     except source_errors.SourceError as error:
         message = f"spec.model.signature {signature_uri}: {error.message}"
         if isinstance(error, _TRANSIENT):
@@ -195,7 +215,9 @@ async def verify_model(
         )
 
     bundle_digest = hashlib.sha256(signature_file).hexdigest()
-    by_bundle = (bundle_digest, *inputs[:4])  # not the model's: models share bundles
+    # Not the model's uid or generation: models share bundles (a claim's binding does depend on
+    # the namespace).
+    by_bundle = (bundle_digest, *inputs[:5])
     # In a thread: parsing and checking a large bundle takes a while, and the event loop also
     # answers admission requests, which the API server is waiting for.
     outcome = Cache._get(cache._by_bundle, by_bundle)
@@ -208,12 +230,21 @@ async def verify_model(
                 source_uri=source.uri,
                 signature_uri=signature_uri,
                 signature_digest=f"sha256:{bundle_digest}",
+                namespace=model.namespace,
                 now=now,
             )
         )
     Cache._put(cache._by_bundle, by_bundle, outcome)
     if outcome.verified is None:
         return dataclasses.replace(outcome, recheck_after=cache.recheck_after(inputs, now=now))
+    outcome = dataclasses.replace(
+        outcome,
+        verified=dataclasses.replace(
+            outcome.verified,
+            source_endpoint=endpoints["spec.model.source"],
+            signature_endpoint=signature_endpoint,
+        ),
+    )
     cache._refused_since.pop(inputs, None)
     outcome = dataclasses.replace(outcome, reread_at=now + cache.reread)
     Cache._put(cache._by_inputs, inputs, outcome)
@@ -227,6 +258,7 @@ def _verify(
     source_uri: str,
     signature_uri: str,
     signature_digest: str,
+    namespace: str,
     now: datetime.datetime,
 ) -> Outcome:
     try:
@@ -235,6 +267,7 @@ def _verify(
             policy_rules.rules_of(policy.spec),
             source_uri=source_uri,
             signature_uri=signature_uri,
+            namespace=namespace,
         )
     except reasons.VerificationError as error:
         return _refused(str(error.reason), f"{signature_uri}: {error.message}")
@@ -325,12 +358,15 @@ async def _source_settings(
 
 
 async def _fetch_bundle(
-    signature_uri: str, *, settings: credentials.SourceSettings | None
+    signature_uri: str, *, settings: credentials.SourceSettings | None, endpoint: str | None
 ) -> bytes:
+    settings = credentials.bind_endpoint(
+        settings or credentials.from_secret_data({}),
+        endpoint=endpoint,
+        bound_by="the TrustPolicy",
+    )
     source, name = sources.open_file(
-        signature_uri,
-        s3_settings=settings.s3 if settings else None,
-        transport_settings=settings.transport if settings else None,
+        signature_uri, s3_settings=settings.s3, transport_settings=settings.transport
     )
     async with source:
         return await source.read_small(name, max_bytes=bundle.MAX_SIGNATURE_FILE_BYTES)

@@ -70,7 +70,10 @@ class Reason(enum.StrEnum):
     SUBJECT_NAME_MISMATCH = "SubjectNameMismatch"
     """The signed subject name is not spec.model.name, and the policy requires it to be."""
     SOURCE_NOT_ALLOWED = "SourceNotAllowed"
-    """The model's source URI matches none of the policy's sources."""
+    """The model's source URI matches none of the policy's sources (or, for a claim, none in
+    the model's namespace)."""
+    ENDPOINT_NOT_ALLOWED = "SourceEndpointNotAllowed"
+    """The credentials name an S3 endpoint that the policy's matching source does not."""
     INVALID_KEY = "InvalidKey"
     """A PEM public key or certificate that does not parse."""
     INVALID_POLICY = "InvalidPolicy"

@@ -56,6 +56,7 @@ def verify_signatures(
     *,
     source_uri: str | None = None,
     signature_uri: str | None = None,
+    namespace: str | None = None,
     at: datetime.datetime | None = None,
 ) -> SignedModel:
     """The signed statement of a .sig/.jsonl file, checked against the policy's rules."""
@@ -92,9 +93,13 @@ def verify_signatures(
         lambda: policy.check_hash_algorithm(first, allowed=rules.hash_algorithms),
     ]
     if source_uri is not None:
-        checks.append(lambda: policy.check_source(source_uri, sources=rules.sources))
+        checks.append(
+            lambda: policy.check_source(source_uri, sources=rules.sources, namespace=namespace)
+        )
     if signature_uri is not None:
-        checks.append(lambda: policy.check_source(signature_uri, sources=rules.sources))
+        checks.append(
+            lambda: policy.check_source(signature_uri, sources=rules.sources, namespace=namespace)
+        )
     violations = policy.evaluate(checks)
     if violations and failures and violations[0].reason is reasons.Reason.TOO_FEW_SIGNERS:
         # Say why a signature did not count, not only that one is missing.
