@@ -44,6 +44,7 @@ def test_a_single_file_signature_is_refused_before_a_pod_is_made(
         source_uri="s3://models/m/",
         signature_uri="s3://models/m/model.sig",
         signature_digest="sha256:" + "00" * 32,
+        namespace="ns",
         now=datetime.datetime.now(datetime.UTC),
     )
     if single_file:

@@ -57,6 +57,10 @@ class VerifiedArtifact:
     """The TrustPolicy's enforcement is Audit: pickle-based files are admitted and reported."""
     max_bytes: int = DEFAULT_MAX_BYTES
     """The most bytes the agent writes (`model_byte_bound`); the model volume's sizeLimit."""
+    source_endpoint: str | None = None
+    """The S3 endpoint the TrustPolicy binds the source to (None: AWS S3, or not s3://)."""
+    signature_endpoint: str | None = None
+    """The S3 endpoint the TrustPolicy binds the signature bundle to."""
 
 
 def model_byte_bound(md: v1alpha1.ModelDeployment, *, signed_bytes: int | None) -> int:
@@ -70,10 +74,6 @@ def model_byte_bound(md: v1alpha1.ModelDeployment, *, signed_bytes: int | None) 
 def model_volume_limit(max_bytes: int) -> str:
     """The model emptyDir's sizeLimit for files of at most `max_bytes` bytes, in bytes."""
     return str(max_bytes + max(_VOLUME_HEADROOM_BYTES, max_bytes // 64))
-    source_endpoint: str | None = None
-    """The S3 endpoint the TrustPolicy binds the source to (None: AWS S3, or not s3://)."""
-    signature_endpoint: str | None = None
-    """The S3 endpoint the TrustPolicy binds the signature bundle to."""
 
 
 CHECKOV_SKIP: typing.Final = "checkov.io/skip1"
