@@ -44,12 +44,13 @@ class VerifiedArtifact:
     signature_digest: str
     """sha256 of the signature file verified, "sha256:<hex>": the root digest does not bind file
     names, so the agent must read this very bundle."""
-    allow_pickle: bool
-    """The TrustPolicy's formats.allowPickle."""
     agent_image: str
     """The image of `modelguard agent fetch-verify` (the operator's own image, by digest)."""
-    audit_pickle: bool = False
-    """The TrustPolicy's enforcement is Audit: pickle-based files are admitted and reported."""
+    allow_formats: tuple[str, ...] = ()
+    """The code-capable format families the TrustPolicy allows (spec.formats.allow), sorted."""
+    audit_formats: bool = False
+    """The TrustPolicy's enforcement is Audit: code-capable files it does not allow are admitted
+    and reported."""
 
 
 CHECKOV_SKIP: typing.Final = "checkov.io/skip1"
@@ -108,10 +109,18 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
     return VerifiedArtifact(
         root_digest=str(root),
         signature_digest=args[args.index("--signature-digest") + 1],
-        allow_pickle="--allow-pickle" in args,
         agent_image=str(agents[0].get("image", "")),
-        audit_pickle="--audit-pickle" in args,
+        allow_formats=_allowed_formats(args),
+        audit_formats="--audit-formats" in args or "--audit-pickle" in args,
     )
+
+
+def _allowed_formats(args: list[str]) -> tuple[str, ...]:
+    # --allow-pickle: what pod specs of earlier versions carry.
+    names = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--allow-format"}
+    if "--allow-pickle" in args:
+        names.add("Pickle")
+    return tuple(sorted(names))
 
 
 def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> dict[str, typing.Any]:
@@ -194,10 +203,10 @@ def _agent_container(
         mounts.append(
             {"name": CLAIM_VOLUME, "mountPath": f"{CLAIMS_MOUNT_ROOT}/{claim}", "readOnly": True}
         )
-    if artifact.allow_pickle:
-        args.append("--allow-pickle")
-    elif artifact.audit_pickle:
-        args.append("--audit-pickle")
+    for family in artifact.allow_formats:
+        args += ["--allow-format", family]
+    if artifact.audit_formats:
+        args.append("--audit-formats")
     return {
         "name": AGENT_CONTAINER,
         "image": artifact.agent_image,

@@ -167,9 +167,9 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
     artifact = deployment_builder.VerifiedArtifact(
         root_digest=verified.root_digest,
         signature_digest=verified.signature_digest,
-        allow_pickle=verified.allow_pickle,
         agent_image=context.agent_image,
-        audit_pickle=verified.audit_formats,
+        allow_formats=verified.allow_formats,
+        audit_formats=verified.audit_formats,
     )
     model = await _quarantine_on_tampering(context, model, status=status, verified=verified)
     await _roll_out(context, body=body, status=status, model=model, artifact=artifact)
