@@ -19,6 +19,7 @@ import zlib
 
 import pytest
 
+from modelguard.api import trustpolicy
 from modelguard.trust import formats
 
 # What an attacker's pickle does: import os.system and call it.
@@ -322,6 +323,4 @@ def test_a_member_is_read_only_as_far_as_needed() -> None:
 
 
 def test_families_match_the_api() -> None:
-    from modelguard.api import trustpolicy
-
     assert {str(item) for item in formats.Family} == {str(item) for item in trustpolicy.CodeFormat}

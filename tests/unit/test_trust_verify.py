@@ -141,7 +141,7 @@ def test_rules_carry_every_setting_of_the_policy(
             "minSigners": 2,
             "hashAlgorithms": ["sha256", "blake2b"],
             "sources": ["s3://models/team-a/"],
-            "formats": {"allowPickle": True},
+            "formats": {"allowPickle": True, "allow": ["Keras"]},
             "enforcement": "Audit",
         }
     )
@@ -150,7 +150,7 @@ def test_rules_carry_every_setting_of_the_policy(
         min_signers=2,
         hash_algorithms=frozenset({"sha256", "blake2b"}),
         sources=("s3://models/team-a/",),
-        allow_pickle=True,
+        allow_formats=frozenset({"Keras", "Pickle"}),
         audit=True,
     )
     assert [signer.name for signer in rules.signers] == ["trusted", "other"]
