@@ -17,7 +17,9 @@ import tarfile
 import zipfile
 import zlib
 
+import hypothesis
 import pytest
+from hypothesis import strategies
 
 from modelguard.api import trustpolicy
 from modelguard.trust import formats
@@ -65,6 +67,14 @@ def safetensors(header_length: int, *, data: bytes = b"\x00" * 64) -> bytes:
     )
     assert len(header) <= header_length
     return struct.pack("<Q", header_length) + header.encode().ljust(header_length) + data
+
+
+def safetensors_polyglot() -> bytes:
+    header = json.dumps(
+        {"w": {"dtype": "U8", "shape": [len(EVIL)], "data_offsets": [0, len(EVIL)]}}
+    )
+    padded = header.encode().ljust(0x56 - 1) + b"\n"
+    return struct.pack("<Q", len(padded)) + padded + EVIL
 
 
 def keras(config: object) -> bytes:
@@ -134,6 +144,9 @@ BYPASSES = {
     # Protocol 2+ opcodes without a PROTO header, or with \x80\x01.
     "proto4-without-header": (EVIL_PROTO_4[2:], "Pickle"),
     "proto4-after-proto1-header": (b"\x80\x01" + EVIL_PROTO_4[2:], "Pickle"),
+    # A valid safetensors file that torch.load unpickles: UNICODE reads up to the newline that
+    # ends the header, and the tensor data goes on as a pickle.
+    "safetensors-pickle-polyglot": (safetensors_polyglot(), "Pickle"),
     # Archives: every member, wherever it is.
     "zip-pickle-member-among-many": (
         zipped({**{f"data/{i}": b"\x00" * 8 for i in range(200)}, "data/zz": EVIL_PROTO_4}),
@@ -324,3 +337,32 @@ def test_a_member_is_read_only_as_far_as_needed() -> None:
 
 def test_families_match_the_api() -> None:
     assert {str(item) for item in formats.Family} == {str(item) for item in trustpolicy.CodeFormat}
+
+
+ARCHIVES = [
+    zipped({"archive/data.pkl": EVIL_PROTO_4, "archive/data/0": b"\x00" * 64}),
+    zipped({"inner.zip": zipped({"a.npy": npy("<f4")})}, method=zipfile.ZIP_STORED),
+    tarred({"pickle": EVIL, "tensors": b"\x00" * 64}, mode="w:gz"),
+    keras(model(layer("Dense"))),
+    gzip.compress(EVIL_PROTO_4),
+    npy([("a", "<f4"), ("b", "<i8", (2,))]),
+]
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    strategies.sampled_from(ARCHIVES),
+    strategies.lists(
+        strategies.tuples(strategies.integers(min_value=0), strategies.integers(0, 255)),
+        max_size=8,
+    ),
+    strategies.integers(min_value=0),
+)
+def test_damaged_archives_give_a_finding_not_an_exception(
+    archive: bytes, flips: list[tuple[int, int]], cut: int
+) -> None:
+    damaged = bytearray(archive)
+    for at, value in flips:
+        damaged[at % len(damaged)] = value
+    found = formats.sniff(bytes(damaged[: len(damaged) - cut % 64]), limits=LIMITS)
+    assert isinstance(found, formats.Finding)

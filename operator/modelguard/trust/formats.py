@@ -142,33 +142,41 @@ class _Budget:
 
 
 class _Stream:
-    """A forward-only reader with look-ahead over a file object or a decompressor."""
+    """A forward-only reader with look-ahead over a file object or a decompressor. Reads of a
+    byte at a time (the pickle scan's) move an offset; the buffer is cut only when refilled."""
 
     def __init__(self, raw: typing.Any, *, seekable: bool = False) -> None:
         self.raw = raw
-        self._buffer = b""
         self.seekable = seekable
-        self.position = 0
+        self._buffer = b""
+        self._at = 0
 
-    def peek(self, count: int) -> bytes:
-        while len(self._buffer) < count:
-            chunk = self.raw.read(max(count - len(self._buffer), 8192))
+    def _fill(self, count: int) -> None:
+        if len(self._buffer) - self._at >= count:
+            return
+        chunks = [self._buffer[self._at :]]
+        have = len(chunks[0])
+        while have < count:
+            chunk = self.raw.read(max(count - have, 8192))
             if not chunk:
                 break
-            self._buffer += chunk
-        return self._buffer[:count]
+            chunks.append(chunk)
+            have += len(chunk)
+        self._buffer, self._at = b"".join(chunks), 0
+
+    def peek(self, count: int) -> bytes:
+        self._fill(count)
+        return self._buffer[self._at : self._at + count]
 
     def read(self, count: int) -> bytes:
         data = self.peek(count)
-        self._buffer = self._buffer[len(data) :]
-        self.position += len(data)
+        self._at += len(data)
         return data
 
     def skip(self, count: int) -> bool:
         """Skip `count` bytes; False if the stream ends first."""
-        taken = min(count, len(self._buffer))
-        self._buffer = self._buffer[taken:]
-        self.position += taken
+        taken = min(count, len(self._buffer) - self._at)
+        self._at += taken
         count -= taken
         if count and self.seekable:
             here = self.raw.tell()
@@ -176,28 +184,25 @@ class _Stream:
             if end - here < count:
                 return False
             self.raw.seek(here + count)
-            self.position += count
             return True
         while count:
             chunk = self.raw.read(min(count, 1 << 20))
             if not chunk:
                 return False
             count -= len(chunk)
-            self.position += len(chunk)
         return True
 
     def readline(self, *, keep: int) -> bytes | None:
         """One line with its newline (only its first `keep` bytes kept); None at end of stream."""
         kept = b""
         while True:
-            if not self._buffer and not self.peek(1):
+            if not self.peek(1):
                 return None
-            end = self._buffer.find(b"\n")
-            piece = self._buffer if end < 0 else self._buffer[: end + 1]
+            end = self._buffer.find(b"\n", self._at)
+            stop = len(self._buffer) if end < 0 else end + 1
             if len(kept) < keep:
-                kept += piece[: keep - len(kept)]
-            self._buffer = self._buffer[len(piece) :]
-            self.position += len(piece)
+                kept += self._buffer[self._at : min(stop, self._at + keep - len(kept))]
+            self._at = stop
             if end >= 0:
                 return kept
 
@@ -536,9 +541,14 @@ def _keras_archive(archive: typing.Any, names: set[str], budget: _Budget) -> Fin
     try:
         with archive.open(info) as member:
             content = member.read(limit + 1)
-        budget.inflate(len(content))
+    except Exception as error:  # a CRC, a deflate stream, a header: unknown is not safe
+        return _unreadable("member 'config.json'", error)
+    budget.inflate(len(content))
+    if len(content) > limit:
+        raise _LimitReached(f"its config.json is over {limit} bytes")
+    try:
         config = json.loads(content)
-    except (ValueError, RecursionError, OSError, RuntimeError, NotImplementedError):
+    except (ValueError, RecursionError):
         if "metadata.json" in names or _KERAS_WEIGHTS in names:
             return Finding(
                 Format.KERAS,
