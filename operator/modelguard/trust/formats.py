@@ -756,6 +756,9 @@ _IMPORTS: typing.Final = frozenset({"GLOBAL", "STACK_GLOBAL", "INST"})
 _MEMO_PUT: typing.Final = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
 _MEMO_GET: typing.Final = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _NAME_BYTES: typing.Final = 4096
+_NAMES: typing.Final = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"})
+# Opcodes that leave the top of the stack as it is.
+_KEEP_TOP: typing.Final = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "FRAME", "PROTO"})
 
 
 def _scan_pickle(stream: _Stream, *, budget: _Budget) -> str | None:
@@ -792,6 +795,8 @@ class _Unpickler:
         self._height = 0
         self._memo: set[object] = set()
         self._protocol_header = False
+        # The strings on top of the stack, when the last pushes were short strings.
+        self._strings: list[str] = []
 
     def run(self, op: _Op, argument: bytes) -> bool:
         """Apply one opcode; False where the unpickler would raise."""
@@ -804,8 +809,10 @@ class _Unpickler:
         if op.name in _IMPORTS:
             if op.name != "STACK_GLOBAL" and not _importable(argument):
                 return False  # __import__ of such a name fails before anything runs
-            self.verdict = f"it imports {_import_name(op.name, argument)} when unpickled"
+            name = _import_name(op.name, argument, self._strings)
+            self.verdict = f"it imports {name} when unpickled"
             return True
+        self._track_strings(op, argument)
         if not self._remember(op, argument):
             return False
         if op.name == "STOP":
@@ -820,6 +827,13 @@ class _Unpickler:
             else:
                 self._height += 1
         return True
+
+    def _track_strings(self, op: _Op, argument: bytes) -> None:
+        if op.name in _NAMES:
+            size = struct.calcsize(_LENGTH_PREFIX[op.arg])
+            self._strings = [*self._strings[-1:], argument[size:].decode("utf-8", "replace")]
+        elif op.name not in _KEEP_TOP:
+            self._strings = []
 
     def _remember(self, op: _Op, argument: bytes) -> bool:
         if op.name in _MEMO_PUT:
@@ -871,6 +885,10 @@ def _argument(stream: _Stream, op: _Op) -> bytes | None:
     if len(prefix) != size:
         return None
     (length,) = struct.unpack(width, prefix)
+    if op.name in _NAMES and 0 <= length <= _NAME_BYTES:
+        # A short string may be half of a STACK_GLOBAL's name: kept, for the message.
+        data = stream.read(length)
+        return prefix + data if len(data) == length else None
     if length < 0 or not stream.skip(length):
         return None
     return prefix
@@ -891,9 +909,9 @@ def _dotted(name: str) -> bool:
     return all(part.isidentifier() for part in name.split("."))
 
 
-def _import_name(opcode: str, argument: bytes) -> str:
+def _import_name(opcode: str, argument: bytes, strings: list[str]) -> str:
     if opcode == "STACK_GLOBAL":
-        return "a name built on its stack"
+        return ".".join(strings) if len(strings) == 2 else "a name built on its stack"
     module, name, _ = argument.decode("utf-8", "replace").split("\n")
     return f"{module}.{name}"
 
