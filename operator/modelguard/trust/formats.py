@@ -81,7 +81,7 @@ class Limits:
     """Archives and compressed streams inside one another."""
     nested_archive_bytes: int = 32 << 20
     """A zip inside an archive or compressed stream, read into memory to list its members."""
-    pickle_opcodes: int = 1_000_000
+    pickle_opcodes: int = 100_000
     """Opcodes of a pickle stream followed before it must have ended."""
     keras_config_bytes: int = 16 << 20
 
