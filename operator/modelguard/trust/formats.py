@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
+import functools
 import io
 import re
 import struct
@@ -216,8 +217,29 @@ _LZ4_FRAME: typing.Final = b"\x04\x22\x4d\x18"
 _ZSTD_FRAME: typing.Final = b"\x28\xb5\x2f\xfd"
 
 
-def _classify(stream: _Stream, *, name: str, depth: int, budget: _Budget) -> Finding:
-    found = _by_head(stream, name=name, depth=depth, budget=budget)
+def _classify(
+    stream: _Stream,
+    *,
+    name: str,
+    depth: int,
+    budget: _Budget,
+    reopen: typing.Callable[[], typing.Any] | None = None,
+) -> Finding:
+    """What the stream holds. `reopen` gives a member's bytes afresh, where they can be."""
+    head = stream.peek(HEAD_BYTES)
+    if not head:
+        return Finding(Format.EMPTY)
+    found = _routed(stream, head, name=name, depth=depth, budget=budget)
+    if found is None:
+        found = _unrouted(stream, head, budget=budget)
+    elif found.format not in _ZIP_FORMATS and Family.PICKLE not in found.needs:
+        # pickle.load looks at no magic number: the same bytes, read as a pickle from the start.
+        # (A zip cannot be one: its first opcode is PERSID, which a plain unpickler refuses.)
+        pickled = _rescan(stream, head, reopen=reopen, budget=budget)
+        if pickled is not None:
+            return Finding(
+                found.format, found.needs | {Family.PICKLE}, f"read as a pickle, {pickled}"
+            )
     if found.code_capable or not stream.seekable or found.format in _ZIP_FORMATS:
         return found
     # zipfile (and Keras, through it) finds an archive by its end, whatever comes first.
@@ -227,10 +249,27 @@ def _classify(stream: _Stream, *, name: str, depth: int, budget: _Budget) -> Fin
     return archive if archive.code_capable else found
 
 
-def _by_head(stream: _Stream, *, name: str, depth: int, budget: _Budget) -> Finding:
-    head = stream.peek(HEAD_BYTES)
-    if not head:
-        return Finding(Format.EMPTY)
+def _rescan(
+    stream: _Stream,
+    head: bytes,
+    *,
+    reopen: typing.Callable[[], typing.Any] | None,
+    budget: _Budget,
+) -> str | None:
+    if stream.seekable:
+        stream.raw.seek(0)
+        return _scan_pickle(_Stream(stream.raw, seekable=True), budget=budget)
+    if reopen is not None:
+        with reopen() as again:
+            return _scan_pickle(_Stream(_Counted(again, budget)), budget=budget)
+    # A stream read once (inside a compressed stream or a streamed tar): its head, at least.
+    return _scan_pickle(_Stream(io.BytesIO(head)), budget=budget)
+
+
+def _routed(
+    stream: _Stream, head: bytes, *, name: str, depth: int, budget: _Budget
+) -> Finding | None:
+    """The formats told by their magic numbers: archives, compressed streams, HDF5, NumPy."""
     if head.startswith(_ZIP_MAGIC):
         return _zip(_seekable(stream, name=name, depth=depth, budget=budget), depth, budget)
     compressed = _compression(head)
@@ -253,6 +292,11 @@ def _by_head(stream: _Stream, *, name: str, depth: int, budget: _Budget) -> Find
         )
     if head.startswith(b"\x93NUMPY"):
         return _numpy(head)
+    return None
+
+
+def _unrouted(stream: _Stream, head: bytes, *, budget: _Budget) -> Finding:
+    """Everything else: a pickle if it reads as one, else labelled by its head."""
     pickled = _scan_pickle(stream, budget=budget)
     if pickled is not None:
         return Finding(Format.PICKLE, frozenset({Family.PICKLE}), pickled)
@@ -458,6 +502,7 @@ def _zip(file: typing.BinaryIO, depth: int, budget: _Budget) -> Finding:
                         name=f"member {info.filename!r}",
                         depth=depth + 1,
                         budget=budget,
+                        reopen=functools.partial(archive.open, info),
                     )
             except _LimitReached:
                 raise
@@ -627,6 +672,10 @@ def _tar(stream: _Stream, *, depth: int, budget: _Budget) -> Finding:
                     name=f"member {member.name!r}",
                     depth=depth + 1,
                     budget=budget,
+                    # In a file, a member can be read again; in a stream, only once.
+                    reopen=functools.partial(archive.extractfile, member)
+                    if stream.seekable
+                    else None,
                 )
                 if member.name == "pickle" and not inner.code_capable:
                     inner = Finding(Format.PICKLE, frozenset({Family.PICKLE}), "torch unpickles it")
