@@ -12,6 +12,7 @@ import pytest
 import test_agent_plan as helpers
 import test_trust_formats as samples
 
+from modelguard import cli
 from modelguard.agent import fetchverify
 from modelguard.sources import base, pvc
 
@@ -201,3 +202,37 @@ def test_a_file_longer_than_listed_is_refused_before_it_is_all_written(
         "source listed or the signature holds"
     )
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "allowed", "audit"),
+    [
+        pytest.param([], frozenset(), False, id="none"),
+        pytest.param(["--allow-format", "Keras"], frozenset({"Keras"}), False, id="keras"),
+        pytest.param(
+            ["--allow-format", "HDF5", "--allow-format", "Pickle", "--audit-formats"],
+            frozenset({"HDF5", "Pickle"}),
+            True,
+            id="two-and-audit",
+        ),
+        # What pods built by earlier versions pass.
+        pytest.param(["--allow-pickle", "--audit-pickle"], frozenset({"Pickle"}), True, id="old"),
+    ],
+)
+def test_format_flags_reach_the_agent(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], allowed: frozenset[str], audit: bool
+) -> None:
+    seen: list[fetchverify.Options] = []
+    monkeypatch.setattr(fetchverify, "run", lambda options, **_: seen.append(options) or 0)
+    argv = ["agent", "fetch-verify", "--source", "pvc://s/m", "--signature", "pvc://s/m/model.sig"]
+    argv += ["--root-digest", "sha256:" + "ab" * 32, "--dest", "/nowhere", *flags]
+    assert cli.main(argv) == 0
+    assert (seen[0].allow_formats, seen[0].audit_formats) == (allowed, audit)
+
+
+def test_an_unknown_format_family_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["agent", "fetch-verify", "--source", "pvc://s/m", "--signature", "pvc://s/m/model.sig"]
+    argv += ["--root-digest", "sha256:" + "ab" * 32, "--dest", "/nowhere", "--allow-format", "ONNX"]
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert "--allow-format: invalid choice: 'ONNX'" in capsys.readouterr().err
