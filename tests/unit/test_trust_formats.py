@@ -335,6 +335,15 @@ def test_a_pickle_member_past_the_member_limit_fails_closed() -> None:
     assert f"more than {formats.LIMITS.members} archive members" in found.why
 
 
+def test_the_opcodes_of_all_members_together_are_bounded() -> None:
+    # Each member alone is within the limit of one stream, all together are not: time is bounded.
+    long = b"\x80\x02(" + b"K\x01" * 50 + b"\x00"
+    content = zipped({f"m{i}": long for i in range(5)})
+    found = formats.sniff(content, limits=formats.Limits(pickle_opcodes=100, file_opcodes=200))
+    assert found.needs == formats.EVERY_FAMILY
+    assert "more than 200 in all" in found.why
+
+
 def test_the_opcode_limit_fails_closed() -> None:
     stream = b"\x80\x02(" + b"K\x01" * 1000 + b"l."
     found = formats.sniff(stream, limits=formats.Limits(pickle_opcodes=100))

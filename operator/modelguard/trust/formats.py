@@ -84,6 +84,8 @@ class Limits:
     """A zip inside an archive or compressed stream, read into memory to list its members."""
     pickle_opcodes: int = 100_000
     """Opcodes of a pickle stream followed before it must have ended."""
+    file_opcodes: int = 1_000_000
+    """Opcodes followed over every stream and member of the file: its time is bounded."""
     keras_config_bytes: int = 16 << 20
 
 
@@ -130,11 +132,19 @@ class _Budget:
         self.limits = limits
         self.members = 0
         self.inflated = 0
+        self.opcodes = 0
 
     def member(self) -> None:
         self.members += 1
         if self.members > self.limits.members:
             raise _LimitReached(f"it has more than {self.limits.members} archive members")
+
+    def opcode(self) -> None:
+        self.opcodes += 1
+        if self.opcodes > self.limits.file_opcodes:
+            raise _LimitReached(
+                f"its pickle opcodes number more than {self.limits.file_opcodes} in all"
+            )
 
     def inflate(self, count: int) -> None:
         self.inflated += count
@@ -818,6 +828,7 @@ def _scan_pickle(stream: _Stream, *, budget: _Budget) -> str | None:
         _OPCODES = _opcode_table()
     machine = _Unpickler(_OPCODES)
     for _ in range(budget.limits.pickle_opcodes):
+        budget.opcode()
         code = stream.read(1)
         op = machine.table.get(code[0]) if code else None
         if op is None:
