@@ -11,6 +11,7 @@ import io
 import json
 import lzma
 import os
+import pathlib
 import pickle
 import struct
 import tarfile
@@ -388,3 +389,24 @@ def test_damaged_archives_give_a_finding_not_an_exception(
         damaged[at % len(damaged)] = value
     found = formats.sniff(bytes(damaged[: len(damaged) - cut % 64]), limits=LIMITS)
     assert isinstance(found, formats.Finding)
+
+
+REAL = pathlib.Path(__file__).parent / "formats"
+REAL_CODE_CAPABLE = {
+    "obj.npy": "Pickle",
+    "structobj.npy": "Pickle",
+    "subobj.npy": "Pickle",
+    "object.npz": "Pickle",
+    "lambda.keras": "Keras",
+    "custom.keras": "Keras",
+    "legacy.h5": "HDF5",
+}
+
+
+@pytest.mark.parametrize(
+    "name", sorted(path.name for path in REAL.iterdir() if path.suffix != ".md")
+)
+def test_files_numpy_and_keras_wrote_are_judged_as_their_loaders_would(name: str) -> None:
+    found = formats.sniff((REAL / name).read_bytes())
+    expected = REAL_CODE_CAPABLE.get(name)
+    assert found.needs == (frozenset() if expected is None else {formats.Family(expected)}), found

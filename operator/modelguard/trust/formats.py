@@ -17,8 +17,10 @@ loader would do with the bytes:
   those);
 - Keras archives whose config names a Lambda layer or code outside Keras, and every HDF5 file
   (a Keras .h5 model can hold marshalled bytecode).
-A limit (members, inflated bytes, nesting depth, opcodes) that stops the inspection fails
-closed: the file needs every family allowed, and the finding names the limit.
+Magic numbers only route: pickle.load looks at none, so bytes told by one (a tar, an HDF5 user
+block) are read as a pickle from their start too. A limit (members, inflated bytes, nesting
+depth, opcodes) that stops the inspection fails closed: the file needs every family allowed, and
+the finding names the limit.
 
 Pure: callers hand over a seekable binary file object; nothing is opened here.
 """
