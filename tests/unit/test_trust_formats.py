@@ -148,6 +148,9 @@ BYPASSES = {
     "proto0-hex-int-first": (b"I0x10\n0" + EVIL, "Pickle"),  # genops refuses it, pickle does not
     "proto1-binfloat-first": (b"G" + struct.pack(">d", 1.0) + b"0" + EVIL, "Pickle"),
     "proto1-pop-mark-first": (b"J\x01\x00\x00\x00(0" + EVIL, "Pickle"),
+    # Text too, once the import is called (or returned).
+    "proto0-text-import-then-call": (b"cat\ndog\n)R.", "Pickle"),
+    "proto0-inst": (b"(S'id'\nios\nsystem\n.", "Pickle"),
     "proto0-long-string-first": (
         b"X" + struct.pack("<I", 100_000) + b"a" * 100_000 + b"0" + EVIL,
         "Pickle",
@@ -232,6 +235,9 @@ SAFE = {
     "merges-txt": (b"#version: 0.2\n\xc4\xa0 t\nh e\n", "TEXT"),
     "vocab-txt": (b"[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n", "TEXT"),
     "yaml": (b"model:\n  name: bert\n  layers: 12\n", "TEXT"),
+    # GLOBAL at.dog, then BUILD of one object: the unpickler stops before any call.
+    "labels-txt": (b"cat\ndog\nbird\nfish\n", "TEXT"),
+    "classes-txt": (b"class_a\nclass_b\ncar\n", "TEXT"),
     "safetensors": (safetensors(128), "SAFETENSORS"),
     # First bytes that are pickle opcodes: NONE STOP, PERSID, UNICODE, GLOBAL, BININT1 ... STOP.
     "safetensors-header-N.": (safetensors(0x2E4E), "SAFETENSORS"),

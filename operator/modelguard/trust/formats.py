@@ -4,7 +4,8 @@ Extensions lie (a `weights.bin` can be a pickle), and so do first bytes, so the 
 loader would do with the bytes:
 - a pickle stream of any protocol, with or without a PROTO header, is code-capable as soon as the
   unpickler would reach an import (GLOBAL, STACK_GLOBAL, INST) with its stack and memo in order:
-  every call opcode needs a callable, and only an import makes one. The opcodes are parsed here
+  every call opcode needs a callable, and only an import makes one (in printable text, once the
+  import is called or returned, so that a labels file `cat\ndog\n` stays text). The opcodes are parsed here
   as leniently as CPython's unpickler reads them (pickletools.genops is stricter: `I0x10` stops it
   but not the unpickler), length-prefixed data is skipped, and a stream after STOP is read on
   (torch's legacy files are several pickles in a row). A protocol 2+ stream that parses to STOP
@@ -814,6 +815,7 @@ _OPCODES: dict[int, _Op] | None = None
 _UP_TO_NEWLINE: typing.Final = -1
 _LENGTH_PREFIX: typing.Final = {-2: "<B", -3: "<i", -4: "<I", -5: "<Q"}
 _IMPORTS: typing.Final = frozenset({"GLOBAL", "STACK_GLOBAL", "INST"})
+_CALLS: typing.Final = frozenset({"REDUCE", "BUILD", "OBJ", "NEWOBJ", "NEWOBJ_EX", "STOP"})
 _MEMO_PUT: typing.Final = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
 _MEMO_GET: typing.Final = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _NAME_BYTES: typing.Final = 4096
@@ -828,7 +830,7 @@ def _scan_pickle(stream: _Stream, *, budget: _Budget) -> str | None:
     global _OPCODES  # noqa: PLW0603 - built once, on the first file that needs it
     if _OPCODES is None:
         _OPCODES = _opcode_table()
-    machine = _Unpickler(_OPCODES)
+    machine = _Unpickler(_OPCODES, text=_is_text(stream.peek(HEAD_BYTES)))
     for _ in range(budget.limits.pickle_opcodes):
         budget.opcode()
         code = stream.read(1)
@@ -846,9 +848,14 @@ def _scan_pickle(stream: _Stream, *, budget: _Budget) -> str | None:
 class _Unpickler:
     """The unpickler's stack, marks and memo, as far as they decide whether it goes on."""
 
-    def __init__(self, table: dict[int, _Op]) -> None:
+    def __init__(self, table: dict[int, _Op], *, text: bool) -> None:
         self.table = table
         self.verdict: str | None = None
+        # In text, an import counts once something calls or returns it: `cat\ndog\n` (a labels
+        # file) is a GLOBAL of at.dog, then BUILD with one object, where the unpickler stops.
+        # Importing alone runs only the module's own code, never the file's choice of call.
+        self._text = text
+        self._imported: str | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -868,12 +875,10 @@ class _Unpickler:
             self._protocol_header = True
         if not self._pop(op):
             return False
-        if op.name in _IMPORTS:
-            if op.name != "STACK_GLOBAL" and not _importable(argument):
-                return False  # __import__ of such a name fails before anything runs
-            name = _import_name(op.name, argument, self._strings)
-            self.verdict = f"it imports {name} when unpickled"
-            return True
+        if op.name in _IMPORTS or (self._imported is not None and op.name in _CALLS):
+            decided = self._code(op, argument)
+            if decided is not None:
+                return decided
         self._track_strings(op, argument)
         if not self._remember(op, argument):
             return False
@@ -889,6 +894,21 @@ class _Unpickler:
             else:
                 self._height += 1
         return True
+
+    def _code(self, op: _Op, argument: bytes) -> bool | None:
+        """An import, or a call of one in text: True once judged code-capable, False where the
+        unpickler would raise, None to go on."""
+        if op.name not in _IMPORTS:
+            self.verdict = self._imported
+            return True
+        if op.name != "STACK_GLOBAL" and not _importable(argument):
+            return False  # __import__ of such a name fails before anything runs
+        found = f"it imports {_import_name(op.name, argument, self._strings)} when unpickled"
+        if not self._text or op.name == "INST":  # INST imports and calls
+            self.verdict = found
+            return True
+        self._imported = self._imported or found
+        return None
 
     def _track_strings(self, op: _Op, argument: bytes) -> None:
         if op.name in _NAMES:
