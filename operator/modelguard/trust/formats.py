@@ -5,9 +5,9 @@ loader would do with the bytes:
 - a pickle stream of any protocol, with or without a PROTO header, is code-capable as soon as the
   unpickler would reach an import (GLOBAL, STACK_GLOBAL, INST) with its stack and memo in order:
   every call opcode needs a callable, and only an import makes one (in printable text, once the
-  import is called or returned, so that a labels file `cat\ndog\n` stays text). The opcodes are parsed here
-  as leniently as CPython's unpickler reads them (pickletools.genops is stricter: `I0x10` stops it
-  but not the unpickler), length-prefixed data is skipped, and a stream after STOP is read on
+  import is called or returned, so that a labels file `cat\ndog\n` stays text). The opcodes are
+  parsed as leniently as CPython's unpickler reads them (pickletools.genops is stricter: `I0x10`
+  stops it but not the unpickler), length-prefixed data is skipped, and what follows a STOP is read
   (torch's legacy files are several pickles in a row). A protocol 2+ stream that parses to STOP
   is a pickle too, imports or not;
 - compressed streams (gzip, zlib, bz2, xz/lzma) are inflated and judged by what they hold; lz4
