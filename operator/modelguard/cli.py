@@ -492,8 +492,9 @@ def _fetch_verify(args: argparse.Namespace) -> int:
         root_digest=args.root_digest,
         dest=args.dest,
         credentials_dir=args.credentials_dir,
-        allow_pickle=args.allow_pickle,
-        audit_pickle=args.audit_pickle,
+        allow_formats=frozenset(args.allow_format or ())
+        | ({"Pickle"} if args.allow_pickle else set()),
+        audit_formats=args.audit_formats,
         parallel=args.parallel,
         signature_digest=args.signature_digest,
         **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
@@ -543,13 +544,23 @@ def _add_agent(commands: typing.Any) -> None:
         " AWS_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE (default: anonymous)",
     )
     fetch.add_argument(
-        "--allow-pickle", action="store_true", help="admit pickle-based formats (code on load)"
+        "--allow-format",
+        action="append",
+        choices=("Pickle", "Keras", "HDF5"),
+        metavar="FAMILY",
+        help="admit this family of code-capable formats: Pickle, Keras or HDF5 (repeatable; the"
+        " TrustPolicy's spec.formats.allow)",
     )
     fetch.add_argument(
+        "--allow-pickle", action="store_true", help="the same as --allow-format Pickle"
+    )
+    fetch.add_argument(
+        "--audit-formats",
         "--audit-pickle",
+        dest="audit_formats",
         action="store_true",
-        help="admit pickle-based formats but report each on an `audit UnsafeFormat:` line, in the"
-        " termination log too (a TrustPolicy in Audit mode)",
+        help="admit code-capable formats not allowed but report each on an `audit UnsafeFormat:`"
+        " line, in the termination log too (a TrustPolicy in Audit mode)",
     )
     fetch.add_argument(
         "--parallel", type=int, default=4, metavar="N", help="files fetched at once (default 4)"

@@ -5,14 +5,18 @@ reason, in stderr and the termination log, and leaves nothing in DEST."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import io
+import json
 import os
 import pickle
 import stat
 import subprocess
 import sys
 import typing
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -202,6 +206,26 @@ def pickle_bytes() -> bytes:
     return pickle.dumps({"weights": [1.0, 2.0]}, protocol=4)
 
 
+def _zipped(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def headerless_pickle_in_a_zip() -> bytes:
+    # Protocol 4 opcodes without their PROTO header (an import of collections.OrderedDict),
+    # as a member of a zip whose name says nothing: the old sniffer saw neither.
+    return _zipped({"weights": pickle.dumps(collections.OrderedDict, protocol=4)[2:]})
+
+
+def keras_lambda() -> bytes:
+    layer = {"module": "keras.layers", "class_name": "Lambda", "config": {}}
+    config = {"module": "keras", "class_name": "Sequential", "config": {"layers": [layer]}}
+    return _zipped({"metadata.json": b"{}", "config.json": json.dumps(config).encode()})
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     reason: str
@@ -238,6 +262,14 @@ CASES = {
     ),
     # The files serialization signs no sizes: the listing's 12 MiB meet spec.model.maxBytes.
     "larger than its bound": Case("ModelTooLarge", extra=("--max-bytes", str(4 * MIB))),
+    "pickle without a PROTO header in a zip member": Case(
+        "UnsafeFormat",
+        files=lambda: signedmodel.demo_files("1.0") | {"model.pt": headerless_pickle_in_a_zip()},
+    ),
+    "keras archive with a Lambda layer": Case(
+        "UnsafeFormat",
+        files=lambda: signedmodel.demo_files("1.0") | {"model.keras": keras_lambda()},
+    ),
     "wrong root digest": Case("RootDigestMismatch", root_digest="sha256:" + "ab" * 32),
     "garbled bundle": Case(
         "MalformedBundle",
@@ -323,3 +355,20 @@ def test_pickle_is_admitted_when_allowed(
     result = run_agent(published, tmp_path, extra=["--allow-pickle"])
     assert result.returncode == 0, result.stderr
     assert dest_contents(tmp_path / "dest") == files
+
+
+def test_every_code_capable_format_is_admitted_and_reported_under_audit(
+    s3: s3server.S3Server, s3_bucket: str, tmp_path: Path, signing_key: tuple[Path, str]
+) -> None:
+    files = signedmodel.demo_files("1.0") | {
+        "model.keras": keras_lambda(),
+        "model.pt": headerless_pickle_in_a_zip(),
+    }
+    published = publish(s3, s3_bucket, tmp_path, signing_key, files)
+    result = run_agent(published, tmp_path, extra=["--allow-format", "Pickle", "--audit-formats"])
+    assert result.returncode == 0, result.stderr
+    assert dest_contents(tmp_path / "dest") == files
+    # Pickle is allowed: no violation. Keras is not: admitted under Audit, and reported.
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("audit UnsafeFormat: file 'model.keras' is a Keras archive "), line
+    assert "Lambda" in line

@@ -181,7 +181,7 @@ def test_pickle_admitted_under_an_audit_policy_is_reported_not_quarantined(
         wait_ready(kubectl, namespace, "m")
         template = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["template"]
         (agent,) = template["spec"]["initContainers"]
-        assert "--audit-pickle" in agent["args"]
+        assert "--audit-formats" in agent["args"]
         (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
         admitted = (
             "UnsafeFormat: file 'weights/model.bin' is a PyTorch pickle: loading it runs code; "

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import test_agent_plan as helpers
+import test_trust_formats as samples
 
+from modelguard import cli
 from modelguard.agent import fetchverify
 from modelguard.sources import base, pvc
 from modelguard.trust import statement
@@ -85,6 +87,70 @@ CASES = {
         lambda f: None,
     ),
 }
+# The bypasses of the old sniffer, through the agent: each is refused, by the same rule and
+# message as `modelguard verify`.
+CODE_CAPABLE = {
+    "pickle-without-proto-header": ("weights/model.bin", samples.BYPASSES["proto4-without-header"]),
+    "proto0-float-first": ("weights/model.bin", samples.BYPASSES["proto0-float-first"]),
+    "zip-member-long-head": ("model.pt", samples.BYPASSES["zip-member-pickle-with-long-head"]),
+    "zip-inside-zip": ("weights.zip", samples.BYPASSES["zip-inside-zip"]),
+    "npy-object": ("arrays/a.npy", samples.BYPASSES["npy-structured-object-field"]),
+    "legacy-torch-tar": ("model.tar", samples.BYPASSES["legacy-torch-tar"]),
+    "lz4-joblib": ("model.joblib", samples.BYPASSES["lz4-frame"]),
+    "keras-lambda": ("model.keras", samples.BYPASSES["keras-lambda-layer"]),
+    "hdf5": ("model.h5", samples.BYPASSES["hdf5-h5-model"]),
+}
+
+
+@pytest.mark.parametrize(("name", "sample"), CODE_CAPABLE.values(), ids=CODE_CAPABLE.keys())
+def test_code_capable_files_are_refused_naming_file_format_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, sample: tuple[bytes, str]
+) -> None:
+    content, family = sample
+    root = publish(tmp_path / "claims", FILES | {name: content})
+    log = tmp_path / "termination-log"
+    assert fetchverify.run(options(tmp_path, root), termination_log=log) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"UnsafeFormat: file {name!r} is "), line
+    assert line.endswith(f"admitting it needs {family} in spec.formats.allow"), line
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+@pytest.mark.parametrize("family", ["Keras", "HDF5"])
+def test_a_family_allowed_is_admitted_and_the_others_are_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], family: str
+) -> None:
+    files = FILES | {
+        "model.keras": samples.BYPASSES["keras-lambda-layer"][0],
+        "model.h5": samples.BYPASSES["hdf5-h5-model"][0],
+    }
+    root = publish(tmp_path / "claims", files)
+    log = tmp_path / "termination-log"
+    allowed = options(tmp_path, root, allow_formats=frozenset({family}))
+    assert fetchverify.run(allowed, termination_log=log) == 1
+    other = "HDF5" if family == "Keras" else "Keras"
+    assert capsys.readouterr().err.strip().endswith(f"needs {other} in spec.formats.allow")
+    both = options(tmp_path, root, allow_formats=frozenset({"Keras", "HDF5"}))
+    assert fetchverify.run(both, termination_log=log) == 0
+
+
+def test_audit_admits_and_reports_every_code_capable_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = FILES | {
+        "model.bin": samples.BYPASSES["proto4-without-header"][0],
+        "model.keras": samples.BYPASSES["keras-lambda-layer"][0],
+        "model.h5": samples.BYPASSES["hdf5-h5-model"][0],
+    }
+    root = publish(tmp_path / "claims", files)
+    log = tmp_path / "termination-log"
+    assert fetchverify.run(options(tmp_path, root, audit_formats=True), termination_log=log) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split("'")[1] for line in lines] == ["model.bin", "model.h5", "model.keras"]
+    for line in lines:
+        assert line.startswith("audit UnsafeFormat: file ")
+        assert line.endswith("admitted because the TrustPolicy's enforcement is Audit")
+    assert log.read_text().splitlines() == lines
 
 
 @pytest.mark.parametrize(("reason", "files", "tamper"), CASES.values(), ids=CASES.keys())
@@ -273,3 +339,37 @@ def test_the_cli_passes_max_bytes_to_the_agent(
     assert cli.main([*argv, "--max-bytes", "0"]) == 1
     assert capsys.readouterr().err.startswith("InvalidArgument: --max-bytes must be at least 1")
     assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "allowed", "audit"),
+    [
+        pytest.param([], frozenset(), False, id="none"),
+        pytest.param(["--allow-format", "Keras"], frozenset({"Keras"}), False, id="keras"),
+        pytest.param(
+            ["--allow-format", "HDF5", "--allow-format", "Pickle", "--audit-formats"],
+            frozenset({"HDF5", "Pickle"}),
+            True,
+            id="two-and-audit",
+        ),
+        # What pods built by earlier versions pass.
+        pytest.param(["--allow-pickle", "--audit-pickle"], frozenset({"Pickle"}), True, id="old"),
+    ],
+)
+def test_format_flags_reach_the_agent(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], allowed: frozenset[str], audit: bool
+) -> None:
+    seen: list[fetchverify.Options] = []
+    monkeypatch.setattr(fetchverify, "run", lambda options, **_: seen.append(options) or 0)
+    argv = ["agent", "fetch-verify", "--source", "pvc://s/m", "--signature", "pvc://s/m/model.sig"]
+    argv += ["--root-digest", "sha256:" + "ab" * 32, "--dest", "/nowhere", *flags]
+    assert cli.main(argv) == 0
+    assert (seen[0].allow_formats, seen[0].audit_formats) == (allowed, audit)
+
+
+def test_an_unknown_format_family_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["agent", "fetch-verify", "--source", "pvc://s/m", "--signature", "pvc://s/m/model.sig"]
+    argv += ["--root-digest", "sha256:" + "ab" * 32, "--dest", "/nowhere", "--allow-format", "ONNX"]
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert "--allow-format: invalid choice: 'ONNX'" in capsys.readouterr().err

@@ -41,7 +41,6 @@ OBJECT_STORE = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
 ARTIFACT = deployment.VerifiedArtifact(
     root_digest="sha256:" + "ab" * 32,
     signature_digest="sha256:" + "ef" * 32,
-    allow_pickle=False,
     agent_image="registry.example/modelguard@sha256:" + "cd" * 32,
 )
 
@@ -603,11 +602,11 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
 
 
 @pytest.mark.parametrize(
-    ("source", "allow_pickle", "extra_args", "agent_only_volumes", "audit_pickle"),
+    ("source", "allow_formats", "extra_args", "agent_only_volumes", "audit_formats"),
     [
         pytest.param(
             {"uri": "s3://models/m/1/", "credentialsSecret": "models-ro"},
-            False,
+            (),
             ["--credentials-dir", deployment.CREDENTIALS_MOUNT_PATH],
             {deployment.CREDENTIALS_VOLUME},
             False,
@@ -615,7 +614,7 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
         ),
         pytest.param(
             {"uri": "pvc://model-store/m/1/"},
-            False,
+            (),
             [],
             {deployment.CLAIM_VOLUME},
             False,
@@ -623,44 +622,52 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
         ),
         pytest.param(
             {"uri": "https://models.example/m/1/"},
-            True,
-            ["--allow-pickle"],
+            ("Pickle",),
+            ["--allow-format", "Pickle"],
             set(),
             False,
             id="policy-allows-pickle",
         ),
         pytest.param(
             {"uri": "https://models.example/m/1/"},
-            False,
-            ["--audit-pickle"],
+            ("HDF5", "Keras"),
+            ["--allow-format", "HDF5", "--allow-format", "Keras"],
             set(),
-            True,
-            id="policy-in-audit-mode-admits-and-reports-pickle",
+            False,
+            id="policy-allows-keras-and-hdf5",
         ),
         pytest.param(
             {"uri": "https://models.example/m/1/"},
-            True,
-            ["--allow-pickle"],
+            (),
+            ["--audit-formats"],
             set(),
             True,
-            id="allowed-pickle-is-no-violation-to-report",
+            id="policy-in-audit-mode-admits-and-reports-code-capable-files",
+        ),
+        pytest.param(
+            {"uri": "https://models.example/m/1/"},
+            ("Pickle",),
+            ["--allow-format", "Pickle", "--audit-formats"],
+            set(),
+            True,
+            id="audit-still-reports-the-families-not-allowed",
         ),
     ],
 )
 def test_agent_source_wiring(
     source: dict[str, str],
-    allow_pickle: bool,
+    allow_formats: tuple[str, ...],
     extra_args: list[str],
     agent_only_volumes: set[str],
-    audit_pickle: bool,
+    audit_formats: bool,
 ) -> None:
     md = _md(model={"name": "m", "version": "1", "source": source})
     artifact = deployment.VerifiedArtifact(
         root_digest=ARTIFACT.root_digest,
         signature_digest=ARTIFACT.signature_digest,
-        allow_pickle=allow_pickle,
         agent_image=ARTIFACT.agent_image,
-        audit_pickle=audit_pickle,
+        allow_formats=allow_formats,
+        audit_formats=audit_formats,
     )
     pod = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]
     (agent,) = pod["initContainers"]
@@ -681,19 +688,19 @@ def test_claims_mount_root_is_where_the_agent_looks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("allow_pickle", "audit_pickle"),
-    [(False, False), (True, False), (False, True)],
-    ids=["no-pickle", "pickle-allowed", "pickle-audited"],
+    ("allow_formats", "audit_formats"),
+    [((), False), (("Pickle",), False), ((), True), (("HDF5", "Keras", "Pickle"), True)],
+    ids=["none-allowed", "pickle-allowed", "audited", "all-allowed-and-audited"],
 )
 def test_the_served_artifact_reads_back_from_the_deployment(
-    allow_pickle: bool, audit_pickle: bool
+    allow_formats: tuple[str, ...], audit_formats: bool
 ) -> None:
     artifact = deployment.VerifiedArtifact(
         root_digest=ARTIFACT.root_digest,
         signature_digest=ARTIFACT.signature_digest,
-        allow_pickle=allow_pickle,
         agent_image=ARTIFACT.agent_image,
-        audit_pickle=audit_pickle,
+        allow_formats=allow_formats,
+        audit_formats=audit_formats,
     )
     assert deployment.artifact_of(deployment.build(_md(), artifact=artifact)) == artifact
 
@@ -734,6 +741,16 @@ def test_max_bytes_must_be_a_byte_to_a_pebibyte(max_bytes: str) -> None:
     with pytest.raises(errors.InvalidObjectError) as refused:
         _md(model=dict(SOURCE_MODEL) | {"maxBytes": max_bytes})
     assert "spec.model.maxBytes" in "; ".join(refused.value.messages)
+
+
+def test_an_artifact_of_an_earlier_version_reads_back_with_its_flags() -> None:
+    # Pods of earlier versions carry --allow-pickle and --audit-pickle.
+    built = deployment.build(_md(), artifact=ARTIFACT)
+    agent = built["spec"]["template"]["spec"]["initContainers"][0]
+    agent["args"] += ["--allow-pickle", "--audit-pickle"]
+    found = deployment.artifact_of(built)
+    assert found is not None
+    assert (found.allow_formats, found.audit_formats) == (("Pickle",), True)
 
 
 def test_a_deployment_not_built_by_us_has_no_artifact() -> None:

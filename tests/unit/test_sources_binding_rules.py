@@ -291,7 +291,6 @@ def test_the_agent_reads_from_the_endpoints_the_policy_binds() -> None:
     artifact = deployment.VerifiedArtifact(
         root_digest="sha256:" + "ab" * 32,
         signature_digest="sha256:" + "ef" * 32,
-        allow_pickle=False,
         agent_image="registry.example/modelguard@sha256:" + "cd" * 32,
         source_endpoint=MINIO,
         signature_endpoint="https://s3.other.example",

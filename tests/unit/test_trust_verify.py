@@ -144,7 +144,7 @@ def test_rules_carry_every_setting_of_the_policy(
                 {"uri": "s3://models/team-a/", "endpoint": "https://minio.storage:9000"},
                 {"uri": "pvc://store/", "namespace": "team-a"},
             ],
-            "formats": {"allowPickle": True},
+            "formats": {"allowPickle": True, "allow": ["Keras"]},
             "enforcement": "Audit",
         }
     )
@@ -156,7 +156,7 @@ def test_rules_carry_every_setting_of_the_policy(
             policy.SourceRule(uri="s3://models/team-a/", endpoint="https://minio.storage:9000"),
             policy.SourceRule(uri="pvc://store/", namespace="team-a"),
         ),
-        allow_pickle=True,
+        allow_formats=frozenset({"Keras", "Pickle"}),
         audit=True,
     )
     assert [signer.name for signer in rules.signers] == ["trusted", "other"]

@@ -5,10 +5,13 @@ the pod spec. The agent reads the bundle, takes the statement with that digest (
 the source's listing against it, then streams every signed file into DEST, several at once, hashing
 each in the same pass that writes it: the network read of the next chunk overlaps the hashing and
 writing of the previous one, which run in worker threads, one per core at most (hashlib releases
-the GIL). A file whose digest differs, a pickle-based file (unless allowed), or any source failure
-stops everything, and DEST is emptied again. Success leaves read-only files and one summary line;
-under a TrustPolicy in Audit mode (--audit-pickle) a pickle-based file is admitted, and each one is
-reported on an `audit UnsafeFormat: ...` line, in the termination log too, for the operator.
+the GIL). Once a file's digest matches, the whole file on disk is classified as `modelguard
+verify` does (trust.formats: every member of an archive), before any model server can start. A
+file whose digest differs, a code-capable format the policy does not allow (--allow-format), or
+any source failure stops everything, and DEST is emptied again. Success leaves read-only files and
+one summary line; under a TrustPolicy in Audit mode (--audit-formats) a code-capable file is
+admitted, and each one is reported on an `audit UnsafeFormat: ...` line, in the termination log
+too, for the operator.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from modelguard import sources
 from modelguard.agent import destination, failures, plan
 from modelguard.api import endpoints
 from modelguard.sources import base, credentials, errors, locations, pvc
-from modelguard.trust import bundle, folder, formats, reasons, statement
+from modelguard.trust import bundle, folder, formats, policy, reasons, statement
 
 DEFAULT_TERMINATION_LOG: typing.Final = Path("/dev/termination-log")
 DEFAULT_PARALLEL: typing.Final = 4
@@ -47,9 +50,11 @@ class Options:
     root_digest: str
     dest: Path
     credentials_dir: Path | None = None
-    allow_pickle: bool = False
-    # Admit pickle-based files but report each one: the TrustPolicy's enforcement is Audit.
-    audit_pickle: bool = False
+    allow_formats: frozenset[str] = frozenset()
+    """Code-capable format families admitted (formats.Family values): spec.formats.allow."""
+    audit_formats: bool = False
+    """Admit code-capable files the policy does not allow but report each one: the TrustPolicy's
+    enforcement is Audit."""
     # sha256:HEX of the signature file the operator verified; None: only the root digest binds.
     signature_digest: str | None = None
     parallel: int = DEFAULT_PARALLEL
@@ -261,7 +266,7 @@ class _Fetcher:
         # Bytes received over all files: the event loop alone counts, so no lock is needed.
         self._received = 0
         self.audit: list[reasons.Violation] = []
-        """Pickle-based files admitted under --audit-pickle."""
+        """Code-capable files admitted under --audit-formats."""
 
     async def run_blocking(self, call: typing.Callable[[], typing.Any]) -> typing.Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
@@ -290,7 +295,7 @@ class _Fetcher:
             finally:
                 out.close()
             plan.check_file(item, actual)
-            if not self._options.allow_pickle:
+            if not self._options.allow_formats >= formats.EVERY_FAMILY:
                 await self.run_blocking(lambda: self._check_format(item.path, size=out.size))
             return out.size
 
@@ -343,23 +348,21 @@ class _Fetcher:
                     await asyncio.shield(pending)
 
     def _check_format(self, name: str, *, size: int) -> None:
-        kind = folder.sniff(self._dest.root, folder.LocalFile(path=name, size=size))
-        if not formats.is_pickle_based(kind):
+        # The file is complete on disk and matches its digest: every member can be read.
+        found = folder.sniff(self._dest.root, folder.LocalFile(path=name, size=size))
+        violation = policy.check_formats({name: found}, allowed=self._options.allow_formats)
+        if violation is None:
             return
-        found = f"file {name!r} is {kind}: loading it runs code"
-        if self._options.audit_pickle:
+        if self._options.audit_formats:
             self.audit.append(
-                reasons.Violation(
-                    reasons.Reason.UNSAFE_FORMAT,
-                    f"{found}; admitted because the TrustPolicy's enforcement is Audit",
+                dataclasses.replace(
+                    violation,
+                    message=f"{violation.message}; admitted because the TrustPolicy's "
+                    "enforcement is Audit",
                 )
             )
             return
-        raise reasons.VerificationError(
-            reasons.Reason.UNSAFE_FORMAT,
-            f"{found}; pickle-based formats need --allow-pickle (TrustPolicy "
-            "spec.formats.allowPickle)",
-        )
+        raise reasons.VerificationError.of(violation)
 
 
 def _first(group_error: BaseExceptionGroup[BaseException]) -> BaseException:

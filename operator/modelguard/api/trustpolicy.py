@@ -261,12 +261,39 @@ class Approver(conventions.Spec):
     """Roles of the approver (e.g. security, model-owner), for policies that need them."""
 
 
+class CodeFormat(enum.StrEnum):
+    """A family of model formats whose usual loader can run code chosen by whoever wrote the
+    file."""
+
+    PICKLE = "Pickle"
+    KERAS = "Keras"
+    HDF5 = "HDF5"
+
+
 class Formats(conventions.Spec):
-    """Which file formats a model may contain, judged by content, not by extension."""
+    """Which file formats a model may contain, judged by content, not by extension or first
+    bytes: every member of an archive, recursively. Default: none whose loader can run code."""
+
+    allow: list[CodeFormat] = pydantic.Field(
+        default=[], max_length=len(CodeFormat), json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Code-capable formats a model may contain anyway: loading them runs code chosen by whoever
+    wrote the file. Pickle: pickle streams of any protocol, compressed pickles (joblib), PyTorch
+    zip and legacy tar checkpoints (.pt, .pth, .bin), NumPy arrays that hold Python objects, and
+    lz4 or zstd files, which cannot be inspected. Keras: .keras archives whose config names a
+    Lambda layer or code outside Keras. HDF5: every HDF5 file (.h5; a Keras .h5 model can hold
+    marshalled bytecode). A file too large or too deeply nested to inspect fully needs all
+    three. Default: [] (none)."""
 
     allow_pickle: bool = False
-    """Allow pickle-based files (pickle, PyTorch .pt/.pth/.bin archives, joblib, NumPy object
-    arrays): loading them runs code chosen by whoever wrote them. Default: false."""
+    """Deprecated: the same as listing Pickle in allow. Default: false."""
+
+    def allowed(self) -> tuple[str, ...]:
+        """The families allowed, allowPickle included, sorted."""
+        names = {str(item) for item in self.allow}
+        if self.allow_pickle:
+            names.add(CodeFormat.PICKLE)
+        return tuple(sorted(names))
 
 
 class Network(conventions.Spec):
@@ -443,7 +470,7 @@ class TrustPolicySpec(conventions.Spec):
     """Hash types a signature may use. Default: [sha256]."""
 
     formats: Formats = Formats()
-    """Which file formats a model may contain. Default: no pickle-based formats."""
+    """Which file formats a model may contain. Default: none whose loader can run code."""
 
     network: Network = Network()
     """Network limits of ModelDeployments under this policy. Default: nothing opened."""

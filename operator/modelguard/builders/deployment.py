@@ -49,12 +49,13 @@ class VerifiedArtifact:
     signature_digest: str
     """sha256 of the signature file verified, "sha256:<hex>": the root digest does not bind file
     names, so the agent must read this very bundle."""
-    allow_pickle: bool
-    """The TrustPolicy's formats.allowPickle."""
     agent_image: str
     """The image of `modelguard agent fetch-verify` (the operator's own image, by digest)."""
-    audit_pickle: bool = False
-    """The TrustPolicy's enforcement is Audit: pickle-based files are admitted and reported."""
+    allow_formats: tuple[str, ...] = ()
+    """The code-capable format families the TrustPolicy allows (spec.formats.allow), sorted."""
+    audit_formats: bool = False
+    """The TrustPolicy's enforcement is Audit: code-capable files it does not allow are admitted
+    and reported."""
     max_bytes: int = DEFAULT_MAX_BYTES
     """The most bytes the agent writes (`model_byte_bound`); the model volume's sizeLimit."""
     source_endpoint: str | None = None
@@ -139,9 +140,9 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
     return VerifiedArtifact(
         root_digest=str(root),
         signature_digest=args[args.index("--signature-digest") + 1],
-        allow_pickle="--allow-pickle" in args,
         agent_image=str(agents[0].get("image", "")),
-        audit_pickle="--audit-pickle" in args,
+        allow_formats=_allowed_formats(args),
+        audit_formats="--audit-formats" in args or "--audit-pickle" in args,
         max_bytes=max_bytes,
         source_endpoint=_flag(args, "--source-endpoint"),
         signature_endpoint=_flag(args, "--signature-endpoint"),
@@ -151,6 +152,14 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
 def _flag(args: list[str], flag: str) -> str | None:
     at = args.index(flag) if flag in args else -1
     return args[at + 1] if 0 <= at < len(args) - 1 else None
+
+
+def _allowed_formats(args: list[str]) -> tuple[str, ...]:
+    # --allow-pickle: what pod specs of earlier versions carry.
+    names = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--allow-format"}
+    if "--allow-pickle" in args:
+        names.add("Pickle")
+    return tuple(sorted(names))
 
 
 def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> dict[str, typing.Any]:
@@ -244,10 +253,10 @@ def _agent_container(
         mounts.append(
             {"name": CLAIM_VOLUME, "mountPath": f"{CLAIMS_MOUNT_ROOT}/{claim}", "readOnly": True}
         )
-    if artifact.allow_pickle:
-        args.append("--allow-pickle")
-    elif artifact.audit_pickle:
-        args.append("--audit-pickle")
+    for family in artifact.allow_formats:
+        args += ["--allow-format", family]
+    if artifact.audit_formats:
+        args.append("--audit-formats")
     return {
         "name": AGENT_CONTAINER,
         "image": artifact.agent_image,

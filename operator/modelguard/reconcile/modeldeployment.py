@@ -168,9 +168,9 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
     artifact = deployment_builder.VerifiedArtifact(
         root_digest=verified.root_digest,
         signature_digest=verified.signature_digest,
-        allow_pickle=verified.allow_pickle,
         agent_image=context.agent_image,
-        audit_pickle=verified.audit_formats,
+        allow_formats=verified.allow_formats,
+        audit_formats=verified.audit_formats,
         max_bytes=deployment_builder.model_byte_bound(model, signed_bytes=verified.bytes),
         source_endpoint=verified.source_endpoint,
         signature_endpoint=verified.signature_endpoint,

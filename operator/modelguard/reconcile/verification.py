@@ -59,9 +59,11 @@ class Verified:
     files: int
     bytes: int | None
     verified_at: str
-    allow_pickle: bool
+    allow_formats: tuple[str, ...]
+    """The code-capable format families the policy allows, for the pod's agent."""
     audit_formats: bool
-    """The policy's enforcement is Audit: the pod's agent admits, and reports, pickle files."""
+    """The policy's enforcement is Audit: the pod's agent admits, and reports, code-capable
+    files it does not allow."""
     audit: tuple[reasons.Violation, ...]
     """Violations admitted because the policy's enforcement is Audit."""
     policy: trustpolicy.TrustPolicySpec
@@ -304,7 +306,7 @@ def _verify(
             files=len(sizes),
             bytes=total,
             verified_at=conditions.rfc3339(now),
-            allow_pickle=policy.spec.formats.allow_pickle,
+            allow_formats=policy.spec.formats.allowed(),
             audit_formats=policy.spec.enforcement is trustpolicy.Enforcement.AUDIT,
             audit=signed.audit,
             policy=policy.spec,

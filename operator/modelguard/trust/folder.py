@@ -1,4 +1,4 @@
-"""Reading a local model folder: listing it safely, hashing it in parallel, sniffing formats.
+"""Reading a local model folder: listing it safely, hashing it in parallel, classifying formats.
 
 The only module of the trust layer that touches files. Listing never follows a symlink (one is an
 UnsafePath, as are special files and unsafe names). Hashing runs one thread per available core
@@ -263,35 +263,14 @@ def _read_ahead(descriptor: int, offset: int, length: int) -> None:
         advise(descriptor, offset, length, os.POSIX_FADV_WILLNEED)
 
 
-def sniff(root: pathlib.Path, item: LocalFile) -> formats.Format:
-    """The format of one file, from its first bytes (and its members', for a zip archive)."""
-    path = root / item.path
+def sniff(root: pathlib.Path, item: LocalFile) -> formats.Finding:
+    """What one file holds (every member, for an archive) and what must be allowed to load it."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(formats.HEAD_BYTES)
-        if not head.startswith(b"PK"):
-            return formats.sniff(head)
-        return formats.sniff(head, zip_members=_zip_members(path))
+        descriptor = os.open(root / item.path, _OPEN_FLAGS)
+        with os.fdopen(descriptor, "rb") as handle:
+            return formats.classify(handle)
     except OSError as error:
         raise _unreadable(item.path, error) from None
-
-
-def _zip_members(path: pathlib.Path) -> dict[str, bytes] | None:
-    # Imported here: most models hold no zip archive, and start-up time counts for verify.
-    import zipfile  # noqa: PLC0415
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {}
-            for info in archive.infolist()[: formats.MAX_ZIP_MEMBERS]:
-                if info.is_dir():
-                    continue
-                with archive.open(info) as member:
-                    members[info.filename] = member.read(formats.ZIP_MEMBER_HEAD_BYTES)
-            return members
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError):
-        # Not a readable zip: judged by its head alone.
-        return None
 
 
 def _shrank(name: str) -> reasons.VerificationError:

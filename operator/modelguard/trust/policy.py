@@ -66,7 +66,8 @@ class Rules:
     min_signers: int = 1
     hash_algorithms: frozenset[str] = frozenset({"sha256"})
     sources: tuple[SourceRule, ...] = ()
-    allow_pickle: bool = False
+    allow_formats: frozenset[str] = frozenset()
+    """Code-capable format families admitted (formats.Family values): spec.formats.allow."""
     audit: bool = False
     """Enforcement is Audit: admit (and report) the violations AUDITABLE lists."""
 
@@ -82,7 +83,7 @@ def rules_of(spec: trustpolicy.TrustPolicySpec) -> Rules:
         min_signers=spec.min_signers,
         hash_algorithms=frozenset(str(algorithm) for algorithm in spec.hash_algorithms),
         sources=source_rules(spec),
-        allow_pickle=spec.formats.allow_pickle,
+        allow_formats=frozenset(spec.formats.allowed()),
         audit=spec.enforcement is trustpolicy.Enforcement.AUDIT,
     )
 
@@ -164,19 +165,20 @@ def check_hash_algorithm(
 
 
 def check_formats(
-    kinds: typing.Mapping[str, formats.Format], *, allow_pickle: bool
+    found: typing.Mapping[str, formats.Finding], *, allowed: typing.Collection[str]
 ) -> reasons.Violation | None:
-    if allow_pickle:
+    """Refuse a file whose loader can run code unless spec.formats.allow lists its family: the
+    one rule of `modelguard verify` and of the agent in the pod."""
+    refused = sorted(name for name, finding in found.items() if not finding.needs.issubset(allowed))
+    if not refused:
         return None
-    unsafe = sorted(name for name, kind in kinds.items() if formats.is_pickle_based(kind))
-    if not unsafe:
-        return None
-    first = unsafe[0]
-    more = f" (and {len(unsafe) - 1} more)" if len(unsafe) > 1 else ""
+    first = refused[0]
+    missing = sorted(found[first].needs - set(allowed))
+    more = f" (and {len(refused) - 1} more file(s))" if len(refused) > 1 else ""
     return reasons.Violation(
         reasons.Reason.UNSAFE_FORMAT,
-        f"file {first!r} is {kinds[first]}{more}: loading it runs code; "
-        "spec.formats.allowPickle is false",
+        f"file {first!r} is {found[first]}{more}: loading it can run code; admitting it needs "
+        f"{' and '.join(missing)} in spec.formats.allow",
     )
 
 

@@ -187,9 +187,9 @@ def verify_folder(
     difference = compare(signed.statement.resources, actual)
     if difference is not None:
         raise reasons.VerificationError.of(difference)
-    kinds = {item.path: folder.sniff(base, disk) for item, disk in zip(local, on_disk, strict=True)}
+    found = {item.path: folder.sniff(base, disk) for item, disk in zip(local, on_disk, strict=True)}
     admitted = policy.enforce(
-        policy.evaluate([lambda: policy.check_formats(kinds, allow_pickle=rules.allow_pickle)]),
+        policy.evaluate([lambda: policy.check_formats(found, allowed=rules.allow_formats)]),
         audit=rules.audit,
     )
     return Result(
