@@ -255,10 +255,11 @@ def model_deployment(
         return Decision.allow()
     if known_policies is None or policy in known_policies:
         return Decision.allow()
-    known = ", ".join(sorted(known_policies)) or "none"
+    # The other policies' names stay out of the denial: whoever may write a ModelDeployment is
+    # not necessarily allowed to list TrustPolicies, and a denial must not list them instead.
     return Decision.deny(
-        f"spec.trustPolicy: TrustPolicy {policy!r} does not exist (known: {known}); create it"
-        " first, or name an existing one"
+        f"spec.trustPolicy: TrustPolicy {policy!r} does not exist; create it first, or name an"
+        " existing one (kubectl get trustpolicies)"
     )
 
 
