@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     bundle = certs.generate(ip_addresses=["127.0.0.1"])
     certs.write(bundle, state / "tls")
+    # Kept across runs: it verifies the records of every earlier run in the same audit log.
+    audit_key = state / "audit.key"
+    if not audit_key.exists():
+        audit_key.touch(mode=0o600)
+        audit_key.write_bytes(os.urandom(32))
     port = _free_port()
     with args.log.open("ab") as log:
         operator = subprocess.Popen(
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--webhook-cert-dir={state / 'tls'}",
                 f"--operator-username=system:serviceaccount:{NAMESPACE}:{RELEASE}",
                 *("--audit-log", str(state / "audit.jsonl")),
+                *("--audit-key-file", str(audit_key)),
             ],
             env={**os.environ, "KUBECONFIG": str(identity), "POD_NAME": "modelguard-local"},
             stdout=log,

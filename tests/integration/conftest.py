@@ -146,6 +146,8 @@ def operator(
         service_account=RELEASE,
         path=directory / "operator.kubeconfig",
     )
+    audit_key = directory / "audit.key"
+    audit_key.write_bytes(os.urandom(32))
     log_path = SESSION_DIR / "cluster" / "logs" / "operator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
@@ -167,6 +169,8 @@ def operator(
                 # Standard output would mix into the log below; tests read the records here.
                 "--audit-log",
                 str(log_path.with_name("audit.jsonl")),
+                "--audit-key-file",
+                str(audit_key),
             ],
             env=env,
             stdout=log,

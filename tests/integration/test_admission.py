@@ -94,6 +94,8 @@ def webhook(
     directory = tmp_path_factory.mktemp("webhook")
     bundle = certs.generate(ip_addresses=["127.0.0.1"])
     certs.write(bundle, directory / "tls")
+    audit_key = directory / "audit.key"
+    audit_key.write_bytes(os.urandom(32))
     identity = harness.token_kubeconfig(
         kubectl,
         namespace=chart_installed,
@@ -114,6 +116,7 @@ def webhook(
             "--webhook-addr=127.0.0.1",
             f"--webhook-cert-dir={directory / 'tls'}",
             f"--operator-username=system:serviceaccount:{chart_installed}:modelguard",
+            f"--audit-key-file={audit_key}",
         ],
         env={
             **os.environ,

@@ -46,9 +46,13 @@ def _decisions(audit_log: Path, uid: str) -> list[str]:
     return [record["decision"] for record in _records_of(audit_log, uid)]
 
 
-def _audit_verify(path: Path) -> subprocess.CompletedProcess[str]:
+def _audit_verify(
+    path: Path, operator: subprocess.Popen[bytes]
+) -> subprocess.CompletedProcess[str]:
+    args = [str(arg) for arg in typing.cast(list[str], operator.args)]
+    key = args[args.index("--audit-key-file") + 1]
     return subprocess.run(
-        [sys.executable, "-m", "modelguard.cli", "audit", "verify", str(path)],
+        [sys.executable, "-m", "modelguard.cli", "audit", "verify", str(path), "--key-file", key],
         capture_output=True,
         text=True,
         timeout=60,
@@ -57,7 +61,12 @@ def _audit_verify(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_quarantine_through_the_spec_and_its_lifting_are_audited(
-    kubectl: harness.Kubectl, namespace: str, source: str, audit_log: Path, tmp_path: Path
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    audit_log: Path,
+    tmp_path: Path,
+    operator: subprocess.Popen[bytes],
 ) -> None:
     kubectl.apply(model_deployment("a", source=source), namespace=namespace)
     uid = wait_ready(kubectl, namespace, "a")["metadata"]["uid"]
@@ -100,7 +109,7 @@ def test_quarantine_through_the_spec_and_its_lifting_are_audited(
     harness.eventually(lifted, timeout=60)
 
     intact = _snapshot(audit_log, tmp_path / "audit.jsonl")
-    checked = _audit_verify(intact)
+    checked = _audit_verify(intact, operator)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.endswith("chain intact\n")
     assert checked.stdout.split()[0] == str(len(intact.read_text().splitlines()))
@@ -116,7 +125,7 @@ def test_quarantine_through_the_spec_and_its_lifting_are_audited(
     lines[number - 1] = lines[number - 1][:at] + b"N" + lines[number - 1][at + 1 :]
     edited = tmp_path / "edited.jsonl"
     edited.write_bytes(b"".join(lines))
-    refused = _audit_verify(edited)
+    refused = _audit_verify(edited, operator)
     assert refused.returncode == 1
     seq = json.loads(lines[number - 1])["seq"]
     assert refused.stderr == (
