@@ -28,7 +28,7 @@ RELEASE = "modelguard"
 # One directory per test session, so that two sessions on one machine never share state.
 SESSION_DIR = harness.REPO_ROOT / ".cluster-test" / f"session-{os.getpid()}"
 # kwok runs no containers, so any image pinned by digest serves as the agent's.
-AGENT_IMAGE = f"registry.example/modelguard@{harness.IMAGE_DIGEST}"
+AGENT_IMAGE = f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 RESTRICTED = {
