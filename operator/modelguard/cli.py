@@ -106,6 +106,8 @@ def _webhook_options(args: argparse.Namespace) -> serving.Options:
             operator_username=args.operator_username or "",
             break_glass_group=args.break_glass_group,
         ),
+        client_ca=args.webhook_client_ca,
+        client_names=tuple(args.webhook_client_name or ()),
     )
 
 
@@ -126,6 +128,20 @@ def _add_webhook_flags(run: argparse.ArgumentParser) -> None:
         type=pathlib.Path,
         metavar="DIR",
         help="tls.crt and tls.key (a mounted kubernetes.io/tls Secret); reloaded when they change",
+    )
+    webhook.add_argument(
+        "--webhook-client-ca",
+        type=pathlib.Path,
+        metavar="PEM",
+        help="answer only TLS clients with a certificate this CA signed: the API server's webhook"
+        " client certificate (its AdmissionConfiguration kubeConfigFile); default: any client",
+    )
+    webhook.add_argument(
+        "--webhook-client-name",
+        action="append",
+        metavar="NAME",
+        help="with --webhook-client-ca: the client certificate's common name or DNS name must be"
+        " one of these (repeatable)",
     )
     webhook.add_argument(
         "--operator-username",

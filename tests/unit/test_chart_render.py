@@ -256,3 +256,25 @@ def test_an_existing_audit_key_secret_replaces_the_generated_one(helm: Path) -> 
     deployment = kinds(docs)["Deployment", "t-modelguard"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["audit-key"]["secret"]["secretName"] == "my-audit-key"
+
+
+def test_the_webhook_answers_only_the_api_servers_client_certificate_when_given_its_ca(
+    helm: Path,
+) -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    docs = render(
+        helm,
+        "--set-string",
+        f"webhook.clientAuth.caBundle={pem}",
+        "--set",
+        "webhook.clientAuth.names={kube-apiserver}",
+    )
+    found = kinds(docs)
+    assert found["ConfigMap", "t-modelguard-webhook-client-ca"]["data"]["ca.crt"].strip() == pem
+    container = _operator_container(docs)
+    assert "--webhook-client-ca=/etc/modelguard/webhook-client/ca.crt" in container["args"]
+    assert "--webhook-client-name=kube-apiserver" in container["args"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["webhook-client-ca"] == "/etc/modelguard/webhook-client"
+    default = _operator_container(render(helm))
+    assert not [arg for arg in default["args"] if arg.startswith("--webhook-client")]
