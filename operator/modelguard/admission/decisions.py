@@ -14,7 +14,7 @@ import typing
 
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import labels
-from modelguard.trust import access, approval, reasons
+from modelguard.trust import access, approval, reasons, signatures
 
 Request = collections.abc.Mapping[str, typing.Any]
 
@@ -142,6 +142,8 @@ def trust_policy(request: Request) -> Decision:
     except errors.InvalidObjectError as error:
         return Decision.deny(f"TrustPolicy {request.get('name')}: {'; '.join(error.messages)}")
     spec = policy.spec
+    if (duplicate := _duplicate_approver_key(spec)) is not None:
+        return Decision.deny(f"TrustPolicy {request.get('name')}: {duplicate}")
     if spec.min_approvals > len(spec.approvers):
         return Decision.allow(
             f"spec.minApprovals is {spec.min_approvals} but spec.approvers lists "
@@ -149,6 +151,28 @@ def trust_policy(request: Request) -> Decision:
             "added"
         )
     return Decision.allow()
+
+
+def _duplicate_approver_key(spec: trustpolicy.TrustPolicySpec) -> str | None:
+    """Approvals count keys (one key under two names is one approver): a policy listing one key
+    twice promises a k-of-n it does not have."""
+    try:
+        keys = approval.trusted_approvers(spec)
+    except reasons.VerificationError:
+        return None  # a key that does not parse is refused by the schema already
+    first: dict[str, int] = {}
+    for index, approver in enumerate(spec.approvers):
+        fingerprint = signatures.key_hint(keys[approver.name].key)
+        if fingerprint in first:
+            earlier = first[fingerprint]
+            return (
+                f"spec.approvers[{index}] ({approver.name}) has the key of "
+                f"spec.approvers[{earlier}] ({spec.approvers[earlier].name}): one key is one "
+                "approver, whatever its names;"
+                " list it once, with all its roles"
+            )
+        first[fingerprint] = index
+    return None
 
 
 def model_approval(
