@@ -129,6 +129,17 @@ def main(argv: list[str] | None = None) -> int:
         audit_key.touch(mode=0o600)
         audit_key.write_bytes(os.urandom(32))
     port = _free_port()
+    # The local control plane presents a webhook client certificate (another cluster may not):
+    # answer that caller alone.
+    client_ca = localcluster.webhook_client_ca(args.kubeconfig)
+    client_auth = (
+        (
+            f"--webhook-client-ca={client_ca}",
+            f"--webhook-client-name={localcluster.WEBHOOK_CLIENT_NAME}",
+        )
+        if client_ca.exists()
+        else ()
+    )
     with args.log.open("ab") as log:
         operator = subprocess.Popen(
             [
@@ -138,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--operator-username=system:serviceaccount:{NAMESPACE}:{RELEASE}",
                 *("--audit-log", str(state / "audit.jsonl")),
                 *("--audit-key-file", str(audit_key)),
+                *client_auth,
             ],
             env={**os.environ, "KUBECONFIG": str(identity), "POD_NAME": "modelguard-local"},
             stdout=log,
