@@ -197,3 +197,38 @@ def test_a_reverted_drift_is_audited_naming_the_child_and_who_changed_it(
         ]
 
     harness.eventually(recorded, timeout=30)
+
+
+def test_a_lone_surrogate_in_a_key_hint_drops_no_status_event_or_record(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    s3: typing.Any,
+    audit_log: Path,
+    tmp_path: Path,
+    operator: subprocess.Popen[bytes],
+) -> None:
+    # The signature file is the tenant's: its key hint may be any JSON string, a lone
+    # surrogate included, which UTF-8 (and so the API server and the audit log) cannot carry.
+    bucket, prefix = source.removeprefix("s3://").split("/", 1)
+    document = json.loads(s3.get_object(bucket, f"{prefix}model.sig"))
+    document["verificationMaterial"]["publicKey"]["hint"] = "\udc80\n{forged}"
+    s3.put_object(bucket, f"{prefix}model.sig", json.dumps(document).encode())
+
+    kubectl.apply(model_deployment("hint", source=source), namespace=namespace)
+
+    def refused() -> None:
+        body = kubectl.get("modeldeployment", "hint", namespace=namespace)
+        verified = harness.condition(body, "Verified")
+        assert (verified["status"], verified["reason"]) == ("False", "UntrustedSigner")
+        assert "sha256:\\udc80\n{forged}" in verified["message"]
+        uid = body["metadata"]["uid"] if body else ""
+        assert "VerificationRefused" in _decisions(audit_log, uid)
+        assert any(
+            e["reason"] == "UntrustedSigner"
+            for e in harness.model_events(kubectl, namespace, "hint")
+        )
+
+    harness.eventually(refused, timeout=60)
+    checked = _audit_verify(_snapshot(audit_log, tmp_path / "audit.jsonl"), operator)
+    assert checked.returncode == 0, checked.stderr
