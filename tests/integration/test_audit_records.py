@@ -220,7 +220,7 @@ def test_a_lone_surrogate_in_a_key_hint_drops_no_status_event_or_record(
     def refused() -> None:
         body = kubectl.get("modeldeployment", "hint", namespace=namespace)
         verified = harness.condition(body, "Verified")
-        assert (verified["status"], verified["reason"]) == ("False", "UntrustedSigner")
+        assert (verified.get("status"), verified.get("reason")) == ("False", "UntrustedSigner")
         assert "sha256:\\udc80\n{forged}" in verified["message"]
         uid = body["metadata"]["uid"] if body else ""
         assert "VerificationRefused" in _decisions(audit_log, uid)
