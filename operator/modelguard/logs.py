@@ -28,6 +28,9 @@ _UNSAFE: typing.Final = re.compile(
 
 def escape(text: str) -> str:
     """`text` on one line, every unsafe character as a visible escape."""
+    # Every unsafe character is non-printable (Cc, Cf, Zl, Zp, Cs): most lines skip the regex.
+    if text.isprintable():
+        return text
     return _UNSAFE.sub(_escaped, text)
 
 
