@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import gc
 import logging
+import os
 import pathlib
 import re
 import sys
@@ -48,17 +49,23 @@ def _run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415
 
     from modelguard import handlers  # noqa: F401, PLC0415
-    from modelguard.admission import serving as webhook_serving  # noqa: PLC0415
+    from modelguard.audit import keys  # noqa: PLC0415
 
-    kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
-    # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # One access line per admission request is noise at hundreds per second, and costs time.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("kopf.objects").addFilter(webhook_serving.DenialLogFilter())
+    if args.audit_key_file is None:
+        raise SystemExit(
+            "--audit-key-file (or MODELGUARD_AUDIT_KEY_FILE) is required: the installation's"
+            " audit key, 32 or more random bytes (the chart mounts its Secret); without it no"
+            " audit record could be told from forged text"
+        )
+    try:
+        audit_key = keys.load(args.audit_key_file)
+    except keys.InvalidKey as error:
+        raise SystemExit(str(error)) from None
+    configure_logging(verbose=args.verbose, debug=args.debug)
     kopf.run(
-        memo=kopf.Memo(webhook=_webhook_options(args), audit_log=args.audit_log),
+        memo=kopf.Memo(
+            webhook=_webhook_options(args), audit_log=args.audit_log, audit_key=audit_key
+        ),
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
         liveness_endpoint=args.liveness,
@@ -66,6 +73,24 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,
     )
     return 0
+
+
+def configure_logging(*, verbose: bool, debug: bool) -> None:
+    """kopf's log format on standard error, every line escaped: what a log line quotes (an S3
+    error, an object's name, a traceback) never starts a line of its own."""
+    import kopf  # noqa: PLC0415
+
+    from modelguard import logs  # noqa: PLC0415
+    from modelguard.admission import serving as webhook_serving  # noqa: PLC0415
+
+    kopf.configure(verbose=verbose, debug=debug, log_prefix=True)
+    logs.escape_handlers(logging.getLogger())
+    # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # One access line per admission request is noise at hundreds per second, and costs time.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(webhook_serving.DenialLogFilter())
 
 
 def _webhook_options(args: argparse.Namespace) -> serving.Options:
@@ -81,6 +106,8 @@ def _webhook_options(args: argparse.Namespace) -> serving.Options:
             operator_username=args.operator_username or "",
             break_glass_group=args.break_glass_group,
         ),
+        client_ca=args.webhook_client_ca,
+        client_names=tuple(args.webhook_client_name or ()),
     )
 
 
@@ -101,6 +128,20 @@ def _add_webhook_flags(run: argparse.ArgumentParser) -> None:
         type=pathlib.Path,
         metavar="DIR",
         help="tls.crt and tls.key (a mounted kubernetes.io/tls Secret); reloaded when they change",
+    )
+    webhook.add_argument(
+        "--webhook-client-ca",
+        type=pathlib.Path,
+        metavar="PEM",
+        help="answer only TLS clients with a certificate this CA signed: the API server's webhook"
+        " client certificate (its AdmissionConfiguration kubeConfigFile); default: any client",
+    )
+    webhook.add_argument(
+        "--webhook-client-name",
+        action="append",
+        metavar="NAME",
+        help="with --webhook-client-ca: the client certificate's common name or DNS name must be"
+        " one of these (repeatable)",
     )
     webhook.add_argument(
         "--operator-username",
@@ -441,14 +482,19 @@ def _add_approve(commands: typing.Any) -> None:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     # Imported here, like _verify's: a pure check of text needs neither kopf nor cryptography.
-    from modelguard.audit import chain  # noqa: PLC0415
+    from modelguard.audit import chain, keys  # noqa: PLC0415
 
     try:
+        key = keys.load(args.key_file)
+    except keys.InvalidKey as error:
+        print(error, file=sys.stderr)
+        return 1
+    try:
         if args.file == "-":
-            result = chain.verify(_decoded(sys.stdin.buffer))
+            result = chain.verify(_decoded(sys.stdin.buffer), key=key)
         else:
             with pathlib.Path(args.file).open("rb") as lines:
-                result = chain.verify(_decoded(lines))
+                result = chain.verify(_decoded(lines), key=key)
     except OSError as error:
         print(f"{args.file}: {error.strerror or error}", file=sys.stderr)
         return 1
@@ -473,11 +519,20 @@ def _add_audit(commands: typing.Any) -> None:
         "verify",
         help="check that no audit record was edited, deleted, inserted or reordered",
         description="Check the hash chain of the audit records in FILE (the operator's"
-        " --audit-log, or `kubectl logs` of the operator; other lines are skipped). Exit 0 and"
-        " `N records in K segments, chain intact`; exit 1 and `line L: what is wrong` otherwise."
-        " A missing tail or a whole missing segment cannot be seen from the chain alone.",
+        " --audit-log, or `kubectl logs` of the operator). Only records sealed with the"
+        " installation's audit key count; other lines, records forged by whoever could put text"
+        " into the log included, are ignored (and counted). Exit 0 and `N records in K segments,"
+        " chain intact`; exit 1 and `line L: what is wrong` otherwise. A missing tail or a whole"
+        " missing segment cannot be seen from the chain alone.",
     )
     check.add_argument("file", metavar="FILE", help="the audit log, or - for standard input")
+    check.add_argument(
+        "--key-file",
+        required=True,
+        type=pathlib.Path,
+        metavar="KEY",
+        help="the installation's audit key (the chart's Secret <release>-audit-key, key `key`)",
+    )
     check.set_defaults(handler=_audit_verify)
 
 
@@ -583,6 +638,11 @@ def _add_agent(commands: typing.Any) -> None:
     fetch.set_defaults(handler=_fetch_verify)
 
 
+def _env_path(name: str) -> pathlib.Path | None:
+    value = os.environ.get(name)
+    return pathlib.Path(value) if value else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelguard", description="ModelGuard: secure-by-default ML model deployments."
@@ -611,6 +671,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="append audit records to this file; - (the default) is standard output, which then"
         " carries nothing else (logs go to standard error)",
+    )
+    run.add_argument(
+        "--audit-key-file",
+        type=pathlib.Path,
+        default=_env_path("MODELGUARD_AUDIT_KEY_FILE"),
+        metavar="KEY",
+        help="the installation's audit key (32+ random bytes) that seals every record, so that"
+        " `modelguard audit verify` tells them from forged text; required"
+        " (default $MODELGUARD_AUDIT_KEY_FILE)",
     )
     _add_webhook_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log more")

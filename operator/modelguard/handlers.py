@@ -61,7 +61,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     audit_log: str = memo.get("audit_log") or sink.STANDARD_OUTPUT
     # Opened last: a retried startup would otherwise start an empty segment per attempt.
     try:
-        audit = sink.open_log(audit_log, instance=instance)
+        audit = sink.open_log(audit_log, instance=instance, key=memo.audit_key)
     except OSError as error:
         # Decisions nobody could audit afterwards are not taken: refuse to start.
         raise kopf.PermanentError(f"--audit-log {audit_log!r}: {error}") from error

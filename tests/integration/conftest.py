@@ -28,7 +28,7 @@ RELEASE = "modelguard"
 # One directory per test session, so that two sessions on one machine never share state.
 SESSION_DIR = harness.REPO_ROOT / ".cluster-test" / f"session-{os.getpid()}"
 # kwok runs no containers, so any image pinned by digest serves as the agent's.
-AGENT_IMAGE = f"registry.example/modelguard@{harness.IMAGE_DIGEST}"
+AGENT_IMAGE = f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 BUNDLE_REREAD_SECONDS = 15
@@ -147,6 +147,8 @@ def operator(
         service_account=RELEASE,
         path=directory / "operator.kubeconfig",
     )
+    audit_key = directory / "audit.key"
+    audit_key.write_bytes(os.urandom(32))
     log_path = SESSION_DIR / "cluster" / "logs" / "operator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
@@ -170,6 +172,8 @@ def operator(
                 # Standard output would mix into the log below; tests read the records here.
                 "--audit-log",
                 str(log_path.with_name("audit.jsonl")),
+                "--audit-key-file",
+                str(audit_key),
             ],
             env=env,
             stdout=log,

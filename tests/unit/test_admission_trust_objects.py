@@ -144,6 +144,18 @@ POLICY_CASES = {
         allowed=False,
         says="minApprovalsPerRole[auditor] is 1 but 0 approver(s) hold role 'auditor'",
     ),
+    "one key under two approver names": PolicyCase(
+        _policy_body(
+            approvers=[
+                {"name": "bob", "publicKey": _pem("bob"), "roles": ["security"]},
+                {"name": "alice", "publicKey": _pem("alice")},
+                {"name": "bob2", "publicKey": _pem("bob"), "roles": ["model-owner"]},
+            ]
+        ),
+        allowed=False,
+        says="spec.approvers[2] (bob2) has the key of spec.approvers[0] (bob): one key is one "
+        "approver, whatever its names; list it once, with all its roles",
+    ),
     "more approvals needed than approvers is a warning": PolicyCase(
         _policy_body(approvers=[]),
         allowed=True,

@@ -449,12 +449,13 @@ class TrustPolicySpec(conventions.Spec):
     """People whose signed ModelApprovals count. Default: []."""
 
     min_approvals: int = pydantic.Field(default=1, ge=0, le=MAX_SIGNERS)
-    """Distinct approvers whose approvals a model version needs. Default: 1."""
+    """Distinct approvers whose approvals a model version needs, counted by key: one key listed
+    under two names is one approver (and such a policy is refused). Default: 1."""
 
     min_approvals_per_role: dict[str, ApprovalCount] = pydantic.Field(default={})
     """Distinct approvers holding a role whose approvals a model version needs, by role, e.g.
     {security: 1, model-owner: 1}; on top of minApprovals. Each role needs that many approvers
-    holding it. Default: {} (no role needs any)."""
+    (distinct keys) holding it. Default: {} (no role needs any)."""
 
     sources: list[BoundSource] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
     """Where models and their signatures may come from, each bound to its endpoint, e.g. {uri:
