@@ -117,7 +117,6 @@ def _built(namespace: str) -> Manifest:
         artifact=deployment.VerifiedArtifact(
             root_digest=f"sha256:{'3' * 64}",
             signature_digest=f"sha256:{'4' * 64}",
-            allow_pickle=False,
             agent_image=f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}",
         ),
     )
