@@ -17,7 +17,7 @@ import typing
 
 from cryptography import exceptions
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from modelguard.trust import bundle, reasons
 
@@ -69,8 +69,30 @@ class Verified:
 
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding: what is actually signed."""
+    return _pae_header(payload_type, payload) + payload
+
+
+def _pae_header(payload_type: str, payload: bytes) -> bytes:
     kind = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+    return b"DSSEv1 %d %s %d " % (len(kind), kind, len(payload))
+
+
+class _Message:
+    """The PAE of a bundle, hashed as each curve's hash needs it, never built: it would copy the
+    payload, the largest part of a signature file."""
+
+    def __init__(self, signed: bundle.Bundle) -> None:
+        self._signed = signed
+        self._digests: dict[str, bytes] = {}
+
+    def digest(self, algorithm: hashes.HashAlgorithm) -> bytes:
+        found = self._digests.get(algorithm.name)
+        if found is None:
+            hasher = hashes.Hash(algorithm)
+            hasher.update(_pae_header(self._signed.payload_type, self._signed.payload))
+            hasher.update(self._signed.payload)
+            found = self._digests[algorithm.name] = hasher.finalize()
+        return found
 
 
 def key_hint(key: ec.EllipticCurvePublicKey) -> str:
@@ -107,7 +129,7 @@ def verify(
     `at` is when certificates must have been valid; by default the signing certificate's
     notBefore, that is when it was issued for signing, as model_signing checks it.
     """
-    message = pae(signed.payload_type, signed.payload)
+    message = _Message(signed)
     if signed.keyless:
         if any(isinstance(signer, KeylessSigner) for signer in signers):
             raise reasons.VerificationError(
@@ -124,7 +146,7 @@ def verify(
 
 
 def _verify_key(
-    signed: bundle.Bundle, message: bytes, *, signers: typing.Sequence[TrustedSigner]
+    signed: bundle.Bundle, message: _Message, *, signers: typing.Sequence[TrustedSigner]
 ) -> Verified:
     keys = [signer for signer in signers if isinstance(signer, KeySigner)]
     if signed.key_hint is not None:
@@ -152,7 +174,7 @@ def _verify_key(
 
 def _verify_certificate(
     signed: bundle.Bundle,
-    message: bytes,
+    message: _Message,
     *,
     signers: typing.Sequence[TrustedSigner],
     at: datetime.datetime | None,
@@ -168,7 +190,8 @@ def _verify_certificate(
         try:
             certificates.check_chain(chain, roots=signer.roots, at=at or leaf.not_valid_before_utc)
         except reasons.VerificationError as error:
-            errors.append(error)
+            # Without its traceback: it holds this frame, which holds the list (a cycle).
+            errors.append(error.with_traceback(None))
             continue
         certificates.check_signing_usage(leaf, label=signed.label)
         try:
@@ -189,17 +212,17 @@ def _verify_certificate(
     # A chain that reached a root but failed a later check says more than "untrusted".
     specific = [e for e in errors if e.reason != reasons.Reason.UNTRUSTED_SIGNER]
     if specific:
-        raise specific[0]
+        raise reasons.VerificationError.of(specific[0].violation)
     raise _untrusted(
         f"{signed.label}: certificate {subject!r} does not chain to a trusted certificate root "
         f"of the policy ({_names(roots)})"
     )
 
 
-def _ecdsa_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> bool:
+def _ecdsa_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: _Message) -> bool:
     algorithm = _CURVE_HASHES[key.curve.name]()
     try:
-        key.verify(signature, message, ec.ECDSA(algorithm))
+        key.verify(signature, message.digest(algorithm), ec.ECDSA(utils.Prehashed(algorithm)))
     except (exceptions.InvalidSignature, ValueError):
         return False
     return True
