@@ -58,7 +58,11 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").addFilter(webhook_serving.DenialLogFilter())
     kopf.run(
-        memo=kopf.Memo(webhook=_webhook_options(args), audit_log=args.audit_log),
+        memo=kopf.Memo(
+            webhook=_webhook_options(args),
+            audit_log=args.audit_log,
+            verify_concurrency=args.verify_concurrency,
+        ),
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
         liveness_endpoint=args.liveness,
@@ -66,6 +70,16 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,
     )
     return 0
+
+
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _webhook_options(args: argparse.Namespace) -> serving.Options:
@@ -517,6 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="append audit records to this file; - (the default) is standard output, which then"
         " carries nothing else (logs go to standard error)",
+    )
+    run.add_argument(
+        "--verify-concurrency",
+        type=_at_least_one,
+        default=2,
+        metavar="N",
+        help="signature files fetched and verified at once (default 2); each may take some"
+        " 170 MiB, so raise it only with the memory limit (docs/chart.md)",
     )
     _add_webhook_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log more")

@@ -17,7 +17,7 @@ from modelguard.admission import decisions, serving
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
 from modelguard.builders import labels
-from modelguard.reconcile import modeldeployment
+from modelguard.reconcile import modeldeployment, verification
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         agent_image=agent_image,
         credentials_role=os.environ.get(CREDENTIALS_ROLE_ENV) or "modelguard-source-credentials",
         audit=audit,
+        verification_slots=verification.Slots(
+            memo.get("verify_concurrency") or verification.DEFAULT_CONCURRENCY
+        ),
         recheck=functools.partial(_recheck, memo),
     )
 
