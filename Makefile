@@ -91,3 +91,4 @@ bench: venv tools ## benchmarks: figures printed next to a reference measured in
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_verify_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/webhook_latency.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/hostile_bundles.py
