@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelguard import cli
-from modelguard.api import v1alpha1
+from modelguard.api import trustpolicy, v1alpha1
 from modelguard.reconcile import verification
 from modelguard.trust import bundle, digests, signatures
 
@@ -131,19 +131,24 @@ class _Kube:
         raise AssertionError("no credentials are named")
 
 
-def _signed_bundle(key: ec.EllipticCurvePrivateKey) -> bytes:
+def _signed_bundle(key: ec.EllipticCurvePrivateKey, *, payload: bytes | None = None) -> bytes:
     resource = digests.Resource("a.bin", "sha256", b"\x01" * 32)
-    payload = json.dumps(
-        {
-            "_type": "https://in-toto.io/Statement/v1",
-            "subject": [{"name": "m", "digest": {"sha256": digests.root_digest([resource]).hex()}}],
-            "predicateType": "https://model_signing/signature/v1.0",
-            "predicate": {
-                "serialization": {"method": "files", "hash_type": "sha256"},
-                "resources": [{"name": "a.bin", "algorithm": "sha256", "digest": "01" * 32}],
-            },
-        }
-    ).encode()
+    payload = (
+        payload
+        or json.dumps(
+            {
+                "_type": "https://in-toto.io/Statement/v1",
+                "subject": [
+                    {"name": "m", "digest": {"sha256": digests.root_digest([resource]).hex()}}
+                ],
+                "predicateType": "https://model_signing/signature/v1.0",
+                "predicate": {
+                    "serialization": {"method": "files", "hash_type": "sha256"},
+                    "resources": [{"name": "a.bin", "algorithm": "sha256", "digest": "01" * 32}],
+                },
+            }
+        ).encode()
+    )
     sig = key.sign(signatures.pae(bundle.IN_TOTO_PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
     return json.dumps(
         {
@@ -223,3 +228,35 @@ async def test_models_verified_at_once_hold_no_more_bundles_than_there_are_slots
     assert all(outcome.verified is not None for outcome in outcomes), outcomes[0]
     assert in_memory.most == 2
     assert in_memory.now == 0
+
+
+def test_a_refusal_quoting_a_long_name_is_cut_short_for_the_status() -> None:
+    # A signed statement may list a name of 4 KiB; the status condition quotes at most 2 KiB.
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    name = "../" + "n" * 4000
+    resource = digests.Resource(name, "sha256", b"\x01" * 32)
+    payload = json.dumps(
+        {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "m", "digest": {"sha256": digests.root_digest([resource]).hex()}}],
+            "predicateType": "https://model_signing/signature/v1.0",
+            "predicate": {
+                "serialization": {"method": "files", "hash_type": "sha256"},
+                "resources": [{"name": name, "algorithm": "sha256", "digest": "01" * 32}],
+            },
+        }
+    ).encode()
+    outcome = verification._verify(
+        _signed_bundle(key, payload=payload),
+        policy=trustpolicy.parse(_Kube(pem.decode()).policy),
+        source_uri="s3://models/m/",
+        signature_uri="s3://models/m/model.sig",
+        signature_digest="sha256:" + "00" * 32,
+        now=NOW,
+    )
+    assert outcome.decision.reason == "UnsafePath"
+    assert outcome.decision.message.startswith("s3://models/m/model.sig: resources[0].name '../n")
+    assert len(outcome.decision.message) <= 2048
