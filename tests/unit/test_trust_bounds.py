@@ -645,4 +645,4 @@ def test_real_bundles_of_large_models_verify_within_the_limits(
     peak, refusal = _peak(signer, signature_file)
     assert refusal is None
     # Parsing what is real costs a few times the file, nowhere near the ceiling.
-    assert peak < 5 * len(signature_file)
+    assert peak < 6 * len(signature_file)
