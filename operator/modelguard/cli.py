@@ -64,7 +64,10 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(verbose=args.verbose, debug=args.debug)
     kopf.run(
         memo=kopf.Memo(
-            webhook=_webhook_options(args), audit_log=args.audit_log, audit_key=audit_key
+            webhook=_webhook_options(args),
+            audit_log=args.audit_log,
+            audit_key=audit_key,
+            verify_concurrency=args.verify_concurrency,
         ),
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
@@ -91,6 +94,16 @@ def configure_logging(*, verbose: bool, debug: bool) -> None:
     # One access line per admission request is noise at hundreds per second, and costs time.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").addFilter(webhook_serving.DenialLogFilter())
+
+
+def _at_least_one(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _webhook_options(args: argparse.Namespace) -> serving.Options:
@@ -680,6 +693,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the installation's audit key (32+ random bytes) that seals every record, so that"
         " `modelguard audit verify` tells them from forged text; required"
         " (default $MODELGUARD_AUDIT_KEY_FILE)",
+    )
+    run.add_argument(
+        "--verify-concurrency",
+        type=_at_least_one,
+        default=2,
+        metavar="N",
+        help="signature files fetched and verified at once (default 2); each may take some"
+        " 170 MiB, so raise it only with the memory limit (docs/chart.md)",
     )
     _add_webhook_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log more")

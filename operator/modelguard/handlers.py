@@ -71,6 +71,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         agent_image=agent_image,
         credentials_role=os.environ.get(CREDENTIALS_ROLE_ENV) or "modelguard-source-credentials",
         audit=audit,
+        verification_slots=verification.Slots(
+            memo.get("verify_concurrency") or verification.DEFAULT_CONCURRENCY
+        ),
         recheck=functools.partial(_recheck, memo),
         verification_cache=verification.Cache(reread=reread),
     )

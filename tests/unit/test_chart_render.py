@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 import localcluster
+from modelguard import cli
+from modelguard.reconcile import verification
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "modelguard"
@@ -278,3 +280,24 @@ def test_the_webhook_answers_only_the_api_servers_client_certificate_when_given_
     assert mounts["webhook-client-ca"] == "/etc/modelguard/webhook-client"
     default = _operator_container(render(helm))
     assert not [arg for arg in default["args"] if arg.startswith("--webhook-client")]
+
+
+def _operator_args(docs: list[Manifest]) -> list[str]:
+    (operator,) = kinds(docs)["Deployment", "t-modelguard"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    return typing.cast(list[str], operator["args"])
+
+
+def test_verifications_at_once_are_bounded_as_the_values_say(helm: Path) -> None:
+    # Each may take some 170Mi whatever the bundle holds: the bound is what keeps a burst of
+    # hostile bundles inside the memory limit.
+    default = cli.build_parser().parse_args(_operator_args(render(helm)))
+    assert default.verify_concurrency == verification.DEFAULT_CONCURRENCY
+    raised = render(helm, "--set", "verification.concurrency=4")
+    assert cli.build_parser().parse_args(_operator_args(raised)).verify_concurrency == 4
+    refused = template(
+        helm, "--set", f"image.digest={DIGEST}", "--set", "verification.concurrency=0"
+    )
+    assert refused.returncode != 0
+    assert "/verification/concurrency" in refused.stderr

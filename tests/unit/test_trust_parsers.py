@@ -329,13 +329,13 @@ def test_statement_parser_and_sniffer_never_crash_on_bytes(data: bytes) -> None:
     ("data", "problem"),
     [
         pytest.param(
-            b"[" + b"{}," * bundle.MAX_JSON_CONTAINERS + b"{}]",
-            f"more than {bundle.MAX_JSON_CONTAINERS} JSON objects and arrays",
+            b"[" + b"{}," * (bundle.MAX_STRUCTURE_BYTES // 3) + b"{}]",
+            f"more than {bundle.MAX_STRUCTURE_BYTES} bytes of JSON outside its base64 strings",
             id="a-flood-of-tiny-objects",
         ),
         pytest.param(
-            b"[" + b"{}," * 60_000 + b"{}]\n" + b"[" + b"{}," * 60_000 + b"{}]\n",
-            f"more than {bundle.MAX_JSON_CONTAINERS} JSON objects and arrays",
+            (b"[" + b"{}," * (bundle.MAX_STRUCTURE_BYTES // 5) + b"{}]\n") * 2,
+            f"more than {bundle.MAX_STRUCTURE_BYTES} bytes of JSON outside its base64 strings",
             id="the-flood-split-over-jsonl-lines",
         ),
         pytest.param(

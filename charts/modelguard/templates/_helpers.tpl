@@ -100,6 +100,7 @@ Arguments of `modelguard run` (operator/modelguard/cli.py).
 {{- else }}
 - --all-namespaces
 {{- end }}
+- --verify-concurrency={{ .Values.verification.concurrency }}
 {{- with (get (dict "verbose" "--verbose" "debug" "--debug") .Values.logLevel) }}
 - {{ . }}
 {{- end }}

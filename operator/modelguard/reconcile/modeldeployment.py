@@ -54,6 +54,8 @@ class Context:
     audit: sink.Sink
     """Where every decision is recorded, hash-chained."""
     verification_cache: verification.Cache = dataclasses.field(default_factory=verification.Cache)
+    verification_slots: verification.Slots = dataclasses.field(default_factory=verification.Slots)
+    """How many signature files may be fetched and verified at once (--verify-concurrency)."""
     recheck: typing.Callable[[str, str, datetime.datetime], None] = lambda *_: None
     """Asks for this model to be reconciled again at a time (when an approval expires)."""
 
@@ -99,6 +101,7 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
             context.kube,
             model,
             cache=context.verification_cache,
+            slots=context.verification_slots,
             now=status.now,
             credentials_role=context.credentials_role,
         )

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import functools
 import hashlib
 import typing
+from collections.abc import AsyncIterator, Callable
 
 from modelguard import kube, sources
 from modelguard.api import errors, trustpolicy, v1alpha1
@@ -42,6 +45,63 @@ LAST_RECHECK: typing.Final = datetime.timedelta(minutes=5)
 # in that time finds a bundle replaced behind the cluster's back.
 REREAD: typing.Final = datetime.timedelta(minutes=5)
 _CACHE_SIZE: typing.Final = 1024
+# Signature files fetched and verified at once, by default. One costs at most some 170 MiB while it
+# is read and checked, whatever it holds (docs/decisions/0009-bounded-signature-files.md): two fit
+# the chart's 512Mi memory limit beside the operator itself.
+DEFAULT_CONCURRENCY: typing.Final = 2
+# Longest message a refusal carries into the status condition: a bundle's own text (a name it
+# lists, say) would otherwise make the status as large as the bundle.
+_MAX_MESSAGE: typing.Final = 2048
+
+_T = typing.TypeVar("_T")
+
+
+class Slots:
+    """At most `size` signature files in memory at once, from the start of their fetch to the end
+    of their check; further ones wait for a slot. The check runs in one of `size` threads: parsing
+    and checking a large bundle takes a while, and the event loop also answers admission requests,
+    which the API server is waiting for. A slot whose caller is cancelled is free only once its
+    thread is done: the thread holds the memory until then."""
+
+    def __init__(self, size: int = DEFAULT_CONCURRENCY) -> None:
+        if size < 1:
+            raise ValueError(f"verification concurrency must be at least 1, got {size}")
+        self.size = size
+        self._free = asyncio.Semaphore(size)
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=size, thread_name_prefix="verify"
+        )
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[_Slot]:
+        await self._free.acquire()
+        held = _Slot(self._threads)
+        try:
+            yield held
+        finally:
+            running = held.running
+            if running is None or running.done():
+                self._free.release()
+            else:
+                loop = asyncio.get_running_loop()
+                running.add_done_callback(lambda _: _release_from_thread(loop, self._free))
+
+
+class _Slot:
+    def __init__(self, threads: concurrent.futures.ThreadPoolExecutor) -> None:
+        self._threads = threads
+        self.running: concurrent.futures.Future[typing.Any] | None = None
+
+    async def run(self, work: Callable[[], _T]) -> _T:
+        """`work()` in the slot's thread."""
+        self.running = self._threads.submit(work)
+        return await asyncio.wrap_future(self.running)
+
+
+def _release_from_thread(loop: asyncio.AbstractEventLoop, free: asyncio.Semaphore) -> None:
+    # A closed loop (the operator stopping) has no waiter left to wake.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(free.release)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +201,11 @@ async def verify_model(
     model: v1alpha1.ModelDeployment,
     *,
     cache: Cache,
+    slots: Slots,
     now: datetime.datetime,
     credentials_role: str,
 ) -> Outcome:
-    """Verifies the signature bundle of `model` against its TrustPolicy."""
+    """Verifies the signature bundle of `model` against its TrustPolicy, in one of `slots`."""
     policy_name = model.spec.trust_policy
     body = await kube_client.get_trust_policy(policy_name)
     if body is None:
@@ -200,42 +261,42 @@ async def verify_model(
             )
         endpoints[field] = bound.endpoint if uri.startswith("s3://") else None
     signature_endpoint = endpoints["spec.model.signature"]
-    try:
-        signature_file = await _fetch_bundle(
-            signature_uri, settings=settings, endpoint=signature_endpoint
-        )
-    except source_errors.SourceError as error:
-        message = f"spec.model.signature {signature_uri}: {error.message}"
-        if isinstance(error, _TRANSIENT):
-            if cached is not None:
-                # The bundle verified before and the store does not answer now: nothing says it
-                # changed, so a network blip does not turn a serving model unverified.
-                return dataclasses.replace(cached, reread_at=now + FIRST_RECHECK)
-            return _refused(error.reason, message, transient=True)
-        return dataclasses.replace(
-            _refused(error.reason, message), recheck_after=cache.recheck_after(inputs, now=now)
-        )
-
-    bundle_digest = hashlib.sha256(signature_file).hexdigest()
-    # Not the model's uid or generation: models share bundles (a claim's binding does depend on
-    # the namespace).
-    by_bundle = (bundle_digest, *inputs[:5])
-    # In a thread: parsing and checking a large bundle takes a while, and the event loop also
-    # answers admission requests, which the API server is waiting for.
-    outcome = Cache._get(cache._by_bundle, by_bundle)
-    if outcome is None:
-        outcome = await asyncio.to_thread(
-            functools.partial(
-                _verify,
-                signature_file,
-                policy=policy,
-                source_uri=source.uri,
-                signature_uri=signature_uri,
-                signature_digest=f"sha256:{bundle_digest}",
-                namespace=model.namespace,
-                now=now,
+    # A slot from the fetch to the end of the check: at most that many signature files are in
+    # memory at once, whatever they hold.
+    async with slots.slot() as slot:
+        try:
+            signature_file = await _fetch_bundle(
+                signature_uri, settings=settings, endpoint=signature_endpoint
             )
-        )
+        except source_errors.SourceError as error:
+            message = f"spec.model.signature {signature_uri}: {error.message}"
+            if isinstance(error, _TRANSIENT):
+                if cached is not None:
+                    # The bundle verified before and the store does not answer now: nothing says
+                    # it changed, so a network blip does not turn a serving model unverified.
+                    return dataclasses.replace(cached, reread_at=now + FIRST_RECHECK)
+                return _refused(error.reason, message, transient=True)
+            return dataclasses.replace(
+                _refused(error.reason, message), recheck_after=cache.recheck_after(inputs, now=now)
+            )
+        bundle_digest = await slot.run(lambda: hashlib.sha256(signature_file).hexdigest())
+        # Not the model's uid or generation: models share bundles (a claim's binding does depend
+        # on the namespace).
+        by_bundle = (bundle_digest, *inputs[:5])
+        outcome = Cache._get(cache._by_bundle, by_bundle)
+        if outcome is None:
+            outcome = await slot.run(
+                functools.partial(
+                    _verify,
+                    signature_file,
+                    policy=policy,
+                    source_uri=source.uri,
+                    signature_uri=signature_uri,
+                    signature_digest=f"sha256:{bundle_digest}",
+                    namespace=model.namespace,
+                    now=now,
+                )
+            )
     Cache._put(cache._by_bundle, by_bundle, outcome)
     if outcome.verified is None:
         return dataclasses.replace(outcome, recheck_after=cache.recheck_after(inputs, now=now))
@@ -375,4 +436,6 @@ async def _fetch_bundle(
 
 
 def _refused(reason: str, message: str, *, transient: bool = False) -> Outcome:
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 3] + "..."
     return Outcome(conditions.Decision("False", reason, message), None, transient=transient)

@@ -7,28 +7,55 @@ an x509 certificate chain (certificate method: DER, leaf first) or, for keyless 
 certificate with transparency log entries. JSONL (one bundle per line, one line per signer) is
 where upstream is heading for several signers of one model. Parsing checks shape only; signatures
 are checked in `signatures`, the payload in `statement`.
+
+A signature file is read before any signature is checked, so what reading one costs must not be
+the file's to decide: it is refused past the limits below before anything large is built, and
+its long base64 strings are decoded in place rather than copied through json.loads. Reading a
+file costs its size again at most (its payload decoded), whatever it holds.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
 import json
+import re
+import secrets
 import typing
 
 from modelguard.trust import reasons
 
 MEDIA_TYPE: typing.Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
 IN_TOTO_PAYLOAD_TYPE: typing.Final = "application/vnd.in-toto+json"
-# A statement lists every file, some 160 bytes each once in base64: 16 MiB is about 100,000 files,
-# and bounds the memory a hostile signature file can make the operator use before any signature
-# is checked.
-MAX_SIGNATURE_FILE_BYTES: typing.Final = 16 * 1024 * 1024
-# JSON objects and arrays a signature file may open. A bundle opens a few dozen: its payload and
-# certificates are base64 strings, which hold no brace. A file of tiny objects ([{},{},...]) would
-# otherwise cost some 25 times its size in memory.
-MAX_JSON_CONTAINERS: typing.Final = 100_000
+
+# The limits below keep what reading a signature file costs a known figure, whatever the file
+# holds: it is read before any signature is checked (docs/decisions/0009-bounded-signature-files.md
+# has the measurements they come from).
+#
+# model_signing writes some 150 bytes per file plus its name into the statement, a third more once
+# in base64: 2.4 MiB for 10,000 files, 24 MiB for 100,000 files named like
+# "layers/012/part-012345.safetensors". 32 MiB holds 100,000 files with names of some 100 bytes.
+MAX_SIGNATURE_FILE_BYTES: typing.Final = 32 * 1024 * 1024
+# The JSON of a bundle outside its long base64 strings (payload, certificates): under 1 KiB for the
+# key and certificate methods, a few KiB with transparency log entries. 256 KiB holds as many
+# bundles as a policy can name signers, and json.loads of it costs at most some 25 times that.
+MAX_STRUCTURE_BYTES: typing.Final = 256 * 1024
+# Bundles (lines) of a JSONL file: one per signer, and a policy names at most this many
+# (trustpolicy.MAX_SIGNERS, not imported: `modelguard verify` starts without the API models).
+MAX_BUNDLES: typing.Final = 64
+# Certificates of one chain: the signing one, the intermediates followed (certificates.py follows
+# at most 8) and the root, with room to spare; and the size of each (real ones are 1-2 KiB).
+MAX_CERTIFICATES: typing.Final = 10
+MAX_CERTIFICATE_BYTES: typing.Final = 16 * 1024
+# An ECDSA signature in DER is at most 139 bytes (P-521).
+MAX_SIGNATURE_BYTES: typing.Final = 512
+# Key hints are hex SHA-256 (64 characters) in model_signing, short names elsewhere.
+MAX_HINT_CHARS: typing.Final = 1024
+
+# Base64 strings this long are not handed to json.loads: they are decoded straight from the file's
+# bytes, so that the largest thing json.loads sees is the structure around them.
+_LONG_BASE64: typing.Final = 1024
+_BASE64_ALPHABET: typing.Final = re.compile(rb"[A-Za-z0-9+/=]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,62 +77,173 @@ class Bundle:
 
 def parse_signature_file(data: bytes) -> list[Bundle]:
     """The bundles of a .sig file (one JSON bundle) or a JSONL file (one bundle per line)."""
-    if len(data) > MAX_SIGNATURE_FILE_BYTES:
-        raise _malformed(f"signature file is larger than {MAX_SIGNATURE_FILE_BYTES} bytes")
-    text = _text(data)
+    document = _Document.of(data)
     try:
-        document = _loads(text)
-    except ValueError as whole_error:
-        lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+        return [_bundle(document.loads(document.text), document, label="bundle")]
+    except _NotJson as whole_error:
+        lines = [
+            (number, line)
+            for number, line in enumerate(document.text.split("\n"), 1)
+            if line.strip()
+        ]
         if len(lines) < 2:
             raise _malformed(f"signature file is not JSON: {whole_error}") from None
-        bundles = []
-        for number, line in lines:
-            label = f"bundle on line {number}"
-            try:
-                bundles.append(_bundle(_loads(line), label=label))
-            except ValueError as line_error:
-                raise _malformed(f"{label} is not JSON: {line_error}") from None
-        return bundles
-    return [_bundle(document, label="bundle")]
+    if len(lines) > MAX_BUNDLES:
+        raise _malformed(
+            f"signature file holds {len(lines)} bundles (lines); at most {MAX_BUNDLES} are read, "
+            "one per signer a policy can name"
+        )
+    bundles = []
+    for number, line in lines:
+        label = f"bundle on line {number}"
+        try:
+            parsed = document.loads(line)
+        except _NotJson as line_error:
+            raise _malformed(f"{label} is not JSON: {line_error}") from None
+        bundles.append(_bundle(parsed, document, label=label))
+    return bundles
 
 
 def parse(data: bytes) -> Bundle:
     """One sigstore bundle from its JSON bytes."""
+    document = _Document.of(data)
     try:
-        document = _loads(_text(data))
-    except ValueError as error:
+        return _bundle(document.loads(document.text), document, label="bundle")
+    except _NotJson as error:
         raise _malformed(f"bundle is not JSON: {error}") from None
-    return _bundle(document, label="bundle")
 
 
-def _text(data: bytes) -> str:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _malformed(f"signature file is not UTF-8 text: {error.reason}") from None
-    # Counted over the whole file, not per line: a JSONL file is parsed line by line.
-    if text.count("{") + text.count("[") > MAX_JSON_CONTAINERS:
-        raise _malformed(
-            f"signature file opens more than {MAX_JSON_CONTAINERS} JSON objects and arrays"
+class _NotJson(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class _Document:
+    """A signature file as json.loads sees it: its long base64 strings cut out.
+
+    Each cut string becomes a placeholder (a random marker and a number, which no file can know in
+    advance) and is decoded later from its place in `data`, once, by the field that wants it. The
+    cut is exact: every quote outside a string starts one, and a string is cut only when it holds
+    nothing but base64 characters (no escape, no control character), so json.loads accepts the cut
+    text exactly when it accepts the file, and reads the same values.
+    """
+
+    data: bytes
+    text: str
+    spans: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, data: bytes) -> _Document:
+        if len(data) > MAX_SIGNATURE_FILE_BYTES:
+            raise _malformed(f"signature file is larger than {MAX_SIGNATURE_FILE_BYTES} bytes")
+        marker = secrets.token_hex(16)
+        pieces: list[bytes] = []
+        spans: dict[str, tuple[int, int]] = {}
+        kept = 0  # bytes of structure so far: what json.loads will see
+        copied = 0  # data[:copied] is in pieces
+        position = 0
+        while (start := data.find(b'"', position)) >= 0:
+            # Always a quote outside any string, that opens one: the scan ends each string where
+            # JSON does, at the first quote no backslash escapes.
+            end, escaped = _string_end(data, start, limit=MAX_STRUCTURE_BYTES - kept + copied)
+            position = end
+            if (
+                not escaped
+                and end - start - 2 >= _LONG_BASE64
+                and _BASE64_ALPHABET.fullmatch(data, start + 1, end - 1)
+            ):
+                placeholder = f"{marker}{len(spans)}"
+                spans[placeholder] = (start + 1, end - 1)
+                pieces += (data[copied:start], b'"%s"' % placeholder.encode())
+                kept += start - copied + len(placeholder) + 2
+                copied = end
+            if kept + end - copied > MAX_STRUCTURE_BYTES:
+                raise cls._too_much_structure()
+        if kept + len(data) - copied > MAX_STRUCTURE_BYTES:
+            raise cls._too_much_structure()
+        pieces.append(data[copied:])
+        try:
+            text = b"".join(pieces).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise _malformed(f"signature file is not UTF-8 text: {error.reason}") from None
+        return cls(data=data, text=text, spans=spans)
+
+    @staticmethod
+    def _too_much_structure() -> reasons.VerificationError:
+        return _malformed(
+            f"signature file has more than {MAX_STRUCTURE_BYTES} bytes of JSON outside its "
+            "base64 strings (a bundle has a few KiB)"
         )
-    return text
+
+    @staticmethod
+    def loads(text: str) -> typing.Any:
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise _NotJson("nested too deeply") from None
+        except json.JSONDecodeError as error:
+            raise _NotJson(f"{error.msg} at line {error.lineno} column {error.colno}") from None
+        except ValueError as error:  # a number of more than 4300 digits
+            raise _NotJson(str(error)) from None
+
+    def shown(self, value: typing.Any) -> str:
+        """A value for a message, cut short: a refused file's strings are anyone's."""
+        span = self.spans.get(value) if isinstance(value, str) else None
+        if span is not None:
+            return f"a base64 string of {span[1] - span[0]} characters"
+        text = repr(value)
+        return text if len(text) <= 80 else f"{text[:77]}..."
+
+    def string(self, value: typing.Any, field: str, *, max_chars: int) -> str:
+        """A string field that is not base64; MalformedBundle when missing or too long."""
+        if not isinstance(value, str):
+            raise _malformed(f"{field} is missing or not a string")
+        if value in self.spans or len(value) > max_chars:
+            raise _malformed(f"{field} is longer than {max_chars} characters")
+        return value
+
+    def base64(self, value: typing.Any, field: str, *, max_bytes: int | None = None) -> bytes:
+        """A base64 field decoded, from the file's bytes when it was cut out."""
+        if not isinstance(value, str) or not value:
+            raise _malformed(f"{field} is missing or not a string")
+        span = self.spans.get(value)
+        encoded: bytes | memoryview = (
+            value.encode("utf-8") if span is None else memoryview(self.data)[span[0] : span[1]]
+        )
+        # Checked before decoding: base64 holds 3 bytes in 4 characters.
+        if max_bytes is not None and len(encoded) > -(-max_bytes // 3) * 4:
+            raise _malformed(f"{field} is larger than {max_bytes} bytes")
+        try:
+            return binascii.a2b_base64(encoded, strict_mode=True)
+        except (binascii.Error, ValueError):
+            raise _malformed(f"{field} is not valid base64") from None
 
 
-def _loads(text: str) -> typing.Any:
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{error.msg} at line {error.lineno} column {error.colno}") from None
+def _string_end(data: bytes, start: int, *, limit: int) -> tuple[int, bool]:
+    """Where the string opened by the quote at `start` ends (past its closing quote), and whether
+    it holds an escape. A string with an escape is never cut out but kept whole in the structure,
+    so its scan stops at the first escape past offset `limit`, where the structure would be over
+    its bound: that bounds the scan's steps too."""
+    position = start + 1
+    escaped = False
+    while True:
+        quote = data.find(b'"', position)
+        if quote < 0:
+            raise _malformed("signature file is not JSON: a string is not terminated")
+        backslash = data.find(b"\\", position, quote)
+        if backslash < 0:
+            return quote + 1, escaped
+        escaped = True
+        if backslash > limit:
+            raise _Document._too_much_structure()
+        position = backslash + 2  # past the escaped character, a quote or a backslash among them
 
 
-def _bundle(document: typing.Any, *, label: str) -> Bundle:
-    root = _object(document, label)
+def _bundle(parsed: typing.Any, document: _Document, *, label: str) -> Bundle:
+    root = _object(parsed, label)
     media_type = root.get("mediaType")
     if media_type != MEDIA_TYPE:
-        raise _malformed(f"{label}: mediaType {media_type!r} is not {MEDIA_TYPE!r}")
+        raise _malformed(f"{label}: mediaType {document.shown(media_type)} is not {MEDIA_TYPE!r}")
     material = _object(root.get("verificationMaterial"), f"{label}: verificationMaterial")
     if "dsseEnvelope" not in root:
         raise _malformed(f"{label}: dsseEnvelope is missing (only DSSE bundles sign models)")
@@ -116,15 +254,21 @@ def _bundle(document: typing.Any, *, label: str) -> Bundle:
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise reasons.VerificationError(
             reasons.Reason.WRONG_PAYLOAD_TYPE,
-            f"{label}: dsseEnvelope.payloadType is {payload_type!r}, not {IN_TOTO_PAYLOAD_TYPE!r}",
+            f"{label}: dsseEnvelope.payloadType is {document.shown(payload_type)}, "
+            f"not {IN_TOTO_PAYLOAD_TYPE!r}",
         )
-    payload = _base64(envelope.get("payload"), f"{label}: dsseEnvelope.payload")
     signatures = envelope.get("signatures")
     if not isinstance(signatures, list) or len(signatures) != 1:
         raise _malformed(f"{label}: dsseEnvelope.signatures must hold exactly one signature")
     signature = _object(signatures[0], f"{label}: dsseEnvelope.signatures[0]")
-    sig = _base64(signature.get("sig"), f"{label}: dsseEnvelope.signatures[0].sig")
-    key_hint, certificates, keyless = _material(material, label=label)
+    sig = document.base64(
+        signature.get("sig"),
+        f"{label}: dsseEnvelope.signatures[0].sig",
+        max_bytes=MAX_SIGNATURE_BYTES,
+    )
+    key_hint, certificates, keyless = _material(material, document, label=label)
+    # Decoded last, once everything small is known good: it is the one large allocation.
+    payload = document.base64(envelope.get("payload"), f"{label}: dsseEnvelope.payload")
     return Bundle(
         label=label,
         payload_type=payload_type,
@@ -137,7 +281,7 @@ def _bundle(document: typing.Any, *, label: str) -> Bundle:
 
 
 def _material(
-    material: dict[str, typing.Any], *, label: str
+    material: dict[str, typing.Any], document: _Document, *, label: str
 ) -> tuple[str | None, tuple[bytes, ...], bool]:
     field = f"{label}: verificationMaterial"
     tlog_entries = material.get("tlogEntries", [])
@@ -146,48 +290,47 @@ def _material(
     if "publicKey" in material:
         public_key = _object(material["publicKey"], f"{field}.publicKey")
         hint = public_key.get("hint")
-        if hint is not None and not isinstance(hint, str):
-            raise _malformed(f"{field}.publicKey.hint is not a string")
+        if hint is None:
+            return None, (), False
+        hint = document.string(hint, f"{field}.publicKey.hint", max_chars=MAX_HINT_CHARS)
         return hint or None, (), False
     if "x509CertificateChain" in material:
         chain = _object(material["x509CertificateChain"], f"{field}.x509CertificateChain")
         certificates = chain.get("certificates")
         if not isinstance(certificates, list) or not certificates:
             raise _malformed(f"{field}.x509CertificateChain.certificates is missing or empty")
+        if len(certificates) > MAX_CERTIFICATES:
+            raise _malformed(
+                f"{field}.x509CertificateChain.certificates holds {len(certificates)} "
+                f"certificates; at most {MAX_CERTIFICATES} are read"
+            )
         return (
             None,
             tuple(
-                _base64(
-                    _object(cert, f"{field}.x509CertificateChain.certificates[{index}]").get(
-                        "rawBytes"
-                    ),
-                    f"{field}.x509CertificateChain.certificates[{index}].rawBytes",
-                )
+                _certificate(document, cert, f"{field}.x509CertificateChain.certificates[{index}]")
                 for index, cert in enumerate(certificates)
             ),
             bool(tlog_entries),
         )
     if "certificate" in material:
-        leaf = _object(material["certificate"], f"{field}.certificate")
-        raw = _base64(leaf.get("rawBytes"), f"{field}.certificate.rawBytes")
+        raw = _certificate(document, material["certificate"], f"{field}.certificate")
         # A single certificate is how sigstore keyless bundles (v0.3) carry Fulcio's.
         return None, (raw,), True
     raise _malformed(f"{field} has no publicKey, x509CertificateChain or certificate")
+
+
+def _certificate(document: _Document, value: typing.Any, field: str) -> bytes:
+    return document.base64(
+        _object(value, field).get("rawBytes"),
+        f"{field}.rawBytes",
+        max_bytes=MAX_CERTIFICATE_BYTES,
+    )
 
 
 def _object(value: typing.Any, field: str) -> dict[str, typing.Any]:
     if not isinstance(value, dict):
         raise _malformed(f"{field} is missing or not a JSON object")
     return value
-
-
-def _base64(value: typing.Any, field: str) -> bytes:
-    if not isinstance(value, str) or not value:
-        raise _malformed(f"{field} is missing or not a string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise _malformed(f"{field} is not valid base64") from None
 
 
 def _malformed(message: str) -> reasons.VerificationError:

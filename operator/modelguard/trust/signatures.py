@@ -17,7 +17,7 @@ import typing
 
 from cryptography import exceptions
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from modelguard.trust import bundle, reasons
 
@@ -76,8 +76,30 @@ class Verified:
 
 def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding: what is actually signed."""
+    return _pae_header(payload_type, payload) + payload
+
+
+def _pae_header(payload_type: str, payload: bytes) -> bytes:
     kind = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
+    return b"DSSEv1 %d %s %d " % (len(kind), kind, len(payload))
+
+
+class _Message:
+    """The PAE of a bundle, hashed as each curve's hash needs it, never built: it would copy the
+    payload, the largest part of a signature file."""
+
+    def __init__(self, signed: bundle.Bundle) -> None:
+        self._signed = signed
+        self._digests: dict[str, bytes] = {}
+
+    def digest(self, algorithm: hashes.HashAlgorithm) -> bytes:
+        found = self._digests.get(algorithm.name)
+        if found is None:
+            hasher = hashes.Hash(algorithm)
+            hasher.update(_pae_header(self._signed.payload_type, self._signed.payload))
+            hasher.update(self._signed.payload)
+            found = self._digests[algorithm.name] = hasher.finalize()
+        return found
 
 
 def key_hint(key: ec.EllipticCurvePublicKey) -> str:
@@ -115,7 +137,7 @@ def verify(
     trusted signing time (OMS 8.2: the leaf MUST be within its validity period), so a signature
     is judged when it is verified, never at the certificate's own notBefore.
     """
-    message = pae(signed.payload_type, signed.payload)
+    message = _Message(signed)
     if signed.keyless:
         if any(isinstance(signer, KeylessSigner) for signer in signers):
             raise reasons.VerificationError(
@@ -132,7 +154,7 @@ def verify(
 
 
 def _verify_key(
-    signed: bundle.Bundle, message: bytes, *, signers: typing.Sequence[TrustedSigner]
+    signed: bundle.Bundle, message: _Message, *, signers: typing.Sequence[TrustedSigner]
 ) -> Verified:
     keys = [signer for signer in signers if isinstance(signer, KeySigner)]
     if signed.key_hint is not None:
@@ -160,7 +182,7 @@ def _verify_key(
 
 def _verify_certificate(
     signed: bundle.Bundle,
-    message: bytes,
+    message: _Message,
     *,
     signers: typing.Sequence[TrustedSigner],
     at: datetime.datetime | None,
@@ -172,7 +194,7 @@ def _verify_certificate(
     subject = leaf.subject.rfc4514_string()
     when = at or datetime.datetime.now(datetime.UTC)
     roots = [signer for signer in signers if isinstance(signer, CertificateSigner)]
-    errors: list[reasons.VerificationError] = []
+    errors: list[reasons.Violation] = []
     for signer in roots:
         try:
             path = certificates.check_chain(chain, roots=signer.roots, at=when, label=signed.label)
@@ -180,7 +202,9 @@ def _verify_certificate(
             if signer.identity is not None:
                 certificates.check_identity(leaf, signer.identity, label=signed.label)
         except reasons.VerificationError as error:
-            errors.append(error)
+            # Only what it says: the error's traceback and context hold this frame, which holds
+            # the list, and with it the whole signature file until the garbage collector runs.
+            errors.append(error.violation)
             continue
         try:
             key = leaf.public_key()
@@ -201,19 +225,19 @@ def _verify_certificate(
     # A chain that reached a root but failed a later check says more than "untrusted".
     specific = [e for e in errors if e.reason != reasons.Reason.UNTRUSTED_SIGNER]
     if specific:
-        raise specific[0]
+        raise reasons.VerificationError.of(specific[0])
     if len(errors) == 1:
-        raise errors[0]
+        raise reasons.VerificationError.of(errors[0])
     raise _untrusted(
         f"{signed.label}: certificate {subject!r} does not chain to a trusted certificate root "
         f"of the policy ({_names(roots)})"
     )
 
 
-def _ecdsa_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: bytes) -> bool:
+def _ecdsa_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: _Message) -> bool:
     algorithm = _CURVE_HASHES[key.curve.name]()
     try:
-        key.verify(signature, message, ec.ECDSA(algorithm))
+        key.verify(signature, message.digest(algorithm), ec.ECDSA(utils.Prehashed(algorithm)))
     except (exceptions.InvalidSignature, ValueError):
         return False
     return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import re
 import typing
 
 from modelguard.trust import digests, paths, reasons
@@ -24,6 +25,27 @@ DEPRECATED_PREDICATE_TYPE: typing.Final = "https://model_signing/Digests/v0.1"
 # itself, relative to itself. The specification names it by its basename; both are read.
 SINGLE_FILE: typing.Final = "."
 METHODS: typing.Final = ("files", "shards")
+
+# Bounds on what parsing a statement may build, checked on its bytes before json.loads builds
+# anything (docs/decisions/0009-bounded-signature-files.md has the measurements behind them).
+# Files (or shards) a statement may list: ten times a 10,000-file model.
+MAX_RESOURCES: typing.Final = 100_000
+# JSON objects: one per resource, and the few around them (subject, digest, predicate, ...).
+MAX_OBJECTS: typing.Final = MAX_RESOURCES + 64
+# JSON values, as the commas, colons, objects and arrays that separate and hold them: model_signing
+# writes 7 per file and 9 per shard; ten leave room for a name holding a comma or a colon. Each
+# value costs some 60 bytes once parsed, whatever its text, so this bounds the parsed document.
+MAX_VALUES: typing.Final = 10 * MAX_RESOURCES + 1024
+# The statement's text as Python holds it: 1, 2 or 4 bytes a character, as its widest character
+# needs, written raw or as a \u escape (a string with one such character is held at its width
+# whole). 24 MiB is the largest payload a signature file carries, so an ASCII or Latin-1 statement
+# is never refused for it; one with wider characters in its names may be half or a quarter as long.
+MAX_TEXT_BYTES: typing.Final = 24 * 1024 * 1024
+# UTF-8 lead bytes and \u escapes of characters past Latin-1, and past the BMP (surrogates).
+_RAW_WIDE: typing.Final = re.compile(rb"[\xc4-\xff]")
+_RAW_WIDEST: typing.Final = re.compile(rb"[\xf0-\xff]")
+_ESCAPED_WIDE: typing.Final = re.compile(rb"\\u(?!00)[0-9a-fA-F]{4}")
+_ESCAPED_WIDEST: typing.Final = re.compile(rb"\\u[dD][89abAB]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +93,7 @@ class Statement:
 
 def parse(payload: bytes) -> Statement:
     """The statement in a DSSE payload; VerificationError naming the field otherwise."""
-    try:
-        document = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise _malformed(f"payload is not a JSON statement: {error}") from None
-    root = _object(document, "statement")
+    root = _object(_load(payload), "statement")
     if root.get("_type") != STATEMENT_TYPE:
         raise reasons.VerificationError(
             reasons.Reason.WRONG_PAYLOAD_TYPE,
@@ -121,6 +139,47 @@ def parse(payload: bytes) -> Statement:
         serialization=serialization,
         resources=resources,
     )
+
+
+def _load(payload: bytes) -> typing.Any:
+    """The statement's JSON, refused before it is built when it would cost more than the bounds
+    allow. Counted over the bytes: a name holding a brace or a comma counts too, which only
+    lowers the bound for a model whose every name holds several."""
+    width = _character_width(payload)
+    if len(payload) * width > MAX_TEXT_BYTES:
+        raise _malformed(
+            f"statement is {len(payload)} bytes at {width} bytes a character; at most "
+            f"{MAX_TEXT_BYTES} bytes of text are read"
+        )
+    objects = payload.count(b"{")
+    if objects > MAX_OBJECTS:
+        raise _malformed(
+            f"statement has more than {MAX_OBJECTS} JSON objects; at most {MAX_RESOURCES} "
+            "resources are read"
+        )
+    values = objects + payload.count(b"[") + payload.count(b",") + payload.count(b":")
+    if values > MAX_VALUES:
+        raise _malformed(
+            f"statement has more than {MAX_VALUES} JSON values; at most {MAX_RESOURCES} "
+            "resources of a few fields each are read"
+        )
+    try:
+        return json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise _malformed(f"payload is not a JSON statement: {error}") from None
+
+
+def _character_width(payload: bytes) -> int:
+    """Bytes a character of the widest string json.loads makes of `payload`: 1, 2 or 4."""
+    raw = not payload.isascii()
+    escaped = b"\\u" in payload
+    for width, raw_pattern, escape_pattern in (
+        (4, _RAW_WIDEST, _ESCAPED_WIDEST),
+        (2, _RAW_WIDE, _ESCAPED_WIDE),
+    ):
+        if (raw and raw_pattern.search(payload)) or (escaped and escape_pattern.search(payload)):
+            return width
+    return 1
 
 
 def _serialization(node: dict[str, typing.Any]) -> Serialization:

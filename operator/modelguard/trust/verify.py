@@ -67,13 +67,16 @@ def verify_signatures(
         try:
             who = signatures.verify(signed, rules.signers, at=at)
         except reasons.VerificationError as error:
-            failures.append(error)
+            # Kept without its traceback, which holds this frame and with it the whole file: the
+            # cycle would last until the garbage collector ran.
+            failures.append(error.with_traceback(None))
             continue
         # Parsed only once its signature verified: until then its content is anyone's.
         statements.append((signed.label, statement.parse(signed.payload)))
         verified.append(who)
     if not statements:
-        raise failures[0]
+        # A new one: raised, a kept one would refer to this frame, which refers to it.
+        raise reasons.VerificationError.of(failures[0].violation)
     first_label, first = statements[0]
     for label, other in statements[1:]:
         if other.root_digest != first.root_digest:
