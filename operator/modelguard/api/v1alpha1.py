@@ -38,6 +38,14 @@ CONDITION_TYPES: typing.Final = (
     CONDITION_READY,
 )
 
+# Reasons of this release's new refusals; every reason a condition carries is CamelCase.
+REASON_POLICY_NOT_BOUND: typing.Final = "PolicyNotBound"
+"""The TrustPolicy the model names does not bind the model's namespace."""
+REASON_CHILD_CONFLICT: typing.Final = "ChildConflict"
+"""A child's name is taken by an object the operator did not make for this model."""
+REASON_SIGNER_REVOKED: typing.Final = "SignerRevoked"
+"""The artifact that serves is no longer accepted by the current TrustPolicy."""
+
 # Upper bounds on lists that carry CEL rules: the API server refuses a CRD whose rules it cannot
 # bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
 MAX_PEERS: typing.Final = 64
@@ -416,9 +424,10 @@ class ModelDeploymentSpec(conventions.Spec):
     model: ModelSpec
     """The model to serve. Required."""
 
-    trust_policy: ObjectName = "default"
-    """Name of the (cluster-scoped) TrustPolicy that decides who may sign and approve this model.
-    Default: default."""
+    trust_policy: ObjectName = conventions.DEFAULT_TRUST_POLICY
+    """Name of the (cluster-scoped) TrustPolicy that decides who may sign and approve this model;
+    it must bind this namespace (its spec.namespaceSelector), else the model is refused
+    (PolicyNotBound). Default: default."""
 
     serving: ServingSpec
     """How the model is served. Required."""
@@ -540,6 +549,22 @@ class QuarantineStatus(conventions.Status):
     """When the model was quarantined (RFC 3339)."""
 
 
+MAX_CHILDREN: typing.Final = 32
+
+
+class OwnedChild(conventions.Status):
+    """An object the operator created for the model."""
+
+    kind: str = pydantic.Field(min_length=1, max_length=63)
+    """Deployment, Service, ServiceAccount or NetworkPolicy."""
+
+    name: str = pydantic.Field(min_length=1, max_length=253)
+    """The object's name, in the model's namespace."""
+
+    uid: str = pydantic.Field(min_length=1, max_length=64)
+    """metadata.uid the API server gave it when the operator created it."""
+
+
 class ModelDeploymentStatus(conventions.Status):
     """What the operator observed and did; read by kubectl, kubectl wait and GitOps tools."""
 
@@ -567,7 +592,20 @@ class ModelDeploymentStatus(conventions.Status):
     """The last completed offline backup."""
 
     quarantine: QuarantineStatus | None = None
-    """Set while the model is quarantined automatically (a pod found tampered files)."""
+    """Set while the model is quarantined automatically (a pod found tampered files, or the
+    signer of what serves was revoked)."""
+
+    children: list[OwnedChild] | None = pydantic.Field(
+        default=None,
+        max_length=MAX_CHILDREN,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["kind", "name"],
+        },
+    )
+    """The objects the operator created for this model, by uid. Only these are its children: an
+    object under a child's name that is not listed here is someone else's, whatever its
+    ownerReferences claim, and is never written to (Ready=False, ChildConflict)."""
 
 
 # --- the object ----------------------------------------------------------------------------------

@@ -102,6 +102,21 @@ def agent_admissions(pods: typing.Iterable[Manifest], *, root_digest: str) -> li
     return found
 
 
+def any_agent_report(pods: typing.Iterable[Manifest]) -> bool:
+    """Whether any pod has a finished run of the agent to report (of any root digest): only
+    then does a reconcile need to know which ReplicaSets are the model's."""
+    return any(
+        True
+        for pod in pods
+        for _ in _agent_exits(
+            [pod],
+            root_digest=str(
+                (pod["metadata"].get("annotations") or {}).get(deployment.ROOT_DIGEST_ANNOTATION)
+            ),
+        )
+    )
+
+
 def controlled_by(replica_sets: typing.Iterable[Manifest], *, deployment_uid: str) -> set[str]:
     """The uids of the ReplicaSets that the Deployment `deployment_uid` controls."""
     return {

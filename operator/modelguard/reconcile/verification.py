@@ -22,7 +22,7 @@ import typing
 
 from modelguard import kube, sources
 from modelguard.api import errors, trustpolicy, v1alpha1
-from modelguard.reconcile import conditions
+from modelguard.reconcile import binding, conditions
 from modelguard.sources import credentials
 from modelguard.sources import errors as source_errors
 from modelguard.trust import bundle, reasons, verify
@@ -36,6 +36,8 @@ _TRANSIENT: typing.Final = (source_errors.SourceUnreachable, source_errors.BadRe
 FIRST_RECHECK: typing.Final = datetime.timedelta(seconds=10)
 LAST_RECHECK: typing.Final = datetime.timedelta(minutes=5)
 _CACHE_SIZE: typing.Final = 1024
+FETCH_DEADLINE: typing.Final = datetime.timedelta(seconds=20)
+"""The longest a control-plane fetch of one signature bundle may take, connection included."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Outcome:
     recheck_after: datetime.timedelta | None = None
     """When to look at the bundle again, for a refusal that a change at the source (not in the
     cluster) could lift."""
+    policy: trustpolicy.TrustPolicy | None = None
+    """The bound policy it was decided under, when there is one: what serves is judged by it too."""
 
 
 _Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
@@ -81,6 +85,9 @@ class Cache:
         # Only successes: a refusal is looked at again (see recheck_after).
         self._by_inputs: _Store = collections.OrderedDict()
         self._by_bundle: _Store = collections.OrderedDict()
+        # Verdicts on what serves, refusals included: the bytes are pinned, only a new policy
+        # generation can change the answer.
+        self._serving: _Store = collections.OrderedDict()
         self._refused_since: collections.OrderedDict[tuple[str, ...], datetime.datetime] = (
             collections.OrderedDict()
         )
@@ -125,8 +132,10 @@ async def verify_model(
     cache: Cache,
     now: datetime.datetime,
     credentials_role: str,
+    namespace_labels: typing.Mapping[str, str] | None,
 ) -> Outcome:
-    """Verifies the signature bundle of `model` against its TrustPolicy."""
+    """Verifies the signature bundle of `model` against its TrustPolicy, which must bind the
+    model's namespace (whose labels are `namespace_labels`)."""
     policy_name = model.spec.trust_policy
     body = await kube_client.get_trust_policy(policy_name)
     if body is None:
@@ -139,7 +148,26 @@ async def verify_model(
         policy = trustpolicy.parse(body)
     except errors.InvalidObjectError as error:
         return _refused("InvalidPolicy", f'TrustPolicy "{policy_name}": {error}')
+    unbound = binding.check(
+        policy, name=policy_name, namespace=model.namespace, labels=namespace_labels
+    )
+    if unbound is not None:
+        return Outcome(unbound, None)
+    outcome = await _verify_under(
+        kube_client, model, policy=policy, cache=cache, now=now, credentials_role=credentials_role
+    )
+    return dataclasses.replace(outcome, policy=policy)
 
+
+async def _verify_under(
+    kube_client: kube.Kube,
+    model: v1alpha1.ModelDeployment,
+    *,
+    policy: trustpolicy.TrustPolicy,
+    cache: Cache,
+    now: datetime.datetime,
+    credentials_role: str,
+) -> Outcome:
     settings, secret_version, refusal = await _source_settings(
         kube_client, model, credentials_role=credentials_role
     )
@@ -302,8 +330,86 @@ async def _fetch_bundle(
         s3_settings=settings.s3 if settings else None,
         transport_settings=settings.transport if settings else None,
     )
-    async with source:
-        return await source.read_small(name, max_bytes=bundle.MAX_SIGNATURE_FILE_BYTES)
+    # A deadline for the whole fetch, whatever the transport's own timeouts allow: one tenant's
+    # endpoint that answers slowly (or never) must not hold up its model's reconcile for long.
+    try:
+        async with asyncio.timeout(FETCH_DEADLINE.total_seconds()), source:
+            return await source.read_small(name, max_bytes=bundle.MAX_SIGNATURE_FILE_BYTES)
+    except TimeoutError:
+        raise source_errors.SourceUnreachable(
+            f"no complete answer within {FETCH_DEADLINE.total_seconds():.0f}s"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """The artifact a live Deployment of the model runs, as pinned in it."""
+
+    source_uri: str
+    signature_uri: str
+    signature_digest: str
+    root_digest: str
+
+
+async def verify_serving(
+    kube_client: kube.Kube,
+    model: v1alpha1.ModelDeployment,
+    *,
+    serving: Serving,
+    policy: trustpolicy.TrustPolicy,
+    cache: Cache,
+    now: datetime.datetime,
+    credentials_role: str,
+) -> Outcome:
+    """Judges what serves (not what the spec names) under the current policy: its bundle, fetched
+    from where the pod's agent reads it, must be the pinned one and still verify. Decided once per
+    (bundle, policy generation), so only a policy change fetches it again."""
+    key = (
+        serving.signature_digest,
+        serving.root_digest,
+        str(policy.metadata.get("uid", "")),
+        str(policy.metadata.get("generation", "")),
+    )
+    cached = Cache._get(cache._serving, key)
+    if cached is not None:
+        return cached
+    settings, _, refusal = await _source_settings(
+        kube_client, model, credentials_role=credentials_role
+    )
+    if refusal is not None:
+        return dataclasses.replace(refusal, transient=True)
+    try:
+        signature_file = await _fetch_bundle(serving.signature_uri, settings=settings)
+    except source_errors.SourceError as error:
+        return _refused(error.reason, f"{serving.signature_uri}: {error.message}", transient=True)
+    digest = f"sha256:{hashlib.sha256(signature_file).hexdigest()}"
+    if digest != serving.signature_digest:
+        # Not the bundle that serves any more (uploaded again at its URI): nothing to judge it by
+        # here; the pods' agents refuse it when they next start (SignatureChanged).
+        return _refused(
+            "SignatureChanged",
+            f"{serving.signature_uri}: holds {digest}, not the serving {serving.signature_digest}",
+            transient=True,
+        )
+    outcome = await asyncio.to_thread(
+        functools.partial(
+            _verify,
+            signature_file,
+            policy=policy,
+            source_uri=serving.source_uri,
+            signature_uri=serving.signature_uri,
+            signature_digest=digest,
+            now=now,
+        )
+    )
+    if outcome.verified is not None and outcome.verified.root_digest != serving.root_digest:
+        outcome = _refused(
+            "RootDigestMismatch",
+            f"{serving.signature_uri} signs {outcome.verified.root_digest}, the pods run "
+            f"{serving.root_digest}",
+        )
+    Cache._put(cache._serving, key, outcome)
+    return outcome
 
 
 def _refused(reason: str, message: str, *, transient: bool = False) -> Outcome:
