@@ -178,7 +178,8 @@ def _operator(
             start_new_session=True,
         )
     try:
-        time.sleep(3)
+        # Its start-up (the initial LISTs and WATCHes) is not a reconcile's cost: let it pass.
+        time.sleep(8)
         yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -256,7 +257,13 @@ def _measure(
         for index in range(reconciles):
             mark = f"bench-{index}"
             cluster.kubectl(
-                "annotate", "-n", namespace, "modeldeployment", "m", f"example.com/touched={mark}"
+                "annotate",
+                "--overwrite",
+                "-n",
+                namespace,
+                "modeldeployment",
+                "m",
+                f"example.com/touched={mark}",
             )
             _wait(
                 lambda mark=mark: (
@@ -270,18 +277,36 @@ def _measure(
         # kubectl annotate: one GET and one PATCH of the ModelDeployment each.
         steady[("GET", "modeldeployments", "")] -= reconciles
         steady[("PATCH", "modeldeployments", "")] -= reconciles
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+    # Gone before the next run starts: its garbage collection would count there.
+    cluster.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
     return rollout, {key: value / reconciles for key, value in steady.items()}
 
 
 def _export(ref: str, into: Path) -> Path:
+    """The operator's code and chart as of `ref`, in `into`."""
+    into.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "archive", ref, "operator"],
+        ["git", "-C", str(REPO_ROOT), "archive", ref, "operator", "charts"],
         capture_output=True,
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into / "operator"
+    return into
+
+
+def _install(cluster: Cluster, chart: Path) -> None:
+    """The chart (its RBAC is the operator's) at this version, webhooks off: kwok runs no pods."""
+    subprocess.run(
+        [
+            str(localcluster.binary("helm")),
+            f"--kubeconfig={cluster.kubeconfig}",
+            *("upgrade", "--install", RELEASE, str(chart), "--namespace", NAMESPACE),
+            *("--set", "image.digest=sha256:" + "0" * 64, "--set", "webhook.enabled=false"),
+            *("--wait", "--timeout=180s"),
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def _print(title: str, counts: Counts) -> None:
@@ -309,26 +334,6 @@ def main() -> None:
             cluster.apply(
                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
             )
-            subprocess.run(
-                [
-                    str(localcluster.binary("helm")),
-                    f"--kubeconfig={local.kubeconfig}",
-                    "upgrade",
-                    "--install",
-                    RELEASE,
-                    str(CHART),
-                    "--namespace",
-                    NAMESPACE,
-                    "--set",
-                    "image.digest=sha256:" + "0" * 64,
-                    "--set",
-                    "webhook.enabled=false",
-                    "--wait",
-                    "--timeout=180s",
-                ],
-                check=True,
-                capture_output=True,
-            )
             s3.create_bucket("models")
             signing = signedmodel.generate_key(root, name="signer")
             approver = signedmodel.generate_key(root, name="approver")
@@ -340,9 +345,11 @@ def main() -> None:
             )
             runs: list[tuple[str, Path | None]] = []
             if args.baseline:
-                runs.append((f"baseline {args.baseline}", _export(args.baseline, root)))
+                runs.append((f"baseline {args.baseline}", _export(args.baseline, root / "base")))
             runs.append(("this tree", None))
-            for title, code in runs:
+            for title, tree in runs:
+                _install(cluster, tree / "charts" / "modelguard" if tree else CHART)
+                code = tree / "operator" if tree else None
                 state = root / f"state-{len(title)}-{uuid.uuid4().hex[:4]}"
                 state.mkdir()
                 applied = dict(policy)

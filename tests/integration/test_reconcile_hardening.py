@@ -15,6 +15,7 @@ from pathlib import Path
 
 import harness
 import pytest
+import yaml
 from test_approval_gate import _approve, _wait
 from test_modeldeployment import SELECTOR, model_deployment, wait_ready
 
@@ -296,3 +297,38 @@ def test_a_stalled_bundle_endpoint_delays_no_other_models_revocation(
         harness.eventually(quarantined, timeout=45)
     finally:
         kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_a_child_taken_by_someone_else_does_not_stop_a_quarantine(
+    kubectl: harness.Kubectl, namespace: str, publish_model: PublishModel
+) -> None:
+    # Someone replaced the model's ServiceAccount (the first child applied) with their own. The
+    # brake must still stop what serves: every child the operator made is quarantined.
+    uri = publish_model("1.4.0")
+    kubectl.apply(model_deployment("m", source=uri), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    decoy = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "m", "namespace": namespace, "labels": {SELECTOR: "m", "decoy": "1"}},
+    }
+
+    def replaced() -> None:
+        # Deleted and made again at once; the operator, seeing the deletion, may win the race
+        # and make its own first: then again.
+        kubectl.run("replace", "--force", "-f", "-", input=yaml.safe_dump(decoy), check=False)
+        live = kubectl.json("get", "serviceaccount", "m", "-n", namespace)
+        assert live["metadata"]["labels"].get("decoy") == "1", live["metadata"]
+        assert not live["metadata"].get("ownerReferences"), live["metadata"]
+
+    harness.eventually(replaced, timeout=60, interval=1)
+    kubectl.apply(model_deployment("m", source=uri, quarantine=True), namespace=namespace)
+
+    def stopped() -> None:
+        assert kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"] == 0
+        body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+        ready = harness.condition(body, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ChildConflict"), ready
+        assert "ServiceAccount m already exists" in ready["message"]
+
+    harness.eventually(stopped, timeout=60)

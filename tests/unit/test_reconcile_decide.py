@@ -109,9 +109,13 @@ def _observed(
     live: Manifest | None = None,
     owned: bool = True,
     revoked: conditions.Decision | None = None,
+    foreign: tuple[str, str] | None = None,
 ) -> modeldeployment.Observed:
     body = body or _body()
     children = {("Deployment", "m"): live} if live is not None else {}
+    if foreign is not None:
+        # An object under a child's name, with the model's label, that the operator did not make.
+        children[foreign] = {"kind": foreign[0], "metadata": {"name": foreign[1], "uid": "x"}}
     observed = modeldeployment.Observed(
         body=body,
         namespace_labels={"kubernetes.io/metadata.name": "team-a"},
@@ -236,6 +240,25 @@ CASES = {
         modeldeployment.Action.ROLL_OUT,
         ("", ""),
         pinned=NEW_ROOT,
+    ),
+    "someone-elses-object-under-a-child-name-holds-the-whole-rollout": Case(
+        _observed(
+            outcome=_verified(NEW_ROOT, approvals=0),
+            live=_live_deployment(),
+            foreign=("Service", "m"),
+        ),
+        modeldeployment.Action.HOLD,
+        ("False", "ChildConflict"),
+        ready_says="Service m already exists and is not this ModelDeployment's",
+    ),
+    "child-conflict-during-a-quarantine-still-stops-what-serves": Case(
+        _observed(
+            body=_body(quarantine=True), live=_live_deployment(), foreign=("ServiceAccount", "m")
+        ),
+        modeldeployment.Action.QUARANTINE,
+        ("", ""),
+        pinned=SERVING_ROOT,
+        quarantined=True,
     ),
     "broad-access-is-held": Case(
         _observed(

@@ -344,6 +344,15 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
         # what the quarantine waited for.
         status.current.pop("quarantine", None)
     model = _quarantine_on_tampering(model, status=status, verified=verified)
+    conflicts = _conflicts(observed, model)
+    if conflicts and not model.spec.quarantine:
+        # Nothing is applied, rather than some children: a rollout is all or nothing.
+        status.set(
+            v1alpha1.CONDITION_READY,
+            conditions.Decision("False", v1alpha1.REASON_CHILD_CONFLICT, "; ".join(conflicts)),
+        )
+        # No event of ours follows the other object's removal: look again later.
+        return Plan(Action.HOLD, status, recheck_at=status.now + CONFLICT_RECHECK)
     return Plan(
         Action.QUARANTINE if model.spec.quarantine else Action.ROLL_OUT,
         status,
@@ -362,13 +371,41 @@ async def write(context: Context, plan: Plan) -> None:
     if plan.recheck_at is not None:
         context.recheck(metadata["namespace"], metadata["name"], plan.recheck_at)
     if plan.artifact is not None and plan.model is not None:
-        deployment = await _apply_children(
+        deployment, skipped = await _apply_children(
             context, body=body, status=status, model=plan.model, artifact=plan.artifact
         )
         _ready_from(status, model=plan.model, deployment=deployment)
+        if skipped:
+            status.set(
+                v1alpha1.CONDITION_READY,
+                conditions.Decision(
+                    "False",
+                    v1alpha1.REASON_CHILD_CONFLICT,
+                    "quarantined as far as the operator's own children go; " + "; ".join(skipped),
+                ),
+            )
+            context.recheck(metadata["namespace"], metadata["name"], status.now + CONFLICT_RECHECK)
     await _finish(context, body=body, status=status)
     if plan.retry is not None:
         raise RetryLater(plan.retry)
+
+
+def _conflicts(observed: Observed, model: v1alpha1.ModelDeployment) -> list[str]:
+    """Why each child name taken by an object the operator did not make for `model` is not
+    written to."""
+    return [
+        _conflict_message(kind, name)
+        for kind, name in children.child_keys(model)
+        if (kind, name) in observed.children and observed.child(kind, name) is None
+    ]
+
+
+def _conflict_message(kind: str, name: str) -> str:
+    return (
+        f"{kind} {name} already exists and is not this ModelDeployment's (the operator did not "
+        "create it for this model, whatever its ownerReferences say); nothing was applied to "
+        "it: delete it, or name the model differently"
+    )
 
 
 def _stop_short(
@@ -653,16 +690,22 @@ async def _apply_children(
     status: _Status,
     model: v1alpha1.ModelDeployment,
     artifact: deployment_builder.VerifiedArtifact,
-) -> Manifest | None:
+) -> tuple[Manifest | None, list[str]]:
     """Writes every child whose intent changed or that someone else changed; returns the live
-    Deployment."""
+    Deployment, and the children a quarantine could not write (someone else's)."""
     applied: list[str] = []
+    skipped: list[str] = []
     deployment: Manifest | None = None
     for manifest in children.build_children(model, artifact=artifact):
         child = f"{manifest['kind']}/{manifest['metadata']['name']}"
         try:
             live, reverted = await _write_child(context, manifest, status=status, model=model)
         except ChildConflict as conflict:
+            if model.spec.quarantine:
+                # The brake stops whatever it can: one child taken by someone else must not
+                # keep the Deployment running.
+                skipped.append(str(conflict))
+                continue
             status.set(
                 v1alpha1.CONDITION_READY,
                 conditions.Decision("False", v1alpha1.REASON_CHILD_CONFLICT, str(conflict)),
@@ -708,7 +751,7 @@ async def _apply_children(
             action="Apply",
             note="applied " + ", ".join(applied),
         )
-    return deployment
+    return deployment, skipped
 
 
 class ChildConflict(Exception):
@@ -827,12 +870,7 @@ async def _write_child(
     metadata = manifest["metadata"]
     key = (manifest["kind"], metadata["name"])
     live = status.observed.children.get(key)
-    conflict = (
-        f"{manifest['kind']} {metadata['name']} already exists and is not this "
-        "ModelDeployment's (the operator did not create it for this model, whatever its "
-        "ownerReferences say); nothing was applied to it: delete it, or name the model "
-        "differently"
-    )
+    conflict = _conflict_message(manifest["kind"], metadata["name"])
     if live is None:
         try:
             created = await context.kube.create(intended)
