@@ -38,13 +38,28 @@ CONDITION_TYPES: typing.Final = (
     CONDITION_READY,
 )
 
-# Reasons of this release's new refusals; every reason a condition carries is CamelCase.
+# Reasons the reconcile decides itself (CamelCase); the verification's own come from
+# trust/reasons.py and the sources' errors.
 REASON_POLICY_NOT_BOUND: typing.Final = "PolicyNotBound"
-"""The TrustPolicy the model names does not bind the model's namespace."""
+"""Verified and Ready: the TrustPolicy the model names does not bind the model's namespace."""
 REASON_CHILD_CONFLICT: typing.Final = "ChildConflict"
-"""A child's name is taken by an object the operator did not make for this model."""
+"""Ready: a child's name is taken by an object the operator did not make for this model."""
 REASON_SIGNER_REVOKED: typing.Final = "SignerRevoked"
-"""The artifact that serves is no longer accepted by the current TrustPolicy."""
+"""status.quarantine: the artifact that serves is no longer accepted by the current policy."""
+REASON_NOT_VERIFIED: typing.Final = "NotVerified"
+"""Ready: the spec's version is held, its signature not verified (Verified says why)."""
+REASON_NOT_ISOLATED: typing.Final = "NotIsolated"
+"""Ready: the spec's version is held, asking for broader network access than allowed."""
+REASON_NOT_APPROVED: typing.Final = "NotApproved"
+"""Ready: the spec's version is held for want of approvals (Approved says why)."""
+REASON_QUARANTINED: typing.Final = "Quarantined"
+"""Ready: scaled to zero with its network cut, through the spec or automatically."""
+REASON_INVALID_SPEC: typing.Final = "InvalidSpec"
+"""Ready: the spec cannot be acted upon (what the schema could not refuse)."""
+REASON_APPLY_FAILED: typing.Final = "ApplyFailed"
+"""Ready: the API server refused a child (an admission policy, a quota)."""
+REASON_WITHIN_POLICY: typing.Final = "WithinPolicy"
+"""Isolated: the network access asked for is within the TrustPolicy's limits."""
 
 # Upper bounds on lists that carry CEL rules: the API server refuses a CRD whose rules it cannot
 # bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
@@ -473,7 +488,11 @@ class Condition(conventions.Status):
     """True, False or Unknown."""
 
     reason: str = pydantic.Field(pattern=CONDITION_REASON_PATTERN, min_length=1, max_length=1024)
-    """Why the condition last changed, in CamelCase (e.g. SignatureVerified)."""
+    """Why the condition last changed, in CamelCase. Ready: Available, Progressing,
+    NotVerified, NotApproved, NotIsolated, PolicyNotBound, ChildConflict, ApplyFailed,
+    Quarantined or InvalidSpec. Verified: SignatureVerified, AuditViolations, or why not
+    (UntrustedSigner, PolicyNotBound, DigestMismatch, ...). Approved: Approved, or why not.
+    Isolated: WithinPolicy or BroadAccessRefused."""
 
     message: str = pydantic.Field(max_length=32768)
     """Human-readable detail."""

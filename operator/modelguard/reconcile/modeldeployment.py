@@ -253,7 +253,7 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
         # say (or an object stored before a schema change).
         status.set(
             v1alpha1.CONDITION_READY,
-            conditions.Decision("False", "InvalidSpec", "; ".join(observed.invalid)),
+            conditions.Decision("False", v1alpha1.REASON_INVALID_SPEC, "; ".join(observed.invalid)),
         )
         return Plan(Action.REFUSE, status)
     if model.spec.quarantine or observed.verification is None:
@@ -267,7 +267,7 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
             model,
             status=status,
             revoked=observed.revoked,
-            reason=v1alpha1.REASON_POLICY_NOT_BOUND if unbound else "NotVerified",
+            reason=v1alpha1.REASON_POLICY_NOT_BOUND if unbound else v1alpha1.REASON_NOT_VERIFIED,
             why=f"refused: {outcome.decision.message}"
             if unbound
             else f"not verified ({outcome.decision.reason})",
@@ -300,7 +300,9 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
         conditions.Decision("False", str(refused[0].reason), "; ".join(v.message for v in refused))
         if refused
         else conditions.Decision(
-            "True", "WithinPolicy", "network access within the TrustPolicy's spec.network"
+            "True",
+            v1alpha1.REASON_WITHIN_POLICY,
+            "network access within the TrustPolicy's spec.network",
         ),
     )
     if refused:
@@ -308,7 +310,7 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
             model,
             status=status,
             revoked=observed.revoked,
-            reason="NotIsolated",
+            reason=v1alpha1.REASON_NOT_ISOLATED,
             why="asking for broader access than allowed",
         )
 
@@ -327,7 +329,7 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
             model,
             status=status,
             revoked=observed.revoked,
-            reason="NotApproved",
+            reason=v1alpha1.REASON_NOT_APPROVED,
             why=f"not approved ({gate.decision.reason})",
         )
         return dataclasses.replace(plan, recheck_at=gate.recheck_at)
@@ -721,7 +723,8 @@ async def _apply_children(
             # child and why, keep what serves now, and try again on the next trigger.
             message = f"{manifest['kind']} {manifest['metadata']['name']}: {error.message}"
             status.set(
-                v1alpha1.CONDITION_READY, conditions.Decision("False", "ApplyFailed", message)
+                v1alpha1.CONDITION_READY,
+                conditions.Decision("False", v1alpha1.REASON_APPLY_FAILED, message),
             )
             await _finish(context, body=body, status=status)
             raise RetryLater(message) from error
