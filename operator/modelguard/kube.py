@@ -1,8 +1,9 @@
 """The only module that talks to the Kubernetes API server (kopf's own watch machinery aside).
 
 Objects cross this boundary as plain manifests (dicts), the same shape the builders produce and
-kubectl prints. Writes are server-side apply with one field manager, always the whole intent: the
-API server merges, tracks ownership and garbage-collects through ownerReferences.
+kubectl prints. Children are created, then replaced whole (with the resourceVersion they were
+decided from), always with one field manager; the status is written with server-side apply. The
+API server garbage-collects children through their ownerReferences.
 """
 
 from __future__ import annotations
@@ -252,18 +253,6 @@ class Kube:
         except lightkube.core.exceptions.ApiError as error:
             raise _api_error(error) from error
         return _to_manifest(replaced)
-
-    async def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
-        """Server-side apply of the whole intent, taking ownership of every field it names; with
-        `dry_run` the API server answers what the object would become and stores nothing."""
-        obj = lightkube.codecs.from_dict(manifest)
-        try:
-            applied = await self._client.apply(
-                obj, field_manager=FIELD_MANAGER, force=True, dry_run=dry_run
-            )
-        except lightkube.core.exceptions.ApiError as error:
-            raise _api_error(error) from error
-        return _to_manifest(applied)
 
     async def apply_model_deployment_status(
         self, *, namespace: str, name: str, status: Manifest
