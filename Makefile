@@ -91,5 +91,7 @@ bench: venv tools ## benchmarks: figures printed next to a reference measured in
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py --size-gib 8
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_verify_throughput.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/certificate_verify.py
+	$(BIN)/python benchmarks/format_classify.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/webhook_latency.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/api_requests.py --baseline 23ee173

@@ -211,6 +211,9 @@ def main() -> None:
             dest=dest,
             credentials_dir=credentials,
             parallel=args.parallel,
+            # As the operator starts it: bound to the server the TrustPolicy names.
+            source_endpoint=server.endpoint,
+            signature_endpoint=server.endpoint,
         )
         cases: list[tuple[str, Callable[[], object]]] = []
         if curl := shutil.which("curl"):

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     policy = signedmodel.trust_policy(
         name="default",
         public_key=public,
-        sources=[f"s3://{bucket}/"],
+        sources=[signedmodel.s3_source(server, bucket)],
         approver_key=approver_public,
     )
     # The release review's outcome: what `modelguard approve` prints for a GitOps commit.

@@ -215,6 +215,15 @@ class Pki:
         return Identity(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+WEBHOOK_CLIENT_CA = "webhook-client-ca.crt"
+WEBHOOK_CLIENT_NAME = "kube-apiserver-webhook-client"
+
+
+def webhook_client_ca(kubeconfig: Path) -> Path:
+    """The webhook client CA of the cluster whose admin kubeconfig is `kubeconfig`."""
+    return kubeconfig.parent / "pki" / WEBHOOK_CLIENT_CA
+
+
 def kubeconfig_text(*, server: str, ca_pem: bytes, identity: Identity, user: str) -> str:
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
@@ -295,7 +304,48 @@ class LocalCluster:
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def webhook_client_ca(self) -> Path:
+        """The CA of the client certificate the API server presents to admission webhooks."""
+        return webhook_client_ca(self.kubeconfig)
+
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def _webhook_client_identity(self, pki_dir: Path) -> Path:
+        """An AdmissionConfiguration that has the API server present a client certificate,
+        from a CA of its own (not the cluster's, which signs every user), to every webhook."""
+        webhook_pki = Pki()
+        _write_private(pki_dir / WEBHOOK_CLIENT_CA, webhook_pki.ca_pem)
+        identity = webhook_pki.issue(common_name=WEBHOOK_CLIENT_NAME)
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            # "*": whatever the webhook's host; kube-apiserver looks up this name last.
+            "users": [
+                {
+                    "name": "*",
+                    "user": {
+                        "client-certificate-data": base64.b64encode(identity.cert_pem).decode(),
+                        "client-key-data": base64.b64encode(identity.key_pem).decode(),
+                    },
+                }
+            ],
+        }
+        kubeconfig = _write_private(pki_dir / "webhook-client.kubeconfig", json.dumps(config))
+        webhook_plugin = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(kubeconfig),
+        }
+        admission = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": "ValidatingAdmissionWebhook", "configuration": webhook_plugin},
+                {"name": "MutatingAdmissionWebhook", "configuration": webhook_plugin},
+            ],
+        }
+        return _write_private(pki_dir / "admission.json", json.dumps(admission, indent=2))
 
     def start(self, *, timeout: float = 120) -> None:
         """Starts every component and returns once the cluster can run a Deployment."""
@@ -336,6 +386,8 @@ class LocalCluster:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
         )
+
+        admission_config = self._webhook_client_identity(pki_dir)
 
         etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
         server = f"https://127.0.0.1:{api_port}"
@@ -404,6 +456,9 @@ class LocalCluster:
                 # The default admission plugins (PodSecurity, ServiceAccount, webhooks...) stay on;
                 # NodeRestriction is added as every real cluster does.
                 "--enable-admission-plugins=NodeRestriction",
+                # The API server presents a client certificate to every admission webhook, as
+                # a cluster can be configured to, so a webhook can answer it alone.
+                f"--admission-control-config-file={admission_config}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={sa_public}",
                 f"--service-account-signing-key-file={sa_private}",

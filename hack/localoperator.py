@@ -123,7 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     bundle = certs.generate(ip_addresses=["127.0.0.1"])
     certs.write(bundle, state / "tls")
+    # Kept across runs: it verifies the records of every earlier run in the same audit log.
+    audit_key = state / "audit.key"
+    if not audit_key.exists():
+        audit_key.touch(mode=0o600)
+        audit_key.write_bytes(os.urandom(32))
     port = _free_port()
+    # The local control plane presents a webhook client certificate (another cluster may not):
+    # answer that caller alone.
+    client_ca = localcluster.webhook_client_ca(args.kubeconfig)
+    client_auth = (
+        (
+            f"--webhook-client-ca={client_ca}",
+            f"--webhook-client-name={localcluster.WEBHOOK_CLIENT_NAME}",
+        )
+        if client_ca.exists()
+        else ()
+    )
     with args.log.open("ab") as log:
         operator = subprocess.Popen(
             [
@@ -132,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--webhook-cert-dir={state / 'tls'}",
                 f"--operator-username=system:serviceaccount:{NAMESPACE}:{RELEASE}",
                 *("--audit-log", str(state / "audit.jsonl")),
+                *("--audit-key-file", str(audit_key)),
+                *client_auth,
             ],
             env={**os.environ, "KUBECONFIG": str(identity), "POD_NAME": "modelguard-local"},
             stdout=log,

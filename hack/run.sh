@@ -38,6 +38,7 @@ if [ "$cluster" = local ]; then
   "$helm" --kubeconfig "$KUBECONFIG" upgrade --install modelguard charts/modelguard \
     --namespace modelguard-system --create-namespace \
     --set replicaCount=0 --set webhook.enabled=false --set "image.digest=${MODELGUARD_AGENT_IMAGE#*@}" \
+    --set "image.repository=${MODELGUARD_AGENT_IMAGE%@*}" \
     --wait --timeout 180s >/dev/null
   echo "run: chart installed (release modelguard, namespace modelguard-system)"
   # A previous run that was killed may have left its loopback webhooks registered.

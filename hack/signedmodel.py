@@ -115,8 +115,18 @@ def credentials_secret(server: s3server.S3Server, *, name: str) -> dict[str, obj
     }
 
 
+def s3_source(server: s3server.S3Server, bucket: str) -> dict[str, str]:
+    """A TrustPolicy source for `bucket` on `server`: the policy names the server's endpoint, its
+    loopback address included (which a name resolving there would not reach)."""
+    return {"uri": f"s3://{bucket}/", "endpoint": server.endpoint}
+
+
 def trust_policy(
-    *, name: str, public_key: str, sources: list[str], approver_key: str | None = None
+    *,
+    name: str,
+    public_key: str,
+    sources: list[dict[str, str]],
+    approver_key: str | None = None,
 ) -> dict[str, object]:
     """A policy trusting one signer, bound to every namespace; with `approver_key`, one approver
     ("security") whose single approval a version needs (the default minApprovals), else no

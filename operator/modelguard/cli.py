@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import gc
 import logging
+import os
 import pathlib
 import re
 import sys
@@ -22,7 +23,7 @@ if typing.TYPE_CHECKING:
 
     from modelguard.admission import serving
     from modelguard.api import trustpolicy
-    from modelguard.trust import approval, policy
+    from modelguard.trust import approval, policy, signatures
 
 
 @contextlib.contextmanager
@@ -48,17 +49,23 @@ def _run(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415
 
     from modelguard import handlers  # noqa: F401, PLC0415
-    from modelguard.admission import serving as webhook_serving  # noqa: PLC0415
+    from modelguard.audit import keys  # noqa: PLC0415
 
-    kopf.configure(verbose=args.verbose, debug=args.debug, log_prefix=True)
-    # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # One access line per admission request is noise at hundreds per second, and costs time.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("kopf.objects").addFilter(webhook_serving.DenialLogFilter())
+    if args.audit_key_file is None:
+        raise SystemExit(
+            "--audit-key-file (or MODELGUARD_AUDIT_KEY_FILE) is required: the installation's"
+            " audit key, 32 or more random bytes (the chart mounts its Secret); without it no"
+            " audit record could be told from forged text"
+        )
+    try:
+        audit_key = keys.load(args.audit_key_file)
+    except keys.InvalidKey as error:
+        raise SystemExit(str(error)) from None
+    configure_logging(verbose=args.verbose, debug=args.debug)
     kopf.run(
-        memo=kopf.Memo(webhook=_webhook_options(args), audit_log=args.audit_log),
+        memo=kopf.Memo(
+            webhook=_webhook_options(args), audit_log=args.audit_log, audit_key=audit_key
+        ),
         clusterwide=not args.namespace,
         namespaces=args.namespace or [],
         liveness_endpoint=args.liveness,
@@ -66,6 +73,24 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,
     )
     return 0
+
+
+def configure_logging(*, verbose: bool, debug: bool) -> None:
+    """kopf's log format on standard error, every line escaped: what a log line quotes (an S3
+    error, an object's name, a traceback) never starts a line of its own."""
+    import kopf  # noqa: PLC0415
+
+    from modelguard import logs  # noqa: PLC0415
+    from modelguard.admission import serving as webhook_serving  # noqa: PLC0415
+
+    kopf.configure(verbose=verbose, debug=debug, log_prefix=True)
+    logs.escape_handlers(logging.getLogger())
+    # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # One access line per admission request is noise at hundreds per second, and costs time.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(webhook_serving.DenialLogFilter())
 
 
 def _webhook_options(args: argparse.Namespace) -> serving.Options:
@@ -81,6 +106,8 @@ def _webhook_options(args: argparse.Namespace) -> serving.Options:
             operator_username=args.operator_username or "",
             break_glass_group=args.break_glass_group,
         ),
+        client_ca=args.webhook_client_ca,
+        client_names=tuple(args.webhook_client_name or ()),
     )
 
 
@@ -101,6 +128,20 @@ def _add_webhook_flags(run: argparse.ArgumentParser) -> None:
         type=pathlib.Path,
         metavar="DIR",
         help="tls.crt and tls.key (a mounted kubernetes.io/tls Secret); reloaded when they change",
+    )
+    webhook.add_argument(
+        "--webhook-client-ca",
+        type=pathlib.Path,
+        metavar="PEM",
+        help="answer only TLS clients with a certificate this CA signed: the API server's webhook"
+        " client certificate (its AdmissionConfiguration kubeConfigFile); default: any client",
+    )
+    webhook.add_argument(
+        "--webhook-client-name",
+        action="append",
+        metavar="NAME",
+        help="with --webhook-client-ca: the client certificate's common name or DNS name must be"
+        " one of these (repeatable)",
     )
     webhook.add_argument(
         "--operator-username",
@@ -125,12 +166,18 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         rules = _verify_rules(args)
         signature = _read(args.signature, what="--signature")
-        if not args.model_dir.is_dir():
+        if not (args.model_dir.is_dir() or args.model_dir.is_file()):
             raise reasons.VerificationError(
-                reasons.Reason.UNREADABLE, f"MODEL_DIR {str(args.model_dir)!r} is not a directory"
+                reasons.Reason.UNREADABLE,
+                f"MODEL {str(args.model_dir)!r} is neither a folder nor a file",
             )
         result = verify.verify_folder(
-            args.model_dir, signature, rules, signature_path=args.signature
+            args.model_dir,
+            signature,
+            rules,
+            signature_path=args.signature,
+            ignore_paths=_ignore_paths(args.ignore_paths),
+            ignore_unsigned_files=args.ignore_unsigned_files,
         )
     except reasons.VerificationError as error:
         print(f"{error.reason}: {error.message}", file=sys.stderr)
@@ -141,10 +188,39 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ignore_paths(entries: list[str] | None) -> tuple[str, ...]:
+    """--ignore-paths checked as OMS 6.2.1 has them: exact relative paths, no globs."""
+    from modelguard.trust import paths, reasons  # noqa: PLC0415
+
+    checked = []
+    for entry in entries or []:
+        # "cache/" names the folder cache, as a shell's completion writes it.
+        trimmed = entry[:-1] if entry.endswith("/") and len(entry) > 1 else entry
+        violation = paths.check_ignore_path(trimmed, field="--ignore-paths")
+        if violation is not None:
+            raise reasons.VerificationError.of(violation)
+        checked.append(trimmed)
+    return tuple(checked)
+
+
 def _verify_rules(args: argparse.Namespace) -> policy.Rules:
     """What the command line asks to enforce: one key, one root, or a TrustPolicy file."""
-    from modelguard.trust import policy, signatures  # noqa: PLC0415
+    from modelguard.trust import policy, reasons, signatures  # noqa: PLC0415
 
+    identity_flags = [
+        flag
+        for flag, value in (
+            ("--certificate-subject", args.certificate_subject),
+            ("--certificate-san", args.certificate_san),
+            ("--any-certificate-identity", args.any_certificate_identity or None),
+        )
+        if value is not None
+    ]
+    if identity_flags and args.certificate_root is None:
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY,
+            f"{identity_flags[0]} applies only with --certificate-root",
+        )
     if args.policy is not None:
         return policy.rules_of(_policy_file(args.policy))
     if args.public_key is not None:
@@ -152,14 +228,45 @@ def _verify_rules(args: argparse.Namespace) -> policy.Rules:
         key = signatures.load_public_key(pem, field=f"--public-key {str(args.public_key)!r}")
         signer: signatures.TrustedSigner = signatures.KeySigner("public-key", key)
     else:
-        from modelguard.trust import certificates  # noqa: PLC0415
-
-        pem = _read(args.certificate_root, what="--certificate-root")
-        roots = certificates.load(pem, field=f"--certificate-root {str(args.certificate_root)!r}")
-        signer = signatures.CertificateSigner("certificate-root", roots)
+        signer = _certificate_signer(args)
     # A TrustPolicy that names only this signer, with every default: without the API models,
     # which a key or a root does not need.
     return policy.Rules(signers=(signer,))
+
+
+def _certificate_signer(args: argparse.Namespace) -> signatures.TrustedSigner:
+    """--certificate-root and the identity it pins, as a TrustPolicy signer would have them."""
+    from modelguard.trust import certificates, reasons, signatures  # noqa: PLC0415
+
+    pem = _read(args.certificate_root, what="--certificate-root")
+    field = f"--certificate-root {str(args.certificate_root)!r}"
+    roots = certificates.load(pem, field=field)
+    names = args.certificate_subject is not None or args.certificate_san is not None
+    if names and args.any_certificate_identity:
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY,
+            "--any-certificate-identity and --certificate-subject/--certificate-san exclude "
+            "each other",
+        )
+    if not names and not args.any_certificate_identity and any(map(certificates.is_ca, roots)):
+        # As a TrustPolicy's identity: a CA certifies whoever it likes.
+        raise reasons.VerificationError(
+            reasons.Reason.INVALID_POLICY,
+            f"{field} holds a CA certificate: pin the signing certificate with "
+            "--certificate-subject and/or --certificate-san, or trust everyone it certifies "
+            "with --any-certificate-identity",
+        )
+    identity = None
+    if names:
+        identity = certificates.Identity(
+            subject=None
+            if args.certificate_subject is None
+            else certificates.subject_name(args.certificate_subject, field="--certificate-subject"),
+            san=args.certificate_san,
+            subject_field="--certificate-subject",
+            san_field="--certificate-san",
+        )
+    return signatures.CertificateSigner("certificate-root", roots, identity)
 
 
 def _policy_file(path: pathlib.Path) -> trustpolicy.TrustPolicySpec:
@@ -375,14 +482,19 @@ def _add_approve(commands: typing.Any) -> None:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     # Imported here, like _verify's: a pure check of text needs neither kopf nor cryptography.
-    from modelguard.audit import chain  # noqa: PLC0415
+    from modelguard.audit import chain, keys  # noqa: PLC0415
 
     try:
+        key = keys.load(args.key_file)
+    except keys.InvalidKey as error:
+        print(error, file=sys.stderr)
+        return 1
+    try:
         if args.file == "-":
-            result = chain.verify(_decoded(sys.stdin.buffer))
+            result = chain.verify(_decoded(sys.stdin.buffer), key=key)
         else:
             with pathlib.Path(args.file).open("rb") as lines:
-                result = chain.verify(_decoded(lines))
+                result = chain.verify(_decoded(lines), key=key)
     except OSError as error:
         print(f"{args.file}: {error.strerror or error}", file=sys.stderr)
         return 1
@@ -407,11 +519,20 @@ def _add_audit(commands: typing.Any) -> None:
         "verify",
         help="check that no audit record was edited, deleted, inserted or reordered",
         description="Check the hash chain of the audit records in FILE (the operator's"
-        " --audit-log, or `kubectl logs` of the operator; other lines are skipped). Exit 0 and"
-        " `N records in K segments, chain intact`; exit 1 and `line L: what is wrong` otherwise."
-        " A missing tail or a whole missing segment cannot be seen from the chain alone.",
+        " --audit-log, or `kubectl logs` of the operator). Only records sealed with the"
+        " installation's audit key count; other lines, records forged by whoever could put text"
+        " into the log included, are ignored (and counted). Exit 0 and `N records in K segments,"
+        " chain intact`; exit 1 and `line L: what is wrong` otherwise. A missing tail or a whole"
+        " missing segment cannot be seen from the chain alone.",
     )
     check.add_argument("file", metavar="FILE", help="the audit log, or - for standard input")
+    check.add_argument(
+        "--key-file",
+        required=True,
+        type=pathlib.Path,
+        metavar="KEY",
+        help="the installation's audit key (the chart's Secret <release>-audit-key, key `key`)",
+    )
     check.set_defaults(handler=_audit_verify)
 
 
@@ -426,10 +547,14 @@ def _fetch_verify(args: argparse.Namespace) -> int:
         root_digest=args.root_digest,
         dest=args.dest,
         credentials_dir=args.credentials_dir,
-        allow_pickle=args.allow_pickle,
-        audit_pickle=args.audit_pickle,
+        allow_formats=frozenset(args.allow_format or ())
+        | ({"Pickle"} if args.allow_pickle else set()),
+        audit_formats=args.audit_formats,
         parallel=args.parallel,
         signature_digest=args.signature_digest,
+        **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
+        source_endpoint=args.source_endpoint,
+        signature_endpoint=args.signature_endpoint,
     )
     return fetchverify.run(options, termination_log=args.termination_log)
 
@@ -459,6 +584,13 @@ def _add_agent(commands: typing.Any) -> None:
         " which the root digest does not)",
     )
     fetch.add_argument("--dest", required=True, type=pathlib.Path, metavar="DIR")
+    for which in ("source", "signature"):
+        fetch.add_argument(
+            f"--{which}-endpoint",
+            metavar="URL",
+            help=f"the S3 server (scheme://host[:port]) the TrustPolicy binds the {which} to"
+            " (default: AWS S3); a credentials AWS_ENDPOINT_URL naming another is refused",
+        )
     fetch.add_argument(
         "--credentials-dir",
         type=pathlib.Path,
@@ -467,16 +599,33 @@ def _add_agent(commands: typing.Any) -> None:
         " AWS_REGION, AWS_ENDPOINT_URL, AWS_CA_BUNDLE (default: anonymous)",
     )
     fetch.add_argument(
-        "--allow-pickle", action="store_true", help="admit pickle-based formats (code on load)"
+        "--allow-format",
+        action="append",
+        choices=("Pickle", "Keras", "HDF5"),
+        metavar="FAMILY",
+        help="admit this family of code-capable formats: Pickle, Keras or HDF5 (repeatable; the"
+        " TrustPolicy's spec.formats.allow)",
     )
     fetch.add_argument(
+        "--allow-pickle", action="store_true", help="the same as --allow-format Pickle"
+    )
+    fetch.add_argument(
+        "--audit-formats",
         "--audit-pickle",
+        dest="audit_formats",
         action="store_true",
-        help="admit pickle-based formats but report each on an `audit UnsafeFormat:` line, in the"
-        " termination log too (a TrustPolicy in Audit mode)",
+        help="admit code-capable formats not allowed but report each on an `audit UnsafeFormat:`"
+        " line, in the termination log too (a TrustPolicy in Audit mode)",
     )
     fetch.add_argument(
         "--parallel", type=int, default=4, metavar="N", help="files fetched at once (default 4)"
+    )
+    fetch.add_argument(
+        "--max-bytes",
+        type=int,
+        metavar="N",
+        help="the most bytes written in all; past it the fetch is refused (ModelTooLarge) and"
+        " DEST emptied (default 16 GiB; each file is also bounded by its signed or listed size)",
     )
     fetch.add_argument(
         "--termination-log",
@@ -487,6 +636,11 @@ def _add_agent(commands: typing.Any) -> None:
         " (default /dev/termination-log)",
     )
     fetch.set_defaults(handler=_fetch_verify)
+
+
+def _env_path(name: str) -> pathlib.Path | None:
+    value = os.environ.get(name)
+    return pathlib.Path(value) if value else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,6 +672,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="append audit records to this file; - (the default) is standard output, which then"
         " carries nothing else (logs go to standard error)",
     )
+    run.add_argument(
+        "--audit-key-file",
+        type=pathlib.Path,
+        default=_env_path("MODELGUARD_AUDIT_KEY_FILE"),
+        metavar="KEY",
+        help="the installation's audit key (32+ random bytes) that seals every record, so that"
+        " `modelguard audit verify` tells them from forged text; required"
+        " (default $MODELGUARD_AUDIT_KEY_FILE)",
+    )
     _add_webhook_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything, API traffic included")
@@ -525,10 +688,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "verify",
         help="verify a local model folder against its OpenSSF Model Signing signature",
-        description="Verify MODEL_DIR against SIG exactly as the cluster does. Exit 0 and a"
+        description="Verify MODEL against SIG exactly as the cluster does. Exit 0 and a"
         " one-line summary when it verifies; exit 1 and `REASON: message` otherwise.",
     )
-    check.add_argument("model_dir", type=pathlib.Path, metavar="MODEL_DIR")
+    check.add_argument(
+        "model_dir",
+        type=pathlib.Path,
+        metavar="MODEL",
+        help="the model folder, or the file of a single-file model",
+    )
     check.add_argument(
         "--signature",
         type=pathlib.Path,
@@ -543,6 +711,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trust.add_argument(
         "--policy", type=pathlib.Path, metavar="TRUSTPOLICY.yaml", help="a TrustPolicy object"
+    )
+    check.add_argument(
+        "--certificate-subject",
+        metavar="DN",
+        help="with --certificate-root: the signing certificate's exact subject (RFC 4514, e.g."
+        " CN=release,O=Example)",
+    )
+    check.add_argument(
+        "--certificate-san",
+        metavar="NAME",
+        help="with --certificate-root: an exact SAN the signing certificate must carry (email,"
+        " URI or DNS name)",
+    )
+    check.add_argument(
+        "--any-certificate-identity",
+        action="store_true",
+        help="with --certificate-root holding a CA: any code-signing certificate it issues",
+    )
+    check.add_argument(
+        "--ignore-unsigned-files",
+        action="store_true",
+        help="admit files the signature does not list (each signed file is still required and"
+        " verified); by default an unsigned file is refused (UnexpectedFile)",
+    )
+    check.add_argument(
+        "--ignore-paths",
+        action="append",
+        metavar="PATH",
+        help="a path from the model root to leave out, a file or a folder (repeatable), beside"
+        " the signature's ignore_paths and .git, .gitattributes, .github, .gitignore; a signed"
+        " file below it is still verified",
     )
     check.set_defaults(handler=_verify)
     _add_approve(commands)

@@ -15,7 +15,7 @@ from modelguard.admission import decisions, serving
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
 from modelguard.builders import labels
-from modelguard.reconcile import modeldeployment, schedule
+from modelguard.reconcile import modeldeployment, schedule, verification
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,8 @@ AGENT_IMAGE_ENV = "MODELGUARD_AGENT_IMAGE"
 # The chart's ClusterRole that a namespace binds to let the operator read its storage credentials;
 # its name carries the release's, so messages take it from here.
 CREDENTIALS_ROLE_ENV = "MODELGUARD_SOURCE_CREDENTIALS_ROLE"
+# Seconds a verified signature bundle is trusted to be what its URI still holds (default 300).
+REREAD_ENV = "MODELGUARD_BUNDLE_REREAD_SECONDS"
 
 
 @kopf.on.startup()
@@ -50,13 +52,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
             f"{AGENT_IMAGE_ENV} must name the agent image pinned by digest "
             f"(image@sha256:<64 hex>); got {agent_image!r}. The chart sets it."
         )
+    reread = _reread_interval(os.environ.get(REREAD_ENV))
     _configure_admission(settings, memo)
     kube_client = kube.Kube.from_environment()
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     audit_log: str = memo.get("audit_log") or sink.STANDARD_OUTPUT
     # Opened last: a retried startup would otherwise start an empty segment per attempt.
     try:
-        audit = sink.open_log(audit_log, instance=instance)
+        audit = sink.open_log(audit_log, instance=instance, key=memo.audit_key)
     except OSError as error:
         # Decisions nobody could audit afterwards are not taken: refuse to start.
         raise kopf.PermanentError(f"--audit-log {audit_log!r}: {error}") from error
@@ -72,7 +75,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         credentials_role=os.environ.get(CREDENTIALS_ROLE_ENV) or "modelguard-source-credentials",
         audit=audit,
         recheck=memo.scheduler.recheck,
+        verification_cache=verification.Cache(reread=reread),
     )
+
+
+def _reread_interval(value: str | None) -> datetime.timedelta:
+    if not value:
+        return verification.REREAD
+    if not value.isdigit() or not 1 <= int(value) <= _MAX_REREAD_SECONDS:
+        raise kopf.PermanentError(
+            f"{REREAD_ENV} must be a whole number of seconds from 1 to {_MAX_REREAD_SECONDS}; "
+            f"got {value!r}"
+        )
+    return datetime.timedelta(seconds=int(value))
+
+
+_MAX_REREAD_SECONDS: typing.Final = 86400
 
 
 @kopf.on.cleanup()

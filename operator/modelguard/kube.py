@@ -72,6 +72,19 @@ class ApiError(Exception):
         self.message = message
 
 
+def wire_safe(value: typing.Any) -> typing.Any:
+    """`value` with every string valid UTF-8: a lone surrogate (which JSON text may carry, from a
+    signature file or an S3 error, but UTF-8 cannot encode) becomes the text of its escape, so
+    that a message quoting it can still be written instead of failing the whole request."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {wire_safe(key): wire_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [wire_safe(item) for item in value]
+    return value
+
+
 def intent_hash(manifest: Manifest) -> str:
     """A stable digest of a desired manifest, excluding the annotation that carries it."""
     metadata = dict(manifest.get("metadata", {}))
@@ -237,7 +250,7 @@ class Kube:
         it: what the operator creates is the operator's, and nothing else is."""
         try:
             created = await self._client.create(
-                lightkube.codecs.from_dict(manifest), field_manager=FIELD_MANAGER
+                lightkube.codecs.from_dict(wire_safe(manifest)), field_manager=FIELD_MANAGER
             )
         except lightkube.core.exceptions.ApiError as error:
             raise _api_error(error) from error
@@ -247,7 +260,7 @@ class Kube:
         """Replaces the object with exactly `manifest` (which carries the resourceVersion it was
         decided from: a concurrent write makes this fail with 409 rather than be lost); with
         `dry_run` the API server answers what the object would become and stores nothing."""
-        obj = lightkube.codecs.from_dict(manifest)
+        obj = lightkube.codecs.from_dict(wire_safe(manifest))
         try:
             replaced = await self._client.replace(obj, field_manager=FIELD_MANAGER, dry_run=dry_run)
         except lightkube.core.exceptions.ApiError as error:
@@ -262,7 +275,7 @@ class Kube:
             apiVersion=v1alpha1.API_VERSION,
             kind=v1alpha1.KIND,
             metadata=lightkube.models.meta_v1.ObjectMeta(name=name, namespace=namespace),
-            status=status,
+            status=wire_safe(status),
         )
         try:
             await self._client.apply(
@@ -298,7 +311,7 @@ class Kube:
             reason=reason,
             action=action,
             # The API server caps notes at 1 KiB.
-            note=note[:1024],
+            note=wire_safe(note[:1024]),
             reportingController=REPORTING_CONTROLLER,
             reportingInstance=reporting_instance,
             regarding=lightkube.models.core_v1.ObjectReference(

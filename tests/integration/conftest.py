@@ -28,9 +28,10 @@ RELEASE = "modelguard"
 # One directory per test session, so that two sessions on one machine never share state.
 SESSION_DIR = harness.REPO_ROOT / ".cluster-test" / f"session-{os.getpid()}"
 # kwok runs no containers, so any image pinned by digest serves as the agent's.
-AGENT_IMAGE = f"registry.example/modelguard@{harness.IMAGE_DIGEST}"
+AGENT_IMAGE = f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
+BUNDLE_REREAD_SECONDS = 15
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -146,6 +147,8 @@ def operator(
         service_account=RELEASE,
         path=directory / "operator.kubeconfig",
     )
+    audit_key = directory / "audit.key"
+    audit_key.write_bytes(os.urandom(32))
     log_path = SESSION_DIR / "cluster" / "logs" / "operator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
@@ -155,6 +158,8 @@ def operator(
         "MODELGUARD_AGENT_IMAGE": AGENT_IMAGE,
         # Not the chart's default name: the message must carry what it is given.
         "MODELGUARD_SOURCE_CREDENTIALS_ROLE": "modelguard-test-source-credentials",
+        # Verified bundles are read again this often (default 300): a replaced one is seen in tests.
+        "MODELGUARD_BUNDLE_REREAD_SECONDS": str(BUNDLE_REREAD_SECONDS),
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -167,6 +172,8 @@ def operator(
                 # Standard output would mix into the log below; tests read the records here.
                 "--audit-log",
                 str(log_path.with_name("audit.jsonl")),
+                "--audit-key-file",
+                str(audit_key),
             ],
             env=env,
             stdout=log,
@@ -225,15 +232,26 @@ def approver_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
+def model_sources(s3: s3server.S3Server) -> list[dict[str, str]]:
+    """TrustPolicy sources admitting s3://models/ on the test's S3 server, which the policy names
+    by its loopback address: the explicit opt-in that loopback needs."""
+    return [signedmodel.s3_source(s3, MODEL_BUCKET)]
+
+
+@pytest.fixture(scope="session")
 def trust_policy(
-    kubectl: harness.Kubectl, signing_key: tuple[Path, str], approver_key: tuple[Path, str]
+    kubectl: harness.Kubectl,
+    signing_key: tuple[Path, str],
+    approver_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
 ) -> Iterator[str]:
-    """The cluster's `default` TrustPolicy: the test signer, models only from s3://models/, one
-    approval by the test approver per version (the secure default, minApprovals 1)."""
+    """The cluster's `default` TrustPolicy: the test signer, models only from s3://models/ on the
+    test's S3 server, one approval by the test approver per version (the secure default,
+    minApprovals 1)."""
     policy = signedmodel.trust_policy(
         name="default",
         public_key=signing_key[1],
-        sources=[f"s3://{MODEL_BUCKET}/"],
+        sources=model_sources,
         approver_key=approver_key[1],
     )
     kubectl.apply(policy)

@@ -19,7 +19,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "modelguard"
 # The chart requires its image pinned by digest; kwok runs no containers, so any digest serves.
 IMAGE_DIGEST = "sha256:" + "0" * 64
-PINNED_IMAGE = ("--set", f"image.digest={IMAGE_DIGEST}")
+IMAGE_REPOSITORY = "registry.example/modelguard"
+# The agent image the tests' operator runs (conftest.AGENT_IMAGE) is the chart's image, as in a
+# real install: the chart's admission policy admits the operator's pods only with that image.
+PINNED_IMAGE = (
+    "--set",
+    f"image.digest={IMAGE_DIGEST}",
+    "--set",
+    f"image.repository={IMAGE_REPOSITORY}",
+)
 
 Manifest = dict[str, typing.Any]
 

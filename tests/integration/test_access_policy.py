@@ -64,13 +64,14 @@ def test_broad_access_the_policy_allows_rolls_out(
     namespace: str,
     source: str,
     signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
     approver_key: tuple[Path, str],
 ) -> None:
     name = f"open-{namespace}"
     policy = signedmodel.trust_policy(
         name=name,
         public_key=signing_key[1],
-        sources=["s3://models/"],
+        sources=model_sources,
         approver_key=approver_key[1],
     )
     policy["spec"]["network"] = {"egressCIDRs": ["0.0.0.0/0"]}  # type: ignore[index]
@@ -113,6 +114,7 @@ def test_the_source_endpoint_is_declared_in_a_policy_of_its_own(
     namespace: str,
     source: str,
     signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
     approver_key: tuple[Path, str],
 ) -> None:
     # Under the default policy (no egressCIDRs), even the source endpoint needs the say-so.
@@ -133,7 +135,7 @@ def test_the_source_endpoint_is_declared_in_a_policy_of_its_own(
     policy = signedmodel.trust_policy(
         name=name,
         public_key=signing_key[1],
-        sources=["s3://models/"],
+        sources=model_sources,
         approver_key=approver_key[1],
     )
     policy["spec"]["network"] = {"egressCIDRs": ["127.0.0.0/8"]}  # type: ignore[index]

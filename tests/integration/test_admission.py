@@ -10,6 +10,7 @@ import datetime
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import harness
 import pytest
 import yaml
 
+import localcluster
 import signedmodel
 import webhookconfig
 from modelguard.admission import certs
@@ -94,6 +96,8 @@ def webhook(
     directory = tmp_path_factory.mktemp("webhook")
     bundle = certs.generate(ip_addresses=["127.0.0.1"])
     certs.write(bundle, directory / "tls")
+    audit_key = directory / "audit.key"
+    audit_key.write_bytes(os.urandom(32))
     identity = harness.token_kubeconfig(
         kubectl,
         namespace=chart_installed,
@@ -114,6 +118,10 @@ def webhook(
             "--webhook-addr=127.0.0.1",
             f"--webhook-cert-dir={directory / 'tls'}",
             f"--operator-username=system:serviceaccount:{chart_installed}:modelguard",
+            f"--audit-key-file={audit_key}",
+            # The local API server presents its webhook client certificate: answer it alone.
+            f"--webhook-client-ca={localcluster.webhook_client_ca(kubectl.kubeconfig)}",
+            f"--webhook-client-name={localcluster.WEBHOOK_CLIENT_NAME}",
         ],
         env={
             **os.environ,
@@ -702,6 +710,57 @@ def test_trust_policy_that_could_never_be_met_is_refused(
     assert kubectl.get("trustpolicy", name, namespace="default") is None
 
 
+def test_a_certificate_root_signer_names_who_may_sign(
+    kubectl: harness.Kubectl, signing_key: tuple[Path, str], webhook: Webhook
+) -> None:
+    # The CEL rules of the CRD as the real API server compiles and runs them, then the webhook.
+    del webhook
+    name = f"pki-{os.getpid()}"
+    ca = certs.generate(dns_names=["unused.example"]).ca.decode()
+    refused = {
+        "a CA root without identity": (
+            {"name": "pki", "certificateRoot": ca},
+            "identity is required with a certificateRoot that holds a CA certificate",
+        ),
+        "identity on a public key": (
+            {"name": "pki", "publicKey": signing_key[1], "identity": {"san": "a@example.com"}},
+            "identity applies only to a certificateRoot signer",
+        ),
+        "both names and any": (
+            {"name": "pki", "certificateRoot": ca, "identity": {"any": True, "san": "a@b.c"}},
+            "needs subject and/or san, or any: true (not both)",
+        ),
+    }
+    for what, (signer, message) in refused.items():
+        body = {
+            "apiVersion": "modelguard.dev/v1alpha1",
+            "kind": "TrustPolicy",
+            "metadata": {"name": name},
+            "spec": {"signers": [signer]},
+        }
+        result = kubectl.apply(body, check=False)
+        assert result.returncode != 0, f"{what}: created"
+        assert message in result.stderr, f"{what}: {result.stderr}"
+    assert kubectl.get("trustpolicy", name, namespace="default") is None
+    pinned = {"name": "pki", "certificateRoot": ca, "identity": {"san": "release@example.com"}}
+    anyone = {"name": "pki", "certificateRoot": ca, "identity": {"any": True}}
+    try:
+        for signer, warning in ((pinned, None), (anyone, "trusts every code-signing certificate")):
+            body = {
+                "apiVersion": "modelguard.dev/v1alpha1",
+                "kind": "TrustPolicy",
+                "metadata": {"name": name},
+                "spec": {"signers": [signer], "minApprovals": 0},
+            }
+            result = kubectl.apply(body)
+            if warning is None:
+                assert "Warning" not in result.stderr, result.stderr
+            else:
+                assert warning in result.stderr, result.stderr
+    finally:
+        kubectl.run("delete", "trustpolicy", name, check=False)
+
+
 def test_model_approval_that_would_count_for_nothing_is_refused(
     kubectl: harness.Kubectl,
     trust_policy: str,
@@ -748,3 +807,28 @@ def test_model_approval_that_would_count_for_nothing_is_refused(
     finally:
         kubectl.run("delete", "modeldeployment", "approved-later", "-n", where, check=False)
         kubectl.run("delete", "modelapproval", "genuine", "-n", where, check=False)
+
+
+def _answer_without_a_certificate(port: int) -> bytes:
+    """What the webhook sends back to a TLS client that presents no certificate: b"" or an
+    exception when it refuses, the start of an HTTP answer when it does not."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = b"POST /managed-child HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            # TLS 1.3 reports a missing client certificate on the first read, not the handshake.
+            tls.sendall(request)
+            return tls.recv(1024)
+    except (ssl.SSLError, ConnectionError):
+        return b""
+
+
+def test_the_webhook_answers_the_api_server_and_no_other_client(webhook: Webhook) -> None:
+    # Every admission test in this file is the API server being answered; a pod that reaches
+    # the port without the API server's client certificate is not.
+    assert _answer_without_a_certificate(webhook.port) == b""

@@ -5,14 +5,18 @@ reason, in stderr and the termination log, and leaves nothing in DEST."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import io
+import json
 import os
 import pickle
 import stat
 import subprocess
 import sys
 import typing
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -110,7 +114,14 @@ def run_agent(
     credentials: dict[str, str] | None = None,
     root_digest: str | None = None,
     extra: typing.Sequence[str] = (),
+    bound_endpoint: bool = True,
 ) -> Run:
+    """The agent as the operator starts it: bound, like the TrustPolicy's source, to the test's
+    S3 server (unless `bound_endpoint` is false: then to AWS S3, the default)."""
+    endpoint = published.server.endpoint
+    binding = (
+        ["--source-endpoint", endpoint, "--signature-endpoint", endpoint] if bound_endpoint else []
+    )
     volume = secret_volume(
         tmp_path / "credentials", credentials or credentials_for(published.server)
     )
@@ -134,6 +145,7 @@ def run_agent(
             str(volume),
             "--termination-log",
             str(termination_log),
+            *binding,
             *extra,
         ],
         capture_output=True,
@@ -194,6 +206,26 @@ def pickle_bytes() -> bytes:
     return pickle.dumps({"weights": [1.0, 2.0]}, protocol=4)
 
 
+def _zipped(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def headerless_pickle_in_a_zip() -> bytes:
+    # Protocol 4 opcodes without their PROTO header (an import of collections.OrderedDict),
+    # as a member of a zip whose name says nothing: the old sniffer saw neither.
+    return _zipped({"weights": pickle.dumps(collections.OrderedDict, protocol=4)[2:]})
+
+
+def keras_lambda() -> bytes:
+    layer = {"module": "keras.layers", "class_name": "Lambda", "config": {}}
+    config = {"module": "keras", "class_name": "Sequential", "config": {"layers": [layer]}}
+    return _zipped({"metadata.json": b"{}", "config.json": json.dumps(config).encode()})
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     reason: str
@@ -201,6 +233,7 @@ class Case:
     tamper: typing.Callable[[Published], None] = lambda _: None
     root_digest: str | None = None
     credentials: typing.Callable[[s3server.S3Server], dict[str, str]] | None = None
+    extra: tuple[str, ...] = ()
 
 
 def _flip_last_byte(published: Published) -> None:
@@ -227,6 +260,16 @@ CASES = {
         "UnsafeFormat",
         files=lambda: signedmodel.demo_files("1.0") | {"weights/model.bin": pickle_bytes()},
     ),
+    # The files serialization signs no sizes: the listing's 12 MiB meet spec.model.maxBytes.
+    "larger than its bound": Case("ModelTooLarge", extra=("--max-bytes", str(4 * MIB))),
+    "pickle without a PROTO header in a zip member": Case(
+        "UnsafeFormat",
+        files=lambda: signedmodel.demo_files("1.0") | {"model.pt": headerless_pickle_in_a_zip()},
+    ),
+    "keras archive with a Lambda layer": Case(
+        "UnsafeFormat",
+        files=lambda: signedmodel.demo_files("1.0") | {"model.keras": keras_lambda()},
+    ),
     "wrong root digest": Case("RootDigestMismatch", root_digest="sha256:" + "ab" * 32),
     "garbled bundle": Case(
         "MalformedBundle",
@@ -236,8 +279,8 @@ CASES = {
         "SourceDenied",
         credentials=lambda server: credentials_for(server, AWS_SECRET_ACCESS_KEY="not-the-key"),  # noqa: S106
     ),
-    "unreachable endpoint": Case(
-        "SourceUnreachable",
+    "a Secret naming another endpoint than the policy's": Case(
+        "SourceEndpointNotAllowed",
         credentials=lambda server: credentials_for(
             server, AWS_ENDPOINT_URL=f"http://127.0.0.1:{localcluster.free_port()}"
         ),
@@ -260,6 +303,7 @@ def test_tampering_is_refused_with_its_reason_and_leaves_nothing(
         tmp_path,
         root_digest=case.root_digest,
         credentials=case.credentials(s3) if case.credentials else None,
+        extra=case.extra,
     )
     assert result.returncode == 1, result.stdout
     lines = result.stderr.strip().splitlines()
@@ -267,8 +311,9 @@ def test_tampering_is_refused_with_its_reason_and_leaves_nothing(
     assert lines[0].startswith(f"{case.reason}: "), lines[0]
     assert result.termination_log == lines[0] + "\n"
     assert dest_contents(tmp_path / "dest") == {}
-    for value in credentials_for(s3).values():
-        if value.startswith("mg-") or len(value) > 20:
+    for key, value in credentials_for(s3).items():
+        # The endpoint is no secret (one with user information is refused): messages name it.
+        if key != "AWS_ENDPOINT_URL" and (value.startswith("mg-") or len(value) > 20):
             assert value not in result.stderr
 
 
@@ -310,3 +355,20 @@ def test_pickle_is_admitted_when_allowed(
     result = run_agent(published, tmp_path, extra=["--allow-pickle"])
     assert result.returncode == 0, result.stderr
     assert dest_contents(tmp_path / "dest") == files
+
+
+def test_every_code_capable_format_is_admitted_and_reported_under_audit(
+    s3: s3server.S3Server, s3_bucket: str, tmp_path: Path, signing_key: tuple[Path, str]
+) -> None:
+    files = signedmodel.demo_files("1.0") | {
+        "model.keras": keras_lambda(),
+        "model.pt": headerless_pickle_in_a_zip(),
+    }
+    published = publish(s3, s3_bucket, tmp_path, signing_key, files)
+    result = run_agent(published, tmp_path, extra=["--allow-format", "Pickle", "--audit-formats"])
+    assert result.returncode == 0, result.stderr
+    assert dest_contents(tmp_path / "dest") == files
+    # Pickle is allowed: no violation. Keras is not: admitted under Audit, and reported.
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("audit UnsafeFormat: file 'model.keras' is a Keras archive "), line
+    assert "Lambda" in line

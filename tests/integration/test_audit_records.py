@@ -46,9 +46,13 @@ def _decisions(audit_log: Path, uid: str) -> list[str]:
     return [record["decision"] for record in _records_of(audit_log, uid)]
 
 
-def _audit_verify(path: Path) -> subprocess.CompletedProcess[str]:
+def _audit_verify(
+    path: Path, operator: subprocess.Popen[bytes]
+) -> subprocess.CompletedProcess[str]:
+    args = [str(arg) for arg in typing.cast(list[str], operator.args)]
+    key = args[args.index("--audit-key-file") + 1]
     return subprocess.run(
-        [sys.executable, "-m", "modelguard.cli", "audit", "verify", str(path)],
+        [sys.executable, "-m", "modelguard.cli", "audit", "verify", str(path), "--key-file", key],
         capture_output=True,
         text=True,
         timeout=60,
@@ -57,7 +61,12 @@ def _audit_verify(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_quarantine_through_the_spec_and_its_lifting_are_audited(
-    kubectl: harness.Kubectl, namespace: str, source: str, audit_log: Path, tmp_path: Path
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    audit_log: Path,
+    tmp_path: Path,
+    operator: subprocess.Popen[bytes],
 ) -> None:
     kubectl.apply(model_deployment("a", source=source), namespace=namespace)
     uid = wait_ready(kubectl, namespace, "a")["metadata"]["uid"]
@@ -100,7 +109,7 @@ def test_quarantine_through_the_spec_and_its_lifting_are_audited(
     harness.eventually(lifted, timeout=60)
 
     intact = _snapshot(audit_log, tmp_path / "audit.jsonl")
-    checked = _audit_verify(intact)
+    checked = _audit_verify(intact, operator)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.endswith("chain intact\n")
     assert checked.stdout.split()[0] == str(len(intact.read_text().splitlines()))
@@ -116,7 +125,7 @@ def test_quarantine_through_the_spec_and_its_lifting_are_audited(
     lines[number - 1] = lines[number - 1][:at] + b"N" + lines[number - 1][at + 1 :]
     edited = tmp_path / "edited.jsonl"
     edited.write_bytes(b"".join(lines))
-    refused = _audit_verify(edited)
+    refused = _audit_verify(edited, operator)
     assert refused.returncode == 1
     seq = json.loads(lines[number - 1])["seq"]
     assert refused.stderr == (
@@ -129,13 +138,14 @@ def test_a_revoked_signer_quarantine_is_audited_with_its_reason(
     namespace: str,
     source: str,
     signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
     approver_key: tuple[Path, str],
     audit_log: Path,
     tmp_path: Path,
 ) -> None:
     name = f"audited-{namespace}"
     policy = signedmodel.trust_policy(
-        name=name, public_key=signing_key[1], sources=["s3://models/"], approver_key=approver_key[1]
+        name=name, public_key=signing_key[1], sources=model_sources, approver_key=approver_key[1]
     )
     kubectl.apply(policy)
     try:
@@ -188,3 +198,38 @@ def test_a_reverted_drift_is_audited_naming_the_child_and_who_changed_it(
         ]
 
     harness.eventually(recorded, timeout=30)
+
+
+def test_a_lone_surrogate_in_a_key_hint_drops_no_status_event_or_record(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    s3: typing.Any,
+    audit_log: Path,
+    tmp_path: Path,
+    operator: subprocess.Popen[bytes],
+) -> None:
+    # The signature file is the tenant's: its key hint may be any JSON string, a lone
+    # surrogate included, which UTF-8 (and so the API server and the audit log) cannot carry.
+    bucket, prefix = source.removeprefix("s3://").split("/", 1)
+    document = json.loads(s3.get_object(bucket, f"{prefix}model.sig"))
+    document["verificationMaterial"]["publicKey"]["hint"] = "\udc80\n{forged}"
+    s3.put_object(bucket, f"{prefix}model.sig", json.dumps(document).encode())
+
+    kubectl.apply(model_deployment("hint", source=source), namespace=namespace)
+
+    def refused() -> None:
+        body = kubectl.get("modeldeployment", "hint", namespace=namespace)
+        verified = harness.condition(body, "Verified")
+        assert (verified.get("status"), verified.get("reason")) == ("False", "UntrustedSigner")
+        assert "sha256:\\udc80\n{forged}" in verified["message"]
+        uid = body["metadata"]["uid"] if body else ""
+        assert "VerificationRefused" in _decisions(audit_log, uid)
+        assert any(
+            e["reason"] == "UntrustedSigner"
+            for e in harness.model_events(kubectl, namespace, "hint")
+        )
+
+    harness.eventually(refused, timeout=60)
+    checked = _audit_verify(_snapshot(audit_log, tmp_path / "audit.jsonl"), operator)
+    assert checked.returncode == 0, checked.stderr

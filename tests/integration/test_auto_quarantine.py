@@ -160,6 +160,7 @@ def test_pickle_admitted_under_an_audit_policy_is_reported_not_quarantined(
     namespace: str,
     source: str,
     signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
     approver_key: tuple[Path, str],
 ) -> None:
     # Audit mode admits a pickle-based file but records and reports it: the agent says so on
@@ -167,7 +168,7 @@ def test_pickle_admitted_under_an_audit_policy_is_reported_not_quarantined(
     policy = signedmodel.trust_policy(
         name=f"audit-{namespace}",
         public_key=signing_key[1],
-        sources=["s3://models/"],
+        sources=model_sources,
         approver_key=approver_key[1],
     )
     policy["spec"]["enforcement"] = "Audit"  # type: ignore[index]
@@ -180,7 +181,7 @@ def test_pickle_admitted_under_an_audit_policy_is_reported_not_quarantined(
         wait_ready(kubectl, namespace, "m")
         template = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["template"]
         (agent,) = template["spec"]["initContainers"]
-        assert "--audit-pickle" in agent["args"]
+        assert "--audit-formats" in agent["args"]
         (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
         admitted = (
             "UnsafeFormat: file 'weights/model.bin' is a PyTorch pickle: loading it runs code; "
@@ -212,6 +213,7 @@ def test_a_revoked_signer_quarantines_the_version_it_signed(
     namespace: str,
     source: str,
     signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
     approver_key: tuple[Path, str],
     tmp_path: Path,
 ) -> None:
@@ -219,7 +221,7 @@ def test_a_revoked_signer_quarantines_the_version_it_signed(
     policy = signedmodel.trust_policy(
         name=name,
         public_key=signing_key[1],
-        sources=["s3://models/"],
+        sources=model_sources,
         approver_key=approver_key[1],
     )
     kubectl.apply(policy)
@@ -251,11 +253,12 @@ def test_a_quarantine_stays_reported_while_the_version_cannot_be_verified(
     namespace: str,
     source: str,
     signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
     approver_key: tuple[Path, str],
 ) -> None:
     name = f"held-{namespace}"
     policy = signedmodel.trust_policy(
-        name=name, public_key=signing_key[1], sources=["s3://models/"], approver_key=approver_key[1]
+        name=name, public_key=signing_key[1], sources=model_sources, approver_key=approver_key[1]
     )
     kubectl.apply(policy)
     try:
@@ -272,7 +275,7 @@ def test_a_quarantine_stays_reported_while_the_version_cannot_be_verified(
 
         harness.eventually(quarantined, timeout=60)
         # The policy stops allowing the source: the version is now held as unverified as well.
-        policy["spec"]["sources"] = ["s3://elsewhere/"]  # type: ignore[index]
+        policy["spec"]["sources"] = [{**model_sources[0], "uri": "s3://elsewhere/"}]  # type: ignore[index]
         kubectl.apply(policy)
 
         def still_quarantined() -> None:

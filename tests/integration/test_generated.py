@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import harness
+import yaml
 
 
 def test_generated_files_are_current() -> None:
@@ -24,3 +25,14 @@ def test_install_manifest_is_the_chart_rendered() -> None:
     assert "kind: CustomResourceDefinition" in install
     assert "name: modeldeployments.modelguard.dev" in install
     assert "pod-security.kubernetes.io/enforce: restricted" in install
+
+
+def test_install_manifest_carries_no_audit_key() -> None:
+    # A key in a published manifest would be every user's key: anyone could seal records with it.
+    install = (harness.REPO_ROOT / "manifests" / "install.yaml").read_text()
+    documents = [doc for doc in yaml.safe_load_all(install) if doc]
+    assert not [doc for doc in documents if doc["kind"] == "Secret"]
+    deployment = next(doc for doc in documents if doc["kind"] == "Deployment")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["audit-key"]["secret"]["secretName"] == "modelguard-audit-key"
+    assert "kubectl create secret generic modelguard-audit-key" in install

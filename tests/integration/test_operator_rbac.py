@@ -4,7 +4,18 @@ rest of the suite runs the operator under this very identity, so the list is als
 
 from __future__ import annotations
 
+import copy
+import json
+import subprocess
+import typing
+
 import harness
+import pytest
+
+from modelguard.api import v1alpha1
+from modelguard.builders import deployment, serviceaccount
+
+Manifest = dict[str, typing.Any]
 
 EXPECTED = harness.REPO_ROOT / "tests" / "integration" / "expected" / "operator-permissions.txt"
 # Granted to every authenticated identity by Kubernetes itself (system:basic-user).
@@ -68,3 +79,216 @@ def test_operator_cannot_read_secrets_or_escalate(
             check=False,
         )
         assert result.stdout.strip() == "no", f"{verb} {resource} {extra}"
+
+
+# --- What the operator's identity may write, bounded by the API server itself ------------------
+# RBAC lets the operator create and patch Deployments and ServiceAccounts in every namespace; the
+# chart's ValidatingAdmissionPolicy admits only the shapes the operator builds. Each case asks the
+# API server (server-side dry run, so nothing is stored) as the operator's ServiceAccount.
+
+
+def _model(namespace: str, *, credentials: str | None = "models-readonly") -> Manifest:
+    body: Manifest = {
+        "apiVersion": v1alpha1.API_VERSION,
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": "m",
+            "namespace": namespace,
+            "uid": "1" * 8 + "-1111-1111-1111-" + "1" * 12,
+        },
+        "spec": {
+            "model": {
+                "name": "m",
+                "version": "1.0.0",
+                "source": {"uri": "s3://models/m/1.0.0/"},
+            },
+            "serving": {"image": f"registry.example/model-server@sha256:{'2' * 64}"},
+        },
+    }
+    if credentials:
+        body["spec"]["model"]["source"]["credentialsSecret"] = credentials
+    return body
+
+
+def _built(namespace: str) -> Manifest:
+    """The Deployment exactly as the operator builds it, with the chart's agent image."""
+    return deployment.build(
+        v1alpha1.parse(_model(namespace)),
+        artifact=deployment.VerifiedArtifact(
+            root_digest=f"sha256:{'3' * 64}",
+            signature_digest=f"sha256:{'4' * 64}",
+            agent_image=f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}",
+        ),
+    )
+
+
+def _as_operator(
+    kubectl: harness.Kubectl, chart_installed: str, manifest: Manifest
+) -> subprocess.CompletedProcess[str]:
+    return kubectl.run(
+        "create",
+        "--dry-run=server",
+        f"--as=system:serviceaccount:{chart_installed}:modelguard",
+        "-f",
+        "-",
+        "-o",
+        "name",
+        input=json.dumps(manifest),
+        check=False,
+    )
+
+
+def _pod(manifest: Manifest) -> Manifest:
+    spec: Manifest = manifest["spec"]["template"]["spec"]
+    return spec
+
+
+def _server(manifest: Manifest) -> Manifest:
+    container: Manifest = _pod(manifest)["containers"][0]
+    return container
+
+
+def _agent(manifest: Manifest) -> Manifest:
+    container: Manifest = _pod(manifest)["initContainers"][0]
+    return container
+
+
+def _mount_secret_in_the_server(manifest: Manifest) -> None:
+    _pod(manifest)["volumes"].append({"name": "stolen", "secret": {"secretName": "any-secret"}})
+    _server(manifest)["volumeMounts"].append({"name": "stolen", "mountPath": "/stolen"})
+
+
+def _credentials_in_the_server(manifest: Manifest) -> None:
+    _server(manifest)["volumeMounts"].append(
+        {"name": deployment.CREDENTIALS_VOLUME, "mountPath": "/creds", "readOnly": True}
+    )
+
+
+def _another_service_account(manifest: Manifest) -> None:
+    _pod(manifest)["serviceAccountName"] = "ci-deployer"
+
+
+def _token_mounted(manifest: Manifest) -> None:
+    _pod(manifest)["automountServiceAccountToken"] = True
+
+
+def _projected_token(manifest: Manifest) -> None:
+    _pod(manifest)["volumes"].append(
+        {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}
+    )
+
+
+def _env_from_secret(manifest: Manifest) -> None:
+    _server(manifest)["envFrom"] = [{"secretRef": {"name": "any-secret"}}]
+
+
+def _env_value_from_secret(manifest: Manifest) -> None:
+    _server(manifest)["env"] = [
+        {"name": "X", "valueFrom": {"secretKeyRef": {"name": "any-secret", "key": "k"}}}
+    ]
+
+
+def _host_path(manifest: Manifest) -> None:
+    _pod(manifest)["volumes"].append({"name": "root", "hostPath": {"path": "/"}})
+
+
+def _agent_with_another_image(manifest: Manifest) -> None:
+    _agent(manifest)["image"] = f"registry.example/attacker@sha256:{'5' * 64}"
+
+
+def _agent_with_another_command(manifest: Manifest) -> None:
+    _agent(manifest)["command"] = ["sh", "-c", "cat /var/run/modelguard/credentials/*"]
+
+
+def _privileged(manifest: Manifest) -> None:
+    _server(manifest)["securityContext"]["privileged"] = True
+    _server(manifest)["securityContext"]["allowPrivilegeEscalation"] = True
+
+
+def _host_network(manifest: Manifest) -> None:
+    _pod(manifest)["hostNetwork"] = True
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        pytest.param(_mount_secret_in_the_server, "only emptyDir volumes", id="any-secret-volume"),
+        pytest.param(
+            _credentials_in_the_server,
+            "only the verifying init container",
+            id="credentials-in-the-model-server",
+        ),
+        pytest.param(_another_service_account, "model's own ServiceAccount", id="another-sa"),
+        pytest.param(_token_mounted, "automountServiceAccountToken", id="token-mounted"),
+        pytest.param(_projected_token, "only emptyDir volumes", id="projected-token"),
+        pytest.param(_env_from_secret, "no envFrom", id="env-from-secret"),
+        pytest.param(
+            _env_value_from_secret, "no envFrom, no valueFrom", id="env-value-from-secret"
+        ),
+        pytest.param(_host_path, "only emptyDir volumes", id="host-path"),
+        pytest.param(
+            _agent_with_another_image, "only the verifying init container", id="agent-image"
+        ),
+        pytest.param(
+            _agent_with_another_command, "only the verifying init container", id="agent-command"
+        ),
+        pytest.param(_privileged, "unprivileged", id="privileged"),
+        pytest.param(_host_network, "no host namespace", id="host-network"),
+    ],
+)
+def test_the_operator_cannot_create_a_pod_template_beyond_what_it_builds(
+    kubectl: harness.Kubectl,
+    chart_installed: str,
+    namespace: str,
+    change: typing.Callable[[Manifest], None],
+    says: str,
+) -> None:
+    manifest = copy.deepcopy(_built(namespace))
+    change(manifest)
+    result = _as_operator(kubectl, chart_installed, manifest)
+    assert result.returncode != 0, f"admitted: {result.stdout}"
+    assert "ValidatingAdmissionPolicy" in result.stderr, result.stderr
+    assert says in result.stderr, result.stderr
+
+
+def test_what_the_operator_builds_is_admitted(
+    kubectl: harness.Kubectl, chart_installed: str, namespace: str
+) -> None:
+    for manifest in (
+        _built(namespace),
+        serviceaccount.build(v1alpha1.parse(_model(namespace))),
+    ):
+        result = _as_operator(kubectl, chart_installed, manifest)
+        assert result.returncode == 0, result.stderr
+
+
+def test_the_same_pod_template_from_anyone_else_is_not_this_policys_business(
+    kubectl: harness.Kubectl, chart_installed: str, namespace: str
+) -> None:
+    # The policy bounds the operator's identity only: a user's own Deployments are theirs.
+    manifest = _built(namespace)
+    _mount_secret_in_the_server(manifest)
+    result = kubectl.run(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(manifest), check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"automountServiceAccountToken": True}, id="token"),
+        pytest.param({"automountServiceAccountToken": None}, id="token-unset"),
+        pytest.param({"secrets": [{"name": "any-secret"}]}, id="secrets"),
+        pytest.param({"imagePullSecrets": [{"name": "any-secret"}]}, id="image-pull-secrets"),
+    ],
+)
+def test_the_operator_cannot_create_a_service_account_with_a_token_or_secrets(
+    kubectl: harness.Kubectl, chart_installed: str, namespace: str, change: Manifest
+) -> None:
+    manifest = serviceaccount.build(v1alpha1.parse(_model(namespace)))
+    manifest.update(change)
+    manifest = {key: value for key, value in manifest.items() if value is not None}
+    result = _as_operator(kubectl, chart_installed, manifest)
+    assert result.returncode != 0, f"admitted: {result.stdout}"
+    assert "mounts no token and lists no Secrets" in result.stderr, result.stderr

@@ -1,5 +1,5 @@
 """The HTTPS source against a real TLS server on loopback (aiohttp, throwaway CA): verified TLS,
-a private CA bundle, status codes typed, no listing, and no https -> http downgrade."""
+a private CA bundle held in memory, status codes typed, no listing, and no redirect followed."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
 
 
 def open_https(url: str, ca: Path | None) -> base.Source:
-    return sources.open_source(url, transport_settings=base.Transport(ca_bundle=ca, attempts=1))
+    ca_pem = ca.read_bytes() if ca is not None else None
+    return sources.open_source(url, transport_settings=base.Transport(ca_pem=ca_pem, attempts=1))
 
 
 async def test_reads_and_streams_with_a_private_ca(server: tuple[str, Path]) -> None:
@@ -71,8 +72,9 @@ async def test_reads_and_streams_with_a_private_ca(server: tuple[str, Path]) -> 
         assert streamed == FILES["a b/weights.bin"]
         with pytest.raises(errors.TooLarge):
             await source.read_small("a b/weights.bin", max_bytes=1 << 20)
-        # Same-scheme redirects are followed.
-        assert await source.read_small("moved.sig", max_bytes=100) == b"bundle"
+        # Not even a redirect to the same host is followed: the policy bound this URL.
+        with pytest.raises(errors.RedirectRefused, match=r"'/m/model\.sig'"):
+            await source.read_small("moved.sig", max_bytes=100)
 
 
 async def test_an_unknown_ca_is_refused(server: tuple[str, Path]) -> None:
@@ -88,7 +90,7 @@ async def test_an_unknown_ca_is_refused(server: tuple[str, Path]) -> None:
         pytest.param("missing.bin", errors.MissingFile, id="404"),
         pytest.param("secret.bin", errors.SourceDenied, id="403"),
         pytest.param("broken.bin", errors.SourceUnreachable, id="503"),
-        pytest.param("downgrade.bin", errors.SourceDenied, id="redirect-to-plain-http"),
+        pytest.param("downgrade.bin", errors.RedirectRefused, id="redirect-to-plain-http"),
     ],
 )
 async def test_failures_are_typed(

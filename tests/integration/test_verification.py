@@ -13,8 +13,10 @@ from pathlib import Path
 
 import harness
 import pytest
+import test_sources_binding
 from test_modeldeployment import SELECTOR, model_deployment, source, wait_ready
 
+import s3server
 import signedmodel
 
 __all__ = ["source"]  # the fixture, shared with test_modeldeployment
@@ -187,12 +189,18 @@ def test_verified_version_keeps_serving_while_an_unverifiable_update_is_held(
 
 
 def test_policy_change_re_verifies(
-    kubectl: harness.Kubectl, namespace: str, source: str, signing_key: tuple[Path, str]
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
 ) -> None:
     kubectl.apply(model_deployment("m", source=source), namespace=namespace)
     wait_ready(kubectl, namespace, "m")
     policy = signedmodel.trust_policy(
-        name=f"narrow-{namespace}", public_key=signing_key[1], sources=["s3://somewhere-else/"]
+        name=f"narrow-{namespace}",
+        public_key=signing_key[1],
+        sources=[{**model_sources[0], "uri": "s3://somewhere-else/"}],
     )
     kubectl.apply(policy)
     try:
@@ -202,7 +210,7 @@ def test_policy_change_re_verifies(
         )
         _wait_verified(kubectl, namespace, "m", status="False", reason="SourceNotAllowed")
         # The security owner widens the policy: the operator notices the policy change alone.
-        policy["spec"]["sources"] = ["s3://models/"]  # type: ignore[index]
+        policy["spec"]["sources"] = model_sources  # type: ignore[index]
         kubectl.apply(policy)
         _wait_verified(kubectl, namespace, "m", status="True")
     finally:
@@ -241,3 +249,128 @@ def test_credentials_of_a_namespace_that_granted_nothing_are_not_read(
     )
     assert "RoleBinding" in condition["message"]
     assert "ClusterRole modelguard-test-source-credentials" in condition["message"]
+
+
+def _with_policy(
+    kubectl: harness.Kubectl, name: str, *, signing_key: tuple[Path, str], sources: list[typing.Any]
+) -> None:
+    kubectl.apply(signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=sources))
+
+
+def test_the_s3_endpoint_is_the_policys_not_the_secrets(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    signing_key: tuple[Path, str],
+    s3: s3server.S3Server,
+) -> None:
+    # The tenant's Secret points at a server (here the test's own); a policy that names no
+    # endpoint means AWS S3 alone, so the operator refuses instead of fetching from there.
+    name = f"aws-only-{namespace}"
+    _with_policy(kubectl, name, signing_key=signing_key, sources=[{"uri": "s3://models/"}])
+    try:
+        kubectl.apply(model_deployment("m", source=source, trustPolicy=name), namespace=namespace)
+        condition = _wait_verified(
+            kubectl, namespace, "m", status="False", reason="SourceEndpointNotAllowed"
+        )
+        assert condition["message"].startswith(
+            'spec.model.signature: Secret "models-readonly" key AWS_ENDPOINT_URL names the S3 '
+            f"endpoint '{s3.endpoint}'"
+        ), condition["message"]
+        assert "spec.sources[0].endpoint is AWS S3" in condition["message"]
+        found = kubectl.run("get", "deployment", "m", "-n", namespace, check=False)
+        assert found.returncode != 0, "nothing is rolled out"
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_a_loopback_endpoint_is_reached_only_by_its_address(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    signing_key: tuple[Path, str],
+    s3: s3server.S3Server,
+) -> None:
+    # The same server named by a name that resolves to loopback: refused before any request.
+    by_name = s3.endpoint.replace("127.0.0.1", "localhost")
+    secret = signedmodel.credentials_secret(s3, name="by-name")
+    secret["stringData"]["AWS_ENDPOINT_URL"] = by_name  # type: ignore[index]
+    kubectl.apply(secret, namespace=namespace)
+    name = f"by-name-{namespace}"
+    _with_policy(
+        kubectl,
+        name,
+        signing_key=signing_key,
+        sources=[{"uri": "s3://models/", "endpoint": by_name}],
+    )
+    try:
+        body = model_deployment("m", source=source, trustPolicy=name)
+        body["spec"]["model"]["source"]["credentialsSecret"] = "by-name"
+        kubectl.apply(body, namespace=namespace)
+        condition = _wait_verified(
+            kubectl, namespace, "m", status="False", reason="SourceAddressRefused"
+        )
+        assert "resolves to" in condition["message"]
+        assert "loopback" in condition["message"]
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_a_claim_of_another_namespace_is_not_admitted(
+    kubectl: harness.Kubectl, namespace: str, signing_key: tuple[Path, str], trust_policy: str
+) -> None:
+    del trust_policy
+    name = f"claims-{namespace}"
+    _with_policy(
+        kubectl,
+        name,
+        signing_key=signing_key,
+        sources=[{"uri": "pvc://model-store/", "namespace": "ml-store"}],
+    )
+    try:
+        body = model_deployment("m", source="pvc://model-store/bert/", trustPolicy=name)
+        del body["spec"]["model"]["source"]["credentialsSecret"]
+        kubectl.apply(body, namespace=namespace)
+        condition = _wait_verified(
+            kubectl, namespace, "m", status="False", reason="SourceNotAllowed"
+        )
+        assert f"is a claim of namespace {namespace}" in condition["message"]
+        assert "in namespace ml-store" in condition["message"]
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_what_a_source_says_reaches_the_status_bounded_and_quoted(
+    kubectl: harness.Kubectl, namespace: str, signing_key: tuple[Path, str], s3: s3server.S3Server
+) -> None:
+    # An S3 endpoint the policy names (on loopback, by address) answers with a crafted error.
+    body_text = (
+        "<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>no\nReady=True "
+        + "A" * 50_000
+        + "</Message></Error>"
+    ).encode()
+    with test_sources_binding.serving(test_sources_binding.Server()) as server:
+        server.errors["/models/m/model.sig"] = (403, body_text)
+        secret = signedmodel.credentials_secret(s3, name="crafted")
+        secret["stringData"]["AWS_ENDPOINT_URL"] = server.base  # type: ignore[index]
+        kubectl.apply(secret, namespace=namespace)
+        name = f"crafted-{namespace}"
+        _with_policy(
+            kubectl,
+            name,
+            signing_key=signing_key,
+            sources=[{"uri": "s3://models/", "endpoint": server.base}],
+        )
+        try:
+            body = model_deployment("m", source="s3://models/m/", trustPolicy=name)
+            body["spec"]["model"]["source"]["credentialsSecret"] = "crafted"
+            kubectl.apply(body, namespace=namespace)
+            condition = _wait_verified(
+                kubectl, namespace, "m", status="False", reason="SourceDenied"
+            )
+        finally:
+            kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+    message = condition["message"]
+    assert "HTTP 403, the source answered: 'AccessDenied: no\\nReady=True AAA" in message
+    assert "\n" not in message
+    assert len(message) < 1000

@@ -291,9 +291,13 @@ def test_model_deployment(case: ModelCase) -> None:
     assert decision.allowed is case.allowed, decision.message
 
 
-def test_missing_policy_message_lists_the_known_ones() -> None:
+def test_missing_policy_message_names_no_other_policy() -> None:
+    # A tenant who may write ModelDeployments learns nothing of the cluster's other policies
+    # from a denial: `kubectl get trustpolicies`, where RBAC allows it, lists them.
     decision = decisions.model_deployment(review("CREATE", new=md("typo")), known_policies=KNOWN)
     assert decision.message == (
-        "spec.trustPolicy: TrustPolicy 'typo' does not exist (known: default, strict); create it"
-        " first, or name an existing one"
+        "spec.trustPolicy: TrustPolicy 'typo' does not exist; create it first, or name an"
+        " existing one (kubectl get trustpolicies)"
     )
+    for name in KNOWN:
+        assert name not in decision.message

@@ -54,10 +54,16 @@ def _approval(version: str, *, expires: datetime.datetime) -> modelapproval.Mode
     return approval.build(claim, private_key=KEY, name=f"m-{version}")
 
 
-def _spec(version: str, *, mode: str = "Reject", quarantine: bool = False) -> dict[str, typing.Any]:
+def _spec(
+    version: str, *, mode: str = "Reject", quarantine: bool = False, pinned: str | None = None
+) -> dict[str, typing.Any]:
     return {
         "spec": {
-            "model": {"name": "m", "version": version},
+            "model": {
+                "name": "m",
+                "version": version,
+                **({"rootDigest": pinned} if pinned else {}),
+            },
             "rollout": {"onUnapproved": mode},
             "quarantine": quarantine,
         }
@@ -71,11 +77,12 @@ def _request(
     quarantine: bool = False,
     old_version: str | None = None,
     old_quarantine: bool = False,
+    pinned: str | None = None,
 ) -> dict[str, typing.Any]:
     return {
         "operation": operation,
         "namespace": "team",
-        "object": _spec("1.0", mode=mode, quarantine=quarantine),
+        "object": _spec("1.0", mode=mode, quarantine=quarantine, pinned=pinned),
         "oldObject": _spec(old_version, quarantine=old_quarantine) if old_version else None,
     }
 
@@ -116,6 +123,22 @@ EARLIER = NOW - datetime.timedelta(days=1)
             True,
             "",
             id="valid-approval-admitted",
+        ),
+        pytest.param(
+            _request(pinned="sha256:" + "cd" * 32),
+            POLICY,
+            [_approval("1.0", expires=LATER)],
+            False,
+            "ApprovalDigestMismatch",
+            id="approval-of-other-bytes-than-the-pinned-root-digest-refused",
+        ),
+        pytest.param(
+            _request(pinned="sha256:" + "ab" * 32),
+            POLICY,
+            [_approval("1.0", expires=LATER)],
+            True,
+            "",
+            id="approval-of-the-pinned-root-digest-admitted",
         ),
         pytest.param(
             _request(operation="UPDATE", old_version="0.9"),

@@ -11,7 +11,8 @@ import json
 import typing
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelguard.admission import decisions
@@ -58,6 +59,26 @@ def _request(
 # --- TrustPolicy ---------------------------------------------------------------------------------
 
 
+def _ca_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "corporate-ca")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - datetime.timedelta(days=1))
+        .not_valid_after(NOW + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+CA_PEM = _ca_pem()
+
+
 def _policy_body(**spec: typing.Any) -> dict[str, typing.Any]:
     return {
         "apiVersion": "modelguard.dev/v1alpha1",
@@ -90,6 +111,24 @@ POLICY_CASES = {
         allowed=False,
         says="spec.signers[0].certificateRoot: must be PEM certificates",
     ),
+    "CA root without the signer's identity": PolicyCase(
+        _policy_body(signers=[{"name": "ca", "certificateRoot": CA_PEM}]),
+        allowed=False,
+        says="spec.signers[0]: identity is required with a certificateRoot that holds a CA",
+    ),
+    "CA root pinning a SAN": PolicyCase(
+        _policy_body(
+            signers=[{"name": "ca", "certificateRoot": CA_PEM, "identity": {"san": "a@b.example"}}]
+        ),
+        allowed=True,
+    ),
+    "CA root trusting any identity is a warning": PolicyCase(
+        _policy_body(
+            signers=[{"name": "ca", "certificateRoot": CA_PEM, "identity": {"any": True}}]
+        ),
+        allowed=True,
+        says="spec.signers[0] (ca) trusts every code-signing certificate",
+    ),
     "approver key is not elliptic-curve": PolicyCase(
         _policy_body(approvers=[{"name": "bob", "publicKey": "-----BEGIN PUBLIC KEY-----\n"}]),
         allowed=False,
@@ -104,6 +143,18 @@ POLICY_CASES = {
         _policy_body(minApprovalsPerRole={"auditor": 1}),
         allowed=False,
         says="minApprovalsPerRole[auditor] is 1 but 0 approver(s) hold role 'auditor'",
+    ),
+    "one key under two approver names": PolicyCase(
+        _policy_body(
+            approvers=[
+                {"name": "bob", "publicKey": _pem("bob"), "roles": ["security"]},
+                {"name": "alice", "publicKey": _pem("alice")},
+                {"name": "bob2", "publicKey": _pem("bob"), "roles": ["model-owner"]},
+            ]
+        ),
+        allowed=False,
+        says="spec.approvers[2] (bob2) has the key of spec.approvers[0] (bob): one key is one "
+        "approver, whatever its names; list it once, with all its roles",
     ),
     "more approvals needed than approvers is a warning": PolicyCase(
         _policy_body(approvers=[]),

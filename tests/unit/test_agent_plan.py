@@ -141,6 +141,47 @@ def test_ignored_paths_may_be_present() -> None:
     assert len(plan.files_to_fetch(signed(), listing=listing(FILES) + extra)) == 3
 
 
+def test_git_files_may_be_present_when_the_statement_records_no_ignore_paths() -> None:
+    # Bundles of model_signing before 1.1.0 record no ignore_paths; OMS 11.2.3: the default
+    # exclusions (.git, .gitattributes, .github, .gitignore, top level only) still apply.
+    extra = [
+        base.ObjectInfo(".git/HEAD", 4),
+        base.ObjectInfo(".gitignore", 1),
+        base.ObjectInfo(".gitattributes", 1),
+        base.ObjectInfo(".github/workflows/ci.yml", 1),
+    ]
+    todo = plan.files_to_fetch(signed(ignore_paths=()), listing=listing(FILES) + extra)
+    assert {item.path for item in todo} == set(FILES)
+    with pytest.raises(reasons.VerificationError) as caught:
+        plan.files_to_fetch(
+            signed(ignore_paths=()),
+            listing=[*listing(FILES), base.ObjectInfo("weights/.git/HEAD", 1)],
+        )
+    assert caught.value.reason is reasons.Reason.UNEXPECTED_FILE
+
+
+def test_a_signed_git_file_is_fetched_like_any_other() -> None:
+    files = FILES | {".gitattributes": b"*.bin lfs"}
+    todo = plan.files_to_fetch(signed(files, ignore_paths=()), listing=listing(files))
+    assert ".gitattributes" in {item.path for item in todo}
+
+
+def test_a_single_file_statement_is_refused_saying_what_to_sign() -> None:
+    model = signed({"model.safetensors": b"w"})
+    single = dataclasses.replace(
+        model,
+        resources=tuple(
+            dataclasses.replace(r, path=statement.SINGLE_FILE) for r in model.resources
+        ),
+    )
+    for found in (None, listing({"model.safetensors": b"w"})):
+        with pytest.raises(reasons.VerificationError) as caught:
+            plan.files_to_fetch(single, listing=found)
+        assert caught.value.reason is reasons.Reason.MISSING_FILE
+        assert "single-file model" in caught.value.message
+        assert "sign the folder" in caught.value.message
+
+
 REFUSED = {
     "file added": (
         [*listing(FILES), base.ObjectInfo("hook.py", 1)],

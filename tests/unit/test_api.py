@@ -325,6 +325,7 @@ def test_camel_case_round_trip() -> None:
         }
     ]
     body["spec"]["model"]["signature"] = {"uri": "s3://models/sentiment-bert/1.4.0/model.sig"}
+    body["spec"]["model"]["maxBytes"] = "40Gi"
     body["spec"]["serving"].update(
         port=9000,
         replicas=3,

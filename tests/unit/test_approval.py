@@ -361,3 +361,48 @@ def test_signature_must_be_base64() -> None:
 def test_role_minimum_nobody_can_meet_is_refused() -> None:
     with pytest.raises(pydantic.ValidationError, match=r"minApprovalsPerRole\[auditor\] is 1"):
         _policy(minApprovalsPerRole={"auditor": 1})
+
+
+def _policy_with_one_key_twice(
+    min_approvals: int, **spec: typing.Any
+) -> trustpolicy.TrustPolicySpec:
+    """alice's key listed a second time under the name "alice2" (a copy-paste, or a person who
+    wants to count twice)."""
+    policy = _policy(min_approvals).model_dump(mode="json", by_alias=True)
+    policy["approvers"].append(
+        {"name": "alice2", "publicKey": _pem("alice"), "roles": ["security", "ops"]}
+    )
+    return trustpolicy.TrustPolicySpec.model_validate({**policy, **spec})
+
+
+def test_one_key_under_two_approver_names_counts_once() -> None:
+    decision = _evaluate(
+        [_approval("alice"), _approval("alice2", key="alice")], _policy_with_one_key_twice(2)
+    )
+    assert not decision.approved
+    assert decision.violation is not None
+    assert decision.violation.reason is Reason.TOO_FEW_APPROVALS
+    assert "1 distinct approver key(s)" in decision.violation.message
+    assert decision.approvers == ("alice", "alice2")
+
+
+def test_one_key_under_two_names_and_another_key_make_two() -> None:
+    decision = _evaluate(
+        [_approval("alice"), _approval("alice2", key="alice"), _approval("bob")],
+        _policy_with_one_key_twice(2),
+    )
+    assert decision.approved
+
+
+def test_a_role_minimum_counts_keys_too() -> None:
+    # "alice2" (alice's key) holds security and ops: under both names it is still one key.
+    decision = _evaluate(
+        [_approval("alice"), _approval("alice2", key="alice")],
+        _policy_with_one_key_twice(1, minApprovalsPerRole={"security": 1, "ops": 1}),
+    )
+    assert decision.approved
+    decision = _evaluate(
+        [_approval("alice"), _approval("alice2", key="alice")],
+        _policy_with_one_key_twice(1, minApprovalsPerRole={"security": 2}),
+    )
+    assert not decision.approved

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 import io
 import json
 import typing
@@ -13,7 +14,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies
 
-from modelguard.audit import chain, records, sink
+from modelguard.audit import chain, keys, records, sink
 
 T0 = datetime.datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.UTC)
 SUBJECT = records.Subject(
@@ -25,11 +26,13 @@ SUBJECT = records.Subject(
     generation=3,
 )
 
+KEY = keys.Key(b"an audit key for the tests only, 32+ bytes")
+
 
 def _segment(count: int) -> list[str]:
     """A segment as the operator writes it: AuditChainStarted, then `count - 1` decisions."""
     out = io.StringIO()
-    log = sink.Sink(out, clock=lambda: T0)
+    log = sink.Sink(out, key=KEY, clock=lambda: T0)
     log.record(records.Decision.AUDIT_CHAIN_STARTED, reason="OperatorStarted", message="start")
     for number in range(1, count):
         log.record(
@@ -49,7 +52,17 @@ def _edited(line: str, **changes: typing.Any) -> str:
 
 
 def _resealed(line: str, **changes: typing.Any) -> str:
-    """An edit by someone who also recomputes the record's own hash (not the chain after it)."""
+    """An edit by someone who holds the key and recomputes the record's own hash and mac (not
+    the chain after it)."""
+    record = json.loads(line)
+    record.update(changes)
+    record["hash"] = records.digest(record)
+    record["mac"] = KEY.mac(record["hash"])
+    return records.line(record)
+
+
+def _forged(line: str, **changes: typing.Any) -> str:
+    """An edit by someone without the key: the hash recomputed, the mac left or guessed."""
     record = json.loads(line)
     record.update(changes)
     record["hash"] = records.digest(record)
@@ -73,6 +86,12 @@ INTACT = _segment(5)
             4,
             "seq 3 does not chain to seq 2 (prev differs): a record was replaced or inserted",
             id="edited-field-and-its-own-hash",
+        ),
+        pytest.param(
+            [*INTACT[:2], _forged(INTACT[2], message="forged"), *INTACT[3:]],
+            4,
+            "seq 3 follows seq 1: seq 2 deleted or moved",
+            id="edited-and-rehashed-without-the-key",
         ),
         pytest.param(
             [*INTACT[:2], *INTACT[3:]],
@@ -103,16 +122,10 @@ INTACT = _segment(5)
             id="swapped-records",
         ),
         pytest.param(
-            [*INTACT[:4], INTACT[4][: len(INTACT[4]) // 2]],
-            5,
-            "not a whole audit record (cut off or malformed JSON",
-            id="truncated-last-line",
-        ),
-        pytest.param(
-            [*INTACT[:2], '{"apiVersion":"audit.modelguard.dev/v1", garbage', *INTACT[2:]],
-            3,
-            "not a whole audit record (cut off or malformed JSON",
-            id="garbage-with-the-marker",
+            [*INTACT[:2], INTACT[2][: len(INTACT[2]) // 2], *INTACT[3:]],
+            4,
+            "seq 3 follows seq 1: seq 2 deleted or moved",
+            id="truncated-line",
         ),
         pytest.param(
             INTACT[2:],
@@ -146,8 +159,8 @@ INTACT = _segment(5)
         ),
         pytest.param(
             [*INTACT[:1], _edited(INTACT[1], hash="F" * 64), *INTACT[2:]],
-            2,
-            "seq 1: hash is not 64 lowercase hex digits",
+            3,
+            "seq 2 follows seq 0: seq 1 deleted or moved",
             id="hash-not-hex",
         ),
         pytest.param(
@@ -161,7 +174,7 @@ INTACT = _segment(5)
 def test_verifier_names_the_line_and_what_is_wrong(
     lines: list[str], line: int, problem: str
 ) -> None:
-    result = chain.verify(lines)
+    result = chain.verify(lines, key=KEY)
     assert not result.intact
     assert result.line == line
     assert result.problem is not None
@@ -206,16 +219,18 @@ OTHER_LINES = [
     ],
 )
 def test_intact_chains_verify(lines: list[str], summary: str) -> None:
-    result = chain.verify(lines)
+    result = chain.verify(lines, key=KEY)
     assert result.intact
     assert result.summary() == summary
 
 
 def test_input_without_records_is_not_intact() -> None:
-    result = chain.verify(OTHER_LINES)
+    result = chain.verify(OTHER_LINES, key=KEY)
     assert not result.intact
     assert result.line is None
-    assert result.summary() == "no audit records (audit.modelguard.dev/v1) in 5 lines"
+    assert result.summary() == (
+        f"no audit records (audit.modelguard.dev/v1) of key {KEY.id} in 5 lines"
+    )
 
 
 def test_canonical_form_is_sorted_compact_utf8() -> None:
@@ -227,9 +242,9 @@ def test_canonical_form_is_sorted_compact_utf8() -> None:
     )
 
 
-def test_record_hash_is_stable() -> None:
-    # A known answer: a change of the canonical form or of the fields would break every log
-    # already written, so it must be a deliberate, visible change here.
+def test_record_hash_and_mac_are_stable() -> None:
+    # A known answer: a change of the canonical form, of the fields or of the mac would break
+    # every log already written, so it must be a deliberate, visible change here.
     record = records.seal(
         seq=1,
         prev=records.GENESIS,
@@ -237,9 +252,12 @@ def test_record_hash_is_stable() -> None:
         decision=records.Decision.QUARANTINED,
         reason="SpecQuarantine",
         message="spec.quarantine is true",
+        key=KEY,
         subject=SUBJECT,
         details={"version": "1.4.0"},
     )
+    key_id = hmac.new(KEY.secret, b"modelguard audit key id\x00", hashlib.sha256).hexdigest()
+    assert key_id[:16] == "eac11ba3086334e0"
     obj = (
         '"object":{"apiVersion":"modelguard.dev/v1alpha1","generation":3,"kind":"ModelDeployment",'
         '"name":"sentiment","namespace":"team-nlp","uid":"0b5e8c1a-8d6f-4f7e-9a51-3c2d1e0f9a8b"},'
@@ -248,16 +266,21 @@ def test_record_hash_is_stable() -> None:
         '{"apiVersion":"audit.modelguard.dev/v1","decision":"Quarantined",'
         '"details":{"version":"1.4.0"},'
     )
+    middle = '"keyId":"eac11ba3086334e0","kind":"AuditRecord",'
     tail = (
-        '"kind":"AuditRecord","message":"spec.quarantine is true",'
+        '"message":"spec.quarantine is true",'
         + obj
         + f'"prev":"{"0" * 64}","reason":"SpecQuarantine","seq":1,'
         + '"time":"2030-01-02T03:04:05.678Z"}'
     )
-    expected = "6a17b0337035d33a2dc6a9700ab1c38442fc0c7b1ce3fd83fc27679d05fd6cd5"
-    assert hashlib.sha256((head + tail).encode()).hexdigest() == expected
+    expected = "e097504b4cb54b5a7b18d717c12115f3fc6e2368378f357ac8194efe850d77af"
+    assert hashlib.sha256((head + middle + tail).encode()).hexdigest() == expected
     assert record["hash"] == expected
-    assert records.line(record) == f'{head}"hash":"{expected}",{tail}'
+    mac = hmac.new(
+        KEY.secret, b"modelguard audit record\x00" + expected.encode(), hashlib.sha256
+    ).hexdigest()
+    assert mac == "fb432b86b14495932ba194c9d7e34fc718888b626c4c1b732850566492427653"
+    assert records.line(record) == f'{head}"hash":"{expected}",{middle}"mac":"{mac}",{tail}'
 
 
 def test_values_json_cannot_hash_exactly_are_refused() -> None:
@@ -287,7 +310,7 @@ _LINE_PIECES = strategies.one_of(
 @hypothesis.settings(max_examples=300, deadline=None)
 @hypothesis.given(strategies.lists(_LINE_PIECES, max_size=12))
 def test_no_input_crashes_the_verifier(lines: list[str]) -> None:
-    result = chain.verify(lines)
+    result = chain.verify(lines, key=KEY)
     assert result.intact == (result.problem is None)
     assert result.summary()
 
@@ -304,7 +327,7 @@ def test_any_changed_character_of_a_record_is_caught(index: int, at: int, char: 
     hypothesis.assume(line[at] != char)
     changed = line[:at] + char + line[at + 1 :]
     lines = [*INTACT[:index], changed, *INTACT[index + 1 :]]
-    result = chain.verify(lines)
+    result = chain.verify(lines, key=KEY)
     # A change may turn the record into a line that is no record at all; then the gap it
     # leaves is found on the next line, unless it was the last (a missing tail).
     if result.intact:
@@ -312,3 +335,87 @@ def test_any_changed_character_of_a_record_is_caught(index: int, at: int, char: 
         assert result.records == len(INTACT) - 1
     else:
         assert result.line in {index + 1, index + 2}
+
+
+OTHER_KEY = keys.Key(b"another installation's key, or a guess at ours")
+
+
+def _forged_segment(
+    count: int, *, key: keys.Key = OTHER_KEY, key_id: str | None = None
+) -> list[str]:
+    """What an outsider can write: whole records, hashed and chained, sealed with a key of their
+    own, and labelled with ours when `key_id` is given."""
+    out = io.StringIO()
+    log = sink.Sink(out, key=key, clock=lambda: T0)
+    for seq in range(count):
+        log.record(records.Decision.APPROVED, reason="Approved", message=f"forged {seq}")
+    lines = out.getvalue().splitlines()
+    if key_id is None:
+        return lines
+    return [records.line({**json.loads(line), "keyId": key_id}) for line in lines]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        pytest.param(_forged_segment(3), id="another-key"),
+        pytest.param(_forged_segment(3, key_id=KEY.id), id="our-key-id-another-mac"),
+        pytest.param(
+            [_forged(line, mac="0" * 64) for line in _forged_segment(3, key_id=KEY.id)],
+            id="our-key-id-zero-mac",
+        ),
+        pytest.param(
+            [
+                records.line({k: v for k, v in json.loads(line).items() if k != "mac"})
+                for line in _forged_segment(3, key_id=KEY.id)
+            ],
+            id="no-mac",
+        ),
+    ],
+)
+def test_a_forged_segment_in_log_output_is_not_this_operators(forged: list[str]) -> None:
+    # A tenant's S3 endpoint answers with an error text that carries a whole segment; the log
+    # line quoting it ends with one record, the rest are lines of their own (were they not
+    # escaped), and an operator restart follows.
+    quoted = f"[2030-01-02 03:04:05,678] kopf.objects [WARNING ] S3 said: {forged[0]}"
+    lines = [*INTACT, quoted, *forged[1:], *_segment(2)]
+    result = chain.verify(lines, key=KEY)
+    assert result.intact
+    assert result.records == len(INTACT) + 2
+    assert result.segments == 2
+    assert result.foreign == len(forged)
+    assert result.summary() == (
+        "7 records in 2 segments, chain intact; 3 lines that look like audit records are not "
+        "this installation's (first: line 6: no valid mac under the key), ignored"
+    )
+
+
+def test_a_forged_record_cannot_fill_a_gap() -> None:
+    # Deleting a record of ours and putting a forged one in its place still leaves the gap.
+    forged = _forged(INTACT[2], message="nothing happened here", mac="1" * 64)
+    result = chain.verify([*INTACT[:2], forged, *INTACT[3:]], key=KEY)
+    assert result.summary().startswith("line 4: seq 3 follows seq 1: seq 2 deleted or moved")
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        pytest.param('{"apiVersion":"audit.modelguard.dev/v1", garbage', id="malformed"),
+        pytest.param(INTACT[4][: len(INTACT[4]) // 2], id="cut-off-copy"),
+    ],
+)
+def test_other_text_with_the_marker_is_ignored_and_counted(garbage: str) -> None:
+    result = chain.verify([*INTACT[:2], garbage, *INTACT[2:]], key=KEY)
+    assert result.intact
+    assert (result.records, result.foreign, result.first_foreign) == (5, 1, 3)
+    assert result.summary().endswith(
+        "is not this installation's (line 3: no valid mac under the key), ignored"
+    )
+
+
+def test_the_wrong_key_finds_no_records() -> None:
+    result = chain.verify(INTACT, key=OTHER_KEY)
+    assert not result.intact
+    assert result.summary().startswith(
+        f"no audit records (audit.modelguard.dev/v1) of key {OTHER_KEY.id} in 5 lines; 5 lines"
+    )

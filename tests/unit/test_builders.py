@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import typing
 
 import pytest
 
-from modelguard.api import v1alpha1
+from modelguard.api import errors, v1alpha1
 from modelguard.builders import children, deployment, labels, names, networkpolicy
 from modelguard.sources import pvc
 
@@ -40,7 +41,6 @@ OBJECT_STORE = {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
 ARTIFACT = deployment.VerifiedArtifact(
     root_digest="sha256:" + "ab" * 32,
     signature_digest="sha256:" + "ef" * 32,
-    allow_pickle=False,
     agent_image="registry.example/modelguard@sha256:" + "cd" * 32,
 )
 
@@ -364,10 +364,10 @@ def test_model_is_mounted_read_only_and_tmp_is_the_only_writable_path() -> None:
         {"name": "model", "mountPath": "/models", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
     ]
-    assert {v["name"]: v for v in pod["volumes"]} == {
-        "model": {"name": "model", "emptyDir": {}},
-        "tmp": {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
-    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert set(volumes) == {"model", "tmp"}
+    assert volumes["model"]["emptyDir"]["sizeLimit"]
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["tcpSocket"] == {"port": "http"}
 
@@ -589,6 +589,8 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
         ARTIFACT.signature_digest,
         "--dest",
         deployment.MODEL_MOUNT_PATH,
+        "--max-bytes",
+        str(16 << 30),
     ]
     assert pod["metadata"]["annotations"][deployment.ROOT_DIGEST_ANNOTATION] == ARTIFACT.root_digest
     model_mounts = {
@@ -600,11 +602,11 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
 
 
 @pytest.mark.parametrize(
-    ("source", "allow_pickle", "extra_args", "agent_only_volumes", "audit_pickle"),
+    ("source", "allow_formats", "extra_args", "agent_only_volumes", "audit_formats"),
     [
         pytest.param(
             {"uri": "s3://models/m/1/", "credentialsSecret": "models-ro"},
-            False,
+            (),
             ["--credentials-dir", deployment.CREDENTIALS_MOUNT_PATH],
             {deployment.CREDENTIALS_VOLUME},
             False,
@@ -612,7 +614,7 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
         ),
         pytest.param(
             {"uri": "pvc://model-store/m/1/"},
-            False,
+            (),
             [],
             {deployment.CLAIM_VOLUME},
             False,
@@ -620,48 +622,56 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
         ),
         pytest.param(
             {"uri": "https://models.example/m/1/"},
-            True,
-            ["--allow-pickle"],
+            ("Pickle",),
+            ["--allow-format", "Pickle"],
             set(),
             False,
             id="policy-allows-pickle",
         ),
         pytest.param(
             {"uri": "https://models.example/m/1/"},
-            False,
-            ["--audit-pickle"],
+            ("HDF5", "Keras"),
+            ["--allow-format", "HDF5", "--allow-format", "Keras"],
             set(),
-            True,
-            id="policy-in-audit-mode-admits-and-reports-pickle",
+            False,
+            id="policy-allows-keras-and-hdf5",
         ),
         pytest.param(
             {"uri": "https://models.example/m/1/"},
-            True,
-            ["--allow-pickle"],
+            (),
+            ["--audit-formats"],
             set(),
             True,
-            id="allowed-pickle-is-no-violation-to-report",
+            id="policy-in-audit-mode-admits-and-reports-code-capable-files",
+        ),
+        pytest.param(
+            {"uri": "https://models.example/m/1/"},
+            ("Pickle",),
+            ["--allow-format", "Pickle", "--audit-formats"],
+            set(),
+            True,
+            id="audit-still-reports-the-families-not-allowed",
         ),
     ],
 )
 def test_agent_source_wiring(
     source: dict[str, str],
-    allow_pickle: bool,
+    allow_formats: tuple[str, ...],
     extra_args: list[str],
     agent_only_volumes: set[str],
-    audit_pickle: bool,
+    audit_formats: bool,
 ) -> None:
     md = _md(model={"name": "m", "version": "1", "source": source})
     artifact = deployment.VerifiedArtifact(
         root_digest=ARTIFACT.root_digest,
         signature_digest=ARTIFACT.signature_digest,
-        allow_pickle=allow_pickle,
         agent_image=ARTIFACT.agent_image,
-        audit_pickle=audit_pickle,
+        allow_formats=allow_formats,
+        audit_formats=audit_formats,
     )
     pod = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]
     (agent,) = pod["initContainers"]
-    assert agent["args"][12:] == extra_args
+    assert agent["args"][14:] == extra_args
     agent_volumes = {m["name"] for m in agent["volumeMounts"]}
     server_volumes = {m["name"] for c in pod["containers"] for m in c["volumeMounts"]}
     assert agent_only_volumes <= agent_volumes
@@ -678,21 +688,69 @@ def test_claims_mount_root_is_where_the_agent_looks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("allow_pickle", "audit_pickle"),
-    [(False, False), (True, False), (False, True)],
-    ids=["no-pickle", "pickle-allowed", "pickle-audited"],
+    ("allow_formats", "audit_formats"),
+    [((), False), (("Pickle",), False), ((), True), (("HDF5", "Keras", "Pickle"), True)],
+    ids=["none-allowed", "pickle-allowed", "audited", "all-allowed-and-audited"],
 )
 def test_the_served_artifact_reads_back_from_the_deployment(
-    allow_pickle: bool, audit_pickle: bool
+    allow_formats: tuple[str, ...], audit_formats: bool
 ) -> None:
     artifact = deployment.VerifiedArtifact(
         root_digest=ARTIFACT.root_digest,
         signature_digest=ARTIFACT.signature_digest,
-        allow_pickle=allow_pickle,
         agent_image=ARTIFACT.agent_image,
-        audit_pickle=audit_pickle,
+        allow_formats=allow_formats,
+        audit_formats=audit_formats,
     )
     assert deployment.artifact_of(deployment.build(_md(), artifact=artifact)) == artifact
+
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "signed_bytes", "bound"),
+    [
+        pytest.param(None, None, 16 * GIB, id="files-serialization-default-16Gi"),
+        pytest.param("40Gi", None, 40 * GIB, id="files-serialization-spec-maxBytes"),
+        pytest.param("1", None, 1, id="one-byte"),
+        pytest.param(None, 123_456_789, 123_456_789, id="shards-signed-total"),
+        pytest.param("1Gi", 5 * GIB, 5 * GIB, id="shards-signed-total-not-maxBytes"),
+    ],
+)
+def test_the_model_volume_is_bounded_by_the_signed_sizes_or_spec_max_bytes(
+    max_bytes: str | None, signed_bytes: int | None, bound: int
+) -> None:
+    model = dict(SOURCE_MODEL) | ({} if max_bytes is None else {"maxBytes": max_bytes})
+    md = _md(model=model)
+    assert deployment.model_byte_bound(md, signed_bytes=signed_bytes) == bound
+    artifact = dataclasses.replace(ARTIFACT, max_bytes=bound)
+    pod = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]
+    (agent,) = pod["initContainers"]
+    # The agent stops past the bound; the kubelet evicts a pod whose volume grows past the limit.
+    assert agent["args"][agent["args"].index("--max-bytes") + 1] == str(bound)
+    (model_volume,) = [v for v in pod["volumes"] if v["name"] == "model"]
+    limit = int(model_volume["emptyDir"]["sizeLimit"])
+    # Headroom for file system blocks and directories, never unbounded nor tight.
+    assert bound + (64 << 20) <= limit <= bound + max(64 << 20, bound // 32)
+    assert deployment.artifact_of(deployment.build(md, artifact=artifact)) == artifact
+
+
+@pytest.mark.parametrize("max_bytes", ["0", "500m", "-1Gi", "lots", "2Pi", "1e30"])
+def test_max_bytes_must_be_a_byte_to_a_pebibyte(max_bytes: str) -> None:
+    with pytest.raises(errors.InvalidObjectError) as refused:
+        _md(model=dict(SOURCE_MODEL) | {"maxBytes": max_bytes})
+    assert "spec.model.maxBytes" in "; ".join(refused.value.messages)
+
+
+def test_an_artifact_of_an_earlier_version_reads_back_with_its_flags() -> None:
+    # Pods of earlier versions carry --allow-pickle and --audit-pickle.
+    built = deployment.build(_md(), artifact=ARTIFACT)
+    agent = built["spec"]["template"]["spec"]["initContainers"][0]
+    agent["args"] += ["--allow-pickle", "--audit-pickle"]
+    found = deployment.artifact_of(built)
+    assert found is not None
+    assert (found.allow_formats, found.audit_formats) == (("Pickle",), True)
 
 
 def test_a_deployment_not_built_by_us_has_no_artifact() -> None:

@@ -3,6 +3,7 @@ and what it must refuse, with the message a platform team reads."""
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import typing
@@ -180,3 +181,100 @@ def test_the_operator_names_the_credentials_role_of_its_own_release(helm: Path) 
     (operator,) = deployment["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item.get("value") for item in operator["env"]}
     assert [env["MODELGUARD_SOURCE_CREDENTIALS_ROLE"]] == roles
+
+
+def _operator_container(docs: list[Manifest]) -> Manifest:
+    deployment = kinds(docs)["Deployment", "t-modelguard"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return typing.cast(Manifest, container)
+
+
+@pytest.mark.parametrize(
+    ("args", "username"),
+    [
+        pytest.param((), "system:serviceaccount:mg:t-modelguard", id="chart-service-account"),
+        pytest.param(
+            ("--set", "serviceAccount.create=false", "--set", "serviceAccount.name=ops-sa"),
+            "system:serviceaccount:mg:ops-sa",
+            id="existing-service-account",
+        ),
+    ],
+)
+def test_the_operators_writes_are_bounded_by_admission_policies_bound_to_its_identity(
+    helm: Path, args: tuple[str, ...], username: str
+) -> None:
+    docs = render(helm, *args)
+    found = kinds(docs)
+    env = {item["name"]: item.get("value") for item in _operator_container(docs)["env"]}
+    for resource in ("deployments", "serviceaccounts"):
+        name = f"t-modelguard-operator-{resource}"
+        policy = found["ValidatingAdmissionPolicy", name]["spec"]
+        assert policy["failurePolicy"] == "Fail"
+        assert [rule["resources"] for rule in policy["matchConstraints"]["resourceRules"]] == [
+            [resource]
+        ]
+        assert policy["matchConditions"] == [
+            {
+                "name": "the-operator-itself",
+                "expression": f"request.userInfo.username == '{username}'",
+            }
+        ]
+        binding = found["ValidatingAdmissionPolicyBinding", name]["spec"]
+        assert binding == {"policyName": name, "validationActions": ["Deny"]}
+    deployments = found["ValidatingAdmissionPolicy", "t-modelguard-operator-deployments"]
+    expressions = " ".join(v["expression"] for v in deployments["spec"]["validations"])
+    # The one image that may read the storage credentials is the agent the operator runs.
+    assert f"c.image == '{env['MODELGUARD_AGENT_IMAGE']}'" in expressions
+
+
+def test_the_admission_policies_can_be_left_out(helm: Path) -> None:
+    found = kinds(render(helm, "--set", "admissionPolicy.enabled=false"))
+    assert not [key for key in found if key[0].startswith("ValidatingAdmissionPolicy")]
+
+
+def test_the_audit_key_is_generated_kept_and_mounted(helm: Path) -> None:
+    docs = render(helm)
+    secret = kinds(docs)["Secret", "t-modelguard-audit-key"]
+    assert secret["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    key = base64.b64decode(secret["data"]["key"])
+    assert len(key) >= 32
+    assert render(helm) != docs  # a fresh key per render without a cluster to look up
+    deployment = kinds(docs)["Deployment", "t-modelguard"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["audit-key"]["secret"]["secretName"] == "t-modelguard-audit-key"
+    assert volumes["audit-key"]["secret"]["items"] == [{"key": "key", "path": "key"}]
+    container = _operator_container(docs)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELGUARD_AUDIT_KEY_FILE"] == mounts["audit-key"]["mountPath"] + "/key"
+    assert mounts["audit-key"]["readOnly"] is True
+
+
+def test_an_existing_audit_key_secret_replaces_the_generated_one(helm: Path) -> None:
+    docs = render(helm, "--set", "audit.keySecret=my-audit-key")
+    assert ("Secret", "t-modelguard-audit-key") not in kinds(docs)
+    deployment = kinds(docs)["Deployment", "t-modelguard"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["audit-key"]["secret"]["secretName"] == "my-audit-key"
+
+
+def test_the_webhook_answers_only_the_api_servers_client_certificate_when_given_its_ca(
+    helm: Path,
+) -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    docs = render(
+        helm,
+        "--set-string",
+        f"webhook.clientAuth.caBundle={pem}",
+        "--set",
+        "webhook.clientAuth.names={kube-apiserver}",
+    )
+    found = kinds(docs)
+    assert found["ConfigMap", "t-modelguard-webhook-client-ca"]["data"]["ca.crt"].strip() == pem
+    container = _operator_container(docs)
+    assert "--webhook-client-ca=/etc/modelguard/webhook-client/ca.crt" in container["args"]
+    assert "--webhook-client-name=kube-apiserver" in container["args"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["webhook-client-ca"] == "/etc/modelguard/webhook-client"
+    default = _operator_container(render(helm))
+    assert not [arg for arg in default["args"] if arg.startswith("--webhook-client")]

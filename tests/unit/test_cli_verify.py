@@ -10,6 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import model_signing
 import pytest
+import test_agent_fetchverify
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -173,3 +174,43 @@ def test_start_up_imports_are_frozen_and_the_collector_runs_again(
     after = "print(code, gc.isenabled(), gc.get_freeze_count() > 10000)"
     code = 0 if key == "key.pub" else 1
     assert _probe_verify(after, signed, key=key) == f"{code} True True"
+
+
+def _signed_with(root: pathlib.Path, files: dict[str, bytes]) -> pathlib.Path:
+    model = root / "code-capable"
+    for name, content in files.items():
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_bytes(content)
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=root / "key.pem").sign(
+        model, root / "code-capable.sig"
+    )
+    return model
+
+
+@pytest.mark.parametrize(
+    ("name", "sample"),
+    test_agent_fetchverify.CODE_CAPABLE.values(),
+    ids=test_agent_fetchverify.CODE_CAPABLE.keys(),
+)
+def test_code_capable_files_are_refused_as_the_agent_refuses_them(
+    signed: pathlib.Path, tmp_path: pathlib.Path, name: str, sample: tuple[bytes, str]
+) -> None:
+    content, family = sample
+    for key in ("key.pem", "key.pub"):
+        (tmp_path / key).write_bytes((signed / key).read_bytes())
+    model = _signed_with(tmp_path, {"config.json": b'{"a": 1}', name: content})
+    key = ["--public-key", str(tmp_path / "key.pub")]
+    code, out, err = _run(
+        "verify", str(model), "--signature", str(tmp_path / "code-capable.sig"), *key
+    )
+    assert (code, out) == (1, "")
+    assert err.startswith(f"UnsafeFormat: file {name!r} is "), err
+    assert err.strip().endswith(f"admitting it needs {family} in spec.formats.allow"), err
+    # The TrustPolicy opts in, family by family.
+    policy = (signed / "policy.yaml").read_text() + f"  formats:\n    allow: [{family}]\n"
+    (tmp_path / "allow.yaml").write_text(policy)
+    allowed = ["--policy", str(tmp_path / "allow.yaml")]
+    code, out, err = _run(
+        "verify", str(model), "--signature", str(tmp_path / "code-capable.sig"), *allowed
+    )
+    assert (code, err) == (0, ""), err

@@ -1,12 +1,15 @@
-"""How soon a refused signature bundle is looked at again: backoff counted in time."""
+"""How soon a refused signature bundle is looked at again: backoff counted in time; and which
+pending re-evaluation of a model wins."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 
+import kopf
 import pytest
 
-from modelguard.reconcile import verification
+from modelguard.reconcile import schedule, verification
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 MODEL = ("s3://models/m/", "s3://models/m/model.sig", "uid", "1", "")
@@ -37,3 +40,47 @@ def test_each_model_has_its_own_clock() -> None:
     other = ("s3://models/n/", *MODEL[1:])
     assert cache.recheck_after(other, now=later) == verification.FIRST_RECHECK
     assert cache.recheck_after(MODEL, now=later) == datetime.timedelta(minutes=2)
+
+
+async def test_the_earliest_pending_recheck_stands() -> None:
+    # An approval expiring in a minute and a bundle to read again in five: a later request must
+    # not push the earlier one out (the reconcile it runs asks again for what is due later).
+    async def run(namespace: str, name: str) -> None:
+        raise AssertionError(f"{namespace}/{name} reconciled before its time")
+
+    loop = asyncio.get_running_loop()
+    now = datetime.datetime.now(datetime.UTC)
+    scheduler = schedule.Scheduler(run)
+    try:
+        scheduler.recheck("ns", "m", now + datetime.timedelta(minutes=1))
+        scheduler.recheck("ns", "m", now + datetime.timedelta(minutes=5))
+        due = scheduler.due("ns", "m")
+        assert due is not None
+        assert due - loop.time() < 90
+        scheduler.recheck("ns", "m", now + datetime.timedelta(seconds=10))
+        due = scheduler.due("ns", "m")
+        assert due is not None
+        assert due - loop.time() < 30
+    finally:
+        scheduler.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        pytest.param(None, 300, id="unset-is-five-minutes"),
+        pytest.param("30", 30, id="whole-seconds"),
+        pytest.param("0", None, id="zero-refused"),
+        pytest.param("-5", None, id="negative-refused"),
+        pytest.param("1.5", None, id="fraction-refused"),
+        pytest.param("86401", None, id="more-than-a-day-refused"),
+    ],
+)
+def test_bundle_reread_interval(value: str | None, seconds: int | None) -> None:
+    from modelguard import handlers  # noqa: PLC0415 - kopf is needed here only
+
+    if seconds is None:
+        with pytest.raises(kopf.PermanentError, match=handlers.REREAD_ENV):
+            handlers._reread_interval(value)
+    else:
+        assert handlers._reread_interval(value) == datetime.timedelta(seconds=seconds)

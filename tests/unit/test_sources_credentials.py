@@ -4,6 +4,8 @@ defaults, and every refusal naming the key without showing its value."""
 from __future__ import annotations
 
 import datetime
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -78,7 +80,7 @@ def test_accepted(
     assert settings.s3.credentials == expected
     assert settings.s3.region == region
     assert settings.s3.endpoint == endpoint
-    assert settings.transport.ca_bundle is None
+    assert settings.transport.ca_pem is None
 
 
 REFUSED = {
@@ -133,13 +135,15 @@ def test_refused_naming_the_key_never_the_value(data: dict[str, bytes], message:
     assert SECRET not in str(caught.value)
 
 
-def test_a_ca_bundle_from_the_api_is_stored_once_for_the_http_client() -> None:
-    pem = ca_pem()
-    first = credentials.from_secret_data({"AWS_CA_BUNDLE": pem})
-    second = credentials.from_secret_data({"AWS_CA_BUNDLE": pem})
-    assert first.transport.ca_bundle is not None
-    assert first.transport.ca_bundle == second.transport.ca_bundle
-    assert first.transport.ca_bundle.read_bytes() == pem
+def test_ca_bundles_from_the_api_leave_no_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every distinct bundle once made a file in the operator's small /tmp, never removed.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pems = [ca_pem() for _ in range(5)]
+    found = [credentials.from_secret_data(KEYS | {"AWS_CA_BUNDLE": pem}) for pem in pems]
+    assert list(os.walk(tmp_path)) == [(str(tmp_path), [], [])]
+    assert [settings.transport.ca_pem for settings in found] == pems
 
 
 def secret_volume(directory: Path, data: dict[str, bytes]) -> Path:
@@ -162,10 +166,8 @@ def test_a_mounted_secret_reads_like_its_data(tmp_path: Path) -> None:
         settings.s3
         == credentials.from_secret_data(KEYS | {"AWS_ENDPOINT_URL": data["AWS_ENDPOINT_URL"]}).s3
     )
-    # The mounted file itself is the bundle: nothing copied out of the volume.
-    assert settings.transport.ca_bundle is not None
-    assert settings.transport.ca_bundle.is_relative_to((tmp_path / "secret").resolve())
-    assert settings.transport.ca_bundle.read_bytes() == pem
+    # Read into memory: nothing is copied out of the volume.
+    assert settings.transport.ca_pem == pem
 
 
 def test_plain_files_are_read_too(tmp_path: Path) -> None:

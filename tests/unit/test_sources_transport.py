@@ -46,9 +46,7 @@ def _never(status: int, body: bytes, what: str) -> errors.SourceError:
 async def _read(url: str, *, pause_first: int = 0) -> int:
     """Bytes streamed from `url`; the consumer stops for 1.5 read timeouts after each of the first
     `pause_first` chunks."""
-    client = transport.HttpClient(
-        transport=base.Transport(read_timeout=READ_TIMEOUT, attempts=1), follow_redirects=False
-    )
+    client = transport.HttpClient(transport=base.Transport(read_timeout=READ_TIMEOUT, attempts=1))
     received = 0
     try:
         async with client.get(url, what="blob", headers=lambda _: {}, error_for=_never) as response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import io
 import json
 import pickle
@@ -77,32 +78,29 @@ def _npy(descr: str) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("content", "expected"),
+    ("content", "expected", "code_capable"),
     [
-        pytest.param(pickle.dumps({"a": 1}, protocol=0), formats.Format.PICKLE, id="pickle-0"),
-        pytest.param(pickle.dumps({"a": 1}, protocol=2), formats.Format.PICKLE, id="pickle-2"),
-        pytest.param(pickle.dumps({"a": 1}, protocol=5), formats.Format.PICKLE, id="pickle-5"),
-        pytest.param(b"cos\nsystem\n(S'id'\ntR.", formats.Format.PICKLE, id="pickle-global"),
-        pytest.param(_torch_zip(), formats.Format.PYTORCH_ZIP, id="pytorch-zip"),
+        pytest.param(pickle.dumps({"a": 1}, protocol=2), "PICKLE", True, id="pickle-2"),
+        pytest.param(pickle.dumps({"a": 1}, protocol=5), "PICKLE", True, id="pickle-5"),
+        pytest.param(b"cos\nsystem\n(S'id'\ntR.", "PICKLE", True, id="pickle-global"),
+        pytest.param(_torch_zip(), "PYTORCH_ZIP", True, id="pytorch-zip"),
+        pytest.param(zlib.compress(pickle.dumps([1], 4)), "COMPRESSED", True, id="joblib-zlib"),
+        pytest.param(gzip.compress(pickle.dumps([1], 4)), "COMPRESSED", True, id="joblib-gzip"),
+        pytest.param(_npy("|O"), "NUMPY_OBJECT", True, id="npy-object"),
+        pytest.param(_npy("<f4"), "NUMPY", False, id="npy-float"),
         pytest.param(
-            zlib.compress(pickle.dumps([1], 4)), formats.Format.COMPRESSED_PICKLE, id="joblib-zlib"
+            struct.pack("<Q", 2) + b"{}" + b"\x00" * 8, "SAFETENSORS", False, id="safetensors"
         ),
-        pytest.param(
-            gzip.compress(pickle.dumps([1], 4)), formats.Format.COMPRESSED_PICKLE, id="joblib-gzip"
-        ),
-        pytest.param(_npy("|O"), formats.Format.NUMPY_OBJECT, id="npy-object"),
-        pytest.param(_npy("<f4"), formats.Format.NUMPY, id="npy-float"),
-        pytest.param(
-            struct.pack("<Q", 2) + b"{}" + b"\x00" * 8, formats.Format.SAFETENSORS, id="safetensors"
-        ),
-        pytest.param(b"GGUF\x03\x00\x00\x00" + b"\x00" * 16, formats.Format.GGUF, id="gguf"),
-        pytest.param(b'{"vocab_size": 32000}\n', formats.Format.TEXT, id="json-config"),
-        pytest.param(b"\x08\x07\x12\x04onnx" + bytes(range(256)), formats.Format.BINARY, id="onnx"),
-        pytest.param(b"", formats.Format.EMPTY, id="empty"),
+        pytest.param(b"GGUF\x03\x00\x00\x00" + b"\x00" * 16, "GGUF", False, id="gguf"),
+        pytest.param(b'{"vocab_size": 32000}\n', "TEXT", False, id="json-config"),
+        pytest.param(b"\x08\x07\x12\x04onnx" + bytes(range(256)), "BINARY", False, id="onnx"),
+        pytest.param(b"", "EMPTY", False, id="empty"),
     ],
 )
-def test_formats_are_judged_by_content(content: bytes, expected: formats.Format) -> None:
-    assert formats.sniff(content) is expected
+def test_formats_are_judged_by_content(content: bytes, expected: str, code_capable: bool) -> None:
+    found = formats.sniff(content)
+    assert found.format is formats.Format[expected]
+    assert found.code_capable is code_capable
 
 
 @pytest.mark.parametrize(
@@ -116,7 +114,14 @@ def test_formats_are_judged_by_content(content: bytes, expected: formats.Format)
     ],
 )
 def test_source_prefixes_match_whole_segments(uri: str, allowed: bool) -> None:
-    violation = policy.check_source(uri, sources=["s3://models/team-a/", "pvc://store"])
+    violation = policy.check_source(
+        uri,
+        sources=[
+            policy.SourceRule(uri="s3://models/team-a/"),
+            policy.SourceRule(uri="pvc://store", namespace="team-a"),
+        ],
+        namespace="team-a",
+    )
     assert (violation is None) is allowed
     if violation is not None:
         assert violation.reason is Reason.SOURCE_NOT_ALLOWED
@@ -134,6 +139,22 @@ def test_source_prefixes_match_whole_segments(uri: str, allowed: bool) -> None:
             id="old-predicate",
         ),
         pytest.param(_statement(subject=[]), Reason.MALFORMED_STATEMENT, "subject", id="subjects"),
+        pytest.param(
+            _statement(
+                subject=[{"name": "m", "digest": {"sha256": hashlib.sha256().hexdigest()}}],
+                predicate={
+                    "serialization": {
+                        "method": "files",
+                        "hash_type": "sha256",
+                        "allow_symlinks": False,
+                    },
+                    "resources": [],
+                },
+            ),
+            Reason.MALFORMED_STATEMENT,
+            "predicate.resources is empty",
+            id="no-resources",
+        ),
         pytest.param(
             _statement(subject=[{"name": "m", "digest": {"sha256": "00" * 32}}]),
             Reason.ROOT_DIGEST_MISMATCH,

@@ -140,8 +140,11 @@ def test_rules_carry_every_setting_of_the_policy(
             ],
             "minSigners": 2,
             "hashAlgorithms": ["sha256", "blake2b"],
-            "sources": ["s3://models/team-a/"],
-            "formats": {"allowPickle": True},
+            "sources": [
+                {"uri": "s3://models/team-a/", "endpoint": "https://minio.storage:9000"},
+                {"uri": "pvc://store/", "namespace": "team-a"},
+            ],
+            "formats": {"allowPickle": True, "allow": ["Keras"]},
             "enforcement": "Audit",
         }
     )
@@ -149,8 +152,11 @@ def test_rules_carry_every_setting_of_the_policy(
         signers=(),
         min_signers=2,
         hash_algorithms=frozenset({"sha256", "blake2b"}),
-        sources=("s3://models/team-a/",),
-        allow_pickle=True,
+        sources=(
+            policy.SourceRule(uri="s3://models/team-a/", endpoint="https://minio.storage:9000"),
+            policy.SourceRule(uri="pvc://store/", namespace="team-a"),
+        ),
+        allow_formats=frozenset({"Keras", "Pickle"}),
         audit=True,
     )
     assert [signer.name for signer in rules.signers] == ["trusted", "other"]
@@ -340,29 +346,27 @@ def test_certificate_method_chains_to_the_policy_root(tmp_path: pathlib.Path) ->
         signing_certificate=tmp_path / "leaf.crt",
         certificate_chain=[tmp_path / "root.crt"],
     ).sign(model, tmp_path / "model.sig")
-    rules = _rules(
-        {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "root.crt").read_text()}]}
-    )
+    rules = _rules({"signers": [_root_signer(tmp_path / "root.crt")]})
     result = verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), rules)
     assert result.signers[0].signer == "pki"
     assert "CN=leaf" in result.signers[0].identity
     # The same bundle against another root: the root inside the bundle counts for nothing.
     _certificate(tmp_path, "other", ca=True)
-    rules = _rules(
-        {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "other.crt").read_text()}]}
-    )
+    rules = _rules({"signers": [_root_signer(tmp_path / "other.crt")]})
     with pytest.raises(reasons.VerificationError) as refused:
         verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), rules)
     assert refused.value.reason is Reason.UNTRUSTED_SIGNER
     # Checked now instead of at issuance, a certificate that expired is refused.
     later = leaf.not_valid_after_utc + datetime.timedelta(days=1)
-    rules = _rules(
-        {"signers": [{"name": "pki", "certificateRoot": (tmp_path / "root.crt").read_text()}]}
-    )
+    rules = _rules({"signers": [_root_signer(tmp_path / "root.crt")]})
     with pytest.raises(reasons.VerificationError) as expired:
         verify.verify_folder(model, (tmp_path / "model.sig").read_bytes(), rules, at=later)
     assert expired.value.reason is Reason.CERTIFICATE_EXPIRED
     del leaf_key
+
+
+def _root_signer(root: pathlib.Path) -> dict[str, typing.Any]:
+    return {"name": "pki", "certificateRoot": root.read_text(), "identity": {"subject": "CN=leaf"}}
 
 
 def test_a_chain_certificate_on_an_unsupported_curve_is_no_path_not_a_crash(
@@ -379,7 +383,7 @@ def test_a_chain_certificate_on_an_unsupported_curve_is_no_path_not_a_crash(
     _, other = _certificate(tmp_path, "other", ca=True)
     with pytest.raises(reasons.VerificationError) as refused:
         certificates.check_chain(
-            [leaf, odd], roots=(other,), at=datetime.datetime.now(datetime.UTC)
+            [leaf, odd], roots=(other,), at=datetime.datetime.now(datetime.UTC), label="bundle"
         )
     assert refused.value.reason is Reason.UNTRUSTED_SIGNER
 
@@ -474,20 +478,24 @@ def _certificate(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=not ca,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=ca,
-                crl_sign=ca,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
         )
+    builder = builder.add_extension(
+        x509.KeyUsage(
+            digital_signature=not ca,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca,
+            crl_sign=ca,
+            encipher_only=False,
+            decipher_only=False,
+        ),
+        critical=True,
     )
     certificate = builder.sign(signing_key, hashes.SHA256())
     (directory / f"{name}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

@@ -40,6 +40,8 @@ def test_defaults_are_secure() -> None:
     spec = trustpolicy.parse(_body()).spec
     assert spec.min_signers == 1
     assert spec.formats.allow_pickle is False
+    assert spec.formats.allow == []
+    assert spec.formats.allowed() == ()
     assert spec.enforcement is trustpolicy.Enforcement.ENFORCE
     assert spec.hash_algorithms == [trustpolicy.HashAlgorithm.SHA256]
     assert spec.sources == []
@@ -91,4 +93,7 @@ def test_crd_is_cluster_scoped_and_rendered() -> None:
     assert definition["spec"]["names"]["shortNames"] == ["tp"]
     spec = definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["formats"]["properties"]["allowPickle"]["default"] is False
+    allow = spec["properties"]["formats"]["properties"]["allow"]
+    assert allow["default"] == []
+    assert allow["items"]["enum"] == ["Pickle", "Keras", "HDF5"]
     assert spec["properties"]["enforcement"]["default"] == "Enforce"

@@ -14,7 +14,7 @@ import typing
 
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import labels
-from modelguard.trust import access, approval, reasons
+from modelguard.trust import access, approval, reasons, signatures
 
 Request = collections.abc.Mapping[str, typing.Any]
 
@@ -142,13 +142,45 @@ def trust_policy(request: Request) -> Decision:
     except errors.InvalidObjectError as error:
         return Decision.deny(f"TrustPolicy {request.get('name')}: {'; '.join(error.messages)}")
     spec = policy.spec
+    if (duplicate := _duplicate_approver_key(spec)) is not None:
+        return Decision.deny(f"TrustPolicy {request.get('name')}: {duplicate}")
+    warnings: list[str] = []
     if spec.min_approvals > len(spec.approvers):
-        return Decision.allow(
+        warnings.append(
             f"spec.minApprovals is {spec.min_approvals} but spec.approvers lists "
             f"{len(spec.approvers)}: every rollout under this policy is held until approvers are "
             "added"
         )
-    return Decision.allow()
+    for index, signer in enumerate(spec.signers):
+        if signer.identity is not None and signer.identity.any:
+            warnings.append(
+                f"spec.signers[{index}] ({signer.name}) trusts every code-signing certificate "
+                "its certificateRoot's CAs issue (identity.any): pin identity.subject or "
+                "identity.san unless the CA certifies model signers only"
+            )
+    return Decision.allow(*warnings)
+
+
+def _duplicate_approver_key(spec: trustpolicy.TrustPolicySpec) -> str | None:
+    """Approvals count keys (one key under two names is one approver): a policy listing one key
+    twice promises a k-of-n it does not have."""
+    try:
+        keys = approval.trusted_approvers(spec)
+    except reasons.VerificationError:
+        return None  # a key that does not parse is refused by the schema already
+    first: dict[str, int] = {}
+    for index, approver in enumerate(spec.approvers):
+        fingerprint = signatures.key_hint(keys[approver.name].key)
+        if fingerprint in first:
+            earlier = first[fingerprint]
+            return (
+                f"spec.approvers[{index}] ({approver.name}) has the key of "
+                f"spec.approvers[{earlier}] ({spec.approvers[earlier].name}): one key is one "
+                "approver, whatever its names;"
+                " list it once, with all its roles"
+            )
+        first[fingerprint] = index
+    return None
 
 
 def model_approval(
@@ -255,10 +287,11 @@ def model_deployment(
         return Decision.allow()
     if known_policies is None or policy in known_policies:
         return Decision.allow()
-    known = ", ".join(sorted(known_policies)) or "none"
+    # The other policies' names stay out of the denial: whoever may write a ModelDeployment is
+    # not necessarily allowed to list TrustPolicies, and a denial must not list them instead.
     return Decision.deny(
-        f"spec.trustPolicy: TrustPolicy {policy!r} does not exist (known: {known}); create it"
-        " first, or name an existing one"
+        f"spec.trustPolicy: TrustPolicy {policy!r} does not exist; create it first, or name an"
+        " existing one (kubectl get trustpolicies)"
     )
 
 
@@ -333,7 +366,9 @@ def unapproved_rejected(
         namespace=str(request.get("namespace") or ""),
         model=str(model.get("name", "")),
         version=str(model.get("version", "")),
-        root_digest=None,
+        # Unknown before the bundle is read, unless the spec pins it: then approvals of other
+        # bytes are refused now, as the gate would refuse them later.
+        root_digest=pinned if isinstance(pinned := model.get("rootDigest"), str) else None,
         now=now,
     )
     if decided.approved:

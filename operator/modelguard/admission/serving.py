@@ -11,8 +11,10 @@ import collections.abc
 import dataclasses
 import logging
 import pathlib
+import ssl
 import typing
 
+import aiohttp.web
 import kopf
 
 from modelguard.admission import certs, decisions
@@ -38,6 +40,12 @@ class Options:
     cert_dir: pathlib.Path | None
     addr: str
     identity: decisions.Identity
+    client_ca: pathlib.Path | None = None
+    """CA bundle of the API server's webhook client certificate: with it, a TLS client that does
+    not present a certificate it signed cannot even complete the handshake."""
+    client_names: tuple[str, ...] = ()
+    """Subject common names (or DNS SANs) a client certificate must carry; empty: any the CA
+    signed."""
 
 
 def server(options: Options) -> kopf.WebhookServerProtocol:
@@ -46,14 +54,64 @@ def server(options: Options) -> kopf.WebhookServerProtocol:
         return _Disabled()
     if options.cert_dir is None:
         raise kopf.PermanentError("--webhook-port needs --webhook-cert-dir (tls.crt, tls.key)")
-    return kopf.WebhookServer(
+    if options.client_names and options.client_ca is None:
+        raise kopf.PermanentError("--webhook-client-name needs --webhook-client-ca")
+    served = kopf.WebhookServer(
         addr=options.addr,
         host=options.addr,
         port=options.port,
         certfile=options.cert_dir / certs.CERT_FILE,
         pkeyfile=options.cert_dir / certs.KEY_FILE,
         file_check_interval=CERT_CHECK_SECONDS,
+        verify_mode=ssl.CERT_REQUIRED if options.client_ca is not None else None,
+        verify_cafile=options.client_ca,
     )
+    if not options.client_names:
+        return served
+    return _ClientNamed(served, names=frozenset(options.client_names))
+
+
+class _ClientNamed:
+    """kopf's server, answering only a client whose certificate carries one of `names`: a CA
+    that signs more than the API server's client certificate must not let its other holders
+    ask (and learn from) the webhook."""
+
+    def __init__(self, served: kopf.WebhookServer, *, names: frozenset[str]) -> None:
+        self.served = served
+        self._names = names
+
+    async def __call__(
+        self, fn: kopf.WebhookFn
+    ) -> collections.abc.AsyncIterator[kopf.WebhookClientConfig]:
+        async def checked(
+            request: typing.Any,
+            *,
+            webhook: str | None = None,
+            sslpeer: typing.Any = None,
+            headers: typing.Any = None,
+        ) -> typing.Any:
+            if not _peer_names(sslpeer) & self._names:
+                # Answered by aiohttp as it is: a bare 403, nothing of the request evaluated.
+                raise aiohttp.web.HTTPForbidden(reason="not an allowed admission client")
+            return await fn(request, webhook=webhook, sslpeer=sslpeer, headers=headers)
+
+        async for config in self.served(checked):
+            yield config
+
+
+def _peer_names(peer: typing.Any) -> set[str]:
+    """Common names and DNS SANs of a peer certificate as ssl's getpeercert() gives it."""
+    names: set[str] = set()
+    if not isinstance(peer, dict):
+        return names
+    for rdn in peer.get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                names.add(str(value))
+    for kind, value in peer.get("subjectAltName") or ():
+        if kind == "DNS":
+            names.add(str(value))
+    return names
 
 
 def enforce(decision: decisions.Decision, *, warnings: list[str] | None = None) -> None:

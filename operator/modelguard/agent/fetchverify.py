@@ -5,10 +5,13 @@ the pod spec. The agent reads the bundle, takes the statement with that digest (
 the source's listing against it, then streams every signed file into DEST, several at once, hashing
 each in the same pass that writes it: the network read of the next chunk overlaps the hashing and
 writing of the previous one, which run in worker threads, one per core at most (hashlib releases
-the GIL). A file whose digest differs, a pickle-based file (unless allowed), or any source failure
-stops everything, and DEST is emptied again. Success leaves read-only files and one summary line;
-under a TrustPolicy in Audit mode (--audit-pickle) a pickle-based file is admitted, and each one is
-reported on an `audit UnsafeFormat: ...` line, in the termination log too, for the operator.
+the GIL). Once a file's digest matches, the whole file on disk is classified as `modelguard
+verify` does (trust.formats: every member of an archive), before any model server can start. A
+file whose digest differs, a code-capable format the policy does not allow (--allow-format), or
+any source failure stops everything, and DEST is emptied again. Success leaves read-only files and
+one summary line; under a TrustPolicy in Audit mode (--audit-formats) a code-capable file is
+admitted, and each one is reported on an `audit UnsafeFormat: ...` line, in the termination log
+too, for the operator.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from pathlib import Path
 
 from modelguard import sources
 from modelguard.agent import destination, failures, plan
+from modelguard.api import endpoints
 from modelguard.sources import base, credentials, errors, locations, pvc
-from modelguard.trust import bundle, folder, formats, reasons, statement
+from modelguard.trust import bundle, folder, formats, policy, reasons, statement
 
 DEFAULT_TERMINATION_LOG: typing.Final = Path("/dev/termination-log")
 DEFAULT_PARALLEL: typing.Final = 4
+# The most bytes written in all when --max-bytes is not given: the files serialization signs
+# digests only, so without a bound a source could fill the volume before a digest says no.
+DEFAULT_MAX_BYTES: typing.Final = 16 << 30
 # Chunks are gathered to about this size before a worker thread hashes and writes them: fewer
 # thread hand-offs, and hashlib releases the GIL for the whole batch.
 BATCH_BYTES: typing.Final = 4 << 20
@@ -43,15 +50,25 @@ class Options:
     root_digest: str
     dest: Path
     credentials_dir: Path | None = None
-    allow_pickle: bool = False
-    # Admit pickle-based files but report each one: the TrustPolicy's enforcement is Audit.
-    audit_pickle: bool = False
+    allow_formats: frozenset[str] = frozenset()
+    """Code-capable format families admitted (formats.Family values): spec.formats.allow."""
+    audit_formats: bool = False
+    """Admit code-capable files the policy does not allow but report each one: the TrustPolicy's
+    enforcement is Audit."""
     # sha256:HEX of the signature file the operator verified; None: only the root digest binds.
     signature_digest: str | None = None
     parallel: int = DEFAULT_PARALLEL
     chunk_size: int = base.DEFAULT_CHUNK_SIZE
     # Where pvc:// sources are mounted (the pod spec mounts each claim below it).
     mount_root: Path = pvc.DEFAULT_MOUNT_ROOT
+    # The most bytes written in all (the model volume's bound): the operator passes the signed
+    # total for shards, spec.model.maxBytes for the files serialization, whose manifest has no
+    # sizes. Each file is bounded on its own by its signed (or else listed) size.
+    max_bytes: int = DEFAULT_MAX_BYTES
+    # The S3 endpoints the TrustPolicy binds the source and the signature to (None: AWS S3); a
+    # credentials Secret naming another is refused.
+    source_endpoint: str | None = None
+    signature_endpoint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,17 +130,48 @@ async def fetch_verify(options: Options) -> Summary:
     started = time.monotonic()
     if options.parallel < 1:
         raise failures.AgentError(failures.INVALID_ARGUMENT, "--parallel must be at least 1")
+    if options.max_bytes < 1:
+        raise failures.AgentError(failures.INVALID_ARGUMENT, "--max-bytes must be at least 1")
     pinned = plan.parse_root_digest(options.root_digest)
     pinned_signature = (
         None
         if options.signature_digest is None
         else plan.parse_root_digest(options.signature_digest, flag="--signature-digest")
     )
+    dest = destination.Destination(options.dest)
+    # Emptied before anything is read: whatever refuses the model from here on (the bundle, the
+    # listing, a byte), the volume is left holding nothing, not what an earlier run wrote.
+    await asyncio.to_thread(dest.prepare)
+    try:
+        return await _fetch_into(
+            dest, options, pinned=pinned, pinned_signature=pinned_signature, started=started
+        )
+    except BaseException:
+        # A DEST that cannot be cleared has already said so; the first failure is the news.
+        with contextlib.suppress(failures.AgentError):
+            await asyncio.to_thread(dest.clear)
+        raise
+
+
+async def _fetch_into(
+    dest: destination.Destination,
+    options: Options,
+    *,
+    pinned: bytes,
+    pinned_signature: bytes | None,
+    started: float,
+) -> Summary:
     settings = _settings(options)
+    signature_settings = _bound(
+        settings, uri=options.signature, endpoint=options.signature_endpoint, which="signature"
+    )
+    source_settings = _bound(
+        settings, uri=options.source, endpoint=options.source_endpoint, which="source"
+    )
     signature_source, signature_name = sources.open_file(
         options.signature,
-        s3_settings=settings.s3,
-        transport_settings=settings.transport,
+        s3_settings=signature_settings.s3,
+        transport_settings=signature_settings.transport,
         mount_root=options.mount_root,
     )
     async with signature_source:
@@ -135,8 +183,8 @@ async def fetch_verify(options: Options) -> Summary:
     signed = plan.pinned_statement(signature, pinned)
     source = sources.open_source(
         options.source,
-        s3_settings=settings.s3,
-        transport_settings=settings.transport,
+        s3_settings=source_settings.s3,
+        transport_settings=source_settings.transport,
         mount_root=options.mount_root,
     )
     async with source:
@@ -149,7 +197,7 @@ async def fetch_verify(options: Options) -> Summary:
         todo = plan.files_to_fetch(
             signed, listing=listing, also_ignored=() if inside is None else (inside,)
         )
-        dest = destination.Destination(options.dest)
+        plan.check_bound(todo, max_bytes=options.max_bytes)
         # Hashing threads beyond the cores only take turns with the event loop that receives:
         # with 4 files on 2 cores, 2 threads fetch faster than 4.
         workers = min(options.parallel, folder.available_cores())
@@ -158,15 +206,11 @@ async def fetch_verify(options: Options) -> Summary:
         ) as pool:
             fetcher = _Fetcher(source=source, dest=dest, pool=pool, options=options, signed=signed)
             try:
-                await fetcher.run_blocking(dest.prepare)
                 total = await fetcher.fetch_all(todo)
                 await fetcher.run_blocking(dest.seal)
             except BaseException:
                 # Threads still writing must finish before their files are removed.
                 pool.shutdown(wait=True, cancel_futures=True)
-                # A DEST that cannot be cleared has already said so; the first failure is the news.
-                with contextlib.suppress(failures.AgentError):
-                    dest.clear()
                 raise
     return Summary(
         root_digest=signed.root_digest,
@@ -175,6 +219,20 @@ async def fetch_verify(options: Options) -> Summary:
         seconds=time.monotonic() - started,
         audit=tuple(sorted(fetcher.audit, key=lambda violation: violation.message)),
     )
+
+
+def _bound(
+    settings: credentials.SourceSettings, *, uri: str, endpoint: str | None, which: str
+) -> credentials.SourceSettings:
+    """The settings reading `uri`: for S3, from the endpoint the pod spec binds it to."""
+    if not uri.lower().startswith("s3://"):
+        return settings
+    flag = f"--{which}-endpoint"
+    try:
+        normal = endpoints.normal(endpoint) if endpoint is not None else None
+    except ValueError as error:
+        raise failures.AgentError(failures.INVALID_ARGUMENT, f"{flag} {error}") from None
+    return credentials.bind_endpoint(settings, endpoint=normal, bound_by=flag)
 
 
 def _settings(options: Options) -> credentials.SourceSettings:
@@ -205,8 +263,10 @@ class _Fetcher:
         self._options = options
         self._serialization = signed.serialization
         self._slots = asyncio.Semaphore(options.parallel)
+        # Bytes received over all files: the event loop alone counts, so no lock is needed.
+        self._received = 0
         self.audit: list[reasons.Violation] = []
-        """Pickle-based files admitted under --audit-pickle."""
+        """Code-capable files admitted under --audit-formats."""
 
     async def run_blocking(self, call: typing.Callable[[], typing.Any]) -> typing.Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
@@ -235,7 +295,7 @@ class _Fetcher:
             finally:
                 out.close()
             plan.check_file(item, actual)
-            if not self._options.allow_pickle:
+            if not self._options.allow_formats >= formats.EVERY_FAMILY:
                 await self.run_blocking(lambda: self._check_format(item.path, size=out.size))
             return out.size
 
@@ -250,6 +310,7 @@ class _Fetcher:
             async with contextlib.aclosing(stream):
                 async for chunk in stream:
                     received += len(chunk)
+                    self._received += len(chunk)
                     if item.size is not None and received > item.size:
                         # A source that sends more than it listed (or than was signed) would
                         # fill the volume before the digest could say no.
@@ -257,6 +318,14 @@ class _Fetcher:
                             reasons.Reason.DIGEST_MISMATCH,
                             f"file {item.path!r} is longer than the {item.size} bytes the "
                             "source listed or the signature holds",
+                        )
+                    if self._received > self._options.max_bytes:
+                        # A source that cannot list, or lists what it likes, meets the bound here.
+                        raise reasons.VerificationError(
+                            reasons.Reason.MODEL_TOO_LARGE,
+                            f"the model's files exceed the {self._options.max_bytes} bytes the "
+                            "volume is bounded to (--max-bytes, from spec.model.maxBytes or the "
+                            f"signed sizes); stopped in file {item.path!r}",
                         )
                     batch.append(chunk)
                     batched += len(chunk)
@@ -279,23 +348,21 @@ class _Fetcher:
                     await asyncio.shield(pending)
 
     def _check_format(self, name: str, *, size: int) -> None:
-        kind = folder.sniff(self._dest.root, folder.LocalFile(path=name, size=size))
-        if not formats.is_pickle_based(kind):
+        # The file is complete on disk and matches its digest: every member can be read.
+        found = folder.sniff(self._dest.root, folder.LocalFile(path=name, size=size))
+        violation = policy.check_formats({name: found}, allowed=self._options.allow_formats)
+        if violation is None:
             return
-        found = f"file {name!r} is {kind}: loading it runs code"
-        if self._options.audit_pickle:
+        if self._options.audit_formats:
             self.audit.append(
-                reasons.Violation(
-                    reasons.Reason.UNSAFE_FORMAT,
-                    f"{found}; admitted because the TrustPolicy's enforcement is Audit",
+                dataclasses.replace(
+                    violation,
+                    message=f"{violation.message}; admitted because the TrustPolicy's "
+                    "enforcement is Audit",
                 )
             )
             return
-        raise reasons.VerificationError(
-            reasons.Reason.UNSAFE_FORMAT,
-            f"{found}; pickle-based formats need --allow-pickle (TrustPolicy "
-            "spec.formats.allowPickle)",
-        )
+        raise reasons.VerificationError.of(violation)
 
 
 def _first(group_error: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -113,12 +113,18 @@ def files_to_fetch(
 ) -> list[FileToFetch]:
     """Every signed file, largest first (so parallel downloads finish together); refused when the
     listing (None: the source cannot list) has a file too many or too few, or a wrong size."""
+    if signed.single_file():
+        raise _refusal(
+            reasons.Reason.MISSING_FILE,
+            "the statement signs a single-file model (its one resource is named '.'), which "
+            "names no file in a source folder: sign the folder that holds the file",
+        )
     by_path: dict[str, list[digests.Resource]] = {}
     for resource in signed.resources:
         by_path.setdefault(resource.path, []).append(resource)
     sizes = signed.file_sizes()
     if listing is not None:
-        ignored = (*signed.serialization.ignore_paths, *also_ignored)
+        ignored = (*signed.serialization.excluded(), *also_ignored)
         listed = {
             item.name: item.size
             for item in listing
@@ -147,6 +153,18 @@ def files_to_fetch(
         FileToFetch(path=path, resources=tuple(by_path[path]), size=known[path]) for path in by_path
     ]
     return sorted(plan, key=lambda item: (-(item.size or 0), item.path))
+
+
+def check_bound(todo: typing.Sequence[FileToFetch], *, max_bytes: int) -> None:
+    """ModelTooLarge when the sizes known before the download (signed shards, or the source's
+    listing) already add up to more than `max_bytes`: refused before a byte is written."""
+    known = sum(item.size or 0 for item in todo)
+    if known > max_bytes:
+        raise _refusal(
+            reasons.Reason.MODEL_TOO_LARGE,
+            f"the model's {len(todo)} files take {known} bytes, more than the {max_bytes} bytes "
+            "the volume is bounded to (--max-bytes, from spec.model.maxBytes or the signed sizes)",
+        )
 
 
 def check_file(item: FileToFetch, actual: typing.Sequence[digests.Resource]) -> None:

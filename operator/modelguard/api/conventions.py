@@ -21,6 +21,15 @@ DEFAULT_TRUST_POLICY: typing.Final = "default"
 
 DNS_LABEL_PATTERN: typing.Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+# OMS: the root digest is always SHA-256 over the resources' digests, whatever their hash type.
+ROOT_DIGEST_PATTERN: typing.Final = r"^sha256:[a-f0-9]{64}$"
+
+RootDigest = typing.Annotated[
+    str,
+    pydantic.Field(pattern=ROOT_DIGEST_PATTERN),
+    errors.Hint("must be sha256:<64 lowercase hex digits>, the model's signed root digest"),
+]
+
 DNSLabel = typing.Annotated[
     str,
     pydantic.Field(pattern=DNS_LABEL_PATTERN, max_length=63),

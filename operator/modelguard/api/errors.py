@@ -123,6 +123,10 @@ def _aliases(model: type[pydantic.BaseModel]) -> list[str]:
 def _hint(leaf: object) -> str | None:
     if isinstance(leaf, fields.FieldInfo):
         metadata: typing.Iterable[object] = leaf.metadata
+        # An optional field (`Hinted | None`) keeps its hint on the member, not on the field.
+        members = [a for a in typing.get_args(leaf.annotation) if a is not type(None)]
+        if len(members) == 1 and typing.get_origin(members[0]) is typing.Annotated:
+            metadata = [*metadata, *typing.get_args(members[0])[1:]]
     elif typing.get_origin(leaf) is typing.Annotated:
         metadata = typing.get_args(leaf)[1:]
     else:

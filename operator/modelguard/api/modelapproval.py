@@ -24,18 +24,14 @@ PLURAL: typing.Final = "modelapprovals"
 SINGULAR: typing.Final = "modelapproval"
 SHORT_NAMES: typing.Final = ("ma",)
 
-ROOT_DIGEST_PATTERN: typing.Final = r"^sha256:[a-f0-9]{64}$"
+ROOT_DIGEST_PATTERN: typing.Final = conventions.ROOT_DIGEST_PATTERN
 # An approval signs a handful of short fields: these bound what a hostile object makes us decode.
 MAX_PAYLOAD_CHARS: typing.Final = 16384
 MAX_SIGNATURE_CHARS: typing.Final = 1024
 MAX_SIGNATURES: typing.Final = 8
 MAX_REASON_CHARS: typing.Final = 1024
 
-RootDigest = typing.Annotated[
-    str,
-    pydantic.Field(pattern=ROOT_DIGEST_PATTERN),
-    errors.Hint("must be sha256:<64 lowercase hex digits>, the model's signed root digest"),
-]
+RootDigest = conventions.RootDigest
 
 
 def _base64(value: str) -> str:

@@ -9,13 +9,14 @@ explain` text and the validators here make the operator refuse exactly what the 
 
 import enum
 import typing
+import urllib.parse
 
 import pydantic
 from cryptography import exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelguard.api import conventions, errors, v1alpha1
+from modelguard.api import conventions, endpoints, errors, v1alpha1
 
 KIND: typing.Final = "TrustPolicy"
 PLURAL: typing.Final = "trustpolicies"
@@ -27,8 +28,17 @@ MAX_SIGNERS: typing.Final = 64
 MAX_ENTRIES: typing.Final = 256
 MAX_ROLES: typing.Final = 16
 SOURCE_PREFIX_PATTERN: typing.Final = r"^(s3|https|pvc)://[^\s/]+(/[^\s]*)?$"
+ENDPOINT_PATTERN: typing.Final = r"^(https?)://[^\s/?#@]+/?$"
 _EC_CURVES: typing.Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _ONE_METHOD = "a signer needs exactly one of publicKey, certificateRoot and keyless"
+_IDENTITY_ONLY_FOR_ROOTS = "identity applies only to a certificateRoot signer"
+_IDENTITY_NEEDED = (
+    "identity is required with a certificateRoot that holds a CA certificate: pin the signing "
+    "certificate's subject and/or san, or set identity.any: true to trust every certificate "
+    "the CA issues"
+)
+_ONE_IDENTITY = "needs subject and/or san, or any: true (not both)"
+MAX_NAME_LENGTH: typing.Final = 1024
 
 SourcePrefix = typing.Annotated[
     str,
@@ -36,6 +46,14 @@ SourcePrefix = typing.Annotated[
     errors.Hint(
         "must be an s3://bucket[/prefix], https://host[/path] or pvc://claim[/path] prefix"
     ),
+]
+
+
+S3Endpoint = typing.Annotated[
+    str,
+    pydantic.Field(pattern=ENDPOINT_PATTERN, max_length=512),
+    pydantic.AfterValidator(endpoints.normal),
+    errors.Hint("must be an http(s)://host[:port] URL, e.g. https://minio.storage.svc:9000"),
 ]
 
 
@@ -68,11 +86,55 @@ def _certificates(pem: str) -> str:
         ) from None
     if not certificates:
         raise ValueError("must hold at least one PEM certificate")
+    for certificate in certificates:
+        try:
+            certificate.extensions  # noqa: B018 - parsed on first access
+        except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as error:
+            raise ValueError(
+                f"must be PEM certificates whose extensions parse: "
+                f"{certificate.subject.rfc4514_string()!r}: {error}"
+            ) from None
     return pem
+
+
+def _distinguished_name(text: str) -> str:
+    from cryptography import x509  # noqa: PLC0415 - see _certificates
+
+    try:
+        x509.Name.from_rfc4514_string(text)
+    except ValueError as error:
+        raise ValueError(
+            f"must be a distinguished name in RFC 4514 form, e.g. CN=release,O=Example: {error}"
+        ) from None
+    return text
+
+
+def _holds_a_ca(pem: str) -> bool:
+    from cryptography import x509  # noqa: PLC0415 - see _certificates
+
+    for certificate in x509.load_pem_x509_certificates(pem.encode("utf-8")):
+        # Extensions parse: _certificates ran first.
+        try:
+            constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            continue
+        if constraints.value.ca:
+            return True
+    return False
 
 
 PublicKeyPEM = typing.Annotated[str, pydantic.AfterValidator(_ec_public_key)]
 CertificatesPEM = typing.Annotated[str, pydantic.AfterValidator(_certificates)]
+DistinguishedName = typing.Annotated[
+    str,
+    pydantic.Field(min_length=1, max_length=MAX_NAME_LENGTH),
+    pydantic.AfterValidator(_distinguished_name),
+]
+SubjectAltName = typing.Annotated[
+    str,
+    pydantic.Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^\S+$"),
+    errors.Hint("must be one email address, URI or DNS name, without spaces"),
+]
 
 
 class KeylessIdentity(conventions.Spec):
@@ -89,6 +151,43 @@ class KeylessIdentity(conventions.Spec):
     """Identity (email or workload URI) in the signing certificate. Required."""
 
 
+class CertificateIdentity(conventions.Spec):
+    """Which certificates under a certificateRoot may sign: the signing certificate must carry
+    every name given here (subject and san both, when both are given), compared exactly. Or
+    any: true, every code-signing certificate the root's CAs issue."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.subject) || has(self.san)) != (has(self.any) && self.any)",
+                    "message": _ONE_IDENTITY,
+                }
+            ]
+        }
+    )
+
+    subject: DistinguishedName | None = None
+    """Exact subject distinguished name of the signing certificate, in RFC 4514 form, most
+    specific attribute first, as `openssl x509 -noout -subject -nameopt RFC2253` prints it, e.g.
+    CN=release,O=Example. Attributes, their order and values must all match."""
+
+    san: SubjectAltName | None = None
+    """A subject alternative name the signing certificate must carry, exactly (case included): a
+    URI if it has "://" (e.g. spiffe://example.com/ml/release), else an email address if it has
+    "@", else a DNS name. Matched against that kind of SAN only."""
+
+    any: bool = False
+    """Trust every code-signing certificate the root's CAs issue, whoever it names. Only for a
+    CA that issues model-signing certificates alone. Default: false."""
+
+    @pydantic.model_validator(mode="after")
+    def _names_or_any(self) -> typing.Self:
+        if (self.subject is not None or self.san is not None) == self.any:
+            raise ValueError(_ONE_IDENTITY)
+        return self
+
+
 class Signer(conventions.Spec):
     """A trusted model signer: exactly one of publicKey, certificateRoot or keyless."""
 
@@ -99,7 +198,11 @@ class Signer(conventions.Spec):
                     "rule": "[has(self.publicKey), has(self.certificateRoot), "
                     "has(self.keyless)].filter(x, x).size() == 1",
                     "message": _ONE_METHOD,
-                }
+                },
+                {
+                    "rule": "!has(self.identity) || has(self.certificateRoot)",
+                    "message": _IDENTITY_ONLY_FOR_ROOTS,
+                },
             ]
         }
     )
@@ -111,8 +214,16 @@ class Signer(conventions.Spec):
     """PEM elliptic-curve public key (P-256, P-384 or P-521) of model_signing's key method."""
 
     certificate_root: CertificatesPEM | None = None
-    """PEM certificate(s) of a root CA: a signature made with model_signing's certificate method
-    verifies when its certificate chains to one of them."""
+    """PEM certificate(s) of a root CA, or a self-signed signing certificate itself: a signature
+    made with model_signing's certificate method verifies when its certificate has a valid
+    RFC 5280 path to one of them, valid now, with extended key usage codeSigning. A root holding
+    a CA needs identity too."""
+
+    identity: CertificateIdentity | None = None
+    """Which signing certificates under certificateRoot count as this signer: their subject
+    and/or SAN, or any. Required when certificateRoot holds a CA certificate (a CA may certify
+    many people); not needed for a self-signed signing certificate, which certifies only
+    itself."""
 
     keyless: KeylessIdentity | None = None
     """Sigstore keyless identity. Needs the public-good sigstore infrastructure: not available
@@ -123,6 +234,15 @@ class Signer(conventions.Spec):
         given = [self.public_key, self.certificate_root, self.keyless]
         if sum(item is not None for item in given) != 1:
             raise ValueError(_ONE_METHOD)
+        if self.identity is not None and self.certificate_root is None:
+            raise ValueError(_IDENTITY_ONLY_FOR_ROOTS)
+        # A CA certifies whoever it likes: which of them sign for this signer must be said.
+        if (
+            self.certificate_root is not None
+            and self.identity is None
+            and _holds_a_ca(self.certificate_root)
+        ):
+            raise ValueError(_IDENTITY_NEEDED)
         return self
 
 
@@ -142,12 +262,39 @@ class Approver(conventions.Spec):
     """Roles of the approver (e.g. security, model-owner), for policies that need them."""
 
 
+class CodeFormat(enum.StrEnum):
+    """A family of model formats whose usual loader can run code chosen by whoever wrote the
+    file."""
+
+    PICKLE = "Pickle"
+    KERAS = "Keras"
+    HDF5 = "HDF5"
+
+
 class Formats(conventions.Spec):
-    """Which file formats a model may contain, judged by content, not by extension."""
+    """Which file formats a model may contain, judged by content, not by extension or first
+    bytes: every member of an archive, recursively. Default: none whose loader can run code."""
+
+    allow: list[CodeFormat] = pydantic.Field(
+        default=[], max_length=len(CodeFormat), json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Code-capable formats a model may contain anyway: loading them runs code chosen by whoever
+    wrote the file. Pickle: pickle streams of any protocol, compressed pickles (joblib), PyTorch
+    zip and legacy tar checkpoints (.pt, .pth, .bin), NumPy arrays that hold Python objects, and
+    lz4 or zstd files, which cannot be inspected. Keras: .keras archives whose config names a
+    Lambda layer or code outside Keras. HDF5: every HDF5 file (.h5; a Keras .h5 model can hold
+    marshalled bytecode). A file too large or too deeply nested to inspect fully needs all
+    three. Default: [] (none)."""
 
     allow_pickle: bool = False
-    """Allow pickle-based files (pickle, PyTorch .pt/.pth/.bin archives, joblib, NumPy object
-    arrays): loading them runs code chosen by whoever wrote them. Default: false."""
+    """Deprecated: the same as listing Pickle in allow. Default: false."""
+
+    def allowed(self) -> tuple[str, ...]:
+        """The families allowed, allowPickle included, sorted."""
+        names = {str(item) for item in self.allow}
+        if self.allow_pickle:
+            names.add(CodeFormat.PICKLE)
+        return tuple(sorted(names))
 
 
 class Network(conventions.Spec):
@@ -188,6 +335,99 @@ class Enforcement(enum.StrEnum):
     AUDIT = "Audit"
 
 
+class OnRepublish(enum.StrEnum):
+    """What a new root digest for a model version already verified with another one does."""
+
+    REFUSE = "Refuse"
+    REAPPROVE = "Reapprove"
+
+
+_ENDPOINT_ONLY_S3 = "endpoint is only for s3:// sources (an https:// uri names its own host)"
+_NAMESPACE_ONLY_PVC = "namespace and anyNamespace are only for pvc:// sources"
+_PVC_NEEDS_NAMESPACE = (
+    "a pvc:// source needs exactly one of namespace (the claim's namespace) and anyNamespace: true"
+)
+
+
+class Source(conventions.Spec):
+    """A place models may come from, bound to the endpoint that serves it: the operator and the
+    verifying init container read only from there and follow no redirect."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.endpoint) || self.uri.startsWith('s3://')",
+                    "message": _ENDPOINT_ONLY_S3,
+                },
+                {
+                    "rule": "self.uri.startsWith('pvc://') || "
+                    "(!has(self.namespace) && !(has(self.anyNamespace) && self.anyNamespace))",
+                    "message": _NAMESPACE_ONLY_PVC,
+                },
+                {
+                    "rule": "!self.uri.startsWith('pvc://') || "
+                    "(has(self.namespace) != (has(self.anyNamespace) && self.anyNamespace))",
+                    "message": _PVC_NEEDS_NAMESPACE,
+                },
+            ]
+        }
+    )
+
+    uri: SourcePrefix
+    """URI prefix models may come from: s3://bucket[/prefix], https://host[:port][/path] or
+    pvc://claim[/path]. It matches whole path segments (s3://models/a admits s3://models/a/x,
+    not s3://models/ab). An https:// prefix binds its scheme, host and port. Required."""
+
+    endpoint: S3Endpoint | None = None
+    """For s3:// only: the S3 server (scheme://host[:port]) the bucket is read from, e.g.
+    http://minio.storage.svc:9000. A credentials Secret's AWS_ENDPOINT_URL must be absent or name
+    this same endpoint. Default: AWS S3 itself (https://s3.<region>.amazonaws.com), and a Secret
+    naming any other endpoint is refused."""
+
+    namespace: conventions.DNSLabel | None = None
+    """For pvc:// only: the namespace whose claim this is. A pod mounts claims of its own
+    namespace, so only models in this namespace may use it. A pvc:// source needs this or
+    anyNamespace."""
+
+    any_namespace: bool = False
+    """For pvc:// only: admit the claim of that name in whichever namespace the model runs in,
+    filled by that namespace's owners. Default: false."""
+
+    @pydantic.model_validator(mode="after")
+    def _fields_fit_the_scheme(self) -> typing.Self:
+        scheme = self.uri.partition("://")[0]
+        if scheme == "https":
+            parts = urllib.parse.urlsplit(self.uri)
+            if "@" in parts.netloc or parts.query or parts.fragment:
+                raise ValueError("an https:// uri takes no user information, query or fragment")
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                raise ValueError("the port of the https:// uri is not a number") from None
+        if self.endpoint is not None and scheme != "s3":
+            raise ValueError(_ENDPOINT_ONLY_S3)
+        if scheme != "pvc" and (self.namespace is not None or self.any_namespace):
+            raise ValueError(_NAMESPACE_ONLY_PVC)
+        if scheme == "pvc" and (self.namespace is not None) == self.any_namespace:
+            raise ValueError(_PVC_NEEDS_NAMESPACE)
+        return self
+
+
+def _not_a_plain_prefix(value: object) -> object:
+    # The v1alpha1 string form left the S3 endpoint and the claim's namespace to the tenant.
+    if isinstance(value, str):
+        raise ValueError(
+            f"{value!r} is a plain prefix; a source is now an object naming what binds it, e.g. "
+            '{uri: "s3://models/", endpoint: "https://minio.storage.svc:9000"} (no endpoint: AWS '
+            'S3), {uri: "https://models.example/"} or {uri: "pvc://store/", namespace: team-a}'
+        )
+    return value
+
+
+BoundSource = typing.Annotated[Source, pydantic.BeforeValidator(_not_a_plain_prefix)]
+
+
 class TrustPolicySpec(conventions.Spec):
     """Who may sign models, who may approve them, and what a model may be."""
 
@@ -210,17 +450,21 @@ class TrustPolicySpec(conventions.Spec):
     """People whose signed ModelApprovals count. Default: []."""
 
     min_approvals: int = pydantic.Field(default=1, ge=0, le=MAX_SIGNERS)
-    """Distinct approvers whose approvals a model version needs. Default: 1."""
+    """Distinct approvers whose approvals a model version needs, counted by key: one key listed
+    under two names is one approver (and such a policy is refused). Default: 1."""
 
     min_approvals_per_role: dict[str, ApprovalCount] = pydantic.Field(default={})
     """Distinct approvers holding a role whose approvals a model version needs, by role, e.g.
     {security: 1, model-owner: 1}; on top of minApprovals. Each role needs that many approvers
-    holding it. Default: {} (no role needs any)."""
+    (distinct keys) holding it. Default: {} (no role needs any)."""
 
-    sources: list[SourcePrefix] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
-    """Where models may come from: URI prefixes such as s3://models/team-a/,
-    https://models.example/ or pvc://model-store/. A prefix matches whole path segments.
-    Default: [] (no source is allowed until one is listed)."""
+    sources: list[BoundSource] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
+    """Where models and their signatures may come from, each bound to its endpoint, e.g. {uri:
+    s3://models/team-a/, endpoint: http://minio.storage.svc:9000}, {uri:
+    https://models.example/} or {uri: pvc://model-store/, namespace: team-a}. Nothing else is
+    read, in Enforce and Audit mode alike; loopback, link-local and cloud metadata addresses are
+    refused unless a source names that address itself. Default: [] (no source is allowed until one
+    is listed)."""
 
     hash_algorithms: list[HashAlgorithm] = pydantic.Field(
         default=[HashAlgorithm.SHA256], min_length=1
@@ -228,7 +472,7 @@ class TrustPolicySpec(conventions.Spec):
     """Hash types a signature may use. Default: [sha256]."""
 
     formats: Formats = Formats()
-    """Which file formats a model may contain. Default: no pickle-based formats."""
+    """Which file formats a model may contain. Default: none whose loader can run code."""
 
     network: Network = Network()
     """Network limits of ModelDeployments under this policy. Default: nothing opened."""
@@ -242,11 +486,29 @@ class TrustPolicySpec(conventions.Spec):
     one namespace; each of its models names the one it answers to in spec.trustPolicy.
     Default: unset."""
 
+    on_republish: OnRepublish = OnRepublish.REFUSE
+    """What happens when a model version's signature, read again, signs other files than the
+    ones first verified for that version (someone with write access to the store put another
+    signed model, or an older release, under the version's URI, or the version was re-published):
+    Refuse: Verified=False with DigestChanged naming both digests; what serves keeps serving and
+    the new files are never rolled out, unless the ModelDeployment pins the new digest in
+    spec.model.rootDigest. Reapprove: the new files are accepted as a re-publication, reported
+    (an Event and an audit record name both digests) and, like any version, need approvals for
+    their own root digest. Either way the change is never silent. Default: Refuse."""
+
+    require_subject_name: bool = False
+    """Whether the signed statement's subject name must equal the ModelDeployment's
+    spec.model.name (refused with SubjectNameMismatch otherwise). model_signing names the
+    subject after the folder (or file) it signed, so this binds a signature to its model only
+    when release pipelines sign a folder named after the model. Default: false, because OMS
+    calls the name informational and older signers write "model" for every model.
+    Subject names are signed; versions are not, so no rule binds spec.model.version."""
+
     enforcement: Enforcement = Enforcement.ENFORCE
     """Enforce: a model that violates the policy is refused. Audit: violations of formats,
-    sources, hashAlgorithms and minSigners are recorded and reported but the model is admitted;
-    a bad or untrusted signature, changed, missing or extra files and unsafe paths are refused in
-    both modes. Default: Enforce."""
+    hashAlgorithms and minSigners are recorded and reported but the model is admitted; a bad or
+    untrusted signature, changed, missing or extra files, unsafe paths and a source outside
+    spec.sources (nothing is read from there) are refused in both modes. Default: Enforce."""
 
     @pydantic.model_validator(mode="after")
     def _minimums_can_be_met(self) -> typing.Self:

@@ -65,10 +65,15 @@ REASON_WITHIN_POLICY: typing.Final = "WithinPolicy"
 # bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
 MAX_PEERS: typing.Final = 64
 MAX_EGRESS_RULES: typing.Final = 64
+# Versions whose first verified root digest status.verifiedDigests remembers.
+MAX_VERIFIED_DIGESTS: typing.Final = 32
 
 DEFAULT_REQUESTS: typing.Final = {"cpu": "100m", "memory": "256Mi"}
 DEFAULT_LIMITS: typing.Final = {"memory": "1Gi"}
 DEFAULT_SIGNATURE_FILE: typing.Final = "model.sig"
+# The bound on a model's bytes when its signature gives no sizes (the files serialization).
+DEFAULT_MAX_MODEL_BYTES: typing.Final = "16Gi"
+MAX_MODEL_BYTES: typing.Final = "1Pi"
 
 IMAGE_DIGEST_PATTERN: typing.Final = r"^[^\s@]+@sha256:[a-f0-9]{64}$"
 DNS_SUBDOMAIN_PATTERN: typing.Final = (
@@ -170,6 +175,36 @@ class ModelSpec(conventions.Spec):
     signature: ModelSignature = ModelSignature()
     """Where the signature of the model's files is read from. Default: model.sig beside the
     source."""
+
+    max_bytes: Quantity = DEFAULT_MAX_MODEL_BYTES
+    """The most bytes the model's files may take, e.g. 40Gi, when the signature does not give
+    their sizes (model_signing's default files serialization signs digests only): the verifying
+    init container stops and empties the model volume past it (reason ModelTooLarge), and the
+    volume's sizeLimit follows it. A shard-serialized signature gives every file's size: those
+    bound the volume instead. 1 byte to 1Pi. Default: 16Gi."""
+
+    @pydantic.field_validator("max_bytes")
+    @classmethod
+    def _at_least_a_byte(cls, value: str) -> str:
+        if quantity.parse(value) < 1:
+            raise ValueError(f"{value} is less than one byte; give a size such as 40Gi")
+        if quantity.parse(value) > quantity.parse(MAX_MODEL_BYTES):
+            # Past it the volume's sizeLimit would overflow what Kubernetes quantities hold.
+            raise ValueError(f"{value} is more than {MAX_MODEL_BYTES}")
+        return value
+
+    def model_bytes(self) -> int:
+        """max_bytes in whole bytes."""
+        return int(quantity.parse(self.max_bytes))
+
+    root_digest: conventions.RootDigest | None = None
+    """The root digest the version's signature must sign, sha256:<64 hex> (what `modelguard
+    verify` prints, and what a ModelApproval names). When set, a validly signed bundle for other
+    files (another model, an older release put under this version's URI) is refused with
+    RootDigestPinMismatch, naming both digests. It also accepts, explicitly, a version re-published
+    under the same URI with new files (see the TrustPolicy's onRepublish). Default: none (the
+    digest first verified for this model and version is recorded in status.verifiedDigests, and
+    a later change is refused)."""
 
     def signature_uri(self) -> str:
         """The signature bundle's URI: the one given, or model.sig beside the source."""
@@ -530,6 +565,22 @@ class VerificationStatus(conventions.Status):
     """When the signature was verified (RFC 3339)."""
 
 
+class VerifiedDigest(conventions.Status):
+    """The root digest first verified for one version of a model."""
+
+    model: str | None = None
+    """spec.model.name."""
+
+    version: str | None = None
+    """spec.model.version."""
+
+    root_digest: str | None = None
+    """The root digest verified first (or last accepted as a re-publication) for them."""
+
+    since: str | None = pydantic.Field(default=None, json_schema_extra={"format": "date-time"})
+    """When it was recorded (RFC 3339)."""
+
+
 class ApprovalStatus(conventions.Status):
     """The approval the active version runs under."""
 
@@ -603,6 +654,14 @@ class ModelDeploymentStatus(conventions.Status):
 
     verification: VerificationStatus | None = None
     """The last successful signature verification."""
+
+    verified_digests: list[VerifiedDigest] | None = pydantic.Field(
+        default=None, max_length=MAX_VERIFIED_DIGESTS
+    )
+    """The root digest first verified for each (model, version) this object served or asked
+    for, newest first, at most 32: a later signature of other files for the same version is
+    refused (DigestChanged) unless the TrustPolicy's onRepublish or spec.model.rootDigest accepts
+    it. Deleting the object forgets them."""
 
     approval: ApprovalStatus | None = None
     """The approval the active version runs under."""

@@ -1,8 +1,13 @@
 """One audit record: its fields, its canonical bytes and its hash (pure, no I/O).
 
 A record is one JSON object on one line. `hash` is the SHA-256 of the record's canonical JSON
-without `hash` (sorted keys, compact separators, UTF-8); `prev` is the `hash` of the record
-before it in the chain, or 64 zeros for the first record of a segment.
+without `hash` and `mac` (sorted keys, compact separators, UTF-8); `prev` is the `hash` of the
+record before it in the chain, or 64 zeros for the first record of a segment; `keyId` and `mac`
+say that the installation's audit key made it (`keys`).
+
+Every string that comes from outside (a message quoting an S3 error, an object's name, a key
+hint) is made safe before it is sealed: a lone surrogate, which UTF-8 cannot carry, becomes the
+text of its escape, so that sealing a record never fails on what it quotes.
 """
 
 from __future__ import annotations
@@ -12,7 +17,10 @@ import datetime
 import enum
 import hashlib
 import json
+import math
 import typing
+
+from modelguard.audit import keys
 
 API_VERSION: typing.Final = "audit.modelguard.dev/v1"
 KIND: typing.Final = "AuditRecord"
@@ -28,6 +36,7 @@ class Decision(enum.StrEnum):
     AUDIT_CHAIN_STARTED = "AuditChainStarted"
     VERIFIED = "Verified"
     VERIFICATION_REFUSED = "VerificationRefused"
+    REPUBLISHED = "Republished"
     APPROVED = "Approved"
     APPROVAL_HELD = "ApprovalHeld"
     BROAD_ACCESS_REFUSED = "BroadAccessRefused"
@@ -35,6 +44,8 @@ class Decision(enum.StrEnum):
     DRIFT_REVERTED = "DriftReverted"
     QUARANTINED = "Quarantined"
     QUARANTINE_LIFTED = "QuarantineLifted"
+    RECORD_FAILED = "AuditRecordFailed"
+    """A decision was taken whose own record could not be made; the operator's log says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +91,38 @@ def canonical(fields: typing.Mapping[str, typing.Any]) -> bytes:
     ).encode("utf-8")
 
 
+# What a record's hash does not cover: the hash itself, and the mac computed over it.
+_SEALS: typing.Final = frozenset({"hash", "mac"})
+# Deeper than any record the operator makes; what lies below is replaced, not recursed into.
+_MAX_DEPTH: typing.Final = 16
+
+
 def digest(fields: typing.Mapping[str, typing.Any]) -> str:
-    """The hex SHA-256 of the canonical JSON of `fields` without its `hash`."""
-    unsealed = {key: value for key, value in fields.items() if key != "hash"}
+    """The hex SHA-256 of the canonical JSON of `fields` without its `hash` and `mac`."""
+    unsealed = {key: value for key, value in fields.items() if key not in _SEALS}
     return hashlib.sha256(canonical(unsealed)).hexdigest()
+
+
+def safe(value: typing.Any, *, depth: int = 0) -> typing.Any:
+    """`value` as JSON that `canonical` always accepts: strings with lone surrogates escaped,
+    non-finite numbers and unknown types as text, mapping keys as strings. Never raises."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= _MAX_DEPTH:
+        return "..."
+    if isinstance(value, typing.Mapping):
+        return {safe(str(k)): safe(v, depth=depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [safe(item, depth=depth + 1) for item in value]
+    try:
+        text = str(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return safe(text)
 
 
 def rfc3339(moment: datetime.datetime) -> str:
@@ -99,28 +138,35 @@ def seal(
     decision: str,
     reason: str,
     message: str,
+    key: keys.Key,
     subject: Subject | None = None,
     details: typing.Mapping[str, typing.Any] | None = None,
 ) -> Record:
-    """A complete record, `hash` included."""
+    """A complete record, `hash` and `mac` included; outside strings are made `safe` first."""
     record: Record = {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "seq": seq,
         "time": rfc3339(time),
-        "decision": str(decision),
-        "reason": reason,
-        "message": message,
+        "decision": safe(str(decision)),
+        "reason": safe(reason),
+        "message": safe(message),
         "prev": prev,
+        "keyId": key.id,
     }
     if subject is not None:
-        record["object"] = subject.as_json()
+        record["object"] = safe(subject.as_json())
     if details:
-        record["details"] = dict(details)
+        record["details"] = safe(dict(details))
     record["hash"] = digest(record)
+    record["mac"] = key.mac(record["hash"])
     return record
 
 
 def line(record: Record) -> str:
-    """The record as one line of the audit log (canonical, so the same record is the same line)."""
-    return canonical(record).decode("utf-8")
+    """The record as one line of the audit log: ASCII only (every other character escaped by
+    JSON), so no line separator, control character or terminal escape of a quoted string can
+    reach a log viewer raw; deterministic, so the same record is the same line."""
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )

@@ -7,7 +7,7 @@ it runs the same in any namespace.
 import dataclasses
 import typing
 
-from modelguard.api import v1alpha1
+from modelguard.api import quantity, v1alpha1
 from modelguard.builders import labels, meta, names
 
 # A fixed non-root identity (the "nonroot" user of distroless images), so file ownership in the
@@ -15,6 +15,11 @@ from modelguard.builders import labels, meta, names
 RUN_AS: typing.Final = 65532
 MODEL_MOUNT_PATH: typing.Final = "/models"
 TMP_SIZE_LIMIT: typing.Final = "1Gi"
+DEFAULT_MAX_BYTES: typing.Final = int(quantity.parse(v1alpha1.DEFAULT_MAX_MODEL_BYTES))
+# Beyond the files' bytes, the model volume holds file system blocks' slack and directories:
+# 64 MiB, or 1/64 of the bound for large models, so that a model within its bound is never
+# evicted, while one a source inflates is (the agent stops first; the kubelet is the backstop).
+_VOLUME_HEADROOM_BYTES: typing.Final = 64 << 20
 REVISION_HISTORY_LIMIT: typing.Final = 3
 # Loading a large model can take minutes; until the first successful probe, liveness waits.
 STARTUP_TIMEOUT_SECONDS: typing.Final = 600
@@ -44,12 +49,32 @@ class VerifiedArtifact:
     signature_digest: str
     """sha256 of the signature file verified, "sha256:<hex>": the root digest does not bind file
     names, so the agent must read this very bundle."""
-    allow_pickle: bool
-    """The TrustPolicy's formats.allowPickle."""
     agent_image: str
     """The image of `modelguard agent fetch-verify` (the operator's own image, by digest)."""
-    audit_pickle: bool = False
-    """The TrustPolicy's enforcement is Audit: pickle-based files are admitted and reported."""
+    allow_formats: tuple[str, ...] = ()
+    """The code-capable format families the TrustPolicy allows (spec.formats.allow), sorted."""
+    audit_formats: bool = False
+    """The TrustPolicy's enforcement is Audit: code-capable files it does not allow are admitted
+    and reported."""
+    max_bytes: int = DEFAULT_MAX_BYTES
+    """The most bytes the agent writes (`model_byte_bound`); the model volume's sizeLimit."""
+    source_endpoint: str | None = None
+    """The S3 endpoint the TrustPolicy binds the source to (None: AWS S3, or not s3://)."""
+    signature_endpoint: str | None = None
+    """The S3 endpoint the TrustPolicy binds the signature bundle to."""
+
+
+def model_byte_bound(md: v1alpha1.ModelDeployment, *, signed_bytes: int | None) -> int:
+    """What bounds the model's bytes: the signed total when the signature gives sizes (shards),
+    else spec.model.maxBytes (the files serialization signs digests only)."""
+    if signed_bytes is not None:
+        return max(1, signed_bytes)
+    return md.spec.model.model_bytes()
+
+
+def model_volume_limit(max_bytes: int) -> str:
+    """The model emptyDir's sizeLimit for files of at most `max_bytes` bytes, in bytes."""
+    return str(max_bytes + max(_VOLUME_HEADROOM_BYTES, max_bytes // 64))
 
 
 CHECKOV_SKIP: typing.Final = "checkov.io/skip1"
@@ -105,12 +130,22 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
     args: list[str] = agents[0].get("args") or []
     if "--signature-digest" not in args:
         return None
+    # Deployments made before the bound was pinned carry none: they get the default.
+    max_bytes = DEFAULT_MAX_BYTES
+    if "--max-bytes" in args:
+        try:
+            max_bytes = int(args[args.index("--max-bytes") + 1])
+        except (IndexError, ValueError):
+            return None
     return VerifiedArtifact(
         root_digest=str(root),
         signature_digest=args[args.index("--signature-digest") + 1],
-        allow_pickle="--allow-pickle" in args,
         agent_image=str(agents[0].get("image", "")),
-        audit_pickle="--audit-pickle" in args,
+        allow_formats=_allowed_formats(args),
+        audit_formats="--audit-formats" in args or "--audit-pickle" in args,
+        max_bytes=max_bytes,
+        source_endpoint=_flag(args, "--source-endpoint"),
+        signature_endpoint=_flag(args, "--signature-endpoint"),
     )
 
 
@@ -131,6 +166,19 @@ def source_of(live: meta.Manifest) -> tuple[str, str] | None:
     return args[args.index("--source") + 1], args[args.index("--signature") + 1]
 
 
+def _flag(args: list[str], flag: str) -> str | None:
+    at = args.index(flag) if flag in args else -1
+    return args[at + 1] if 0 <= at < len(args) - 1 else None
+
+
+def _allowed_formats(args: list[str]) -> tuple[str, ...]:
+    # --allow-pickle: what pod specs of earlier versions carry.
+    names = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--allow-format"}
+    if "--allow-pickle" in args:
+        names.add("Pickle")
+    return tuple(sorted(names))
+
+
 def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> dict[str, typing.Any]:
     return {
         "serviceAccountName": names.child_names(md.name).service_account,
@@ -148,8 +196,12 @@ def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> di
         "initContainers": [_agent_container(md, artifact=artifact)],
         "containers": [_server_container(md)],
         "volumes": [
-            # Filled by the verifying init container; never written by the server.
-            {"name": names.MODEL_VOLUME, "emptyDir": {}},
+            # Filled by the verifying init container; never written by the server. Bounded like
+            # the agent's writes, so no source can fill the node's disk through it.
+            {
+                "name": names.MODEL_VOLUME,
+                "emptyDir": {"sizeLimit": model_volume_limit(artifact.max_bytes)},
+            },
             # The only writable path, since the root filesystem is read-only; bounded so a
             # runaway server cannot fill the node's disk.
             {"name": names.TMP_VOLUME, "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
@@ -196,7 +248,14 @@ def _agent_container(
         artifact.signature_digest,
         "--dest",
         MODEL_MOUNT_PATH,
+        "--max-bytes",
+        str(artifact.max_bytes),
     ]
+    # The agent reads S3 only from the endpoints the TrustPolicy binds, as the operator did.
+    if artifact.source_endpoint is not None:
+        args += ["--source-endpoint", artifact.source_endpoint]
+    if artifact.signature_endpoint is not None:
+        args += ["--signature-endpoint", artifact.signature_endpoint]
     mounts: list[dict[str, typing.Any]] = [
         {"name": names.MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH},
         {"name": names.TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
@@ -211,10 +270,10 @@ def _agent_container(
         mounts.append(
             {"name": CLAIM_VOLUME, "mountPath": f"{CLAIMS_MOUNT_ROOT}/{claim}", "readOnly": True}
         )
-    if artifact.allow_pickle:
-        args.append("--allow-pickle")
-    elif artifact.audit_pickle:
-        args.append("--audit-pickle")
+    for family in artifact.allow_formats:
+        args += ["--allow-format", family]
+    if artifact.audit_formats:
+        args.append("--audit-formats")
     return {
         "name": AGENT_CONTAINER,
         "image": artifact.agent_image,

@@ -99,6 +99,31 @@ def quarantine_change(
     return None
 
 
+def republished(
+    *,
+    model: str,
+    version: str,
+    replaced: str,
+    root_digest: str,
+    accepted_by: str,
+    approvals_needed: bool,
+) -> Entry:
+    """The record of a model version whose signature now signs other files, accepted."""
+    return Entry(
+        decision=records.Decision.REPUBLISHED,
+        reason="Republished",
+        message=f"{model} {version} was re-published: root {replaced} replaced by "
+        f"{root_digest}, accepted by {accepted_by}"
+        + ("; it rolls out once approved for the new root digest" if approvals_needed else ""),
+        details={
+            "version": version,
+            "previousRootDigest": replaced,
+            "rootDigest": root_digest,
+            "acceptedBy": accepted_by,
+        },
+    )
+
+
 def drift_reverted(*, child: str, managers: typing.Sequence[str], message: str) -> Entry:
     return Entry(
         decision=records.Decision.DRIFT_REVERTED,

@@ -30,7 +30,7 @@ from modelguard.reconcile import (
     readiness,
     verification,
 )
-from modelguard.trust import access
+from modelguard.trust import access, pinning
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,24 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
     if model.spec.quarantine or observed.verification is None:
         return _quarantine_on_request(model, status=status)
 
-    outcome = observed.verification
+    plan = _decide_verification(observed, model, status=status, agent_image=agent_image)
+    reread_at = observed.verification.reread_at
+    if reread_at is not None and (plan.recheck_at is None or reread_at < plan.recheck_at):
+        # Refused or not, a verified bundle is read again then: it may be replaced (or restored).
+        plan = dataclasses.replace(plan, recheck_at=reread_at)
+    return plan
+
+
+def _decide_verification(
+    observed: Observed,
+    model: v1alpha1.ModelDeployment,
+    *,
+    status: _Status,
+    agent_image: str,
+) -> Plan:
+    """The decision once the spec's version was verified (or refused) under its bound policy."""
+    assert observed.verification is not None
+    outcome = _bind_to_spec(status, model, outcome=observed.verification)
     status.set(v1alpha1.CONDITION_VERIFIED, outcome.decision)
     if outcome.verified is None:
         unbound = outcome.decision.reason == v1alpha1.REASON_POLICY_NOT_BOUND
@@ -337,9 +354,12 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
     artifact = deployment_builder.VerifiedArtifact(
         root_digest=verified.root_digest,
         signature_digest=verified.signature_digest,
-        allow_pickle=verified.allow_pickle,
         agent_image=agent_image,
-        audit_pickle=verified.audit_formats,
+        allow_formats=verified.allow_formats,
+        audit_formats=verified.audit_formats,
+        max_bytes=deployment_builder.model_byte_bound(model, signed_bytes=verified.bytes),
+        source_endpoint=verified.source_endpoint,
+        signature_endpoint=verified.signature_endpoint,
     )
     if (status.current.get("quarantine") or {}).get("reason") == v1alpha1.REASON_SIGNER_REVOKED:
         # A version the policy verifies now, and approved, replaces the revoked bytes: that is
@@ -362,6 +382,49 @@ def decide(observed: Observed, *, agent_image: str) -> Plan:
         artifact=artifact,
         recheck_at=gate.recheck_at,
     )
+
+
+def _bind_to_spec(
+    status: _Status,
+    model: v1alpha1.ModelDeployment,
+    *,
+    outcome: verification.Outcome,
+) -> verification.Outcome:
+    """The outcome refused when its signature does not stand for the spec's model version
+    (trust/pinning); else as verified, its root digest recorded in status.verifiedDigests and a
+    re-publication that the spec or the policy accepts reported (an audit entry and an Event of
+    the plan's status, written after it). Pure: the reread is asked for by the plan."""
+    verified = outcome.verified
+    if verified is None:
+        return outcome
+    bound = pinning.decide_digest(
+        model=model.spec.model.name,
+        version=model.spec.model.version,
+        root_digest=verified.root_digest,
+        subject_name=verified.subject_name,
+        pinned=model.spec.model.root_digest,
+        records=pinning.from_status(status.current, model=model.spec.model.name),
+        policy=verified.policy,
+        signature_uri=model.spec.model.signature_uri(),
+        now=conditions.rfc3339(status.now),
+    )
+    if bound.violation is not None:
+        refusal = conditions.Decision("False", str(bound.violation.reason), bound.violation.message)
+        return dataclasses.replace(outcome, decision=refusal, verified=None)
+    status.current["verifiedDigests"] = [record.to_status() for record in bound.records]
+    if bound.replaced is not None:
+        entry = auditing.republished(
+            model=model.spec.model.name,
+            version=model.spec.model.version,
+            replaced=bound.replaced,
+            root_digest=verified.root_digest,
+            accepted_by=bound.accepted_by or "",
+            approvals_needed=verified.policy.min_approvals > 0
+            or bool(verified.policy.min_approvals_per_role),
+        )
+        status.audit.append(entry)
+        status.events.append(entry)
+    return outcome
 
 
 async def write(context: Context, plan: Plan) -> None:
@@ -443,6 +506,7 @@ def _serving_of(live: Manifest | None) -> verification.Serving | None:
         signature_uri=source[1],
         signature_digest=artifact.signature_digest,
         root_digest=artifact.root_digest,
+        signature_endpoint=artifact.signature_endpoint,
     )
 
 
@@ -779,6 +843,8 @@ class _Status:
         self.current: Manifest = {**self.previous, "observedGeneration": self.generation}
         self.audit: list[auditing.Entry] = []
         """Records of decisions no condition shows on its own (a quarantine, or its lifting)."""
+        self.events: list[auditing.Entry] = []
+        """Warnings of decisions no condition flip shows (a re-publication accepted)."""
 
     def deployment(self, model: v1alpha1.ModelDeployment) -> Manifest | None:
         """The model's own live Deployment: one made by someone else under its name says nothing
@@ -848,6 +914,15 @@ async def _finish(context: Context, *, body: Manifest, status: _Status) -> None:
         *status.audit,
     ]:
         _audit(context, body, entry)
+    for entry in status.events:
+        await _event(
+            context,
+            body,
+            type="Warning",
+            reason=entry.reason,
+            action="Verify",
+            note=entry.message,
+        )
     for flipped in status.flips():
         await _event(
             context,

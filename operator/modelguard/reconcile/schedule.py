@@ -29,9 +29,14 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def recheck(self, namespace: str, name: str, when: datetime.datetime) -> None:
-        """Reconciles the model again at `when`; a newer request replaces an older one."""
+        """Reconciles the model again at `when`, unless one is already due sooner: the earliest
+        pending recheck stands (an approval expiring in a minute is not pushed out by a bundle to
+        read again in five), and the reconcile it runs asks again for whatever is due later."""
         loop = asyncio.get_running_loop()
         delay = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds()) + 1
+        previous = self._timers.get((namespace, name))
+        if previous is not None and previous.when() <= loop.time() + delay:
+            return
         if (previous := self._timers.pop((namespace, name), None)) is not None:
             previous.cancel()
 
@@ -40,6 +45,11 @@ class Scheduler:
             self._start(namespace, name)
 
         self._timers[namespace, name] = loop.call_later(delay, fire)
+
+    def due(self, namespace: str, name: str) -> float | None:
+        """The event-loop time of the model's pending recheck, None when there is none."""
+        timer = self._timers.get((namespace, name))
+        return timer.when() if timer is not None else None
 
     def fan_out(self, models: typing.Iterable[tuple[str, str]]) -> int:
         """Starts the reconcile of every (namespace, name) now, concurrently; returns how many."""

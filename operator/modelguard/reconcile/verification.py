@@ -2,12 +2,15 @@
 it against the TrustPolicy it names, and say what was verified or why not.
 
 Two caches keep this cheap. The fetch is skipped while nothing that decides it changed (the
-spec's source and signature, the policy's generation, the credentials' resourceVersion) and the
-bundle verified; the cryptography is skipped for a bundle already verified under the same policy
-generation, so models that share one bundle are verified once. A refused bundle is fetched again
-later, with backoff: what refused it may change at the source, where no watch sees it. The pod's
-agent re-checks every byte against the root digest verified here, so a bundle swapped at the same
-URI cannot slip through a cache hit.
+object and its spec generation, the policy's generation, the credentials' resourceVersion) and the
+bundle verified, for at most REREAD (MODELGUARD_BUNDLE_REREAD_SECONDS); the cryptography is
+skipped for a bundle already verified under the same policy generation, so models that share one
+bundle are verified once. Any change of the spec reads the bundle again, and so does the passing
+of REREAD: a bundle replaced at the same URI (a re-publication, or another signed model put there)
+is seen within that time, and the reconcile decides what the new root digest may do
+(trust/pinning). A refused bundle is fetched again later, with backoff: what refused it may change
+at the source, where no watch sees it. The pod's agent re-checks every byte against the root
+digest verified here.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ _TRANSIENT: typing.Final = (source_errors.SourceUnreachable, source_errors.BadRe
 # store): checked again after a delay that grows with how long it has been refused.
 FIRST_RECHECK: typing.Final = datetime.timedelta(seconds=10)
 LAST_RECHECK: typing.Final = datetime.timedelta(minutes=5)
+# How long a verified bundle is trusted to be what its URI still holds: one small read per model
+# in that time finds a bundle replaced behind the cluster's back.
+REREAD: typing.Final = datetime.timedelta(minutes=5)
 _CACHE_SIZE: typing.Final = 1024
 FETCH_DEADLINE: typing.Final = datetime.timedelta(seconds=20)
 """The longest a control-plane fetch of one signature bundle may take, connection included."""
@@ -50,16 +56,24 @@ class Verified:
     """"sha256:<hex>" of the signature file verified: the root digest binds the file digests but
     not their names, so the pod must read this very bundle, not a rewritten one."""
     signers: str
+    subject_name: str
+    """The statement's subject[0].name: model_signing writes the signed folder's name."""
     files: int
     bytes: int | None
     verified_at: str
-    allow_pickle: bool
+    allow_formats: tuple[str, ...]
+    """The code-capable format families the policy allows, for the pod's agent."""
     audit_formats: bool
-    """The policy's enforcement is Audit: the pod's agent admits, and reports, pickle files."""
+    """The policy's enforcement is Audit: the pod's agent admits, and reports, code-capable
+    files it does not allow."""
     audit: tuple[reasons.Violation, ...]
     """Violations admitted because the policy's enforcement is Audit."""
     policy: trustpolicy.TrustPolicySpec
     """The policy it was verified under; its approvers decide the approval gate."""
+    source_endpoint: str | None = None
+    """The S3 endpoint the policy binds the source to (None: AWS S3, or not an s3:// source)."""
+    signature_endpoint: str | None = None
+    """The same for the signature bundle."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +87,8 @@ class Outcome:
     cluster) could lift."""
     policy: trustpolicy.TrustPolicy | None = None
     """The bound policy it was decided under, when there is one: what serves is judged by it too."""
+    reread_at: datetime.datetime | None = None
+    """For a verified bundle: when to read it again, to see whether it was replaced."""
 
 
 _Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
@@ -81,7 +97,9 @@ _Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
 class Cache:
     """Bounded, per operator process; losing it costs one re-verification per model."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reread: datetime.timedelta = REREAD) -> None:
+        self.reread = reread
+        """How long a verified bundle is trusted to be what its URI still holds."""
         # Only successes: a refusal is looked at again (see recheck_after).
         self._by_inputs: _Store = collections.OrderedDict()
         self._by_bundle: _Store = collections.OrderedDict()
@@ -176,34 +194,61 @@ async def _verify_under(
     source = model.spec.model.source
     signature_uri = model.spec.model.signature_uri()
     inputs = (
+        # A claim's binding depends on the model's namespace: models elsewhere share nothing.
+        model.namespace,
         source.uri,
         signature_uri,
         str(policy.metadata.get("uid", "")),
         str(policy.metadata.get("generation", "")),
         secret_version,
+        # A spec change reads the bundle again: going back to an earlier spec must not bring back
+        # what was verified then, the bundle at its URI may have been replaced since.
+        model.uid,
+        str(model.metadata.get("generation", "")),
     )
     cached = Cache._get(cache._by_inputs, inputs)
-    if cached is not None:
+    if cached is not None and cached.reread_at is not None and now < cached.reread_at:
         return cached
 
-    # Before the fetch: the operator reads from where the security owner lets models come from,
-    # not from wherever a spec points (an internal service, say). Audit mode fetches, and the
-    # check below records the violation.
-    elsewhere = policy_rules.check_source(signature_uri, sources=policy.spec.sources)
-    if elsewhere is not None and policy.spec.enforcement is trustpolicy.Enforcement.ENFORCE:
-        return _refused(str(elsewhere.reason), f"spec.model.signature: {elsewhere.message}")
+    # Before the fetch: the operator reads only from where the security owner lets models come
+    # from, and from the endpoint the policy names there, not from wherever a spec or a Secret
+    # points (an internal service, say). Audit mode waives none of it.
+    endpoints: dict[str, str | None] = {}
+    for field, uri in (("spec.model.signature", signature_uri), ("spec.model.source", source.uri)):
+        bound = policy_rules.bind(
+            uri,
+            sources=policy_rules.source_rules(policy.spec),
+            namespace=model.namespace,
+            requested_endpoint=settings.s3.endpoint if settings else None,
+            requested_by=f'Secret "{source.credentials_secret}" key {credentials.ENDPOINT_URL}',
+        )
+        if isinstance(bound, reasons.Violation):
+            return _refused(
+                str(bound.reason),
+                f'{field}: {bound.message} (TrustPolicy "{model.spec.trust_policy}")',
+            )
+        endpoints[field] = bound.endpoint if uri.startswith("s3://") else None
+    signature_endpoint = endpoints["spec.model.signature"]
     try:
-        signature_file = await _fetch_bundle(signature_uri, settings=settings)
+        signature_file = await _fetch_bundle(
+            signature_uri, settings=settings, endpoint=signature_endpoint
+        )
     except source_errors.SourceError as error:
         message = f"spec.model.signature {signature_uri}: {error.message}"
         if isinstance(error, _TRANSIENT):
+            if cached is not None:
+                # The bundle verified before and the store does not answer now: nothing says it
+                # changed, so a network blip does not turn a serving model unverified.
+                return dataclasses.replace(cached, reread_at=now + FIRST_RECHECK)
             return _refused(error.reason, message, transient=True)
         return dataclasses.replace(
             _refused(error.reason, message), recheck_after=cache.recheck_after(inputs, now=now)
         )
 
     bundle_digest = hashlib.sha256(signature_file).hexdigest()
-    by_bundle = (bundle_digest, *inputs[:4])
+    # Not the model's uid or generation: models share bundles (a claim's binding does depend on
+    # the namespace).
+    by_bundle = (bundle_digest, *inputs[:5])
     # In a thread: parsing and checking a large bundle takes a while, and the event loop also
     # answers admission requests, which the API server is waiting for.
     outcome = Cache._get(cache._by_bundle, by_bundle)
@@ -216,13 +261,23 @@ async def _verify_under(
                 source_uri=source.uri,
                 signature_uri=signature_uri,
                 signature_digest=f"sha256:{bundle_digest}",
+                namespace=model.namespace,
                 now=now,
             )
         )
     Cache._put(cache._by_bundle, by_bundle, outcome)
     if outcome.verified is None:
         return dataclasses.replace(outcome, recheck_after=cache.recheck_after(inputs, now=now))
+    outcome = dataclasses.replace(
+        outcome,
+        verified=dataclasses.replace(
+            outcome.verified,
+            source_endpoint=endpoints["spec.model.source"],
+            signature_endpoint=signature_endpoint,
+        ),
+    )
     cache._refused_since.pop(inputs, None)
+    outcome = dataclasses.replace(outcome, reread_at=now + cache.reread)
     Cache._put(cache._by_inputs, inputs, outcome)
     return outcome
 
@@ -234,6 +289,7 @@ def _verify(
     source_uri: str,
     signature_uri: str,
     signature_digest: str,
+    namespace: str,
     now: datetime.datetime,
 ) -> Outcome:
     try:
@@ -242,10 +298,19 @@ def _verify(
             policy_rules.rules_of(policy.spec),
             source_uri=source_uri,
             signature_uri=signature_uri,
+            namespace=namespace,
         )
     except reasons.VerificationError as error:
         return _refused(str(error.reason), f"{signature_uri}: {error.message}")
     statement = signed.statement
+    if statement.single_file():
+        # Not tampering: the agent would refuse it (a source is a folder), and quarantine.
+        return _refused(
+            str(reasons.Reason.MISSING_FILE),
+            f"{signature_uri}: the statement signs a single-file model (its one resource is "
+            "named '.'), which names no file in spec.model.source: sign the folder that holds "
+            "the file",
+        )
     sizes = statement.file_sizes()
     # The files serialization signs digests only; sizes are known for the shards one.
     total = None if None in sizes.values() else sum(v for v in sizes.values() if v is not None)
@@ -266,10 +331,11 @@ def _verify(
             root_digest=root,
             signature_digest=signature_digest,
             signers=signers,
+            subject_name=statement.model_name,
             files=len(sizes),
             bytes=total,
             verified_at=conditions.rfc3339(now),
-            allow_pickle=policy.spec.formats.allow_pickle,
+            allow_formats=policy.spec.formats.allowed(),
             audit_formats=policy.spec.enforcement is trustpolicy.Enforcement.AUDIT,
             audit=signed.audit,
             policy=policy.spec,
@@ -323,12 +389,15 @@ async def _source_settings(
 
 
 async def _fetch_bundle(
-    signature_uri: str, *, settings: credentials.SourceSettings | None
+    signature_uri: str, *, settings: credentials.SourceSettings | None, endpoint: str | None
 ) -> bytes:
+    settings = credentials.bind_endpoint(
+        settings or credentials.from_secret_data({}),
+        endpoint=endpoint,
+        bound_by="the TrustPolicy",
+    )
     source, name = sources.open_file(
-        signature_uri,
-        s3_settings=settings.s3 if settings else None,
-        transport_settings=settings.transport if settings else None,
+        signature_uri, s3_settings=settings.s3, transport_settings=settings.transport
     )
     # A deadline for the whole fetch, whatever the transport's own timeouts allow: one tenant's
     # endpoint that answers slowly (or never) must not hold up its model's reconcile for long.
@@ -349,6 +418,8 @@ class Serving:
     signature_uri: str
     signature_digest: str
     root_digest: str
+    signature_endpoint: str | None = None
+    """The S3 endpoint the pods' agent reads the bundle from (None: AWS S3, or not s3://)."""
 
 
 async def verify_serving(
@@ -367,6 +438,7 @@ async def verify_serving(
     key = (
         serving.signature_digest,
         serving.root_digest,
+        serving.signature_endpoint or "",
         str(policy.metadata.get("uid", "")),
         str(policy.metadata.get("generation", "")),
     )
@@ -378,8 +450,33 @@ async def verify_serving(
     )
     if refusal is not None:
         return dataclasses.replace(refusal, transient=True)
+    # Read from where the pods' agent reads it, and only if the current policy still binds the
+    # bundle there: the operator fetches from nowhere a policy does not name.
+    bound = policy_rules.bind(
+        serving.signature_uri,
+        sources=policy_rules.source_rules(policy.spec),
+        namespace=model.namespace,
+        requested_endpoint=serving.signature_endpoint,
+        requested_by="the serving Deployment's --signature-endpoint",
+    )
+    if (
+        not isinstance(bound, reasons.Violation)
+        and serving.signature_uri.startswith("s3://")
+        and bound.endpoint != serving.signature_endpoint
+    ):
+        bound = reasons.Violation(
+            reasons.Reason.ENDPOINT_NOT_ALLOWED,
+            f"the pods read it from {serving.signature_endpoint or 'AWS S3'}, which the policy "
+            f"does not bind it to ({bound.endpoint or 'AWS S3'})",
+        )
+    if isinstance(bound, reasons.Violation):
+        outcome = _refused(str(bound.reason), f"{serving.signature_uri}: {bound.message}")
+        Cache._put(cache._serving, key, outcome)
+        return outcome
     try:
-        signature_file = await _fetch_bundle(serving.signature_uri, settings=settings)
+        signature_file = await _fetch_bundle(
+            serving.signature_uri, settings=settings, endpoint=serving.signature_endpoint
+        )
     except source_errors.SourceError as error:
         return _refused(error.reason, f"{serving.signature_uri}: {error.message}", transient=True)
     digest = f"sha256:{hashlib.sha256(signature_file).hexdigest()}"
@@ -399,6 +496,7 @@ async def verify_serving(
             source_uri=serving.source_uri,
             signature_uri=serving.signature_uri,
             signature_digest=digest,
+            namespace=model.namespace,
             now=now,
         )
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import AsyncGenerator
-from pathlib import Path
 
 # Big enough that hashing and the event loop see few, large chunks; small enough that many files
 # in parallel stay within a few MiB each.
@@ -30,8 +29,9 @@ class ObjectInfo:
 class Transport:
     """Network settings of HTTP-based sources (S3 and HTTPS)."""
 
-    # PEM file of the CAs to trust instead of the system's (a private CA); TLS is always verified.
-    ca_bundle: Path | None = None
+    # PEM certificates of the CAs to trust instead of the system's (a private CA), held in memory:
+    # no file is written for them. TLS is always verified.
+    ca_pem: bytes | None = None
     connect_timeout: float = 10.0
     # Longest wait for the next bytes of an answer, not for a whole download.
     read_timeout: float = 60.0

@@ -7,8 +7,10 @@ written for other tools (KServe's among them) work as they are:
 - AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: both or neither (neither: anonymous requests);
 - AWS_SESSION_TOKEN: optional, temporary credentials;
 - AWS_REGION: optional, default us-east-1;
-- AWS_ENDPOINT_URL: optional, an S3-compatible server (`https://host[:port]`);
-- AWS_CA_BUNDLE: optional, PEM certificates of a private CA to trust instead of the system's.
+- AWS_ENDPOINT_URL: optional, an S3-compatible server (`https://host[:port]`); it must be the one
+  the TrustPolicy's source names (`bind_endpoint`): the Secret says how to sign in, not where;
+- AWS_CA_BUNDLE: optional, PEM certificates of a private CA to trust instead of the system's, kept
+  in memory (nothing is written to disk).
 
 Errors are InvalidCredentials naming the key, never its value.
 """
@@ -18,16 +20,14 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import errno
-import hashlib
 import os
 import re
 import ssl
 import stat
-import tempfile
 import typing
-import urllib.parse
 from pathlib import Path
 
+from modelguard.api import endpoints
 from modelguard.sources import base, errors, s3, sigv4
 
 ACCESS_KEY_ID: typing.Final = "AWS_ACCESS_KEY_ID"
@@ -67,13 +67,26 @@ class SourceSettings:
 
 
 def from_secret_data(data: collections.abc.Mapping[str, bytes]) -> SourceSettings:
-    """Settings from a Secret's decoded data; errors name the key, never a value.
-
-    A CA bundle is written once to a file named by its digest under the temporary directory (the
-    HTTP transport takes a file); certificates are public, so the file is not a secret."""
+    """Settings from a Secret's decoded data; errors name the key, never a value."""
     values = {key: _text(key, data.get(key)) for key in KEYS}
-    ca_path = _stored_ca_bundle(data[CA_BUNDLE]) if values[CA_BUNDLE] is not None else None
-    return _settings(values, ca_path=ca_path)
+    ca_pem = _checked_pem(data[CA_BUNDLE]) if values[CA_BUNDLE] is not None else None
+    return _settings(values, ca_pem=ca_pem)
+
+
+def bind_endpoint(
+    settings: SourceSettings, *, endpoint: str | None, bound_by: str
+) -> SourceSettings:
+    """`settings` reading S3 from `endpoint` (None: AWS S3), the one the TrustPolicy binds.
+
+    The Secret's AWS_ENDPOINT_URL may only repeat it: one naming another server is refused
+    (EndpointNotAllowed naming the key and `bound_by`), never silently replaced."""
+    named = settings.s3.endpoint
+    if named is not None and named != endpoint:
+        raise errors.EndpointNotAllowed(
+            f"key {ENDPOINT_URL} names {errors.quoted(named)}, but {bound_by} binds the source to "
+            f"{endpoint or 'AWS S3'}; remove the key, or have the TrustPolicy name that endpoint"
+        )
+    return dataclasses.replace(settings, s3=dataclasses.replace(settings.s3, endpoint=endpoint))
 
 
 def from_directory(path: Path) -> SourceSettings:
@@ -95,14 +108,11 @@ def from_directory(path: Path) -> SourceSettings:
         if content is not None:
             raw[key] = content
     values = {key: _text(key, raw.get(key)) for key in KEYS}
-    # The mounted file serves as it is: nothing is copied out of the Secret volume.
-    ca_path = _inside(root, key=CA_BUNDLE) if values[CA_BUNDLE] is not None else None
-    if ca_path is not None:
-        _check_pem(raw[CA_BUNDLE])
-    return _settings(values, ca_path=ca_path)
+    ca_pem = _checked_pem(raw[CA_BUNDLE]) if values[CA_BUNDLE] is not None else None
+    return _settings(values, ca_pem=ca_pem)
 
 
-def _settings(values: dict[str, str | None], *, ca_path: Path | None) -> SourceSettings:
+def _settings(values: dict[str, str | None], *, ca_pem: bytes | None) -> SourceSettings:
     access_key, secret_key = values[ACCESS_KEY_ID], values[SECRET_ACCESS_KEY]
     if (access_key is None) != (secret_key is None):
         missing = ACCESS_KEY_ID if access_key is None else SECRET_ACCESS_KEY
@@ -128,10 +138,10 @@ def _settings(values: dict[str, str | None], *, ca_path: Path | None) -> SourceS
         raise InvalidCredentials(f"key {REGION} is not a region name such as {DEFAULT_REGION}")
     endpoint = values[ENDPOINT_URL]
     if endpoint is not None:
-        _check_endpoint(endpoint)
+        endpoint = _normal_endpoint(endpoint)
     return SourceSettings(
         s3=s3.S3Settings(credentials=credentials, region=region, endpoint=endpoint),
-        transport=base.Transport(ca_bundle=ca_path),
+        transport=base.Transport(ca_pem=ca_pem),
     )
 
 
@@ -148,51 +158,21 @@ def _text(key: str, value: bytes | None) -> str | None:
     return decoded or None
 
 
-def _check_endpoint(endpoint: str) -> None:
-    # The endpoint may carry credentials by mistake (https://user:pass@host): never echoed.
-    problem = None
+def _normal_endpoint(endpoint: str) -> str:
+    # Compared with the TrustPolicy's as the policy writes it. It may carry credentials by
+    # mistake (https://user:pass@host): never echoed.
     try:
-        parts = urllib.parse.urlsplit(endpoint)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        problem = "is not a URL"
-    else:
-        if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
-            problem = "is not an http(s)://host[:port] URL"
-        elif parts.username is not None or parts.password is not None:
-            problem = "holds user information (the keys belong in their own entries)"
-        elif parts.path.strip("/") or parts.query or parts.fragment:
-            problem = "has a path, query or fragment (only scheme, host and port)"
-    if problem is not None:
-        raise InvalidCredentials(f"key {ENDPOINT_URL} {problem}")
+        return endpoints.normal(endpoint)
+    except ValueError as error:
+        raise InvalidCredentials(f"key {ENDPOINT_URL} {error}") from None
 
 
-def _check_pem(pem: bytes) -> None:
+def _checked_pem(pem: bytes) -> bytes:
     try:
         ssl.create_default_context(cadata=pem.decode("ascii"))
     except (ssl.SSLError, ValueError, UnicodeDecodeError):
         raise InvalidCredentials(f"key {CA_BUNDLE} is not PEM certificates") from None
-
-
-def _stored_ca_bundle(pem: bytes) -> Path:
-    _check_pem(pem)
-    directory = Path(tempfile.gettempdir()) / f"modelguard-ca-{os.getuid()}"
-    target = directory / f"{hashlib.sha256(pem).hexdigest()}.pem"
-    try:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        info = directory.lstat()
-        # A shared /tmp: only a directory of our own, that nobody else can write, is used.
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-            raise InvalidCredentials(f"key {CA_BUNDLE}: {directory} is not a private directory")
-        if not target.exists():
-            with tempfile.NamedTemporaryFile(dir=directory, delete=False) as staged:
-                staged.write(pem)
-            Path(staged.name).replace(target)
-    except OSError as error:
-        raise InvalidCredentials(
-            f"key {CA_BUNDLE}: cannot store it for the HTTP client: {error.strerror or error}"
-        ) from None
-    return target
+    return pem
 
 
 def _inside(root: Path, *, key: str) -> Path:

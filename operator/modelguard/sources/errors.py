@@ -6,6 +6,8 @@ message says what happened to which file, and never holds a credential.
 
 from __future__ import annotations
 
+import typing
+
 
 class SourceError(Exception):
     """Base of every source failure: `reason` for machines, `message` for people."""
@@ -73,3 +75,41 @@ class BadResponse(SourceError):
     """The server answered something the protocol does not allow (unparsable listing, ...)."""
 
     reason = "SourceBadResponse"
+
+
+class AddressRefused(SourceError):
+    """The source's host is, or resolves to, a loopback, link-local or cloud metadata address
+    that no TrustPolicy source names."""
+
+    reason = "SourceAddressRefused"
+
+
+class RedirectRefused(SourceError):
+    """The source answered with a redirect: sources are read only where the policy binds them."""
+
+    reason = "SourceRedirectRefused"
+
+
+class EndpointNotAllowed(SourceError):
+    """The credentials name an S3 endpoint other than the one the source is bound to."""
+
+    reason = "SourceEndpointNotAllowed"
+
+
+# What a source says is its own: shown as data, never as our words.
+MAX_QUOTED: typing.Final = 256
+
+
+def quoted(text: str | bytes) -> str:
+    """`text` from a source (a server's error message, a header) as a bounded, quoted literal:
+    at most MAX_QUOTED characters, control characters, newlines and quotes escaped."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    cut = len(text) > MAX_QUOTED
+    shown = text[:MAX_QUOTED].encode("unicode_escape").decode("ascii").replace("'", "\\'")
+    return f"'{shown}'" + ("..." if cut else "")
+
+
+def answered(text: str | bytes) -> str:
+    """`the source answered: '...'`, for a message that carries what a server said."""
+    return f"the source answered: {quoted(text)}"

@@ -3,8 +3,8 @@
 HTTP has no folder listing that servers agree on, so an HTTPS source cannot say which files exist:
 list_files raises ListingUnsupported and callers fetch exactly the files that the signed manifest
 names. A file added on the server is then never fetched, so never served; a missing or changed one
-fails as with any other source. Redirects are followed (CDNs, object stores behind them) but never
-from https down to plain http.
+fails as with any other source. Redirects are refused: the TrustPolicy binds the scheme, host and
+port of the URI, and a redirect would read from wherever the server points instead.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class HttpsSource:
     ) -> None:
         self.location = location
         self.uri = str(location)
-        self._client = transport.HttpClient(transport=transport_settings, follow_redirects=True)
+        self._client = transport.HttpClient(transport=transport_settings)
 
     async def __aenter__(self) -> HttpsSource:
         return self

@@ -43,14 +43,15 @@ def _endpoint(settings: S3Settings) -> _Endpoint:
     try:
         parts = urllib.parse.urlsplit(raw)
         port = parts.port
-    except ValueError as error:
-        raise errors.InvalidSource(f"S3 endpoint {raw!r}: {error}") from None
+    except ValueError:
+        raise errors.InvalidSource(f"S3 endpoint {errors.quoted(raw)}: not a URL") from None
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http") or not parts.hostname:
-        raise errors.InvalidSource(f"S3 endpoint {raw!r}: want https://host[:port]")
+        raise errors.InvalidSource(f"S3 endpoint {errors.quoted(raw)}: want https://host[:port]")
     if parts.username is not None or parts.path.strip("/") or parts.query or parts.fragment:
         raise errors.InvalidSource(
-            f"S3 endpoint {raw!r}: only scheme, host and port (credentials come from a Secret)"
+            f"S3 endpoint {errors.quoted(raw)}: only scheme, host and port (credentials come from "
+            "a Secret)"
         )
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     default_port = 443 if scheme == "https" else 80
@@ -78,7 +79,7 @@ class S3Source:
         self._settings = settings
         self._endpoint = _endpoint(settings)
         self._max_files = max_files
-        self._client = transport.HttpClient(transport=transport_settings, follow_redirects=False)
+        self._client = transport.HttpClient(transport=transport_settings)
 
     async def __aenter__(self) -> S3Source:
         return self
@@ -115,7 +116,10 @@ class S3Source:
 
     def _error_for(self, status: int, body: bytes, what: str) -> errors.SourceError:
         code, message = _error_code(body)
-        detail = f"{code}: {message}" if code else f"HTTP {status}"
+        # The server's words, bounded and quoted: whoever runs it chooses them.
+        detail = f"HTTP {status}"
+        if code:
+            detail += f", {errors.answered(f'{code}: {message}')}"
         if status == 404 and code == "NoSuchBucket":
             return errors.SourceNotFound(f"bucket {self.location.bucket!r} does not exist")
         if status == 404:
@@ -234,7 +238,7 @@ def _parse_listing(
         except ValueError:
             raise errors.BadResponse(f"{what}: a listed object has no valid size") from None
         if not key.startswith(prefix):
-            raise errors.BadResponse(f"{what}: listed {key!r} outside the prefix")
+            raise errors.BadResponse(f"{what}: listed {errors.quoted(key)} outside the prefix")
         name = key[len(prefix) :]
         # Folder markers (empty "dir/" objects) that consoles create are not files.
         if name == "" or (name.endswith("/") and size == 0):

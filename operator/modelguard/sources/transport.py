@@ -1,6 +1,9 @@
 """HTTP plumbing shared by the S3 and HTTPS sources: one aiohttp session per source, verified TLS,
 bounded retries, and every transport failure turned into a typed source error.
 
+Requests go only to the URL's own scheme, host and port, which the TrustPolicy bound: a redirect
+is refused, not followed, and addresses.py keeps names from leading to the node itself, link-local
+or metadata addresses. What a server says reaches messages only bounded and quoted.
 Bodies are read as stored (no transparent decompression): the bytes hashed are the bytes signed.
 """
 
@@ -12,17 +15,15 @@ import functools
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import aiohttp
 import yarl
 
-from modelguard.sources import base, errors
+from modelguard.sources import addresses, base, errors
 
 # Statuses worth another attempt: the server or a proxy in front of it is briefly unwell.
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_MAX_REDIRECTS = 5
 # Error bodies are read for their reason only.
 _MAX_ERROR_BODY = 64 << 10
 # aiohttp's read buffer per connection (its default is 64 KiB); it pauses the socket at twice
@@ -38,9 +39,8 @@ ErrorFor = Callable[[int, bytes, str], errors.SourceError]
 class HttpClient:
     """GET requests for one source; the session is made on first use (inside the event loop)."""
 
-    def __init__(self, *, transport: base.Transport, follow_redirects: bool) -> None:
+    def __init__(self, *, transport: base.Transport) -> None:
         self._transport = transport
-        self._follow_redirects = follow_redirects
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | None = None
 
@@ -48,9 +48,9 @@ class HttpClient:
         # Made on the first https request only: loading a CA store costs tens of milliseconds,
         # which a plain-http endpoint (a MinIO in the cluster) should not pay per source.
         if self._ssl is None:
-            ca_bundle = self._transport.ca_bundle
+            ca_pem = self._transport.ca_pem
             # An explicit bundle replaces the system store: a private CA is trusted alone.
-            self._ssl = _system_context() if ca_bundle is None else _context(ca_bundle)
+            self._ssl = _system_context() if ca_pem is None else _context(ca_pem)
         return self._ssl
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -58,7 +58,9 @@ class HttpClient:
             transport = self._transport
             self._session = aiohttp.ClientSession(
                 # TLS settings go with each https request (see _send), verified always.
-                connector=aiohttp.TCPConnector(limit=transport.max_connections),
+                connector=aiohttp.TCPConnector(
+                    limit=transport.max_connections, resolver=addresses.GuardedResolver()
+                ),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     sock_connect=transport.connect_timeout,
@@ -122,39 +124,58 @@ class HttpClient:
         what: str,
         headers: Callable[[str], dict[str, str]],
     ) -> aiohttp.ClientResponse:
-        for _ in range(_MAX_REDIRECTS + 1):
-            with translated(what):
-                # encoded=True: the path is sent exactly as it was signed.
-                response = await session.get(
-                    yarl.URL(url, encoded=True),
-                    headers=headers(url),
-                    allow_redirects=False,
-                    ssl=self._ssl_context() if url.startswith("https://") else True,
-                )
-            if not (self._follow_redirects and response.status in _REDIRECT_STATUSES):
-                return response
+        host = urllib.parse.urlsplit(url).hostname or ""
+        with translated(what):
+            # encoded=True: the path is sent exactly as it was signed.
+            response = await session.get(
+                yarl.URL(url, encoded=True),
+                headers=headers(url),
+                allow_redirects=False,
+                ssl=self._ssl_context() if url.startswith("https://") else True,
+            )
+        try:
+            _check_peer(response, host=host, what=what)
+        except errors.SourceError:
+            response.release()
+            raise
+        if response.status in _REDIRECT_STATUSES:
             location = response.headers.get("Location", "")
             response.release()
-            target = urllib.parse.urljoin(url, location)
-            if urllib.parse.urlsplit(target).scheme not in ("https", "http"):
-                raise errors.BadResponse(f"{what}: redirected to a non-HTTP location")
-            if url.startswith("https://") and not target.startswith("https://"):
-                raise errors.SourceDenied(f"{what}: refused a redirect from https to plain http")
-            url = target
-        raise errors.BadResponse(f"{what}: more than {_MAX_REDIRECTS} redirects")
+            # Not even to the same host: the policy bound this URL, not wherever it points.
+            raise errors.RedirectRefused(
+                f"{what}: HTTP {response.status} redirect to {errors.quoted(location)} not "
+                "followed; name the final location in the spec and the TrustPolicy's sources"
+            )
+        return response
+
+
+def _check_peer(response: aiohttp.ClientResponse, *, host: str, what: str) -> None:
+    """The address actually connected to, checked once more (the resolver checked it first)."""
+    connection = response.connection
+    socket_transport = connection.transport if connection is not None else None
+    peer = socket_transport.get_extra_info("peername") if socket_transport is not None else None
+    if not peer:
+        return
+    try:
+        addresses.check_peer(host, str(peer[0]))
+    except addresses.RefusedAddress as error:
+        raise errors.AddressRefused(f"{what}: {error}") from None
 
 
 @functools.cache
 def _system_context() -> ssl.SSLContext:
     # One per process: a context is safe to share between connections and event loops.
-    return _context(None)
+    return ssl.create_default_context()
 
 
-def _context(ca_bundle: Path | None) -> ssl.SSLContext:
+@functools.lru_cache(maxsize=16)
+def _context(ca_pem: bytes) -> ssl.SSLContext:
+    # In memory, and a few kept: Secrets that share a CA share its context, and nothing grows
+    # with the number of distinct bundles seen.
     try:
-        return ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-    except (OSError, ssl.SSLError) as error:
-        raise errors.InvalidSource(f"CA bundle {ca_bundle}: {error}") from None
+        return ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+    except (ssl.SSLError, ValueError) as error:
+        raise errors.InvalidSource(f"CA bundle: not PEM certificates ({error})") from None
 
 
 @contextlib.contextmanager
@@ -162,10 +183,14 @@ def translated(what: str) -> Iterator[None]:
     """Turns aiohttp and socket failures inside the block into typed source errors."""
     try:
         yield
+    except aiohttp.ClientConnectorDNSError as error:
+        if isinstance(error.os_error, addresses.RefusedAddress):
+            raise errors.AddressRefused(f"{what}: {error.os_error}") from None
+        raise errors.SourceUnreachable(f"{what}: name resolution failed: {_cause(error)}") from None
+    except addresses.RefusedAddress as error:
+        raise errors.AddressRefused(f"{what}: {error}") from None
     except (aiohttp.ClientSSLError, ssl.SSLError) as error:
         raise errors.SourceUnreachable(f"{what}: TLS failed: {_cause(error)}") from None
-    except aiohttp.ClientConnectorDNSError as error:
-        raise errors.SourceUnreachable(f"{what}: name resolution failed: {_cause(error)}") from None
     except aiohttp.ClientConnectorError as error:
         raise errors.SourceUnreachable(f"{what}: cannot connect: {_cause(error)}") from None
     except aiohttp.ClientPayloadError as error:
@@ -175,13 +200,14 @@ def translated(what: str) -> Iterator[None]:
     except TimeoutError:
         raise errors.SourceUnreachable(f"{what}: timed out") from None
     except aiohttp.InvalidURL as error:
-        raise errors.InvalidSource(f"{what}: invalid URL {error}") from None
+        raise errors.InvalidSource(f"{what}: invalid URL {_cause(error)}") from None
     except aiohttp.ClientError as error:
         raise errors.BadResponse(f"{what}: {_cause(error)}") from None
 
 
 def _cause(error: BaseException) -> str:
-    return str(error) or type(error).__name__
+    # aiohttp's messages may carry what the server sent (a header, a status line).
+    return errors.quoted(str(error)) if str(error) else type(error).__name__
 
 
 async def read_error_body(response: aiohttp.ClientResponse) -> bytes:

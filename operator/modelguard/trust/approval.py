@@ -5,8 +5,8 @@ digest; predicateType PREDICATE_TYPE; predicate: version, approver, reason, expi
 namespace), signed with ECDSA as model_signing signs (PAE, the hash matching the curve, keyid =
 hex SHA-256 of the PEM public key). Each rule below is a small pure function returning None or a
 Violation; `check_approval` chains them for one approval, the signature first (until it verifies,
-the content is anyone's), and `evaluate_approvals` counts distinct valid approvers against the
-policy's minApprovals and minApprovalsPerRole.
+the content is anyone's), and `evaluate_approvals` counts the distinct keys of valid approvers
+against the policy's minApprovals and minApprovalsPerRole.
 """
 
 from __future__ import annotations
@@ -354,31 +354,35 @@ def check_approval(
 
 
 def check_min_approvals(
-    approved: typing.Collection[str], *, min_approvals: int
+    approved: typing.Mapping[str, str], *, min_approvals: int
 ) -> Violation | None:
-    """None when enough distinct approvers approved."""
-    if len(approved) >= min_approvals:
+    """None when enough distinct keys approved; `approved` maps approver names to their key's
+    fingerprint. Keys count, not names: one key listed under two names is one person."""
+    keys = set(approved.values())
+    if len(keys) >= min_approvals:
         return None
     return Violation(
         Reason.TOO_FEW_APPROVALS,
-        f"spec.minApprovals is {min_approvals} but {len(approved)} distinct approver(s) approved "
+        f"spec.minApprovals is {min_approvals} but {len(keys)} distinct approver key(s) approved "
         f"({', '.join(sorted(approved)) or 'none'})",
     )
 
 
 def check_role_minimums(
-    approved: typing.Collection[str],
+    approved: typing.Mapping[str, str],
     *,
     roles: typing.Mapping[str, typing.Collection[str]],
     minimums: typing.Mapping[str, int],
 ) -> Violation | None:
-    """None when every role has enough distinct approvers holding it; `roles` is by approver."""
+    """None when every role has enough distinct keys holding it; `approved` maps approver names
+    to their key's fingerprint, `roles` is by approver name."""
     for role, needed in sorted(minimums.items()):
         holders = sorted(name for name in approved if role in roles.get(name, ()))
-        if len(holders) < needed:
+        keys = {approved[name] for name in holders}
+        if len(keys) < needed:
             return Violation(
                 Reason.TOO_FEW_APPROVALS,
-                f"spec.minApprovalsPerRole[{role}] is {needed} but {len(holders)} approver(s) "
+                f"spec.minApprovalsPerRole[{role}] is {needed} but {len(keys)} distinct key(s) "
                 f"with role {role!r} approved ({', '.join(holders) or 'none'})",
             )
     return None
@@ -400,7 +404,8 @@ def evaluate_approvals(
     """Whether `model` `version`, verified as `root_digest` (sha256:<hex>), may run in `namespace`.
 
     `approvals` may be every ModelApproval of the namespace: those naming another model or
-    version are not considered. Distinct approvers count: the same approver twice counts once.
+    version are not considered. Distinct keys count: the same approver twice counts once, and so
+    does one key that the policy lists under two approver names.
     `now` must be timezone-aware. InvalidKey if the policy's approver keys do not load.
     """
     keys = trusted_approvers(policy)
@@ -409,6 +414,7 @@ def evaluate_approvals(
         key=lambda a: a.name,
     )
     valid: dict[str, datetime.datetime] = {}
+    fingerprints = {name: signatures.key_hint(signer.key) for name, signer in keys.items()}
     rejected: list[Rejected] = []
     for approval in relevant:
         outcome = check_approval(
@@ -420,8 +426,9 @@ def evaluate_approvals(
         # An approver's approval lasts as long as the longest of theirs.
         valid[outcome.approver] = max(outcome.expires(), valid.get(outcome.approver, now))
     roles = {approver.name: approver.roles for approver in policy.approvers}
-    violation = check_min_approvals(valid, min_approvals=policy.min_approvals) or (
-        check_role_minimums(valid, roles=roles, minimums=policy.min_approvals_per_role)
+    counted = {name: fingerprints[name] for name in valid}
+    violation = check_min_approvals(counted, min_approvals=policy.min_approvals) or (
+        check_role_minimums(counted, roles=roles, minimums=policy.min_approvals_per_role)
     )
     if violation is not None:
         violation = _explain(

@@ -1,4 +1,4 @@
-"""Reading a local model folder: listing it safely, hashing it in parallel, sniffing formats.
+"""Reading a local model folder: listing it safely, hashing it in parallel, classifying formats.
 
 The only module of the trust layer that touches files. Listing never follows a symlink (one is an
 UnsafePath, as are special files and unsafe names). Hashing runs one thread per available core
@@ -40,8 +40,24 @@ class LocalFile:
     size: int
 
 
-def scan(root: pathlib.Path, *, ignore_paths: typing.Collection[str]) -> list[LocalFile]:
-    """Every regular file below `root` but the ignored ones; UnsafePath for a symlink."""
+def scan(
+    root: pathlib.Path,
+    *,
+    ignore_paths: typing.Collection[str],
+    signed: typing.Collection[str] = (),
+    allow_symlinks: bool = False,
+) -> list[LocalFile]:
+    """Every regular file below `root` but the ignored ones; UnsafePath for a symlink.
+
+    An ignore path never hides a `signed` file: what the signature lists is verified wherever it
+    lies. `allow_symlinks` is what the signer recorded; either way a symlink is refused, and the
+    message says why."""
+    # The signed files and the directories that lead to them.
+    wanted = {
+        "/".join(parts[:depth])
+        for parts in (name.split("/") for name in signed)
+        for depth in range(1, len(parts) + 1)
+    }
     found: list[LocalFile] = []
     pending = [""]
     while pending:
@@ -52,7 +68,7 @@ def scan(root: pathlib.Path, *, ignore_paths: typing.Collection[str]) -> list[Lo
             raise _unreadable(relative or ".", error) from None
         for entry in entries:
             name = f"{relative}/{entry.name}" if relative else entry.name
-            if paths.is_ignored(name, ignore_paths):
+            if name not in wanted and paths.is_ignored(name, ignore_paths):
                 continue
             violation = paths.check_name(name, field="file")
             if violation is not None:
@@ -62,11 +78,7 @@ def scan(root: pathlib.Path, *, ignore_paths: typing.Collection[str]) -> list[Lo
             except OSError as error:
                 raise _unreadable(name, error) from None
             if stat.S_ISLNK(info.st_mode):
-                raise reasons.VerificationError(
-                    reasons.Reason.UNSAFE_PATH,
-                    f"{name!r} is a symlink; a model folder may hold only regular files and "
-                    "directories",
-                )
+                raise symlink_refused(name, allow_symlinks=allow_symlinks)
             if stat.S_ISDIR(info.st_mode):
                 pending.append(name)
             elif stat.S_ISREG(info.st_mode):
@@ -76,6 +88,47 @@ def scan(root: pathlib.Path, *, ignore_paths: typing.Collection[str]) -> list[Lo
                     reasons.Reason.UNSAFE_PATH, f"{name!r} is not a regular file"
                 )
     return sorted(found, key=lambda item: pathlib.PurePosixPath(item.path).parts)
+
+
+def is_file(path: pathlib.Path) -> bool:
+    """Whether `path` is a file, or a link to one (which scan_file refuses), not a folder: a
+    link to a folder is read as that folder, as `modelguard verify` always has."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def scan_file(path: pathlib.Path, *, allow_symlinks: bool = False) -> LocalFile:
+    """A single-file model: the file itself, named by its basename; UnsafePath for a symlink."""
+    try:
+        info = path.lstat()
+    except OSError as error:
+        raise _unreadable(path.name, error) from None
+    if stat.S_ISLNK(info.st_mode):
+        raise symlink_refused(path.name, allow_symlinks=allow_symlinks)
+    if not stat.S_ISREG(info.st_mode):
+        raise reasons.VerificationError(
+            reasons.Reason.UNSAFE_PATH, f"{path.name!r} is not a regular file"
+        )
+    return LocalFile(path.name, info.st_size)
+
+
+def symlink_refused(name: str, *, allow_symlinks: bool) -> reasons.VerificationError:
+    """The refusal of a symlink in a model, saying what the statement's allow_symlinks meant."""
+    if not allow_symlinks:
+        why = (
+            "the signature's serialization.allow_symlinks is false, so the model may hold only "
+            "regular files and directories (OMS 6.1.1)"
+        )
+    else:
+        why = (
+            "the signature's serialization.allow_symlinks is true, but ModelGuard never follows "
+            "symlinks: a link may point outside the model or be repointed after verification, so "
+            "what is loaded would not be what was verified; replace the link with a copy of the "
+            "file it points to, whose bytes the signed digest covers"
+        )
+    return reasons.VerificationError(reasons.Reason.UNSAFE_PATH, f"{name!r} is a symlink: {why}")
 
 
 def hash_files(
@@ -210,35 +263,14 @@ def _read_ahead(descriptor: int, offset: int, length: int) -> None:
         advise(descriptor, offset, length, os.POSIX_FADV_WILLNEED)
 
 
-def sniff(root: pathlib.Path, item: LocalFile) -> formats.Format:
-    """The format of one file, from its first bytes (and its members', for a zip archive)."""
-    path = root / item.path
+def sniff(root: pathlib.Path, item: LocalFile) -> formats.Finding:
+    """What one file holds (every member, for an archive) and what must be allowed to load it."""
     try:
-        with path.open("rb") as handle:
-            head = handle.read(formats.HEAD_BYTES)
-        if not head.startswith(b"PK"):
-            return formats.sniff(head)
-        return formats.sniff(head, zip_members=_zip_members(path))
+        descriptor = os.open(root / item.path, _OPEN_FLAGS)
+        with os.fdopen(descriptor, "rb") as handle:
+            return formats.classify(handle)
     except OSError as error:
         raise _unreadable(item.path, error) from None
-
-
-def _zip_members(path: pathlib.Path) -> dict[str, bytes] | None:
-    # Imported here: most models hold no zip archive, and start-up time counts for verify.
-    import zipfile  # noqa: PLC0415
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {}
-            for info in archive.infolist()[: formats.MAX_ZIP_MEMBERS]:
-                if info.is_dir():
-                    continue
-                with archive.open(info) as member:
-                    members[info.filename] = member.read(formats.ZIP_MEMBER_HEAD_BYTES)
-            return members
-    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, EOFError):
-        # Not a readable zip: judged by its head alone.
-        return None
 
 
 def _shrank(name: str) -> reasons.VerificationError:

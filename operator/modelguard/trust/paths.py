@@ -13,6 +13,9 @@ from modelguard.trust import reasons
 
 # Longer names are refused: they exceed what every filesystem we mount accepts.
 MAX_NAME_BYTES: typing.Final = 4096
+# What OMS (6.2) excludes from every model by default, as top-level paths of the model root.
+DEFAULT_EXCLUSIONS: typing.Final = (".git", ".gitattributes", ".github", ".gitignore")
+_GLOB_CHARACTERS: typing.Final = frozenset("*?[")
 
 
 def check_name(name: str, *, field: str = "name") -> reasons.Violation | None:
@@ -21,6 +24,18 @@ def check_name(name: str, *, field: str = "name") -> reasons.Violation | None:
     if problem is None:
         return None
     return reasons.Violation(reasons.Reason.UNSAFE_PATH, f"{field} {name!r} {problem}")
+
+
+def check_ignore_path(entry: str, *, field: str) -> reasons.Violation | None:
+    """None when `entry` is an ignore path OMS allows (6.2.1): an exact, safe relative path with
+    no glob character; else an UnsafePath violation naming `field`."""
+    if _GLOB_CHARACTERS & set(entry):
+        return reasons.Violation(
+            reasons.Reason.UNSAFE_PATH,
+            f"{field} {entry!r} has a glob character (*, ? or [): an ignore path is an exact path "
+            "from the model root",
+        )
+    return check_name(entry, field=field)
 
 
 def _problem(name: str) -> str | None:

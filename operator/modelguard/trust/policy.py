@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+import urllib.parse
 
 from modelguard.trust import formats, reasons, signatures, statement
 
@@ -16,17 +17,42 @@ if typing.TYPE_CHECKING:
     from modelguard.api import trustpolicy
 
 # Authenticity and integrity are never waived: without them nobody knows what the bytes are.
-# Audit mode admits only violations of what the policy *prefers*.
+# Nor is where the bytes come from: reading from wherever a spec points would let any tenant
+# make the operator fetch from inside the cluster. Audit mode admits only violations of what the
+# policy *prefers*.
 AUDITABLE: typing.Final = frozenset(
     {
         reasons.Reason.UNSAFE_FORMAT,
-        reasons.Reason.SOURCE_NOT_ALLOWED,
         reasons.Reason.HASH_NOT_ALLOWED,
         reasons.Reason.TOO_FEW_SIGNERS,
     }
 )
+AWS_ENDPOINT: typing.Final = "AWS S3 (the source names no endpoint)"
 
 Check = typing.Callable[[], reasons.Violation | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRule:
+    """One entry of a TrustPolicy's spec.sources, as plain values."""
+
+    uri: str
+    endpoint: str | None = None
+    """Normalized scheme://host[:port] of an s3:// source's server; None: AWS S3."""
+    namespace: str | None = None
+    any_namespace: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """The source entry a URI is read under: spec.sources[index]."""
+
+    index: int
+    rule: SourceRule
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.rule.endpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +65,9 @@ class Rules:
     signers: tuple[signatures.TrustedSigner, ...]
     min_signers: int = 1
     hash_algorithms: frozenset[str] = frozenset({"sha256"})
-    sources: tuple[str, ...] = ()
-    allow_pickle: bool = False
+    sources: tuple[SourceRule, ...] = ()
+    allow_formats: frozenset[str] = frozenset()
+    """Code-capable format families admitted (formats.Family values): spec.formats.allow."""
     audit: bool = False
     """Enforcement is Audit: admit (and report) the violations AUDITABLE lists."""
 
@@ -55,9 +82,21 @@ def rules_of(spec: trustpolicy.TrustPolicySpec) -> Rules:
         signers=tuple(trusted_signers(spec)),
         min_signers=spec.min_signers,
         hash_algorithms=frozenset(str(algorithm) for algorithm in spec.hash_algorithms),
-        sources=tuple(spec.sources),
-        allow_pickle=spec.formats.allow_pickle,
+        sources=source_rules(spec),
+        allow_formats=frozenset(spec.formats.allowed()),
         audit=spec.enforcement is trustpolicy.Enforcement.AUDIT,
+    )
+
+
+def source_rules(spec: trustpolicy.TrustPolicySpec) -> tuple[SourceRule, ...]:
+    return tuple(
+        SourceRule(
+            uri=source.uri,
+            endpoint=source.endpoint,
+            namespace=source.namespace,
+            any_namespace=source.any_namespace,
+        )
+        for source in spec.sources
     )
 
 
@@ -77,7 +116,19 @@ def trusted_signers(spec: trustpolicy.TrustPolicySpec) -> list[signatures.Truste
             roots = certificates.load(
                 signer.certificate_root.encode("utf-8"), field=f"{field}.certificateRoot"
             )
-            result.append(signatures.CertificateSigner(signer.name, roots))
+            identity = None
+            if signer.identity is not None and not signer.identity.any:
+                identity = certificates.Identity(
+                    subject=None
+                    if signer.identity.subject is None
+                    else certificates.subject_name(
+                        signer.identity.subject, field=f"{field}.identity.subject"
+                    ),
+                    san=signer.identity.san,
+                    subject_field=f"{field}.identity.subject",
+                    san_field=f"{field}.identity.san",
+                )
+            result.append(signatures.CertificateSigner(signer.name, roots, identity))
         elif signer.keyless is not None:
             result.append(
                 signatures.KeylessSigner(
@@ -114,35 +165,122 @@ def check_hash_algorithm(
 
 
 def check_formats(
-    kinds: typing.Mapping[str, formats.Format], *, allow_pickle: bool
+    found: typing.Mapping[str, formats.Finding], *, allowed: typing.Collection[str]
 ) -> reasons.Violation | None:
-    if allow_pickle:
+    """Refuse a file whose loader can run code unless spec.formats.allow lists its family: the
+    one rule of `modelguard verify` and of the agent in the pod."""
+    refused = sorted(name for name, finding in found.items() if not finding.needs.issubset(allowed))
+    if not refused:
         return None
-    unsafe = sorted(name for name, kind in kinds.items() if formats.is_pickle_based(kind))
-    if not unsafe:
-        return None
-    first = unsafe[0]
-    more = f" (and {len(unsafe) - 1} more)" if len(unsafe) > 1 else ""
+    first = refused[0]
+    missing = sorted(found[first].needs - set(allowed))
+    more = f" (and {len(refused) - 1} more file(s))" if len(refused) > 1 else ""
     return reasons.Violation(
         reasons.Reason.UNSAFE_FORMAT,
-        f"file {first!r} is {kinds[first]}{more}: loading it runs code; "
-        "spec.formats.allowPickle is false",
+        f"file {first!r} is {found[first]}{more}: loading it can run code; admitting it needs "
+        f"{' and '.join(missing)} in spec.formats.allow",
     )
 
 
-def check_source(uri: str, *, sources: typing.Sequence[str]) -> reasons.Violation | None:
-    if any(_matches(uri, prefix) for prefix in sources):
-        return None
+def check_source(
+    uri: str, *, sources: typing.Sequence[SourceRule], namespace: str | None
+) -> reasons.Violation | None:
+    """None when `uri` may be read under some entry of `sources` for a model in `namespace`."""
+    found = bind(uri, sources=sources, namespace=namespace)
+    return found if isinstance(found, reasons.Violation) else None
+
+
+def bind(
+    uri: str,
+    *,
+    sources: typing.Sequence[SourceRule],
+    namespace: str | None,
+    requested_endpoint: str | None = None,
+    requested_by: str = "the credentials",
+) -> Binding | reasons.Violation:
+    """The entry of `sources` that `uri` is read under, or why there is none.
+
+    `requested_endpoint` is an S3 endpoint the credentials name (normalized); it must be the
+    endpoint of a matching entry, which is then the one used. Without it the first matching entry
+    decides. A claim is matched in its namespace only, unless its entry admits any namespace."""
+    matching = [
+        Binding(index, rule) for index, rule in enumerate(sources) if _matches(uri, rule.uri)
+    ]
+    if not matching:
+        listed = ", ".join(rule.uri for rule in sources) or "none listed"
+        return reasons.Violation(
+            reasons.Reason.SOURCE_NOT_ALLOWED,
+            f"source {_shown(uri)} matches none of spec.sources ({listed})",
+        )
+    if uri.lower().startswith("pvc://"):
+        here = [b for b in matching if b.rule.any_namespace or b.rule.namespace == namespace]
+        if not here:
+            allowed = ", ".join(
+                f"spec.sources[{b.index}] ({b.rule.uri}) in namespace {b.rule.namespace}"
+                for b in matching
+            )
+            return reasons.Violation(
+                reasons.Reason.SOURCE_NOT_ALLOWED,
+                f"source {_shown(uri)} is a claim of namespace {namespace}, but the policy admits "
+                f"that claim only as {allowed}",
+            )
+        return here[0]
+    if not uri.lower().startswith("s3://") or requested_endpoint is None:
+        return matching[0]
+    for binding in matching:
+        if binding.endpoint == requested_endpoint:
+            return binding
+    bound = "; ".join(
+        f"spec.sources[{b.index}].endpoint is {b.endpoint or AWS_ENDPOINT}" for b in matching
+    )
     return reasons.Violation(
-        reasons.Reason.SOURCE_NOT_ALLOWED,
-        f"source {uri!r} matches none of spec.sources ({', '.join(sources) or 'none listed'})",
+        reasons.Reason.ENDPOINT_NOT_ALLOWED,
+        f"{requested_by} names the S3 endpoint {_shown(requested_endpoint)} for {_shown(uri)}, "
+        f"but {bound}; remove the key, or have the policy name that endpoint",
     )
+
+
+def _shown(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
 def _matches(uri: str, prefix: str) -> bool:
-    # Whole path segments: s3://models must not admit s3://models-evil/.
-    base = prefix.rstrip("/")
-    return uri == base or uri.startswith(base + "/")
+    """Whether `uri` lies below `prefix`, by whole path segments: s3://models must not admit
+    s3://models-evil/. https:// compares scheme, host and port as a client connects to them."""
+    have, want = _split(uri), _split(prefix)
+    if have is None or want is None:
+        return False
+    return have[0] == want[0] and have[1][: len(want[1])] == want[1]
+
+
+def _split(uri: str) -> tuple[str, tuple[str, ...]] | None:
+    """(origin, path segments) of a source URI; None when it is not one to match at all."""
+    scheme, sep, rest = uri.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        return None
+    if scheme in ("https", "http"):
+        try:
+            parts = urllib.parse.urlsplit(uri)
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            return None
+        if "@" in parts.netloc or parts.query or parts.fragment or not parts.hostname:
+            return None
+        origin = f"{scheme}://{parts.hostname.lower()}:{port}"
+        path = urllib.parse.unquote(parts.path)
+    elif scheme in ("s3", "pvc"):
+        name, _, path = rest.partition("/")
+        origin = f"{scheme}://{name}"
+    else:
+        return None
+    path = path.strip("/")
+    segments = tuple(path.split("/")) if path else ()
+    # A URI that climbs or doubles its slashes is not below anything: servers resolve "..".
+    if any(segment in ("", ".", "..") for segment in segments):
+        return None
+    return origin, segments
 
 
 def evaluate(checks: typing.Iterable[Check]) -> list[reasons.Violation]:

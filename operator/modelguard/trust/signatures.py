@@ -24,6 +24,8 @@ from modelguard.trust import bundle, reasons
 if typing.TYPE_CHECKING:
     from cryptography import x509
 
+    from modelguard.trust import certificates
+
 _CURVE_HASHES: typing.Final[dict[str, type[hashes.HashAlgorithm]]] = {
     "secp256r1": hashes.SHA256,
     "secp384r1": hashes.SHA384,
@@ -41,10 +43,12 @@ class KeySigner:
 
 @dataclasses.dataclass(frozen=True)
 class CertificateSigner:
-    """A signer trusted through certificates chaining to one of `roots`."""
+    """A signer trusted through certificates chaining to one of `roots`; with an `identity`,
+    only a signing certificate naming it (None: any certificate the roots certify)."""
 
     name: str
     roots: tuple[x509.Certificate, ...]
+    identity: certificates.Identity | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,9 @@ class Verified:
 
     signer: str
     identity: str
+    valid_until: datetime.datetime | None = None
+    """Certificate method: when the first certificate of the path expires, after which the same
+    signature no longer verifies (certificates are judged at verification time)."""
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -104,8 +111,9 @@ def verify(
 ) -> Verified:
     """The trusted signer whose signature `signed` carries; VerificationError otherwise.
 
-    `at` is when certificates must have been valid; by default the signing certificate's
-    notBefore, that is when it was issued for signing, as model_signing checks it.
+    `at` is when certificates must be valid; by default now. The certificate method carries no
+    trusted signing time (OMS 8.2: the leaf MUST be within its validity period), so a signature
+    is judged when it is verified, never at the certificate's own notBefore.
     """
     message = pae(signed.payload_type, signed.payload)
     if signed.keyless:
@@ -162,15 +170,18 @@ def _verify_certificate(
     chain = certificates.chain_of(signed)
     leaf = chain[0]
     subject = leaf.subject.rfc4514_string()
+    when = at or datetime.datetime.now(datetime.UTC)
     roots = [signer for signer in signers if isinstance(signer, CertificateSigner)]
     errors: list[reasons.VerificationError] = []
     for signer in roots:
         try:
-            certificates.check_chain(chain, roots=signer.roots, at=at or leaf.not_valid_before_utc)
+            path = certificates.check_chain(chain, roots=signer.roots, at=when, label=signed.label)
+            certificates.check_signing_usage(leaf, label=signed.label)
+            if signer.identity is not None:
+                certificates.check_identity(leaf, signer.identity, label=signed.label)
         except reasons.VerificationError as error:
             errors.append(error)
             continue
-        certificates.check_signing_usage(leaf, label=signed.label)
         try:
             key = leaf.public_key()
         except (ValueError, exceptions.UnsupportedAlgorithm):
@@ -185,11 +196,14 @@ def _verify_certificate(
                 f"{signed.label}: the signature does not verify with the key of certificate "
                 f"{subject!r}: the statement or signature was altered",
             )
-        return Verified(signer.name, f"certificate {subject}")
+        expires = min(certificate.not_valid_after_utc for certificate in path)
+        return Verified(signer.name, f"certificate {subject}", valid_until=expires)
     # A chain that reached a root but failed a later check says more than "untrusted".
     specific = [e for e in errors if e.reason != reasons.Reason.UNTRUSTED_SIGNER]
     if specific:
         raise specific[0]
+    if len(errors) == 1:
+        raise errors[0]
     raise _untrusted(
         f"{signed.label}: certificate {subject!r} does not chain to a trusted certificate root "
         f"of the policy ({_names(roots)})"

@@ -18,6 +18,11 @@ from modelguard.trust import digests, paths, reasons
 
 STATEMENT_TYPE: typing.Final = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE: typing.Final = "https://model_signing/signature/v1.0"
+# model_signing 0.2.0's predicate (file digests as subjects): deprecated, refused (OMS 11.2).
+DEPRECATED_PREDICATE_TYPE: typing.Final = "https://model_signing/Digests/v0.1"
+# How model_signing (1.1.1 at least) names the one file of a single-file model: the model path
+# itself, relative to itself. The specification names it by its basename; both are read.
+SINGLE_FILE: typing.Final = "."
 METHODS: typing.Final = ("files", "shards")
 
 
@@ -30,6 +35,11 @@ class Serialization:
     shard_size: int | None
     allow_symlinks: bool
     ignore_paths: tuple[str, ...]
+
+    def excluded(self) -> tuple[str, ...]:
+        """What enumeration leaves out: OMS's default exclusions, always (a statement from before
+        model_signing 1.1.0 records none), and the signer's ignore_paths."""
+        return (*paths.DEFAULT_EXCLUSIONS, *self.ignore_paths)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +55,10 @@ class Statement:
         """Whether `other` binds the same files the same way: names, digests, shards and
         serialization. The root digest alone does not bind file names."""
         return self.serialization == other.serialization and self.resources == other.resources
+
+    def single_file(self) -> bool:
+        """Whether this signs one file by model_signing's name for it, "." (the model path)."""
+        return bool(self.resources) and all(r.path == SINGLE_FILE for r in self.resources)
 
     def file_sizes(self) -> dict[str, int | None]:
         """Every signed file; its size when the shards say it (None for files serialization)."""
@@ -66,6 +80,13 @@ def parse(payload: bytes) -> Statement:
         raise reasons.VerificationError(
             reasons.Reason.WRONG_PAYLOAD_TYPE,
             f"statement _type is {root.get('_type')!r}, not {STATEMENT_TYPE!r}",
+        )
+    if root.get("predicateType") == DEPRECATED_PREDICATE_TYPE:
+        raise reasons.VerificationError(
+            reasons.Reason.WRONG_PAYLOAD_TYPE,
+            f"predicateType {DEPRECATED_PREDICATE_TYPE!r} is the deprecated predicate of "
+            f"model_signing 0.2 (OMS 11.2), which ModelGuard does not verify: re-sign the model "
+            f"with model_signing 1.x, which writes {PREDICATE_TYPE!r}",
         )
     if root.get("predicateType") != PREDICATE_TYPE:
         raise reasons.VerificationError(
@@ -140,6 +161,12 @@ def _serialization(node: dict[str, typing.Any]) -> Serialization:
 def _resources(value: typing.Any, *, serialization: Serialization) -> tuple[digests.Resource, ...]:
     if not isinstance(value, list):
         raise _malformed("predicate.resources is missing or not a list")
+    if not value:
+        # model_signing signs an empty folder so; OMS 5.2.1 and 6.1 refuse it: nothing verified.
+        raise _malformed(
+            "predicate.resources is empty: a signature must cover at least one file (OMS 5.2.1); "
+            "an empty model, or one of empty files only under shards, is refused"
+        )
     algorithm = digests.resource_algorithm(
         serialization.hash_type, shard_size=serialization.shard_size
     )
@@ -159,10 +186,11 @@ def _resources(value: typing.Any, *, serialization: Serialization) -> tuple[dige
             )
         digest = _hex(node.get("digest"), f"{field}.digest", size=digest_size)
         path, start, end = _split_name(name, serialization=serialization, field=field)
-        violation = paths.check_name(path, field=f"{field}.name")
+        violation = None if path == SINGLE_FILE else paths.check_name(path, field=f"{field}.name")
         if violation is not None:
             raise reasons.VerificationError.of(violation)
         resources.append(digests.Resource(path, algorithm, digest, start=start, end=end))
+    _check_single_file(resources)
     _check_unique(resources)
     if serialization.shard_size is not None:
         _check_shards(resources, shard_size=serialization.shard_size)
@@ -187,6 +215,17 @@ def _split_name(
     if end <= start:
         raise _malformed(f"{field}.name {name!r}: end must be greater than start")
     return parts[0], start, end
+
+
+def _check_single_file(resources: list[digests.Resource]) -> None:
+    """ "." names the model path itself: a statement of one file only, never beside other names."""
+    paths_named = {resource.path for resource in resources}
+    if SINGLE_FILE in paths_named and len(paths_named) > 1:
+        raise reasons.VerificationError(
+            reasons.Reason.UNSAFE_PATH,
+            "resources name '.' (a single-file model) beside other files: '.' may only be the "
+            "one file of a single-file model",
+        )
 
 
 def _check_unique(resources: list[digests.Resource]) -> None:

@@ -56,6 +56,7 @@ def verify_signatures(
     *,
     source_uri: str | None = None,
     signature_uri: str | None = None,
+    namespace: str | None = None,
     at: datetime.datetime | None = None,
 ) -> SignedModel:
     """The signed statement of a .sig/.jsonl file, checked against the policy's rules."""
@@ -92,9 +93,13 @@ def verify_signatures(
         lambda: policy.check_hash_algorithm(first, allowed=rules.hash_algorithms),
     ]
     if source_uri is not None:
-        checks.append(lambda: policy.check_source(source_uri, sources=rules.sources))
+        checks.append(
+            lambda: policy.check_source(source_uri, sources=rules.sources, namespace=namespace)
+        )
     if signature_uri is not None:
-        checks.append(lambda: policy.check_source(signature_uri, sources=rules.sources))
+        checks.append(
+            lambda: policy.check_source(signature_uri, sources=rules.sources, namespace=namespace)
+        )
     violations = policy.evaluate(checks)
     if violations and failures and violations[0].reason is reasons.Reason.TOO_FEW_SIGNERS:
         # Say why a signature did not count, not only that one is missing.
@@ -142,36 +147,49 @@ def verify_folder(
     source_uri: str | None = None,
     at: datetime.datetime | None = None,
     workers: int | None = None,
+    ignore_paths: typing.Collection[str] = (),
+    ignore_unsigned_files: bool = False,
 ) -> Result:
-    """Verify the model in `root` against `signature_file` and the rules; VerificationError."""
+    """Verify the model in `root` (a folder, or the one file of a single-file model) against
+    `signature_file` and the rules; VerificationError.
+
+    `ignore_paths` (exact paths from the root) add to the signer's and OMS's default exclusions;
+    `ignore_unsigned_files` admits files the signature does not list (OMS 8.5). Neither ever
+    skips a signed file: each is still required, and hashed."""
     signed = verify_signatures(signature_file, rules, source_uri=source_uri, at=at)
     serialization = signed.statement.serialization
-    ignored = set(serialization.ignore_paths)
-    inside = _inside(root, signature_path)
-    if inside is not None:
-        ignored.add(inside)
-    local = folder.scan(root, ignore_paths=ignored)
     expected_sizes = signed.statement.file_sizes()
+    base, local = _enumerate(
+        root,
+        signed.statement,
+        also_ignored=(*ignore_paths, *_inside(root, signature_path)),
+    )
     if serialization.shard_size is not None:
         # Shards serialization has no resource for an empty file: model_signing skips them.
         local = [item for item in local if item.size or item.path in expected_sizes]
+    if ignore_unsigned_files:
+        local = [item for item in local if item.path in expected_sizes]
     by_path = {item.path: item for item in local}
     name_violation = _compare_names(expected_sizes, by_path)
     if name_violation is not None:
         raise reasons.VerificationError.of(name_violation)
+    on_disk = [_on_disk(item, root=root, base=base) for item in local]
     actual = folder.hash_files(
-        root,
-        local,
+        base,
+        on_disk,
         hash_type=serialization.hash_type,
         shard_size=serialization.shard_size,
         workers=workers,
     )
+    if base != root:
+        # A single-file model: its resources carry the statement's name for the file.
+        actual = [dataclasses.replace(resource, path=local[0].path) for resource in actual]
     difference = compare(signed.statement.resources, actual)
     if difference is not None:
         raise reasons.VerificationError.of(difference)
-    kinds = {item.path: folder.sniff(root, item) for item in local}
+    found = {item.path: folder.sniff(base, disk) for item, disk in zip(local, on_disk, strict=True)}
     admitted = policy.enforce(
-        policy.evaluate([lambda: policy.check_formats(kinds, allow_pickle=rules.allow_pickle)]),
+        policy.evaluate([lambda: policy.check_formats(found, allowed=rules.allow_formats)]),
         audit=rules.audit,
     )
     return Result(
@@ -183,6 +201,34 @@ def verify_folder(
         bytes=sum(item.size for item in local),
         audit=signed.audit + tuple(admitted),
     )
+
+
+def _enumerate(
+    root: pathlib.Path, signed: statement.Statement, *, also_ignored: typing.Iterable[str]
+) -> tuple[pathlib.Path, list[folder.LocalFile]]:
+    """The folder files hash from, and the model's files named as the statement names them."""
+    serialization = signed.serialization
+    if folder.is_file(root):
+        # A single-file model (OMS 6.1): the file alone, whatever lies beside it.
+        item = folder.scan_file(root, allow_symlinks=serialization.allow_symlinks)
+        if signed.single_file():
+            item = dataclasses.replace(item, path=statement.SINGLE_FILE)
+        return root.parent, [item]
+    ignored = {*serialization.excluded(), *also_ignored}
+    local = folder.scan(
+        root,
+        ignore_paths=ignored,
+        signed=signed.file_sizes().keys(),
+        allow_symlinks=serialization.allow_symlinks,
+    )
+    return root, local
+
+
+def _on_disk(item: folder.LocalFile, *, root: pathlib.Path, base: pathlib.Path) -> folder.LocalFile:
+    """Where `item` is below `base`: a single-file model's "." is the file's own name."""
+    if base == root:
+        return item
+    return dataclasses.replace(item, path=root.name)
 
 
 def _compare_names(
@@ -215,11 +261,11 @@ def _listing(kind: str, names: list[str], state: str) -> str:
     return f"{kind} {noun} {shown}{more} {state}".strip()
 
 
-def _inside(root: pathlib.Path, signature_path: pathlib.Path | None) -> str | None:
+def _inside(root: pathlib.Path, signature_path: pathlib.Path | None) -> tuple[str, ...]:
     """The signature file's name relative to `root` when it lies inside (it is never signed)."""
     if signature_path is None:
-        return None
+        return ()
     try:
-        return signature_path.resolve().relative_to(root.resolve()).as_posix()
+        return (signature_path.resolve().relative_to(root.resolve()).as_posix(),)
     except (ValueError, OSError):
-        return None
+        return ()

@@ -1,0 +1,303 @@
+"""Where bytes may come from: a TrustPolicy source binds its endpoint (S3 server, https origin,
+claim namespace), addresses that reach the node or the cloud's metadata are refused unless named,
+and what a server says is quoted and bounded."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+import pytest
+from test_sources_credentials import KEYS
+
+from modelguard.api import errors as api_errors
+from modelguard.api import trustpolicy, v1alpha1
+from modelguard.builders import deployment
+from modelguard.sources import addresses, credentials, errors
+from modelguard.trust import policy
+from modelguard.trust.reasons import Reason
+
+MINIO = "http://minio.storage.svc:9000"
+SOURCES = (
+    policy.SourceRule(uri="s3://models/team-a/", endpoint=MINIO),
+    policy.SourceRule(uri="s3://public-models/"),
+    policy.SourceRule(uri="https://models.example/hub/"),
+    policy.SourceRule(uri="pvc://model-store/", namespace="ml-store"),
+    policy.SourceRule(uri="pvc://scratch/", any_namespace=True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BindCase:
+    uri: str
+    namespace: str = "team-a"
+    requested: str | None = None
+    # The index of the entry read under, or the reason of the refusal.
+    expected: int | Reason = 0
+
+
+BIND_CASES = {
+    "s3 under the prefix, the endpoint the policy names": BindCase(
+        "s3://models/team-a/bert/", requested=MINIO
+    ),
+    "s3 without a Secret endpoint: the policy's": BindCase("s3://models/team-a/bert/"),
+    "s3 Secret names another server": BindCase(
+        "s3://models/team-a/bert/",
+        requested="http://evil.example:9000",
+        expected=Reason.ENDPOINT_NOT_ALLOWED,
+    ),
+    "s3 without endpoint is AWS only: a Secret endpoint is refused": BindCase(
+        "s3://public-models/x/", requested=MINIO, expected=Reason.ENDPOINT_NOT_ALLOWED
+    ),
+    "s3 without endpoint and none requested": BindCase("s3://public-models/x/", expected=1),
+    "s3 climbing out of the prefix": BindCase(
+        "s3://models/team-a/../team-b/", expected=Reason.SOURCE_NOT_ALLOWED
+    ),
+    "s3 a longer segment": BindCase("s3://models/team-ab/", expected=Reason.SOURCE_NOT_ALLOWED),
+    "https same origin, host case and default port": BindCase(
+        "https://Models.Example:443/hub/bert/", expected=2
+    ),
+    "https another port is another origin": BindCase(
+        "https://models.example:8443/hub/bert/", expected=Reason.SOURCE_NOT_ALLOWED
+    ),
+    "https user information is not the host": BindCase(
+        "https://models.example@evil.example/hub/", expected=Reason.SOURCE_NOT_ALLOWED
+    ),
+    "https encoded climb": BindCase(
+        "https://models.example/hub/%2e%2e/admin/", expected=Reason.SOURCE_NOT_ALLOWED
+    ),
+    "pvc in the claim's namespace": BindCase(
+        "pvc://model-store/m", namespace="ml-store", expected=3
+    ),
+    "pvc of the same name in another namespace": BindCase(
+        "pvc://model-store/m", namespace="team-a", expected=Reason.SOURCE_NOT_ALLOWED
+    ),
+    "pvc admitted in any namespace": BindCase("pvc://scratch/m", namespace="team-b", expected=4),
+}
+
+
+@pytest.mark.parametrize("case", BIND_CASES.values(), ids=BIND_CASES.keys())
+def test_a_uri_is_read_only_under_a_source_that_binds_it(case: BindCase) -> None:
+    found = policy.bind(
+        case.uri, sources=SOURCES, namespace=case.namespace, requested_endpoint=case.requested
+    )
+    if isinstance(case.expected, Reason):
+        assert isinstance(found, policy.reasons.Violation), found
+        assert found.reason is case.expected
+    else:
+        assert isinstance(found, policy.Binding), found
+        assert found.index == case.expected
+
+
+def test_a_refused_endpoint_names_the_key_and_the_policy_field() -> None:
+    found = policy.bind(
+        "s3://public-models/x/",
+        sources=SOURCES,
+        namespace="team-a",
+        requested_endpoint="http://127.0.0.1:9000",
+        requested_by='Secret "creds" key AWS_ENDPOINT_URL',
+    )
+    assert isinstance(found, policy.reasons.Violation)
+    assert found.message.startswith('Secret "creds" key AWS_ENDPOINT_URL names the S3 endpoint')
+    assert "spec.sources[1].endpoint is AWS S3" in found.message
+
+
+def test_a_claim_elsewhere_names_the_namespace_the_policy_admits() -> None:
+    found = policy.check_source("pvc://model-store/m", sources=SOURCES, namespace="team-a")
+    assert found is not None
+    assert "namespace team-a" in found.message
+    assert "spec.sources[3] (pvc://model-store/) in namespace ml-store" in found.message
+
+
+def test_audit_mode_does_not_admit_an_unlisted_source() -> None:
+    violation = policy.reasons.Violation(Reason.SOURCE_NOT_ALLOWED, "elsewhere")
+    with pytest.raises(policy.reasons.VerificationError):
+        policy.enforce([violation], audit=True)
+
+
+# --- the policy's fields ------------------------------------------------------------------------
+
+
+def _spec(*sources: object) -> dict[str, object]:
+    return {
+        "signers": [{"name": "k", "keyless": {"issuer": "i", "identity": "x"}}],
+        "sources": list(sources),
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        pytest.param(
+            "s3://models/",
+            "spec.sources[0]: 's3://models/' is a plain prefix; a source is now an object",
+            id="a-plain-string-is-no-longer-a-source",
+        ),
+        pytest.param({"uri": "pvc://store/"}, "namespace", id="pvc-without-namespace"),
+        pytest.param(
+            {"uri": "pvc://store/", "namespace": "a", "anyNamespace": True},
+            "exactly one",
+            id="pvc-with-both",
+        ),
+        pytest.param(
+            {"uri": "https://h/", "endpoint": "https://x"}, "only for s3", id="endpoint-on-https"
+        ),
+        pytest.param({"uri": "s3://m/", "namespace": "a"}, "only for pvc", id="namespace-on-s3"),
+        pytest.param(
+            {"uri": "s3://m/", "endpoint": "https://u:p@minio:9000"},
+            "endpoint",
+            id="endpoint-with-credentials",
+        ),
+        pytest.param(
+            {"uri": "s3://m/", "endpoint": "https://minio:9000/bucket"},
+            "spec.sources[0].endpoint: must be an http(s)://host[:port] URL",
+            id="endpoint-with-a-path",
+        ),
+        pytest.param({"uri": "https://u@h/"}, "user information", id="https-with-userinfo"),
+    ],
+)
+def test_a_source_must_say_what_binds_it(source: object, problem: str) -> None:
+    with pytest.raises(api_errors.InvalidObjectError) as raised:
+        trustpolicy.parse({"spec": _spec(source)})
+    assert problem in str(raised.value)
+
+
+def test_endpoints_are_normalized_so_that_equal_ones_compare_equal() -> None:
+    parsed = trustpolicy.parse(
+        {"spec": _spec({"uri": "s3://m/", "endpoint": "https://MinIO.Storage:443/"})}
+    )
+    assert parsed.spec.sources[0].endpoint == "https://minio.storage"
+    settings = credentials.from_secret_data(KEYS | {"AWS_ENDPOINT_URL": b"https://minio.storage"})
+    assert settings.s3.endpoint == parsed.spec.sources[0].endpoint
+
+
+# --- the Secret's endpoint ----------------------------------------------------------------------
+
+
+def test_a_secret_endpoint_other_than_the_bound_one_is_refused() -> None:
+    settings = credentials.from_secret_data(KEYS | {"AWS_ENDPOINT_URL": b"http://127.0.0.1:9"})
+    with pytest.raises(errors.EndpointNotAllowed) as raised:
+        credentials.bind_endpoint(settings, endpoint=MINIO, bound_by="--source-endpoint")
+    assert "key AWS_ENDPOINT_URL" in raised.value.message
+    assert "--source-endpoint" in raised.value.message
+    with pytest.raises(errors.EndpointNotAllowed):
+        credentials.bind_endpoint(settings, endpoint=None, bound_by="--source-endpoint")
+
+
+def test_the_bound_endpoint_is_used_when_the_secret_names_none() -> None:
+    settings = credentials.bind_endpoint(
+        credentials.from_secret_data(KEYS), endpoint=MINIO, bound_by="the TrustPolicy"
+    )
+    assert settings.s3.endpoint == MINIO
+
+
+# --- addresses ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        pytest.param("127.0.0.1", "loopback", id="loopback"),
+        pytest.param("127.8.9.10", "loopback", id="loopback-range"),
+        pytest.param("::1", "loopback", id="loopback-v6"),
+        pytest.param("169.254.169.254", "metadata", id="aws-gcp-azure-metadata"),
+        pytest.param("fd00:ec2::254", "metadata", id="aws-metadata-v6"),
+        pytest.param("100.100.100.200", "metadata", id="alibaba-metadata"),
+        pytest.param("169.254.10.1", "link-local", id="link-local"),
+        pytest.param("fe80::1", "link-local", id="link-local-v6"),
+        pytest.param("0.0.0.0", "unspecified", id="unspecified"),  # noqa: S104 - a test value
+        pytest.param("::", "unspecified", id="unspecified-v6"),
+        pytest.param("::ffff:127.0.0.1", "loopback", id="v4-mapped-loopback"),
+        pytest.param("::ffff:169.254.169.254", "metadata", id="v4-mapped-metadata"),
+        pytest.param("64:ff9b::a9fe:a9fe", "metadata", id="nat64-metadata"),
+        pytest.param("224.0.0.1", "multicast", id="multicast"),
+        pytest.param("10.96.0.10", None, id="cluster-service"),
+        pytest.param("192.168.1.5", None, id="private"),
+        pytest.param("52.216.0.1", None, id="public"),
+        pytest.param("2600:1f18::1", None, id="public-v6"),
+    ],
+)
+def test_addresses_refused_unless_named(address: str, refused: str | None) -> None:
+    why = addresses.refusal(ipaddress.ip_address(address))
+    assert (why is None) is (refused is None), why
+    if refused is not None:
+        assert why is not None
+        assert refused in why
+
+
+def test_a_peer_is_allowed_when_the_url_names_that_address() -> None:
+    addresses.check_peer("127.0.0.1", "127.0.0.1")
+    addresses.check_peer("[::1]", "::1")
+    addresses.check_peer("minio.example", "10.0.0.5")
+    with pytest.raises(addresses.RefusedAddress):
+        addresses.check_peer("minio.example", "127.0.0.1")
+    with pytest.raises(addresses.RefusedAddress):
+        addresses.check_peer("127.0.0.2", "169.254.169.254")
+
+
+async def test_the_resolver_refuses_a_name_that_resolves_to_loopback() -> None:
+    resolver = addresses.GuardedResolver()
+    try:
+        with pytest.raises(addresses.RefusedAddress, match="loopback"):
+            await resolver.resolve("localhost", 80)
+        with pytest.raises(addresses.RefusedAddress, match="metadata"):
+            await resolver.resolve("metadata.google.internal.", 80)
+    finally:
+        await resolver.close()
+
+
+# --- what a server says -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        pytest.param("ok\nReady=True\r\n\x1b[31m", id="newlines-and-escapes"),
+        pytest.param("x" * 100_000, id="huge"),
+        pytest.param("it's", id="a-quote"),
+        pytest.param("\u202eevil", id="bidi-override"),
+    ],
+)
+def test_what_a_source_says_is_bounded_escaped_and_quoted(said: str) -> None:
+    shown = errors.answered(said)
+    assert shown.startswith("the source answered: '")
+    assert len(shown) < 22 + 4 * errors.MAX_QUOTED + 8
+    assert shown.isprintable()
+    assert all(ord(c) < 128 for c in shown)
+    body = shown.removeprefix("the source answered: '").removesuffix("...").removesuffix("'")
+    assert "'" not in body.replace("\\'", "")
+
+
+# --- the agent gets the same binding ------------------------------------------------------------
+
+
+def test_the_agent_reads_from_the_endpoints_the_policy_binds() -> None:
+    model = v1alpha1.parse(
+        {
+            "apiVersion": "modelguard.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m", "namespace": "team-a", "uid": "u"},
+            "spec": {
+                "model": {
+                    "name": "m",
+                    "version": "1",
+                    "source": {"uri": "s3://models/team-a/m/", "credentialsSecret": "creds"},
+                    "signature": {"uri": "s3://signatures/m.sig"},
+                },
+                "serving": {"image": "registry.example/s@sha256:" + "0" * 64, "port": 8080},
+            },
+        }
+    )
+    artifact = deployment.VerifiedArtifact(
+        root_digest="sha256:" + "ab" * 32,
+        signature_digest="sha256:" + "ef" * 32,
+        agent_image="registry.example/modelguard@sha256:" + "cd" * 32,
+        source_endpoint=MINIO,
+        signature_endpoint="https://s3.other.example",
+    )
+    built = deployment.build(model, artifact=artifact)
+    (agent,) = built["spec"]["template"]["spec"]["initContainers"]
+    args = agent["args"]
+    assert args[args.index("--source-endpoint") + 1] == MINIO
+    assert args[args.index("--signature-endpoint") + 1] == "https://s3.other.example"
+    assert deployment.artifact_of(built) == artifact
