@@ -151,6 +151,14 @@ def _ready(body: dict[str, typing.Any]) -> bool:
     )
 
 
+def _audit_key(state: Path) -> Path:
+    key = state / "audit.key"
+    if not key.exists():
+        key.touch(mode=0o600)
+        key.write_bytes(os.urandom(32))
+    return key
+
+
 @contextlib.contextmanager
 def _operator(
     cluster: Cluster, *, code: Path | None, state: Path
@@ -166,6 +174,8 @@ def _operator(
         "KUBECONFIG": str(identity),
         "POD_NAME": "modelguard-bench",
         "MODELGUARD_AGENT_IMAGE": AGENT_IMAGE,
+        # By environment, not flag: a baseline from before sealed records ignores it.
+        "MODELGUARD_AUDIT_KEY_FILE": str(_audit_key(state)),
     }
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
@@ -340,7 +350,7 @@ def main() -> None:
             policy = signedmodel.trust_policy(
                 name="default",
                 public_key=signing[1],
-                sources=["s3://models/"],
+                sources=[signedmodel.s3_source(s3, "models")],
                 approver_key=approver[1],
             )
             runs: list[tuple[str, Path | None]] = []

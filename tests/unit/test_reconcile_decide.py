@@ -66,10 +66,11 @@ def _verified(root: str, *, approvals: int = 1) -> verification.Outcome:
             root_digest=root,
             signature_digest="sha256:" + "c" * 64,
             signers="release",
+            subject_name="bert",
             files=2,
             bytes=10,
             verified_at="2026-06-01T12:00:00Z",
-            allow_pickle=False,
+            allow_formats=(),
             audit_formats=False,
             audit=(),
             policy=policy.spec,
@@ -94,7 +95,6 @@ def _live_deployment(*, uid: str = "deploy-uid") -> Manifest:
         artifact=deployment.VerifiedArtifact(
             root_digest=SERVING_ROOT,
             signature_digest="sha256:" + "d" * 64,
-            allow_pickle=False,
             agent_image=AGENT,
         ),
     )

@@ -23,9 +23,7 @@ def build_children(
 
 def child_keys(md: v1alpha1.ModelDeployment) -> list[tuple[str, str]]:
     """(kind, name) of every child `md` has, in apply order: the same whatever the artifact."""
-    placeholder = deployment.VerifiedArtifact(
-        root_digest="", signature_digest="", allow_pickle=False, agent_image=""
-    )
+    placeholder = deployment.VerifiedArtifact(root_digest="", signature_digest="", agent_image="")
     return [
         (manifest["kind"], manifest["metadata"]["name"])
         for manifest in build_children(md, artifact=placeholder)
