@@ -44,7 +44,7 @@ def _body(**spec: typing.Any) -> Manifest:
     }
 
 
-def _policy(*, approvals: int = 1) -> trustpolicy.TrustPolicy:
+def _policy(*, approvals: int = 1, on_republish: str = "Refuse") -> trustpolicy.TrustPolicy:
     return trustpolicy.TrustPolicy.model_validate(
         {
             "metadata": {"name": "default", "uid": "p", "generation": 1},
@@ -52,14 +52,21 @@ def _policy(*, approvals: int = 1) -> trustpolicy.TrustPolicy:
                 "signers": [{"name": "release", "publicKey": KEY}],
                 "minApprovals": approvals,
                 "namespaceSelector": {},
+                "onRepublish": on_republish,
             },
         },
         by_alias=True,
     )
 
 
-def _verified(root: str, *, approvals: int = 1) -> verification.Outcome:
-    policy = _policy(approvals=approvals)
+def _verified(
+    root: str,
+    *,
+    approvals: int = 1,
+    on_republish: str = "Refuse",
+    reread_at: datetime.datetime | None = None,
+) -> verification.Outcome:
+    policy = _policy(approvals=approvals, on_republish=on_republish)
     return verification.Outcome(
         decision=conditions.Decision("True", "SignatureVerified", f"root {root}"),
         verified=verification.Verified(
@@ -76,6 +83,7 @@ def _verified(root: str, *, approvals: int = 1) -> verification.Outcome:
             policy=policy.spec,
         ),
         policy=policy,
+        reread_at=reread_at,
     )
 
 
@@ -295,3 +303,77 @@ def test_decide_reads_no_clock_but_the_observed_one() -> None:
     plan = modeldeployment.decide(_observed(outcome=_refused("BadSignature")), agent_image=AGENT)
     (ready,) = [c for c in plan.status.current["conditions"] if c["type"] == "Ready"]
     assert ready["lastTransitionTime"] == "2026-06-01T12:00:00Z"
+
+
+# 1.5.0 was verified before with other files than those its signature signs now.
+FIRST_SEEN = {"model": "bert", "version": "1.5.0", "rootDigest": SERVING_ROOT, "since": "x"}
+REREAD_AT = NOW + datetime.timedelta(minutes=5)
+
+
+def _with_digests(*records: dict[str, str]) -> Manifest:
+    body = _body()
+    body["status"]["verifiedDigests"] = list(records)
+    return body
+
+
+def test_a_first_verification_records_the_versions_digest() -> None:
+    plan = modeldeployment.decide(
+        _observed(outcome=_verified(NEW_ROOT, approvals=0), live=_live_deployment()),
+        agent_image=AGENT,
+    )
+    assert plan.action is modeldeployment.Action.ROLL_OUT
+    assert [(r["version"], r["rootDigest"]) for r in plan.status.current["verifiedDigests"]] == [
+        ("1.5.0", NEW_ROOT)
+    ]
+
+
+def test_a_version_signing_other_files_is_refused_and_what_serves_keeps_serving() -> None:
+    body = _with_digests(FIRST_SEEN)
+    plan = modeldeployment.decide(
+        _observed(
+            body=body,
+            outcome=_verified(NEW_ROOT, approvals=0, reread_at=REREAD_AT),
+            live=_live_deployment(),
+        ),
+        agent_image=AGENT,
+    )
+    assert plan.action is modeldeployment.Action.HOLD
+    assert plan.artifact is None
+    verified = conditions.find(plan.status.current["conditions"], "Verified") or {}
+    assert (verified.get("status"), verified.get("reason")) == ("False", "DigestChanged")
+    assert SERVING_ROOT in verified["message"]
+    assert NEW_ROOT in verified["message"]
+    assert plan.status.current["verifiedDigests"] == [FIRST_SEEN]
+    assert "verification" not in plan.status.current
+    # Refused or not, the bundle is read again: it may be restored.
+    assert plan.recheck_at == REREAD_AT
+
+
+def test_a_republication_the_policy_accepts_is_reported_by_the_plan() -> None:
+    body = _with_digests(FIRST_SEEN)
+    plan = modeldeployment.decide(
+        _observed(
+            body=body,
+            outcome=_verified(NEW_ROOT, approvals=0, on_republish="Reapprove"),
+            live=_live_deployment(),
+        ),
+        agent_image=AGENT,
+    )
+    assert plan.action is modeldeployment.Action.ROLL_OUT
+    assert plan.artifact is not None
+    assert plan.artifact.root_digest == NEW_ROOT
+    # Decided, not written: the audit record and the Event go out with the status write.
+    assert [entry.reason for entry in plan.status.audit] == ["Republished"]
+    assert [entry.reason for entry in plan.status.events] == ["Republished"]
+    assert SERVING_ROOT in plan.status.events[0].message
+
+
+def test_a_verified_bundle_is_read_again_when_the_plan_says() -> None:
+    plan = modeldeployment.decide(
+        _observed(
+            outcome=_verified(NEW_ROOT, approvals=0, reread_at=REREAD_AT),
+            live=_live_deployment(),
+        ),
+        agent_image=AGENT,
+    )
+    assert plan.recheck_at == REREAD_AT
