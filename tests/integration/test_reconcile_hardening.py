@@ -126,13 +126,12 @@ def test_a_policy_not_bound_to_the_namespace_cannot_be_chosen_by_the_model_owner
     namespace: str,
     publish_model: PublishModel,
     signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
 ) -> None:
     # A permissive sandbox policy (no approvals, Audit mode, pickles allowed) that the security
     # owner bound to no namespace; the model owner names it anyway.
     name = f"sandbox-{namespace}"
-    sandbox = signedmodel.trust_policy(
-        name=name, public_key=signing_key[1], sources=["s3://models/"]
-    )
+    sandbox = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
     sandbox["spec"].pop("namespaceSelector", None)  # type: ignore[attr-defined]
     sandbox["spec"]["enforcement"] = "Audit"  # type: ignore[index]
     sandbox["spec"]["formats"] = {"allowPickle": True}  # type: ignore[index]
@@ -166,11 +165,12 @@ def test_revoking_a_signer_quarantines_the_version_that_serves_while_another_is_
     publish_model: PublishModel,
     signing_key: tuple[Path, str],
     approver_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
     tmp_path: Path,
 ) -> None:
     name = f"revocable-{namespace}"
     policy = signedmodel.trust_policy(
-        name=name, public_key=signing_key[1], sources=["s3://models/"], approver_key=approver_key[1]
+        name=name, public_key=signing_key[1], sources=model_sources, approver_key=approver_key[1]
     )
     kubectl.apply(policy)
     try:
@@ -259,11 +259,19 @@ def test_a_stalled_bundle_endpoint_delays_no_other_models_revocation(
     signing_key: tuple[Path, str],
     s3: s3server.S3Server,
     stalled_endpoint: str,
+    model_sources: list[dict[str, str]],
     tmp_path: Path,
 ) -> None:
     name = f"shared-{namespace}"
     policy = signedmodel.trust_policy(
-        name=name, public_key=signing_key[1], sources=["s3://models/"]
+        name=name,
+        public_key=signing_key[1],
+        # The tenant's store is a source of the policy too: its models are fetched from there
+        # (and stall), rather than refused before any fetch.
+        sources=[
+            *model_sources,
+            {"uri": f"s3://models/{namespace}/slow/", "endpoint": stalled_endpoint},
+        ],
     )
     kubectl.apply(policy)
     slow = signedmodel.credentials_secret(s3, name="slow-store")
