@@ -128,11 +128,14 @@ def trust_policy(
     sources: list[dict[str, str]],
     approver_key: str | None = None,
 ) -> dict[str, object]:
-    """A policy trusting one signer; with `approver_key`, one approver ("security") whose single
-    approval a version needs (the default minApprovals), else no approval needed."""
+    """A policy trusting one signer, bound to every namespace; with `approver_key`, one approver
+    ("security") whose single approval a version needs (the default minApprovals), else no
+    approval needed."""
     spec: dict[str, object] = {
         "signers": [{"name": "ml-release", "publicKey": public_key}],
         "sources": sources,
+        # Bound to every namespace: each test makes its own.
+        "namespaceSelector": {},
     }
     if approver_key is None:
         spec["minApprovals"] = 0

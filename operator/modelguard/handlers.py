@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import functools
 import logging
 import os
 import socket
@@ -17,7 +15,7 @@ from modelguard.admission import decisions, serving
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
 from modelguard.builders import labels
-from modelguard.reconcile import modeldeployment, verification
+from modelguard.reconcile import modeldeployment, schedule, verification
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +63,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     except OSError as error:
         # Decisions nobody could audit afterwards are not taken: refuse to start.
         raise kopf.PermanentError(f"--audit-log {audit_log!r}: {error}") from error
+
+    async def run(namespace: str, name: str) -> None:
+        await _reconcile_quietly(memo, namespace=namespace, name=name)
+
+    memo.scheduler = schedule.Scheduler(run)
     memo.context = modeldeployment.Context(
         kube=kube_client,
         instance=instance,
@@ -74,7 +77,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         verification_slots=verification.Slots(
             memo.get("verify_concurrency") or verification.DEFAULT_CONCURRENCY
         ),
-        recheck=functools.partial(_recheck, memo),
+        recheck=memo.scheduler.recheck,
         verification_cache=verification.Cache(reread=reread),
     )
 
@@ -95,6 +98,7 @@ _MAX_REREAD_SECONDS: typing.Final = 86400
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: typing.Any) -> None:
+    memo.scheduler.close()
     await memo.context.kube.close()
 
 
@@ -141,17 +145,32 @@ def models_by_policy(
     namespace: str | None, name: str, spec: kopf.Spec, **_: typing.Any
 ) -> dict[str, tuple[str | None, str]]:
     """Which ModelDeployments answer to which TrustPolicy, kept current by kopf's watch."""
-    return {str(spec.get("trustPolicy", "default")): (namespace, name)}
+    return {str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME): (namespace, name)}
 
 
 @kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL)
 async def trust_policy_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any) -> None:
-    """A policy was created, changed or deleted: every model under it is verified again."""
+    """A policy was created, changed or deleted: every model under it is verified again, what
+    serves included, all at once."""
     # kopf passes every index by its handler's name.
     index: kopf.Index[str, tuple[str | None, str]] = kwargs["models_by_policy"]
-    for namespace, model in index.get(name, []):
-        if namespace is not None:
-            await _reconcile_quietly(memo, namespace=namespace, name=model)
+    memo.scheduler.fan_out(
+        (namespace, model) for namespace, model in index.get(name, []) if namespace is not None
+    )
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+def models_by_namespace(namespace: str | None, name: str, **_: typing.Any) -> dict[str | None, str]:
+    """The ModelDeployments of each namespace."""
+    return {namespace: name}
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    """A namespace's labels may have changed which TrustPolicies bind it: its models are
+    reconciled again."""
+    index: kopf.Index[str | None, str] = kwargs["models_by_namespace"]
+    memo.scheduler.fan_out((name, model) for model in index.get(name, []))
 
 
 # --- Admission webhooks ------------------------------------------------------------------------
@@ -231,7 +250,7 @@ def policies_by_model(
 ) -> dict[tuple[str | None, str], str]:
     """The TrustPolicy each logical model answers to, per namespace (approvals name models)."""
     model = str(spec.get("model", {}).get("name", ""))
-    return {(namespace, model): str(spec.get("trustPolicy") or "default")}
+    return {(namespace, model): str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME)}
 
 
 @kopf.on.validate(
@@ -262,7 +281,7 @@ async def validate_model_deployment(**kwargs: typing.Any) -> None:
     request = _review_request(kwargs)
     serving.enforce(decisions.model_deployment(request, known_policies=known))
     spec = (request.get("object") or {}).get("spec") or {}
-    policy_name = str(spec.get("trustPolicy", "default"))
+    policy_name = str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME)
     policy = _cached_policy(index, policy_name)
     serving.enforce(decisions.broad_access(request, policy=policy, policy_name=policy_name))
     serving.enforce(
@@ -333,35 +352,10 @@ async def model_approval_changed(
 ) -> None:
     """An approval appeared, changed or went: the models it names pass the gate again."""
     index: kopf.Index[tuple[str | None, str], str] = kwargs["models_by_name"]
-    for model in index.get((namespace, str(spec.get("model", ""))), []):
-        if namespace is not None:
-            await _reconcile_quietly(memo, namespace=namespace, name=model)
-
-
-# Pending re-evaluations (an approval's expiry, a bundle to read again), one per model: the
-# earliest stands, and the reconcile it runs asks again for whatever is still due later.
-_rechecks: dict[tuple[str, str], asyncio.TimerHandle] = {}
-
-
-def _recheck(memo: kopf.Memo, namespace: str, name: str, when: datetime.datetime) -> None:
-    loop = asyncio.get_running_loop()
-    delay = max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds()) + 1
-    previous = _rechecks.get((namespace, name))
-    if previous is not None and previous.when() <= loop.time() + delay:
-        return
-    if (previous := _rechecks.pop((namespace, name), None)) is not None:
-        previous.cancel()
-
-    def fire() -> None:
-        _rechecks.pop((namespace, name), None)
-        task = loop.create_task(_reconcile_quietly(memo, namespace=namespace, name=name))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-    _rechecks[namespace, name] = loop.call_later(delay, fire)
-
-
-_background: set[asyncio.Task[None]] = set()
+    if namespace is not None:
+        memo.scheduler.fan_out(
+            (namespace, model) for model in index.get((namespace, str(spec.get("model", ""))), [])
+        )
 
 
 async def _reconcile_quietly(memo: kopf.Memo, *, namespace: str, name: str) -> None:

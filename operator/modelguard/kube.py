@@ -1,8 +1,9 @@
 """The only module that talks to the Kubernetes API server (kopf's own watch machinery aside).
 
 Objects cross this boundary as plain manifests (dicts), the same shape the builders produce and
-kubectl prints. Writes are server-side apply with one field manager, always the whole intent: the
-API server merges, tracks ownership and garbage-collects through ownerReferences.
+kubectl prints. Children are created, then replaced whole (with the resourceVersion they were
+decided from), always with one field manager; the status is written with server-side apply. The
+API server garbage-collects children through their ownerReferences.
 """
 
 from __future__ import annotations
@@ -169,6 +170,17 @@ class Kube:
         except lightkube.core.exceptions.ApiError as error:
             raise _api_error(error) from error
 
+    async def list_objects(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        selector: typing.Mapping[str, str],
+    ) -> list[Manifest]:
+        """Objects of a kind in `namespace` whose labels match `selector`."""
+        return await self._list(_resource_type(api_version, kind), namespace, selector)
+
     async def list_pods(
         self, *, namespace: str, selector: typing.Mapping[str, str]
     ) -> list[Manifest]:
@@ -223,17 +235,37 @@ class Kube:
         data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
         return data, str(secret.metadata.resourceVersion if secret.metadata else "")
 
-    async def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
-        """Server-side apply of the whole intent, taking ownership of every field it names; with
-        `dry_run` the API server answers what the object would become and stores nothing."""
-        obj = lightkube.codecs.from_dict(wire_safe(manifest))
+    async def get_namespace_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of a namespace, or None when it does not exist."""
         try:
-            applied = await self._client.apply(
-                obj, field_manager=FIELD_MANAGER, force=True, dry_run=dry_run
+            found = await self._client.get(lightkube.resources.core_v1.Namespace, name)
+        except lightkube.core.exceptions.ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise _api_error(error) from error
+        return dict((found.metadata.labels if found.metadata else None) or {})
+
+    async def create(self, manifest: Manifest) -> Manifest:
+        """Creates the object; ApiError 409 (AlreadyExists) when its name is taken, whoever took
+        it: what the operator creates is the operator's, and nothing else is."""
+        try:
+            created = await self._client.create(
+                lightkube.codecs.from_dict(wire_safe(manifest)), field_manager=FIELD_MANAGER
             )
         except lightkube.core.exceptions.ApiError as error:
             raise _api_error(error) from error
-        return _to_manifest(applied)
+        return _to_manifest(created)
+
+    async def replace(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
+        """Replaces the object with exactly `manifest` (which carries the resourceVersion it was
+        decided from: a concurrent write makes this fail with 409 rather than be lost); with
+        `dry_run` the API server answers what the object would become and stores nothing."""
+        obj = lightkube.codecs.from_dict(wire_safe(manifest))
+        try:
+            replaced = await self._client.replace(obj, field_manager=FIELD_MANAGER, dry_run=dry_run)
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
+        return _to_manifest(replaced)
 
     async def apply_model_deployment_status(
         self, *, namespace: str, name: str, status: Manifest

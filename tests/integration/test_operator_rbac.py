@@ -82,7 +82,7 @@ def test_operator_cannot_read_secrets_or_escalate(
 
 
 # --- What the operator's identity may write, bounded by the API server itself ------------------
-# RBAC lets the operator create and patch Deployments and ServiceAccounts in every namespace; the
+# RBAC lets the operator create and update Deployments and ServiceAccounts in every namespace; the
 # chart's ValidatingAdmissionPolicy admits only the shapes the operator builds. Each case asks the
 # API server (server-side dry run, so nothing is stored) as the operator's ServiceAccount.
 
@@ -123,10 +123,10 @@ def _built(namespace: str) -> Manifest:
 
 
 def _as_operator(
-    kubectl: harness.Kubectl, chart_installed: str, manifest: Manifest
+    kubectl: harness.Kubectl, chart_installed: str, manifest: Manifest, *, verb: str = "create"
 ) -> subprocess.CompletedProcess[str]:
     return kubectl.run(
-        "create",
+        verb,
         "--dry-run=server",
         f"--as=system:serviceaccount:{chart_installed}:modelguard",
         "-f",
@@ -209,33 +209,29 @@ def _host_network(manifest: Manifest) -> None:
     _pod(manifest)["hostNetwork"] = True
 
 
-@pytest.mark.parametrize(
-    ("change", "says"),
-    [
-        pytest.param(_mount_secret_in_the_server, "only emptyDir volumes", id="any-secret-volume"),
-        pytest.param(
-            _credentials_in_the_server,
-            "only the verifying init container",
-            id="credentials-in-the-model-server",
-        ),
-        pytest.param(_another_service_account, "model's own ServiceAccount", id="another-sa"),
-        pytest.param(_token_mounted, "automountServiceAccountToken", id="token-mounted"),
-        pytest.param(_projected_token, "only emptyDir volumes", id="projected-token"),
-        pytest.param(_env_from_secret, "no envFrom", id="env-from-secret"),
-        pytest.param(
-            _env_value_from_secret, "no envFrom, no valueFrom", id="env-value-from-secret"
-        ),
-        pytest.param(_host_path, "only emptyDir volumes", id="host-path"),
-        pytest.param(
-            _agent_with_another_image, "only the verifying init container", id="agent-image"
-        ),
-        pytest.param(
-            _agent_with_another_command, "only the verifying init container", id="agent-command"
-        ),
-        pytest.param(_privileged, "unprivileged", id="privileged"),
-        pytest.param(_host_network, "no host namespace", id="host-network"),
-    ],
-)
+POD_TEMPLATE_CHANGES: typing.Final = [
+    pytest.param(_mount_secret_in_the_server, "only emptyDir volumes", id="any-secret-volume"),
+    pytest.param(
+        _credentials_in_the_server,
+        "only the verifying init container",
+        id="credentials-in-the-model-server",
+    ),
+    pytest.param(_another_service_account, "model's own ServiceAccount", id="another-sa"),
+    pytest.param(_token_mounted, "automountServiceAccountToken", id="token-mounted"),
+    pytest.param(_projected_token, "only emptyDir volumes", id="projected-token"),
+    pytest.param(_env_from_secret, "no envFrom", id="env-from-secret"),
+    pytest.param(_env_value_from_secret, "no envFrom, no valueFrom", id="env-value-from-secret"),
+    pytest.param(_host_path, "only emptyDir volumes", id="host-path"),
+    pytest.param(_agent_with_another_image, "only the verifying init container", id="agent-image"),
+    pytest.param(
+        _agent_with_another_command, "only the verifying init container", id="agent-command"
+    ),
+    pytest.param(_privileged, "unprivileged", id="privileged"),
+    pytest.param(_host_network, "no host namespace", id="host-network"),
+]
+
+
+@pytest.mark.parametrize(("change", "says"), POD_TEMPLATE_CHANGES)
 def test_the_operator_cannot_create_a_pod_template_beyond_what_it_builds(
     kubectl: harness.Kubectl,
     chart_installed: str,
@@ -249,6 +245,42 @@ def test_the_operator_cannot_create_a_pod_template_beyond_what_it_builds(
     assert result.returncode != 0, f"admitted: {result.stdout}"
     assert "ValidatingAdmissionPolicy" in result.stderr, result.stderr
     assert says in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("change", "says"), POD_TEMPLATE_CHANGES)
+def test_the_operator_cannot_replace_a_deployment_with_a_pod_template_beyond_what_it_builds(
+    kubectl: harness.Kubectl,
+    chart_installed: str,
+    namespace: str,
+    change: typing.Callable[[Manifest], None],
+    says: str,
+) -> None:
+    # The operator writes changed children by replacing them whole (PUT, an UPDATE): an update
+    # is bounded like a creation, and what it builds passes as an update too.
+    built = _built(namespace)
+    kubectl.run("create", "-f", "-", input=json.dumps(built))
+    unchanged = _as_operator(kubectl, chart_installed, built, verb="replace")
+    assert unchanged.returncode == 0, unchanged.stderr
+    manifest = copy.deepcopy(built)
+    change(manifest)
+    result = _as_operator(kubectl, chart_installed, manifest, verb="replace")
+    assert result.returncode != 0, f"admitted: {result.stdout}"
+    assert "ValidatingAdmissionPolicy" in result.stderr, result.stderr
+    assert says in result.stderr, result.stderr
+
+
+def test_the_operator_cannot_replace_a_service_account_with_a_token(
+    kubectl: harness.Kubectl, chart_installed: str, namespace: str
+) -> None:
+    built = serviceaccount.build(v1alpha1.parse(_model(namespace)))
+    kubectl.run("create", "-f", "-", input=json.dumps(built))
+    unchanged = _as_operator(kubectl, chart_installed, built, verb="replace")
+    assert unchanged.returncode == 0, unchanged.stderr
+    result = _as_operator(
+        kubectl, chart_installed, {**built, "automountServiceAccountToken": True}, verb="replace"
+    )
+    assert result.returncode != 0, f"admitted: {result.stdout}"
+    assert "mounts no token and lists no Secrets" in result.stderr, result.stderr
 
 
 def test_what_the_operator_builds_is_admitted(

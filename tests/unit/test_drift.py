@@ -48,9 +48,14 @@ def _live(*entries: dict[str, typing.Any]) -> dict[str, typing.Any]:
             id="each-suspect-once-sorted",
         ),
         pytest.param(
-            [{"manager": "someone", "operation": "Update", "subresource": "scale"}],
+            [{"manager": "kubectl", "operation": "Update", "subresource": "scale"}],
+            ["kubectl"],
+            id="a-scale-is-a-suspect",
+        ),
+        pytest.param(
+            [{"manager": "someone", "operation": "Update", "subresource": "status"}],
             [],
-            id="subresources-are-not-guarded-here",
+            id="status-is-not-guarded-here",
         ),
     ],
 )
@@ -72,3 +77,58 @@ def test_differs(
     live = _live()
     dry_run = {"metadata": {"name": "m", "labels": dry_run_labels}, "spec": dry_run_spec}
     assert drift.differs(live, dry_run) is changed
+
+
+_LIVE_SERVICE: dict[str, typing.Any] = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {
+        "name": "m",
+        "resourceVersion": "42",
+        "labels": {"note": "added-by-hand", "app": "old"},
+        "annotations": {"example.com/x": "1"},
+        "finalizers": ["example.com/keep"],
+        "ownerReferences": [{"uid": "someone-else"}],
+    },
+    "spec": {
+        "clusterIP": "10.0.0.7",
+        "clusterIPs": ["10.0.0.7"],
+        "externalIPs": ["203.0.113.9"],
+        "ports": [{"port": 80}],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param(("metadata", "resourceVersion"), "42", id="decided-from-this-version"),
+        pytest.param(
+            ("metadata", "labels"), {"note": "added-by-hand", "app": "m"}, id="our-labels-win"
+        ),
+        pytest.param(
+            ("metadata", "annotations"),
+            {"example.com/x": "1", "modelguard.dev/applied-intent": "h"},
+            id="their-annotations-stay",
+        ),
+        pytest.param(("metadata", "finalizers"), ["example.com/keep"], id="finalizers-stay"),
+        pytest.param(("metadata", "ownerReferences"), [{"uid": "md"}], id="only-our-owner"),
+        pytest.param(("spec", "clusterIP"), "10.0.0.7", id="allocated-address-kept"),
+        pytest.param(("spec", "externalIPs"), None, id="fields-others-added-go"),
+        pytest.param(("spec", "ports"), [{"port": 8080}], id="our-spec-is-the-whole-truth"),
+    ],
+)
+def test_replacement(path: tuple[str, str], expected: typing.Any) -> None:
+    intended = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "m",
+            "labels": {"app": "m"},
+            "annotations": {"modelguard.dev/applied-intent": "h"},
+            "ownerReferences": [{"uid": "md"}],
+        },
+        "spec": {"ports": [{"port": 8080}]},
+    }
+    replaced = drift.replacement(intended, _LIVE_SERVICE)
+    assert replaced[path[0]].get(path[1]) == expected

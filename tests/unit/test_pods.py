@@ -174,3 +174,30 @@ def test_agent_admissions(pod: dict[str, typing.Any], lines: tuple[str, ...] | N
         assert admitted == []
     else:
         assert admitted == [pods.Admitted(pod="m-1", lines=lines, controller=RS_UID)]
+
+
+def _exited(code: int, message: str = "") -> dict[str, typing.Any]:
+    return {
+        "metadata": {"name": "p", "annotations": {"modelguard.dev/root-digest": "sha256:1"}},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": "fetch-verify",
+                    "state": {"terminated": {"exitCode": code, "message": message}},
+                }
+            ]
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods_now", "reported"),
+    [
+        pytest.param([], False, id="no-pods"),
+        pytest.param([_exited(0)], False, id="a-clean-exit-says-nothing"),
+        pytest.param([_exited(1, "DigestMismatch: x")], True, id="a-refusal"),
+        pytest.param([_exited(0, "audit UnsafeFormat: y")], True, id="admitted-under-audit"),
+    ],
+)
+def test_any_agent_report(pods_now: list[dict[str, typing.Any]], reported: bool) -> None:
+    assert pods.any_agent_report(pods_now) is reported

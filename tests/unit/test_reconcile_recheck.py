@@ -9,7 +9,7 @@ import datetime
 import kopf
 import pytest
 
-from modelguard.reconcile import verification
+from modelguard.reconcile import schedule, verification
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 MODEL = ("s3://models/m/", "s3://models/m/model.sig", "uid", "1", "")
@@ -45,19 +45,24 @@ def test_each_model_has_its_own_clock() -> None:
 async def test_the_earliest_pending_recheck_stands() -> None:
     # An approval expiring in a minute and a bundle to read again in five: a later request must
     # not push the earlier one out (the reconcile it runs asks again for what is due later).
-    from modelguard import handlers  # noqa: PLC0415 - kopf is needed here only
+    async def run(namespace: str, name: str) -> None:
+        raise AssertionError(f"{namespace}/{name} reconciled before its time")
 
     loop = asyncio.get_running_loop()
     now = datetime.datetime.now(datetime.UTC)
-    memo = kopf.Memo()
+    scheduler = schedule.Scheduler(run)
     try:
-        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(minutes=1))
-        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(minutes=5))
-        assert handlers._rechecks["ns", "m"].when() - loop.time() < 90
-        handlers._recheck(memo, "ns", "m", now + datetime.timedelta(seconds=10))
-        assert handlers._rechecks["ns", "m"].when() - loop.time() < 30
+        scheduler.recheck("ns", "m", now + datetime.timedelta(minutes=1))
+        scheduler.recheck("ns", "m", now + datetime.timedelta(minutes=5))
+        due = scheduler.due("ns", "m")
+        assert due is not None
+        assert due - loop.time() < 90
+        scheduler.recheck("ns", "m", now + datetime.timedelta(seconds=10))
+        due = scheduler.due("ns", "m")
+        assert due is not None
+        assert due - loop.time() < 30
     finally:
-        handlers._rechecks.pop(("ns", "m")).cancel()
+        scheduler.close()
 
 
 @pytest.mark.parametrize(

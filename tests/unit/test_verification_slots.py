@@ -120,6 +120,7 @@ class _Kube:
             "spec": {
                 "signers": [{"name": "team", "publicKey": public_pem}],
                 "sources": [{"uri": "s3://models/"}],
+                "namespaceSelector": {},
                 "minApprovals": 0,
             },
         }
@@ -225,6 +226,7 @@ async def test_models_verified_at_once_hold_no_more_bundles_than_there_are_slots
                 slots=slots,
                 now=NOW,
                 credentials_role="role",
+                namespace_labels={"kubernetes.io/metadata.name": "team"},
             )
             for index in range(8)
         )

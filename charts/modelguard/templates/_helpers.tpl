@@ -112,9 +112,9 @@ Arguments of `modelguard run` (operator/modelguard/cli.py).
 {{/*
 RBAC rules for the namespaced resources the operator reads and writes. Granted cluster-wide
 (ClusterRole) when watchNamespaces is empty, otherwise by a Role in each watched namespace.
-Least privilege: no wildcards, exactly the verbs used. Children are written with server-side
-apply, a PATCH that also creates (so create + patch); they are never updated with PUT and never
-deleted by the operator (garbage collection deletes them through their ownerReferences).
+Least privilege: no wildcards, exactly the verbs used. Children are created by the operator and
+replaced whole with PUT when they must change (so create + update); they are never patched and
+never deleted by the operator (garbage collection deletes them through their ownerReferences).
 */}}
 {{- define "modelguard.namespacedRules" -}}
 # Watch ModelDeployments; kopf records its progress annotations with PATCH.
@@ -129,19 +129,20 @@ deleted by the operator (garbage collection deletes them through their ownerRefe
 - apiGroups: ["modelguard.dev"]
   resources: ["modeldeployments/status"]
   verbs: ["patch"]
-# Per-model ServiceAccount (no token, no RBAC), Service and NetworkPolicies: applied with SSA
-# when the intent changed, and watched so that someone else's edit is reverted within seconds.
+# Per-model ServiceAccount (no token, no RBAC), Service and NetworkPolicies: created by the
+# operator (what it did not create is never its child), replaced whole when the intent changed or
+# someone else changed them, and watched so that such an edit is reverted within seconds.
 - apiGroups: [""]
   resources: ["serviceaccounts", "services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "update"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# The model server Deployment (restricted pods, image by digest): applied with SSA, and watched
-# because its rollout decides the model's Ready condition.
+  verbs: ["get", "list", "watch", "create", "update"]
+# The model server Deployment (restricted pods, image by digest): as above, and watched because
+# its rollout decides the model's Ready condition.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "update"]
 # The model pods' status: the verifying init container's refusal quarantines the model.
 - apiGroups: [""]
   resources: ["pods"]
@@ -172,8 +173,9 @@ RBAC rules that only exist cluster-wide: kopf's own needs (see kopf's RBAC docum
 - apiGroups: ["modelguard.dev"]
   resources: ["trustpolicies"]
   verbs: ["get", "list", "watch"]
-# kopf observes namespaces to follow namespaces being created or deleted.
+# kopf observes namespaces to follow namespaces being created or deleted; a model's namespace
+# labels decide which TrustPolicies bind it (read each reconcile, watched for changes).
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["list", "watch"]
+  verbs: ["get", "list", "watch"]
 {{- end }}

@@ -16,6 +16,8 @@ from modelguard.api import errors
 GROUP: typing.Final = "modelguard.dev"
 VERSION: typing.Final = "v1alpha1"
 API_VERSION: typing.Final = f"{GROUP}/{VERSION}"
+DEFAULT_TRUST_POLICY: typing.Final = "default"
+"""The TrustPolicy a ModelDeployment answers to when it names none."""
 
 DNS_LABEL_PATTERN: typing.Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 

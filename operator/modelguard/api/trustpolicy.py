@@ -1,7 +1,8 @@
 """The modelguard.dev/v1alpha1 TrustPolicy API (cluster-scoped): who may sign models, and what a
 model may be.
 
-A ModelDeployment names the TrustPolicy it answers to (the one named `default` otherwise). Like
+A ModelDeployment names the TrustPolicy it answers to (the one named `default` otherwise), among
+those the security owner bound to its namespace with spec.namespaceSelector. Like
 v1alpha1, these models are the single source of the CRD schema: docstrings become `kubectl
 explain` text and the validators here make the operator refuse exactly what the webhook refuses.
 """
@@ -15,13 +16,13 @@ from cryptography import exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelguard.api import conventions, endpoints, errors
+from modelguard.api import conventions, endpoints, errors, v1alpha1
 
 KIND: typing.Final = "TrustPolicy"
 PLURAL: typing.Final = "trustpolicies"
 SINGULAR: typing.Final = "trustpolicy"
 SHORT_NAMES: typing.Final = ("tp",)
-DEFAULT_NAME: typing.Final = "default"
+DEFAULT_NAME: typing.Final = conventions.DEFAULT_TRUST_POLICY
 
 MAX_SIGNERS: typing.Final = 64
 MAX_ENTRIES: typing.Final = 256
@@ -475,6 +476,15 @@ class TrustPolicySpec(conventions.Spec):
 
     network: Network = Network()
     """Network limits of ModelDeployments under this policy. Default: nothing opened."""
+
+    namespace_selector: v1alpha1.LabelSelector | None = None
+    """The namespaces whose ModelDeployments may answer to this policy; a model in any other
+    namespace that names it is refused (PolicyNotBound). Unset: no namespace (a new policy applies
+    nowhere until bound); {} binds every namespace. Select by `kubernetes.io/metadata.name`, which
+    the API server sets to the namespace's name and nobody can change: any other namespace label
+    is only as trustworthy as whoever may create or label namespaces. Several policies may bind
+    one namespace; each of its models names the one it answers to in spec.trustPolicy.
+    Default: unset."""
 
     on_republish: OnRepublish = OnRepublish.REFUSE
     """What happens when a model version's signature, read again, signs other files than the

@@ -38,6 +38,29 @@ CONDITION_TYPES: typing.Final = (
     CONDITION_READY,
 )
 
+# Reasons the reconcile decides itself (CamelCase); the verification's own come from
+# trust/reasons.py and the sources' errors.
+REASON_POLICY_NOT_BOUND: typing.Final = "PolicyNotBound"
+"""Verified and Ready: the TrustPolicy the model names does not bind the model's namespace."""
+REASON_CHILD_CONFLICT: typing.Final = "ChildConflict"
+"""Ready: a child's name is taken by an object the operator did not make for this model."""
+REASON_SIGNER_REVOKED: typing.Final = "SignerRevoked"
+"""status.quarantine: the artifact that serves is no longer accepted by the current policy."""
+REASON_NOT_VERIFIED: typing.Final = "NotVerified"
+"""Ready: the spec's version is held, its signature not verified (Verified says why)."""
+REASON_NOT_ISOLATED: typing.Final = "NotIsolated"
+"""Ready: the spec's version is held, asking for broader network access than allowed."""
+REASON_NOT_APPROVED: typing.Final = "NotApproved"
+"""Ready: the spec's version is held for want of approvals (Approved says why)."""
+REASON_QUARANTINED: typing.Final = "Quarantined"
+"""Ready: scaled to zero with its network cut, through the spec or automatically."""
+REASON_INVALID_SPEC: typing.Final = "InvalidSpec"
+"""Ready: the spec cannot be acted upon (what the schema could not refuse)."""
+REASON_APPLY_FAILED: typing.Final = "ApplyFailed"
+"""Ready: the API server refused a child (an admission policy, a quota)."""
+REASON_WITHIN_POLICY: typing.Final = "WithinPolicy"
+"""Isolated: the network access asked for is within the TrustPolicy's limits."""
+
 # Upper bounds on lists that carry CEL rules: the API server refuses a CRD whose rules it cannot
 # bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
 MAX_PEERS: typing.Final = 64
@@ -451,9 +474,10 @@ class ModelDeploymentSpec(conventions.Spec):
     model: ModelSpec
     """The model to serve. Required."""
 
-    trust_policy: ObjectName = "default"
-    """Name of the (cluster-scoped) TrustPolicy that decides who may sign and approve this model.
-    Default: default."""
+    trust_policy: ObjectName = conventions.DEFAULT_TRUST_POLICY
+    """Name of the (cluster-scoped) TrustPolicy that decides who may sign and approve this model;
+    it must bind this namespace (its spec.namespaceSelector), else the model is refused
+    (PolicyNotBound). Default: default."""
 
     serving: ServingSpec
     """How the model is served. Required."""
@@ -499,7 +523,11 @@ class Condition(conventions.Status):
     """True, False or Unknown."""
 
     reason: str = pydantic.Field(pattern=CONDITION_REASON_PATTERN, min_length=1, max_length=1024)
-    """Why the condition last changed, in CamelCase (e.g. SignatureVerified)."""
+    """Why the condition last changed, in CamelCase. Ready: Available, Progressing,
+    NotVerified, NotApproved, NotIsolated, PolicyNotBound, ChildConflict, ApplyFailed,
+    Quarantined or InvalidSpec. Verified: SignatureVerified, AuditViolations, or why not
+    (UntrustedSigner, PolicyNotBound, DigestMismatch, ...). Approved: Approved, or why not.
+    Isolated: WithinPolicy or BroadAccessRefused."""
 
     message: str = pydantic.Field(max_length=32768)
     """Human-readable detail."""
@@ -591,6 +619,22 @@ class QuarantineStatus(conventions.Status):
     """When the model was quarantined (RFC 3339)."""
 
 
+MAX_CHILDREN: typing.Final = 32
+
+
+class OwnedChild(conventions.Status):
+    """An object the operator created for the model."""
+
+    kind: str = pydantic.Field(min_length=1, max_length=63)
+    """Deployment, Service, ServiceAccount or NetworkPolicy."""
+
+    name: str = pydantic.Field(min_length=1, max_length=253)
+    """The object's name, in the model's namespace."""
+
+    uid: str = pydantic.Field(min_length=1, max_length=64)
+    """metadata.uid the API server gave it when the operator created it."""
+
+
 class ModelDeploymentStatus(conventions.Status):
     """What the operator observed and did; read by kubectl, kubectl wait and GitOps tools."""
 
@@ -626,7 +670,20 @@ class ModelDeploymentStatus(conventions.Status):
     """The last completed offline backup."""
 
     quarantine: QuarantineStatus | None = None
-    """Set while the model is quarantined automatically (a pod found tampered files)."""
+    """Set while the model is quarantined automatically (a pod found tampered files, or the
+    signer of what serves was revoked)."""
+
+    children: list[OwnedChild] | None = pydantic.Field(
+        default=None,
+        max_length=MAX_CHILDREN,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["kind", "name"],
+        },
+    )
+    """The objects the operator created for this model, by uid. Only these are its children: an
+    object under a child's name that is not listed here is someone else's, whatever its
+    ownerReferences claim, and is never written to (Ready=False, ChildConflict)."""
 
 
 # --- the object ----------------------------------------------------------------------------------

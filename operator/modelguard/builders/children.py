@@ -19,3 +19,12 @@ def build_children(
         service.build(md),
         deployment.build(md, artifact=artifact),
     ]
+
+
+def child_keys(md: v1alpha1.ModelDeployment) -> list[tuple[str, str]]:
+    """(kind, name) of every child `md` has, in apply order: the same whatever the artifact."""
+    placeholder = deployment.VerifiedArtifact(root_digest="", signature_digest="", agent_image="")
+    return [
+        (manifest["kind"], manifest["metadata"]["name"])
+        for manifest in build_children(md, artifact=placeholder)
+    ]

@@ -149,6 +149,23 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
     )
 
 
+def source_of(live: meta.Manifest) -> tuple[str, str] | None:
+    """(source URI, signature URI) the agent of a live Deployment of ours reads, from its pod
+    template (None when it is not one of ours)."""
+    template = live.get("spec", {}).get("template", {})
+    agents = [
+        c
+        for c in template.get("spec", {}).get("initContainers") or []
+        if c.get("name") == AGENT_CONTAINER
+    ]
+    if len(agents) != 1:
+        return None
+    args: list[str] = agents[0].get("args") or []
+    if "--source" not in args[:-1] or "--signature" not in args[:-1]:
+        return None
+    return args[args.index("--source") + 1], args[args.index("--signature") + 1]
+
+
 def _flag(args: list[str], flag: str) -> str | None:
     at = args.index(flag) if flag in args else -1
     return args[at + 1] if 0 <= at < len(args) - 1 else None

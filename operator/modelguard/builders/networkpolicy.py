@@ -5,7 +5,7 @@ the model server's destinations, and the artifact source that the verifying init
 NetworkPolicies are additive: the allow policies open exactly their rules and nothing more,
 whatever order they are applied in. All four always exist; an allow policy with no rules allows
 nothing. So quarantine, or
-removing every caller, is one server-side apply that empties the rules: no child to delete, no
+removing every caller, is one replacement that empties the rules: no child to delete, no
 moment where a stale allow policy outlives the spec, and no delete permission for the operator.
 """
 

@@ -31,21 +31,27 @@ class Gate:
     """When the earliest counted approval expires: the gate must be evaluated again then."""
 
 
-async def evaluate(
-    kube_client: kube.Kube,
-    model: v1alpha1.ModelDeployment,
-    *,
-    verified: verification.Verified,
-    serving_digest: str | None,
-    now: datetime.datetime,
-) -> Gate:
+async def observe(kube_client: kube.Kube, *, namespace: str) -> list[modelapproval.ModelApproval]:
+    """The readable ModelApprovals of `namespace` (approvals only ever count in their own)."""
     approvals = []
-    for body in await kube_client.list_model_approvals(namespace=model.namespace):
+    for body in await kube_client.list_model_approvals(namespace=namespace):
         try:
             approvals.append(modelapproval.parse(body))
         except errors.InvalidObjectError as error:
             # The CRD schema refuses most of this; an unreadable approval counts for nothing.
             logger.warning("ModelApproval %s ignored: %s", body["metadata"]["name"], error)
+    return approvals
+
+
+def decide(
+    approvals: list[modelapproval.ModelApproval],
+    *,
+    model: v1alpha1.ModelDeployment,
+    verified: verification.Verified,
+    serving_digest: str | None,
+    now: datetime.datetime,
+) -> Gate:
+    """The gate for `model`'s verified version, from the approvals of its namespace (pure)."""
     decided = approval.evaluate_approvals(
         approvals,
         policy=verified.policy,

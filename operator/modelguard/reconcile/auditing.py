@@ -18,7 +18,7 @@ from modelguard.reconcile import conditions
 Manifest = dict[str, typing.Any]
 
 # The Ready reason of a quarantined model, manual (readiness) or automatic (the reconcile).
-QUARANTINED_REASON: typing.Final = "Quarantined"
+QUARANTINED_REASON: typing.Final = v1alpha1.REASON_QUARANTINED
 
 
 @dataclasses.dataclass(frozen=True)

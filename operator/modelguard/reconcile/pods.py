@@ -102,6 +102,19 @@ def agent_admissions(pods: typing.Iterable[Manifest], *, root_digest: str) -> li
     return found
 
 
+def any_agent_report(pods: typing.Iterable[Manifest]) -> bool:
+    """Whether any pod has something from the agent to count (a refusal, or what it admitted
+    under Audit), of any root digest: only then does a reconcile need to know which ReplicaSets
+    are the model's. A clean exit says nothing."""
+    for pod in pods:
+        root = (pod["metadata"].get("annotations") or {}).get(deployment.ROOT_DIGEST_ANNOTATION)
+        for _, terminated in _agent_exits([pod], root_digest=str(root)):
+            message = str(terminated.get("message") or "")
+            if terminated.get("exitCode", 0) != 0 or _AUDIT_PREFIX in message:
+                return True
+    return False
+
+
 def controlled_by(replica_sets: typing.Iterable[Manifest], *, deployment_uid: str) -> set[str]:
     """The uids of the ReplicaSets that the Deployment `deployment_uid` controls."""
     return {

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable
 
 from modelguard import kube, sources
 from modelguard.api import errors, trustpolicy, v1alpha1
-from modelguard.reconcile import conditions
+from modelguard.reconcile import binding, conditions
 from modelguard.sources import credentials
 from modelguard.sources import errors as source_errors
 from modelguard.trust import bundle, reasons, verify
@@ -104,6 +104,10 @@ def _release_from_thread(loop: asyncio.AbstractEventLoop, free: asyncio.Semaphor
         loop.call_soon_threadsafe(free.release)
 
 
+FETCH_DEADLINE: typing.Final = datetime.timedelta(seconds=20)
+"""The longest a control-plane fetch of one signature bundle may take, connection included."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Verified:
     """A model version whose signatures the policy accepts."""
@@ -143,6 +147,8 @@ class Outcome:
     recheck_after: datetime.timedelta | None = None
     """When to look at the bundle again, for a refusal that a change at the source (not in the
     cluster) could lift."""
+    policy: trustpolicy.TrustPolicy | None = None
+    """The bound policy it was decided under, when there is one: what serves is judged by it too."""
     reread_at: datetime.datetime | None = None
     """For a verified bundle: when to read it again, to see whether it was replaced."""
 
@@ -159,6 +165,9 @@ class Cache:
         # Only successes: a refusal is looked at again (see recheck_after).
         self._by_inputs: _Store = collections.OrderedDict()
         self._by_bundle: _Store = collections.OrderedDict()
+        # Verdicts on what serves, refusals included: the bytes are pinned, only a new policy
+        # generation can change the answer.
+        self._serving: _Store = collections.OrderedDict()
         self._refused_since: collections.OrderedDict[tuple[str, ...], datetime.datetime] = (
             collections.OrderedDict()
         )
@@ -204,8 +213,10 @@ async def verify_model(
     slots: Slots,
     now: datetime.datetime,
     credentials_role: str,
+    namespace_labels: typing.Mapping[str, str] | None,
 ) -> Outcome:
-    """Verifies the signature bundle of `model` against its TrustPolicy, in one of `slots`."""
+    """Verifies the signature bundle of `model` against its TrustPolicy, which must bind the
+    model's namespace (whose labels are `namespace_labels`), in one of `slots`."""
     policy_name = model.spec.trust_policy
     body = await kube_client.get_trust_policy(policy_name)
     if body is None:
@@ -218,7 +229,33 @@ async def verify_model(
         policy = trustpolicy.parse(body)
     except errors.InvalidObjectError as error:
         return _refused("InvalidPolicy", f'TrustPolicy "{policy_name}": {error}')
+    unbound = binding.check(
+        policy, name=policy_name, namespace=model.namespace, labels=namespace_labels
+    )
+    if unbound is not None:
+        return Outcome(unbound, None)
+    outcome = await _verify_under(
+        kube_client,
+        model,
+        policy=policy,
+        cache=cache,
+        slots=slots,
+        now=now,
+        credentials_role=credentials_role,
+    )
+    return dataclasses.replace(outcome, policy=policy)
 
+
+async def _verify_under(
+    kube_client: kube.Kube,
+    model: v1alpha1.ModelDeployment,
+    *,
+    policy: trustpolicy.TrustPolicy,
+    cache: Cache,
+    slots: Slots,
+    now: datetime.datetime,
+    credentials_role: str,
+) -> Outcome:
     settings, secret_version, refusal = await _source_settings(
         kube_client, model, credentials_role=credentials_role
     )
@@ -257,7 +294,8 @@ async def verify_model(
         )
         if isinstance(bound, reasons.Violation):
             return _refused(
-                str(bound.reason), f'{field}: {bound.message} (TrustPolicy "{policy_name}")'
+                str(bound.reason),
+                f'{field}: {bound.message} (TrustPolicy "{model.spec.trust_policy}")',
             )
         endpoints[field] = bound.endpoint if uri.startswith("s3://") else None
     signature_endpoint = endpoints["spec.model.signature"]
@@ -431,8 +469,122 @@ async def _fetch_bundle(
     source, name = sources.open_file(
         signature_uri, s3_settings=settings.s3, transport_settings=settings.transport
     )
-    async with source:
-        return await source.read_small(name, max_bytes=bundle.MAX_SIGNATURE_FILE_BYTES)
+    # A deadline for the whole fetch, whatever the transport's own timeouts allow: one tenant's
+    # endpoint that answers slowly (or never) must not hold up its model's reconcile for long.
+    try:
+        async with asyncio.timeout(FETCH_DEADLINE.total_seconds()), source:
+            return await source.read_small(name, max_bytes=bundle.MAX_SIGNATURE_FILE_BYTES)
+    except TimeoutError:
+        raise source_errors.SourceUnreachable(
+            f"no complete answer within {FETCH_DEADLINE.total_seconds():.0f}s"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """The artifact a live Deployment of the model runs, as pinned in it."""
+
+    source_uri: str
+    signature_uri: str
+    signature_digest: str
+    root_digest: str
+    signature_endpoint: str | None = None
+    """The S3 endpoint the pods' agent reads the bundle from (None: AWS S3, or not s3://)."""
+
+
+async def verify_serving(
+    kube_client: kube.Kube,
+    model: v1alpha1.ModelDeployment,
+    *,
+    serving: Serving,
+    policy: trustpolicy.TrustPolicy,
+    cache: Cache,
+    slots: Slots,
+    now: datetime.datetime,
+    credentials_role: str,
+) -> Outcome:
+    """Judges what serves (not what the spec names) under the current policy: its bundle, fetched
+    from where the pod's agent reads it, must be the pinned one and still verify. Decided once per
+    (bundle, policy generation), so only a policy change fetches it again."""
+    key = (
+        serving.signature_digest,
+        serving.root_digest,
+        serving.signature_endpoint or "",
+        str(policy.metadata.get("uid", "")),
+        str(policy.metadata.get("generation", "")),
+    )
+    cached = Cache._get(cache._serving, key)
+    if cached is not None:
+        return cached
+    settings, _, refusal = await _source_settings(
+        kube_client, model, credentials_role=credentials_role
+    )
+    if refusal is not None:
+        return dataclasses.replace(refusal, transient=True)
+    # Read from where the pods' agent reads it, and only if the current policy still binds the
+    # bundle there: the operator fetches from nowhere a policy does not name.
+    bound = policy_rules.bind(
+        serving.signature_uri,
+        sources=policy_rules.source_rules(policy.spec),
+        namespace=model.namespace,
+        requested_endpoint=serving.signature_endpoint,
+        requested_by="the serving Deployment's --signature-endpoint",
+    )
+    if (
+        not isinstance(bound, reasons.Violation)
+        and serving.signature_uri.startswith("s3://")
+        and bound.endpoint != serving.signature_endpoint
+    ):
+        bound = reasons.Violation(
+            reasons.Reason.ENDPOINT_NOT_ALLOWED,
+            f"the pods read it from {serving.signature_endpoint or 'AWS S3'}, which the policy "
+            f"does not bind it to ({bound.endpoint or 'AWS S3'})",
+        )
+    if isinstance(bound, reasons.Violation):
+        outcome = _refused(str(bound.reason), f"{serving.signature_uri}: {bound.message}")
+        Cache._put(cache._serving, key, outcome)
+        return outcome
+    # In a slot, as every signature file the operator holds: a policy change re-judges every
+    # serving model at once.
+    async with slots.slot() as slot:
+        try:
+            signature_file = await _fetch_bundle(
+                serving.signature_uri, settings=settings, endpoint=serving.signature_endpoint
+            )
+        except source_errors.SourceError as error:
+            return _refused(
+                error.reason, f"{serving.signature_uri}: {error.message}", transient=True
+            )
+        digest = f"sha256:{await slot.run(lambda: hashlib.sha256(signature_file).hexdigest())}"
+        if digest != serving.signature_digest:
+            # Not the bundle that serves any more (uploaded again at its URI): nothing to judge it
+            # by here; the pods' agents refuse it when they next start (SignatureChanged).
+            return _refused(
+                "SignatureChanged",
+                f"{serving.signature_uri}: holds {digest}, not the serving "
+                f"{serving.signature_digest}",
+                transient=True,
+            )
+        outcome = await slot.run(
+            functools.partial(
+                _verify,
+                signature_file,
+                policy=policy,
+                source_uri=serving.source_uri,
+                signature_uri=serving.signature_uri,
+                signature_digest=digest,
+                namespace=model.namespace,
+                now=now,
+            )
+        )
+    if outcome.verified is not None and outcome.verified.root_digest != serving.root_digest:
+        outcome = _refused(
+            "RootDigestMismatch",
+            f"{serving.signature_uri} signs {outcome.verified.root_digest}, the pods run "
+            f"{serving.root_digest}",
+        )
+    Cache._put(cache._serving, key, outcome)
+    return outcome
 
 
 def _refused(reason: str, message: str, *, transient: bool = False) -> Outcome:
