@@ -258,6 +258,8 @@ def test_the_operator_cannot_replace_a_deployment_with_a_pod_template_beyond_wha
     # The operator writes changed children by replacing them whole (PUT, an UPDATE): an update
     # is bounded like a creation, and what it builds passes as an update too.
     built = _built(namespace)
+    # Owned by no ModelDeployment that exists, the garbage collector would delete it mid-test.
+    del built["metadata"]["ownerReferences"]
     kubectl.run("create", "-f", "-", input=json.dumps(built))
     unchanged = _as_operator(kubectl, chart_installed, built, verb="replace")
     assert unchanged.returncode == 0, unchanged.stderr
@@ -273,6 +275,8 @@ def test_the_operator_cannot_replace_a_service_account_with_a_token(
     kubectl: harness.Kubectl, chart_installed: str, namespace: str
 ) -> None:
     built = serviceaccount.build(v1alpha1.parse(_model(namespace)))
+    # Owned by no ModelDeployment that exists, the garbage collector would delete it mid-test.
+    del built["metadata"]["ownerReferences"]
     kubectl.run("create", "-f", "-", input=json.dumps(built))
     unchanged = _as_operator(kubectl, chart_installed, built, verb="replace")
     assert unchanged.returncode == 0, unchanged.stderr

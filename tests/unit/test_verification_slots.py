@@ -51,11 +51,11 @@ async def test_no_more_checks_run_at_once_than_there_are_slots(size: int) -> Non
         release.wait(timeout=10)
         gauge.leave()
 
-    async def one() -> None:
-        async with slots.slot() as slot:
+    async def one(origin: str) -> None:
+        async with slots.slot(origin) as slot:
             await slot.run(check)
 
-    tasks = [asyncio.create_task(one()) for _ in range(3 * size + 1)]
+    tasks = [asyncio.create_task(one(f"https://store-{index}")) for index in range(3 * size + 1)]
     for _ in range(50):
         await asyncio.sleep(0.01)
     assert gauge.now == size
@@ -94,6 +94,41 @@ async def test_a_cancelled_check_keeps_its_slot_until_its_thread_is_done() -> No
     assert await asyncio.wait_for(waiting, timeout=5) == "ran"
 
 
+@pytest.mark.parametrize(("size", "share"), [(1, 1), (2, 1), (3, 1), (4, 2)])
+async def test_a_store_that_stalls_holds_at_most_its_share_of_the_slots(
+    size: int, share: int
+) -> None:
+    # Many models of one store that never answers: the models of another store still get a slot
+    # at once (with one slot, they wait for the fetch deadline at most).
+    slots = verification.Slots(size)
+    assert slots.per_origin == share
+    stalled = asyncio.Event()
+    held = 0
+
+    async def stalling() -> None:
+        nonlocal held
+        async with slots.slot("http://slow.example:9000"):
+            held += 1
+            await stalled.wait()
+
+    tasks = [asyncio.create_task(stalling()) for _ in range(3 * size)]
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert held == share
+    if size > 1:
+
+        async def other() -> str:
+            async with slots.slot("http://minio.example:9000"):
+                return "verified"
+
+        assert await asyncio.wait_for(other(), timeout=5) == "verified"
+    stalled.set()
+    await asyncio.gather(*tasks)
+    assert held == 3 * size
+    # Origins are forgotten once no one uses them: the table does not grow with policies.
+    assert slots._origins == {}
+
+
 def test_a_pool_of_no_slots_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         verification.Slots(0)
@@ -119,7 +154,7 @@ class _Kube:
             "metadata": {"name": "default", "uid": "u-1", "generation": 1},
             "spec": {
                 "signers": [{"name": "team", "publicKey": public_pem}],
-                "sources": [{"uri": "s3://models/"}],
+                "sources": [{"uri": "s3://models/"}, {"uri": "s3://models-b/"}],
                 "namespaceSelector": {},
                 "minApprovals": 0,
             },
@@ -179,7 +214,8 @@ def _model(index: int) -> v1alpha1.ModelDeployment:
                 "model": {
                     "name": "m",
                     "version": "1",
-                    "source": {"uri": f"s3://models/m{index}/"},
+                    # Two stores: one store holds at most its share of the slots.
+                    "source": {"uri": f"s3://models{'-b' if index % 2 else ''}/m{index}/"},
                 },
                 "serving": {"image": "registry.example/server@sha256:" + "ab" * 32},
             },

@@ -24,6 +24,7 @@ import datetime
 import functools
 import hashlib
 import typing
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 
 from modelguard import kube, sources
@@ -67,24 +68,53 @@ class Slots:
         if size < 1:
             raise ValueError(f"verification concurrency must be at least 1, got {size}")
         self.size = size
+        # What one origin (a store's endpoint) may hold of the slots, so that a store that stalls
+        # or drips its bytes delays the models of other stores by nothing: with one slot, it can
+        # only delay them by the fetch deadline.
+        self.per_origin = max(1, size // 2)
         self._free = asyncio.Semaphore(size)
+        self._origins: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=size, thread_name_prefix="verify"
         )
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[_Slot]:
-        await self._free.acquire()
+    async def slot(self, origin: str = "") -> AsyncIterator[_Slot]:
+        """A slot for a signature file read from `origin` (scheme://host:port of its store)."""
+        share, users = self._origins.setdefault(origin, (asyncio.Semaphore(self.per_origin), [0]))
+        users[0] += 1
+        try:
+            await share.acquire()
+            try:
+                await self._free.acquire()
+            except BaseException:
+                share.release()
+                raise
+        except BaseException:
+            self._forget(origin, users)
+            raise
         held = _Slot(self._threads)
+
+        def release() -> None:
+            self._free.release()
+            share.release()
+            self._forget(origin, users)
+
         try:
             yield held
         finally:
             running = held.running
             if running is None or running.done():
-                self._free.release()
+                release()
             else:
                 loop = asyncio.get_running_loop()
-                running.add_done_callback(lambda _: _release_from_thread(loop, self._free))
+                running.add_done_callback(lambda _: _release_from_thread(loop, release))
+
+    def _forget(self, origin: str, users: list[int]) -> None:
+        # Origins come and go with policies: the table holds only those in use.
+        users[0] -= 1
+        if users[0] == 0:
+            self._origins.pop(origin, None)
 
 
 class _Slot:
@@ -98,10 +128,18 @@ class _Slot:
         return await asyncio.wrap_future(self.running)
 
 
-def _release_from_thread(loop: asyncio.AbstractEventLoop, free: asyncio.Semaphore) -> None:
+def _release_from_thread(loop: asyncio.AbstractEventLoop, release: Callable[[], None]) -> None:
     # A closed loop (the operator stopping) has no waiter left to wake.
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(free.release)
+        loop.call_soon_threadsafe(release)
+
+
+def _origin(uri: str, endpoint: str | None) -> str:
+    """Where a signature file is read from: its S3 endpoint, else its URI's scheme and host."""
+    if endpoint is not None:
+        return endpoint
+    parts = urllib.parse.urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 FETCH_DEADLINE: typing.Final = datetime.timedelta(seconds=20)
@@ -301,7 +339,7 @@ async def _verify_under(
     signature_endpoint = endpoints["spec.model.signature"]
     # A slot from the fetch to the end of the check: at most that many signature files are in
     # memory at once, whatever they hold.
-    async with slots.slot() as slot:
+    async with slots.slot(_origin(signature_uri, signature_endpoint)) as slot:
         try:
             signature_file = await _fetch_bundle(
                 signature_uri, settings=settings, endpoint=signature_endpoint
@@ -546,7 +584,7 @@ async def verify_serving(
         return outcome
     # In a slot, as every signature file the operator holds: a policy change re-judges every
     # serving model at once.
-    async with slots.slot() as slot:
+    async with slots.slot(_origin(serving.signature_uri, serving.signature_endpoint)) as slot:
         try:
             signature_file = await _fetch_bundle(
                 serving.signature_uri, settings=settings, endpoint=serving.signature_endpoint
