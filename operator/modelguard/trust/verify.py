@@ -18,6 +18,11 @@ from modelguard.trust import bundle, digests, folder, policy, reasons, signature
 
 # Names listed in a message at most; the count says how many more there are.
 _LISTED: typing.Final = 3
+# Bundles a signature file (JSONL) may hold. A policy lists at most 64 signers
+# (api.trustpolicy.MAX_SIGNERS) and each signs once; twice that leaves room for co-signers a
+# policy does not list. Each bundle costs a signature check, so without a cap a 16 MiB file of
+# thousands of bad bundles keeps the operator busy for seconds per read.
+MAX_BUNDLES: typing.Final = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +55,19 @@ class Result:
         )
 
 
+def bundles_of(signature_file: bytes) -> list[bundle.Bundle]:
+    """The bundles of a signature file, MalformedBundle when it holds more than MAX_BUNDLES."""
+    bundles = bundle.parse_signature_file(signature_file)
+    if len(bundles) > MAX_BUNDLES:
+        raise reasons.VerificationError(
+            reasons.Reason.MALFORMED_BUNDLE,
+            f"signature file holds {len(bundles)} bundles; at most {MAX_BUNDLES} are read (one "
+            f"per signer, with room for co-signers), so it is refused from its "
+            f"{bundles[MAX_BUNDLES].label} on",
+        )
+    return bundles
+
+
 def verify_signatures(
     signature_file: bytes,
     rules: policy.Rules,
@@ -63,11 +81,18 @@ def verify_signatures(
     verified: list[signatures.Verified] = []
     statements: list[tuple[str, statement.Statement]] = []
     failures: list[reasons.VerificationError] = []
-    for signed in bundle.parse_signature_file(signature_file):
+    bundles = bundles_of(signature_file)
+    # Audit admits too few signers but not none: one bundle that verifies is what it needs.
+    needed = 1 if rules.audit else rules.min_signers
+    for tried, signed in enumerate(bundles, 1):
         try:
             who = signatures.verify(signed, rules.signers, at=at)
         except reasons.VerificationError as error:
             failures.append(error)
+            # Each bundle adds one signer at most: once those left cannot make up the number
+            # needed, checking them is work for an attacker's file, not for the verdict.
+            if len({item.signer for item in verified}) + len(bundles) - tried < needed:
+                break
             continue
         # Parsed only once its signature verified: until then its content is anyone's.
         statements.append((signed.label, statement.parse(signed.payload)))
