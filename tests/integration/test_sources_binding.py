@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import http.server
+import os
 import threading
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import pytest
 from test_agent_fetch_verify import dest_contents, publish, run_agent
 
@@ -210,3 +212,37 @@ async def test_an_s3_error_message_is_bounded_and_quoted(
     assert "\n" not in message
     assert "\r" not in message
     assert len(message) < 1000
+
+
+# --- paths a server reads as another folder -------------------------------------------------------
+
+
+def test_the_api_server_refuses_a_source_path_that_servers_read_otherwise(
+    kubectl: harness.Kubectl, chart_installed: str, signing_key: tuple[Path, str]
+) -> None:
+    # The CRD's own schema, as the real API server applies it (the chart installs no webhook
+    # here): the rule holds even where the operator is not asked.
+    del chart_installed
+    name = f"climb-{os.getpid()}"
+    for uri in (
+        "https://models.example/team-a/..;/team-b/",
+        "https://models.example/team-a/%252e%252e/team-b/",
+        "s3://models/team-a/%2e%2e/",
+    ):
+        policy = signedmodel.trust_policy(
+            name=name, public_key=signing_key[1], sources=[{"uri": uri}]
+        )
+        result = kubectl.apply(policy, check=False)
+        assert result.returncode != 0, f"{uri}: created"
+        assert "spec.sources[0].uri" in result.stderr, result.stderr
+        assert kubectl.get("trustpolicy", name, namespace="default") is None
+    # The same path elsewhere in the name is fine.
+    fine = signedmodel.trust_policy(
+        name=name,
+        public_key=signing_key[1],
+        sources=[{"uri": "https://models.example/team-a/v1..2/"}],
+    )
+    try:
+        kubectl.apply(fine)
+    finally:
+        kubectl.run("delete", "trustpolicy", name, check=False)

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 
 import pytest
 from test_sources_credentials import KEYS
 
 from modelguard.api import errors as api_errors
-from modelguard.api import trustpolicy, v1alpha1
+from modelguard.api import trustpolicy, uripaths, v1alpha1
 from modelguard.builders import deployment
-from modelguard.sources import addresses, credentials, errors
+from modelguard.sources import addresses, credentials, errors, locations
 from modelguard.trust import policy
 from modelguard.trust.reasons import Reason
 
@@ -113,6 +114,101 @@ def test_audit_mode_does_not_admit_an_unlisted_source() -> None:
     violation = policy.reasons.Violation(Reason.SOURCE_NOT_ALLOWED, "elsewhere")
     with pytest.raises(policy.reasons.VerificationError):
         policy.enforce([violation], audit=True)
+
+
+# --- path segments that servers read otherwise ---------------------------------------------------
+
+# Each is below a listed prefix by its segments, yet names another folder to some server: Tomcat
+# and Jetty drop ";params" ("..;" is ".."), proxies decode %2e, %2f and %5c, some decode twice.
+CLIMBING_URIS = {
+    "dot-dot-semicolon": "https://models.example/hub/..;/admin/m/",
+    "encoded-dot-dot-semicolon": "https://models.example/hub/%2e%2e;/admin/m/",
+    "dot-semicolon": "https://models.example/hub/.;/m/",
+    "path-parameter": "https://models.example/hub/m;jsessionid=1/",
+    "encoded-slashes": "https://models.example/hub/x%2f..%2f..%2fadmin/",
+    "double-encoded-dot-dot": "https://models.example/hub/%252e%252e/admin/",
+    "encoded-backslash": "https://models.example/hub/x%5c..%5cadmin/",
+    "backslash": "https://models.example/hub/x\\..\\admin/",
+    "only-dots": "https://models.example/hub/.../m/",
+    "empty-segment": "https://models.example/hub//m/",
+    "s3-dot-dot-semicolon": "s3://models/team-a/..;/team-b/",
+    "s3-only-dots": "s3://models/team-a/..../",
+    "pvc-dot-dot-semicolon": "pvc://scratch/m/..;/other",
+}
+PLAIN_URIS = {
+    "https-folder": "https://models.example/hub/bert-v1.2/",
+    "https-hidden-folder": "https://models.example/hub/.cache/m/",
+    "https-encoded-space": "https://models.example/hub/a%20b/",
+    "s3-dots-inside": "s3://models/team-a/v1..2/",
+    "pvc-folder": "pvc://scratch/m/x",
+}
+
+
+@pytest.mark.parametrize("uri", CLIMBING_URIS.values(), ids=CLIMBING_URIS.keys())
+def test_a_path_servers_read_otherwise_binds_to_no_source(uri: str) -> None:
+    found = policy.bind(uri, sources=SOURCES, namespace="team-a", requested_endpoint=MINIO)
+    assert isinstance(found, policy.reasons.Violation), found
+    assert found.reason is Reason.SOURCE_NOT_ALLOWED
+    assert "path" in found.message
+    assert uripaths.ACCEPTED in found.message
+
+
+@pytest.mark.parametrize("uri", CLIMBING_URIS.values(), ids=CLIMBING_URIS.keys())
+def test_a_path_servers_read_otherwise_is_never_requested(uri: str) -> None:
+    with pytest.raises((errors.UnsafePath, errors.InvalidSource)) as raised:
+        locations.parse(uri)
+    assert "path" in raised.value.message
+    with pytest.raises((errors.UnsafePath, errors.InvalidSource)):
+        locations.parse_file(uri + "model.sig")
+
+
+@pytest.mark.parametrize("uri", CLIMBING_URIS.values(), ids=CLIMBING_URIS.keys())
+def test_a_path_servers_read_otherwise_is_refused_at_apply(uri: str) -> None:
+    source: dict[str, object] = {"uri": uri}
+    if uri.startswith("pvc://"):
+        source["anyNamespace"] = True
+    with pytest.raises(api_errors.InvalidObjectError) as raised:
+        trustpolicy.parse({"spec": _spec(source)})
+    assert "spec.sources[0].uri" in str(raised.value)
+    assert uripaths.ACCEPTED in str(raised.value)
+    for field in ("source", "signature"):
+        with pytest.raises(api_errors.InvalidObjectError) as refused:
+            v1alpha1.parse(_model(**{field: uri}))
+        assert f"spec.model.{field}.uri" in str(refused.value)
+        assert uripaths.ACCEPTED in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "uri", [*CLIMBING_URIS.values(), *PLAIN_URIS.values()], ids=[*CLIMBING_URIS, *PLAIN_URIS]
+)
+def test_the_schema_pattern_and_the_rule_agree(uri: str) -> None:
+    # The API server applies the pattern, the operator and the agent the function: one rule.
+    by_pattern = re.fullmatch(trustpolicy.SOURCE_PREFIX_PATTERN, uri) is not None
+    assert by_pattern is (uripaths.problem(uri) is None)
+    assert by_pattern is (re.fullmatch(v1alpha1.ARTIFACT_URI_PATTERN, uri) is not None)
+
+
+@pytest.mark.parametrize("uri", PLAIN_URIS.values(), ids=PLAIN_URIS.keys())
+def test_plain_paths_still_bind(uri: str) -> None:
+    assert uripaths.problem(uri) is None
+    locations.parse(uri)
+    rules = (policy.SourceRule(uri=uri, any_namespace=uri.startswith("pvc://")),)
+    assert isinstance(policy.bind(uri, sources=rules, namespace="team-a"), policy.Binding)
+
+
+def _model(*, source: str = "s3://models/team-a/m/", signature: str | None = None) -> dict:
+    model: dict[str, object] = {"name": "m", "version": "1", "source": {"uri": source}}
+    if signature is not None:
+        model["signature"] = {"uri": signature}
+    return {
+        "apiVersion": "modelguard.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m", "namespace": "team-a", "uid": "u"},
+        "spec": {
+            "model": model,
+            "serving": {"image": "registry.example/s@sha256:" + "0" * 64, "port": 8080},
+        },
+    }
 
 
 # --- the policy's fields ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from cryptography import exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelguard.api import conventions, endpoints, errors
+from modelguard.api import conventions, endpoints, errors, uripaths
 
 KIND: typing.Final = "TrustPolicy"
 PLURAL: typing.Final = "trustpolicies"
@@ -26,7 +26,7 @@ DEFAULT_NAME: typing.Final = "default"
 MAX_SIGNERS: typing.Final = 64
 MAX_ENTRIES: typing.Final = 256
 MAX_ROLES: typing.Final = 16
-SOURCE_PREFIX_PATTERN: typing.Final = r"^(s3|https|pvc)://[^\s/]+(/[^\s]*)?$"
+SOURCE_PREFIX_PATTERN: typing.Final = rf"^(s3|https|pvc)://[^\s/]+{uripaths.SEGMENTS_PATTERN}$"
 ENDPOINT_PATTERN: typing.Final = r"^(https?)://[^\s/?#@]+/?$"
 _EC_CURVES: typing.Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _ONE_METHOD = "a signer needs exactly one of publicKey, certificateRoot and keyless"
@@ -43,7 +43,8 @@ SourcePrefix = typing.Annotated[
     str,
     pydantic.Field(pattern=SOURCE_PREFIX_PATTERN, max_length=2048),
     errors.Hint(
-        "must be an s3://bucket[/prefix], https://host[/path] or pvc://claim[/path] prefix"
+        "must be an s3://bucket[/prefix], https://host[/path] or pvc://claim[/path] prefix with "
+        + uripaths.ACCEPTED
     ),
 ]
 
