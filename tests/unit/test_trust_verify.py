@@ -141,7 +141,11 @@ def test_rules_carry_every_setting_of_the_policy(
             "minSigners": 2,
             "hashAlgorithms": ["sha256", "blake2b"],
             "sources": [
-                {"uri": "s3://models/team-a/", "endpoint": "https://minio.storage:9000"},
+                {
+                    "uri": "s3://models/team-a/",
+                    "endpoint": "https://minio.storage:9000",
+                    "allowPrivateAddresses": True,
+                },
                 {"uri": "pvc://store/", "namespace": "team-a"},
             ],
             "formats": {"allowPickle": True, "allow": ["Keras"]},
@@ -153,7 +157,11 @@ def test_rules_carry_every_setting_of_the_policy(
         min_signers=2,
         hash_algorithms=frozenset({"sha256", "blake2b"}),
         sources=(
-            policy.SourceRule(uri="s3://models/team-a/", endpoint="https://minio.storage:9000"),
+            policy.SourceRule(
+                uri="s3://models/team-a/",
+                endpoint="https://minio.storage:9000",
+                allow_private_addresses=True,
+            ),
             policy.SourceRule(uri="pvc://store/", namespace="team-a"),
         ),
         allow_formats=frozenset({"Keras", "Pickle"}),

@@ -174,6 +174,8 @@ async def _reconcile(context: Context, *, namespace: str, name: str) -> None:
         max_bytes=deployment_builder.model_byte_bound(model, signed_bytes=verified.bytes),
         source_endpoint=verified.source_endpoint,
         signature_endpoint=verified.signature_endpoint,
+        source_private_addresses=verified.source_private_addresses,
+        signature_private_addresses=verified.signature_private_addresses,
     )
     model = await _quarantine_on_tampering(context, model, status=status, verified=verified)
     await _roll_out(context, body=body, status=status, model=model, artifact=artifact)

@@ -42,6 +42,8 @@ class SourceRule:
     """Normalized scheme://host[:port] of an s3:// source's server; None: AWS S3."""
     namespace: str | None = None
     any_namespace: bool = False
+    allow_private_addresses: bool = False
+    """Host names may resolve to private addresses: spec.sources[i].allowPrivateAddresses."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +56,10 @@ class Binding:
     @property
     def endpoint(self) -> str | None:
         return self.rule.endpoint
+
+    @property
+    def allow_private_addresses(self) -> bool:
+        return self.rule.allow_private_addresses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +102,7 @@ def source_rules(spec: trustpolicy.TrustPolicySpec) -> tuple[SourceRule, ...]:
             endpoint=source.endpoint,
             namespace=source.namespace,
             any_namespace=source.any_namespace,
+            allow_private_addresses=source.allow_private_addresses,
         )
         for source in spec.sources
     )
