@@ -181,6 +181,27 @@ def test_a_path_servers_read_otherwise_is_refused_at_apply(uri: str) -> None:
         assert uripaths.ACCEPTED in str(refused.value)
 
 
+# URL parsers drop tabs and newlines anywhere (WHATWG, urllib): the host or path read is another
+# than the one written.
+CONTROL_URIS = {
+    "tab-in-host": "https://models.example\t/hub/m/",
+    "newline-in-host": "https://models.exam\nple/hub/m/",
+    "nul-in-path": "https://models.example/hub/m\x00/",
+    "escape-in-path": "s3://models/team-a/\x1b[31m/",
+}
+
+
+@pytest.mark.parametrize("uri", CONTROL_URIS.values(), ids=CONTROL_URIS.keys())
+def test_a_uri_with_spaces_or_control_characters_binds_to_nothing(uri: str) -> None:
+    found = policy.bind(uri, sources=SOURCES, namespace="team-a", requested_endpoint=MINIO)
+    assert isinstance(found, policy.reasons.Violation), found
+    assert "control character" in found.message
+    with pytest.raises((errors.UnsafePath, errors.InvalidSource)):
+        locations.parse(uri)
+    assert re.fullmatch(trustpolicy.SOURCE_PREFIX_PATTERN, uri) is None
+    assert re.fullmatch(v1alpha1.ARTIFACT_URI_PATTERN, uri) is None
+
+
 @pytest.mark.parametrize(
     "uri", [*CLIMBING_URIS.values(), *PLAIN_URIS.values()], ids=[*CLIMBING_URIS, *PLAIN_URIS]
 )

@@ -26,7 +26,9 @@ DEFAULT_NAME: typing.Final = "default"
 MAX_SIGNERS: typing.Final = 64
 MAX_ENTRIES: typing.Final = 256
 MAX_ROLES: typing.Final = 16
-SOURCE_PREFIX_PATTERN: typing.Final = rf"^(s3|https|pvc)://[^\s/]+{uripaths.SEGMENTS_PATTERN}$"
+SOURCE_PREFIX_PATTERN: typing.Final = (
+    rf"^(s3|https|pvc)://{uripaths.HOST_PATTERN}{uripaths.SEGMENTS_PATTERN}$"
+)
 ENDPOINT_PATTERN: typing.Final = r"^(https?)://[^\s/?#@]+/?$"
 _EC_CURVES: typing.Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _ONE_METHOD = "a signer needs exactly one of publicKey, certificateRoot and keyless"

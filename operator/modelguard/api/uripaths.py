@@ -16,15 +16,19 @@ import urllib.parse
 
 ACCEPTED: typing.Final = (
     "path segments that are not empty, '.', '..' or only dots, with no ';' or '\\' and no "
-    "percent-encoded '%', '.', '/' or '\\' (%25, %2E, %2F, %5C)"
+    "percent-encoded '%', '.', '/' or '\\' (%25, %2E, %2F, %5C), and no spaces or control "
+    "characters"
 )
 # The same rule as a regular expression (RE2 and Rust regex: no look-around), for the schemas.
 _ESCAPE: typing.Final = r"%([0134679A-Fa-f][0-9A-Fa-f]|2[0-46-9A-Da-d]|5[0-9ABD-Fabd-f])"
-_CHAR: typing.Final = rf"([^\s/;%\\]|{_ESCAPE})"
-_NOT_DOT: typing.Final = rf"([^\s/;%\\.]|{_ESCAPE})"
+_CHAR: typing.Final = rf"([^\s\x00-\x1f\x7f/;%\\]|{_ESCAPE})"
+_NOT_DOT: typing.Final = rf"([^\s\x00-\x1f\x7f/;%\\.]|{_ESCAPE})"
+HOST_PATTERN: typing.Final = r"[^\s\x00-\x1f\x7f/]+"
+"""What may stand between scheme:// and the path: no space, control character or slash."""
 SEGMENTS_PATTERN: typing.Final = rf"(/\.*{_NOT_DOT}{_CHAR}*)*/?"
 """Zero or more `/segment`, an optional trailing `/`: what follows scheme://authority."""
 _REFUSED_ESCAPE = re.compile(r"%(25|2e|2f|5c)", re.IGNORECASE)
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 # Decoding more often than this gains nothing: each pass removes a "%25" layer.
 _MAX_DECODES: typing.Final = 8
 
@@ -38,7 +42,10 @@ def path_of(uri: str) -> str:
 
 
 def problem(uri: str) -> str | None:
-    """Why the path of `uri` breaks the rule, or None."""
+    """Why `uri` (its path, mostly) breaks the rule, or None."""
+    if _SPACE_OR_CONTROL.search(uri):
+        # URL parsers drop tabs and newlines anywhere: the host or path read is not the written.
+        return "has a space or control character"
     path = path_of(uri)
     if ";" in path:
         return "has ';' in its path (servers that drop ';params' read '..;' as '..')"

@@ -59,7 +59,9 @@ DNS_SUBDOMAIN_PATTERN: typing.Final = (
 # The version becomes the value of the app.kubernetes.io/version label, so it obeys label rules.
 LABEL_VALUE_PATTERN: typing.Final = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 # What a source path may hold: the rule of api/uripaths, which the TrustPolicy's prefixes obey too.
-ARTIFACT_URI_PATTERN: typing.Final = rf"^(s3|https|pvc)://[^\s/]+{uripaths.SEGMENTS_PATTERN}$"
+ARTIFACT_URI_PATTERN: typing.Final = (
+    rf"^(s3|https|pvc)://{uripaths.HOST_PATTERN}{uripaths.SEGMENTS_PATTERN}$"
+)
 # The object's name becomes the Service's name, which must be a DNS-1035 label.
 OBJECT_NAME_PATTERN: typing.Final = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 OBJECT_NAME_RULE: typing.Final = (
