@@ -16,7 +16,7 @@ from pathlib import Path
 
 import harness
 import pytest
-from test_agent_fetch_verify import dest_contents, publish, run_agent
+from test_agent_fetch_verify import credentials_for, dest_contents, publish, run_agent
 
 import s3server
 import signedmodel
@@ -188,6 +188,33 @@ def test_the_agent_refuses_a_secret_endpoint_the_policy_does_not_bind(
         result.stderr
     )
     assert "--signature-endpoint binds the source to AWS S3" in result.stderr
+    assert dest_contents(tmp_path / "dest") == {}
+
+
+def test_the_agent_admitting_private_addresses_still_refuses_a_name_on_loopback(
+    s3: s3server.S3Server, s3_bucket: str, tmp_path: Path, signing_key: tuple[Path, str]
+) -> None:
+    # allowPrivateAddresses (the flags the operator passes for it) admits a ClusterIP behind a
+    # Service name, never the node itself: only naming 127.0.0.1 reaches it.
+    published = publish(s3, s3_bucket, tmp_path, signing_key, signedmodel.demo_files("1.0"))
+    by_name = s3.endpoint.replace("127.0.0.1", "localhost")
+    result = run_agent(
+        published,
+        tmp_path,
+        credentials=credentials_for(s3, AWS_ENDPOINT_URL=by_name),
+        bound_endpoint=False,
+        extra=(
+            "--source-endpoint",
+            by_name,
+            "--signature-endpoint",
+            by_name,
+            "--source-private-addresses",
+            "--signature-private-addresses",
+        ),
+    )
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("SourceAddressRefused: "), result.stderr
+    assert "loopback" in result.stderr
     assert dest_contents(tmp_path / "dest") == {}
 
 
