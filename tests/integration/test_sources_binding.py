@@ -10,6 +10,7 @@ import dataclasses
 import http.server
 import os
 import threading
+import time
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,8 @@ class Server:
     errors: dict[str, tuple[int, bytes]] = dataclasses.field(default_factory=dict)
     seen: list[str] = dataclasses.field(default_factory=list)
     port: int = 0
+    # Error bodies sent in two pieces, the second a moment later, as a busy network delivers.
+    split_errors: bool = False
 
     @property
     def base(self) -> str:
@@ -59,6 +62,11 @@ def serving(server: Server) -> Iterator[Server]:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if server.split_errors:
+                    self.wfile.write(body[:100])
+                    self.wfile.flush()
+                    time.sleep(0.3)
+                    body = body[100:]
                 self.wfile.write(body)
             elif path in server.files:
                 body = server.files[path]
@@ -221,10 +229,12 @@ def test_the_agent_admitting_private_addresses_still_refuses_a_name_on_loopback(
 # --- what a server says -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "in-two-pieces"])
 async def test_an_s3_error_message_is_bounded_and_quoted(
-    two_servers: tuple[Server, Server],
+    two_servers: tuple[Server, Server], split: bool
 ) -> None:
     server, _ = two_servers
+    server.split_errors = split
     body = (
         f"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>{EVIL_MESSAGE}</Message>"
         "</Error>"

@@ -222,11 +222,21 @@ def _cause(error: BaseException) -> str:
 
 
 async def read_error_body(response: aiohttp.ClientResponse) -> bytes:
-    # The status alone still says enough when the error body cannot be read.
+    # The status alone still says enough when the error body cannot be read. read(n) returns
+    # what has arrived so far, not n bytes: read on to the bound or the end, or a busy network
+    # cuts the server's reason short.
+    parts: list[bytes] = []
+    total = 0
     try:
-        return await response.content.read(_MAX_ERROR_BODY)
+        while total < _MAX_ERROR_BODY:
+            chunk = await response.content.read(_MAX_ERROR_BODY - total)
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
     except (aiohttp.ClientError, OSError, TimeoutError):
         return b""
+    return b"".join(parts)
 
 
 async def read_bounded(response: aiohttp.ClientResponse, *, max_bytes: int, what: str) -> bytes:
