@@ -568,6 +568,8 @@ def _fetch_verify(args: argparse.Namespace) -> int:
         **({} if args.max_bytes is None else {"max_bytes": args.max_bytes}),
         source_endpoint=args.source_endpoint,
         signature_endpoint=args.signature_endpoint,
+        source_private_addresses=args.source_private_addresses,
+        signature_private_addresses=args.signature_private_addresses,
     )
     return fetchverify.run(options, termination_log=args.termination_log)
 
@@ -603,6 +605,13 @@ def _add_agent(commands: typing.Any) -> None:
             metavar="URL",
             help=f"the S3 server (scheme://host[:port]) the TrustPolicy binds the {which} to"
             " (default: AWS S3); a credentials AWS_ENDPOINT_URL naming another is refused",
+        )
+        fetch.add_argument(
+            f"--{which}-private-addresses",
+            action="store_true",
+            help=f"let the {which}'s host name resolve to private addresses (the TrustPolicy"
+            " source says allowPrivateAddresses); loopback, link-local and metadata addresses"
+            " stay refused",
         )
     fetch.add_argument(
         "--credentials-dir",

@@ -8,13 +8,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import http.server
+import os
 import threading
+import time
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 
+import harness
 import pytest
-from test_agent_fetch_verify import dest_contents, publish, run_agent
+from test_agent_fetch_verify import credentials_for, dest_contents, publish, run_agent
 
 import s3server
 import signedmodel
@@ -35,6 +38,8 @@ class Server:
     errors: dict[str, tuple[int, bytes]] = dataclasses.field(default_factory=dict)
     seen: list[str] = dataclasses.field(default_factory=list)
     port: int = 0
+    # Error bodies sent in two pieces, the second a moment later, as a busy network delivers.
+    split_errors: bool = False
 
     @property
     def base(self) -> str:
@@ -57,6 +62,11 @@ def serving(server: Server) -> Iterator[Server]:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if server.split_errors:
+                    self.wfile.write(body[:100])
+                    self.wfile.flush()
+                    time.sleep(0.3)
+                    body = body[100:]
                 self.wfile.write(body)
             elif path in server.files:
                 body = server.files[path]
@@ -189,13 +199,42 @@ def test_the_agent_refuses_a_secret_endpoint_the_policy_does_not_bind(
     assert dest_contents(tmp_path / "dest") == {}
 
 
+def test_the_agent_admitting_private_addresses_still_refuses_a_name_on_loopback(
+    s3: s3server.S3Server, s3_bucket: str, tmp_path: Path, signing_key: tuple[Path, str]
+) -> None:
+    # allowPrivateAddresses (the flags the operator passes for it) admits a ClusterIP behind a
+    # Service name, never the node itself: only naming 127.0.0.1 reaches it.
+    published = publish(s3, s3_bucket, tmp_path, signing_key, signedmodel.demo_files("1.0"))
+    by_name = s3.endpoint.replace("127.0.0.1", "localhost")
+    result = run_agent(
+        published,
+        tmp_path,
+        credentials=credentials_for(s3, AWS_ENDPOINT_URL=by_name),
+        bound_endpoint=False,
+        extra=(
+            "--source-endpoint",
+            by_name,
+            "--signature-endpoint",
+            by_name,
+            "--source-private-addresses",
+            "--signature-private-addresses",
+        ),
+    )
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("SourceAddressRefused: "), result.stderr
+    assert "loopback" in result.stderr
+    assert dest_contents(tmp_path / "dest") == {}
+
+
 # --- what a server says -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "in-two-pieces"])
 async def test_an_s3_error_message_is_bounded_and_quoted(
-    two_servers: tuple[Server, Server],
+    two_servers: tuple[Server, Server], split: bool
 ) -> None:
     server, _ = two_servers
+    server.split_errors = split
     body = (
         f"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>{EVIL_MESSAGE}</Message>"
         "</Error>"
@@ -210,3 +249,37 @@ async def test_an_s3_error_message_is_bounded_and_quoted(
     assert "\n" not in message
     assert "\r" not in message
     assert len(message) < 1000
+
+
+# --- paths a server reads as another folder -------------------------------------------------------
+
+
+def test_the_api_server_refuses_a_source_path_that_servers_read_otherwise(
+    kubectl: harness.Kubectl, chart_installed: str, signing_key: tuple[Path, str]
+) -> None:
+    # The CRD's own schema, as the real API server applies it (the chart installs no webhook
+    # here): the rule holds even where the operator is not asked.
+    del chart_installed
+    name = f"climb-{os.getpid()}"
+    for uri in (
+        "https://models.example/team-a/..;/team-b/",
+        "https://models.example/team-a/%252e%252e/team-b/",
+        "s3://models/team-a/%2e%2e/",
+    ):
+        policy = signedmodel.trust_policy(
+            name=name, public_key=signing_key[1], sources=[{"uri": uri}]
+        )
+        result = kubectl.apply(policy, check=False)
+        assert result.returncode != 0, f"{uri}: created"
+        assert "spec.sources[0].uri" in result.stderr, result.stderr
+        assert kubectl.get("trustpolicy", name, namespace="default") is None
+    # The same path elsewhere in the name is fine.
+    fine = signedmodel.trust_policy(
+        name=name,
+        public_key=signing_key[1],
+        sources=[{"uri": "https://models.example/team-a/v1..2/"}],
+    )
+    try:
+        kubectl.apply(fine)
+    finally:
+        kubectl.run("delete", "trustpolicy", name, check=False)

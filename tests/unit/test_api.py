@@ -8,7 +8,7 @@ import typing
 
 import pytest
 
-from modelguard.api import errors, quantity, v1alpha1
+from modelguard.api import errors, quantity, uripaths, v1alpha1
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 IMAGE = f"registry.example/model-server@{DIGEST}"
@@ -167,7 +167,8 @@ def test_unknown_fields_are_refused(
         ),
         pytest.param(
             {"model": {"name": "m", "version": "1", "source": {"uri": "ftp://m/"}}},
-            'spec.model.source.uri: must be an s3://, https:// or pvc:// URI, got "ftp://m/"',
+            "spec.model.source.uri: must be an s3://, https:// or pvc:// URI with "
+            f'{uripaths.ACCEPTED}, got "ftp://m/"',
             id="source-scheme",
         ),
         pytest.param(

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
+import socket
 
+import aiohttp
+import aiohttp.abc
 import pytest
 from test_sources_credentials import KEYS
 
 from modelguard.api import errors as api_errors
-from modelguard.api import trustpolicy, v1alpha1
+from modelguard.api import trustpolicy, uripaths, v1alpha1
 from modelguard.builders import deployment
-from modelguard.sources import addresses, credentials, errors
+from modelguard.sources import addresses, base, credentials, errors, locations
 from modelguard.trust import policy
 from modelguard.trust.reasons import Reason
 
@@ -115,6 +119,122 @@ def test_audit_mode_does_not_admit_an_unlisted_source() -> None:
         policy.enforce([violation], audit=True)
 
 
+# --- path segments that servers read otherwise ---------------------------------------------------
+
+# Each is below a listed prefix by its segments, yet names another folder to some server: Tomcat
+# and Jetty drop ";params" ("..;" is ".."), proxies decode %2e, %2f and %5c, some decode twice.
+CLIMBING_URIS = {
+    "dot-dot-semicolon": "https://models.example/hub/..;/admin/m/",
+    "encoded-dot-dot-semicolon": "https://models.example/hub/%2e%2e;/admin/m/",
+    "dot-semicolon": "https://models.example/hub/.;/m/",
+    "path-parameter": "https://models.example/hub/m;jsessionid=1/",
+    "encoded-slashes": "https://models.example/hub/x%2f..%2f..%2fadmin/",
+    "double-encoded-dot-dot": "https://models.example/hub/%252e%252e/admin/",
+    "encoded-backslash": "https://models.example/hub/x%5c..%5cadmin/",
+    "backslash": "https://models.example/hub/x\\..\\admin/",
+    "only-dots": "https://models.example/hub/.../m/",
+    "empty-segment": "https://models.example/hub//m/",
+    "s3-dot-dot-semicolon": "s3://models/team-a/..;/team-b/",
+    "s3-only-dots": "s3://models/team-a/..../",
+    "pvc-dot-dot-semicolon": "pvc://scratch/m/..;/other",
+}
+PLAIN_URIS = {
+    "https-folder": "https://models.example/hub/bert-v1.2/",
+    "https-hidden-folder": "https://models.example/hub/.cache/m/",
+    "https-encoded-space": "https://models.example/hub/a%20b/",
+    "s3-dots-inside": "s3://models/team-a/v1..2/",
+    "pvc-folder": "pvc://scratch/m/x",
+}
+
+
+@pytest.mark.parametrize("uri", CLIMBING_URIS.values(), ids=CLIMBING_URIS.keys())
+def test_a_path_servers_read_otherwise_binds_to_no_source(uri: str) -> None:
+    found = policy.bind(uri, sources=SOURCES, namespace="team-a", requested_endpoint=MINIO)
+    assert isinstance(found, policy.reasons.Violation), found
+    assert found.reason is Reason.SOURCE_NOT_ALLOWED
+    assert "path" in found.message
+    assert uripaths.ACCEPTED in found.message
+
+
+@pytest.mark.parametrize("uri", CLIMBING_URIS.values(), ids=CLIMBING_URIS.keys())
+def test_a_path_servers_read_otherwise_is_never_requested(uri: str) -> None:
+    with pytest.raises((errors.UnsafePath, errors.InvalidSource)) as raised:
+        locations.parse(uri)
+    assert "path" in raised.value.message
+    with pytest.raises((errors.UnsafePath, errors.InvalidSource)):
+        locations.parse_file(uri + "model.sig")
+
+
+@pytest.mark.parametrize("uri", CLIMBING_URIS.values(), ids=CLIMBING_URIS.keys())
+def test_a_path_servers_read_otherwise_is_refused_at_apply(uri: str) -> None:
+    source: dict[str, object] = {"uri": uri}
+    if uri.startswith("pvc://"):
+        source["anyNamespace"] = True
+    with pytest.raises(api_errors.InvalidObjectError) as raised:
+        trustpolicy.parse({"spec": _spec(source)})
+    assert "spec.sources[0].uri" in str(raised.value)
+    assert uripaths.ACCEPTED in str(raised.value)
+    for field in ("source", "signature"):
+        with pytest.raises(api_errors.InvalidObjectError) as refused:
+            v1alpha1.parse(_model(**{field: uri}))
+        assert f"spec.model.{field}.uri" in str(refused.value)
+        assert uripaths.ACCEPTED in str(refused.value)
+
+
+# URL parsers drop tabs and newlines anywhere (WHATWG, urllib): the host or path read is another
+# than the one written.
+CONTROL_URIS = {
+    "tab-in-host": "https://models.example\t/hub/m/",
+    "newline-in-host": "https://models.exam\nple/hub/m/",
+    "nul-in-path": "https://models.example/hub/m\x00/",
+    "escape-in-path": "s3://models/team-a/\x1b[31m/",
+}
+
+
+@pytest.mark.parametrize("uri", CONTROL_URIS.values(), ids=CONTROL_URIS.keys())
+def test_a_uri_with_spaces_or_control_characters_binds_to_nothing(uri: str) -> None:
+    found = policy.bind(uri, sources=SOURCES, namespace="team-a", requested_endpoint=MINIO)
+    assert isinstance(found, policy.reasons.Violation), found
+    assert "control character" in found.message
+    with pytest.raises((errors.UnsafePath, errors.InvalidSource)):
+        locations.parse(uri)
+    assert re.fullmatch(trustpolicy.SOURCE_PREFIX_PATTERN, uri) is None
+    assert re.fullmatch(v1alpha1.ARTIFACT_URI_PATTERN, uri) is None
+
+
+@pytest.mark.parametrize(
+    "uri", [*CLIMBING_URIS.values(), *PLAIN_URIS.values()], ids=[*CLIMBING_URIS, *PLAIN_URIS]
+)
+def test_the_schema_pattern_and_the_rule_agree(uri: str) -> None:
+    # The API server applies the pattern, the operator and the agent the function: one rule.
+    by_pattern = re.fullmatch(trustpolicy.SOURCE_PREFIX_PATTERN, uri) is not None
+    assert by_pattern is (uripaths.problem(uri) is None)
+    assert by_pattern is (re.fullmatch(v1alpha1.ARTIFACT_URI_PATTERN, uri) is not None)
+
+
+@pytest.mark.parametrize("uri", PLAIN_URIS.values(), ids=PLAIN_URIS.keys())
+def test_plain_paths_still_bind(uri: str) -> None:
+    assert uripaths.problem(uri) is None
+    locations.parse(uri)
+    rules = (policy.SourceRule(uri=uri, any_namespace=uri.startswith("pvc://")),)
+    assert isinstance(policy.bind(uri, sources=rules, namespace="team-a"), policy.Binding)
+
+
+def _model(*, source: str = "s3://models/team-a/m/", signature: str | None = None) -> dict:
+    model: dict[str, object] = {"name": "m", "version": "1", "source": {"uri": source}}
+    if signature is not None:
+        model["signature"] = {"uri": signature}
+    return {
+        "apiVersion": "modelguard.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m", "namespace": "team-a", "uid": "u"},
+        "spec": {
+            "model": model,
+            "serving": {"image": "registry.example/s@sha256:" + "0" * 64, "port": 8080},
+        },
+    }
+
+
 # --- the policy's fields ------------------------------------------------------------------------
 
 
@@ -194,45 +314,144 @@ def test_the_bound_endpoint_is_used_when_the_secret_names_none() -> None:
 # --- addresses ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("address", "refused"),
-    [
-        pytest.param("127.0.0.1", "loopback", id="loopback"),
-        pytest.param("127.8.9.10", "loopback", id="loopback-range"),
-        pytest.param("::1", "loopback", id="loopback-v6"),
-        pytest.param("169.254.169.254", "metadata", id="aws-gcp-azure-metadata"),
-        pytest.param("fd00:ec2::254", "metadata", id="aws-metadata-v6"),
-        pytest.param("100.100.100.200", "metadata", id="alibaba-metadata"),
-        pytest.param("169.254.10.1", "link-local", id="link-local"),
-        pytest.param("fe80::1", "link-local", id="link-local-v6"),
-        pytest.param("0.0.0.0", "unspecified", id="unspecified"),  # noqa: S104 - a test value
-        pytest.param("::", "unspecified", id="unspecified-v6"),
-        pytest.param("::ffff:127.0.0.1", "loopback", id="v4-mapped-loopback"),
-        pytest.param("::ffff:169.254.169.254", "metadata", id="v4-mapped-metadata"),
-        pytest.param("64:ff9b::a9fe:a9fe", "metadata", id="nat64-metadata"),
-        pytest.param("224.0.0.1", "multicast", id="multicast"),
-        pytest.param("10.96.0.10", None, id="cluster-service"),
-        pytest.param("192.168.1.5", None, id="private"),
-        pytest.param("52.216.0.1", None, id="public"),
-        pytest.param("2600:1f18::1", None, id="public-v6"),
-    ],
-)
-def test_addresses_refused_unless_named(address: str, refused: str | None) -> None:
+NEVER = "never"  # refused even where a source admits private addresses
+PRIVATE = "private"  # refused unless the source admits private addresses
+
+ADDRESSES = {
+    "loopback": ("127.0.0.1", NEVER, "loopback"),
+    "loopback-range": ("127.8.9.10", NEVER, "loopback"),
+    "loopback-v6": ("::1", NEVER, "loopback"),
+    "aws-gcp-azure-metadata": ("169.254.169.254", NEVER, "metadata"),
+    "aws-metadata-v6": ("fd00:ec2::254", NEVER, "metadata"),
+    "eks-pod-identity-agent": ("fd00:ec2::23", NEVER, "metadata"),
+    "azure-wireserver": ("168.63.129.16", NEVER, "metadata"),
+    "alibaba-metadata": ("100.100.100.200", NEVER, "metadata"),
+    "oracle-metadata": ("192.0.0.192", NEVER, "metadata"),
+    "link-local": ("169.254.10.1", NEVER, "link-local"),
+    "link-local-v6": ("fe80::1", NEVER, "link-local"),
+    "unspecified": ("0.0.0.0", NEVER, "unspecified"),  # noqa: S104 - a test value
+    "this-network": ("0.0.0.1", NEVER, "unspecified"),
+    "unspecified-v6": ("::", NEVER, "unspecified"),
+    "v4-mapped-loopback": ("::ffff:127.0.0.1", NEVER, "loopback"),
+    "v4-mapped-metadata": ("::ffff:169.254.169.254", NEVER, "metadata"),
+    "v4-compatible-loopback": ("::127.0.0.1", NEVER, "loopback"),
+    "v4-compatible-metadata": ("::169.254.169.254", NEVER, "metadata"),
+    "nat64-metadata": ("64:ff9b::a9fe:a9fe", NEVER, "metadata"),
+    "local-nat64": ("64:ff9b:1::a9fe:a9fe", NEVER, "NAT64"),
+    "6to4-loopback": ("2002:7f00:1::", NEVER, "loopback"),
+    "multicast": ("224.0.0.1", NEVER, "multicast"),
+    "broadcast": ("255.255.255.255", NEVER, "broadcast"),
+    "cluster-service": ("10.96.0.1", PRIVATE, "private"),
+    "node-network": ("192.168.1.5", PRIVATE, "private"),
+    "rfc1918-172": ("172.20.0.3", PRIVATE, "private"),
+    "shared-cgnat": ("100.64.0.1", PRIVATE, "private"),
+    "ula": ("fd12:3456::1", PRIVATE, "private"),
+    "site-local": ("fec0::1", PRIVATE, "private"),
+    "documentation": ("192.0.2.1", PRIVATE, "private"),
+    "v4-mapped-private": ("::ffff:10.0.0.5", PRIVATE, "private"),
+    "public": ("52.216.0.1", None, ""),
+    "public-v6": ("2600:1f18::1", None, ""),
+}
+
+
+@pytest.mark.parametrize(("address", "refused", "says"), ADDRESSES.values(), ids=ADDRESSES.keys())
+def test_addresses_refused_by_default(address: str, refused: str | None, says: str) -> None:
     why = addresses.refusal(ipaddress.ip_address(address))
     assert (why is None) is (refused is None), why
-    if refused is not None:
-        assert why is not None
-        assert refused in why
+    if why is not None:
+        assert says in why
+
+
+@pytest.mark.parametrize(("address", "refused", "says"), ADDRESSES.values(), ids=ADDRESSES.keys())
+def test_admitting_private_addresses_never_admits_loopback_link_local_or_metadata(
+    address: str, refused: str | None, says: str
+) -> None:
+    why = addresses.refusal(ipaddress.ip_address(address), private_addresses=True)
+    assert (why is None) is (refused != NEVER), why
+    if why is not None:
+        assert says in why
+
+
+def test_a_refused_private_address_names_the_opt_in() -> None:
+    why = addresses.refusal(ipaddress.ip_address("10.96.0.1"))
+    assert why is not None
+    assert "allowPrivateAddresses" in why
 
 
 def test_a_peer_is_allowed_when_the_url_names_that_address() -> None:
     addresses.check_peer("127.0.0.1", "127.0.0.1")
     addresses.check_peer("[::1]", "::1")
-    addresses.check_peer("minio.example", "10.0.0.5")
+    addresses.check_peer("10.0.0.5", "10.0.0.5")
+    addresses.check_peer("minio.example", "10.0.0.5", private_addresses=True)
+    with pytest.raises(addresses.RefusedAddress, match="private"):
+        addresses.check_peer("minio.example", "10.0.0.5")
     with pytest.raises(addresses.RefusedAddress):
-        addresses.check_peer("minio.example", "127.0.0.1")
+        addresses.check_peer("minio.example", "127.0.0.1", private_addresses=True)
     with pytest.raises(addresses.RefusedAddress):
         addresses.check_peer("127.0.0.2", "169.254.169.254")
+
+
+class _Answers(aiohttp.abc.AbstractResolver):
+    """What a cluster's DNS would answer for a Service name: a fixed address (pure logic)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        return [
+            {
+                "hostname": host,
+                "host": self.address,
+                "port": port,
+                "family": family,
+                "proto": 0,
+                "flags": 0,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_service_name_on_a_private_address_needs_the_source_s_opt_in() -> None:
+    refusing = addresses.GuardedResolver(inner=_Answers("10.96.12.7"))
+    with pytest.raises(addresses.RefusedAddress, match="allowPrivateAddresses"):
+        await refusing.resolve("minio.storage.svc", 9000)
+    admitting = addresses.GuardedResolver(inner=_Answers("10.96.12.7"), private_addresses=True)
+    assert (await admitting.resolve("minio.storage.svc", 9000))[0]["host"] == "10.96.12.7"
+    node = addresses.GuardedResolver(inner=_Answers("169.254.169.254"), private_addresses=True)
+    with pytest.raises(addresses.RefusedAddress, match="metadata"):
+        await node.resolve("minio.storage.svc", 9000)
+
+
+def test_private_addresses_are_a_source_s_explicit_opt_in() -> None:
+    parsed = trustpolicy.parse(
+        {
+            "spec": _spec(
+                {"uri": "s3://models/", "endpoint": MINIO, "allowPrivateAddresses": True},
+                {"uri": "https://models.example/"},
+            )
+        }
+    )
+    rules = policy.source_rules(parsed.spec)
+    assert [rule.allow_private_addresses for rule in rules] == [True, False]
+    found = policy.bind("s3://models/m/", sources=rules, namespace="team-a")
+    assert isinstance(found, policy.Binding)
+    assert found.allow_private_addresses
+    with pytest.raises(api_errors.InvalidObjectError, match="allowPrivateAddresses"):
+        trustpolicy.parse(
+            {
+                "spec": _spec(
+                    {"uri": "pvc://store/", "namespace": "a", "allowPrivateAddresses": True}
+                )
+            }
+        )
+    assert credentials.with_private_addresses(
+        credentials.from_secret_data(KEYS), allowed=True
+    ).transport.private_addresses
+    assert not base.Transport().private_addresses
 
 
 async def test_the_resolver_refuses_a_name_that_resolves_to_loopback() -> None:
@@ -301,3 +520,24 @@ def test_the_agent_reads_from_the_endpoints_the_policy_binds() -> None:
     assert args[args.index("--source-endpoint") + 1] == MINIO
     assert args[args.index("--signature-endpoint") + 1] == "https://s3.other.example"
     assert deployment.artifact_of(built) == artifact
+
+
+def test_the_agent_admits_private_addresses_only_where_the_policy_does() -> None:
+    model = v1alpha1.parse(_model(source="s3://models/team-a/m/", signature="s3://sigs/m.sig"))
+    pinned = {
+        "root_digest": "sha256:" + "ab" * 32,
+        "signature_digest": "sha256:" + "ef" * 32,
+        "agent_image": "registry.example/modelguard@sha256:" + "cd" * 32,
+    }
+    for source, signature in ((True, False), (False, True), (False, False)):
+        artifact = deployment.VerifiedArtifact(
+            **pinned,
+            source_endpoint=MINIO,
+            source_private_addresses=source,
+            signature_private_addresses=signature,
+        )
+        built = deployment.build(model, artifact=artifact)
+        (agent,) = built["spec"]["template"]["spec"]["initContainers"]
+        assert ("--source-private-addresses" in agent["args"]) is source
+        assert ("--signature-private-addresses" in agent["args"]) is signature
+        assert deployment.artifact_of(built) == artifact

@@ -141,7 +141,11 @@ def test_rules_carry_every_setting_of_the_policy(
             "minSigners": 2,
             "hashAlgorithms": ["sha256", "blake2b"],
             "sources": [
-                {"uri": "s3://models/team-a/", "endpoint": "https://minio.storage:9000"},
+                {
+                    "uri": "s3://models/team-a/",
+                    "endpoint": "https://minio.storage:9000",
+                    "allowPrivateAddresses": True,
+                },
                 {"uri": "pvc://store/", "namespace": "team-a"},
             ],
             "formats": {"allowPickle": True, "allow": ["Keras"]},
@@ -153,7 +157,11 @@ def test_rules_carry_every_setting_of_the_policy(
         min_signers=2,
         hash_algorithms=frozenset({"sha256", "blake2b"}),
         sources=(
-            policy.SourceRule(uri="s3://models/team-a/", endpoint="https://minio.storage:9000"),
+            policy.SourceRule(
+                uri="s3://models/team-a/",
+                endpoint="https://minio.storage:9000",
+                allow_private_addresses=True,
+            ),
             policy.SourceRule(uri="pvc://store/", namespace="team-a"),
         ),
         allow_formats=frozenset({"Keras", "Pickle"}),
@@ -777,3 +785,99 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     with redirect_stdout(out), redirect_stderr(err):
         code = cli.main(list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+# --- how many bundles a signature file may hold ---------------------------------------------
+
+
+def _signed_line(tmp_path: pathlib.Path, private: pathlib.Path, *, name: str) -> str:
+    model = _write(tmp_path / f"model-{name}", LAYOUTS["nested"])
+    _sign(model, tmp_path / f"{name}.sig", private)
+    return json.dumps(json.loads((tmp_path / f"{name}.sig").read_bytes()), separators=(",", ":"))
+
+
+def _bad_signature(line: str) -> str:
+    document = json.loads(line)
+    # A well-formed DER ECDSA signature that verifies under no key.
+    document["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(
+        b"\x30\x06\x02\x01\x01\x02\x01\x01"
+    ).decode()
+    return json.dumps(document, separators=(",", ":"))
+
+
+def test_the_bundle_cap_is_above_any_policy_s_signers() -> None:
+    # One bundle per trusted signer, with room for co-signers the policy does not list.
+    assert verify.MAX_BUNDLES >= 2 * trustpolicy.MAX_SIGNERS
+
+
+def test_a_signature_file_of_more_bundles_than_the_cap_is_refused_before_any_is_verified(
+    tmp_path: pathlib.Path,
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    line = _signed_line(tmp_path, keys["trusted"][0], name="trusted")
+    checked: list[str] = []
+    real = signatures.verify
+
+    def counting(signed: bundle.Bundle, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        checked.append(signed.label)
+        return real(signed, *args, **kwargs)
+
+    monkeypatch.setattr(signatures, "verify", counting)
+    rules = _policy(keys["trusted"][1])
+    at_cap = ("\n".join([line] * verify.MAX_BUNDLES) + "\n").encode()
+    assert verify.verify_signatures(at_cap, rules).statement is not None
+    checked.clear()
+    over = ("\n".join([line] * (verify.MAX_BUNDLES + 1)) + "\n").encode()
+    with pytest.raises(reasons.VerificationError) as refused:
+        verify.verify_signatures(over, rules)
+    assert refused.value.reason is Reason.MALFORMED_BUNDLE
+    assert f"{verify.MAX_BUNDLES + 1} bundles" in refused.value.message
+    assert f"at most {verify.MAX_BUNDLES}" in refused.value.message
+    assert checked == []
+
+
+def test_verification_stops_once_min_signers_can_no_longer_be_met(
+    tmp_path: pathlib.Path,
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    good = _signed_line(tmp_path, keys["trusted"][0], name="trusted")
+    bad = _bad_signature(good)
+    checked: list[str] = []
+    real = signatures.verify
+
+    def counting(signed: bundle.Bundle, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        checked.append(signed.label)
+        return real(signed, *args, **kwargs)
+
+    monkeypatch.setattr(signatures, "verify", counting)
+    two = _rules(
+        {
+            "signers": [
+                {"name": name, "publicKey": keys[name][1].read_text()}
+                for name in ("trusted", "other")
+            ],
+            "minSigners": 2,
+        }
+    )
+    # Two of five needed: after four failures one bundle is left, which can add one signer only.
+    jsonl = ("\n".join([bad] * 4 + [good]) + "\n").encode()
+    with pytest.raises(reasons.VerificationError) as refused:
+        verify.verify_signatures(jsonl, two)
+    assert refused.value.reason is Reason.BAD_SIGNATURE
+    assert "bundle on line 1" in refused.value.message
+    assert checked == [f"bundle on line {n}" for n in (1, 2, 3, 4)]
+    # One needed: a file of failures is tried to its end (the last one may be the signer's).
+    checked.clear()
+    one = _policy(keys["trusted"][1])
+    assert verify.verify_signatures(jsonl, one).signers[0].signer == "team"
+    assert len(checked) == 5
+    # Audit admits too few signers, but not none: it stops only when no bundle is left that
+    # could verify.
+    checked.clear()
+    audit = dataclasses.replace(two, audit=True)
+    admitted = verify.verify_signatures(jsonl, audit)
+    assert admitted.audit[0].reason is Reason.TOO_FEW_SIGNERS
+    assert "bundle on line 1" in admitted.audit[0].message
+    assert len(checked) == 5

@@ -234,7 +234,9 @@ async def test_models_verified_at_once_hold_no_more_bundles_than_there_are_slots
     in_memory = _Gauge()
     fetched: list[str] = []
 
-    async def fetch(signature_uri: str, *, settings: object, endpoint: str | None) -> bytes:
+    async def fetch(
+        signature_uri: str, *, settings: object, endpoint: str | None, private_addresses: bool
+    ) -> bytes:
         in_memory.enter()
         fetched.append(signature_uri)
         await asyncio.sleep(0.05)

@@ -69,6 +69,9 @@ class Options:
     # credentials Secret naming another is refused.
     source_endpoint: str | None = None
     signature_endpoint: str | None = None
+    # Host names may resolve to private addresses: the TrustPolicy source allows it.
+    source_private_addresses: bool = False
+    signature_private_addresses: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,11 +165,15 @@ async def _fetch_into(
     started: float,
 ) -> Summary:
     settings = _settings(options)
-    signature_settings = _bound(
-        settings, uri=options.signature, endpoint=options.signature_endpoint, which="signature"
+    signature_settings = credentials.with_private_addresses(
+        _bound(
+            settings, uri=options.signature, endpoint=options.signature_endpoint, which="signature"
+        ),
+        allowed=options.signature_private_addresses,
     )
-    source_settings = _bound(
-        settings, uri=options.source, endpoint=options.source_endpoint, which="source"
+    source_settings = credentials.with_private_addresses(
+        _bound(settings, uri=options.source, endpoint=options.source_endpoint, which="source"),
+        allowed=options.source_private_addresses,
     )
     signature_source, signature_name = sources.open_file(
         options.signature,

@@ -16,7 +16,7 @@ import typing
 
 from modelguard.agent import failures
 from modelguard.sources import base
-from modelguard.trust import bundle, digests, paths, reasons, statement, verify
+from modelguard.trust import digests, paths, reasons, statement, verify
 
 _ROOT_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
@@ -67,7 +67,7 @@ def pinned_statement(signature_file: bytes, root_digest: bytes) -> statement.Sta
     found: list[bytes] = []
     matching: list[tuple[str, statement.Statement]] = []
     first_error: reasons.VerificationError | None = None
-    for signed in bundle.parse_signature_file(signature_file):
+    for signed in verify.bundles_of(signature_file):
         try:
             parsed = statement.parse(signed.payload)
         except reasons.VerificationError as error:

@@ -16,7 +16,7 @@ from cryptography import exceptions
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelguard.api import conventions, endpoints, errors, v1alpha1
+from modelguard.api import conventions, endpoints, errors, uripaths, v1alpha1
 
 KIND: typing.Final = "TrustPolicy"
 PLURAL: typing.Final = "trustpolicies"
@@ -27,7 +27,9 @@ DEFAULT_NAME: typing.Final = conventions.DEFAULT_TRUST_POLICY
 MAX_SIGNERS: typing.Final = 64
 MAX_ENTRIES: typing.Final = 256
 MAX_ROLES: typing.Final = 16
-SOURCE_PREFIX_PATTERN: typing.Final = r"^(s3|https|pvc)://[^\s/]+(/[^\s]*)?$"
+SOURCE_PREFIX_PATTERN: typing.Final = (
+    rf"^(s3|https|pvc)://{uripaths.HOST_PATTERN}{uripaths.SEGMENTS_PATTERN}$"
+)
 ENDPOINT_PATTERN: typing.Final = r"^(https?)://[^\s/?#@]+/?$"
 _EC_CURVES: typing.Final = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _ONE_METHOD = "a signer needs exactly one of publicKey, certificateRoot and keyless"
@@ -44,7 +46,8 @@ SourcePrefix = typing.Annotated[
     str,
     pydantic.Field(pattern=SOURCE_PREFIX_PATTERN, max_length=2048),
     errors.Hint(
-        "must be an s3://bucket[/prefix], https://host[/path] or pvc://claim[/path] prefix"
+        "must be an s3://bucket[/prefix], https://host[/path] or pvc://claim[/path] prefix with "
+        + uripaths.ACCEPTED
     ),
 ]
 
@@ -344,6 +347,7 @@ class OnRepublish(enum.StrEnum):
 
 _ENDPOINT_ONLY_S3 = "endpoint is only for s3:// sources (an https:// uri names its own host)"
 _NAMESPACE_ONLY_PVC = "namespace and anyNamespace are only for pvc:// sources"
+_PRIVATE_NOT_FOR_PVC = "allowPrivateAddresses is only for s3:// and https:// sources"
 _PVC_NEEDS_NAMESPACE = (
     "a pvc:// source needs exactly one of namespace (the claim's namespace) and anyNamespace: true"
 )
@@ -370,6 +374,11 @@ class Source(conventions.Spec):
                     "(has(self.namespace) != (has(self.anyNamespace) && self.anyNamespace))",
                     "message": _PVC_NEEDS_NAMESPACE,
                 },
+                {
+                    "rule": "!self.uri.startsWith('pvc://') || "
+                    "!(has(self.allowPrivateAddresses) && self.allowPrivateAddresses)",
+                    "message": _PRIVATE_NOT_FOR_PVC,
+                },
             ]
         }
     )
@@ -394,6 +403,18 @@ class Source(conventions.Spec):
     """For pvc:// only: admit the claim of that name in whichever namespace the model runs in,
     filled by that namespace's owners. Default: false."""
 
+    allow_private_addresses: bool = False
+    """For s3:// and https:// only: let the server's host name (the endpoint's, for s3://)
+    resolve to a private, non-global address: RFC 1918 (10/8, 172.16/12, 192.168/16), shared
+    100.64/10, IPv6 unique-local fc00::/7 and other non-global ranges. That is where an
+    in-cluster object store lives (http://minio.storage.svc:9000 resolves to a ClusterIP), but
+    also the nodes, the kube-apiserver's Service and everything else inside the cluster's
+    networks: the operator and the verifying init container would read from there, so keep
+    spec.model.source.egress narrow. Loopback, link-local (169.254/16, fe80::/10) and cloud
+    metadata addresses are never admitted by it: a source reaches one only by naming that IP
+    literal in its uri or endpoint. Default: false (host names must resolve to public
+    addresses only)."""
+
     @pydantic.model_validator(mode="after")
     def _fields_fit_the_scheme(self) -> typing.Self:
         scheme = self.uri.partition("://")[0]
@@ -411,6 +432,8 @@ class Source(conventions.Spec):
             raise ValueError(_NAMESPACE_ONLY_PVC)
         if scheme == "pvc" and (self.namespace is not None) == self.any_namespace:
             raise ValueError(_PVC_NEEDS_NAMESPACE)
+        if scheme == "pvc" and self.allow_private_addresses:
+            raise ValueError(_PRIVATE_NOT_FOR_PVC)
         return self
 
 
@@ -460,11 +483,13 @@ class TrustPolicySpec(conventions.Spec):
 
     sources: list[BoundSource] = pydantic.Field(default=[], max_length=MAX_ENTRIES)
     """Where models and their signatures may come from, each bound to its endpoint, e.g. {uri:
-    s3://models/team-a/, endpoint: http://minio.storage.svc:9000}, {uri:
+    s3://models/team-a/, endpoint: http://minio.storage.svc:9000, allowPrivateAddresses: true}
+    (an in-cluster MinIO), {uri:
     https://models.example/} or {uri: pvc://model-store/, namespace: team-a}. Nothing else is
-    read, in Enforce and Audit mode alike; loopback, link-local and cloud metadata addresses are
-    refused unless a source names that address itself. Default: [] (no source is allowed until one
-    is listed)."""
+    read, in Enforce and Audit mode alike. A host name must resolve to public addresses only,
+    unless its source says allowPrivateAddresses; loopback, link-local and cloud metadata
+    addresses are refused unless a source names that IP address itself. Default: [] (no source is
+    allowed until one is listed)."""
 
     hash_algorithms: list[HashAlgorithm] = pydantic.Field(
         default=[HashAlgorithm.SHA256], min_length=1

@@ -13,7 +13,7 @@ import typing
 
 import pydantic
 
-from modelguard.api import conventions, errors, quantity
+from modelguard.api import conventions, errors, quantity, uripaths
 
 GROUP: typing.Final = conventions.GROUP
 VERSION: typing.Final = conventions.VERSION
@@ -81,7 +81,10 @@ DNS_SUBDOMAIN_PATTERN: typing.Final = (
 )
 # The version becomes the value of the app.kubernetes.io/version label, so it obeys label rules.
 LABEL_VALUE_PATTERN: typing.Final = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-ARTIFACT_URI_PATTERN: typing.Final = r"^(s3|https|pvc)://[^\s]+$"
+# What a source path may hold: the rule of api/uripaths, which the TrustPolicy's prefixes obey too.
+ARTIFACT_URI_PATTERN: typing.Final = (
+    rf"^(s3|https|pvc)://{uripaths.HOST_PATTERN}{uripaths.SEGMENTS_PATTERN}$"
+)
 # The object's name becomes the Service's name, which must be a DNS-1035 label.
 OBJECT_NAME_PATTERN: typing.Final = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 OBJECT_NAME_RULE: typing.Final = (
@@ -115,7 +118,7 @@ LabelValue = typing.Annotated[
 ArtifactURI = typing.Annotated[
     str,
     pydantic.Field(pattern=ARTIFACT_URI_PATTERN),
-    errors.Hint("must be an s3://, https:// or pvc:// URI"),
+    errors.Hint("must be an s3://, https:// or pvc:// URI with " + uripaths.ACCEPTED),
 ]
 Quantity = typing.Annotated[
     str,

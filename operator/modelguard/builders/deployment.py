@@ -62,6 +62,10 @@ class VerifiedArtifact:
     """The S3 endpoint the TrustPolicy binds the source to (None: AWS S3, or not s3://)."""
     signature_endpoint: str | None = None
     """The S3 endpoint the TrustPolicy binds the signature bundle to."""
+    source_private_addresses: bool = False
+    """The TrustPolicy source of spec.model.source says allowPrivateAddresses."""
+    signature_private_addresses: bool = False
+    """The same for the signature bundle's source."""
 
 
 def model_byte_bound(md: v1alpha1.ModelDeployment, *, signed_bytes: int | None) -> int:
@@ -146,6 +150,8 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
         max_bytes=max_bytes,
         source_endpoint=_flag(args, "--source-endpoint"),
         signature_endpoint=_flag(args, "--signature-endpoint"),
+        source_private_addresses="--source-private-addresses" in args,
+        signature_private_addresses="--signature-private-addresses" in args,
     )
 
 
@@ -256,6 +262,11 @@ def _agent_container(
         args += ["--source-endpoint", artifact.source_endpoint]
     if artifact.signature_endpoint is not None:
         args += ["--signature-endpoint", artifact.signature_endpoint]
+    # Host names resolving to private addresses, only where the TrustPolicy's source admits them.
+    if artifact.source_private_addresses:
+        args.append("--source-private-addresses")
+    if artifact.signature_private_addresses:
+        args.append("--signature-private-addresses")
     mounts: list[dict[str, typing.Any]] = [
         {"name": names.MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH},
         {"name": names.TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir

@@ -363,6 +363,8 @@ def _decide_verification(
         max_bytes=deployment_builder.model_byte_bound(model, signed_bytes=verified.bytes),
         source_endpoint=verified.source_endpoint,
         signature_endpoint=verified.signature_endpoint,
+        source_private_addresses=verified.source_private_addresses,
+        signature_private_addresses=verified.signature_private_addresses,
     )
     if (status.current.get("quarantine") or {}).get("reason") == v1alpha1.REASON_SIGNER_REVOKED:
         # A version the policy verifies now, and approved, replaces the revoked bytes: that is

@@ -174,6 +174,10 @@ class Verified:
     """The S3 endpoint the policy binds the source to (None: AWS S3, or not an s3:// source)."""
     signature_endpoint: str | None = None
     """The same for the signature bundle."""
+    source_private_addresses: bool = False
+    """The policy's source for spec.model.source admits private addresses."""
+    signature_private_addresses: bool = False
+    """The same for the signature bundle."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,6 +326,7 @@ async def _verify_under(
     # from, and from the endpoint the policy names there, not from wherever a spec or a Secret
     # points (an internal service, say). Audit mode waives none of it.
     endpoints: dict[str, str | None] = {}
+    private: dict[str, bool] = {}
     for field, uri in (("spec.model.signature", signature_uri), ("spec.model.source", source.uri)):
         bound = policy_rules.bind(
             uri,
@@ -336,13 +341,17 @@ async def _verify_under(
                 f'{field}: {bound.message} (TrustPolicy "{model.spec.trust_policy}")',
             )
         endpoints[field] = bound.endpoint if uri.startswith("s3://") else None
+        private[field] = bound.allow_private_addresses
     signature_endpoint = endpoints["spec.model.signature"]
     # A slot from the fetch to the end of the check: at most that many signature files are in
     # memory at once, whatever they hold.
     async with slots.slot(_origin(signature_uri, signature_endpoint)) as slot:
         try:
             signature_file = await _fetch_bundle(
-                signature_uri, settings=settings, endpoint=signature_endpoint
+                signature_uri,
+                settings=settings,
+                endpoint=signature_endpoint,
+                private_addresses=private["spec.model.signature"],
             )
         except source_errors.SourceError as error:
             message = f"spec.model.signature {signature_uri}: {error.message}"
@@ -382,6 +391,8 @@ async def _verify_under(
             outcome.verified,
             source_endpoint=endpoints["spec.model.source"],
             signature_endpoint=signature_endpoint,
+            source_private_addresses=private["spec.model.source"],
+            signature_private_addresses=private["spec.model.signature"],
         ),
     )
     cache._refused_since.pop(inputs, None)
@@ -497,12 +508,19 @@ async def _source_settings(
 
 
 async def _fetch_bundle(
-    signature_uri: str, *, settings: credentials.SourceSettings | None, endpoint: str | None
+    signature_uri: str,
+    *,
+    settings: credentials.SourceSettings | None,
+    endpoint: str | None,
+    private_addresses: bool,
 ) -> bytes:
-    settings = credentials.bind_endpoint(
-        settings or credentials.from_secret_data({}),
-        endpoint=endpoint,
-        bound_by="the TrustPolicy",
+    settings = credentials.with_private_addresses(
+        credentials.bind_endpoint(
+            settings or credentials.from_secret_data({}),
+            endpoint=endpoint,
+            bound_by="the TrustPolicy",
+        ),
+        allowed=private_addresses,
     )
     source, name = sources.open_file(
         signature_uri, s3_settings=settings.s3, transport_settings=settings.transport
@@ -587,7 +605,11 @@ async def verify_serving(
     async with slots.slot(_origin(serving.signature_uri, serving.signature_endpoint)) as slot:
         try:
             signature_file = await _fetch_bundle(
-                serving.signature_uri, settings=settings, endpoint=serving.signature_endpoint
+                serving.signature_uri,
+                settings=settings,
+                endpoint=serving.signature_endpoint,
+                # Under the current policy's rule, as the endpoint is.
+                private_addresses=bound.allow_private_addresses,
             )
         except source_errors.SourceError as error:
             return _refused(

@@ -39,6 +39,9 @@ class Transport:
     max_connections: int = 16
     # Attempts of a request that failed before any byte of its body was used.
     attempts: int = 3
+    # Host names may resolve to private (non-global) addresses: the TrustPolicy source says
+    # allowPrivateAddresses. Loopback, link-local and metadata addresses stay refused.
+    private_addresses: bool = False
 
 
 class Source(typing.Protocol):

@@ -89,6 +89,13 @@ def bind_endpoint(
     return dataclasses.replace(settings, s3=dataclasses.replace(settings.s3, endpoint=endpoint))
 
 
+def with_private_addresses(settings: SourceSettings, *, allowed: bool) -> SourceSettings:
+    """`settings` whose host names may resolve to private addresses when the TrustPolicy's
+    source allows it (allowPrivateAddresses); the Secret has no say in it."""
+    transport = dataclasses.replace(settings.transport, private_addresses=allowed)
+    return dataclasses.replace(settings, transport=transport)
+
+
 def from_directory(path: Path) -> SourceSettings:
     """Settings from a Secret mounted as a volume: one file per key, named after it.
 

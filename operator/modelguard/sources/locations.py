@@ -18,6 +18,7 @@ import dataclasses
 import re
 import urllib.parse
 
+from modelguard.api import uripaths
 from modelguard.sources import errors
 
 # S3's own limit on key length, in UTF-8 bytes.
@@ -81,10 +82,9 @@ def _name_problem(name: str) -> str | None:
     if len(name.encode("utf-8", errors="surrogatepass")) > MAX_NAME_BYTES:
         return f"longer than {MAX_NAME_BYTES} bytes"
     for segment in name.split("/"):
-        if segment in ("", "."):
-            return "empty or '.' path segment"
-        if segment == "..":
-            return "'..' path segment"
+        # After ";params" are dropped and percent-decoding: what some servers do with a name.
+        if uripaths.dot_segment(segment):
+            return f"path segment {_shown(segment)} reads as empty, '.', '..' or only dots"
     return None
 
 
@@ -107,6 +107,7 @@ def _folder(path: str, *, uri: str) -> str:
 
 def parse(uri: str) -> Location:
     """The folder `uri` names; InvalidSource or UnsafePath when it cannot be used."""
+    _check_path(uri)
     scheme, sep, rest = uri.partition("://")
     if not sep:
         raise errors.InvalidSource(f"{_shown(uri)}: not a URI (want s3://, https:// or pvc://)")
@@ -122,6 +123,7 @@ def parse(uri: str) -> Location:
 
 def parse_file(uri: str) -> tuple[Location, str]:
     """The folder and file name of a URI naming one file, such as a signature bundle's."""
+    _check_path(uri)
     folder, sep, name = uri.rpartition("/")
     if not sep or not name or folder.endswith(":/"):
         raise errors.InvalidSource(f"{_shown(uri)}: does not name a file")
@@ -129,6 +131,12 @@ def parse_file(uri: str) -> tuple[Location, str]:
     if isinstance(location, HttpLocation):
         name = urllib.parse.unquote(name)
     return location, check_name(name)
+
+
+def _check_path(uri: str) -> None:
+    problem = uripaths.problem(uri)
+    if problem is not None:
+        raise errors.UnsafePath(f"{_shown(uri)} {problem}; accepted: {uripaths.ACCEPTED}")
 
 
 def _parse_s3(rest: str, *, uri: str) -> S3Location:

@@ -2,8 +2,9 @@
 bounded retries, and every transport failure turned into a typed source error.
 
 Requests go only to the URL's own scheme, host and port, which the TrustPolicy bound: a redirect
-is refused, not followed, and addresses.py keeps names from leading to the node itself, link-local
-or metadata addresses. What a server says reaches messages only bounded and quoted.
+is refused, not followed, and addresses.py keeps names from leading to non-global addresses (unless
+the source admits private ones), and never to loopback, link-local or metadata addresses. What a
+server says reaches messages only bounded and quoted.
 Bodies are read as stored (no transparent decompression): the bytes hashed are the bytes signed.
 """
 
@@ -59,7 +60,10 @@ class HttpClient:
             self._session = aiohttp.ClientSession(
                 # TLS settings go with each https request (see _send), verified always.
                 connector=aiohttp.TCPConnector(
-                    limit=transport.max_connections, resolver=addresses.GuardedResolver()
+                    limit=transport.max_connections,
+                    resolver=addresses.GuardedResolver(
+                        private_addresses=transport.private_addresses
+                    ),
                 ),
                 timeout=aiohttp.ClientTimeout(
                     total=None,
@@ -134,7 +138,12 @@ class HttpClient:
                 ssl=self._ssl_context() if url.startswith("https://") else True,
             )
         try:
-            _check_peer(response, host=host, what=what)
+            _check_peer(
+                response,
+                host=host,
+                what=what,
+                private_addresses=self._transport.private_addresses,
+            )
         except errors.SourceError:
             response.release()
             raise
@@ -149,7 +158,9 @@ class HttpClient:
         return response
 
 
-def _check_peer(response: aiohttp.ClientResponse, *, host: str, what: str) -> None:
+def _check_peer(
+    response: aiohttp.ClientResponse, *, host: str, what: str, private_addresses: bool
+) -> None:
     """The address actually connected to, checked once more (the resolver checked it first)."""
     connection = response.connection
     socket_transport = connection.transport if connection is not None else None
@@ -157,7 +168,7 @@ def _check_peer(response: aiohttp.ClientResponse, *, host: str, what: str) -> No
     if not peer:
         return
     try:
-        addresses.check_peer(host, str(peer[0]))
+        addresses.check_peer(host, str(peer[0]), private_addresses=private_addresses)
     except addresses.RefusedAddress as error:
         raise errors.AddressRefused(f"{what}: {error}") from None
 
@@ -211,11 +222,21 @@ def _cause(error: BaseException) -> str:
 
 
 async def read_error_body(response: aiohttp.ClientResponse) -> bytes:
-    # The status alone still says enough when the error body cannot be read.
+    # The status alone still says enough when the error body cannot be read. read(n) returns
+    # what has arrived so far, not n bytes: read on to the bound or the end, or a busy network
+    # cuts the server's reason short.
+    parts: list[bytes] = []
+    total = 0
     try:
-        return await response.content.read(_MAX_ERROR_BODY)
+        while total < _MAX_ERROR_BODY:
+            chunk = await response.content.read(_MAX_ERROR_BODY - total)
+            if not chunk:
+                break
+            parts.append(chunk)
+            total += len(chunk)
     except (aiohttp.ClientError, OSError, TimeoutError):
         return b""
+    return b"".join(parts)
 
 
 async def read_bounded(response: aiohttp.ClientResponse, *, max_bytes: int, what: str) -> bytes:

@@ -40,9 +40,11 @@ MAX_SIGNATURE_FILE_BYTES: typing.Final = 32 * 1024 * 1024
 # key and certificate methods, a few KiB with transparency log entries. 256 KiB holds as many
 # bundles as a policy can name signers, and json.loads of it costs at most some 25 times that.
 MAX_STRUCTURE_BYTES: typing.Final = 256 * 1024
-# Bundles (lines) of a JSONL file: one per signer, and a policy names at most this many
-# (trustpolicy.MAX_SIGNERS, not imported: `modelguard verify` starts without the API models).
-MAX_BUNDLES: typing.Final = 64
+# Bundles (lines) of a JSONL file: one per signer, twice as many as a policy can name
+# (trustpolicy.MAX_SIGNERS, 64, not imported: `modelguard verify` starts without the API models),
+# which leaves room for co-signers a policy does not list. Each bundle costs a signature check:
+# without a cap, a file of thousands of bad bundles keeps the operator busy for seconds per read.
+MAX_BUNDLES: typing.Final = 128
 # Certificates of one chain: the signing one, the intermediates followed (certificates.py follows
 # at most 8) and the root, with room to spare; and the size of each (real ones are 1-2 KiB).
 MAX_CERTIFICATES: typing.Final = 10
@@ -90,8 +92,8 @@ def parse_signature_file(data: bytes) -> list[Bundle]:
             raise _malformed(f"signature file is not JSON: {whole_error}") from None
     if len(lines) > MAX_BUNDLES:
         raise _malformed(
-            f"signature file holds {len(lines)} bundles (lines); at most {MAX_BUNDLES} are read, "
-            "one per signer a policy can name"
+            f"signature file holds {len(lines)} bundles (lines); at most {MAX_BUNDLES} are read "
+            "(one per signer, with room for co-signers)"
         )
     bundles = []
     for number, line in lines:

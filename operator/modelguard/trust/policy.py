@@ -11,6 +11,7 @@ import dataclasses
 import typing
 import urllib.parse
 
+from modelguard.api import uripaths
 from modelguard.trust import formats, reasons, signatures, statement
 
 if typing.TYPE_CHECKING:
@@ -41,6 +42,8 @@ class SourceRule:
     """Normalized scheme://host[:port] of an s3:// source's server; None: AWS S3."""
     namespace: str | None = None
     any_namespace: bool = False
+    allow_private_addresses: bool = False
+    """Host names may resolve to private addresses: spec.sources[i].allowPrivateAddresses."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,10 @@ class Binding:
     @property
     def endpoint(self) -> str | None:
         return self.rule.endpoint
+
+    @property
+    def allow_private_addresses(self) -> bool:
+        return self.rule.allow_private_addresses
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +102,7 @@ def source_rules(spec: trustpolicy.TrustPolicySpec) -> tuple[SourceRule, ...]:
             endpoint=source.endpoint,
             namespace=source.namespace,
             any_namespace=source.any_namespace,
+            allow_private_addresses=source.allow_private_addresses,
         )
         for source in spec.sources
     )
@@ -203,6 +211,13 @@ def bind(
     `requested_endpoint` is an S3 endpoint the credentials name (normalized); it must be the
     endpoint of a matching entry, which is then the one used. Without it the first matching entry
     decides. A claim is matched in its namespace only, unless its entry admits any namespace."""
+    problem = uripaths.problem(uri)
+    if problem is not None:
+        # Before any prefix: a path that a server reads as another folder is below none of them.
+        return reasons.Violation(
+            reasons.Reason.SOURCE_NOT_ALLOWED,
+            f"source {_shown(uri)} {problem}; a source path needs {uripaths.ACCEPTED}",
+        )
     matching = [
         Binding(index, rule) for index, rule in enumerate(sources) if _matches(uri, rule.uri)
     ]
@@ -258,7 +273,7 @@ def _split(uri: str) -> tuple[str, tuple[str, ...]] | None:
     """(origin, path segments) of a source URI; None when it is not one to match at all."""
     scheme, sep, rest = uri.partition("://")
     scheme = scheme.lower()
-    if not sep:
+    if not sep or uripaths.problem(uri) is not None:
         return None
     if scheme in ("https", "http"):
         try:
@@ -278,7 +293,7 @@ def _split(uri: str) -> tuple[str, tuple[str, ...]] | None:
     path = path.strip("/")
     segments = tuple(path.split("/")) if path else ()
     # A URI that climbs or doubles its slashes is not below anything: servers resolve "..".
-    if any(segment in ("", ".", "..") for segment in segments):
+    if any(uripaths.dot_segment(segment) for segment in segments):
         return None
     return origin, segments
 

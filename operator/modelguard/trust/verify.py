@@ -18,6 +18,8 @@ from modelguard.trust import bundle, digests, folder, policy, reasons, signature
 
 # Names listed in a message at most; the count says how many more there are.
 _LISTED: typing.Final = 3
+# The bundles a signature file may hold: bundle.MAX_BUNDLES, counted before any is parsed.
+MAX_BUNDLES: typing.Final = bundle.MAX_BUNDLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,11 @@ class Result:
         )
 
 
+def bundles_of(signature_file: bytes) -> list[bundle.Bundle]:
+    """The bundles of a signature file, MalformedBundle when it holds more than MAX_BUNDLES."""
+    return bundle.parse_signature_file(signature_file)
+
+
 def verify_signatures(
     signature_file: bytes,
     rules: policy.Rules,
@@ -63,13 +70,20 @@ def verify_signatures(
     verified: list[signatures.Verified] = []
     statements: list[tuple[str, statement.Statement]] = []
     failures: list[reasons.VerificationError] = []
-    for signed in bundle.parse_signature_file(signature_file):
+    bundles = bundles_of(signature_file)
+    # Audit admits too few signers but not none: one bundle that verifies is what it needs.
+    needed = 1 if rules.audit else rules.min_signers
+    for tried, signed in enumerate(bundles, 1):
         try:
             who = signatures.verify(signed, rules.signers, at=at)
         except reasons.VerificationError as error:
             # Kept without its traceback, which holds this frame and with it the whole file: the
             # cycle would last until the garbage collector ran.
             failures.append(error.with_traceback(None))
+            # Each bundle adds one signer at most: once those left cannot make up the number
+            # needed, checking them is work for an attacker's file, not for the verdict.
+            if len({item.signer for item in verified}) + len(bundles) - tried < needed:
+                break
             continue
         # Parsed only once its signature verified: until then its content is anyone's.
         statements.append((signed.label, statement.parse(signed.payload)))
