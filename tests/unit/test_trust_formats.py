@@ -483,6 +483,9 @@ REVIEWED = {
         b"\x80\x02Np" + b"0" * 100 + b"1\n0g1\n0" + EVIL,
         "Pickle",
     ),
+    # A stream whose persistent id a loader's persistent_load answers with None: BUILD of None
+    # on None does nothing, and the unpickler goes on to the import.
+    "persistent-id-answered-with-none": (b"\x80\x04NQP1\nbcos\nsystem\n", "Pickle"),
     # C: printable text that uses an import without calling it, or imports twice.
     "text-sys-path-append-then-model-module": (
         b"csys\npath\nV/models\nacmg_evil\nanything\n",

@@ -10,8 +10,9 @@ seen, and no parser of ours can read the bytes differently from the loader.
 Why running them is safe: only find_class makes a callable (classes, functions); without it the
 stack holds only the data objects the opcodes build themselves (numbers, strings, bytes, lists,
 tuples, dicts, sets, None, booleans), none of them callable, so REDUCE, BUILD, OBJ, NEWOBJ and
-INST have nothing to call and raise. persistent_load returns the id it is given (data the stream
-built), so that a stream a loader's persistent_load would carry on with is read on too.
+INST have nothing to call and raise. persistent_load returns what a loader's might (the id, data
+the stream built; None; an object that takes state and items but is not callable), each in turn,
+so that a stream a loader's persistent_load would carry on with is read on too.
 
 Bounded: the unpicklers read through a reader that hands out at most `cap` bytes and refuses any
 read past it before reading (a declared length of gigabytes is refused, not read); reaching the
@@ -64,19 +65,62 @@ def judge(
     the module is Python's own or one the model ships (`model_modules`: importing those runs code).
     """
     modules = frozenset(model_modules)
-    fed = _Fed(source, cap=cap, replay=b"")
-    state = _State(text=text, modules=modules, opcodes=opcodes, fed=fed)
+    replay, counted, persisted = b"", 0, False
     try:
-        verdict = _run(_PythonOracle, state)
-        if verdict is None:
-            fed = _Fed(source, cap=cap, replay=bytes(fed.data))
-            counted = state.counted
-            state = _State(text=text, modules=modules, opcodes=opcodes, fed=fed)
-            state.counted = counted
-            verdict = _run(_COracle, state)
+        for returns in _PERSISTENT:
+            # The Python unpickler first: its memo check guards the C one's memory.
+            for oracle in _PythonOracle, _COracle:
+                fed = _Fed(source, cap=cap, replay=replay)
+                state = _State(text=text, modules=modules, opcodes=opcodes, fed=fed)
+                state.counted, state.returns = counted, returns
+                verdict = _run(oracle, state)
+                replay, counted = bytes(fed.data), state.counted
+                persisted = persisted or state.persisted
+                if verdict is not None:
+                    return Verdict(verdict, replay, counted)
+            if not persisted:
+                break  # no persistent id: what persistent_load returns changes nothing
     except MemoryError:
         raise Limit("unpickling it needs more memory than inspecting it is given") from None
-    return Verdict(verdict, bytes(fed.data), state.counted)
+    return Verdict(None, replay, counted)
+
+
+class _Absorbing:
+    """A persistent object a loader might return (torch returns storages): it takes the state,
+    items and appends a stream gives it, and is hashable, but it is not callable."""
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def append(self, value: object) -> None:
+        pass
+
+    def extend(self, values: object) -> None:
+        pass
+
+    def add(self, value: object) -> None:
+        pass
+
+
+def _same(pid: object) -> object:
+    return pid
+
+
+def _none(pid: object) -> object:
+    return None
+
+
+def _absorbing(pid: object) -> object:
+    return _Absorbing()
+
+
+# What persistent_load returns: the id itself (torch's legacy "module" ids), None, an object
+# that takes whatever comes (a storage). A loader's own persistent_load may return any of these
+# and the unpickler carries on; each is tried, once the stream has a persistent id at all.
+_PERSISTENT: typing.Final = (_same, _none, _absorbing)
 
 
 def _run(oracle: typing.Any, state: _State) -> str | None:
@@ -114,6 +158,12 @@ class _State:
         self.imported: str | None = None
         self.verdict: str | None = None
         self.counted = 0
+        self.returns: typing.Callable[[object], object] = _same
+        self.persisted = False
+
+    def persistent_load(self, pid: object) -> object:
+        self.persisted = True
+        return self.returns(pid)
 
     def decide(self, verdict: str) -> typing.NoReturn:
         self.verdict = verdict
@@ -186,7 +236,7 @@ class _COracle(pickle.Unpickler):
         return self._state.find_class(module, name)
 
     def persistent_load(self, pid: typing.Any, /) -> typing.Any:
-        return pid
+        return self._state.persistent_load(pid)
 
 
 class _PythonOracle(_PyUnpickler):  # type: ignore[misc]
@@ -213,7 +263,7 @@ class _PythonOracle(_PyUnpickler):  # type: ignore[misc]
         return self._state.find_class(module, name)
 
     def persistent_load(self, pid: typing.Any) -> typing.Any:
-        return pid
+        return self._state.persistent_load(pid)
 
     def load_bytearray8(self) -> None:
         # pickle._Unpickler allocates the declared length (zeroed) before reading into it.
