@@ -422,7 +422,9 @@ def test_files_numpy_and_keras_wrote_are_judged_as_their_loaders_would(name: str
 # itself (find_class reached), by tarfile itself, and by the loaders' own magic tables.
 
 
-def _tar_with(content: bytes, *, name: str = "storages", typeflag: bytes = tarfile.REGTYPE) -> bytes:
+def _tar_with(
+    content: bytes, *, name: str = "storages", typeflag: bytes = tarfile.REGTYPE
+) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
         info = tarfile.TarInfo(name)

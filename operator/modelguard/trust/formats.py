@@ -63,6 +63,7 @@ class Format(enum.StrEnum):
     NUMPY = "a NumPy array"
     NUMPY_OBJECT = "a NumPy array of Python objects (pickled)"
     KERAS = "a Keras archive"
+    KERAS_FOLDER = "the config of a Keras model folder"
     HDF5 = "an HDF5 file"
     SAFETENSORS = "safetensors"
     GGUF = "GGUF"
@@ -642,9 +643,10 @@ def keras_folder(content: bytes, *, limits: Limits = LIMITS) -> Finding:
             EVERY_FAMILY,
             f"its config.json is over {limits.keras_config_bytes} bytes; refused, not guessed",
         )
-    return _keras_config(content, keras=True) or Finding(
+    found = _keras_config(content, keras=True) or Finding(
         Format.KERAS, frozenset({Family.KERAS}), "its config.json describes no Keras model"
     )
+    return dataclasses.replace(found, format=Format.KERAS_FOLDER)
 
 
 def _keras_config(content: bytes, *, keras: bool) -> Finding | None:
