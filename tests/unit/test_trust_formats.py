@@ -351,6 +351,13 @@ def test_the_opcodes_of_all_members_together_are_bounded() -> None:
     assert "more than 200 in all" in found.why
 
 
+def test_pickles_in_a_row_are_bounded_together() -> None:
+    # Each pickle is two opcodes; the unpicklers stop at the file's limit, not at its end.
+    found = formats.sniff(b"N." * 100_000, limits=formats.Limits(file_opcodes=1000))
+    assert found.needs == formats.EVERY_FAMILY, found
+    assert "more than 1000 in all" in found.why
+
+
 def test_the_opcode_limit_fails_closed() -> None:
     stream = b"\x80\x02(" + b"K\x01" * 1000 + b"l."
     found = formats.sniff(stream, limits=formats.Limits(pickle_opcodes=100))

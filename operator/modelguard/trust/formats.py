@@ -2,26 +2,27 @@
 
 Extensions lie (a `weights.bin` can be a pickle), and so do first bytes, so the rule is what a
 loader would do with the bytes:
-- a pickle stream of any protocol, with or without a PROTO header, is code-capable as soon as the
-  unpickler would reach an import (GLOBAL, STACK_GLOBAL, INST) with its stack and memo in order:
-  every call opcode needs a callable, and only an import makes one (in printable text, once the
-  import is called or returned, so that a labels file `cat\ndog\n` stays text). The opcodes are
-  parsed as leniently as CPython's unpickler reads them (pickletools.genops is stricter: `I0x10`
-  stops it but not the unpickler), length-prefixed data is skipped, and what follows a STOP is read
-  (torch's legacy files are several pickles in a row). A protocol 2+ stream that parses to STOP
-  is a pickle too, imports or not;
-- compressed streams (gzip, zlib, bz2, xz/lzma) are inflated and judged by what they hold; lz4
-  and zstd frames cannot be inflated here, so they count as the pickles joblib writes that way;
-- zip archives (PyTorch checkpoints, .npz, .keras) and tar archives (legacy PyTorch) are judged
-  by every member, recursively; a member named like a PyTorch pickle (`data.pkl`, `.pkl`) is one;
+- a stream is code-capable as a pickle when CPython's own unpicklers (the C one, and the Python
+  one joblib uses), run with a find_class that records instead of importing, reach an import
+  (trust.pickles): no parser of ours stands between the bytes and the verdict. Pickles in a row
+  are read on (torch's legacy files), a protocol 2+ stream unpickled to its end is a pickle too,
+  and in printable text one import first in the file that nothing uses is a labels file
+  (`cat\ndog\n`), unless it names a module Python or the model ships;
+- compressed streams, told by joblib's own prefix table (gzip, zlib, bz2, lzma, xz, its "ZF"
+  files), are inflated whole and judged by what they hold; lz4 and zstd frames cannot be inflated
+  here, so they count as the pickles joblib writes that way;
+- zip archives (PyTorch checkpoints, .npz, .keras) and tar archives (what tarfile reads, as
+  torch's legacy loader asks it) are judged by every member with data, recursively; a member
+  named like a PyTorch pickle (`data.pkl`, `.pkl`) is one;
 - NumPy .npy arrays whose dtype can hold objects, by numpy's own header rules (numpy pickles
   those);
-- Keras archives whose config names a Lambda layer or code outside Keras, and every HDF5 file
-  (a Keras .h5 model can hold marshalled bytecode).
+- Keras archives (and configs of unzipped ones, keras_folder) naming anything outside an
+  allowlist of Keras's own objects (trust.kerasconfig), and every HDF5 file (a Keras .h5 model
+  can hold marshalled bytecode).
 Magic numbers only route: pickle.load looks at none, so bytes told by one (a tar, an HDF5 user
 block) are read as a pickle from their start too. A limit (members, inflated bytes, nesting
-depth, opcodes) that stops the inspection fails closed: the file needs every family allowed, and
-the finding names the limit.
+depth, opcodes, bytes given to the unpicklers) that stops the inspection fails closed: the file
+needs every family allowed, and the finding names the limit.
 
 Pure: callers hand over a seekable binary file object; nothing is opened here.
 """
@@ -285,6 +286,8 @@ def _unpickled(stream: _Stream, head: bytes, *, budget: _Budget) -> str | None:
             stream,
             cap=budget.limits.pickle_bytes,
             opcodes=budget.limits.pickle_opcodes,
+            total_opcodes=budget.limits.file_opcodes,
+            spent=budget.opcodes,
             text=_is_text(head),
             model_modules=budget.model_modules,
         )

@@ -4,8 +4,9 @@ of them.
 Both unpicklers read the bytes: the C one (pickle.load, torch.load, numpy.load) and the Python
 one (joblib's NumpyUnpickler subclasses it). Each is a subclass whose find_class records the
 (module, name) and raises instead of importing, so whatever the unpickler would reach an import
-with, however it got there (GLOBAL, STACK_GLOBAL, INST, EXT1/2/4 all go through find_class), is
-seen, and no parser of ours can read the bytes differently from the loader.
+with, however it got there (GLOBAL, STACK_GLOBAL, INST; EXT1/2/4 too, for codes copyreg has
+registered, none unless the loading program registers some), is seen, and no parser of ours can
+read the bytes differently from the loader.
 
 Why running them is safe: only find_class makes a callable (classes, functions); without it the
 stack holds only the data objects the opcodes build themselves (numbers, strings, bytes, lists,
@@ -14,11 +15,14 @@ INST have nothing to call and raise. persistent_load returns what a loader's mig
 the stream built; None; an object that takes state and items but is not callable), each in turn,
 so that a stream a loader's persistent_load would carry on with is read on too.
 
-Bounded: the unpicklers read through a reader that hands out at most `cap` bytes and refuses any
-read past it before reading (a declared length of gigabytes is refused, not read); reaching the
-cap without a verdict fails closed. The C unpickler grows its memo array to twice a PUT's index,
-so the Python one reads first, and a memo index beyond the opcodes read fails closed before the C
-one sees it. The Python one counts its opcodes.
+Bounded: the unpicklers read through a reader that holds at most `cap` bytes and refuses any read
+past it (a declared length of gigabytes is read no further than the cap or the stream's end);
+reaching the cap without a verdict fails closed. The C unpickler reserves a BINBYTES buffer of
+the declared length before it reads into it: address space it never touches, since the read is
+short or refused (where even reserving fails, the MemoryError fails closed). It also grows its
+memo array to twice a PUT's index, and fills it: so the Python unpickler reads first, and a memo
+index beyond the opcodes one pickle may have fails closed before the C one sees it. The Python
+one counts opcodes, per pickle and over the file.
 """
 
 from __future__ import annotations
@@ -55,17 +59,21 @@ def judge(
     *,
     cap: int,
     opcodes: int,
+    total_opcodes: int,
+    spent: int = 0,
     text: bool,
     model_modules: typing.Collection[str] = (),
 ) -> Verdict:
-    """Run both unpicklers over the stream (pickles in a row, until the end or an error).
+    """Run both unpicklers over the stream (pickles in a row, until the end or an error), at most
+    `opcodes` in one pickle (then it is one) and `total_opcodes` in all, `spent` of them on other
+    streams of the file (then Limit).
 
     `text`: the stream is printable text, where one import first in the file that nothing then
     uses is a labels file (`cat\\ndog\\n` is GLOBAL at.dog, then BUILD with one object), unless
     the module is Python's own or one the model ships (`model_modules`: importing those runs code).
     """
     modules = frozenset(model_modules)
-    replay, counted, persisted = b"", 0, False
+    replay, counted, persisted = b"", spent, False
     try:
         for returns in _PERSISTENT:
             # The Python unpickler first: its memo check guards the C one's memory.
@@ -73,16 +81,17 @@ def judge(
                 fed = _Fed(source, cap=cap, replay=replay)
                 state = _State(text=text, modules=modules, opcodes=opcodes, fed=fed)
                 state.counted, state.returns = counted, returns
+                state.total = total_opcodes
                 verdict = _run(oracle, state)
                 replay, counted = bytes(fed.data), state.counted
                 persisted = persisted or state.persisted
                 if verdict is not None:
-                    return Verdict(verdict, replay, counted)
+                    return Verdict(verdict, replay, counted - spent)
             if not persisted:
                 break  # no persistent id: what persistent_load returns changes nothing
     except MemoryError:
         raise Limit("unpickling it needs more memory than inspecting it is given") from None
-    return Verdict(None, replay, counted)
+    return Verdict(None, replay, counted - spent)
 
 
 class _Absorbing:
@@ -158,6 +167,7 @@ class _State:
         self.imported: str | None = None
         self.verdict: str | None = None
         self.counted = 0
+        self.total = opcodes
         self.returns: typing.Callable[[object], object] = _same
         self.persisted = False
 
@@ -248,6 +258,9 @@ class _PythonOracle(_PyUnpickler):  # type: ignore[misc]
     def count(self) -> None:
         self._opcodes += 1
         self._state.counted += 1
+        if self._state.counted > self._state.total:
+            # Over every stream of the file (pickles in a row, members): its time is bounded.
+            raise Limit(f"its pickle opcodes number more than {self._state.total} in all")
         if self._opcodes > self._state.opcodes:
             self._state.decide(
                 f"its pickle opcodes run on past {self._state.opcodes} without an end"
