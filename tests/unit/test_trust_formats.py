@@ -358,6 +358,13 @@ def test_pickles_in_a_row_are_bounded_together() -> None:
     assert "more than 1000 in all" in found.why
 
 
+def test_a_stream_of_many_pickles_fails_closed() -> None:
+    found = formats.sniff(b"N." * 1001)
+    assert found.needs == formats.EVERY_FAMILY, found
+    assert "more than 1000 pickles in a row" in found.why
+    assert not formats.sniff(b"N." * 1000).code_capable
+
+
 def test_the_opcode_limit_fails_closed() -> None:
     stream = b"\x80\x02(" + b"K\x01" * 1000 + b"l."
     found = formats.sniff(stream, limits=formats.Limits(pickle_opcodes=100))

@@ -132,9 +132,15 @@ def _absorbing(pid: object) -> object:
 _PERSISTENT: typing.Final = (_same, _none, _absorbing)
 
 
+# Pickles in a row a stream may hold (torch's legacy files hold five): each costs an unpickler.
+PICKLES_IN_A_ROW: typing.Final = 1000
+
+
 def _run(oracle: typing.Any, state: _State) -> str | None:
     fed = state.fed
-    while fed.more():
+    for _ in range(PICKLES_IN_A_ROW):
+        if not fed.more():
+            return None
         start = fed.at
         try:
             oracle(fed, state).load()
@@ -151,7 +157,9 @@ def _run(oracle: typing.Any, state: _State) -> str | None:
         header = bytes(fed.data[start : start + 2])
         if header[:1] == b"\x80" and header[1:2] not in (b"", b"\x00", b"\x01"):
             return "a protocol 2+ pickle stream, unpickled to its end"
-    return None
+    if not fed.more():
+        return None
+    raise Limit(f"it holds more than {PICKLES_IN_A_ROW} pickles in a row")
 
 
 class _Verdict(Exception):
