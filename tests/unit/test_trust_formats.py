@@ -626,5 +626,11 @@ def test_a_huge_memo_index_is_refused_without_growing_the_memo() -> None:
 def test_keras_folder_configs_are_judged_as_keras() -> None:
     config = json.dumps(model(layer("Lambda"))).encode()
     found = formats.keras_folder(config)
+    assert found is not None
     assert found.needs == {formats.Family.KERAS}, found
-    assert not formats.keras_folder(json.dumps(model(layer("Dense"))).encode()).code_capable
+    admitted = formats.keras_folder(json.dumps(model(layer("Dense"))).encode())
+    assert admitted is not None
+    assert not admitted.code_capable
+    # A config.json of another kind (a transformers config): Keras would load nothing from it.
+    assert formats.keras_folder(b'{"architectures": ["BertModel"]}') is None
+    assert formats.keras_folder(b"not json") is None

@@ -332,7 +332,9 @@ def keras_folders(root: pathlib.Path, names: typing.Iterable[str]) -> dict[str, 
                 content = handle.read(limit + 1)
         except OSError as error:
             raise _unreadable(config, error) from None
-        found[config] = formats.keras_folder(content)
+        finding = formats.keras_folder(content)
+        if finding is not None:
+            found[config] = finding
     return found
 
 

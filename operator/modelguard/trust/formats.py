@@ -637,19 +637,18 @@ def _keras_archive(archive: typing.Any, names: set[str], budget: _Budget) -> Fin
     return _keras_config(content, keras="metadata.json" in names or _KERAS_WEIGHTS in names)
 
 
-def keras_folder(content: bytes, *, limits: Limits = LIMITS) -> Finding:
+def keras_folder(content: bytes, *, limits: Limits = LIMITS) -> Finding | None:
     """The config.json of a folder Keras loads as a model (an unzipped .keras archive: beside it
-    a metadata.json or model.weights.*), judged as the archive's would be."""
+    a metadata.json or model.weights.*), judged as the archive's would be; None when it is no
+    Keras model config (Keras's json.loads, or its deserialization, then fails: nothing runs)."""
     if len(content) > limits.keras_config_bytes:
         return Finding(
             Format.UNINSPECTED,
             EVERY_FAMILY,
             f"its config.json is over {limits.keras_config_bytes} bytes; refused, not guessed",
         )
-    found = _keras_config(content, keras=True) or Finding(
-        Format.KERAS, frozenset({Family.KERAS}), "its config.json describes no Keras model"
-    )
-    return dataclasses.replace(found, format=Format.KERAS_FOLDER)
+    found = _keras_config(content, keras=False)
+    return None if found is None else dataclasses.replace(found, format=Format.KERAS_FOLDER)
 
 
 def _keras_config(content: bytes, *, keras: bool) -> Finding | None:
