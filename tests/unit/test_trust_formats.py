@@ -509,6 +509,9 @@ REVIEWED = {
     ),
     "text-os-environ-setitem": (b"cos\nenviron\nVLD_PRELOAD\nV/models/libevil.so\ns", "Pickle"),
     "text-stdlib-import-alone": (b"cantigravity\nx\n", "Pickle"),
+    # Printable UTF-8 whose continuation byte is an opcode: "qÁ" is BINPUT 0xc3, then NEWOBJ,
+    # which instantiates what the first import named.
+    "text-newobj-in-a-utf8-character": ("cfoo\nbar\n)qÁ.".encode(), "Pickle"),
     # D: tar headers tarfile reads and members it extracts.
     "tar-v7-signed-checksum": (_v7_signed_checksum(_tar_with(TORCH_EVIL)), "Pickle"),
     "tar-base256-checksum": (_base256_checksum(_tar_with(TORCH_EVIL)), "Pickle"),
