@@ -90,7 +90,7 @@ class Limits:
     """A zip inside an archive or compressed stream, read into memory to list its members."""
     pickle_opcodes: int = 100_000
     """Opcodes of a pickle stream followed before it must have ended."""
-    pickle_bytes: int = 64 << 20
+    pickle_bytes: int = 32 << 20
     """Bytes of a stream the unpicklers are given: past them without a verdict, it is refused."""
     file_opcodes: int = 1_000_000
     """Opcodes followed over every stream and member of the file: its time is bounded."""

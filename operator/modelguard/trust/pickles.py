@@ -73,7 +73,7 @@ def judge(
     the module is Python's own or one the model ships (`model_modules`: importing those runs code).
     """
     modules = frozenset(model_modules)
-    replay, counted, persisted = b"", spent, False
+    replay, counted, persisted = bytearray(), spent, False
     try:
         for returns in _PERSISTENT:
             # The Python unpickler first: its memo check guards the C one's memory.
@@ -83,15 +83,15 @@ def judge(
                 state.counted, state.returns = counted, returns
                 state.total = total_opcodes
                 verdict = _run(oracle, state)
-                replay, counted = bytes(fed.data), state.counted
+                replay, counted = fed.data, state.counted
                 persisted = persisted or state.persisted
                 if verdict is not None:
-                    return Verdict(verdict, replay, counted - spent)
+                    return Verdict(verdict, bytes(replay), counted - spent)
             if not persisted:
                 break  # no persistent id: what persistent_load returns changes nothing
     except MemoryError:
         raise Limit("unpickling it needs more memory than inspecting it is given") from None
-    return Verdict(None, replay, counted - spent)
+    return Verdict(None, bytes(replay), counted - spent)
 
 
 class _Absorbing:
@@ -327,10 +327,10 @@ class _Fed:
     `cap` bytes in all, refused before they are read. Everything read stays in `data`. It has no
     peek(), so the C unpickler reads exactly what it parses, as from a pipe."""
 
-    def __init__(self, source: Source, *, cap: int, replay: bytes) -> None:
+    def __init__(self, source: Source, *, cap: int, replay: bytearray) -> None:
         self._source = source
         self.cap = cap
-        self.data = bytearray(replay)
+        self.data = replay  # the earlier pass's, taken over: not copied
         self.at = 0
         self.failure: Exception | None = None
 
