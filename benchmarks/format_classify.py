@@ -4,8 +4,10 @@ the same run on the same bytes.
 Cases: a safetensors file of --size-mib MiB (classified from its head and tail; reference:
 sha256 of the whole file, which verification does anyway), a zip of 2,000 deflated 16 KiB
 members, none code-capable (every member inspected; reference: zipfile reading every member
-whole), and a pickle of as many small opcodes as the limit (reference: pickletools.genops over
-it). Prints medians of --runs runs; figures are printed, never asserted.
+whole), a pickle of as many small opcodes as the limit (reference: pickletools.genops over
+it), and 2,000,000 two-opcode pickles in a row, past the file's opcode limit (reference:
+pickle.load of each, as a loader reads pickles in a row). Prints medians of --runs runs; figures
+are printed, never asserted.
 
     python benchmarks/format_classify.py [--size-mib 1024] [--runs 5]
 """
@@ -17,6 +19,7 @@ import hashlib
 import io
 import os
 import pathlib
+import pickle
 import pickletools
 import statistics
 import struct
@@ -49,6 +52,16 @@ def _archive(path: pathlib.Path) -> None:
 
 def _long_pickle(path: pathlib.Path) -> None:
     path.write_bytes(b"\x80\x02(" + b"K\x01" * (formats.LIMITS.pickle_opcodes - 10) + b"l.")
+
+
+def _pickles_in_a_row(path: pathlib.Path) -> None:
+    path.write_bytes(b"N." * 2_000_000)
+
+
+def _load_each(path: pathlib.Path) -> None:
+    with path.open("rb") as handle:
+        while handle.peek(1):
+            pickle.load(handle)  # noqa: S301 - None, 2,000,000 times: the file built above
 
 
 def _classify(path: pathlib.Path) -> None:
@@ -103,6 +116,7 @@ def main() -> None:
             ),
             ("zip", root / "weights.npz", _archive, (_read_members, "zipfile read all")),
             ("opcodes", root / "long.pkl", _long_pickle, (_genops, "pickletools.genops")),
+            ("row", root / "row.pkl", _pickles_in_a_row, (_load_each, "pickle.load each")),
         ]
         for name, path, build, (reference, label) in cases:
             build(path)

@@ -373,3 +373,43 @@ def test_an_unknown_format_family_is_refused_by_name(capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit):
         cli.main(argv)
     assert "--allow-format: invalid choice: 'ONNX'" in capsys.readouterr().err
+
+
+KERAS_LAMBDA_CONFIG = json.dumps(
+    {
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {"layers": [{"module": "keras.layers", "class_name": "Lambda", "config": {}}]},
+    }
+).encode()
+# Judged with the model's other files: the folder Keras loads, the module a pickle imports.
+MODEL_LEVEL = {
+    "unzipped-keras-folder": (
+        {"keras/config.json": KERAS_LAMBDA_CONFIG, "keras/metadata.json": b"{}"},
+        "keras/config.json",
+        "Keras",
+    ),
+    "text-pickle-importing-a-shipped-module": (
+        {"labels.txt": b"cmg_evil\nanything\n", "mg_evil.py": b"print('hi')\n"},
+        "labels.txt",
+        "Pickle",
+    ),
+}
+
+
+@pytest.mark.parametrize(("files", "name", "family"), MODEL_LEVEL.values(), ids=MODEL_LEVEL.keys())
+def test_what_only_the_whole_model_tells_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    files: dict[str, bytes],
+    name: str,
+    family: str,
+) -> None:
+    root = publish(tmp_path / "claims", FILES | files)
+    log = tmp_path / "termination-log"
+    assert fetchverify.run(options(tmp_path, root), termination_log=log) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"UnsafeFormat: file {name!r} is "), line
+    assert line.endswith(f"admitting it needs {family} in spec.formats.allow"), line
+    assert list((tmp_path / "dest").iterdir()) == []

@@ -881,3 +881,73 @@ def test_verification_stops_once_min_signers_can_no_longer_be_met(
     assert admitted.audit[0].reason is Reason.TOO_FEW_SIGNERS
     assert "bundle on line 1" in admitted.audit[0].message
     assert len(checked) == 5
+
+
+# --- what the loader opens: every file in the folder, and the folder itself -----------------
+
+EVIL_PICKLE = b"cos\nsystem\n(S'id'\ntR."
+
+
+def test_an_ignored_file_is_sniffed_all_the_same(
+    tmp_path: pathlib.Path, keys: dict[str, tuple[pathlib.Path, pathlib.Path]]
+) -> None:
+    # Hidden from the digests by an ignore path, it still lies in the folder the loader opens.
+    model = _write(tmp_path / "model", LAYOUTS["nested"])
+    _sign(model, tmp_path / "model.sig", keys["trusted"][0])
+    (model / "extra.pkl").write_bytes(EVIL_PICKLE)
+    rules = _policy(keys["trusted"][1])
+    signature = (tmp_path / "model.sig").read_bytes()
+    for options in ({"ignore_paths": ["extra.pkl"]}, {"ignore_unsigned_files": True}):
+        with pytest.raises(reasons.VerificationError) as refused:
+            verify.verify_folder(model, signature, rules, **options)  # type: ignore[arg-type]
+        assert refused.value.reason is Reason.UNSAFE_FORMAT, options
+        assert "'extra.pkl'" in refused.value.message
+
+
+def _keras_config(layer: str) -> bytes:
+    return json.dumps(
+        {
+            "module": "keras",
+            "class_name": "Sequential",
+            "registered_name": None,
+            "config": {
+                "name": "s",
+                "layers": [
+                    {"module": "keras.layers", "class_name": layer, "config": {"name": "l"}}
+                ],
+            },
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("beside", "layer", "refused"),
+    [
+        pytest.param("metadata.json", "Lambda", True, id="lambda-beside-metadata"),
+        pytest.param("model.weights.npz", "Lambda", True, id="lambda-beside-npz-weights"),
+        pytest.param("metadata.json", "Dense", False, id="dense-beside-metadata"),
+        pytest.param("tokenizer.json", "Lambda", False, id="config-json-of-another-kind"),
+    ],
+)
+def test_an_unzipped_keras_folder_is_judged_as_a_keras_model(
+    tmp_path: pathlib.Path,
+    keys: dict[str, tuple[pathlib.Path, pathlib.Path]],
+    beside: str,
+    layer: str,
+    refused: bool,
+) -> None:
+    model = _write(
+        tmp_path / "model",
+        {"sub/config.json": _keras_config(layer), f"sub/{beside}": b'{"keras_version": "3.9"}'},
+    )
+    _sign(model, tmp_path / "model.sig", keys["trusted"][0])
+    rules = _policy(keys["trusted"][1])
+    signature = (tmp_path / "model.sig").read_bytes()
+    if not refused:
+        verify.verify_folder(model, signature, rules)
+        return
+    with pytest.raises(reasons.VerificationError) as error:
+        verify.verify_folder(model, signature, rules)
+    assert error.value.reason is Reason.UNSAFE_FORMAT
+    assert "'sub/config.json'" in error.value.message
+    assert "Keras" in error.value.message

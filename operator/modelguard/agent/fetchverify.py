@@ -214,6 +214,8 @@ async def _fetch_into(
             fetcher = _Fetcher(source=source, dest=dest, pool=pool, options=options, signed=signed)
             try:
                 total = await fetcher.fetch_all(todo)
+                # Keras loads a folder as a model: judged once all its files are there.
+                await fetcher.run_blocking(fetcher.check_folders)
                 await fetcher.run_blocking(dest.seal)
             except BaseException:
                 # Threads still writing must finish before their files are removed.
@@ -269,6 +271,8 @@ class _Fetcher:
         self._pool = pool
         self._options = options
         self._serialization = signed.serialization
+        self._names: list[str] = []
+        """Every file of the model: an unpickler could import one by its name."""
         self._slots = asyncio.Semaphore(options.parallel)
         # Bytes received over all files: the event loop alone counts, so no lock is needed.
         self._received = 0
@@ -279,6 +283,7 @@ class _Fetcher:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def fetch_all(self, todo: list[plan.FileToFetch]) -> int:
+        self._names = [item.path for item in todo]
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._fetch(item)) for item in todo]
@@ -356,8 +361,17 @@ class _Fetcher:
 
     def _check_format(self, name: str, *, size: int) -> None:
         # The file is complete on disk and matches its digest: every member can be read.
-        found = folder.sniff(self._dest.root, folder.LocalFile(path=name, size=size))
-        violation = policy.check_formats({name: found}, allowed=self._options.allow_formats)
+        found = folder.sniff(
+            self._dest.root, folder.LocalFile(path=name, size=size), model_files=self._names
+        )
+        self._admit({name: found})
+
+    def check_folders(self) -> None:
+        if not self._options.allow_formats >= formats.EVERY_FAMILY:
+            self._admit(folder.keras_folders(self._dest.root, self._names))
+
+    def _admit(self, found: dict[str, formats.Finding]) -> None:
+        violation = policy.check_formats(found, allowed=self._options.allow_formats)
         if violation is None:
             return
         if self._options.audit_formats:

@@ -263,14 +263,79 @@ def _read_ahead(descriptor: int, offset: int, length: int) -> None:
         advise(descriptor, offset, length, os.POSIX_FADV_WILLNEED)
 
 
-def sniff(root: pathlib.Path, item: LocalFile) -> formats.Finding:
-    """What one file holds (every member, for an archive) and what must be allowed to load it."""
+def sniff(
+    root: pathlib.Path, item: LocalFile, *, model_files: typing.Iterable[str] = ()
+) -> formats.Finding:
+    """What one file holds (every member, for an archive) and what must be allowed to load it.
+    `model_files`: every file of the model, whose names an unpickler could import."""
     try:
         descriptor = os.open(root / item.path, _OPEN_FLAGS)
         with os.fdopen(descriptor, "rb") as handle:
-            return formats.classify(handle)
+            return formats.classify(handle, model_files=model_files)
     except OSError as error:
         raise _unreadable(item.path, error) from None
+
+
+def present(root: pathlib.Path) -> list[LocalFile]:
+    """Every regular file below `root`, ignored and unsigned ones too: what a loader can open.
+    Symlinks are not followed (scan refuses those among the model's files)."""
+    found: list[LocalFile] = []
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        try:
+            entries = list(os.scandir(root / relative if relative else root))
+        except OSError as error:
+            raise _unreadable(relative or ".", error) from None
+        for entry in entries:
+            name = f"{relative}/{entry.name}" if relative else entry.name
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError as error:
+                raise _unreadable(name, error) from None
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(name)
+            elif stat.S_ISREG(info.st_mode):
+                found.append(LocalFile(name, info.st_size))
+    return sorted(found, key=lambda item: pathlib.PurePosixPath(item.path).parts)
+
+
+def sniff_model(
+    root: pathlib.Path, files: typing.Sequence[LocalFile]
+) -> dict[str, formats.Finding]:
+    """What each file holds, and each folder Keras would load as a model (keras_folders)."""
+    names = [item.path for item in files]
+    found = {item.path: sniff(root, item, model_files=names) for item in files}
+    for name, finding in keras_folders(root, names).items():
+        if finding.code_capable or not found[name].code_capable:
+            found[name] = finding
+    return found
+
+
+def keras_folders(root: pathlib.Path, names: typing.Iterable[str]) -> dict[str, formats.Finding]:
+    """The config.json of every folder Keras 3 loads as a model (load_model of an unzipped
+    .keras archive: config.json beside metadata.json or model.weights.*), judged as Keras."""
+    by_folder: dict[str, set[str]] = {}
+    for name in names:
+        folder, _, base = name.rpartition("/")
+        by_folder.setdefault(folder, set()).add(base)
+    found: dict[str, formats.Finding] = {}
+    for folder, bases in by_folder.items():
+        keras = "metadata.json" in bases or any(b.startswith("model.weights.") for b in bases)
+        if "config.json" not in bases or not keras:
+            continue
+        config = f"{folder}/config.json" if folder else "config.json"
+        limit = formats.LIMITS.keras_config_bytes
+        try:
+            descriptor = os.open(root / config, _OPEN_FLAGS)
+            with os.fdopen(descriptor, "rb") as handle:
+                content = handle.read(limit + 1)
+        except OSError as error:
+            raise _unreadable(config, error) from None
+        finding = formats.keras_folder(content)
+        if finding is not None:
+            found[config] = finding
+    return found
 
 
 def _shrank(name: str) -> reasons.VerificationError:

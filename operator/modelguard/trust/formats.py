@@ -2,26 +2,27 @@
 
 Extensions lie (a `weights.bin` can be a pickle), and so do first bytes, so the rule is what a
 loader would do with the bytes:
-- a pickle stream of any protocol, with or without a PROTO header, is code-capable as soon as the
-  unpickler would reach an import (GLOBAL, STACK_GLOBAL, INST) with its stack and memo in order:
-  every call opcode needs a callable, and only an import makes one (in printable text, once the
-  import is called or returned, so that a labels file `cat\ndog\n` stays text). The opcodes are
-  parsed as leniently as CPython's unpickler reads them (pickletools.genops is stricter: `I0x10`
-  stops it but not the unpickler), length-prefixed data is skipped, and what follows a STOP is read
-  (torch's legacy files are several pickles in a row). A protocol 2+ stream that parses to STOP
-  is a pickle too, imports or not;
-- compressed streams (gzip, zlib, bz2, xz/lzma) are inflated and judged by what they hold; lz4
-  and zstd frames cannot be inflated here, so they count as the pickles joblib writes that way;
-- zip archives (PyTorch checkpoints, .npz, .keras) and tar archives (legacy PyTorch) are judged
-  by every member, recursively; a member named like a PyTorch pickle (`data.pkl`, `.pkl`) is one;
+- a stream is code-capable as a pickle when CPython's own unpicklers (the C one, and the Python
+  one joblib uses), run with a find_class that records instead of importing, reach an import
+  (trust.pickles): no parser of ours stands between the bytes and the verdict. Pickles in a row
+  are read on (torch's legacy files), a protocol 2+ stream unpickled to its end is a pickle too,
+  and in printable text one import first in the file that nothing uses is a labels file
+  (`cat\ndog\n`), unless it names a module Python or the model ships;
+- compressed streams, told by joblib's own prefix table (gzip, zlib, bz2, lzma, xz, its "ZF"
+  files), are inflated whole and judged by what they hold; lz4 and zstd frames cannot be inflated
+  here, so they count as the pickles joblib writes that way;
+- zip archives (PyTorch checkpoints, .npz, .keras) and tar archives (what tarfile reads, as
+  torch's legacy loader asks it) are judged by every member with data, recursively; a member
+  named like a PyTorch pickle (`data.pkl`, `.pkl`) is one;
 - NumPy .npy arrays whose dtype can hold objects, by numpy's own header rules (numpy pickles
   those);
-- Keras archives whose config names a Lambda layer or code outside Keras, and every HDF5 file
-  (a Keras .h5 model can hold marshalled bytecode).
+- Keras archives (and configs of unzipped ones, keras_folder) naming anything outside an
+  allowlist of Keras's own objects (trust.kerasconfig), and every HDF5 file (a Keras .h5 model
+  can hold marshalled bytecode).
 Magic numbers only route: pickle.load looks at none, so bytes told by one (a tar, an HDF5 user
 block) are read as a pickle from their start too. A limit (members, inflated bytes, nesting
-depth, opcodes) that stops the inspection fails closed: the file needs every family allowed, and
-the finding names the limit.
+depth, opcodes, bytes given to the unpicklers) that stops the inspection fails closed: the file
+needs every family allowed, and the finding names the limit.
 
 Pure: callers hand over a seekable binary file object; nothing is opened here.
 """
@@ -31,11 +32,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import enum
-import functools
 import io
 import re
 import struct
 import typing
+
+from modelguard.trust import kerasconfig, pickles
 
 HEAD_BYTES: typing.Final = 64 * 1024
 
@@ -62,6 +64,7 @@ class Format(enum.StrEnum):
     NUMPY = "a NumPy array"
     NUMPY_OBJECT = "a NumPy array of Python objects (pickled)"
     KERAS = "a Keras archive"
+    KERAS_FOLDER = "the config of a Keras model folder"
     HDF5 = "an HDF5 file"
     SAFETENSORS = "safetensors"
     GGUF = "GGUF"
@@ -87,6 +90,8 @@ class Limits:
     """A zip inside an archive or compressed stream, read into memory to list its members."""
     pickle_opcodes: int = 100_000
     """Opcodes of a pickle stream followed before it must have ended."""
+    pickle_bytes: int = 32 << 20
+    """Bytes of a stream the unpicklers are given: past them without a verdict, it is refused."""
     file_opcodes: int = 1_000_000
     """Opcodes followed over every stream and member of the file: its time is bounded."""
     keras_config_bytes: int = 16 << 20
@@ -111,9 +116,12 @@ class Finding:
         return f"{self.format} ({self.why})" if self.why else str(self.format)
 
 
-def classify(data: typing.BinaryIO, *, limits: Limits = LIMITS) -> Finding:
-    """What a seekable binary file holds and what must be allowed to load it."""
-    budget = _Budget(limits)
+def classify(
+    data: typing.BinaryIO, *, limits: Limits = LIMITS, model_files: typing.Iterable[str] = ()
+) -> Finding:
+    """What a seekable binary file holds and what must be allowed to load it. `model_files`: the
+    paths of the model's files, whose names an unpickler could import (a module it ships)."""
+    budget = _Budget(limits, _module_names(model_files))
     data.seek(0)
     try:
         return _classify(_Stream(data, seekable=True), name="", depth=0, budget=budget)
@@ -121,9 +129,17 @@ def classify(data: typing.BinaryIO, *, limits: Limits = LIMITS) -> Finding:
         return Finding(Format.UNINSPECTED, EVERY_FAMILY, f"{limit}; refused rather than guessed")
 
 
-def sniff(content: bytes, *, limits: Limits = LIMITS) -> Finding:
+def sniff(
+    content: bytes, *, limits: Limits = LIMITS, model_files: typing.Iterable[str] = ()
+) -> Finding:
     """classify() of bytes in memory."""
-    return classify(io.BytesIO(content), limits=limits)
+    return classify(io.BytesIO(content), limits=limits, model_files=model_files)
+
+
+def _module_names(paths: typing.Iterable[str]) -> frozenset[str]:
+    # Any folder or file of the model can be imported by its name once the model's folder is on
+    # sys.path: `mg_evil.py`, `mg_evil/`, `mg_evil.cpython-311-x86_64-linux-gnu.so`.
+    return frozenset(part.split(".")[0] for path in paths for part in path.split("/") if part)
 
 
 class _LimitReached(Exception):
@@ -131,8 +147,9 @@ class _LimitReached(Exception):
 
 
 class _Budget:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, model_modules: frozenset[str]) -> None:
         self.limits = limits
+        self.model_modules = model_modules
         self.members = 0
         self.inflated = 0
         self.opcodes = 0
@@ -142,8 +159,8 @@ class _Budget:
         if self.members > self.limits.members:
             raise _LimitReached(f"it has more than {self.limits.members} archive members")
 
-    def opcode(self) -> None:
-        self.opcodes += 1
+    def opcode(self, count: int) -> None:
+        self.opcodes += count
         if self.opcodes > self.limits.file_opcodes:
             raise _LimitReached(
                 f"its pickle opcodes number more than {self.limits.file_opcodes} in all"
@@ -206,19 +223,25 @@ class _Stream:
             count -= len(chunk)
         return True
 
-    def readline(self, *, keep: int) -> bytes | None:
-        """One line with its newline (only its first `keep` bytes kept); None at end of stream."""
-        kept = b""
-        while True:
-            if not self.peek(1):
-                return None
-            end = self._buffer.find(b"\n", self._at)
-            stop = len(self._buffer) if end < 0 else end + 1
-            if len(kept) < keep:
-                kept += self._buffer[self._at : min(stop, self._at + keep - len(kept))]
-            self._at = stop
+    def readline_upto(self, limit: int) -> bytes:
+        """One line with its newline, or the first `limit` bytes of a longer one."""
+        out = b""
+        while len(out) < limit:
+            chunk = self.peek(min(limit - len(out), 1 << 16))
+            if not chunk:
+                break
+            end = chunk.find(b"\n")
             if end >= 0:
-                return kept
+                chunk = chunk[: end + 1]
+            self._at += len(chunk)
+            out += chunk
+            if end >= 0:
+                break
+        return out
+
+    def unread(self, data: bytes) -> None:
+        """Give back bytes read from the start: the next read begins with them."""
+        self._buffer, self._at = data + self._buffer[self._at :], 0
 
 
 # --- what the first bytes say --------------------------------------------------------------
@@ -230,29 +253,18 @@ _LZ4_FRAME: typing.Final = b"\x04\x22\x4d\x18"
 _ZSTD_FRAME: typing.Final = b"\x28\xb5\x2f\xfd"
 
 
-def _classify(
-    stream: _Stream,
-    *,
-    name: str,
-    depth: int,
-    budget: _Budget,
-    reopen: typing.Callable[[], typing.Any] | None = None,
-) -> Finding:
-    """What the stream holds. `reopen` gives a member's bytes afresh, where they can be."""
+def _classify(stream: _Stream, *, name: str, depth: int, budget: _Budget) -> Finding:
+    """What the stream holds: read as a pickle from its start, then routed by its magic."""
     head = stream.peek(HEAD_BYTES)
     if not head:
         return Finding(Format.EMPTY)
+    pickled = _unpickled(stream, head, budget=budget)
     found = _routed(stream, head, name=name, depth=depth, budget=budget)
     if found is None:
-        found = _unrouted(stream, head, budget=budget)
-    elif found.format not in _ZIP_FORMATS and Family.PICKLE not in found.needs:
-        # pickle.load looks at no magic number: the same bytes, read as a pickle from the start.
-        # (A zip cannot be one: its first opcode is PERSID, which a plain unpickler refuses.)
-        pickled = _rescan(stream, head, reopen=reopen, budget=budget)
-        if pickled is not None:
-            return Finding(
-                found.format, found.needs | {Family.PICKLE}, f"read as a pickle, {pickled}"
-            )
+        found = _labelled(head) if pickled is None else Finding(Format.PICKLE)
+    if pickled is not None:
+        why = pickled if found.format is Format.PICKLE else f"read as a pickle, {pickled}"
+        return Finding(found.format, found.needs | {Family.PICKLE}, why)
     if found.code_capable or not stream.seekable or found.format in _ZIP_FORMATS:
         return found
     # zipfile (and Keras, through it) finds an archive by its end, whatever comes first.
@@ -262,21 +274,28 @@ def _classify(
     return archive if archive.code_capable else found
 
 
-def _rescan(
-    stream: _Stream,
-    head: bytes,
-    *,
-    reopen: typing.Callable[[], typing.Any] | None,
-    budget: _Budget,
-) -> str | None:
-    if stream.seekable:
-        stream.raw.seek(0)
-        return _scan_pickle(_Stream(stream.raw, seekable=True), budget=budget)
-    if reopen is not None:
-        with reopen() as again:
-            return _scan_pickle(_Stream(_Counted(again, budget)), budget=budget)
-    # A stream read once (inside a compressed stream or a streamed tar): its head, at least.
-    return _scan_pickle(_Stream(io.BytesIO(head)), budget=budget)
+def _unpickled(stream: _Stream, head: bytes, *, budget: _Budget) -> str | None:
+    """What the stream imports when unpickled (pickle.load looks at no magic number), asked of
+    the unpicklers themselves; the bytes they read are given back to the stream."""
+    if head.startswith(b"PK\x03\x04"):
+        # The loaders of zips (torch, numpy, Keras) open them as zips; pickle.load, and joblib's
+        # unpickler, stop at a zip's first opcode, PERSID, having no persistent_load.
+        return None
+    try:
+        verdict = pickles.judge(
+            stream,
+            cap=budget.limits.pickle_bytes,
+            opcodes=budget.limits.pickle_opcodes,
+            total_opcodes=budget.limits.file_opcodes,
+            spent=budget.opcodes,
+            text=_is_text(head),
+            model_modules=budget.model_modules,
+        )
+    except pickles.Limit as limit:
+        raise _LimitReached(str(limit)) from None
+    stream.unread(verdict.consumed)
+    budget.opcode(verdict.opcodes)
+    return verdict.imports
 
 
 def _routed(
@@ -308,11 +327,8 @@ def _routed(
     return None
 
 
-def _unrouted(stream: _Stream, head: bytes, *, budget: _Budget) -> Finding:
-    """Everything else: a pickle if it reads as one, else labelled by its head."""
-    pickled = _scan_pickle(stream, budget=budget)
-    if pickled is not None:
-        return Finding(Format.PICKLE, frozenset({Family.PICKLE}), pickled)
+def _labelled(head: bytes) -> Finding:
+    """Formats that run no code, told by their head."""
     if head.startswith(b"GGUF"):
         return Finding(Format.GGUF)
     if _is_safetensors(head):
@@ -382,20 +398,38 @@ def _powers(size: int) -> typing.Iterator[int]:
 # --- compressed streams ---------------------------------------------------------------------
 
 
+# joblib's own table (compressor.py, _detect_compressor): the first prefix that matches picks the
+# decompressor, whatever follows. Its "ZF" files (joblib < 0.10) are "ZF", a hex length padded to
+# len(hex(2**64)) characters, maybe a space, then one zlib stream.
+_COMPRESSIONS: typing.Final = (
+    (b"ZF", "joblib-zlib"),
+    (b"\x78", "zlib"),
+    (b"\x1f\x8b", "gzip"),
+    (b"BZ", "bz2"),
+    (b"\x5d\x00", "lzma"),
+    (b"\xfd\x37\x7a\x58\x5a", "xz"),
+)
+_JOBLIB_ZF_HEADER: typing.Final = 2 + len(hex(2**64))
+
+
 def _compression(head: bytes) -> str | None:
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head[:1] == b"\x78" and len(head) > 1 and (head[0] * 256 + head[1]) % 31 == 0:
-        return "zlib"
-    if head.startswith(b"BZh"):
-        return "bz2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    if head[:3] == b"\x5d\x00\x00":
-        return "lzma"
-    if head.startswith(b"ZF") and head.find(b"\x78", 2, 32) > 0:
-        return "joblib-zlib"  # joblib < 0.10: "ZF", a hex length, then zlib data
-    return None
+    """The decompressor joblib would pick, if it takes the first bytes: one that refuses them
+    raises in the loader as here (the same zlib, bz2 and lzma modules), before anything reaches
+    the unpickler, so the file is judged by what else it is (a text starting with "x")."""
+    kind = next((kind for prefix, kind in _COMPRESSIONS if head.startswith(prefix)), None)
+    if kind is None:
+        return None
+    data = head[_zf_header(head) :] if kind == "joblib-zlib" else head
+    probe = _Inflating(_Stream(io.BytesIO(data)), kind, _Budget(LIMITS, frozenset()))
+    if probe.read(1):
+        return kind
+    # A whole stream (shorter than a head) that inflates to nothing holds nothing either.
+    return kind if not probe.failed and len(head) >= HEAD_BYTES else None
+
+
+def _zf_header(head: bytes) -> int:
+    # "ZF", the hex length, and a space that joblib <= 0.8.4 wrote under Python 2.
+    return _JOBLIB_ZF_HEADER + (head[_JOBLIB_ZF_HEADER : _JOBLIB_ZF_HEADER + 1] == b" ")
 
 
 def _decompressor(kind: str) -> typing.Any:
@@ -409,12 +443,12 @@ def _decompressor(kind: str) -> typing.Any:
         return zlib.decompressobj()
     if kind == "bz2":
         return bz2.BZ2Decompressor()
-    return lzma.LZMADecompressor(lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE)
+    return lzma.LZMADecompressor(lzma.FORMAT_AUTO)  # lzma.LZMAFile(..., "rb"), as joblib opens it
 
 
 class _Inflating:
-    """read() of what a compressed stream holds; concatenated streams (gzip members, bz2 and xz
-    streams) read on, as their file readers do."""
+    """read() of what a compressed stream holds; concatenated streams read on, as the loaders'
+    file readers do (GzipFile, BZ2File, LZMAFile, joblib's BinaryZlibFile)."""
 
     def __init__(self, source: _Stream, kind: str, budget: _Budget) -> None:
         self._source = source
@@ -423,6 +457,8 @@ class _Inflating:
         self._decompressor = _decompressor(kind)
         self._pending = b""
         self._done = False
+        self.failed = False
+        """The decompressor refused the data."""
 
     def _input(self) -> bytes:
         data, self._pending = self._pending or self._source.read(64 << 10), b""
@@ -443,13 +479,13 @@ class _Inflating:
             try:
                 piece = decompressor.decompress(data, count - len(out))
             except Exception:  # zlib.error, LZMAError, OSError...: a loader's reader stops too
-                self._done = True
+                self._done = self.failed = True
                 break
             self._budget.inflate(len(piece))
             out += piece
             if decompressor.eof:
                 rest = decompressor.unused_data
-                if self._kind in ("gzip", "bz2", "xz") and (rest or self._source.peek(1)):
+                if self._kind != "joblib-zlib" and (rest or self._source.peek(1)):
                     self._decompressor = _decompressor(self._kind)
                     self._pending = rest
                 else:
@@ -458,10 +494,11 @@ class _Inflating:
 
 
 def _compressed(stream: _Stream, kind: str, *, depth: int, budget: _Budget) -> Finding:
+    """What a compressed stream holds, inflated whole (within the budget) and judged as a file."""
     if depth >= budget.limits.depth:
         raise _LimitReached(f"it nests more than {budget.limits.depth} archives or streams")
     if kind == "joblib-zlib":
-        stream.skip(stream.peek(32).find(b"\x78", 2))
+        stream.skip(_zf_header(stream.peek(_JOBLIB_ZF_HEADER + 1)))
     inner = _classify(
         _Stream(_Inflating(stream, kind, budget)), name="", depth=depth + 1, budget=budget
     )
@@ -472,10 +509,6 @@ def _compressed(stream: _Stream, kind: str, *, depth: int, budget: _Budget) -> F
 # --- archives -------------------------------------------------------------------------------
 
 _PICKLE_MEMBER: typing.Final = re.compile(r"(^|/)data\.pkl$|\.(pkl|pickle)$")
-# Keras 3 serializes its own classes with a module of the keras package, and functions of
-# Python's or anybody else's with theirs: a module outside keras names code to import.
-_KERAS_MODULE: typing.Final = re.compile(r"keras(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_KERAS_CODE_CLASSES: typing.Final = frozenset({"Lambda", "TFOpLambda", "SlicingOpLambda"})
 # The weights of a .keras archive: Keras reads only arrays from it, never a config.
 _KERAS_WEIGHTS: typing.Final = "model.weights.h5"
 
@@ -515,7 +548,6 @@ def _zip(file: typing.BinaryIO, depth: int, budget: _Budget) -> Finding:
                         name=f"member {info.filename!r}",
                         depth=depth + 1,
                         budget=budget,
-                        reopen=functools.partial(archive.open, info),
                     )
             except _LimitReached:
                 raise
@@ -594,8 +626,6 @@ def _keras_archive(archive: typing.Any, names: set[str], budget: _Budget) -> Fin
     limit = budget.limits.keras_config_bytes
     if info.file_size > limit:
         raise _LimitReached(f"its config.json is over {limit} bytes")
-    import json  # noqa: PLC0415
-
     try:
         with archive.open(info) as member:
             content = member.read(limit + 1)
@@ -604,10 +634,32 @@ def _keras_archive(archive: typing.Any, names: set[str], budget: _Budget) -> Fin
     budget.inflate(len(content))
     if len(content) > limit:
         raise _LimitReached(f"its config.json is over {limit} bytes")
+    return _keras_config(content, keras="metadata.json" in names or _KERAS_WEIGHTS in names)
+
+
+def keras_folder(content: bytes, *, limits: Limits = LIMITS) -> Finding | None:
+    """The config.json of a folder Keras loads as a model (an unzipped .keras archive: beside it
+    a metadata.json or model.weights.*), judged as the archive's would be; None when it is no
+    Keras model config (Keras's json.loads, or its deserialization, then fails: nothing runs)."""
+    if len(content) > limits.keras_config_bytes:
+        return Finding(
+            Format.UNINSPECTED,
+            EVERY_FAMILY,
+            f"its config.json is over {limits.keras_config_bytes} bytes; refused, not guessed",
+        )
+    found = _keras_config(content, keras=False)
+    return None if found is None else dataclasses.replace(found, format=Format.KERAS_FOLDER)
+
+
+def _keras_config(content: bytes, *, keras: bool) -> Finding | None:
+    """A config.json judged as Keras would load it; None when it is no Keras config and nothing
+    else says the folder or archive is a Keras model."""
+    import json  # noqa: PLC0415
+
     try:
         config = json.loads(content)
     except (ValueError, RecursionError):
-        if "metadata.json" in names or _KERAS_WEIGHTS in names:
+        if keras:
             return Finding(
                 Format.KERAS,
                 frozenset({Family.KERAS}),
@@ -616,50 +668,27 @@ def _keras_archive(archive: typing.Any, names: set[str], budget: _Budget) -> Fin
         return None  # not a Keras archive, just a config among other files
     if not (isinstance(config, dict) and "class_name" in config):
         return None
-    code = _keras_code(config)
+    try:
+        code = kerasconfig.code(config)
+    except RecursionError:
+        code = "nests too deep to be inspected"
     if code is None:
         return Finding(Format.KERAS)
     return Finding(Format.KERAS, frozenset({Family.KERAS}), f"its config.json {code}")
 
 
-def _keras_code(config: typing.Any) -> str | None:
-    """What in a Keras config names code, if anything."""
-    pending = [config]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, list):
-            pending.extend(item)
-            continue
-        if not isinstance(item, dict):
-            continue
-        class_name = item.get("class_name")
-        if class_name in _KERAS_CODE_CLASSES:
-            return f"has a {class_name} layer (Python code)"
-        module = item.get("module")
-        if module is not None and not (isinstance(module, str) and _KERAS_MODULE.fullmatch(module)):
-            return f"names module {module!r}"
-        registered = item.get("registered_name")
-        if registered is not None and registered != class_name:
-            return f"names registered object {registered!r}"
-        if "function" in item and item.get("function_type") in ("lambda", "raw"):
-            return "holds a serialized function"
-        pending.extend(item.values())
-    return None
-
-
 def _is_tar(head: bytes) -> bool:
-    if len(head) < 512:
+    """Whether tarfile reads a first member header here: asked of tarfile itself (signed or
+    unsigned checksums, base-256 and 0o numbers, no magic), as torch's legacy loader asks it."""
+    import tarfile  # noqa: PLC0415
+
+    if len(head) < tarfile.BLOCKSIZE:
         return False
-    block = head[:512]
-    if block[257:262] == b"ustar":
-        return True
-    # Old (v7) archives have no magic, only a header checksum: computed with the field as spaces.
-    field = block[148:156].split(b"\x00", 1)[0].strip()
-    if not field or not all(48 <= byte <= 55 for byte in field):
+    try:
+        tarfile.TarInfo.frombuf(head[: tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
         return False
-    expected = int(field, 8)
-    actual = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    return expected == actual and block[:1] != b"\x00"
+    return True
 
 
 def _tar(stream: _Stream, *, depth: int, budget: _Budget) -> Finding:
@@ -673,23 +702,20 @@ def _tar(stream: _Stream, *, depth: int, budget: _Budget) -> Finding:
         with _open_tar(stream) as archive:
             for member in archive:
                 budget.member()
-                if not member.isfile():
-                    continue
                 if member.name in ("pickle", "sys_info"):
                     outer = Format.PYTORCH_TAR
+                if member.name == "pickle" and (member.issym() or member.islnk()):
+                    return Finding(outer, frozenset({Family.PICKLE}), "torch unpickles it")
+                if member.issym() or member.islnk():
+                    # A link's data is its target's, a member read in its turn.
+                    continue
+                # Every other type has data that tarfile extracts: regular files, and types it
+                # does not know (written out as regular files); directories and devices none.
                 extracted = archive.extractfile(member)
                 if extracted is None:
                     continue
-                inner = _classify(
-                    _Stream(extracted),
-                    name=f"member {member.name!r}",
-                    depth=depth + 1,
-                    budget=budget,
-                    # In a file, a member can be read again; in a stream, only once.
-                    reopen=functools.partial(archive.extractfile, member)
-                    if stream.seekable
-                    else None,
-                )
+                named = f"member {member.name!r}"
+                inner = _classify(_Stream(extracted), name=named, depth=depth + 1, budget=budget)
                 if member.name == "pickle" and not inner.code_capable:
                     inner = Finding(Format.PICKLE, frozenset({Family.PICKLE}), "torch unpickles it")
                 if inner.code_capable:
@@ -773,235 +799,3 @@ def _descr_objects(descr: object) -> str | None:
                 return f"field {field[0]!r}: {found}"
         return None
     return f"its dtype {descr!r} is not one numpy writes"
-
-
-# --- pickle ---------------------------------------------------------------------------------
-
-
-class _Op(typing.NamedTuple):
-    name: str
-    arg: int
-    """Bytes of argument, or a pickletools width code (UP_TO_NEWLINE, TAKEN_FROM_ARGUMENT...)."""
-    below_mark: int
-    """Objects below the mark it pops to (-1: it pops no mark)."""
-    pops: int
-    """Objects it pops (above the mark, for one that pops to a mark)."""
-    pushes: tuple[bool, ...]
-    """What it pushes: True for a mark, False for an object."""
-
-
-def _opcode_table() -> dict[int, _Op]:
-    import pickletools  # noqa: PLC0415
-
-    table = {}
-    for info in pickletools.opcodes:
-        before = [item for item in info.stack_before if item is not pickletools.stackslice]
-        if pickletools.markobject in before:
-            at = before.index(pickletools.markobject)
-            below, pops = at, len(before) - at - 1
-        else:
-            below, pops = -1, len(before)
-        if info.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            pops = 1  # the unpickler needs an object to memoize; it stays
-        pushes = tuple(item is pickletools.markobject for item in info.stack_after)
-        if info.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            pushes = (False,)
-        arg = info.arg.n if info.arg is not None else 0
-        table[ord(info.code.encode("latin-1"))] = _Op(info.name, arg, below, pops, pushes)
-    return table
-
-
-_OPCODES: dict[int, _Op] | None = None
-_UP_TO_NEWLINE: typing.Final = -1
-_LENGTH_PREFIX: typing.Final = {-2: "<B", -3: "<i", -4: "<I", -5: "<Q"}
-_IMPORTS: typing.Final = frozenset({"GLOBAL", "STACK_GLOBAL", "INST"})
-_CALLS: typing.Final = frozenset({"REDUCE", "BUILD", "OBJ", "NEWOBJ", "NEWOBJ_EX", "STOP"})
-_MEMO_PUT: typing.Final = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
-_MEMO_GET: typing.Final = frozenset({"GET", "BINGET", "LONG_BINGET"})
-_NAME_BYTES: typing.Final = 4096
-_NAMES: typing.Final = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"})
-# Opcodes that leave the top of the stack as it is.
-_KEEP_TOP: typing.Final = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "FRAME", "PROTO"})
-
-
-def _scan_pickle(stream: _Stream, *, budget: _Budget) -> str | None:
-    """Why the stream is a code-capable pickle, or None: the opcodes the unpickler would run,
-    read until an import, an opcode it would refuse, or the end."""
-    global _OPCODES  # noqa: PLW0603 - built once, on the first file that needs it
-    if _OPCODES is None:
-        _OPCODES = _opcode_table()
-    machine = _Unpickler(_OPCODES, text=_is_text(stream.peek(HEAD_BYTES)))
-    for _ in range(budget.limits.pickle_opcodes):
-        budget.opcode()
-        code = stream.read(1)
-        op = machine.table.get(code[0]) if code else None
-        if op is None:
-            return None  # the end, or not an opcode: the unpickler stops here, having run nothing
-        argument = _argument(stream, op)
-        if argument is None or not machine.run(op, argument):
-            return None
-        if machine.verdict is not None:
-            return machine.verdict
-    return f"its pickle opcodes run on past {budget.limits.pickle_opcodes} without an end"
-
-
-class _Unpickler:
-    """The unpickler's stack, marks and memo, as far as they decide whether it goes on."""
-
-    def __init__(self, table: dict[int, _Op], *, text: bool) -> None:
-        self.table = table
-        self.verdict: str | None = None
-        # In text, an import counts once something calls or returns it: `cat\ndog\n` (a labels
-        # file) is a GLOBAL of at.dog, then BUILD with one object, where the unpickler stops.
-        # Importing alone runs only the module's own code, never the file's choice of call.
-        self._text = text
-        self._imported: str | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        # Each pickle in a row starts afresh, as a new Unpickler does.
-        self._marks: list[int] = []
-        self._height = 0
-        self._memo: set[object] = set()
-        self._protocol_header = False
-        # The strings on top of the stack, when the last pushes were short strings.
-        self._strings: list[str] = []
-
-    def run(self, op: _Op, argument: bytes) -> bool:
-        """Apply one opcode; False where the unpickler would raise."""
-        if op.name == "PROTO":
-            if argument[0] > 5:  # pickle.HIGHEST_PROTOCOL of every CPython so far
-                return False
-            self._protocol_header = True
-        if not self._pop(op):
-            return False
-        if op.name in _IMPORTS or (self._imported is not None and op.name in _CALLS):
-            decided = self._code(op, argument)
-            if decided is not None:
-                return decided
-        self._track_strings(op, argument)
-        if not self._remember(op, argument):
-            return False
-        if op.name == "STOP":
-            if self._protocol_header:
-                self.verdict = "a protocol 2+ pickle stream, parsed to its end"
-            self._reset()
-            return True
-        for is_mark in op.pushes:
-            if is_mark:
-                self._marks.append(self._height)
-                self._height = 0
-            else:
-                self._height += 1
-        return True
-
-    def _code(self, op: _Op, argument: bytes) -> bool | None:
-        """An import, or a call of one in text: True once judged code-capable, False where the
-        unpickler would raise, None to go on."""
-        if op.name not in _IMPORTS:
-            self.verdict = self._imported
-            return True
-        if op.name != "STACK_GLOBAL" and not _importable(argument):
-            return False  # __import__ of such a name fails before anything runs
-        found = f"it imports {_import_name(op.name, argument, self._strings)} when unpickled"
-        if not self._text or op.name == "INST":  # INST imports and calls
-            self.verdict = found
-            return True
-        self._imported = self._imported or found
-        return None
-
-    def _track_strings(self, op: _Op, argument: bytes) -> None:
-        if op.name in _NAMES:
-            size = struct.calcsize(_LENGTH_PREFIX[op.arg])
-            self._strings = [*self._strings[-1:], argument[size:].decode("utf-8", "replace")]
-        elif op.name not in _KEEP_TOP:
-            self._strings = []
-
-    def _remember(self, op: _Op, argument: bytes) -> bool:
-        if op.name in _MEMO_PUT:
-            key = len(self._memo) if op.name == "MEMOIZE" else _memo_key(op, argument)
-            self._memo.add(key)
-        elif op.name in _MEMO_GET:
-            key = _memo_key(op, argument)
-            return key is None or key in self._memo  # a memo key never stored stops it
-        return True
-
-    def _pop(self, op: _Op) -> bool:
-        if op.below_mark >= 0:
-            if not self._marks or self._height < op.pops:
-                return False
-            self._height = self._marks.pop()
-            if self._height < op.below_mark:
-                return False
-            self._height -= op.below_mark
-        elif op.name == "POP" and self._height == 0 and self._marks:
-            self._height = self._marks.pop()  # POP of a mark, as the unpickler allows
-        elif self._height < op.pops:
-            return False
-        else:
-            self._height -= op.pops
-        return True
-
-
-def _argument(stream: _Stream, op: _Op) -> bytes | None:
-    """The argument's bytes (a line or two, or a fixed width); length-prefixed data is skipped.
-    None when the stream ends inside it."""
-    if op.arg == 0:
-        return b""
-    if op.arg > 0:
-        data = stream.read(op.arg)
-        return data if len(data) == op.arg else None
-    if op.arg == _UP_TO_NEWLINE:
-        lines = 2 if op.name in ("GLOBAL", "INST") else 1
-        keep = _NAME_BYTES if lines == 2 else 64
-        result = b""
-        for _ in range(lines):
-            line = stream.readline(keep=keep)
-            if line is None:
-                return None
-            result += line
-        return result
-    width = _LENGTH_PREFIX[op.arg]
-    size = struct.calcsize(width)
-    prefix = stream.read(size)
-    if len(prefix) != size:
-        return None
-    (length,) = struct.unpack(width, prefix)
-    if op.name in _NAMES and 0 <= length <= _NAME_BYTES:
-        # A short string may be half of a STACK_GLOBAL's name: kept, for the message.
-        data = stream.read(length)
-        return prefix + data if len(data) == length else None
-    if length < 0 or not stream.skip(length):
-        return None
-    return prefix
-
-
-def _importable(argument: bytes) -> bool:
-    parts = argument.split(b"\n")
-    if len(parts) != 3 or parts[2]:
-        return False
-    try:
-        module, name = parts[0].decode("utf-8"), parts[1].decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return _dotted(module) and _dotted(name)
-
-
-def _dotted(name: str) -> bool:
-    return all(part.isidentifier() for part in name.split("."))
-
-
-def _import_name(opcode: str, argument: bytes, strings: list[str]) -> str:
-    if opcode == "STACK_GLOBAL":
-        return ".".join(strings) if len(strings) == 2 else "a name built on its stack"
-    module, name, _ = argument.decode("utf-8", "replace").split("\n")
-    return f"{module}.{name}"
-
-
-def _memo_key(op: _Op, argument: bytes) -> object:
-    if op.arg == _UP_TO_NEWLINE:
-        try:
-            return int(argument.strip())
-        except ValueError:
-            return None  # read as the unpickler would not: not judged
-    return int.from_bytes(argument, "little")

@@ -204,7 +204,12 @@ def verify_folder(
     difference = compare(signed.statement.resources, actual)
     if difference is not None:
         raise reasons.VerificationError.of(difference)
-    found = {item.path: folder.sniff(base, disk) for item, disk in zip(local, on_disk, strict=True)}
+    # The loader opens the folder, not the manifest: every file in it is judged, those the
+    # signature leaves out (ignored, unsigned) too.
+    if base == root:
+        found = folder.sniff_model(root, folder.present(root))
+    else:
+        found = {local[0].path: folder.sniff(base, on_disk[0])}
     admitted = policy.enforce(
         policy.evaluate([lambda: policy.check_formats(found, allowed=rules.allow_formats)]),
         audit=rules.audit,

@@ -1,0 +1,397 @@
+"""Would unpickling these bytes reach an import? Asked of CPython's own unpicklers, not a model
+of them.
+
+Both unpicklers read the bytes: the C one (pickle.load, torch.load, numpy.load) and the Python
+one (joblib's NumpyUnpickler subclasses it). Each is a subclass whose find_class records the
+(module, name) and raises instead of importing, so whatever the unpickler would reach an import
+with, however it got there (GLOBAL, STACK_GLOBAL, INST; EXT1/2/4 too, for codes copyreg has
+registered, none unless the loading program registers some), is seen, and no parser of ours can
+read the bytes differently from the loader.
+
+Why running them is safe: only find_class makes a callable (classes, functions); without it the
+stack holds only the data objects the opcodes build themselves (numbers, strings, bytes, lists,
+tuples, dicts, sets, None, booleans), none of them callable, so REDUCE, BUILD, OBJ, NEWOBJ and
+INST have nothing to call and raise. persistent_load returns what a loader's might (the id, data
+the stream built; None; an object that takes state and items but is not callable), each in turn,
+so that a stream a loader's persistent_load would carry on with is read on too.
+
+Bounded: the unpicklers read through a reader that holds at most `cap` bytes and refuses any read
+past it (a declared length of gigabytes is read no further than the cap or the stream's end);
+reaching the cap without a verdict fails closed. The C unpickler reserves a BINBYTES buffer of
+the declared length before it reads into it: address space it never touches, since the read is
+short or refused (where even reserving fails, the MemoryError fails closed). It also grows its
+memo array to twice a PUT's index, and fills it: so the Python unpickler reads first, and a memo
+index beyond the opcodes one pickle may have fails closed before the C one sees it. The Python
+one counts opcodes, per pickle and over the file.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import sys
+import typing
+
+_PyUnpickler: typing.Any = getattr(pickle, "_Unpickler")  # noqa: B009 - joblib's base class
+
+
+class Source(typing.Protocol):
+    def read(self, count: int) -> bytes: ...
+
+    def readline_upto(self, limit: int) -> bytes: ...
+
+
+class Limit(Exception):
+    """The bytes or opcodes the unpicklers may spend ran out before a verdict."""
+
+
+class Verdict(typing.NamedTuple):
+    imports: str | None
+    """What the stream imports (or why it counts as a pickle); None: nothing runs code."""
+    consumed: bytes
+    """The bytes the unpicklers read, for the caller to read again."""
+    opcodes: int
+    """Opcodes the Python unpickler ran."""
+
+
+def judge(
+    source: Source,
+    *,
+    cap: int,
+    opcodes: int,
+    total_opcodes: int,
+    spent: int = 0,
+    text: bool,
+    model_modules: typing.Collection[str] = (),
+) -> Verdict:
+    """Run both unpicklers over the stream (pickles in a row, until the end or an error), at most
+    `opcodes` in one pickle (then it is one) and `total_opcodes` in all, `spent` of them on other
+    streams of the file (then Limit).
+
+    `text`: the stream is printable text, where one import first in the file that nothing then
+    uses is a labels file (`cat\\ndog\\n` is GLOBAL at.dog, then BUILD with one object), unless
+    the module is Python's own or one the model ships (`model_modules`: importing those runs code).
+    """
+    modules = frozenset(model_modules)
+    replay, counted, persisted = bytearray(), spent, False
+    try:
+        for returns in _PERSISTENT:
+            # The Python unpickler first: its memo check guards the C one's memory.
+            for oracle in _PythonOracle, _COracle:
+                fed = _Fed(source, cap=cap, replay=replay)
+                state = _State(text=text, modules=modules, opcodes=opcodes, fed=fed)
+                state.counted, state.returns = counted, returns
+                state.total = total_opcodes
+                verdict = _run(oracle, state)
+                replay, counted = fed.data, state.counted
+                persisted = persisted or state.persisted
+                if verdict is not None:
+                    return Verdict(verdict, bytes(replay), counted - spent)
+            if not persisted:
+                break  # no persistent id: what persistent_load returns changes nothing
+    except MemoryError:
+        raise Limit("unpickling it needs more memory than inspecting it is given") from None
+    return Verdict(None, bytes(replay), counted - spent)
+
+
+class _Absorbing:
+    """A persistent object a loader might return (torch returns storages): it takes the state,
+    items and appends a stream gives it, and is hashable, but it is not callable."""
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def append(self, value: object) -> None:
+        pass
+
+    def extend(self, values: object) -> None:
+        pass
+
+    def add(self, value: object) -> None:
+        pass
+
+
+def _same(pid: object) -> object:
+    return pid
+
+
+def _none(pid: object) -> object:
+    return None
+
+
+def _absorbing(pid: object) -> object:
+    return _Absorbing()
+
+
+# What persistent_load returns: the id itself (torch's legacy "module" ids), None, an object
+# that takes whatever comes (a storage). A loader's own persistent_load may return any of these
+# and the unpickler carries on; each is tried, once the stream has a persistent id at all.
+_PERSISTENT: typing.Final = (_same, _none, _absorbing)
+
+
+# Pickles in a row a stream may hold (torch's legacy files hold five): each costs an unpickler.
+PICKLES_IN_A_ROW: typing.Final = 1000
+
+
+def _run(oracle: typing.Any, state: _State) -> str | None:
+    fed = state.fed
+    for _ in range(PICKLES_IN_A_ROW):
+        if not fed.more():
+            return None
+        start = fed.at
+        try:
+            oracle(fed, state).load()
+        except _Verdict:
+            return state.verdict
+        except (Limit, MemoryError):
+            raise
+        except Exception:
+            if fed.failure is not None:
+                raise fed.failure from None
+            return None  # whatever the loader raises here, it raises having run nothing
+        if state.imported is not None:
+            return f"it imports {state.imported} and the unpickler returns it"
+        header = bytes(fed.data[start : start + 2])
+        if header[:1] == b"\x80" and header[1:2] not in (b"", b"\x00", b"\x01"):
+            return "a protocol 2+ pickle stream, unpickled to its end"
+    if not fed.more():
+        return None
+    raise Limit(f"it holds more than {PICKLES_IN_A_ROW} pickles in a row")
+
+
+class _Verdict(Exception):
+    pass
+
+
+class _State:
+    def __init__(self, *, text: bool, modules: frozenset[str], opcodes: int, fed: _Fed) -> None:
+        self.text = text
+        self.modules = modules
+        self.opcodes = opcodes
+        self.fed = fed
+        self.imported: str | None = None
+        self.verdict: str | None = None
+        self.counted = 0
+        self.total = opcodes
+        self.returns: typing.Callable[[object], object] = _same
+        self.persisted = False
+
+    def persistent_load(self, pid: object) -> object:
+        self.persisted = True
+        return self.returns(pid)
+
+    def decide(self, verdict: str) -> typing.NoReturn:
+        self.verdict = verdict
+        raise _Verdict
+
+    def find_class(self, module: str, name: str) -> object:
+        top = module.split(".", maxsplit=1)[0]
+        shipped = top in self.modules
+        if not shipped and not all(part.isidentifier() for part in module.split(".")):
+            # __import__ finds no module so named (and none of the model's files is): the
+            # loader's find_class raises before anything runs.
+            raise ValueError(f"no module named {module!r}")
+        found = _short(f"{module}.{name}")
+        if self.text and not all(part.isidentifier() for part in name.split(".")):
+            # An import that nothing can follow (getattr of such a name fails): it runs only the
+            # module's own code, which a module Python or the model ships may make harmful.
+            if shipped or top in sys.stdlib_module_names:
+                self.decide(f"it imports {found} when unpickled")
+            raise ValueError(f"no attribute {name!r}")
+        if self.imported is not None:
+            self.decide(f"it imports {self.imported}, then {found}, when unpickled")
+        if shipped:
+            self.decide(f"it imports {found} (a module the model ships) when unpickled")
+        labels = self.text and self.fed.first_global() and top not in sys.stdlib_module_names
+        if not labels:
+            self.decide(f"it imports {found} when unpickled")
+        self.imported = found
+        return _Unused(self)
+
+
+class _Unused:
+    """What the first import of a text file stands for: any use of it (call, attribute, item,
+    hash, state) is a verdict, because the real object would be used there."""
+
+    def __new__(cls, *args: object) -> typing.Any:
+        # NEWOBJ looks __new__ up on what it is given: on the stand-in, that is a use of it.
+        if isinstance(cls, _Unused):
+            cls._used("instantiates")
+        return super().__new__(cls)
+
+    def __init__(self, state: _State) -> None:
+        object.__setattr__(self, "_state", state)
+
+    def _used(self, how: str) -> typing.NoReturn:
+        state: _State = object.__getattribute__(self, "_state")
+        state.decide(f"it imports {state.imported} and {how} it when unpickled")
+
+    def __call__(self, *args: object, **kwargs: object) -> typing.NoReturn:
+        self._used("calls")
+
+    def __getattr__(self, name: str) -> typing.NoReturn:
+        self._used(f"uses {name} of")
+
+    def __setattr__(self, name: str, value: object) -> typing.NoReturn:
+        self._used(f"sets {name} of")
+
+    def __getitem__(self, key: object) -> typing.NoReturn:
+        self._used("indexes")
+
+    def __setitem__(self, key: object, value: object) -> typing.NoReturn:
+        self._used("sets an item of")
+
+    def __hash__(self) -> typing.NoReturn:  # noqa: PLE0309 - it never returns
+        self._used("hashes")
+
+    def __eq__(self, other: object) -> typing.NoReturn:
+        self._used("compares")
+
+
+class _COracle(pickle.Unpickler):
+    def __init__(self, fed: _Fed, state: _State) -> None:
+        super().__init__(typing.cast("typing.IO[bytes]", fed))
+        self._state = state
+
+    def find_class(self, module: str, name: str, /) -> typing.Any:
+        return self._state.find_class(module, name)
+
+    def persistent_load(self, pid: typing.Any, /) -> typing.Any:
+        return self._state.persistent_load(pid)
+
+
+class _PythonOracle(_PyUnpickler):  # type: ignore[misc]
+    def __init__(self, fed: _Fed, state: _State) -> None:
+        super().__init__(fed)
+        self._state = state
+        self._opcodes = 0
+
+    def count(self) -> None:
+        self._opcodes += 1
+        self._state.counted += 1
+        if self._state.counted > self._state.total:
+            # Over every stream of the file (pickles in a row, members): its time is bounded.
+            raise Limit(f"its pickle opcodes number more than {self._state.total} in all")
+        if self._opcodes > self._state.opcodes:
+            self._state.decide(
+                f"its pickle opcodes run on past {self._state.opcodes} without an end"
+            )
+
+    def memoized(self) -> None:
+        # The C unpickler allocates an array of twice the largest memo index (and fills it): one
+        # beyond the opcodes this stream may have is refused before the C unpickler reads it.
+        if self.memo and next(reversed(self.memo)) > self._state.opcodes:
+            raise Limit(f"it stores a memo index over {self._state.opcodes}")
+
+    def find_class(self, module: str, name: str) -> typing.Any:
+        return self._state.find_class(module, name)
+
+    def persistent_load(self, pid: typing.Any) -> typing.Any:
+        return self._state.persistent_load(pid)
+
+    def load_bytearray8(self) -> None:
+        # pickle._Unpickler allocates the declared length (zeroed) before reading into it.
+        (length,) = struct.unpack("<Q", self.read(8))
+        if length > self._state.fed.room():
+            raise Limit(f"it declares {length} bytes, more than the {self._state.fed.cap} read")
+        buffer = bytearray(length)
+        self.readinto(buffer)
+        self.append(buffer)
+
+
+def _python_dispatch() -> dict[int, typing.Callable[[typing.Any], None]]:
+    table: dict[int, typing.Callable[[typing.Any], None]] = dict(_PyUnpickler.dispatch)
+    table[pickle.BYTEARRAY8[0]] = _PythonOracle.load_bytearray8
+    memo = {code[0] for code in (pickle.PUT, pickle.BINPUT, pickle.LONG_BINPUT, pickle.MEMOIZE)}
+
+    def counted(code: int, load: typing.Callable[[typing.Any], None]) -> typing.Any:
+        def run(self: _PythonOracle) -> None:
+            self.count()
+            load(self)
+            if code in memo:
+                self.memoized()
+
+        return run
+
+    return {code: counted(code, load) for code, load in table.items()}
+
+
+_PythonOracle.dispatch = _python_dispatch()
+
+
+class _Fed:
+    """The unpicklers' file: `replay` (what an earlier pass read) first, then the source; at most
+    `cap` bytes in all, refused before they are read. Everything read stays in `data`. It has no
+    peek(), so the C unpickler reads exactly what it parses, as from a pipe."""
+
+    def __init__(self, source: Source, *, cap: int, replay: bytearray) -> None:
+        self._source = source
+        self.cap = cap
+        self.data = replay  # the earlier pass's, taken over: not copied
+        self.at = 0
+        self.failure: Exception | None = None
+
+    def room(self) -> int:
+        return self.cap - self.at
+
+    def _refused(self) -> Limit:
+        return Limit(f"it is read as a pickle past {self.cap} bytes without a verdict")
+
+    def _fetch(self, read: typing.Callable[[int], bytes], count: int) -> None:
+        # What the source raises (a limit of the file's, a broken stream) is the caller's.
+        try:
+            self.data += read(count)
+        except Exception as error:
+            self.failure = error
+            raise
+
+    def read(self, count: int = -1) -> bytes:
+        if count < 0:
+            raise self._refused()
+        # Never more than the cap (and one byte to tell that the stream goes on) is read: a
+        # declared length past the end of the stream is a short read, as in the loader.
+        want = min(self.at + count, self.cap + 1)
+        if want > len(self.data):
+            self._fetch(self._source.read, want - len(self.data))
+        if self.at + count > self.cap and len(self.data) > self.cap:
+            raise self._refused()
+        out = bytes(self.data[self.at : self.at + count])
+        self.at += len(out)
+        return out
+
+    def readinto(self, buffer: typing.Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int = -1) -> bytes:
+        end = self.data.find(b"\n", self.at)
+        if end < 0 and len(self.data) <= self.cap:
+            self._fetch(self._source.readline_upto, self.cap + 1 - len(self.data))
+            end = self.data.find(b"\n", self.at)
+        stop = len(self.data) if end < 0 else end + 1
+        if stop > self.cap:
+            raise self._refused()
+        out = bytes(self.data[self.at : stop])
+        self.at = stop
+        return out
+
+    def more(self) -> bool:
+        if self.at >= len(self.data):
+            self._fetch(self._source.read, 1)
+        return self.at < len(self.data)
+
+    def first_global(self) -> bool:
+        """Whether the import being made is the file's first opcode, a GLOBAL: its opcode and
+        two lines are all that was read."""
+        first = self.data.find(b"\n")
+        second = self.data.find(b"\n", first + 1) if first >= 0 else -1
+        return self.data[:1] == b"c" and second >= 0 and self.at == second + 1
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 120 else f"{name[:100]}... ({len(name)} characters)"
