@@ -125,17 +125,23 @@ def _built(namespace: str) -> Manifest:
 def _as_operator(
     kubectl: harness.Kubectl, chart_installed: str, manifest: Manifest, *, verb: str = "create"
 ) -> subprocess.CompletedProcess[str]:
-    return kubectl.run(
-        verb,
-        "--dry-run=server",
-        f"--as=system:serviceaccount:{chart_installed}:modelguard",
-        "-f",
-        "-",
-        "-o",
-        "name",
-        input=json.dumps(manifest),
-        check=False,
-    )
+    for _ in range(5):
+        result = kubectl.run(
+            verb,
+            "--dry-run=server",
+            f"--as=system:serviceaccount:{chart_installed}:modelguard",
+            "-f",
+            "-",
+            "-o",
+            "name",
+            input=json.dumps(manifest),
+            check=False,
+        )
+        # A replace races the deployment controller's own writes of the object: try again, as
+        # the operator does, rather than read a lost race as the policy's answer.
+        if "Conflict" not in result.stderr:
+            break
+    return result
 
 
 def _pod(manifest: Manifest) -> Manifest:
