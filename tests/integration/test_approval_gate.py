@@ -14,6 +14,49 @@ from test_modeldeployment import SELECTOR, model_deployment, wait_ready
 
 import signedmodel
 
+
+def decoy_deployment(
+    name: str,
+    *,
+    labels: dict[str, str],
+    digest: str,
+    owner: dict[str, typing.Any] | None = None,
+) -> dict[str, typing.Any]:
+    """A Deployment someone else makes in advance under a model's child name: it claims to serve
+    `digest` with a fetch-verify init container of its own and an extra sidecar (and, with
+    `owner`, a controller ownerReference naming the ModelDeployment)."""
+    metadata: dict[str, typing.Any] = {"name": name}
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {"modelguard.dev/root-digest": digest},
+                },
+                "spec": {
+                    "initContainers": [
+                        {
+                            "name": "fetch-verify",
+                            "image": "registry.example/x@sha256:" + "1" * 64,
+                            "args": ["--signature-digest", "sha256:" + "2" * 64],
+                        }
+                    ],
+                    "containers": [
+                        {"name": "sidecar", "image": "registry.example/y@sha256:" + "3" * 64}
+                    ],
+                },
+            },
+        },
+    }
+
+
 pytestmark = pytest.mark.usefixtures("operator", "trust_policy", "source_credentials")
 
 PublishModel = typing.Callable[..., str]
@@ -108,36 +151,8 @@ def test_a_deployment_made_in_advance_opens_no_gate_and_is_not_adopted(
     uri = publish_model("1.4.0", approve=False)
     bucket, prefix = uri.removeprefix("s3://").split("/", 1)
     digest = signedmodel.root_digest(s3.get_object(bucket, f"{prefix}model.sig"))
-    labels = {"app": "decoy"}
     kubectl.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "m"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {"modelguard.dev/root-digest": digest},
-                    },
-                    "spec": {
-                        "initContainers": [
-                            {
-                                "name": "fetch-verify",
-                                "image": "registry.example/x@sha256:" + "1" * 64,
-                                "args": ["--signature-digest", "sha256:" + "2" * 64],
-                            }
-                        ],
-                        "containers": [
-                            {"name": "sidecar", "image": "registry.example/y@sha256:" + "3" * 64}
-                        ],
-                    },
-                },
-            },
-        },
-        namespace=namespace,
+        decoy_deployment("m", labels={"app": "decoy"}, digest=digest), namespace=namespace
     )
     kubectl.apply(model_deployment("m", source=uri), namespace=namespace)
     # The gate holds: the decoy says nothing about what the model serves.

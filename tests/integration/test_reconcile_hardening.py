@@ -16,7 +16,7 @@ from pathlib import Path
 import harness
 import pytest
 import yaml
-from test_approval_gate import _approve, _wait
+from test_approval_gate import _approve, _wait, decoy_deployment
 from test_modeldeployment import SELECTOR, model_deployment, wait_ready
 
 import s3server
@@ -60,46 +60,15 @@ def test_a_deployment_made_in_advance_claiming_the_model_as_owner_is_not_adopted
     uid = kubectl.json("get", "modeldeployment", "m", "-n", namespace)["metadata"]["uid"]
     # The operator's own selector, so that a forced apply into it would succeed.
     labels = {"modelguard.dev/model-deployment": "m"}
+    owner = {
+        "apiVersion": "modelguard.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "m",
+        "uid": uid,
+        "controller": True,
+    }
     kubectl.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": "m",
-                "ownerReferences": [
-                    {
-                        "apiVersion": "modelguard.dev/v1alpha1",
-                        "kind": "ModelDeployment",
-                        "name": "m",
-                        "uid": uid,
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {
-                        "labels": labels,
-                        "annotations": {"modelguard.dev/root-digest": digest},
-                    },
-                    "spec": {
-                        "initContainers": [
-                            {
-                                "name": "fetch-verify",
-                                "image": "registry.example/x@sha256:" + "1" * 64,
-                                "args": ["--signature-digest", "sha256:" + "2" * 64],
-                            }
-                        ],
-                        "containers": [
-                            {"name": "sidecar", "image": "registry.example/y@sha256:" + "3" * 64}
-                        ],
-                    },
-                },
-            },
-        },
-        namespace=namespace,
+        decoy_deployment("m", labels=labels, digest=digest, owner=owner), namespace=namespace
     )
     _touch(kubectl, namespace, "m")
     # The gate holds: the decoy says nothing about what the model serves.
