@@ -14,6 +14,8 @@ import os
 import pathlib
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
 import zlib
@@ -639,3 +641,44 @@ def test_keras_folder_configs_are_judged_as_keras() -> None:
     # A config.json of another kind (a transformers config): Keras would load nothing from it.
     assert formats.keras_folder(b'{"architectures": ["BertModel"]}') is None
     assert formats.keras_folder(b"not json") is None
+
+
+# A prefix the Python unpickler refuses (a line that runs past the end of its FRAME) and the C
+# one reads on from; then what makes the C unpickler spend memory: a memo index (it grows its memo
+# to twice the index) or millions of opcodes. Inside the frame too, where the C unpickler reads
+# the bytes in one go. Memory, not time: the C memo is out of tracemalloc's sight, so measured as
+# the peak resident size of a process of its own.
+_PAST_FRAME = b"\x80\x04\x95" + struct.pack("<Q", 3) + b"I12" + b"3\n"
+# Inside a frame: "I012" is an int to the C unpickler (strtol, base 0), an error to the Python one.
+_IN_FRAME = b"I012\nNr" + struct.pack("<I", 30_000_000) + b"."
+C_ONLY = {
+    "memo-after-frame": _PAST_FRAME + b"Nr" + struct.pack("<I", 30_000_000) + b".",
+    "opcodes-after-frame": _PAST_FRAME + b"]" * (8 << 20) + b".",
+    "memo-inside-frame": b"\x80\x04\x95" + struct.pack("<Q", len(_IN_FRAME)) + _IN_FRAME,
+    "opcodes-inside-frame": b"\x80\x04\x95"
+    + struct.pack("<Q", 6 + (8 << 20))
+    + b"I012\n"
+    + b"]" * (8 << 20)
+    + b".",
+}
+
+
+@pytest.mark.parametrize("content", C_ONLY.values(), ids=C_ONLY.keys())
+def test_what_only_the_c_unpickler_reads_is_bounded_too(
+    content: bytes, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(content)
+    script = (
+        "import resource, sys\n"
+        "from modelguard.trust import formats\n"
+        "with open(sys.argv[1], 'rb') as f:\n"
+        "    found = formats.classify(f)\n"
+        "print(found.format.name, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    kind, peak_mib = ran.stdout.split()
+    assert int(peak_mib) < 300, ran.stdout
+    assert kind in {formats.Format.UNINSPECTED.name, formats.Format.PICKLE.name}, ran.stdout
