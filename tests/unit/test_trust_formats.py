@@ -166,7 +166,11 @@ BYPASSES = {
         "Pickle",
     ),
     "zip-inside-zip": (zipped({"inner.zip": zipped({"x": EVIL})}), "Pickle"),
-    "zip-after-junk": (b"junk before the archive " + zipped({"archive/data.pkl": EVIL}), "Pickle"),
+    # zipfile reads it (shifting its offsets), other readers may not: refused whole.
+    "zip-after-junk": (
+        b"junk before the archive " + zipped({"archive/data.pkl": EVIL}),
+        "HDF5+Keras+Pickle",
+    ),
     "stored-zip-inside-tar-gz": (
         tarred({"model/inner.zip": zipped({"x": EVIL}, method=zipfile.ZIP_STORED)}, mode="w:gz"),
         "Pickle",
@@ -682,3 +686,66 @@ def test_what_only_the_c_unpickler_reads_is_bounded_too(
     kind, peak_mib = ran.stdout.split()
     assert int(peak_mib) < 300, ran.stdout
     assert kind in {formats.Format.UNINSPECTED.name, formats.Format.PICKLE.name}, ran.stdout
+
+
+def _local(name: bytes, data: bytes) -> bytes:
+    fields = (0x04034B50, 20, 0, 0, 0, 0, zlib.crc32(data), len(data), len(data), len(name), 0)
+    return struct.pack("<IHHHHHIIIHH", *fields) + name + data
+
+
+def _central(name: bytes, data: bytes, offset: int) -> bytes:
+    crc = zlib.crc32(data)
+    fields = (0x02014B50, 20, 20, 0, 0, 0, 0, crc, len(data), len(data), len(name), 0, 0, 0, 0, 0)
+    return struct.pack("<IHHHHHHIIIHHHHHII", *fields, offset) + name
+
+
+def _two_directories() -> bytes:
+    # Two central directories of one size: zipfile finds the second by the end record's position
+    # (and shifts every offset by the first's size, as if data were prepended); a reader taking
+    # the recorded offset as absolute (miniz, torch's) reads the first, which names data.pkl.
+    shown = [(b"archive/data.pkl", EVIL), (b"archive/version", b"3\n")]
+    hidden = [(b"archive/data.pkz", b"x" * len(EVIL)), (b"archive/versioN", b"3\n")]
+    body, offsets = b"", {}
+    for name, data in [*shown, (b"padding", b"\x00" * 64), *hidden]:
+        offsets[name] = len(body)
+        body += _local(name, data)
+    first = b"".join(_central(name, data, offsets[name]) for name, data in shown)
+    second = b"".join(_central(name, data, offsets[name] - len(first)) for name, data in hidden)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(second), len(body), 0)
+    return body + first + second + end
+
+
+def _renamed_local_header() -> bytes:
+    data = b"3\n"
+    local = _local(b"archive/data.pkl", EVIL) + _local(b"archive/versioN", data)
+    directory = _central(b"archive/data.pkz", EVIL, 0) + _central(
+        b"archive/version", data, len(_local(b"archive/data.pkl", EVIL))
+    )
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(directory), len(local), 0)
+    return local + directory + end
+
+
+def _second_end_record() -> bytes:
+    archive = zipped({"a": b"x"})
+    inner = zipped({"data.pkl": EVIL})
+    # The archive's comment holds another archive's end record: readers disagree on which counts.
+    comment = inner[inner.rfind(b"PK\x05\x06") :]
+    return archive[:-2] + struct.pack("<H", len(comment)) + comment
+
+
+ZIP_READERS_DISAGREE = {
+    "two-central-directories": (_two_directories(), "data before it"),
+    "prepended-data": (b"\x00" * 64 + zipped({"a": b"x"}), "data before it"),
+    "local-name-differs": (_renamed_local_header(), "names it"),
+    "second-end-record": (_second_end_record(), "not inspected"),
+}
+
+
+@pytest.mark.parametrize("content", ZIP_READERS_DISAGREE.values(), ids=ZIP_READERS_DISAGREE.keys())
+def test_a_zip_that_zip_readers_may_read_differently_fails_closed(
+    content: tuple[bytes, str],
+) -> None:
+    data, named = content
+    found = formats.sniff(data)
+    assert found.needs == formats.EVERY_FAMILY, found
+    assert named in found.why, found
