@@ -25,7 +25,7 @@ import pytest
 from hypothesis import strategies
 
 from modelguard.api import trustpolicy
-from modelguard.trust import formats
+from modelguard.trust import folder, formats
 
 # What an attacker's pickle does: import os.system and call it.
 EVIL = b"cos\nsystem\n(S'id'\ntR."
@@ -749,3 +749,18 @@ def test_a_zip_that_zip_readers_may_read_differently_fails_closed(
     found = formats.sniff(data)
     assert found.needs == formats.EVERY_FAMILY, found
     assert named in found.why, found
+
+
+def test_a_labels_file_naming_the_model_folder_is_an_import_of_it(tmp_path: pathlib.Path) -> None:
+    # From the folder above the model, unpickling it imports the model's folder: its __init__.py.
+    root = tmp_path / "bert"
+    root.mkdir()
+    (root / "__init__.py").write_text("import os\n")
+    (root / "labels.txt").write_bytes(b"cbert\nanything\n")
+    files = folder.present(root)
+    found = folder.sniff_model(root, files)
+    assert found["labels.txt"].needs == {formats.Family.PICKLE}, found
+    # Any folder the model lies in is as importable (a namespace package), from further up.
+    (root / "labels.txt").write_bytes(f"c{tmp_path.name}\nanything\n".encode())
+    found = folder.sniff_model(root, files)
+    assert found["labels.txt"].needs == {formats.Family.PICKLE}, found
