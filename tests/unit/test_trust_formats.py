@@ -764,3 +764,17 @@ def test_a_labels_file_naming_the_model_folder_is_an_import_of_it(tmp_path: path
     (root / "labels.txt").write_bytes(f"c{tmp_path.name}\nanything\n".encode())
     found = folder.sniff_model(root, files)
     assert found["labels.txt"].needs == {formats.Family.PICKLE}, found
+
+
+LABELS_THAT_IMPORT = {
+    # numpy.f2py.__main__ runs f2py's main() when imported; a labels line is one word.
+    "dotted-module": b"cnumpy.f2py.__main__\nx\n",
+    "dotted-short": b"cfoo.bar\nx\n",
+    "dunder-module": b"c__phello__\nx\n",
+}
+
+
+@pytest.mark.parametrize("content", LABELS_THAT_IMPORT.values(), ids=LABELS_THAT_IMPORT.keys())
+def test_a_labels_exemption_is_one_plain_word(content: bytes) -> None:
+    found = formats.sniff(content)
+    assert found.needs == {formats.Family.PICKLE}, found

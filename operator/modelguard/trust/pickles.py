@@ -219,7 +219,12 @@ class _State:
             self.decide(f"it imports {self.imported}, then {found}, when unpickled")
         if shipped:
             self.decide(f"it imports {found} (a module the model ships) when unpickled")
-        labels = self.text and self.fed.first_global() and top not in sys.stdlib_module_names
+        # A labels file's first line is one word: a dotted module (numpy.f2py.__main__ runs a
+        # program when imported) or a dunder one (__main__, __phello__) is an import.
+        word = "." not in module and not module.startswith("__")
+        labels = (
+            self.text and word and self.fed.first_global() and top not in sys.stdlib_module_names
+        )
         if not labels:
             self.decide(f"it imports {found} when unpickled")
         self.imported = found
