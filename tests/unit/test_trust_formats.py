@@ -778,3 +778,26 @@ LABELS_THAT_IMPORT = {
 def test_a_labels_exemption_is_one_plain_word(content: bytes) -> None:
     found = formats.sniff(content)
     assert found.needs == {formats.Family.PICKLE}, found
+
+
+# A safetensors file larger than the bytes the unpicklers may read, whose header length's low
+# byte is an opcode declaring an 8-byte length (BINUNICODE8, BINBYTES8, BYTEARRAY8, FRAME): the
+# length (the rest of the header length, then "{") runs past the file's end, so the loader's
+# read comes up short and it raises, having run nothing.
+LENGTH_PAST_THE_END = {"binunicode8": 0x8D, "binbytes8": 0x8E, "bytearray8": 0x96, "frame": 0x95}
+
+
+@pytest.mark.parametrize("low", LENGTH_PAST_THE_END.values(), ids=LENGTH_PAST_THE_END.keys())
+def test_a_length_past_the_end_of_a_large_file_is_a_short_read(low: int) -> None:
+    content = safetensors(0x100 + low, data=os.urandom(2 << 20))
+    found = formats.sniff(content, limits=formats.Limits(pickle_bytes=1 << 20))
+    assert found.format is formats.Format.SAFETENSORS, found
+    assert not found.code_capable, found
+
+
+def test_a_frame_past_the_end_is_read_as_the_rest_of_the_file() -> None:
+    # The Python unpickler (joblib's) takes a short frame as the rest of the file and runs it.
+    content = b"\x80\x04\x95" + struct.pack("<Q", 1 << 40) + EVIL_PROTO_4[11:]
+    assert formats.sniff(content, limits=formats.Limits(pickle_bytes=1 << 20)).code_capable
+    padded = content + b"\x00" * (2 << 20)
+    assert formats.sniff(padded, limits=formats.Limits(pickle_bytes=1 << 20)).code_capable

@@ -239,6 +239,15 @@ class _Stream:
                 break
         return out
 
+    def remaining(self) -> int | None:
+        """The bytes left to read, None when not known (a stream being inflated)."""
+        if not self.seekable:
+            return None
+        here: int = self.raw.tell()
+        end: int = self.raw.seek(0, io.SEEK_END)
+        self.raw.seek(here)
+        return len(self._buffer) - self._at + end - here
+
     def unread(self, data: bytes) -> None:
         """Give back bytes read from the start: the next read begins with them."""
         self._buffer, self._at = data + self._buffer[self._at :], 0

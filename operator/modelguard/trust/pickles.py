@@ -17,7 +17,10 @@ so that a stream a loader's persistent_load would carry on with is read on too.
 
 Bounded: the unpicklers read through a reader that holds at most `cap` bytes and refuses any read
 past it (a declared length of gigabytes is read no further than the cap or the stream's end);
-reaching the cap without a verdict fails closed. The C unpickler reserves a BINBYTES buffer of
+reaching the cap without a verdict fails closed, except where the declared length runs past the
+end of the file (its size known): there the loader's read comes up short and it raises having run
+nothing more, so the read is short here too, without reading to the end (a FRAME so declared is
+the rest of the file to the Python unpickler, and is read on as such). The C unpickler reserves a BINBYTES buffer of
 the declared length before it reads into it: address space it never touches, since the read is
 short or refused (where even reserving fails, the MemoryError fails closed). It also grows its
 memo array to twice a PUT's index, and fills it: so the Python unpickler reads first, and a memo
@@ -46,6 +49,10 @@ class Source(typing.Protocol):
     def read(self, count: int) -> bytes: ...
 
     def readline_upto(self, limit: int) -> bytes: ...
+
+    def remaining(self) -> int | None:
+        """The bytes left to read, None when not known (a stream being inflated)."""
+        ...
 
 
 class Limit(Exception):
@@ -160,7 +167,11 @@ def _run(oracle: typing.Any, state: _State) -> str | None:
             oracle(fed, state).load()
         except _Verdict:
             return state.verdict
-        except (Limit, MemoryError):
+        except MemoryError:
+            if fed.allocated_past_end():
+                return None  # the loader fails the same allocation (or reads short): nothing ran
+            raise
+        except Limit:
             raise
         except Exception:
             if fed.failure is not None:
@@ -311,11 +322,29 @@ class _PythonOracle(_PyUnpickler):  # type: ignore[misc]
     def persistent_load(self, pid: typing.Any) -> typing.Any:
         return self._state.persistent_load(pid)
 
+    def load_frame(self) -> None:
+        (size,) = struct.unpack("<Q", self.read(8))
+        fed = self._state.fed
+        if size > sys.maxsize or size <= fed.room() or not fed.short(size):
+            self._unframer.load_frame(size)  # a frame within the cap, or one over it (Limit)
+            return
+        # A frame past the end of the file: pickle._Unpickler takes the rest of the file as the
+        # frame (it reads it short, unchecked) and runs it; read here as it is parsed.
+        fed.ended = False
+        frame = self._unframer.current_frame
+        if frame and frame.read() != b"":
+            raise pickle.UnpicklingError("beginning of a new frame before end of current frame")
+        self._unframer.current_frame = _Rest(fed)
+
     def load_bytearray8(self) -> None:
         # pickle._Unpickler allocates the declared length (zeroed) before reading into it.
         (length,) = struct.unpack("<Q", self.read(8))
-        if length > self._state.fed.room():
-            raise Limit(f"it declares {length} bytes, more than the {self._state.fed.cap} read")
+        fed = self._state.fed
+        if length > fed.room():
+            if fed.short(length):
+                self.append(bytearray())  # what the loader holds is not used: the file ended
+                return
+            raise Limit(f"it declares {length} bytes, more than the {fed.cap} read")
         buffer = bytearray(length)
         self.readinto(buffer)
         self.append(buffer)
@@ -324,6 +353,7 @@ class _PythonOracle(_PyUnpickler):  # type: ignore[misc]
 def _python_dispatch() -> dict[int, typing.Callable[[typing.Any], None]]:
     table: dict[int, typing.Callable[[typing.Any], None]] = dict(_PyUnpickler.dispatch)
     table[pickle.BYTEARRAY8[0]] = _PythonOracle.load_bytearray8
+    table[pickle.FRAME[0]] = _PythonOracle.load_frame
     memo = {code[0] for code in (pickle.PUT, pickle.BINPUT, pickle.LONG_BINPUT, pickle.MEMOIZE)}
 
     def counted(code: int, load: typing.Callable[[typing.Any], None]) -> typing.Any:
@@ -355,9 +385,33 @@ class _Fed:
         """How far into the stream a read has asked for."""
         self.failure: Exception | None = None
         self._python = python
+        self.ended = False
+        """A read ran past the end of the file: the loader's came up short, the file is read."""
 
     def room(self) -> int:
         return self.cap - self.at
+
+    def end(self) -> int | None:
+        """Where the file ends, when known."""
+        left = self._source.remaining()
+        return None if left is None else len(self.data) + left
+
+    def allocated_past_end(self) -> bool:
+        """Whether the last read was the 8-byte length of BINBYTES8 or BYTEARRAY8, one past the
+        file's end: the C unpickler allocates the declared length before it reads."""
+        opcode = bytes(self.data[self.at - 9 : self.at - 8])
+        if opcode not in (pickle.BINBYTES8, pickle.BYTEARRAY8):
+            return False
+        return self.short(int.from_bytes(self.data[self.at - 8 : self.at], "little"))
+
+    def short(self, count: int) -> bool:
+        """Whether reading `count` bytes runs past the file's end: then the loader reads to the
+        end, comes up short, and a read of those bytes (kept in no memory here) ends the file."""
+        end = self.end()
+        if end is None or self.at + count <= end:
+            return False
+        self.ended = True
+        return True
 
     def _refused(self) -> Limit:
         if not self._python:
@@ -380,6 +434,10 @@ class _Fed:
         if count < 0:
             raise self._refused()
         self.reach = max(self.reach, self.at + count)
+        if self.ended or (self.at + count > self.cap and self.short(count)):
+            # A declared length past the end: the unpickler gets less than it asked for and
+            # raises (the C one; the Python one at the next opcode), having run nothing more.
+            return b""
         # Never more than the cap (and one byte to tell that the stream goes on) is read: a
         # declared length past the end of the stream is a short read, as in the loader.
         want = min(self.at + count, self.cap + 1)
@@ -398,6 +456,8 @@ class _Fed:
         return len(data)
 
     def readline(self, size: int = -1) -> bytes:
+        if self.ended:
+            return b""
         end = self.data.find(b"\n", self.at)
         if end < 0 and len(self.data) <= self.cap:
             self._fetch(self._source.readline_upto, self.cap + 1 - len(self.data))
@@ -411,6 +471,8 @@ class _Fed:
         return out
 
     def more(self) -> bool:
+        if self.ended:
+            return False
         self.reach = max(self.reach, self.at + 1)
         if self.at >= len(self.data):
             self._fetch(self._source.read, 1)
@@ -422,6 +484,22 @@ class _Fed:
         first = self.data.find(b"\n")
         second = self.data.find(b"\n", first + 1) if first >= 0 else -1
         return self.data[:1] == b"c" and second >= 0 and self.at == second + 1
+
+
+class _Rest:
+    """The rest of the file as a frame, read as the unpickler parses it."""
+
+    def __init__(self, fed: _Fed) -> None:
+        self._fed = fed
+
+    def read(self, count: int = -1) -> bytes:
+        return self._fed.read(count)
+
+    def readinto(self, buffer: typing.Any) -> int:
+        return self._fed.readinto(buffer)
+
+    def readline(self) -> bytes:
+        return self._fed.readline()
 
 
 def _short(name: str) -> str:
