@@ -20,9 +20,10 @@ past it (a declared length of gigabytes is read no further than the cap or the s
 reaching the cap without a verdict fails closed, except where the declared length runs past the
 end of the file (its size known): there the loader's read comes up short and it raises having run
 nothing more, so the read is short here too, without reading to the end (a FRAME so declared is
-the rest of the file to the Python unpickler, and is read on as such). The C unpickler reserves a BINBYTES buffer of
-the declared length before it reads into it: address space it never touches, since the read is
-short or refused (where even reserving fails, the MemoryError fails closed). It also grows its
+the rest of the file to the Python unpickler, and is read on as such). The C unpickler reserves
+a BINBYTES buffer of the declared length before it reads into it: address space it never
+touches, since the read is short or refused (where even reserving fails, the MemoryError fails
+closed, unless the length runs past the file's end: the loader fails as it does). It also grows its
 memo array to twice a PUT's index, and fills it: so the Python unpickler reads first, and a memo
 index beyond the opcodes one pickle may have fails closed before the C one sees it. The Python
 one counts opcodes, per pickle and over the file.
