@@ -14,6 +14,8 @@ import os
 import pathlib
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
 import zlib
@@ -23,7 +25,7 @@ import pytest
 from hypothesis import strategies
 
 from modelguard.api import trustpolicy
-from modelguard.trust import formats
+from modelguard.trust import folder, formats
 
 # What an attacker's pickle does: import os.system and call it.
 EVIL = b"cos\nsystem\n(S'id'\ntR."
@@ -164,7 +166,11 @@ BYPASSES = {
         "Pickle",
     ),
     "zip-inside-zip": (zipped({"inner.zip": zipped({"x": EVIL})}), "Pickle"),
-    "zip-after-junk": (b"junk before the archive " + zipped({"archive/data.pkl": EVIL}), "Pickle"),
+    # zipfile reads it (shifting its offsets), other readers may not: refused whole.
+    "zip-after-junk": (
+        b"junk before the archive " + zipped({"archive/data.pkl": EVIL}),
+        "HDF5+Keras+Pickle",
+    ),
     "stored-zip-inside-tar-gz": (
         tarred({"model/inner.zip": zipped({"x": EVIL}, method=zipfile.ZIP_STORED)}, mode="w:gz"),
         "Pickle",
@@ -639,3 +645,159 @@ def test_keras_folder_configs_are_judged_as_keras() -> None:
     # A config.json of another kind (a transformers config): Keras would load nothing from it.
     assert formats.keras_folder(b'{"architectures": ["BertModel"]}') is None
     assert formats.keras_folder(b"not json") is None
+
+
+# A prefix the Python unpickler refuses (a line that runs past the end of its FRAME) and the C
+# one reads on from; then what makes the C unpickler spend memory: a memo index (it grows its memo
+# to twice the index) or millions of opcodes. Inside the frame too, where the C unpickler reads
+# the bytes in one go. Memory, not time: the C memo is out of tracemalloc's sight, so measured as
+# the peak resident size of a process of its own.
+_PAST_FRAME = b"\x80\x04\x95" + struct.pack("<Q", 3) + b"I12" + b"3\n"
+# Inside a frame: "I012" is an int to the C unpickler (strtol, base 0), an error to the Python one.
+_IN_FRAME = b"I012\nNr" + struct.pack("<I", 30_000_000) + b"."
+C_ONLY = {
+    "memo-after-frame": _PAST_FRAME + b"Nr" + struct.pack("<I", 30_000_000) + b".",
+    "opcodes-after-frame": _PAST_FRAME + b"]" * (8 << 20) + b".",
+    "memo-inside-frame": b"\x80\x04\x95" + struct.pack("<Q", len(_IN_FRAME)) + _IN_FRAME,
+    "opcodes-inside-frame": b"\x80\x04\x95"
+    + struct.pack("<Q", 6 + (8 << 20))
+    + b"I012\n"
+    + b"]" * (8 << 20)
+    + b".",
+}
+
+
+@pytest.mark.parametrize("content", C_ONLY.values(), ids=C_ONLY.keys())
+def test_what_only_the_c_unpickler_reads_is_bounded_too(
+    content: bytes, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "model.pkl"
+    path.write_bytes(content)
+    script = (
+        "import resource, sys\n"
+        "from modelguard.trust import formats\n"
+        "with open(sys.argv[1], 'rb') as f:\n"
+        "    found = formats.classify(f)\n"
+        "print(found.format.name, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    kind, peak_mib = ran.stdout.split()
+    assert int(peak_mib) < 300, ran.stdout
+    assert kind in {formats.Format.UNINSPECTED.name, formats.Format.PICKLE.name}, ran.stdout
+
+
+def _local(name: bytes, data: bytes) -> bytes:
+    fields = (0x04034B50, 20, 0, 0, 0, 0, zlib.crc32(data), len(data), len(data), len(name), 0)
+    return struct.pack("<IHHHHHIIIHH", *fields) + name + data
+
+
+def _central(name: bytes, data: bytes, offset: int) -> bytes:
+    crc = zlib.crc32(data)
+    fields = (0x02014B50, 20, 20, 0, 0, 0, 0, crc, len(data), len(data), len(name), 0, 0, 0, 0, 0)
+    return struct.pack("<IHHHHHHIIIHHHHHII", *fields, offset) + name
+
+
+def _two_directories() -> bytes:
+    # Two central directories of one size: zipfile finds the second by the end record's position
+    # (and shifts every offset by the first's size, as if data were prepended); a reader taking
+    # the recorded offset as absolute (miniz, torch's) reads the first, which names data.pkl.
+    shown = [(b"archive/data.pkl", EVIL), (b"archive/version", b"3\n")]
+    hidden = [(b"archive/data.pkz", b"x" * len(EVIL)), (b"archive/versioN", b"3\n")]
+    body, offsets = b"", {}
+    for name, data in [*shown, (b"padding", b"\x00" * 64), *hidden]:
+        offsets[name] = len(body)
+        body += _local(name, data)
+    first = b"".join(_central(name, data, offsets[name]) for name, data in shown)
+    second = b"".join(_central(name, data, offsets[name] - len(first)) for name, data in hidden)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(second), len(body), 0)
+    return body + first + second + end
+
+
+def _renamed_local_header() -> bytes:
+    data = b"3\n"
+    local = _local(b"archive/data.pkl", EVIL) + _local(b"archive/versioN", data)
+    directory = _central(b"archive/data.pkz", EVIL, 0) + _central(
+        b"archive/version", data, len(_local(b"archive/data.pkl", EVIL))
+    )
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 2, 2, len(directory), len(local), 0)
+    return local + directory + end
+
+
+def _second_end_record() -> bytes:
+    archive = zipped({"a": b"x"})
+    inner = zipped({"data.pkl": EVIL})
+    # The archive's comment holds another archive's end record: readers disagree on which counts.
+    comment = inner[inner.rfind(b"PK\x05\x06") :]
+    return archive[:-2] + struct.pack("<H", len(comment)) + comment
+
+
+ZIP_READERS_DISAGREE = {
+    "two-central-directories": (_two_directories(), "data before it"),
+    "prepended-data": (b"\x00" * 64 + zipped({"a": b"x"}), "data before it"),
+    "local-name-differs": (_renamed_local_header(), "names it"),
+    "second-end-record": (_second_end_record(), "not inspected"),
+}
+
+
+@pytest.mark.parametrize("content", ZIP_READERS_DISAGREE.values(), ids=ZIP_READERS_DISAGREE.keys())
+def test_a_zip_that_zip_readers_may_read_differently_fails_closed(
+    content: tuple[bytes, str],
+) -> None:
+    data, named = content
+    found = formats.sniff(data)
+    assert found.needs == formats.EVERY_FAMILY, found
+    assert named in found.why, found
+
+
+def test_a_labels_file_naming_the_model_folder_is_an_import_of_it(tmp_path: pathlib.Path) -> None:
+    # From the folder above the model, unpickling it imports the model's folder: its __init__.py.
+    root = tmp_path / "bert"
+    root.mkdir()
+    (root / "__init__.py").write_text("import os\n")
+    (root / "labels.txt").write_bytes(b"cbert\nanything\n")
+    files = folder.present(root)
+    found = folder.sniff_model(root, files)
+    assert found["labels.txt"].needs == {formats.Family.PICKLE}, found
+    # Any folder the model lies in is as importable (a namespace package), from further up.
+    (root / "labels.txt").write_bytes(f"c{tmp_path.name}\nanything\n".encode())
+    found = folder.sniff_model(root, files)
+    assert found["labels.txt"].needs == {formats.Family.PICKLE}, found
+
+
+LABELS_THAT_IMPORT = {
+    # numpy.f2py.__main__ runs f2py's main() when imported; a labels line is one word.
+    "dotted-module": b"cnumpy.f2py.__main__\nx\n",
+    "dotted-short": b"cfoo.bar\nx\n",
+    "dunder-module": b"c__phello__\nx\n",
+}
+
+
+@pytest.mark.parametrize("content", LABELS_THAT_IMPORT.values(), ids=LABELS_THAT_IMPORT.keys())
+def test_a_labels_exemption_is_one_plain_word(content: bytes) -> None:
+    found = formats.sniff(content)
+    assert found.needs == {formats.Family.PICKLE}, found
+
+
+# A safetensors file larger than the bytes the unpicklers may read, whose header length's low
+# byte is an opcode declaring an 8-byte length (BINUNICODE8, BINBYTES8, BYTEARRAY8, FRAME): the
+# length (the rest of the header length, then "{") runs past the file's end, so the loader's
+# read comes up short and it raises, having run nothing.
+LENGTH_PAST_THE_END = {"binunicode8": 0x8D, "binbytes8": 0x8E, "bytearray8": 0x96, "frame": 0x95}
+
+
+@pytest.mark.parametrize("low", LENGTH_PAST_THE_END.values(), ids=LENGTH_PAST_THE_END.keys())
+def test_a_length_past_the_end_of_a_large_file_is_a_short_read(low: int) -> None:
+    content = safetensors(0x100 + low, data=os.urandom(2 << 20))
+    found = formats.sniff(content, limits=formats.Limits(pickle_bytes=1 << 20))
+    assert found.format is formats.Format.SAFETENSORS, found
+    assert not found.code_capable, found
+
+
+def test_a_frame_past_the_end_is_read_as_the_rest_of_the_file() -> None:
+    # The Python unpickler (joblib's) takes a short frame as the rest of the file and runs it.
+    content = b"\x80\x04\x95" + struct.pack("<Q", 1 << 40) + EVIL_PROTO_4[11:]
+    assert formats.sniff(content, limits=formats.Limits(pickle_bytes=1 << 20)).code_capable
+    padded = content + b"\x00" * (2 << 20)
+    assert formats.sniff(padded, limits=formats.Limits(pickle_bytes=1 << 20)).code_capable

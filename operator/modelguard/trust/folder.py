@@ -267,11 +267,14 @@ def sniff(
     root: pathlib.Path, item: LocalFile, *, model_files: typing.Iterable[str] = ()
 ) -> formats.Finding:
     """What one file holds (every member, for an archive) and what must be allowed to load it.
-    `model_files`: every file of the model, whose names an unpickler could import."""
+    `model_files`: every file of the model, whose names an unpickler could import; so could the
+    folder of the model and every folder it lies in (from the folder above, `bert/` is a package,
+    and any folder a namespace package), so their names count as the model's too."""
+    importable = [*model_files, root.absolute().as_posix()]
     try:
         descriptor = os.open(root / item.path, _OPEN_FLAGS)
         with os.fdopen(descriptor, "rb") as handle:
-            return formats.classify(handle, model_files=model_files)
+            return formats.classify(handle, model_files=importable)
     except OSError as error:
         raise _unreadable(item.path, error) from None
 

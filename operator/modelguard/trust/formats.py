@@ -239,6 +239,15 @@ class _Stream:
                 break
         return out
 
+    def remaining(self) -> int | None:
+        """The bytes left to read, None when not known (a stream being inflated)."""
+        if not self.seekable:
+            return None
+        here: int = self.raw.tell()
+        end: int = self.raw.seek(0, io.SEEK_END)
+        self.raw.seek(here)
+        return len(self._buffer) - self._at + end - here
+
     def unread(self, data: bytes) -> None:
         """Give back bytes read from the start: the next read begins with them."""
         self._buffer, self._at = data + self._buffer[self._at :], 0
@@ -525,6 +534,14 @@ def _zip(file: typing.BinaryIO, depth: int, budget: _Budget) -> Finding:
         return _unreadable("zip archive", error)
     with archive:
         infos = archive.infolist()
+        disagreement = _readers_disagree(file, archive)
+        if disagreement is not None:
+            return Finding(
+                Format.ZIP,
+                EVERY_FAMILY,
+                f"{disagreement}: zip readers may read different members from it, so it is not "
+                "inspected",
+            )
         names = {info.filename for info in infos}
         keras = _keras_archive(archive, names, budget)
         if keras is not None and keras.code_capable:
@@ -558,6 +575,40 @@ def _zip(file: typing.BinaryIO, depth: int, budget: _Budget) -> Finding:
             if inner.code_capable:
                 return Finding(outer, inner.needs, f"member {info.filename!r} is {inner}")
         return keras or Finding(outer)
+
+
+def _readers_disagree(file: typing.BinaryIO, archive: typing.Any) -> str | None:
+    """Why readers of zips (zipfile, and miniz in torch, which takes offsets as absolute) may
+    find different members in it; None when they read one directory and one set of names.
+
+    zipfile takes the central directory to end where the end record is, and shifts every offset
+    by the difference from the recorded one (data prepended); other readers do not. So an archive
+    is admitted only with no shift, nothing before its first local header, one end record after
+    its central directory, and each local header naming the member its directory entry names."""
+    import zipfile  # noqa: PLC0415 - most models hold no zip archive
+
+    file.seek(0)
+    record = getattr(zipfile, "_EndRecData")(file)  # noqa: B009 - the record zipfile reads
+    if not record:
+        return "it has no end record zipfile reads"
+    shift = archive.start_dir - record[getattr(zipfile, "_ECD_OFFSET")]  # noqa: B009
+    first = min((info.header_offset for info in archive.infolist()), default=archive.start_dir)
+    if shift or first:
+        return f"its central directory or members are {shift or first} bytes off, data before it"
+    file.seek(archive.start_dir)
+    tail = file.read()
+    if tail.count(b"PK\x05\x06") != 1:
+        return "it holds more than one zip end record"
+    for info in archive.infolist():
+        file.seek(info.header_offset)
+        header = file.read(30)
+        if len(header) < 30 or not header.startswith(b"PK\x03\x04"):
+            return f"the local header of {info.filename!r} is missing"
+        (length,) = struct.unpack_from("<H", header, 26)
+        encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+        if file.read(length) != info.orig_filename.encode(encoding):
+            return f"the local header of {info.filename!r} names it differently"
+    return None
 
 
 class _Counted:

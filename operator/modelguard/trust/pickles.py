@@ -17,17 +17,28 @@ so that a stream a loader's persistent_load would carry on with is read on too.
 
 Bounded: the unpicklers read through a reader that holds at most `cap` bytes and refuses any read
 past it (a declared length of gigabytes is read no further than the cap or the stream's end);
-reaching the cap without a verdict fails closed. The C unpickler reserves a BINBYTES buffer of
-the declared length before it reads into it: address space it never touches, since the read is
-short or refused (where even reserving fails, the MemoryError fails closed). It also grows its
+reaching the cap without a verdict fails closed, except where the declared length runs past the
+end of the file (its size known): there the loader's read comes up short and it raises having run
+nothing more, so the read is short here too, without reading to the end (a FRAME so declared is
+the rest of the file to the Python unpickler, and is read on as such). The C unpickler reserves
+a BINBYTES buffer of the declared length before it reads into it: address space it never
+touches, since the read is short or refused (where even reserving fails, the MemoryError fails
+closed, unless the length runs past the file's end: the loader fails as it does). It also grows its
 memo array to twice a PUT's index, and fills it: so the Python unpickler reads first, and a memo
 index beyond the opcodes one pickle may have fails closed before the C one sees it. The Python
 one counts opcodes, per pickle and over the file.
+
+The C unpickler is bounded on its own, not by what the Python one did: it may read no byte past
+where the Python one stopped (reading on fails closed: the two disagree), and before it runs, the
+bytes it may read are walked as it parses them, counting opcodes and memo indices (a FRAME is
+read whole and parsed from its buffer; an argument running past its end, which the Python one
+refuses and the C one reads differently, fails closed).
 """
 
 from __future__ import annotations
 
 import pickle
+import pickletools
 import struct
 import sys
 import typing
@@ -39,6 +50,10 @@ class Source(typing.Protocol):
     def read(self, count: int) -> bytes: ...
 
     def readline_upto(self, limit: int) -> bytes: ...
+
+    def remaining(self) -> int | None:
+        """The bytes left to read, None when not known (a stream being inflated)."""
+        ...
 
 
 class Limit(Exception):
@@ -77,13 +92,20 @@ def judge(
     try:
         for returns in _PERSISTENT:
             # The Python unpickler first: its memo check guards the C one's memory.
+            reach = cap
             for oracle in _PythonOracle, _COracle:
-                fed = _Fed(source, cap=cap, replay=replay)
+                bound = cap
+                if oracle is _COracle:
+                    # What the C unpickler may read and run: no more than the Python one read,
+                    # and, within that, opcodes and memo indices as bounded as the Python one's.
+                    bound = min(cap, reach)
+                    _c_bounds(bytes(replay[:bound]), opcodes=opcodes, total=total_opcodes)
+                fed = _Fed(source, cap=bound, replay=replay, python=oracle is _PythonOracle)
                 state = _State(text=text, modules=modules, opcodes=opcodes, fed=fed)
                 state.counted, state.returns = counted, returns
                 state.total = total_opcodes
                 verdict = _run(oracle, state)
-                replay, counted = fed.data, state.counted
+                replay, counted, reach = fed.data, state.counted, fed.reach
                 persisted = persisted or state.persisted
                 if verdict is not None:
                     return Verdict(verdict, bytes(replay), counted - spent)
@@ -146,7 +168,11 @@ def _run(oracle: typing.Any, state: _State) -> str | None:
             oracle(fed, state).load()
         except _Verdict:
             return state.verdict
-        except (Limit, MemoryError):
+        except MemoryError:
+            if fed.allocated_past_end():
+                return None  # the loader fails the same allocation (or reads short): nothing ran
+            raise
+        except Limit:
             raise
         except Exception:
             if fed.failure is not None:
@@ -205,7 +231,12 @@ class _State:
             self.decide(f"it imports {self.imported}, then {found}, when unpickled")
         if shipped:
             self.decide(f"it imports {found} (a module the model ships) when unpickled")
-        labels = self.text and self.fed.first_global() and top not in sys.stdlib_module_names
+        # A labels file's first line is one word: a dotted module (numpy.f2py.__main__ runs a
+        # program when imported) or a dunder one (__main__, __phello__) is an import.
+        word = "." not in module and not module.startswith("__")
+        labels = (
+            self.text and word and self.fed.first_global() and top not in sys.stdlib_module_names
+        )
         if not labels:
             self.decide(f"it imports {found} when unpickled")
         self.imported = found
@@ -292,11 +323,29 @@ class _PythonOracle(_PyUnpickler):  # type: ignore[misc]
     def persistent_load(self, pid: typing.Any) -> typing.Any:
         return self._state.persistent_load(pid)
 
+    def load_frame(self) -> None:
+        (size,) = struct.unpack("<Q", self.read(8))
+        fed = self._state.fed
+        if size > sys.maxsize or size <= fed.room() or not fed.short(size):
+            self._unframer.load_frame(size)  # a frame within the cap, or one over it (Limit)
+            return
+        # A frame past the end of the file: pickle._Unpickler takes the rest of the file as the
+        # frame (it reads it short, unchecked) and runs it; read here as it is parsed.
+        fed.ended = False
+        frame = self._unframer.current_frame
+        if frame and frame.read() != b"":
+            raise pickle.UnpicklingError("beginning of a new frame before end of current frame")
+        self._unframer.current_frame = _Rest(fed)
+
     def load_bytearray8(self) -> None:
         # pickle._Unpickler allocates the declared length (zeroed) before reading into it.
         (length,) = struct.unpack("<Q", self.read(8))
-        if length > self._state.fed.room():
-            raise Limit(f"it declares {length} bytes, more than the {self._state.fed.cap} read")
+        fed = self._state.fed
+        if length > fed.room():
+            if fed.short(length):
+                self.append(bytearray())  # what the loader holds is not used: the file ended
+                return
+            raise Limit(f"it declares {length} bytes, more than the {fed.cap} read")
         buffer = bytearray(length)
         self.readinto(buffer)
         self.append(buffer)
@@ -305,6 +354,7 @@ class _PythonOracle(_PyUnpickler):  # type: ignore[misc]
 def _python_dispatch() -> dict[int, typing.Callable[[typing.Any], None]]:
     table: dict[int, typing.Callable[[typing.Any], None]] = dict(_PyUnpickler.dispatch)
     table[pickle.BYTEARRAY8[0]] = _PythonOracle.load_bytearray8
+    table[pickle.FRAME[0]] = _PythonOracle.load_frame
     memo = {code[0] for code in (pickle.PUT, pickle.BINPUT, pickle.LONG_BINPUT, pickle.MEMOIZE)}
 
     def counted(code: int, load: typing.Callable[[typing.Any], None]) -> typing.Any:
@@ -327,17 +377,50 @@ class _Fed:
     `cap` bytes in all, refused before they are read. Everything read stays in `data`. It has no
     peek(), so the C unpickler reads exactly what it parses, as from a pipe."""
 
-    def __init__(self, source: Source, *, cap: int, replay: bytearray) -> None:
+    def __init__(self, source: Source, *, cap: int, replay: bytearray, python: bool = True) -> None:
         self._source = source
         self.cap = cap
         self.data = replay  # the earlier pass's, taken over: not copied
         self.at = 0
+        self.reach = 0
+        """How far into the stream a read has asked for."""
         self.failure: Exception | None = None
+        self._python = python
+        self.ended = False
+        """A read ran past the end of the file: the loader's came up short, the file is read."""
 
     def room(self) -> int:
         return self.cap - self.at
 
+    def end(self) -> int | None:
+        """Where the file ends, when known."""
+        left = self._source.remaining()
+        return None if left is None else len(self.data) + left
+
+    def allocated_past_end(self) -> bool:
+        """Whether the last read was the 8-byte length of BINBYTES8 or BYTEARRAY8, one past the
+        file's end: the C unpickler allocates the declared length before it reads."""
+        opcode = bytes(self.data[self.at - 9 : self.at - 8])
+        if opcode not in (pickle.BINBYTES8, pickle.BYTEARRAY8):
+            return False
+        return self.short(int.from_bytes(self.data[self.at - 8 : self.at], "little"))
+
+    def short(self, count: int) -> bool:
+        """Whether reading `count` bytes runs past the file's end: then the loader reads to the
+        end, comes up short, and a read of those bytes (kept in no memory here) ends the file."""
+        end = self.end()
+        if end is None or self.at + count <= end:
+            return False
+        self.ended = True
+        return True
+
     def _refused(self) -> Limit:
+        if not self._python:
+            # The C unpickler reads on where the Python one stopped: what it would read there
+            # was never bounded by the Python one's counts, so it fails closed.
+            return Limit(
+                f"the C unpickler reads it on past byte {self.cap}, where the Python one stops"
+            )
         return Limit(f"it is read as a pickle past {self.cap} bytes without a verdict")
 
     def _fetch(self, read: typing.Callable[[int], bytes], count: int) -> None:
@@ -351,6 +434,11 @@ class _Fed:
     def read(self, count: int = -1) -> bytes:
         if count < 0:
             raise self._refused()
+        self.reach = max(self.reach, self.at + count)
+        if self.ended or (self.at + count > self.cap and self.short(count)):
+            # A declared length past the end: the unpickler gets less than it asked for and
+            # raises (the C one; the Python one at the next opcode), having run nothing more.
+            return b""
         # Never more than the cap (and one byte to tell that the stream goes on) is read: a
         # declared length past the end of the stream is a short read, as in the loader.
         want = min(self.at + count, self.cap + 1)
@@ -369,11 +457,14 @@ class _Fed:
         return len(data)
 
     def readline(self, size: int = -1) -> bytes:
+        if self.ended:
+            return b""
         end = self.data.find(b"\n", self.at)
         if end < 0 and len(self.data) <= self.cap:
             self._fetch(self._source.readline_upto, self.cap + 1 - len(self.data))
             end = self.data.find(b"\n", self.at)
         stop = len(self.data) if end < 0 else end + 1
+        self.reach = max(self.reach, stop if end >= 0 else stop + 1)
         if stop > self.cap:
             raise self._refused()
         out = bytes(self.data[self.at : stop])
@@ -381,6 +472,9 @@ class _Fed:
         return out
 
     def more(self) -> bool:
+        if self.ended:
+            return False
+        self.reach = max(self.reach, self.at + 1)
         if self.at >= len(self.data):
             self._fetch(self._source.read, 1)
         return self.at < len(self.data)
@@ -393,5 +487,126 @@ class _Fed:
         return self.data[:1] == b"c" and second >= 0 and self.at == second + 1
 
 
+class _Rest:
+    """The rest of the file as a frame, read as the unpickler parses it."""
+
+    def __init__(self, fed: _Fed) -> None:
+        self._fed = fed
+
+    def read(self, count: int = -1) -> bytes:
+        return self._fed.read(count)
+
+    def readinto(self, buffer: typing.Any) -> int:
+        return self._fed.readinto(buffer)
+
+    def readline(self) -> bytes:
+        return self._fed.readline()
+
+
 def _short(name: str) -> str:
     return name if len(name) <= 120 else f"{name[:100]}... ({len(name)} characters)"
+
+
+# How the C unpickler reads each opcode's argument: pickletools' descriptors (n > 0: that many
+# bytes; -1: a line, two for GLOBAL and INST; -2 to -5: a length of 1, 4 (signed), 4 or 8 bytes,
+# then that many bytes).
+_LENGTHS: typing.Final = {-2: (1, False), -3: (4, True), -4: (4, False), -5: (8, False)}
+_OPCODES: typing.Final = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+
+
+class _Stop(Exception):
+    """Where the C unpickler stops with an error: an unknown opcode, the bytes run out."""
+
+
+def _c_bounds(data: bytes, *, opcodes: int, total: int) -> None:
+    """Walk the opcodes the C unpickler would run over `data` (all it is let read), as it reads
+    them, and raise Limit where it would run more than `opcodes` in one pickle or `total` in all,
+    or grow its memo past `opcodes` entries (it sizes its memo array by the largest index).
+
+    The C unpickler reads a FRAME whole and then parses from that buffer, without the Python
+    one's check that no argument runs past the frame's end; one that does is read differently
+    (the rest of the buffer dropped), so it fails closed here rather than being modelled. Where
+    the C unpickler stops with an error the walk stops."""
+    walk = _CWalk(data)
+    count = in_pickle = 0
+    try:
+        while walk.at < len(data):
+            op = _OPCODES.get(data[walk.at])
+            if op is None:
+                return
+            count, in_pickle = count + 1, in_pickle + 1
+            if in_pickle > opcodes or count > total:
+                raise Limit(f"its pickle opcodes, as the C unpickler reads them, exceed {opcodes}")
+            walk.at += 1
+            if walk.argument(op) > opcodes:
+                raise Limit(f"it stores a memo index over {opcodes}")
+            if op.code == ".":
+                in_pickle = 0
+                walk.at = max(walk.at, walk.frame_end)  # where the next unpickler starts
+    except _Stop:
+        return
+
+
+class _CWalk:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+        self.frame_end = 0
+
+    def _crossed(self) -> Limit:
+        return Limit("an opcode of it runs past the end of its frame")
+
+    def take(self, size: int) -> bytes:
+        start = self.at
+        if start < self.frame_end < start + size:
+            raise self._crossed()
+        if start + size > len(self.data):
+            raise _Stop
+        self.at = start + size
+        return self.data[start : self.at]
+
+    def line(self) -> bytes:
+        start = self.at
+        stop = self.data.find(b"\n", start)
+        if start < self.frame_end and (stop < 0 or stop >= self.frame_end):
+            raise self._crossed()
+        if stop < 0:
+            raise _Stop
+        self.at = stop + 1
+        return self.data[start:stop]
+
+    def argument(self, op: pickletools.OpcodeInfo) -> int:
+        """Read the argument of `op`; the memo index it stores, -1 for none."""
+        argument = op.arg
+        if argument is None:
+            return -1
+        if argument.n > 0:
+            value = int.from_bytes(self.take(argument.n), "little")
+            if op.code == "\x95":
+                self.frame(value)
+            return value if op.code in ("q", "r") else -1
+        if argument.n == -1:
+            raw = self.line()
+            if argument.name == "stringnl_noescape_pair":
+                self.line()
+            if op.code != "p":
+                return -1
+            # The index the C unpickler parses is at most the number these digits make.
+            digits = bytes(c for c in raw if 0x30 <= c <= 0x39)
+            if not digits:
+                raise _Stop
+            return int(digits) if len(digits) <= len(str(sys.maxsize)) else sys.maxsize
+        width, signed = _LENGTHS[argument.n]
+        size = int.from_bytes(self.take(width), "little", signed=signed)
+        if size < 0:
+            raise _Stop
+        self.take(size)
+        return -1
+
+    def frame(self, size: int) -> None:
+        if self.at + size > len(self.data):
+            raise _Stop
+        if self.at >= self.frame_end:
+            self.frame_end = self.at + size
+        elif self.at + size > self.frame_end:
+            raise self._crossed()
