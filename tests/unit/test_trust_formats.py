@@ -651,7 +651,8 @@ def test_keras_folder_configs_are_judged_as_keras() -> None:
 # one reads on from; then what makes the C unpickler spend memory: a memo index (it grows its memo
 # to twice the index) or millions of opcodes. Inside the frame too, where the C unpickler reads
 # the bytes in one go. Memory, not time: the C memo is out of tracemalloc's sight, so measured as
-# the peak resident size of a process of its own.
+# the peak resident size of a process of its own. A PUT first in a file is no memo index: the C
+# unpickler raises on the empty stack (a git HEAD file, `ref: refs/heads/main`).
 _PAST_FRAME = b"\x80\x04\x95" + struct.pack("<Q", 3) + b"I12" + b"3\n"
 # Inside a frame: "I012" is an int to the C unpickler (strtol, base 0), an error to the Python one.
 _IN_FRAME = b"I012\nNr" + struct.pack("<I", 30_000_000) + b"."
@@ -673,12 +674,15 @@ def test_what_only_the_c_unpickler_reads_is_bounded_too(
 ) -> None:
     path = tmp_path / "model.pkl"
     path.write_bytes(content)
+    # VmHWM, not getrusage's maxrss: a child inherits the high-water mark of the test process.
     script = (
-        "import resource, sys\n"
+        "import re, sys\n"
         "from modelguard.trust import formats\n"
         "with open(sys.argv[1], 'rb') as f:\n"
         "    found = formats.classify(f)\n"
-        "print(found.format.name, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        "status = open('/proc/self/status').read()\n"
+        "peak = int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) // 1024\n"
+        "print(found.format.name, peak)\n"
     )
     ran = subprocess.run(
         [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
@@ -801,3 +805,9 @@ def test_a_frame_past_the_end_is_read_as_the_rest_of_the_file() -> None:
     assert formats.sniff(content, limits=formats.Limits(pickle_bytes=1 << 20)).code_capable
     padded = content + b"\x00" * (2 << 20)
     assert formats.sniff(padded, limits=formats.Limits(pickle_bytes=1 << 20)).code_capable
+
+
+def test_a_put_on_an_empty_stack_is_no_memo_index() -> None:
+    # "r" is LONG_BINPUT of "ef: " (a huge index), first in the file: the C unpickler raises.
+    assert not formats.sniff(b"ref: refs/heads/main\n").code_capable
+    assert formats.sniff(b"Nr" + struct.pack("<I", 1 << 30) + b".").code_capable

@@ -514,6 +514,11 @@ _LENGTHS: typing.Final = {-2: (1, False), -3: (4, True), -4: (4, False), -5: (8,
 _OPCODES: typing.Final = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
 
 
+_PUTS: typing.Final = frozenset({"p", "q", "r"})
+# Opcodes that leave the stack as empty as it was (a MARK is a fence the C unpickler's PUT sees).
+_PUSH_NOTHING: typing.Final = frozenset({"\x80", "\x95", "("})
+
+
 class _Stop(Exception):
     """Where the C unpickler stops with an error: an unknown opcode, the bytes run out."""
 
@@ -529,6 +534,7 @@ def _c_bounds(data: bytes, *, opcodes: int, total: int) -> None:
     the C unpickler stops with an error the walk stops."""
     walk = _CWalk(data)
     count = in_pickle = 0
+    pushed = False  # whether the stack may hold an object: a PUT on an empty one raises
     try:
         while walk.at < len(data):
             op = _OPCODES.get(data[walk.at])
@@ -538,10 +544,14 @@ def _c_bounds(data: bytes, *, opcodes: int, total: int) -> None:
             if in_pickle > opcodes or count > total:
                 raise Limit(f"its pickle opcodes, as the C unpickler reads them, exceed {opcodes}")
             walk.at += 1
-            if walk.argument(op) > opcodes:
+            index = walk.argument(op)
+            if op.code in _PUTS and not pushed:
+                return  # the C unpickler raises on the empty stack (`ref: refs/heads/main`)
+            if index > opcodes:
                 raise Limit(f"it stores a memo index over {opcodes}")
+            pushed = pushed or op.code not in _PUSH_NOTHING
             if op.code == ".":
-                in_pickle = 0
+                in_pickle, pushed = 0, False
                 walk.at = max(walk.at, walk.frame_end)  # where the next unpickler starts
     except _Stop:
         return
