@@ -588,10 +588,16 @@ def _readers_disagree(file: typing.BinaryIO, archive: typing.Any) -> str | None:
     import zipfile  # noqa: PLC0415 - most models hold no zip archive
 
     file.seek(0)
-    record = getattr(zipfile, "_EndRecData")(file)  # noqa: B009 - the record zipfile reads
+    # zipfile's own reading of the end record (private names of CPython's zipfile): a Python
+    # without them cannot tell, and then the archive is refused, not admitted.
+    end_record = getattr(zipfile, "_EndRecData", None)
+    offset_field = getattr(zipfile, "_ECD_OFFSET", None)
+    if end_record is None or offset_field is None:
+        return "this Python's zipfile does not say where it read the central directory"
+    record = end_record(file)
     if not record:
         return "it has no end record zipfile reads"
-    shift = archive.start_dir - record[getattr(zipfile, "_ECD_OFFSET")]  # noqa: B009
+    shift = archive.start_dir - record[offset_field]
     first = min((info.header_offset for info in archive.infolist()), default=archive.start_dir)
     if shift or first:
         return f"its central directory or members are {shift or first} bytes off, data before it"
