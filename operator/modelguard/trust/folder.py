@@ -59,6 +59,28 @@ def scan(
         for depth in range(1, len(parts) + 1)
     }
     found: list[LocalFile] = []
+    for name, info in _entries(
+        root, skip=lambda name: name not in wanted and paths.is_ignored(name, ignore_paths)
+    ):
+        violation = paths.check_name(name, field="file")
+        if violation is not None:
+            raise reasons.VerificationError.of(violation)
+        if stat.S_ISLNK(info.st_mode):
+            raise symlink_refused(name, allow_symlinks=allow_symlinks)
+        if stat.S_ISREG(info.st_mode):
+            found.append(LocalFile(name, info.st_size))
+        elif not stat.S_ISDIR(info.st_mode):
+            raise reasons.VerificationError(
+                reasons.Reason.UNSAFE_PATH, f"{name!r} is not a regular file"
+            )
+    return _in_order(found)
+
+
+def _entries(
+    root: pathlib.Path, *, skip: typing.Callable[[str], bool] | None = None
+) -> typing.Iterator[tuple[str, os.stat_result]]:
+    """Every entry below `root` (its path from the root, its lstat), folders before what they
+    hold, links not followed; a `skip`ped folder is not entered."""
     pending = [""]
     while pending:
         relative = pending.pop()
@@ -68,26 +90,19 @@ def scan(
             raise _unreadable(relative or ".", error) from None
         for entry in entries:
             name = f"{relative}/{entry.name}" if relative else entry.name
-            if name not in wanted and paths.is_ignored(name, ignore_paths):
+            if skip is not None and skip(name):
                 continue
-            violation = paths.check_name(name, field="file")
-            if violation is not None:
-                raise reasons.VerificationError.of(violation)
             try:
                 info = entry.stat(follow_symlinks=False)
             except OSError as error:
                 raise _unreadable(name, error) from None
-            if stat.S_ISLNK(info.st_mode):
-                raise symlink_refused(name, allow_symlinks=allow_symlinks)
+            yield name, info
             if stat.S_ISDIR(info.st_mode):
                 pending.append(name)
-            elif stat.S_ISREG(info.st_mode):
-                found.append(LocalFile(name, info.st_size))
-            else:
-                raise reasons.VerificationError(
-                    reasons.Reason.UNSAFE_PATH, f"{name!r} is not a regular file"
-                )
-    return sorted(found, key=lambda item: pathlib.PurePosixPath(item.path).parts)
+
+
+def _in_order(files: typing.Iterable[LocalFile]) -> list[LocalFile]:
+    return sorted(files, key=lambda item: pathlib.PurePosixPath(item.path).parts)
 
 
 def is_file(path: pathlib.Path) -> bool:
@@ -282,25 +297,9 @@ def sniff(
 def present(root: pathlib.Path) -> list[LocalFile]:
     """Every regular file below `root`, ignored and unsigned ones too: what a loader can open.
     Symlinks are not followed (scan refuses those among the model's files)."""
-    found: list[LocalFile] = []
-    pending = [""]
-    while pending:
-        relative = pending.pop()
-        try:
-            entries = list(os.scandir(root / relative if relative else root))
-        except OSError as error:
-            raise _unreadable(relative or ".", error) from None
-        for entry in entries:
-            name = f"{relative}/{entry.name}" if relative else entry.name
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError as error:
-                raise _unreadable(name, error) from None
-            if stat.S_ISDIR(info.st_mode):
-                pending.append(name)
-            elif stat.S_ISREG(info.st_mode):
-                found.append(LocalFile(name, info.st_size))
-    return sorted(found, key=lambda item: pathlib.PurePosixPath(item.path).parts)
+    return _in_order(
+        LocalFile(name, info.st_size) for name, info in _entries(root) if stat.S_ISREG(info.st_mode)
+    )
 
 
 def sniff_model(
