@@ -18,7 +18,6 @@ import json
 import re
 import typing
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelguard.api import modelapproval, trustpolicy, v1alpha1
@@ -27,12 +26,6 @@ from modelguard.trust import bundle, reasons, signatures, statement
 PREDICATE_TYPE: typing.Final = "https://modelguard.dev/approval/v1"
 PAYLOAD_TYPE: typing.Final = bundle.IN_TOTO_PAYLOAD_TYPE
 _HEX_DIGEST: typing.Final = re.compile(r"^[a-f0-9]{64}$")
-# The pairing signatures.verify checks (FIPS 186-5 / model_signing): the hash matches the curve.
-_SIGNING_HASHES: typing.Final[dict[str, type[hashes.HashAlgorithm]]] = {
-    "secp256r1": hashes.SHA256,
-    "secp384r1": hashes.SHA384,
-    "secp521r1": hashes.SHA512,
-}
 _PREDICATE_FIELDS: typing.Final = ("version", "approver", "reason", "expiresAt", "namespace")
 
 Reason = reasons.Reason
@@ -103,12 +96,12 @@ class Decision:
 
 def sign(claim: Claim, *, private_key: ec.EllipticCurvePrivateKey) -> modelapproval.Envelope:
     """The DSSE envelope of `claim`'s statement, signed with `private_key`; InvalidKey otherwise."""
-    algorithm = _SIGNING_HASHES.get(private_key.curve.name)
+    algorithm = signatures.CURVE_HASHES.get(private_key.curve.name)
     if algorithm is None:
         raise reasons.VerificationError(
             Reason.INVALID_KEY,
             f"the private key uses curve {private_key.curve.name}; supported: "
-            f"{', '.join(_SIGNING_HASHES)}",
+            f"{', '.join(signatures.CURVE_HASHES)}",
         )
     payload = json.dumps(claim.statement(), sort_keys=True, separators=(",", ":")).encode("utf-8")
     signature = private_key.sign(signatures.pae(PAYLOAD_TYPE, payload), ec.ECDSA(algorithm()))

@@ -26,7 +26,9 @@ if typing.TYPE_CHECKING:
 
     from modelguard.trust import certificates
 
-_CURVE_HASHES: typing.Final[dict[str, type[hashes.HashAlgorithm]]] = {
+# The hash each curve signs with (FIPS 186-5, as model_signing pairs them): for verifying
+# signatures here and for signing approvals.
+CURVE_HASHES: typing.Final[dict[str, type[hashes.HashAlgorithm]]] = {
     "secp256r1": hashes.SHA256,
     "secp384r1": hashes.SHA384,
     "secp521r1": hashes.SHA512,
@@ -118,9 +120,9 @@ def load_public_key(pem: bytes, *, field: str) -> ec.EllipticCurvePublicKey:
         raise _invalid_key(f"{field} is not a PEM public key: {error}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise _invalid_key(f"{field} is not an elliptic-curve key (model_signing signs with EC)")
-    if key.curve.name not in _CURVE_HASHES:
+    if key.curve.name not in CURVE_HASHES:
         raise _invalid_key(
-            f"{field} uses curve {key.curve.name}; supported: {', '.join(_CURVE_HASHES)}"
+            f"{field} uses curve {key.curve.name}; supported: {', '.join(CURVE_HASHES)}"
         )
     return key
 
@@ -210,7 +212,7 @@ def _verify_certificate(
             key = leaf.public_key()
         except (ValueError, exceptions.UnsupportedAlgorithm):
             key = None
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVE_HASHES:
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in CURVE_HASHES:
             raise _invalid_key(
                 f"{signed.label}: the signing certificate's key is not EC P-256/384/521"
             )
@@ -235,7 +237,7 @@ def _verify_certificate(
 
 
 def _ecdsa_ok(key: ec.EllipticCurvePublicKey, signature: bytes, message: _Message) -> bool:
-    algorithm = _CURVE_HASHES[key.curve.name]()
+    algorithm = CURVE_HASHES[key.curve.name]()
     try:
         key.verify(signature, message.digest(algorithm), ec.ECDSA(utils.Prehashed(algorithm)))
     except (exceptions.InvalidSignature, ValueError):
