@@ -386,7 +386,7 @@ _DURATION_UNITS: typing.Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 
 
 def _expires_at(text: str, *, now: datetime.datetime) -> str:
     """--expires as RFC 3339: a duration from now (30d, 12h, 2w) or a time; InvalidApproval."""
-    from modelguard.api import modelapproval  # noqa: PLC0415
+    from modelguard.api import times  # noqa: PLC0415
     from modelguard.trust import reasons  # noqa: PLC0415
 
     match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
@@ -394,10 +394,10 @@ def _expires_at(text: str, *, now: datetime.datetime) -> str:
         when = now + datetime.timedelta(
             seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)]
         )
-        text = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = times.rfc3339(when)
     else:
         try:
-            when = modelapproval.parse_time(text)
+            when = times.parse(text)
         except ValueError:
             raise reasons.VerificationError(
                 reasons.Reason.INVALID_APPROVAL,

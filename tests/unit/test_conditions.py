@@ -6,6 +6,7 @@ import datetime
 
 import pytest
 
+from modelguard.api import times
 from modelguard.reconcile import conditions
 
 EARLIER = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -49,7 +50,7 @@ def test_transition_time_moves_only_on_flip(
     before: conditions.Decision, after: conditions.Decision, moved: bool
 ) -> None:
     condition = _set(_first(before), after)
-    assert condition["lastTransitionTime"] == conditions.rfc3339(LATER if moved else EARLIER)
+    assert condition["lastTransitionTime"] == times.rfc3339(LATER if moved else EARLIER)
     assert (condition["status"], condition["reason"], condition["message"]) == (
         after.status,
         after.reason,

@@ -13,7 +13,7 @@ import logging
 import typing
 
 from modelguard import kube
-from modelguard.api import errors, modelapproval, v1alpha1
+from modelguard.api import errors, modelapproval, times, v1alpha1
 from modelguard.reconcile import conditions, verification
 from modelguard.trust import approval
 
@@ -63,14 +63,14 @@ def decide(
     )
     if decided.approved:
         expires = decided.expires_at
-        until = f" until {conditions.rfc3339(expires)}" if expires else ""
+        until = f" until {times.rfc3339(expires)}" if expires else ""
         who = ", ".join(decided.approvers) or "nobody (the policy requires no approval)"
         return Gate(
             decision=conditions.Decision("True", "Approved", f"approved by {who}{until}"),
             may_roll_out=True,
             record={
                 "approvers": list(decided.approvers),
-                **({"expiresAt": conditions.rfc3339(expires)} if expires else {}),
+                **({"expiresAt": times.rfc3339(expires)} if expires else {}),
             },
             recheck_at=expires,
         )

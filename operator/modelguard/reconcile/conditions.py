@@ -7,6 +7,8 @@ import dataclasses
 import datetime
 import typing
 
+from modelguard.api import times
+
 Condition = dict[str, typing.Any]
 
 
@@ -21,10 +23,6 @@ class Decision:
     status: typing.Literal["True", "False", "Unknown"]
     reason: str
     message: str
-
-
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(
@@ -42,7 +40,7 @@ def set_condition(
         if previous is not None
         and previous.get("status") == decision.status
         and previous.get("lastTransitionTime")
-        else rfc3339(now)
+        else times.rfc3339(now)
     )
     updated: Condition = {
         "type": type,

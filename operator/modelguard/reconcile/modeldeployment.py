@@ -17,7 +17,7 @@ import logging
 import typing
 
 from modelguard import kube
-from modelguard.api import errors, modelapproval, v1alpha1
+from modelguard.api import errors, modelapproval, times, v1alpha1
 from modelguard.audit import records, sink
 from modelguard.builders import children, labels, names
 from modelguard.builders import deployment as deployment_builder
@@ -411,7 +411,7 @@ def _bind_to_spec(
         records=pinning.from_status(status.current, model=model.spec.model.name),
         policy=verified.policy,
         signature_uri=model.spec.model.signature_uri(),
-        now=conditions.rfc3339(status.now),
+        now=times.rfc3339(status.now),
     )
     if bound.violation is not None:
         refusal = conditions.Decision("False", str(bound.violation.reason), bound.violation.message)
@@ -638,7 +638,7 @@ def _quarantine_revoked(
             "reason": v1alpha1.REASON_SIGNER_REVOKED,
             "message": f"the version that serves: {revoked.reason}: {revoked.message}",
             "generation": status.generation,
-            "since": conditions.rfc3339(status.now),
+            "since": times.rfc3339(status.now),
         }
         logger.warning("%s/%s: quarantined: signer revoked", model.namespace, model.name)
     quarantined = model.model_copy(
@@ -681,7 +681,7 @@ def _quarantine_on_tampering(
                 "reason": refusal.reason,
                 "message": message,
                 "generation": status.generation,
-                "since": conditions.rfc3339(status.now),
+                "since": times.rfc3339(status.now),
             }
             status.current["quarantine"] = record
             logger.warning("%s/%s: quarantined: %s", model.namespace, model.name, message)

@@ -28,7 +28,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 
 from modelguard import kube, sources
-from modelguard.api import errors, trustpolicy, v1alpha1
+from modelguard.api import errors, times, trustpolicy, v1alpha1
 from modelguard.reconcile import binding, conditions
 from modelguard.sources import credentials
 from modelguard.sources import errors as source_errors
@@ -453,7 +453,7 @@ def _verify(
             subject_name=statement.model_name,
             files=len(sizes),
             bytes=total,
-            verified_at=conditions.rfc3339(now),
+            verified_at=times.rfc3339(now),
             allow_formats=policy.spec.formats.allowed(),
             audit_formats=policy.spec.enforcement is trustpolicy.Enforcement.AUDIT,
             audit=signed.audit,
