@@ -42,7 +42,7 @@ def test_docs_name_every_condition_type_reason_event_and_decision() -> None:
     # A ModelApproval that does not parse is refused at admission and by the CLI, never a reason
     # of a ModelDeployment's condition.
     trust = {str(reason) for reason in reasons.Reason} - {str(reasons.Reason.INVALID_APPROVAL)}
-    agent = {failures.INVALID_ARGUMENT, failures.DESTINATION_ERROR, failures.SIGNATURE_CHANGED}
+    agent = {failures.INVALID_ARGUMENT, failures.DESTINATION_ERROR}
     told = {str(decision) for decision in records.Decision}
     told |= {str(happening) for happening in reports.Happening}
     rows = [*reports.CONDITIONS.values(), *reports.HAPPENINGS.values()]

@@ -93,8 +93,6 @@ REASON_CREDENTIALS_FORBIDDEN: typing.Final = "CredentialsForbidden"
 """Verified: the operator may not read the source's credentials Secret (no RoleBinding)."""
 REASON_CREDENTIALS_NOT_FOUND: typing.Final = "CredentialsNotFound"
 """Verified: the source's credentials Secret does not exist."""
-REASON_SIGNATURE_CHANGED: typing.Final = "SignatureChanged"
-"""Verified: the bundle at the serving version's URI is no longer the one its pods pin."""
 REASON_AGENT_FAILED: typing.Final = "AgentFailed"
 """Verified: a pod's verifying agent failed without a reason of its own."""
 VERIFIED_REASONS: typing.Final = (
@@ -104,7 +102,6 @@ VERIFIED_REASONS: typing.Final = (
     REASON_POLICY_NOT_BOUND,
     REASON_CREDENTIALS_FORBIDDEN,
     REASON_CREDENTIALS_NOT_FOUND,
-    REASON_SIGNATURE_CHANGED,
     REASON_AGENT_FAILED,
 )
 
@@ -603,7 +600,7 @@ class Condition(conventions.Status):
     Progressing, RolloutStalled, NotVerified, NotApproved, NotIsolated, PolicyNotBound,
     ChildConflict, ApplyFailed, Quarantined or InvalidSpec. Verified: SignatureVerified,
     AuditViolations, or why not: PolicyNotFound, PolicyNotBound, CredentialsForbidden,
-    CredentialsNotFound, SignatureChanged, AgentFailed, or the signature's, the source's or a
+    CredentialsNotFound, AgentFailed, or the signature's, the source's or a
     pod's agent's own reason (UntrustedSigner, DigestMismatch, SourceUnreachable, ...; all in
     docs/status.md). Approved: Approved, or why not (ApprovalMissing, TooFewApprovals, ...).
     Isolated: WithinPolicy or BroadAccessRefused."""

@@ -28,23 +28,19 @@ _MAX_REASON: typing.Final = 64
 _AUDIT_PREFIX: typing.Final = "audit "
 # The artifact differs from what was signed and verified: never retried into service.
 TAMPERING: typing.Final = frozenset(
-    {
-        *map(
-            str,
-            (
-                reasons.Reason.DIGEST_MISMATCH,
-                reasons.Reason.MISSING_FILE,
-                reasons.Reason.UNEXPECTED_FILE,
-                reasons.Reason.UNSAFE_PATH,
-                reasons.Reason.UNSAFE_FORMAT,
-                reasons.Reason.ROOT_DIGEST_MISMATCH,
-                reasons.Reason.MALFORMED_BUNDLE,
-                reasons.Reason.MALFORMED_STATEMENT,
-                reasons.Reason.WRONG_PAYLOAD_TYPE,
-            ),
-        ),
-        v1alpha1.REASON_SIGNATURE_CHANGED,
-    }
+    str(reason)
+    for reason in (
+        reasons.Reason.DIGEST_MISMATCH,
+        reasons.Reason.MISSING_FILE,
+        reasons.Reason.UNEXPECTED_FILE,
+        reasons.Reason.UNSAFE_PATH,
+        reasons.Reason.UNSAFE_FORMAT,
+        reasons.Reason.ROOT_DIGEST_MISMATCH,
+        reasons.Reason.SIGNATURE_CHANGED,
+        reasons.Reason.MALFORMED_BUNDLE,
+        reasons.Reason.MALFORMED_STATEMENT,
+        reasons.Reason.WRONG_PAYLOAD_TYPE,
+    )
 )
 
 

@@ -561,7 +561,7 @@ async def verify_serving(
             # Not the bundle that serves any more (uploaded again at its URI): nothing to judge it
             # by here; the pods' agents refuse it when they next start (SignatureChanged).
             return _refused(
-                v1alpha1.REASON_SIGNATURE_CHANGED,
+                str(reasons.Reason.SIGNATURE_CHANGED),
                 f"{serving.signature_uri}: holds {digest}, not the serving "
                 f"{serving.signature_digest}",
                 transient=True,
