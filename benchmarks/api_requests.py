@@ -337,9 +337,11 @@ def _policy_for(policy: dict[str, typing.Any], *, code: Path | None) -> dict[str
     if code is None:
         return policy
     spec = dict(policy["spec"])
-    # An operator from before namespace binding does not know the field.
-    spec.pop("namespaceSelector", None)
-    if "class Source(" not in (code / "modelguard" / "api" / "trustpolicy.py").read_text():
+    models = (code / "modelguard" / "api" / "trustpolicy.py").read_text()
+    if "namespace_selector" not in models:
+        # An operator from before namespace binding does not know the field.
+        spec.pop("namespaceSelector", None)
+    if "class Source(" not in models:
         # One from before sources bound their endpoint takes plain URI prefixes (and the
         # endpoint from the credentials Secret).
         spec["sources"] = [source["uri"] for source in spec.get("sources") or []]
