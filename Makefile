@@ -43,6 +43,15 @@ judges: $(JUDGES)/.installed-$(CHECKOV_VERSION) ## checkov, in .venv-judges
 packages: ## install the Debian packages the project needs (hack/debian-packages.txt)
 	hack/install-packages.sh
 
+# Archives in .build/images/ (git-ignored); the slow layers are cached in ~/.cache/modelguard.
+.PHONY: image
+image: venv packages ## build the ModelGuard image as an OCI archive (.build/images/); prints its digest
+	$(BIN)/python hack/images.py modelguard
+
+.PHONY: images
+images: venv packages tools ## the ModelGuard, example model server and pause images (name, digest, archive)
+	$(BIN)/python hack/images.py all
+
 .PHONY: tools
 tools: ## build etcd, the Kubernetes binaries, kwok, helm and minio once into ~/.cache/modelguard
 	hack/build-tools.sh
