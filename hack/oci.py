@@ -31,7 +31,9 @@ From another module of hack/ (stdlib only, so any Python 3.11 can run it):
     image.digest  # "sha256:<manifest digest>"; image.names: the two names in index.json
 
 A layer is a sequence of entries, or a `LayerBlob` already written by `write_layer` (a cache
-keeps those for slow layers). From the shell:
+keeps those for slow layers). A layer gets a 0755 root-owned directory for each missing parent
+of its entries, so place nothing under a path that a lower layer makes a symlink (/bin, /lib in a
+merged-/usr base). From the shell:
 
     python hack/oci.py build --name registry.example/tool:1.0 --out tool.oci.tar \
         --file tool:/usr/local/bin/tool:0755 --user 65532:65532 --entrypoint /usr/local/bin/tool
