@@ -38,6 +38,20 @@ $(JUDGES)/.installed-$(CHECKOV_VERSION):
 .PHONY: judges
 judges: $(JUDGES)/.installed-$(CHECKOV_VERSION) ## checkov, in .venv-judges
 
+# Debian packages (hack/debian-packages.txt), installed where missing; needs root for apt-get.
+.PHONY: packages
+packages: ## install the Debian packages the project needs (hack/debian-packages.txt)
+	hack/install-packages.sh
+
+# Archives in .build/images/ (git-ignored); the slow layers are cached in ~/.cache/modelguard.
+.PHONY: image
+image: venv packages ## build the ModelGuard image as an OCI archive (.build/images/); prints its digest
+	$(BIN)/python hack/images.py modelguard
+
+.PHONY: images
+images: venv packages tools ## the ModelGuard, example model server and pause images (name, digest, archive)
+	$(BIN)/python hack/images.py all
+
 .PHONY: tools
 tools: ## build etcd, the Kubernetes binaries, kwok, helm and minio once into ~/.cache/modelguard
 	hack/build-tools.sh
@@ -57,11 +71,11 @@ lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lin
 	$$($(BIN)/python hack/localcluster.py which helm) lint --strict charts/modelguard --set image.digest=sha256:$$(printf '0%.0s' $$(seq 64))
 
 .PHONY: test-unit
-test-unit: venv tools ## unit tests only (no cluster; helm renders the chart)
+test-unit: venv tools packages ## unit tests only (no cluster; helm renders the chart)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint venv tools judges ## every test: lint, unit, and integration against a real control plane
+test: lint venv tools packages judges ## every test: lint, unit, and integration against a real control plane
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 .PHONY: cluster-up
