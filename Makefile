@@ -38,6 +38,11 @@ $(JUDGES)/.installed-$(CHECKOV_VERSION):
 .PHONY: judges
 judges: $(JUDGES)/.installed-$(CHECKOV_VERSION) ## checkov, in .venv-judges
 
+# Debian packages (hack/debian-packages.txt), installed where missing; needs root for apt-get.
+.PHONY: packages
+packages: ## install the Debian packages the project needs (hack/debian-packages.txt)
+	hack/install-packages.sh
+
 .PHONY: tools
 tools: ## build etcd, the Kubernetes binaries, kwok, helm and minio once into ~/.cache/modelguard
 	hack/build-tools.sh
@@ -57,11 +62,11 @@ lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lin
 	$$($(BIN)/python hack/localcluster.py which helm) lint --strict charts/modelguard --set image.digest=sha256:$$(printf '0%.0s' $$(seq 64))
 
 .PHONY: test-unit
-test-unit: venv tools ## unit tests only (no cluster; helm renders the chart)
+test-unit: venv tools packages ## unit tests only (no cluster; helm renders the chart)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint venv tools judges ## every test: lint, unit, and integration against a real control plane
+test: lint venv tools packages judges ## every test: lint, unit, and integration against a real control plane
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 .PHONY: cluster-up
