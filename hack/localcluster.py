@@ -621,6 +621,8 @@ class LocalCluster:
                 "--advertise-address=127.0.0.1",
                 "--endpoint-reconciler-type=none",
             ]
+        import localnode  # noqa: PLC0415 - it imports this module
+
         pki_dir = self.state_dir / "pki"
         client = pki.issue(common_name=localnode.KUBELET_CLIENT_USER)
         cert = _write_private(pki_dir / "kubelet-client.crt", client.cert_pem)
