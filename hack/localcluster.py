@@ -109,6 +109,8 @@ _COMPONENTS = {
     "coredns": ("coredns", "github.com/coredns/coredns"),
 }
 NODE_KINDS = ("real", "kwok")
+# The real node's processes (hack/localnode.py), stopped before the control plane.
+NODE_PROCESSES = ("kube-router", "kube-proxy", "kubelet", "containerd", "node-init")
 
 
 def component_dir(binary: str) -> Path:
@@ -641,9 +643,14 @@ class LocalCluster:
         ]
 
     def stop(self, *, timeout: float = 10) -> None:
-        """Stops every component, newest first; escalates to SIGKILL after `timeout`."""
+        """Stops every component, newest first; escalates to SIGKILL after `timeout`. The real
+        node's process 1, started first for its link, goes right after the node's daemons: it
+        ends the pods, whose watches would otherwise hold up the API server's shutdown."""
         pids = self.pids or self._load_pids()
-        for name, pid in reversed(list(pids.items())):
+        order = list(reversed(pids.items()))
+        if "node-init" in pids:
+            order.sort(key=lambda item: item[0] not in NODE_PROCESSES)
+        for name, pid in order:
             terminate(pid, name=name, timeout=timeout)
         self.pids = {}
         import localnode  # noqa: PLC0415 - it imports this module

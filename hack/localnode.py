@@ -69,6 +69,8 @@ KUBE_ROUTER_HEALTH_PORT = 20244
 KUBE_PROXY_HEALTH_PORT = 10256
 COREDNS_IMAGE_REPOSITORY = "localhost/modelguard/coredns"
 EGRESS_CHAIN = "MODELGUARD-EGRESS"
+# The metric of the host's fallback routes for a node's ranges, below the link's own routes.
+FALLBACK_METRIC = 4095
 
 
 class NodeError(localcluster.ClusterError):
@@ -427,6 +429,13 @@ class RealNode:
         ):
             self.run(*argv, what="node link")
         host = net.host_link
+        # Should the link vanish (the node dies first, or crashes), the host would route these
+        # ranges by its default route, out of the machine; these fallbacks refuse them instead.
+        for cidr in (net.link_cidr, net.pod_cidr, net.service_cidr):
+            _run(
+                ["ip", "route", "add", "prohibit", cidr, "metric", str(FALLBACK_METRIC)],
+                what="host fallback route",
+            )
         _run(["sysctl", "-q", "-w", f"net.ipv6.conf.{host}.disable_ipv6=1"], what="host link")
         for argv in (
             ["ip", "addr", "add", f"{net.host_ip}/30", "dev", host],
@@ -512,6 +521,13 @@ class RealNode:
                 "--v=1",
             ),
         )
+        localcluster.wait_for(
+            "the real node to register",
+            lambda: cluster.kubectl("get", "node", NODE_NAME, check=False).returncode == 0,
+            timeout=timeout,
+            log=cluster._log("kubelet"),
+        )
+        # Both look their node up once at start: it must be registered.
         cluster._spawn(
             "kube-proxy",
             self.enter(
@@ -538,12 +554,6 @@ class RealNode:
                 "--metrics-port=0",
                 "--v=1",
             ),
-        )
-        localcluster.wait_for(
-            "the real node to register",
-            lambda: cluster.kubectl("get", "node", NODE_NAME, check=False).returncode == 0,
-            timeout=timeout,
-            log=cluster._log("kubelet"),
         )
         cluster.kubectl(
             "wait", "--for=condition=Ready", f"node/{NODE_NAME}", f"--timeout={int(timeout)}s"
@@ -755,11 +765,14 @@ oom_score = 0
             _remove_cgroup(self.cgroup_root, own=self.own_cgroups)
         if self.network is not None:
             # Deleting one end deletes the pair, and the routes through it.
-            subprocess.run(
-                ["ip", "link", "del", self.network.host_link],
-                capture_output=True,
-                check=False,
-            )
+            net = self.network
+            commands = [["ip", "link", "del", net.host_link]]
+            commands += [
+                ["ip", "route", "del", "prohibit", cidr, "metric", str(FALLBACK_METRIC)]
+                for cidr in (net.link_cidr, net.pod_cidr, net.service_cidr)
+            ]
+            for argv in commands:
+                subprocess.run(argv, capture_output=True, check=False)
 
 
 def _check_host() -> None:

@@ -327,6 +327,20 @@ DEFAULT_PATHS = (
     "/etc/kubernetes",
 )
 OTHER_NODE = re.compile(rf"{localnode.HOST_LINK_PREFIX}\d+")
+# Every slot's ranges (localnode.Network): other clusters' routes are left out of the comparison.
+NODE_RANGES = [
+    ipaddress.IPv4Network(c) for c in ("10.160.0.0/11", "10.192.0.0/11", "10.224.0.0/11")
+]
+
+
+def _node_route(route: dict[str, str]) -> bool:
+    if OTHER_NODE.fullmatch(route.get("dev", "")):
+        return True
+    destination = route.get("dst", "default")
+    if destination == "default" or ":" in destination:
+        return False
+    network = ipaddress.IPv4Network(destination, strict=False)
+    return any(network.subnet_of(r) for r in NODE_RANGES)
 
 
 def _command(*argv: str) -> str:
@@ -356,7 +370,7 @@ def _host_state() -> dict[str, object]:
         "routes": sorted(
             json.dumps(route, sort_keys=True)
             for route in json.loads(_command("ip", "-j", "route", "show", "table", "all"))
-            if not OTHER_NODE.fullmatch(route.get("dev", ""))
+            if not _node_route(route)
         ),
         "mounts": sorted(
             " ".join(line.split()[3:5])
@@ -425,3 +439,5 @@ def test_a_second_cluster_runs_beside_this_one_and_down_leaves_the_host_as_it_wa
     assert not _processes_mentioning(str(second.state_dir))
     assert not _net_namespace_users(node_netns)
     assert not any(other.net.host_link in link for link in _command("ip", "-br", "link").split())
+    routes = _command("ip", "route", "show", "table", "all")
+    assert not any(str(r.network_address) in routes for r in other.net.ranges()), routes
