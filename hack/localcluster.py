@@ -109,8 +109,9 @@ _COMPONENTS = {
     "coredns": ("coredns", "github.com/coredns/coredns"),
 }
 NODE_KINDS = ("real", "kwok")
-# The real node's processes (hack/localnode.py), stopped before the control plane.
-NODE_PROCESSES = ("kube-router", "kube-proxy", "kubelet", "containerd", "node-init")
+# The real node's daemons (hack/localnode.py), stopped before the control plane.
+NODE_DAEMONS = ("kube-router", "kube-proxy", "kubelet", "containerd")
+CLIENT_COMPONENTS = ("kwok", "kube-scheduler", "kube-controller-manager")
 
 
 def component_dir(binary: str) -> Path:
@@ -643,19 +644,28 @@ class LocalCluster:
         ]
 
     def stop(self, *, timeout: float = 10) -> None:
-        """Stops every component, newest first; escalates to SIGKILL after `timeout`. The real
-        node's process 1, started first for its link, goes right after the node's daemons: it
-        ends the pods, whose watches would otherwise hold up the API server's shutdown."""
-        pids = self.pids or self._load_pids()
-        order = list(reversed(pids.items()))
-        if "node-init" in pids:
-            order.sort(key=lambda item: item[0] not in NODE_PROCESSES)
-        for name, pid in order:
-            terminate(pid, name=name, timeout=timeout)
-        self.pids = {}
+        """Stops every component; escalates to SIGKILL after `timeout`. The real node's daemons
+        first, then its pods (their watches would hold up the API server's shutdown), the API
+        server's clients, the API server, then etcd and the node's process 1 (the link where the
+        API server listened goes with it), then what the node left on the host."""
         import localnode  # noqa: PLC0415 - it imports this module
 
-        if node := localnode.RealNode.load(self.state_dir):
+        pids = self.pids or self._load_pids()
+        node = localnode.RealNode.load(self.state_dir)
+        rest = dict(pids)
+
+        def take(names: tuple[str, ...]) -> dict[str, int]:
+            return {name: rest.pop(name) for name in names if name in rest}
+
+        terminate_all(take(NODE_DAEMONS), timeout=timeout)
+        if node is not None:
+            node.stop_pods()
+        # The API server's clients together, then the API server, then etcd and the node.
+        terminate_all(take(CLIENT_COMPONENTS), timeout=timeout)
+        terminate_all(take(("kube-apiserver",)), timeout=timeout)
+        terminate_all(rest, timeout=timeout)
+        self.pids = {}
+        if node is not None:
             node.remove()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / STATE_FILE).unlink()
@@ -749,15 +759,22 @@ def alive(pid: int) -> bool:
 def terminate(pid: int, *, name: str, timeout: float = 10) -> None:
     """SIGTERM to the process group `pid` leads (every component runs in a session of its own),
     then SIGKILL if it is still there after `timeout`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if alive(pid):
-        print(f"{name} ignored SIGTERM; killing it", file=sys.stderr)
+    terminate_all({name: pid}, timeout=timeout)
+
+
+def terminate_all(processes: dict[str, int], *, timeout: float = 10) -> None:
+    """`terminate` for several components at once: they shut down side by side."""
+    for pid in processes.values():
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in processes.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for name, pid in processes.items():
+        if alive(pid):
+            print(f"{name} ignored SIGTERM; killing it", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def _client_context(*, ca_pem: bytes, identity: dict[str, str]) -> ssl.SSLContext:

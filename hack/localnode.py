@@ -35,6 +35,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -752,16 +753,23 @@ oom_score = 0
 
     # -- teardown ----------------------------------------------------------------------------
 
+    def stop_pods(self) -> None:
+        """Kills every process of the node's pods (all in the kubelet's cgroupRoot)."""
+        if not self.cgroup_root:
+            return
+        deadline = time.monotonic() + 15
+        while (pids := _processes_in(self.cgroup_root)) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
     def remove(self) -> None:
         """What is left once the node's processes are stopped: pods that outlived process 1 for a
-        moment, the cgroups, the host end of the link. Safe to call more than once."""
+        moment, the cgroups, the host end of the link, the fallback routes. Safe to call more than
+        once."""
         if self.cgroup_root:
-            deadline = time.monotonic() + 15
-            while (pids := _processes_in(self.cgroup_root)) and time.monotonic() < deadline:
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, 9)
-                time.sleep(0.1)
+            self.stop_pods()
             _remove_cgroup(self.cgroup_root, own=self.own_cgroups)
         if self.network is not None:
             # Deleting one end deletes the pair, and the routes through it.
