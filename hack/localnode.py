@@ -537,6 +537,15 @@ class RealNode:
                 "--v=1",
             ),
         )
+        # kube-router 2.1.0 saves the filter table and restores it whole: started while kube-proxy
+        # writes its first rules, it drops some of them (kube-proxy then fails a sync and waits
+        # 30 s). It starts once kube-proxy has programmed the `kubernetes` Service.
+        localcluster.wait_for(
+            "kube-proxy's first rules",
+            self._services_programmed,
+            timeout=timeout,
+            log=cluster._log("kube-proxy"),
+        )
         cluster._spawn(
             "kube-router",
             self.enter(
@@ -578,6 +587,15 @@ class RealNode:
             "kube-system",
             f"--timeout={int(timeout)}s",
         )
+
+    def _services_programmed(self) -> bool:
+        result = subprocess.run(
+            self.enter("iptables", "-w", "-t", "nat", "-S", "KUBE-SERVICES"),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return "default/kubernetes" in result.stdout
 
     def import_image(self, archive: Path) -> None:
         """Imports an OCI archive (hack/oci.py) into the node's containerd, under every name its
