@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 # `local` (default): the embedded control plane in .cluster/. `existing`: the cluster $KUBECONFIG
 # points at; never chosen silently.
 CLUSTER ?= local
+# `real` (default): the local cluster has one real node (kubelet, containerd, kube-proxy,
+# kube-router, CoreDNS) next to its kwok nodes. `kwok`: every node simulated; never chosen silently.
+NODE ?= real
 CLUSTER_DIR := .cluster
 PYTEST_ARGS ?=
 
@@ -53,7 +56,7 @@ images: venv packages tools ## the ModelGuard, example model server and pause im
 	$(BIN)/python hack/images.py all
 
 .PHONY: tools
-tools: ## build etcd, the Kubernetes binaries, kwok, helm and minio once into ~/.cache/modelguard
+tools: ## build the control plane, the real node's binaries, kwok, helm and minio once into ~/.cache/modelguard
 	hack/build-tools.sh
 
 .PHONY: generate
@@ -76,11 +79,11 @@ test-unit: venv tools packages ## unit tests only (no cluster; helm renders the 
 
 .PHONY: test
 test: lint venv tools packages judges ## every test: lint, unit, and integration against a real control plane
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	MODELGUARD_TEST_NODE=$(NODE) $(BIN)/pytest tests $(PYTEST_ARGS)
 
 .PHONY: cluster-up
-cluster-up: venv tools ## start the local control plane; admin kubeconfig in .cluster/kubeconfig
-	$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR)
+cluster-up: venv tools packages ## start the local control plane; admin kubeconfig in .cluster/kubeconfig
+	$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR) --node $(NODE)
 
 .PHONY: cluster-down
 cluster-down: venv ## stop the local control plane (and make run's model store)
@@ -88,8 +91,8 @@ cluster-down: venv ## stop the local control plane (and make run's model store)
 	$(BIN)/python hack/localcluster.py down --dir $(CLUSTER_DIR)
 
 .PHONY: run
-run: venv tools ## local cluster + CRDs + operator + examples, status shown; Ctrl-C stops the operator
-	CLUSTER=$(CLUSTER) CLUSTER_DIR=$(CLUSTER_DIR) BIN=$(BIN) hack/run.sh
+run: venv tools packages ## local cluster + CRDs + operator + examples, status shown; Ctrl-C stops the operator
+	CLUSTER=$(CLUSTER) CLUSTER_DIR=$(CLUSTER_DIR) NODE=$(NODE) BIN=$(BIN) hack/run.sh
 
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove local state (the binary cache stays)
@@ -99,7 +102,7 @@ clean: cluster-down ## stop the cluster and remove local state (the binary cache
 # verify_throughput runs twice: start-up is fixed and hashing grows with the model, so a large
 # model shows the other end of the figures. api_requests' reference is the operator as of the
 # commit before a reconcile read each object once.
-bench: venv tools ## benchmarks: figures printed next to a reference measured in the same run
+bench: venv tools packages ## benchmarks: figures printed next to a reference measured in the same run
 	PYTHONPATH=hack $(BIN)/python benchmarks/cluster_start.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py --size-gib 8
