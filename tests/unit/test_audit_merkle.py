@@ -41,7 +41,7 @@ def test_hashes_are_rfc6962_domain_separated() -> None:
         merkle.node_hash(b"a" * 32, b"b" * 32)
         == hashlib.sha256(b"\x01" + b"a" * 32 + b"b" * 32).digest()
     )
-    assert merkle.EMPTY_ROOT == hashlib.sha256(b"").digest()
+    assert hashlib.sha256(b"").digest() == merkle.EMPTY_ROOT
 
 
 @hypothesis.settings(max_examples=60, deadline=None)
@@ -84,7 +84,7 @@ def test_inclusion_proofs_verify_for_every_leaf(size: int) -> None:
             size=size,
             leaf=leaves[index],
             proof=proof,
-            root=_mth(leaves[:-1] + [other]),
+            root=_mth([*leaves[:-1], other]),
         )
         if size > 1:
             assert not merkle.verify_inclusion(

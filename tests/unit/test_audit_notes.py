@@ -22,7 +22,8 @@ GO_TEXT = (
 )
 GO_NOTE = (
     GO_TEXT
-    + "\n— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+    + "\n— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvq"
+    + "fqdngotpRZb6KE6RyyBwJnAM=\n"
 )
 
 
@@ -118,7 +119,8 @@ def test_the_private_key_is_the_pem_the_chart_makes(tmp_path: Path) -> None:
     assert signer.verifier.public == private.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-    assert "PRIVATE" not in repr(signer) and signer.verifier.id in repr(signer)
+    assert "PRIVATE" not in repr(signer)
+    assert signer.verifier.id in repr(signer)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +199,8 @@ def test_segment_names_carry_their_start() -> None:
     origin = f"{log}/20300102-030405-0a1b2c3d"
     assert checkpoints.segment_of(origin, log) == "20300102-030405-0a1b2c3d"
     start = checkpoints.segment_start("20300102-030405-0a1b2c3d")
-    assert start is not None and start.isoformat() == "2030-01-02T03:04:05+00:00"
+    assert start is not None
+    assert start.isoformat() == "2030-01-02T03:04:05+00:00"
     assert checkpoints.segment_of(origin, "modelguard-system/other") is None
     assert checkpoints.segment_of(f"{log}/20301302-030405-0a1b2c3d", log) is None
     assert checkpoints.segment_of(f"{log}/x", log) is None

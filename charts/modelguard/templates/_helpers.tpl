@@ -88,6 +88,13 @@ the chart binds RBAC to it, and must never grant the operator's permissions to "
 {{- end }}
 
 {{/*
+The audit log's name: the key name of its checkpoints and verifier key.
+*/}}
+{{- define "modelguard.auditLogName" -}}
+{{- .Values.audit.logName | default (printf "%s/%s" .Release.Namespace (include "modelguard.fullname" .)) }}
+{{- end }}
+
+{{/*
 Arguments of `modelguard run` (operator/modelguard/cli.py).
 */}}
 {{- define "modelguard.args" -}}
@@ -101,6 +108,9 @@ Arguments of `modelguard run` (operator/modelguard/cli.py).
 - --all-namespaces
 {{- end }}
 - --verify-concurrency={{ .Values.verification.concurrency }}
+- --audit-checkpoint-records={{ .Values.audit.checkpoints.records }}
+- --audit-checkpoint-seconds={{ .Values.audit.checkpoints.seconds }}
+- --audit-checkpoints-prefix={{ include "modelguard.fullname" . }}-audit
 {{- with (get (dict "verbose" "--verbose" "debug" "--debug") .Values.logLevel) }}
 - {{ . }}
 {{- end }}

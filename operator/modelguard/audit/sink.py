@@ -182,16 +182,33 @@ def open_log(
     clock: typing.Callable[[], datetime.datetime] = _utc_now,
 ) -> Sink:
     """The audit log at `target` (a file appended to, or "-" for standard output), with a new
-    segment started by an AuditChainStarted record naming this operator `instance`, the
-    segment's origin, the public key, the checkpoint cadence and `previous`, the last checkpoint
-    of this log the operator found (so that a later cut of that segment shows)."""
+    segment started (`start`)."""
     stream: typing.TextIO
     if target == STANDARD_OUTPUT:
         stream = sys.stdout
     else:
         # Line-buffered, and flushed after every record anyway; never closed before exit.
         stream = pathlib.Path(target).open("a", encoding="utf-8", buffering=1)  # noqa: SIM115
-    origin = checkpoints.origin(signer.name, checkpoints.new_segment(clock()))
+    return start(
+        stream, instance=instance, signer=signer, cadence=cadence, previous=previous, clock=clock
+    )
+
+
+def start(
+    stream: typing.TextIO,
+    *,
+    instance: str,
+    signer: keys.Signer,
+    cadence: Cadence | None = None,
+    previous: checkpoints.Checkpoint | None = None,
+    clock: typing.Callable[[], datetime.datetime] = _utc_now,
+    segment: str | None = None,
+) -> Sink:
+    """A new segment on `stream`, started by an AuditChainStarted record naming this operator
+    `instance`, the segment's origin, the public key, the checkpoint cadence and `previous`, the
+    last checkpoint of this log the operator found (so that a later cut of that segment shows).
+    `segment` is chosen from the time and chance unless given."""
+    origin = checkpoints.origin(signer.name, segment or checkpoints.new_segment(clock()))
     sink = Sink(stream, signer=signer, origin=origin, cadence=cadence, clock=clock)
     details: dict[str, typing.Any] = {
         "instance": instance,
