@@ -139,8 +139,10 @@ class Head:
         self._verifier_key = verifier_key
 
     async def latest(self, keyring: keys.Keyring) -> checkpoints.Checkpoint | None:
-        """The checkpoint the head holds when this log's key signed it; None otherwise (none
-        yet, another key's after a rotation, or not readable: the new segment then names none)."""
+        """The checkpoint the head holds when it is this log's: signed by this key, or by
+        another key under this log's name (the one before a rotation; the verifier, given both,
+        checks it). None otherwise: none yet, unreadable, or not this log's; the new segment
+        then names none."""
         try:
             found = await self._kube.get(
                 api_version="v1", kind="ConfigMap", namespace=self._namespace, name=self._name
@@ -153,6 +155,13 @@ class Head:
             return None
         try:
             checkpoint = checkpoints.open_signed(note, keyring)
+        except notes.Unverified as unverified:
+            if not any(s.name == keyring.name for s in unverified.signatures):
+                return None
+            try:
+                checkpoint = checkpoints.parse(unverified.text)
+            except checkpoints.Malformed:
+                return None
         except (notes.NoteError, checkpoints.Malformed) as error:
             logger.warning(
                 "audit checkpoints: %s holds no checkpoint of this key: %s", self._name, error
@@ -238,7 +247,8 @@ class Publisher:
                     dropped.checkpoint.origin,
                     dropped.checkpoint.size,
                     queue.destination.description,
-                    len(queue.pending),
+                    # Those still waiting, and this one.
+                    len(queue.pending) + 1,
                 )
             queue.pending.append(signed)
         self._head_pending = signed
