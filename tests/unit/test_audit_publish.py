@@ -202,23 +202,32 @@ async def test_the_kubernetes_destination_writes_each_checkpoint_once_immutably(
 
 
 async def test_the_store_destination_puts_one_locked_object_per_checkpoint() -> None:
-    put: list[tuple[str, bytes, str]] = []
+    put: list[tuple[str, bytes, datetime.datetime]] = []
 
     class Store:
-        async def put_immutable(self, *, key: str, data: bytes, content_type: str) -> None:
-            put.append((key, data, content_type))
+        async def put_immutable(
+            self, key: str, data: bytes, *, retain_until: datetime.datetime
+        ) -> object:
+            put.append((key, data, retain_until))
+            return None
 
+    now = datetime.datetime(2030, 1, 2, tzinfo=datetime.UTC)
     destination = publishing.StoreDestination(
-        Store(), prefix="audit/checkpoints/", description="s3"
+        Store(),
+        prefix="audit/checkpoints/",
+        retain=datetime.timedelta(days=400),
+        description="BackupStore offsite",
+        clock=lambda: now,
     )
     signed = _audit().checkpoint(force=True)
     assert signed is not None
     await destination.publish(signed)
+    segment = signed.checkpoint.origin.rsplit("/", 1)[1]
     assert put == [
         (
-            f"audit/checkpoints/{signed.checkpoint.origin}/{1:020d}.checkpoint",
+            f"audit/checkpoints/{segment}/{1:020d}.checkpoint",
             signed.note.encode(),
-            "text/plain; charset=utf-8",
+            now + datetime.timedelta(days=400),
         )
     ]
 

@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime
 import hashlib
 import logging
 import typing
@@ -58,9 +59,13 @@ class Destination(typing.Protocol):
 
 class ImmutableStore(typing.Protocol):
     """An object store that keeps what is put in it under a retention lock (S3 Object Lock in
-    compliance mode): nobody, its owner included, can overwrite or delete it before then."""
+    compliance mode): nobody, its owner included, can overwrite or delete it before then. The
+    BackupStore's `put_immutable` (the same bytes put again return the object already there;
+    other bytes under a taken key raise)."""
 
-    async def put_immutable(self, *, key: str, data: bytes, content_type: str) -> None: ...
+    async def put_immutable(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime
+    ) -> object: ...
 
 
 def _segment(signed: checkpoints.Signed) -> str:
@@ -109,22 +114,30 @@ class KubernetesDestination:
 
 
 class StoreDestination:
-    """Each checkpoint as its own object, `<prefix>/<origin>/<size, 20 digits>.checkpoint`, in an
-    object-locked store."""
+    """Each checkpoint as its own object, `<prefix>/<segment>/<size, 20 digits>.checkpoint`, in
+    an object-locked store, locked for `retain` (as long as the logs it proves are kept)."""
 
-    def __init__(self, store: ImmutableStore, *, prefix: str, description: str) -> None:
+    def __init__(
+        self,
+        store: ImmutableStore,
+        *,
+        prefix: str,
+        retain: datetime.timedelta,
+        description: str,
+        clock: typing.Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
         self._store = store
-        self._prefix = prefix.rstrip("/")
+        self._prefix = prefix.strip("/")
+        self._retain = retain
+        self._clock = clock
         self.description = description
 
     def key(self, signed: checkpoints.Signed) -> str:
-        return f"{self._prefix}/{signed.checkpoint.origin}/{signed.checkpoint.size:020d}.checkpoint"
+        return f"{self._prefix}/{_segment(signed)}/{signed.checkpoint.size:020d}.checkpoint"
 
     async def publish(self, signed: checkpoints.Signed) -> None:
         await self._store.put_immutable(
-            key=self.key(signed),
-            data=signed.note.encode(),
-            content_type="text/plain; charset=utf-8",
+            self.key(signed), signed.note.encode(), retain_until=self._clock() + self._retain
         )
 
 
