@@ -88,8 +88,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _checkpoints(kubectl: harness.Kubectl, into: Path) -> Path:
     """The checkpoints as a verifier fetches them: `kubectl get configmaps -l ... -o json`."""
+    # The checkpoints only, not the head: another test's operator may have moved it on to a
+    # segment that is not in this log.
+    selector = f"{LOG_LABEL}={PREFIX},{publishing.SEGMENT_LABEL}"
     listed = kubectl.run(
-        "get", "configmaps", "-n", OPERATOR_NAMESPACE, "-l", f"{LOG_LABEL}={PREFIX}", "-o", "json"
+        "get", "configmaps", "-n", OPERATOR_NAMESPACE, "-l", selector, "-o", "json"
     )
     into.write_text(listed.stdout)
     return into

@@ -746,3 +746,17 @@ def test_the_wrong_key_finds_no_records() -> None:
         f"no audit records (audit.modelguard.dev/v1) of log {LOG} signed by key "
         f"{OTHER.verifier.id} in 9 lines; 9 lines"
     )
+
+
+def test_a_checkpoint_of_the_empty_tree_says_nothing_and_a_false_one_is_refused() -> None:
+    empty = checkpoints.sign(
+        checkpoints.Checkpoint(origin=A.origin, size=0, root=merkle.EMPTY_ROOT), SIGNER
+    )
+    found = [*((f"#{n}", c.note) for n, c in enumerate(A.made)), ("#empty", empty.note)]
+    anchors = chain.load_anchors(found, keyring=KEYRING)
+    assert chain.verify(A.lines, keyring=KEYRING, anchors=anchors).intact
+    false = checkpoints.sign(
+        checkpoints.Checkpoint(origin=A.origin, size=0, root=merkle.leaf_hash(b"x")), SIGNER
+    )
+    with pytest.raises(chain.LoadProblem, match="0 records, but not the root of the empty tree"):
+        chain.load_anchors([("#false", false.note)], keyring=KEYRING)

@@ -100,6 +100,13 @@ def load_anchors(found: typing.Iterable[tuple[str, str]], *, keyring: keys.Keyri
             anchors.other_logs += 1
             continue
         anchors.loaded += 1
+        if checkpoint.size == 0:
+            # The empty tree: true of every segment, and our writer never signs one.
+            if checkpoint.root != merkle.EMPTY_ROOT:
+                raise LoadProblem(
+                    f"checkpoint {where}: 0 records, but not the root of the empty tree"
+                )
+            continue
         problem = anchors.add(
             checkpoint.origin,
             Anchor(size=checkpoint.size, root=checkpoint.root, where=f"checkpoint {where}"),
@@ -478,6 +485,8 @@ def _link(state: _State, previous: object, *, named_at: int, by: str) -> None:
     if not (isinstance(origin, str) and isinstance(size, int) and isinstance(root, str)):
         return
     if checkpoints.segment_of(origin, state.keyring.name) is None or isinstance(size, bool):
+        return
+    if size < 1:
         return
     try:
         anchor_root = checkpoints.parse(f"{origin}\n{size}\n{root}\n").root
