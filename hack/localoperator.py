@@ -32,6 +32,7 @@ NAMESPACE: typing.Final = "modelguard-system"
 RELEASE: typing.Final = "modelguard"
 AUDIT_LOG_NAME: typing.Final = f"{NAMESPACE}/{RELEASE}"
 """The name the chart gives the audit log of this release (audit.logName's default)."""
+WEBHOOK_CONFIG: typing.Final = "modelguard-local"
 
 
 def audit_key_pem() -> bytes:
@@ -42,7 +43,6 @@ def audit_key_pem() -> bytes:
     return ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-WEBHOOK_CONFIG: typing.Final = "modelguard-local"
 
 
 def service_account_kubeconfig(
