@@ -242,8 +242,12 @@ class Publisher:
 
     async def _run(self) -> None:
         while True:
-            self._collect()
-            await self._flush()
+            try:
+                self._collect()
+                await self._flush()
+            except Exception:
+                # Nothing here is expected to raise; should it, checkpoints must go on.
+                logger.exception("audit checkpoints: publishing failed; going on")
             await asyncio.sleep(self._tick)
 
     def _collect(self, *, force: bool = False) -> None:
