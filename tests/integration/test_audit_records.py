@@ -335,6 +335,11 @@ def test_a_stopped_operator_closes_its_segment_with_a_last_checkpoint(
         service_account="modelguard",
         path=tmp_path / "second.kubeconfig",
     )
+    # What the head names now: the new segment's first record must name the same segment (the
+    # session operator only moves it on within its own segment meanwhile).
+    head = kubectl.get("configmap", f"{PREFIX}-head", namespace=OPERATOR_NAMESPACE)
+    head_note = ((head or {}).get("data") or {}).get("checkpoint", "")
+    head_origin = head_note.split("\n", 1)[0]
     log = tmp_path / "second.jsonl"
     args = [
         *("--audit-key-file", _option(operator, "--audit-key-file")),
@@ -389,11 +394,18 @@ def test_a_stopped_operator_closes_its_segment_with_a_last_checkpoint(
     )
     assert [r["decision"] for r in records] == ["AuditChainStarted", "AuditChainClosed"]
     started = records[0]["details"]
-    # It found the newest checkpoint of the log (the session operator's, or an earlier one) in
-    # the head and named it.
-    assert started["previous"]["origin"].startswith(_option(operator, "--audit-log-name") + "/")
-    # The last checkpoint covers the closing record: nothing is left unproven.
     checkpoints = _checkpoints(kubectl, tmp_path / "checkpoints.json")
+    if head_origin.startswith(_option(operator, "--audit-log-name") + "/"):
+        # It found the newest checkpoint of this log in the head and named it: one that is
+        # stored, with the same root.
+        previous = started["previous"]
+        assert previous["origin"] == head_origin
+        stored = {
+            tuple(item["data"]["checkpoint"].split("\n")[:3])
+            for item in json.loads(checkpoints.read_text())["items"]
+        }
+        assert (previous["origin"], str(previous["size"]), previous["root"]) in stored
+    # The last checkpoint covers the closing record: nothing is left unproven.
     checked = _cli(
         "audit",
         "verify",

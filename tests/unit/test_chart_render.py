@@ -284,6 +284,16 @@ def test_the_audit_log_name_and_cadence_are_settings(helm: Path) -> None:
     assert "/audit/logName" in refused.stderr
 
 
+def test_a_long_release_name_still_gives_a_checkpoint_prefix_a_label_can_hold(helm: Path) -> None:
+    docs = render(helm, "--set", f"fullnameOverride={'m' * 63}")
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    prefix = cli.build_parser().parse_args(container["args"]).audit_checkpoints_prefix
+    assert prefix == "m" * 57 + "-audit"
+    role = kinds(docs)["Role", f"{'m' * 63}-audit"]
+    assert role["rules"][1]["resourceNames"] == [f"{prefix}-head"]
+
+
 def test_an_existing_audit_key_secret_replaces_the_generated_one(helm: Path) -> None:
     docs = render(helm, "--set", "audit.keySecret=my-audit-key")
     assert ("Secret", "t-modelguard-audit-key") not in kinds(docs)

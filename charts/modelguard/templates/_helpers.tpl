@@ -95,6 +95,14 @@ The audit log's name: the key name of its checkpoints and verifier key.
 {{- end }}
 
 {{/*
+The name prefix of the audit log's checkpoint ConfigMaps, also their `audit.modelguard.dev/log`
+label value (at most 63 characters).
+*/}}
+{{- define "modelguard.auditPrefix" -}}
+{{- printf "%s-audit" (include "modelguard.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 Arguments of `modelguard run` (operator/modelguard/cli.py).
 */}}
 {{- define "modelguard.args" -}}
@@ -110,7 +118,7 @@ Arguments of `modelguard run` (operator/modelguard/cli.py).
 - --verify-concurrency={{ .Values.verification.concurrency }}
 - --audit-checkpoint-records={{ .Values.audit.checkpoints.records }}
 - --audit-checkpoint-seconds={{ .Values.audit.checkpoints.seconds }}
-- --audit-checkpoints-prefix={{ include "modelguard.fullname" . }}-audit
+- --audit-checkpoints-prefix={{ include "modelguard.auditPrefix" . }}
 {{- with (get (dict "verbose" "--verbose" "debug" "--debug") .Values.logLevel) }}
 - {{ . }}
 {{- end }}

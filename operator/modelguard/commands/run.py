@@ -16,9 +16,9 @@ from modelguard import handlers, logs  # noqa: F401
 from modelguard.admission import serving
 from modelguard.audit import keys, sink
 
-# The ConfigMaps' names are `<prefix>-<segment>-<size>-<hash>`: the prefix is a DNS label short
-# enough to leave room for the rest.
-_PREFIX: typing.Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,98}[a-z0-9])?")
+# The ConfigMaps' names are `<prefix>-<segment>-<size>-<hash>` and their `audit.modelguard.dev/log`
+# label is the prefix: a DNS label, at most 63 characters.
+_PREFIX: typing.Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,8 @@ def _audit(key_file: pathlib.Path | None, options: AuditOptions) -> tuple[keys.S
     if not _PREFIX.fullmatch(options.prefix):
         raise SystemExit(
             f"--audit-checkpoints-prefix {options.prefix!r}: expected lowercase letters, digits"
-            " and '-', starting and ending with a letter or digit, at most 100 characters"
+            " and '-', starting and ending with a letter or digit, at most 63 characters (it is"
+            " also a label value)"
         )
     try:
         return keys.load_signer(key_file, name=options.log_name), options.namespace
