@@ -60,6 +60,9 @@ REASON_APPLY_FAILED: typing.Final = "ApplyFailed"
 """Ready: the API server refused a child (an admission policy, a quota)."""
 REASON_WITHIN_POLICY: typing.Final = "WithinPolicy"
 """Isolated: the network access asked for is within the TrustPolicy's limits."""
+REASON_OPENED_BY_NETWORK_POLICY: typing.Final = "OpenedByNetworkPolicy"
+"""Isolated: a NetworkPolicy the operator did not make selects the model's pods and allows what
+the TrustPolicy's spec.network would refuse (NetworkPolicies add up)."""
 
 # Upper bounds on lists that carry CEL rules: the API server refuses a CRD whose rules it cannot
 # bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
