@@ -208,6 +208,16 @@ def policies_by_model(
     return webhooks.index_policy_by_model(namespace=namespace, spec=spec)
 
 
+@kopf.index("", "v1", "namespaces", id=webhooks.NAMESPACE_LABELS)
+def namespace_labels(name: str, labels: kopf.Labels, **_: typing.Any) -> dict[str, dict[str, str]]:
+    return webhooks.index_namespace(name=name, labels=labels)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def admission_caches_filled(memo: kopf.Memo, **_: typing.Any) -> None:
+    webhooks.caches_filled(memo)
+
+
 @kopf.on.validate("apps", "v1", "deployments", id=serving.MANAGED_CHILD_PATH)
 @kopf.on.validate("", "v1", "serviceaccounts", id=serving.MANAGED_CHILD_PATH)
 @kopf.on.validate("", "v1", "services", id=serving.MANAGED_CHILD_PATH)
@@ -244,8 +254,8 @@ async def validate_model_approval(warnings: list[str], **kwargs: typing.Any) -> 
 @kopf.on.validate(
     v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, id=serving.MODEL_DEPLOYMENT_PATH
 )
-async def validate_model_deployment(**kwargs: typing.Any) -> None:
-    webhooks.model_deployment(kwargs)
+async def validate_model_deployment(memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    webhooks.model_deployment(memo, kwargs)
 
 
 @kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)

@@ -384,6 +384,47 @@ def test_unknown_trust_policy_is_refused_at_admission(
     harness.eventually(refused, timeout=30)
 
 
+def test_a_policy_not_bound_to_the_namespace_is_refused_at_admission(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    webhook: Webhook,
+) -> None:
+    # A permissive sandbox policy (no approvals) that its security owner bound to the namespaces
+    # labelled for it: a model owner elsewhere cannot opt into it by naming it.
+    del webhook
+    name = f"sandbox-{os.getpid()}"
+    policy = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
+    policy["spec"]["namespaceSelector"] = {"matchLabels": {"sandbox.example/tier": name}}  # type: ignore[index]
+    kubectl.apply(policy)
+    body = _model_deployment("escapes", source="s3://models/x/", trustPolicy=name)
+    try:
+
+        def refused() -> None:
+            result = kubectl.apply(body, namespace=namespace, check=False)
+            assert result.returncode != 0, "created"
+            assert f'TrustPolicy "{name}" does not bind namespace {namespace}' in result.stderr, (
+                result.stderr
+            )
+            # The denial names the policy asked for and no other.
+            assert '"default"' not in result.stderr, result.stderr
+
+        harness.eventually(refused, timeout=30)
+        assert kubectl.get("modeldeployment", "escapes", namespace=namespace) is None
+        # Once the namespace carries the label the policy selects, the same model is admitted.
+        kubectl.run("label", "namespace", namespace, f"sandbox.example/tier={name}")
+
+        def admitted() -> None:
+            result = kubectl.apply(body, namespace=namespace, check=False)
+            assert result.returncode == 0, result.stderr
+
+        harness.eventually(admitted, timeout=30)
+    finally:
+        kubectl.run("delete", "modeldeployment", "escapes", "-n", namespace, check=False)
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
 def test_broad_access_is_refused_at_admission_naming_the_policy_field(
     kubectl: harness.Kubectl, namespace: str, trust_policy: str, webhook: Webhook
 ) -> None:
@@ -472,8 +513,6 @@ def test_with_the_webhook_down_only_managed_objects_fail_closed(
     try:
         # Everything else keeps working: pods, configmaps, unmanaged objects...
         kubectl.run("create", "configmap", "still-works", "-n", namespace, "--from-literal=a=b")
-        kubectl.apply(_restricted_pod("still-works"), namespace=namespace)
-        kubectl.run("delete", "pod", "still-works", "-n", namespace, "--wait=false")
         # ...and kube-system is never sent, even for objects labelled as ours.
         kubectl.run("create", "configmap", "admission-probe", "-n", "kube-system")
         kubectl.run("delete", "configmap", "admission-probe", "-n", "kube-system")

@@ -14,7 +14,7 @@ import typing
 
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import labels
-from modelguard.trust import access, approval, reasons, signatures
+from modelguard.trust import access, approval, binding, reasons, signatures
 
 Request = collections.abc.Mapping[str, typing.Any]
 
@@ -293,6 +293,36 @@ def model_deployment(
         f"spec.trustPolicy: TrustPolicy {policy!r} does not exist; create it first, or name an"
         " existing one (kubectl get trustpolicies)"
     )
+
+
+def policy_bound(
+    request: Request,
+    *,
+    policy: trustpolicy.TrustPolicySpec | None,
+    policy_name: str,
+    namespace_labels: collections.abc.Mapping[str, str] | None,
+) -> Decision:
+    """A ModelDeployment naming a TrustPolicy that does not bind its namespace is refused when
+    written, by the rule the reconcile applies (trust.binding): a model owner picks among the
+    policies bound to the namespace, never a laxer one meant for other namespaces.
+
+    Only a new model or a newly named policy is judged: a policy unbound later must not block
+    unrelated edits of a running model, such as quarantining it. Without the policy or the
+    namespace's labels in the cache (a namespace made a moment ago, a cache still filling), the
+    reconcile decides, by the same rule. The message names the policy asked for and no other.
+    """
+    body, old = request.get("object"), request.get("oldObject")
+    if not _is_write(request) or policy is None or namespace_labels is None:
+        return Decision.allow()
+    if request.get("operation") == "UPDATE" and _trust_policy(body) == _trust_policy(old):
+        return Decision.allow()
+    unbound = binding.check(
+        policy,
+        name=policy_name,
+        namespace=str(request.get("namespace") or ""),
+        labels=namespace_labels,
+    )
+    return Decision.allow() if unbound is None else Decision.deny(unbound.message)
 
 
 def broad_access(

@@ -8,6 +8,7 @@ kopf passes each index by.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import typing
 
@@ -23,6 +24,16 @@ TRUST_POLICIES: typing.Final = "trust_policy_names"
 APPROVALS_BY_MODEL: typing.Final = "approvals_by_model"
 MANAGED_DEPLOYMENTS: typing.Final = "managed_deployments"
 POLICIES_BY_MODEL: typing.Final = "policies_by_model"
+NAMESPACE_LABELS: typing.Final = "namespace_labels"
+
+
+@dataclasses.dataclass
+class Caches:
+    """Whether kopf has filled the indexes from its first listing. kopf starts serving admission
+    before that, while its other handlers wait for it: until then, a policy or namespace missing
+    from an index may only be one not listed yet, and is not judged."""
+
+    filled: bool = False
 
 
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
@@ -33,7 +44,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
             port=None, cert_dir=None, addr="", identity=decisions.Identity(operator_username="")
         )
         memo.webhook = options
+    # One object for the whole operator: kopf gives each handler a shallow copy of the memo.
+    memo.admission_caches = Caches()
     settings.admission.server = serving.server(options)
+
+
+def caches_filled(memo: kopf.Memo) -> None:
+    """Called from a namespace event handler: kopf calls those only once every index is filled
+    (and every cluster has namespaces)."""
+    memo.admission_caches.filled = True
 
 
 # --- Indexes: what the decisions read instead of asking the API server ------------------------
@@ -56,6 +75,11 @@ def index_managed_deployment(
 ) -> dict[tuple[str | None, str], str]:
     """The ModelDeployment behind each managed Deployment: a Scale object has no labels to say."""
     return {(namespace, name): str(meta.labels.get(labels.MODEL_DEPLOYMENT, ""))}
+
+
+def index_namespace(*, name: str, labels: kopf.Labels) -> dict[str, dict[str, str]]:
+    """Each namespace's labels, which decide the TrustPolicies bound to it."""
+    return {name: dict(labels)}
 
 
 def index_policy_by_model(
@@ -100,15 +124,25 @@ def model_approval(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
     serving.enforce(decision, warnings=warnings)
 
 
-def model_deployment(kwargs: dict[str, typing.Any]) -> None:
+def model_deployment(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     index: kopf.Index[str, kopf.Body] = kwargs[TRUST_POLICIES]
-    # An empty index may just be a cache still filling at startup; reconcile reports then.
-    known = set(index) if len(index) else None
+    # Before the first listing is in, a missing policy may only be one not indexed yet: the
+    # reconcile reports it then.
+    known = set(index) if memo.admission_caches.filled else None
     request = review_request(kwargs)
     serving.enforce(decisions.model_deployment(request, known_policies=known))
     spec = (request.get("object") or {}).get("spec") or {}
     policy_name = str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME)
     policy = cached_policy(index, policy_name)
+    namespaces: kopf.Index[str, dict[str, str]] = kwargs[NAMESPACE_LABELS]
+    serving.enforce(
+        decisions.policy_bound(
+            request,
+            policy=policy,
+            policy_name=policy_name,
+            namespace_labels=next(iter(namespaces.get(str(request.get("namespace")), [])), None),
+        )
+    )
     serving.enforce(decisions.broad_access(request, policy=policy, policy_name=policy_name))
     serving.enforce(
         decisions.unapproved_rejected(
