@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("operator", "trust_policy", "source_credent
 
 PublishModel = typing.Callable[..., str]
 Manifest = dict[str, typing.Any]
-REFUSAL = "are written by the ModelGuard operator only"
+REFUSAL = "as its owner, and only the ModelGuard operator writes such objects"
 
 
 def _owner(kubectl: harness.Kubectl, namespace: str, name: str, **extra: typing.Any) -> Manifest:
@@ -113,11 +113,7 @@ def test_break_glass_may_write_an_object_owned_by_a_model_deployment(
     kubectl.apply(
         manifest,
         namespace=namespace,
-        extra=(
-            "--as=oncall@example.com",
-            "--as-group=modelguard:break-glass",
-            "--as-group=system:masters",
-        ),
+        extra=harness.BREAK_GLASS,
     )
 
 

@@ -72,11 +72,7 @@ def test_a_deployment_made_in_advance_claiming_the_model_as_owner_is_not_adopted
     kubectl.apply(
         decoy_deployment("m", labels=labels, digest=digest, owner=owner),
         namespace=namespace,
-        extra=(
-            "--as=oncall@example.com",
-            "--as-group=modelguard:break-glass",
-            "--as-group=system:masters",
-        ),
+        extra=harness.BREAK_GLASS,
     )
     _touch(kubectl, namespace, "m")
     # The gate holds: the decoy says nothing about what the model serves.
