@@ -11,7 +11,7 @@ import typing
 import kopf
 
 from modelguard import kube
-from modelguard.admission import serving, webhooks
+from modelguard.admission import decisions, serving, webhooks
 from modelguard.api import modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
 from modelguard.builders import labels
@@ -213,6 +213,13 @@ def namespace_labels(name: str, labels: kopf.Labels, **_: typing.Any) -> dict[st
     return webhooks.index_namespace(name=name, labels=labels)
 
 
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, id=webhooks.MODELS_BY_NAMESPACE)
+def model_pods_by_namespace(
+    namespace: str | None, name: str, body: kopf.Body, **_: typing.Any
+) -> dict[str | None, decisions.ModelPods]:
+    return webhooks.index_model_pods(namespace=namespace, name=name, body=body)
+
+
 @kopf.on.event("", "v1", "namespaces")
 async def admission_caches_filled(memo: kopf.Memo, **_: typing.Any) -> None:
     webhooks.caches_filled(memo)
@@ -249,6 +256,11 @@ async def validate_trust_policy(warnings: list[str], **kwargs: typing.Any) -> No
 )
 async def validate_model_approval(warnings: list[str], **kwargs: typing.Any) -> None:
     webhooks.model_approval(warnings, kwargs)
+
+
+@kopf.on.validate("networking.k8s.io", "v1", "networkpolicies", id=serving.NETWORK_POLICY_PATH)
+async def validate_network_policy(memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    webhooks.network_policy(memo, kwargs)
 
 
 @kopf.on.validate(

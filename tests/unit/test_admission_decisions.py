@@ -388,3 +388,127 @@ def test_unbound_policy_message_names_the_field_and_no_other_policy() -> None:
         "namespaces, e.g. with matchLabels kubernetes.io/metadata.name: ml. Name a policy bound "
         "to this namespace."
     )
+
+
+def netpol(pods: dict[str, typing.Any], *peers: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    return {
+        "metadata": {"name": "bert", "namespace": "ml"},
+        "spec": {
+            "podSelector": pods,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": list(peers)}],
+        },
+    }
+
+
+BERT = decisions.ModelPods(
+    "bert", "default", ({"modelguard.dev/model-deployment": "bert", "app": "bert"},)
+)
+HELD = decisions.ModelPods(
+    "held",
+    "strict",
+    (
+        {"modelguard.dev/model-deployment": "held", "app.kubernetes.io/version": "2"},
+        {"modelguard.dev/model-deployment": "held", "app.kubernetes.io/version": "1"},
+    ),
+)
+POLICIES = {"default": policy({}), "strict": policy({})}
+INTERNET = {"ipBlock": {"cidr": "0.0.0.0/0"}}
+GATEWAY = {"podSelector": {"matchLabels": {"app": "gateway"}}}
+EVERY_POD: dict[str, typing.Any] = {}
+SERVING_VERSION = {"matchLabels": {"app.kubernetes.io/version": "1"}}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkPolicyCase:
+    request: dict[str, typing.Any]
+    allowed: bool
+    models: tuple[decisions.ModelPods, ...] = (BERT, HELD)
+
+
+NETWORK_POLICY_CASES = {
+    "opens every pod to every address": NetworkPolicyCase(
+        review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"), allowed=False
+    ),
+    "opens the serving version's pods of a held rollout": NetworkPolicyCase(
+        review("CREATE", new=netpol(SERVING_VERSION, INTERNET), kind="NetworkPolicy"),
+        allowed=False,
+    ),
+    "opens the model to pods of its namespace": NetworkPolicyCase(
+        review("CREATE", new=netpol(EVERY_POD, GATEWAY), kind="NetworkPolicy"), allowed=True
+    ),
+    "opens other pods": NetworkPolicyCase(
+        review(
+            "CREATE", new=netpol({"matchLabels": {"app": "web"}}, INTERNET), kind="NetworkPolicy"
+        ),
+        allowed=True,
+    ),
+    "no model in the namespace": NetworkPolicyCase(
+        review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
+        allowed=True,
+        models=(),
+    ),
+    "the model's policy not in the cache: the reconcile reports": NetworkPolicyCase(
+        review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
+        allowed=True,
+        models=(dataclasses.replace(BERT, policy_name="unknown"),),
+    ),
+    "the operator's own": NetworkPolicyCase(
+        review("CREATE", user=OPERATOR, new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
+        allowed=True,
+    ),
+    "break-glass is not the operator": NetworkPolicyCase(
+        review(
+            "CREATE",
+            groups=("modelguard:break-glass",),
+            new=netpol(EVERY_POD, INTERNET),
+            kind="NetworkPolicy",
+        ),
+        allowed=False,
+    ),
+    "widened by an update": NetworkPolicyCase(
+        review(
+            "UPDATE",
+            new=netpol(EVERY_POD, INTERNET),
+            old=netpol(EVERY_POD, GATEWAY),
+            kind="NetworkPolicy",
+        ),
+        allowed=False,
+    ),
+    "an update leaving the spec alone (labels, the garbage collector)": NetworkPolicyCase(
+        review(
+            "UPDATE",
+            new=netpol(EVERY_POD, INTERNET),
+            old=netpol(EVERY_POD, INTERNET),
+            kind="NetworkPolicy",
+        ),
+        allowed=True,
+    ),
+    "delete is never refused": NetworkPolicyCase(
+        review("DELETE", old=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"), allowed=True
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NETWORK_POLICY_CASES.values(), ids=NETWORK_POLICY_CASES.keys())
+def test_network_policy(case: NetworkPolicyCase) -> None:
+    decision = decisions.network_policy(
+        case.request, identity=IDENTITY, models=case.models, policies=POLICIES
+    )
+    assert decision.allowed is case.allowed, decision.message
+
+
+def test_a_widening_network_policy_is_refused_naming_it_the_rule_and_the_model() -> None:
+    decision = decisions.network_policy(
+        review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
+        identity=IDENTITY,
+        models=(BERT,),
+        policies=POLICIES,
+    )
+    assert decision.message == (
+        "NetworkPolicy ml/bert: spec.ingress[0].from[0].ipBlock.cidr: 0.0.0.0/0 is not inside "
+        'the ranges TrustPolicy "default" allows in spec.network.ingressCIDRs (none); add it '
+        "there or narrow the range. It selects the pods of ModelDeployment ml/bert, which it "
+        "would open beyond that TrustPolicy: narrow spec.podSelector so that it does not select "
+        "them, or the rule"
+    )

@@ -325,6 +325,75 @@ def policy_bound(
     return Decision.allow() if unbound is None else Decision.deny(unbound.message)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelPods:
+    """A ModelDeployment of a namespace as admission knows it from the operator's cache: the
+    TrustPolicy it names and the labels its pods carry (of the spec's version, and of the one
+    that serves when that differs)."""
+
+    name: str
+    policy_name: str
+    pod_labels: tuple[collections.abc.Mapping[str, str], ...]
+
+
+def network_policy(
+    request: Request,
+    *,
+    identity: Identity,
+    models: collections.abc.Iterable[ModelPods],
+    policies: collections.abc.Mapping[str, trustpolicy.TrustPolicySpec],
+) -> Decision:
+    """A NetworkPolicy that selects a model's pods and allows what the model's TrustPolicy would
+    refuse is refused when written: NetworkPolicies add up, so it would widen the model's own.
+
+    `models` are the namespace's ModelDeployments and `policies` their TrustPolicies, from the
+    operator's cache; a model whose policy is not there is left to the reconcile, which reports
+    such NetworkPolicies as well (Isolated=False). Only a changed spec is judged: relabelling,
+    or the garbage collector orphaning one, is not blocked by a policy tightened since.
+    """
+    if not _is_write(request) or _operator(request, identity=identity):
+        return Decision.allow()
+    body, old = _mapping(request.get("object")), _mapping(request.get("oldObject"))
+    if request.get("operation") == "UPDATE" and body.get("spec") == old.get("spec"):
+        return Decision.allow()
+    namespace = str(request.get("namespace") or "")
+    # Named as the request names it (a generated name, the namespace of the URL).
+    body = {
+        **body,
+        "metadata": {
+            **_mapping(body.get("metadata")),
+            "namespace": namespace,
+            "name": request.get("name") or _mapping(body.get("metadata")).get("name"),
+        },
+    }
+    refusals: list[str] = []
+    for model in models:
+        policy = policies.get(model.policy_name)
+        if policy is None:
+            continue
+        messages: dict[str, None] = {}
+        for pod_labels in model.pod_labels:
+            for violation in access.check_network_policy(
+                body,
+                pod_labels=pod_labels,
+                network=policy.network,
+                policy_name=model.policy_name,
+            ):
+                messages[violation.message] = None
+        if messages:
+            refusals.append(
+                f"{'; '.join(messages)}. It selects the pods of ModelDeployment "
+                f"{namespace}/{model.name}, which it would open beyond that TrustPolicy: narrow "
+                "spec.podSelector so that it does not select them, or the rule"
+            )
+    return Decision.deny(" ".join(refusals)) if refusals else Decision.allow()
+
+
+def _operator(request: Request, *, identity: Identity) -> bool:
+    user = request.get("userInfo") or {}
+    return str(user.get("username", "")) == identity.operator_username
+
+
 def broad_access(
     request: Request, *, policy: trustpolicy.TrustPolicySpec | None, policy_name: str
 ) -> Decision:

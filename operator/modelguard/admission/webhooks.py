@@ -15,7 +15,7 @@ import typing
 import kopf
 
 from modelguard.admission import decisions, serving
-from modelguard.api import errors, modelapproval, trustpolicy
+from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import labels
 
 # The ids of the admission-only indexes: kopf passes every index to every handler as a keyword
@@ -25,6 +25,7 @@ APPROVALS_BY_MODEL: typing.Final = "approvals_by_model"
 MANAGED_DEPLOYMENTS: typing.Final = "managed_deployments"
 POLICIES_BY_MODEL: typing.Final = "policies_by_model"
 NAMESPACE_LABELS: typing.Final = "namespace_labels"
+MODELS_BY_NAMESPACE: typing.Final = "model_pods_by_namespace"
 
 
 @dataclasses.dataclass
@@ -82,6 +83,26 @@ def index_namespace(*, name: str, labels: kopf.Labels) -> dict[str, dict[str, st
     return {name: dict(labels)}
 
 
+def index_model_pods(
+    *, namespace: str | None, name: str, body: kopf.Body
+) -> dict[str | None, decisions.ModelPods]:
+    """Each namespace's ModelDeployments, with their TrustPolicy and the labels of their pods,
+    for judging NetworkPolicies others write around those pods."""
+    raw = dict(body)
+    try:
+        model = v1alpha1.parse(raw)
+    except errors.InvalidObjectError:
+        # Its pods, if any, still carry the selector label.
+        spec = raw.get("spec") or {}
+        policy = str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME)
+        return {namespace: decisions.ModelPods(name, policy, (labels.selector(name),))}
+    pods = [labels.of(model)]
+    serving_version = (raw.get("status") or {}).get("activeVersion")
+    if serving_version and serving_version != model.spec.model.version:
+        pods.append({**pods[0], labels.VERSION: str(serving_version)})
+    return {namespace: decisions.ModelPods(name, model.spec.trust_policy, tuple(pods))}
+
+
 def index_policy_by_model(
     *, namespace: str | None, spec: kopf.Spec
 ) -> dict[tuple[str | None, str], str]:
@@ -122,6 +143,22 @@ def model_approval(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
         request, policies=policies, now=datetime.datetime.now(datetime.UTC)
     )
     serving.enforce(decision, warnings=warnings)
+
+
+def network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
+    request = review_request(kwargs)
+    index: kopf.Index[str | None, decisions.ModelPods] = kwargs[MODELS_BY_NAMESPACE]
+    models = list(index.get(request.get("namespace"), []))
+    policies = {}
+    for name in {model.policy_name for model in models}:
+        policy = cached_policy(kwargs[TRUST_POLICIES], name)
+        if policy is not None:
+            policies[name] = policy
+    serving.enforce(
+        decisions.network_policy(
+            request, identity=memo.webhook.identity, models=models, policies=policies
+        )
+    )
 
 
 def model_deployment(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
