@@ -347,9 +347,9 @@ def network_policy(
     refuse is refused when written: NetworkPolicies add up, so it would widen the model's own.
 
     `models` are the namespace's ModelDeployments and `policies` their TrustPolicies, from the
-    operator's cache; a model whose policy is not there is left to the reconcile, which reports
-    such NetworkPolicies as well (Isolated=False). Only a changed spec is judged: relabelling,
-    or the garbage collector orphaning one, is not blocked by a policy tightened since.
+    operator's cache; a model whose policy is not there is not judged. Only a changed spec is
+    judged: relabelling, or the garbage collector orphaning one, is not blocked by a policy
+    tightened since.
     """
     if not _is_write(request) or _operator(request, identity=identity):
         return Decision.allow()
