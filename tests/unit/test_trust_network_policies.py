@@ -9,7 +9,7 @@ import typing
 
 import pytest
 
-from modelguard.api import trustpolicy
+from modelguard.api import trustpolicy, v1alpha1
 from modelguard.trust import access, reasons
 
 MODEL_PODS = {
@@ -223,3 +223,9 @@ def test_a_rule_without_peers_says_what_it_allows_and_what_would_allow_it() -> N
         "spec.network.allowAllNamespaces: true and spec.network.egressCIDRs covering 0.0.0.0/0 "
         "and ::/0: list the destinations instead"
     )
+
+
+def test_the_trust_reasons_are_the_api_reasons() -> None:
+    # One vocabulary: a refusal of the trust layer becomes a condition reason as it is.
+    assert reasons.Reason.OPENED_BY_NETWORK_POLICY == v1alpha1.REASON_OPENED_BY_NETWORK_POLICY
+    assert reasons.Reason.POLICY_NOT_BOUND == v1alpha1.REASON_POLICY_NOT_BOUND

@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from modelguard.api import v1alpha1
-
 
 class Reason(enum.StrEnum):
     """Why a model, a signature bundle or a policy was refused (a condition reason: CamelCase)."""
@@ -53,9 +51,12 @@ class Reason(enum.StrEnum):
     """Fewer distinct trusted signers than the policy's minSigners."""
     BROAD_ACCESS_REFUSED = "BroadAccessRefused"
     """spec.access asks for more than the policy's spec.network allows."""
-    OPENED_BY_NETWORK_POLICY = v1alpha1.REASON_OPENED_BY_NETWORK_POLICY
+    # Also condition reasons of the reconcile's own, in api/v1alpha1.py (a test keeps them the
+    # same): spelled out here, since `modelguard verify` must start without loading the API
+    # models.
+    OPENED_BY_NETWORK_POLICY = "OpenedByNetworkPolicy"
     """A NetworkPolicy someone else made opens the model's pods beyond the policy's spec.network."""
-    POLICY_NOT_BOUND = v1alpha1.REASON_POLICY_NOT_BOUND
+    POLICY_NOT_BOUND = "PolicyNotBound"
     """The TrustPolicy a model names does not bind the model's namespace."""
     UNSAFE_PATH = "UnsafePath"
     """An absolute name, `..`, a backslash or NUL, or a symlink in the model folder."""
