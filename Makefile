@@ -9,6 +9,9 @@ BIN := $(VENV)/bin
 # `local` (default): the embedded control plane in .cluster/. `existing`: the cluster $KUBECONFIG
 # points at; never chosen silently.
 CLUSTER ?= local
+# `real` (default): the local cluster has one real node (kubelet, containerd, kube-proxy,
+# kube-router, CoreDNS) next to its kwok nodes. `kwok`: every node simulated; never chosen silently.
+NODE ?= real
 CLUSTER_DIR := .cluster
 PYTEST_ARGS ?=
 
@@ -38,8 +41,22 @@ $(JUDGES)/.installed-$(CHECKOV_VERSION):
 .PHONY: judges
 judges: $(JUDGES)/.installed-$(CHECKOV_VERSION) ## checkov, in .venv-judges
 
+# Debian packages (hack/debian-packages.txt), installed where missing; needs root for apt-get.
+.PHONY: packages
+packages: ## install the Debian packages the project needs (hack/debian-packages.txt)
+	hack/install-packages.sh
+
+# Archives in .build/images/ (git-ignored); the slow layers are cached in ~/.cache/modelguard.
+.PHONY: image
+image: venv packages ## build the ModelGuard image as an OCI archive (.build/images/); prints its digest
+	$(BIN)/python hack/images.py modelguard
+
+.PHONY: images
+images: venv packages tools ## the ModelGuard, example model server and pause images (name, digest, archive)
+	$(BIN)/python hack/images.py all
+
 .PHONY: tools
-tools: ## build etcd, the Kubernetes binaries, kwok, helm and minio once into ~/.cache/modelguard
+tools: ## build the control plane, the real node's binaries, kwok, helm and minio once into ~/.cache/modelguard
 	hack/build-tools.sh
 
 .PHONY: generate
@@ -57,16 +74,16 @@ lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lin
 	$$($(BIN)/python hack/localcluster.py which helm) lint --strict charts/modelguard --set image.digest=sha256:$$(printf '0%.0s' $$(seq 64))
 
 .PHONY: test-unit
-test-unit: venv tools ## unit tests only (no cluster; helm renders the chart)
+test-unit: venv tools packages ## unit tests only (no cluster; helm renders the chart)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 .PHONY: test
-test: lint venv tools judges ## every test: lint, unit, and integration against a real control plane
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+test: lint venv tools packages judges ## every test: lint, unit, and integration against a real control plane
+	MODELGUARD_TEST_NODE=$(NODE) $(BIN)/pytest tests $(PYTEST_ARGS)
 
 .PHONY: cluster-up
-cluster-up: venv tools ## start the local control plane; admin kubeconfig in .cluster/kubeconfig
-	$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR)
+cluster-up: venv tools packages ## start the local control plane; admin kubeconfig in .cluster/kubeconfig
+	$(BIN)/python hack/localcluster.py up --dir $(CLUSTER_DIR) --node $(NODE)
 
 .PHONY: cluster-down
 cluster-down: venv ## stop the local control plane (and make run's model store)
@@ -74,8 +91,8 @@ cluster-down: venv ## stop the local control plane (and make run's model store)
 	$(BIN)/python hack/localcluster.py down --dir $(CLUSTER_DIR)
 
 .PHONY: run
-run: venv tools ## local cluster + CRDs + operator + examples, status shown; Ctrl-C stops the operator
-	CLUSTER=$(CLUSTER) CLUSTER_DIR=$(CLUSTER_DIR) BIN=$(BIN) hack/run.sh
+run: venv tools packages ## local cluster + CRDs + operator + examples, status shown; Ctrl-C stops the operator
+	CLUSTER=$(CLUSTER) CLUSTER_DIR=$(CLUSTER_DIR) NODE=$(NODE) BIN=$(BIN) hack/run.sh
 
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove local state (the binary cache stays)
@@ -85,7 +102,7 @@ clean: cluster-down ## stop the cluster and remove local state (the binary cache
 # verify_throughput runs twice: start-up is fixed and hashing grows with the model, so a large
 # model shows the other end of the figures. api_requests' reference is the operator as of the
 # commit before a reconcile read each object once.
-bench: venv tools ## benchmarks: figures printed next to a reference measured in the same run
+bench: venv tools packages ## benchmarks: figures printed next to a reference measured in the same run
 	PYTHONPATH=hack $(BIN)/python benchmarks/cluster_start.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/verify_throughput.py --size-gib 8

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds the binaries the local cluster and the tests need (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, helm, and minio for the S3 server) from their upstream Go modules, once per machine, into a
-# cache outside the repository keyed by component and version. Each component's version is pinned in
-# exactly one place: the go.mod of its wrapper module under hack/tools/<component>/.
+# Builds the binaries the local cluster and the tests need from their upstream Go modules, once per
+# machine, into a cache outside the repository keyed by component and version: the control plane
+# (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd), kwok, helm, minio for the
+# S3 server, and the real node (kubelet, kube-proxy, containerd with its runc shim and ctr,
+# kube-router's network policy controller, CoreDNS). Each component's version is pinned in exactly
+# one place: the go.mod of its wrapper module under hack/tools/<component>/. runc and the CNI
+# plugins are Debian's (hack/install-packages.sh).
 #
 # Usage: hack/build-tools.sh [component...]     (default: all)
 # Prints nothing but progress on stderr; the cache root is $MODELGUARD_CACHE
@@ -26,23 +29,26 @@ module_version() {
   (cd "$hack_dir/tools/$1" && go list -m -f '{{.Version}}' "$2")
 }
 
-# build COMPONENT VERSION LDFLAGS PACKAGE...: builds PACKAGEs into $cache_root/COMPONENT-VERSION/
-# unless every binary is there already. Writes into a temporary directory and renames it, so an
-# interrupted build never leaves a half-filled cache entry behind.
+# build COMPONENT VERSION LDFLAGS PACKAGE...: builds those of PACKAGEs whose binary is not in
+# $cache_root/COMPONENT-VERSION/ yet (a component gains binaries over time: only the new ones are
+# built). Builds into a temporary directory and renames each binary into place, so an interrupted
+# build never leaves a half-written binary behind. $build_tags, when set, are the Go build tags.
 build() {
   local component=$1 version=$2 ldflags=$3
   shift 3
-  local dest="$cache_root/$component-$version" missing=0 pkg
-  for pkg in "$@"; do [ -x "$dest/$(basename "$pkg")" ] || missing=1; done
-  if [ "$missing" = 0 ]; then
+  local dest="$cache_root/$component-$version" missing=() pkg
+  for pkg in "$@"; do [ -x "$dest/$(basename "$pkg")" ] || missing+=("$pkg"); done
+  if [ ${#missing[@]} = 0 ]; then
     log "$component $version: cached in $dest"
     return
   fi
   local tmp="$dest.partial.$$" started=$SECONDS
-  rm -rf "$tmp" && mkdir -p "$tmp"
-  log "$component $version: building $* (a cold build takes a while)"
-  (cd "$hack_dir/tools/$component" && go build -ldflags "$ldflags" -o "$tmp/" "$@")
-  rm -rf "$dest" && mv "$tmp" "$dest"
+  rm -rf "$tmp" && mkdir -p "$tmp" "$dest"
+  log "$component $version: building ${missing[*]} (a cold build takes a while)"
+  (cd "$hack_dir/tools/$component" &&
+    go build ${build_tags:+-tags "$build_tags"} -ldflags "$ldflags" -o "$tmp/" "${missing[@]}")
+  for pkg in "${missing[@]}"; do mv "$tmp/$(basename "$pkg")" "$dest/"; done
+  rm -rf "$tmp"
   log "$component $version: built in $((SECONDS - started))s into $dest"
 }
 
@@ -65,7 +71,8 @@ build_kubernetes() {
   version=$(module_version kubernetes k8s.io/kubernetes)
   build kubernetes "$version" "$(kube_ldflags "$version")" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 }
 
 build_etcd() {
@@ -124,8 +131,36 @@ build_minio() {
   build minio "$version" "$flags" github.com/minio/minio
 }
 
+build_containerd() {
+  local version pkg=github.com/containerd/containerd/v2 flags
+  version=$(module_version containerd "$pkg")
+  # As containerd's Makefile stamps a release; the tags are its static build's, minus the snapshotters
+  # this node never uses (btrfs, devmapper, zfs). The shim also leaves gRPC out (no_grpc), as
+  # upstream builds it: it speaks ttrpc only.
+  flags="-s -w -X $pkg/version.Version=$version -X $pkg/version.Package=$pkg"
+  build_tags="no_btrfs no_devmapper no_zfs urfave_cli_no_docs osusergo netgo static_build" \
+    build containerd "$version" "$flags" "$pkg/cmd/containerd" "$pkg/cmd/ctr"
+  build_tags="no_btrfs no_devmapper no_zfs urfave_cli_no_docs osusergo netgo static_build no_grpc" \
+    build containerd "$version" "$flags" "$pkg/cmd/containerd-shim-runc-v2"
+}
+
+build_kube_router() {
+  local version pkg=github.com/cloudnativelabs/kube-router/v2 date
+  version=$(module_version kube-router "$pkg")
+  date=$(cd "$hack_dir/tools/kube-router" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' "$pkg")
+  build kube-router "$version" \
+    "-s -w -X $pkg/pkg/version.Version=$version -X $pkg/pkg/version.BuildDate=$date" \
+    "$pkg/cmd/kube-router"
+}
+
+build_coredns() {
+  local version
+  version=$(module_version coredns github.com/coredns/coredns)
+  build coredns "$version" "-s -w" ./cmd/coredns
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes minio)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes minio containerd kube-router coredns)
 for component in "${components[@]}"; do
-  "build_$component"
+  "build_${component//-/_}"
 done

@@ -1,14 +1,18 @@
-"""The local control plane: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler
-and kwok (fake nodes), started as plain processes on loopback from binaries that
-hack/build-tools.sh builds.
+"""The local cluster: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok
+(fake nodes) and one real node (hack/localnode.py: kubelet, containerd, kube-proxy, kube-router,
+CoreDNS), started as plain processes from binaries that hack/build-tools.sh builds.
 
 It is what envtest does for controller-runtime, made complete: with the controller-manager the
 garbage collector and the deployment/replicaset controllers run, with the scheduler and kwok pods
 get scheduled and become Ready. RBAC, Pod Security admission, service-account tokens and server-side
 apply are the real thing.
 
+With `--node kwok` (`NODE=kwok` in make) every node is simulated, as before the real node existed,
+and the control plane listens on loopback only. With the real node (the default) the API server
+listens on the host end of the node's link instead, which the node and its pods can reach.
+
 Usage:
-    python hack/localcluster.py up   [--dir .cluster]   # starts it in the background
+    python hack/localcluster.py up   [--dir .cluster] [--node real|kwok]  # starts it
     python hack/localcluster.py down [--dir .cluster]
     python hack/localcluster.py env  [--dir .cluster]   # prints PATH/KUBECONFIG exports
     python hack/localcluster.py which kubectl           # the pinned binary's path
@@ -40,11 +44,15 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+if TYPE_CHECKING:
+    import localnode
 
 HACK_DIR = Path(__file__).resolve().parent
 REPO_ROOT = HACK_DIR.parent
@@ -92,7 +100,18 @@ _COMPONENTS = {
     "kwok": ("kwok", "sigs.k8s.io/kwok"),
     "helm": ("helm", "helm.sh/helm/v3"),
     "minio": ("minio", "github.com/minio/minio"),
+    "kubelet": ("kubernetes", "k8s.io/kubernetes"),
+    "kube-proxy": ("kubernetes", "k8s.io/kubernetes"),
+    "containerd": ("containerd", "github.com/containerd/containerd/v2"),
+    "containerd-shim-runc-v2": ("containerd", "github.com/containerd/containerd/v2"),
+    "ctr": ("containerd", "github.com/containerd/containerd/v2"),
+    "kube-router": ("kube-router", "github.com/cloudnativelabs/kube-router/v2"),
+    "coredns": ("coredns", "github.com/coredns/coredns"),
 }
+NODE_KINDS = ("real", "kwok")
+# The real node's daemons (hack/localnode.py), stopped before the control plane.
+NODE_DAEMONS = ("kube-router", "kube-proxy", "kubelet", "containerd")
+CLIENT_COMPONENTS = ("kwok", "kube-scheduler", "kube-controller-manager")
 
 
 def component_dir(binary: str) -> Path:
@@ -292,9 +311,34 @@ class LocalCluster:
 
     state_dir: Path
     nodes: int = 2
+    """How many kwok nodes."""
+    node: str = "real"
+    """`real`: a real node next to the kwok nodes; `kwok`: kwok nodes only (pods simulated)."""
     api_server_only: bool = False
     """Stop after etcd and kube-apiserver, as envtest does (the benchmarks' reference)."""
     pids: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.node not in NODE_KINDS:
+            raise ClusterError(f"node: {self.node!r} is not one of {', '.join(NODE_KINDS)}")
+
+    @property
+    def with_real_node(self) -> bool:
+        return self.node == "real" and not self.api_server_only
+
+    @property
+    def real_node(self) -> localnode.RealNode:
+        """The real node of a running cluster (its network, `enter()`, `import_image()`)."""
+        import localnode  # noqa: PLC0415 - it imports this module
+
+        node = localnode.RealNode.load(self.state_dir)
+        if node is None:
+            raise ClusterError(f"the cluster in {self.state_dir} has no real node")
+        return node
+
+    def import_image(self, archive: Path) -> None:
+        """Imports an OCI image archive (hack/oci.py) into the real node's containerd."""
+        self.real_node.import_image(archive)
 
     @property
     def kubeconfig(self) -> Path:
@@ -361,10 +405,24 @@ class LocalCluster:
             raise
 
     def _start(self, *, timeout: float) -> None:
+        import localnode  # noqa: PLC0415 - it imports this module
+
+        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
+        node: localnode.RealNode | None = None
+        api_ip, service_cidr, kwok_cidr = "127.0.0.1", SERVICE_CIDR, POD_CIDR
+        if self.with_real_node:
+            # The node's link comes first: the API server listens on its host end.
+            node = localnode.RealNode(self.state_dir)
+            node.create(self._spawn, api_port=api_port, timeout=timeout)
+            api_ip, service_cidr, kwok_cidr = (
+                node.net.host_ip,
+                node.net.service_cidr,
+                node.net.kwok_pod_cidr,
+            )
         pki_dir = self.state_dir / "pki"
         pki = Pki()
         ca = _write_private(pki_dir / "ca.crt", pki.ca_pem)
-        service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
+        service_ip = str(next(ipaddress.ip_network(service_cidr).hosts()))
         serving = pki.issue(
             common_name="kube-apiserver",
             server_names=(
@@ -374,7 +432,7 @@ class LocalCluster:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
             ),
-            server_ips=("127.0.0.1", service_ip),
+            server_ips=tuple(dict.fromkeys(("127.0.0.1", api_ip, service_ip))),
         )
         serving_crt = _write_private(pki_dir / "apiserver.crt", serving.cert_pem)
         serving_key = _write_private(pki_dir / "apiserver.key", serving.key_pem)
@@ -388,9 +446,7 @@ class LocalCluster:
         )
 
         admission_config = self._webhook_client_identity(pki_dir)
-
-        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
-        server = f"https://127.0.0.1:{api_port}"
+        server = f"https://{api_ip}:{api_port}"
 
         def kubeconfig_for(
             name: str, *, common_name: str, organizations: tuple[str, ...] = ()
@@ -436,16 +492,14 @@ class LocalCluster:
             "etcd", lambda: http_ok(f"{etcd_url}/health"), timeout=timeout, log=self._log("etcd")
         )
 
+        node_flags = self._api_server_node_flags(node, pki=pki, api_ip=api_ip)
         self._spawn(
             "kube-apiserver",
             [
                 str(binary("kube-apiserver")),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
                 f"--secure-port={api_port}",
-                # Loopback has no default route; the endpoint reconciler refuses loopback addresses.
-                "--advertise-address=127.0.0.1",
-                "--endpoint-reconciler-type=none",
+                *node_flags,
                 f"--tls-cert-file={serving_crt}",
                 f"--tls-private-key-file={serving_key}",
                 f"--client-ca-file={ca}",
@@ -462,7 +516,7 @@ class LocalCluster:
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={sa_public}",
                 f"--service-account-signing-key-file={sa_private}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={service_cidr}",
                 "--profiling=false",
                 "--v=1",
             ],
@@ -491,7 +545,7 @@ class LocalCluster:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={controller_manager_port}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={service_cidr}",
                 "--profiling=false",
                 "--v=1",
             ],
@@ -521,7 +575,7 @@ class LocalCluster:
                 *(f"--config={stage}" for stage in stages),
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-                f"--cidr={POD_CIDR}",
+                f"--cidr={kwok_cidr}",
                 "--node-ip=127.0.0.1",
                 # Heartbeats through node leases, as kubelets do (the heartbeat stage needs it).
                 "--node-lease-duration-seconds=40",
@@ -543,7 +597,9 @@ class LocalCluster:
         kubectl = self.kubectl
         for index in range(self.nodes):
             kubectl("apply", "-f", "-", input=json.dumps(_node(f"kwok-node-{index}")))
-        kubectl("wait", "--for=condition=Ready", "node", "--all", f"--timeout={int(timeout)}s")
+        kubectl(
+            "wait", "--for=condition=Ready", "node", "-l", "type=kwok", f"--timeout={int(timeout)}s"
+        )
         # The service-account controller creates `default` in every namespace; pods need it.
         wait_for(
             "the default ServiceAccount",
@@ -554,13 +610,63 @@ class LocalCluster:
             timeout=timeout,
             log=self._log("kube-controller-manager"),
         )
+        if node is not None:
+            node.start(self, pki, timeout=timeout)
+
+    def _api_server_node_flags(
+        self, node: localnode.RealNode | None, *, pki: Pki, api_ip: str
+    ) -> list[str]:
+        """Where the API server listens, and how it reaches the real node's kubelet."""
+        if node is None:
+            return [
+                "--bind-address=127.0.0.1",
+                # Loopback has no route out; the endpoint reconciler refuses loopback addresses.
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+            ]
+        import localnode  # noqa: PLC0415 - it imports this module
+
+        pki_dir = self.state_dir / "pki"
+        client = pki.issue(common_name=localnode.KUBELET_CLIENT_USER)
+        cert = _write_private(pki_dir / "kubelet-client.crt", client.cert_pem)
+        key = _write_private(pki_dir / "kubelet-client.key", client.key_pem)
+        return [
+            # One address: the node's link, which this machine reaches too. The `kubernetes`
+            # Service's endpoint is this address, so pods reach the API server through it.
+            f"--bind-address={api_ip}",
+            f"--advertise-address={api_ip}",
+            # Logs, exec and port-forward: the API server authenticates to the kubelet with a
+            # client certificate, and checks the kubelet's serving one against the cluster CA.
+            f"--kubelet-client-certificate={cert}",
+            f"--kubelet-client-key={key}",
+            f"--kubelet-certificate-authority={pki_dir / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def stop(self, *, timeout: float = 10) -> None:
-        """Stops every component, newest first; escalates to SIGKILL after `timeout`."""
+        """Stops every component; escalates to SIGKILL after `timeout`. The real node's daemons
+        first, then its pods (their watches would hold up the API server's shutdown), the API
+        server's clients, the API server, then etcd and the node's process 1 (the link where the
+        API server listened goes with it), then what the node left on the host."""
+        import localnode  # noqa: PLC0415 - it imports this module
+
         pids = self.pids or self._load_pids()
-        for name, pid in reversed(list(pids.items())):
-            terminate(pid, name=name, timeout=timeout)
+        node = localnode.RealNode.load(self.state_dir)
+        rest = dict(pids)
+
+        def take(names: tuple[str, ...]) -> dict[str, int]:
+            return {name: rest.pop(name) for name in names if name in rest}
+
+        terminate_all(take(NODE_DAEMONS), timeout=timeout)
+        if node is not None:
+            node.stop_pods()
+        # The API server's clients together, then the API server, then etcd and the node.
+        terminate_all(take(CLIENT_COMPONENTS), timeout=timeout)
+        terminate_all(take(("kube-apiserver",)), timeout=timeout)
+        terminate_all(rest, timeout=timeout)
         self.pids = {}
+        if node is not None:
+            node.remove()
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / STATE_FILE).unlink()
 
@@ -587,7 +693,7 @@ class LocalCluster:
     def _log(self, name: str) -> Path:
         return self.logs_dir / f"{name}.log"
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str]) -> int:
         with self._log(name).open("ab") as log:
             # A session of its own: a Ctrl-C meant for `make run` must not kill the cluster,
             # and stop() can signal the whole group.
@@ -605,6 +711,7 @@ class LocalCluster:
             raise ClusterError(
                 f"{name} exited at once with code {process.returncode}; see {self._log(name)}"
             )
+        return process.pid
 
     def _load_pids(self) -> dict[str, int]:
         try:
@@ -652,15 +759,22 @@ def alive(pid: int) -> bool:
 def terminate(pid: int, *, name: str, timeout: float = 10) -> None:
     """SIGTERM to the process group `pid` leads (every component runs in a session of its own),
     then SIGKILL if it is still there after `timeout`."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if alive(pid):
-        print(f"{name} ignored SIGTERM; killing it", file=sys.stderr)
+    terminate_all({name: pid}, timeout=timeout)
+
+
+def terminate_all(processes: dict[str, int], *, timeout: float = 10) -> None:
+    """`terminate` for several components at once: they shut down side by side."""
+    for pid in processes.values():
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in processes.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for name, pid in processes.items():
+        if alive(pid):
+            print(f"{name} ignored SIGTERM; killing it", file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def _client_context(*, ca_pem: bytes, identity: dict[str, str]) -> ssl.SSLContext:
@@ -692,8 +806,8 @@ def http_ok(url: str, *, context: ssl.SSLContext | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def running(state_dir: Path, *, nodes: int = 2) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(state_dir, nodes=nodes)
+def running(state_dir: Path, *, nodes: int = 2, node: str = "real") -> Iterator[LocalCluster]:
+    cluster = LocalCluster(state_dir, nodes=nodes, node=node)
     cluster.start()
     try:
         yield cluster
@@ -708,9 +822,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "env", "which"])
     parser.add_argument("binary", nargs="?", help="with `which`: the binary to locate")
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".cluster")
-    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--nodes", type=int, default=2, help="how many kwok nodes")
+    parser.add_argument(
+        "--node",
+        choices=NODE_KINDS,
+        default="real",
+        help="real (default): a real node next to the kwok nodes; kwok: kwok nodes only",
+    )
     args = parser.parse_args(argv)
-    cluster = LocalCluster(args.dir.resolve(), nodes=args.nodes)
+    cluster = LocalCluster(args.dir.resolve(), nodes=args.nodes, node=args.node)
     try:
         if args.command == "up":
             if cluster.is_running():
@@ -740,4 +860,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the module proper: hack/localnode.py and hack/images.py import it by name, and one copy
+    # of its classes (ClusterError) must serve them all.
+    import localcluster
+
+    sys.exit(localcluster.main())

@@ -13,7 +13,7 @@ kubectl=$("$bin/python" hack/localcluster.py which kubectl)
 
 case "$cluster" in
   local)
-    "$bin/python" hack/localcluster.py up --dir "$cluster_dir"
+    "$bin/python" hack/localcluster.py up --dir "$cluster_dir" --node "${NODE:-real}"
     export KUBECONFIG="$PWD/$cluster_dir/kubeconfig"
     # kwok runs no containers, so the model pods' agent image is never pulled here; any image
     # pinned by digest satisfies the operator.

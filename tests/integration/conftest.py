@@ -20,6 +20,8 @@ import harness
 import pytest
 
 import localcluster
+import localnode
+import oci
 import s3server
 import signedmodel
 
@@ -32,6 +34,8 @@ AGENT_IMAGE = f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 BUNDLE_REREAD_SECONDS = 15
+PROBE_TOOLS = ("sh", "nc", "nslookup", "httpd", "sleep", "id")
+PROBE_IMAGE_NAME = "localhost/modelguard/probe:test"
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -46,31 +50,83 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def kubeconfig(request: pytest.FixtureRequest) -> Iterator[Path]:
-    """An admin kubeconfig: the given cluster's, or that of a local control plane started here."""
-    existing = request.config.getoption("--kubeconfig") or os.environ.get(
+def _existing_kubeconfig(config: pytest.Config) -> str | None:
+    existing: str | None = config.getoption("--kubeconfig") or os.environ.get(
         "MODELGUARD_TEST_KUBECONFIG"
     )
-    if existing:
-        yield Path(existing)
+    return existing
+
+
+@pytest.fixture(scope="session")
+def local_cluster(request: pytest.FixtureRequest) -> Iterator[localcluster.LocalCluster | None]:
+    """The session's local cluster (None when the tests run against an existing one): a real node
+    next to the kwok nodes, unless MODELGUARD_TEST_NODE=kwok (`make test NODE=kwok`)."""
+    if _existing_kubeconfig(request.config):
+        yield None
         return
     state_dir = SESSION_DIR / "cluster"
-    cluster = localcluster.LocalCluster(state_dir)
+    cluster = localcluster.LocalCluster(
+        state_dir, node=os.environ.get("MODELGUARD_TEST_NODE", "real")
+    )
     started = time.monotonic()
     cluster.start()
     print(
-        f"\nlocal control plane up in {time.monotonic() - started:.1f}s ({state_dir})",
+        f"\nlocal cluster ({cluster.node} node) up in {time.monotonic() - started:.1f}s"
+        f" ({state_dir})",
         file=sys.stderr,
     )
     try:
-        yield cluster.kubeconfig
+        yield cluster
     finally:
         cluster.stop()
         if request.session.testsfailed:
             print(f"\ncomponent logs kept in {cluster.logs_dir}", file=sys.stderr)
         else:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(
+    request: pytest.FixtureRequest, local_cluster: localcluster.LocalCluster | None
+) -> Path:
+    """An admin kubeconfig: the given cluster's, or that of the session's local cluster."""
+    existing = _existing_kubeconfig(request.config)
+    if existing:
+        return Path(existing)
+    assert local_cluster is not None
+    return local_cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def real_node(local_cluster: localcluster.LocalCluster | None) -> localnode.RealNode:
+    """The local cluster's real node: `.net` (its addresses), `.run()` (a command inside it),
+    `.import_image()`; pods reach it with `localnode.placement()`."""
+    if local_cluster is None or not local_cluster.with_real_node:
+        pytest.skip("needs the local cluster's real node (this run uses an existing or kwok one)")
+    return local_cluster.real_node
+
+
+@pytest.fixture(scope="session")
+def probe_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small image for probes on the real node (Debian's static busybox: sh, nc, nslookup,
+    httpd), as an OCI archive."""
+    busybox = Path("/bin/busybox")
+    layer = [oci.file("bin/busybox", source=busybox, mode=0o755)]
+    layer += [oci.symlink(f"bin/{tool}", "busybox") for tool in PROBE_TOOLS]
+    image = oci.build(
+        layers=[layer],
+        config=oci.Config(user="65532:65532", entrypoint=("/bin/sh",)),
+        name=PROBE_IMAGE_NAME,
+        out=tmp_path_factory.mktemp("images") / "probe.oci.tar",
+    )
+    return image.archive
+
+
+@pytest.fixture(scope="session")
+def probe_image(real_node: localnode.RealNode, probe_archive: Path) -> str:
+    """The probe image imported into the real node; its `repo@sha256:` name."""
+    real_node.import_image(probe_archive)
+    return f"{PROBE_IMAGE_NAME.rsplit(':', 1)[0]}@{oci.manifest_digest(probe_archive)}"
 
 
 @pytest.fixture(scope="session")
