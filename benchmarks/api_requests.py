@@ -38,7 +38,9 @@ import signedmodel
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHART = REPO_ROOT / "charts" / "modelguard"
-AGENT_IMAGE = "registry.example/modelguard@sha256:" + "0" * 64
+AGENT_REPOSITORY = "registry.example/modelguard"
+AGENT_DIGEST = "sha256:" + "0" * 64
+AGENT_IMAGE = f"{AGENT_REPOSITORY}@{AGENT_DIGEST}"
 SERVER_IMAGE = "registry.example/model-server@sha256:" + "4f" * 32
 NAMESPACE = "modelguard-system"
 RELEASE = "modelguard"
@@ -69,14 +71,17 @@ class Cluster:
         self.kubeconfig = kubeconfig
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
-        return subprocess.run(
+        done = subprocess.run(
             [str(localcluster.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
             input=input,
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
             timeout=120,
-        ).stdout
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
 
     def apply(self, *manifests: typing.Any, namespace: str | None = None) -> None:
         extra = ["-n", namespace] if namespace else []
@@ -311,12 +316,36 @@ def _install(cluster: Cluster, chart: Path) -> None:
             str(localcluster.binary("helm")),
             f"--kubeconfig={cluster.kubeconfig}",
             *("upgrade", "--install", RELEASE, str(chart), "--namespace", NAMESPACE),
-            *("--set", "image.digest=sha256:" + "0" * 64, "--set", "webhook.enabled=false"),
+            # The operator's image is the agent's: the chart's admission policies admit only
+            # pod templates whose verifying init container runs it.
+            *(
+                "--set",
+                f"image.repository={AGENT_REPOSITORY}",
+                "--set",
+                f"image.digest={AGENT_DIGEST}",
+            ),
+            *("--set", "webhook.enabled=false"),
             *("--wait", "--timeout=180s"),
         ],
         check=True,
         capture_output=True,
     )
+
+
+def _policy_for(policy: dict[str, typing.Any], *, code: Path | None) -> dict[str, typing.Any]:
+    """The TrustPolicy as the operator at `code` (None: this tree) reads it."""
+    if code is None:
+        return policy
+    spec = dict(policy["spec"])
+    models = (code / "modelguard" / "api" / "trustpolicy.py").read_text()
+    if "namespace_selector" not in models:
+        # An operator from before namespace binding does not know the field.
+        spec.pop("namespaceSelector", None)
+    if "class Source(" not in models:
+        # One from before sources bound their endpoint takes plain URI prefixes (and the
+        # endpoint from the credentials Secret).
+        spec["sources"] = [source["uri"] for source in spec.get("sources") or []]
+    return {**policy, "spec": spec}
 
 
 def _print(title: str, counts: Counts) -> None:
@@ -362,18 +391,7 @@ def main() -> None:
                 code = tree / "operator" if tree else None
                 state = root / f"state-{len(title)}-{uuid.uuid4().hex[:4]}"
                 state.mkdir()
-                applied = dict(policy)
-                if code is not None and "namespaceSelector" in policy["spec"]:  # type: ignore[operator]
-                    # An operator from before namespace binding does not know the field.
-                    applied = {
-                        **policy,
-                        "spec": {
-                            k: v
-                            for k, v in policy["spec"].items()  # type: ignore[attr-defined]
-                            if k != "namespaceSelector"
-                        },
-                    }
-                cluster.apply(applied)
+                cluster.apply(_policy_for(policy, code=code))
                 rollout, steady = _measure(
                     cluster,
                     s3,

@@ -1,99 +1,40 @@
-"""The `modelguard` command: `modelguard run` starts the operator; `modelguard verify` checks a
-local model folder against its signature exactly as the cluster does; `modelguard audit verify`
-checks the operator's audit log; `modelguard agent ...` are the in-pod entrypoints
-(`fetch-verify`: the init container that fills the model volume)."""
+"""The `modelguard` command line: its arguments parsed, and handed to the module that does the
+command (modelguard.commands; the agent's own for `agent fetch-verify`). `modelguard run` starts
+the operator; `modelguard verify` checks a local model folder against its signature exactly as
+the cluster does; `modelguard approve` signs a ModelApproval; `modelguard audit verify` checks the
+operator's audit log; `modelguard agent ...` are the in-pod entrypoints (`fetch-verify`: the init
+container that fills the model volume)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
-import gc
-import logging
 import os
 import pathlib
-import re
 import sys
 import typing
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from modelguard.admission import serving
-    from modelguard.api import trustpolicy
-    from modelguard.trust import approval, policy, signatures
 
-
-@contextlib.contextmanager
-def _start_up() -> Iterator[None]:
-    """Imports of a command that runs once and exits, made without the cyclic garbage collector.
-
-    Imports create tens of thousands of objects that live as long as the process; while they are
-    made, the collector runs again and again and finds nothing to free. Frozen afterwards, they are
-    not scanned again, at exit either: `modelguard verify` starts some 15 % faster. Reference
-    counting frees memory as ever, and the collector runs again for what comes after.
-    """
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
+# Each command's module is imported when it runs, not here: kopf and the handlers are heavy, and
+# user commands that do not run the operator should start fast (`modelguard verify` pays for
+# neither kopf nor, with a public key, x509 and the API models).
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: kopf and the handlers are heavy, and user commands that do
-    # not run the operator should start fast. Importing handlers registers them with kopf.
-    import kopf  # noqa: PLC0415
+    from modelguard.commands import run  # noqa: PLC0415
 
-    from modelguard import handlers  # noqa: F401, PLC0415
-    from modelguard.audit import keys  # noqa: PLC0415
-
-    if args.audit_key_file is None:
-        raise SystemExit(
-            "--audit-key-file (or MODELGUARD_AUDIT_KEY_FILE) is required: the installation's"
-            " audit key, 32 or more random bytes (the chart mounts its Secret); without it no"
-            " audit record could be told from forged text"
-        )
-    try:
-        audit_key = keys.load(args.audit_key_file)
-    except keys.InvalidKey as error:
-        raise SystemExit(str(error)) from None
-    configure_logging(verbose=args.verbose, debug=args.debug)
-    kopf.run(
-        memo=kopf.Memo(
-            webhook=_webhook_options(args),
-            audit_log=args.audit_log,
-            audit_key=audit_key,
-            verify_concurrency=args.verify_concurrency,
-        ),
-        clusterwide=not args.namespace,
+    return run.run(
         namespaces=args.namespace or [],
-        liveness_endpoint=args.liveness,
-        # One replica for now; kopf peering for 2+ replicas needs its peering CRD (a later release).
-        standalone=True,
+        liveness=args.liveness,
+        audit_log=args.audit_log,
+        audit_key_file=args.audit_key_file,
+        verify_concurrency=args.verify_concurrency,
+        webhook=_webhook_options(args),
+        verbose=args.verbose,
+        debug=args.debug,
     )
-    return 0
-
-
-def configure_logging(*, verbose: bool, debug: bool) -> None:
-    """kopf's log format on standard error, every line escaped: what a log line quotes (an S3
-    error, an object's name, a traceback) never starts a line of its own."""
-    import kopf  # noqa: PLC0415
-
-    from modelguard import logs  # noqa: PLC0415
-    from modelguard.admission import serving as webhook_serving  # noqa: PLC0415
-
-    kopf.configure(verbose=verbose, debug=debug, log_prefix=True)
-    logs.escape_handlers(logging.getLogger())
-    # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # One access line per admission request is noise at hundreds per second, and costs time.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("kopf.objects").addFilter(webhook_serving.DenialLogFilter())
 
 
 def _at_least_one(value: str) -> int:
@@ -171,285 +112,47 @@ def _add_webhook_flags(run: argparse.ArgumentParser) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    # Imported here, like _run's: `modelguard run` should not pay for cryptography and the trust
-    # layer, nor `modelguard verify` for kopf.
-    with _start_up():
-        from modelguard.trust import reasons, verify  # noqa: PLC0415
+    from modelguard.commands import startup  # noqa: PLC0415
 
-    try:
-        rules = _verify_rules(args)
-        signature = _read(args.signature, what="--signature")
-        if not (args.model_dir.is_dir() or args.model_dir.is_file()):
-            raise reasons.VerificationError(
-                reasons.Reason.UNREADABLE,
-                f"MODEL {str(args.model_dir)!r} is neither a folder nor a file",
-            )
-        result = verify.verify_folder(
-            args.model_dir,
-            signature,
-            rules,
-            signature_path=args.signature,
-            ignore_paths=_ignore_paths(args.ignore_paths),
-            ignore_unsigned_files=args.ignore_unsigned_files,
-        )
-    except reasons.VerificationError as error:
-        print(f"{error.reason}: {error.message}", file=sys.stderr)
-        return 1
-    for violation in result.audit:
-        print(f"audit {violation}", file=sys.stderr)
-    print(result.summary())
-    return 0
+    with startup.frozen_imports():
+        from modelguard.commands import verify  # noqa: PLC0415
 
-
-def _ignore_paths(entries: list[str] | None) -> tuple[str, ...]:
-    """--ignore-paths checked as OMS 6.2.1 has them: exact relative paths, no globs."""
-    from modelguard.trust import paths, reasons  # noqa: PLC0415
-
-    checked = []
-    for entry in entries or []:
-        # "cache/" names the folder cache, as a shell's completion writes it.
-        trimmed = entry[:-1] if entry.endswith("/") and len(entry) > 1 else entry
-        violation = paths.check_ignore_path(trimmed, field="--ignore-paths")
-        if violation is not None:
-            raise reasons.VerificationError.of(violation)
-        checked.append(trimmed)
-    return tuple(checked)
-
-
-def _verify_rules(args: argparse.Namespace) -> policy.Rules:
-    """What the command line asks to enforce: one key, one root, or a TrustPolicy file."""
-    from modelguard.trust import policy, reasons, signatures  # noqa: PLC0415
-
-    identity_flags = [
-        flag
-        for flag, value in (
-            ("--certificate-subject", args.certificate_subject),
-            ("--certificate-san", args.certificate_san),
-            ("--any-certificate-identity", args.any_certificate_identity or None),
-        )
-        if value is not None
-    ]
-    if identity_flags and args.certificate_root is None:
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_POLICY,
-            f"{identity_flags[0]} applies only with --certificate-root",
-        )
-    if args.policy is not None:
-        return policy.rules_of(_policy_file(args.policy))
-    if args.public_key is not None:
-        pem = _read(args.public_key, what="--public-key")
-        key = signatures.load_public_key(pem, field=f"--public-key {str(args.public_key)!r}")
-        signer: signatures.TrustedSigner = signatures.KeySigner("public-key", key)
-    else:
-        signer = _certificate_signer(args)
-    # A TrustPolicy that names only this signer, with every default: without the API models,
-    # which a key or a root does not need.
-    return policy.Rules(signers=(signer,))
-
-
-def _certificate_signer(args: argparse.Namespace) -> signatures.TrustedSigner:
-    """--certificate-root and the identity it pins, as a TrustPolicy signer would have them."""
-    from modelguard.trust import certificates, reasons, signatures  # noqa: PLC0415
-
-    pem = _read(args.certificate_root, what="--certificate-root")
-    field = f"--certificate-root {str(args.certificate_root)!r}"
-    roots = certificates.load(pem, field=field)
-    names = args.certificate_subject is not None or args.certificate_san is not None
-    if names and args.any_certificate_identity:
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_POLICY,
-            "--any-certificate-identity and --certificate-subject/--certificate-san exclude "
-            "each other",
-        )
-    if not names and not args.any_certificate_identity and any(map(certificates.is_ca, roots)):
-        # As a TrustPolicy's identity: a CA certifies whoever it likes.
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_POLICY,
-            f"{field} holds a CA certificate: pin the signing certificate with "
-            "--certificate-subject and/or --certificate-san, or trust everyone it certifies "
-            "with --any-certificate-identity",
-        )
-    identity = None
-    if names:
-        identity = certificates.Identity(
-            subject=None
-            if args.certificate_subject is None
-            else certificates.subject_name(args.certificate_subject, field="--certificate-subject"),
-            san=args.certificate_san,
-            subject_field="--certificate-subject",
-            san_field="--certificate-san",
-        )
-    return signatures.CertificateSigner("certificate-root", roots, identity)
-
-
-def _policy_file(path: pathlib.Path) -> trustpolicy.TrustPolicySpec:
-    """The spec of a TrustPolicy YAML file; InvalidPolicy naming what is wrong otherwise."""
-    import yaml  # noqa: PLC0415
-
-    from modelguard.api import errors, trustpolicy  # noqa: PLC0415
-    from modelguard.trust import reasons  # noqa: PLC0415
-
-    text = _read(path, what="--policy")
-    try:
-        body = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_POLICY, f"--policy {str(path)!r} is not YAML: {error}"
-        ) from None
-    if not isinstance(body, dict):
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_POLICY, f"--policy {str(path)!r} is not a TrustPolicy object"
-        )
-    try:
-        return trustpolicy.parse(body).spec
-    except errors.InvalidObjectError as error:
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_POLICY, "; ".join(error.messages)
-        ) from None
-
-
-def _read(path: pathlib.Path, *, what: str) -> bytes:
-    from modelguard.trust import reasons  # noqa: PLC0415
-
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise reasons.VerificationError(
-            reasons.Reason.UNREADABLE, f"{what} {str(path)!r}: {error.strerror or error}"
-        ) from None
+    return verify.run(
+        model=args.model_dir,
+        signature=args.signature,
+        public_key=args.public_key,
+        certificate_root=args.certificate_root,
+        policy_file=args.policy,
+        certificate_subject=args.certificate_subject,
+        certificate_san=args.certificate_san,
+        any_certificate_identity=args.any_certificate_identity,
+        ignore_paths=args.ignore_paths or [],
+        ignore_unsigned_files=args.ignore_unsigned_files,
+    )
 
 
 def _approve(args: argparse.Namespace) -> int:
-    # Imported here, like _verify's: signing needs cryptography and the trust layer, not kopf.
-    import yaml  # noqa: PLC0415
+    from modelguard.commands import approve  # noqa: PLC0415
 
-    from modelguard.api import errors  # noqa: PLC0415
-    from modelguard.trust import approval, reasons  # noqa: PLC0415
-
-    try:
-        key = _private_key(args.key)
-        expires_at = _expires_at(args.expires, now=datetime.datetime.now(datetime.UTC))
-        root_digest = _root_digest(args)
-        claim = approval.Claim(
-            model=args.model,
-            version=args.version,
-            root_digest=root_digest,
-            approver=args.approver,
-            reason=args.reason,
-            expires_at=expires_at,
-            namespace=args.namespace,
-        )
-        name = args.name or _approval_name(claim)
-        signed = approval.build(claim, private_key=key, name=name)
-    except reasons.VerificationError as error:
-        print(f"{error.reason}: {error.message}", file=sys.stderr)
-        return 1
-    except errors.InvalidObjectError as error:
-        print(f"{reasons.Reason.INVALID_APPROVAL}: {'; '.join(error.messages)}", file=sys.stderr)
-        return 1
-    body = signed.model_dump(mode="json", exclude_none=True)
-    sys.stdout.write(yaml.safe_dump(body, sort_keys=False, width=100))
-    return 0
+    return approve.run(
+        model=args.model,
+        version=args.version,
+        digest=args.digest,
+        digest_of=args.digest_of,
+        key=args.key,
+        approver=args.approver,
+        namespace=args.namespace,
+        expires=args.expires,
+        reason=args.reason,
+        name=args.name,
+        now=datetime.datetime.now(datetime.UTC),
+    )
 
 
-def _private_key(path: pathlib.Path) -> ec.EllipticCurvePrivateKey:
-    """An unencrypted EC private key from PEM; InvalidKey naming --key otherwise."""
-    from cryptography import exceptions  # noqa: PLC0415
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+def _audit_verify(args: argparse.Namespace) -> int:
+    from modelguard.commands import auditlog  # noqa: PLC0415
 
-    from modelguard.trust import reasons  # noqa: PLC0415
-
-    field = f"--key {str(path)!r}"
-    try:
-        key = serialization.load_pem_private_key(_read(path, what="--key"), password=None)
-    except TypeError:
-        # cryptography says TypeError when the key is encrypted and no password was given.
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_KEY,
-            f"{field} is encrypted; decrypt it (openssl ec -in KEY -out PLAIN) to sign",
-        ) from None
-    except (ValueError, exceptions.UnsupportedAlgorithm) as error:
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_KEY, f"{field} is not a PEM private key: {error}"
-        ) from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_KEY,
-            f"{field} is not an elliptic-curve key (approvers sign with EC P-256/384/521)",
-        )
-    return key
-
-
-_DURATION_UNITS: typing.Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _expires_at(text: str, *, now: datetime.datetime) -> str:
-    """--expires as RFC 3339: a duration from now (30d, 12h, 2w) or a time; InvalidApproval."""
-    from modelguard.api import modelapproval  # noqa: PLC0415
-    from modelguard.trust import reasons  # noqa: PLC0415
-
-    match = re.fullmatch(r"(\d+)([smhdw])", text.strip())
-    if match is not None:
-        when = now + datetime.timedelta(
-            seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        )
-        text = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-    else:
-        try:
-            when = modelapproval.parse_time(text)
-        except ValueError:
-            raise reasons.VerificationError(
-                reasons.Reason.INVALID_APPROVAL,
-                f"--expires {text!r} is neither a duration (30d, 12h, 90m, 2w) nor an RFC 3339 "
-                "time (2030-01-01T00:00:00Z)",
-            ) from None
-    if when <= now:
-        raise reasons.VerificationError(
-            reasons.Reason.INVALID_APPROVAL, f"--expires {text!r} is not in the future"
-        )
-    return text
-
-
-def _root_digest(args: argparse.Namespace) -> str:
-    """--digest checked, or the root digest of --digest-of computed as model_signing does."""
-    from modelguard.api import modelapproval  # noqa: PLC0415
-    from modelguard.trust import digests, folder, reasons  # noqa: PLC0415
-
-    if args.digest is not None:
-        digest: str = args.digest.strip().lower()
-        if not re.fullmatch(modelapproval.ROOT_DIGEST_PATTERN, digest):
-            raise reasons.VerificationError(
-                reasons.Reason.INVALID_APPROVAL,
-                f"--digest {args.digest!r} is not sha256:<64 hex digits>",
-            )
-        return digest
-    model_dir: pathlib.Path = args.digest_of
-    if not model_dir.is_dir():
-        raise reasons.VerificationError(
-            reasons.Reason.UNREADABLE, f"--digest-of {str(model_dir)!r} is not a directory"
-        )
-    files = folder.scan(model_dir, ignore_paths=_MODEL_SIGNING_IGNORED)
-    # model_signing's defaults: files serialization, sha256.
-    resources = folder.hash_files(model_dir, files, hash_type="sha256", shard_size=None)
-    return f"sha256:{digests.root_digest(resources).hex()}"
-
-
-# What `model_signing sign` leaves out by default: git's files, and the signature itself, which
-# the ModelDeployment default (model.sig beside the files) puts inside the model folder.
-_MODEL_SIGNING_IGNORED: typing.Final = (
-    ".git",
-    ".gitattributes",
-    ".github",
-    ".gitignore",
-    "model.sig",
-)
-
-
-def _approval_name(claim: approval.Claim) -> str:
-    """A default object name: model-version-approver, made a valid Kubernetes name."""
-    name = re.sub(r"[^a-z0-9.-]+", "-", f"{claim.model}-{claim.version}-{claim.approver}".lower())
-    return name[:253].strip("-.")
+    return auditlog.verify(file=args.file, key_file=args.key_file)
 
 
 def _add_approve(commands: typing.Any) -> None:
@@ -493,38 +196,6 @@ def _add_approve(commands: typing.Any) -> None:
     approve.set_defaults(handler=_approve)
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    # Imported here, like _verify's: a pure check of text needs neither kopf nor cryptography.
-    from modelguard.audit import chain, keys  # noqa: PLC0415
-
-    try:
-        key = keys.load(args.key_file)
-    except keys.InvalidKey as error:
-        print(error, file=sys.stderr)
-        return 1
-    try:
-        if args.file == "-":
-            result = chain.verify(_decoded(sys.stdin.buffer), key=key)
-        else:
-            with pathlib.Path(args.file).open("rb") as lines:
-                result = chain.verify(_decoded(lines), key=key)
-    except OSError as error:
-        print(f"{args.file}: {error.strerror or error}", file=sys.stderr)
-        return 1
-    if not result.intact:
-        print(result.summary(), file=sys.stderr)
-        return 1
-    print(result.summary())
-    return 0
-
-
-def _decoded(lines: typing.IO[bytes]) -> typing.Iterator[str]:
-    # Invalid UTF-8 must not stop the check: a record holding it then fails its hash, and any
-    # other line is skipped anyway.
-    for raw in lines:
-        yield raw.decode("utf-8", errors="replace")
-
-
 def _add_audit(commands: typing.Any) -> None:
     audit = commands.add_parser("audit", help="the operator's audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
@@ -550,8 +221,10 @@ def _add_audit(commands: typing.Any) -> None:
 
 
 def _fetch_verify(args: argparse.Namespace) -> int:
-    # Imported here, like _run's: the agent needs the sources and the trust layer, not kopf.
-    with _start_up():
+    from modelguard.commands import startup  # noqa: PLC0415
+
+    # The agent needs the sources and the trust layer, not kopf.
+    with startup.frozen_imports():
         from modelguard.agent import fetchverify  # noqa: PLC0415
 
     options = fetchverify.Options(

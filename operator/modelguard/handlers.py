@@ -12,10 +12,10 @@ import kopf
 
 from modelguard import kube
 from modelguard.admission import decisions, serving, webhooks
-from modelguard.api import modelapproval, trustpolicy, v1alpha1
+from modelguard.api import conventions, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
 from modelguard.builders import labels
-from modelguard.reconcile import modeldeployment, schedule, verification
+from modelguard.reconcile import modeldeployment, runtime, schedule, verification
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         await _reconcile_quietly(memo, namespace=namespace, name=name)
 
     memo.scheduler = schedule.Scheduler(run)
-    memo.context = modeldeployment.Context(
+    memo.context = runtime.Context(
         kube=kube_client,
         instance=instance,
         agent_image=agent_image,
@@ -136,7 +136,7 @@ async def managed_child(
 async def _reconcile(memo: kopf.Memo, *, namespace: str, name: str) -> None:
     try:
         await modeldeployment.reconcile(memo.context, namespace=namespace, name=name)
-    except modeldeployment.RetryLater as error:
+    except runtime.RetryLater as error:
         raise kopf.TemporaryError(str(error), delay=5) from error
 
 
@@ -145,7 +145,7 @@ def models_by_policy(
     namespace: str | None, name: str, spec: kopf.Spec, **_: typing.Any
 ) -> dict[str, tuple[str | None, str]]:
     """Which ModelDeployments answer to which TrustPolicy, kept current by kopf's watch."""
-    return {str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME): (namespace, name)}
+    return {str(spec.get("trustPolicy") or conventions.DEFAULT_TRUST_POLICY): (namespace, name)}
 
 
 @kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
-import json
 import typing
 import uuid
 
@@ -28,13 +26,10 @@ import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
 import lightkube.resources.events_v1
 
-from modelguard.api import modelapproval, trustpolicy, v1alpha1
+from modelguard.api import conventions, modelapproval, trustpolicy, v1alpha1
 
 FIELD_MANAGER = "modelguard"
 """The field manager of every write the operator makes, and so the owner of every managed field."""
-
-INTENT_ANNOTATION = f"{v1alpha1.GROUP}/applied-intent"
-"""sha256 of the manifest last applied; equal to the desired one means there is nothing to write."""
 
 REPORTING_CONTROLLER = f"{v1alpha1.GROUP}/operator"
 
@@ -70,42 +65,6 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
-
-
-def wire_safe(value: typing.Any) -> typing.Any:
-    """`value` with every string valid UTF-8: a lone surrogate (which JSON text may carry, from a
-    signature file or an S3 error, but UTF-8 cannot encode) becomes the text of its escape, so
-    that a message quoting it can still be written instead of failing the whole request."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, dict):
-        return {wire_safe(key): wire_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [wire_safe(item) for item in value]
-    return value
-
-
-def intent_hash(manifest: Manifest) -> str:
-    """A stable digest of a desired manifest, excluding the annotation that carries it."""
-    metadata = dict(manifest.get("metadata", {}))
-    annotations = {
-        k: v for k, v in metadata.get("annotations", {}).items() if k != INTENT_ANNOTATION
-    }
-    metadata["annotations"] = annotations
-    canonical = json.dumps(
-        {**manifest, "metadata": metadata}, sort_keys=True, separators=(",", ":")
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def with_intent(manifest: Manifest) -> Manifest:
-    """The manifest with its own intent hash recorded in an annotation."""
-    metadata = dict(manifest.get("metadata", {}))
-    metadata["annotations"] = {
-        **metadata.get("annotations", {}),
-        INTENT_ANNOTATION: intent_hash(manifest),
-    }
-    return {**manifest, "metadata": metadata}
 
 
 def _resource_type(api_version: str, kind: str) -> typing.Any:
@@ -250,7 +209,8 @@ class Kube:
         it: what the operator creates is the operator's, and nothing else is."""
         try:
             created = await self._client.create(
-                lightkube.codecs.from_dict(wire_safe(manifest)), field_manager=FIELD_MANAGER
+                lightkube.codecs.from_dict(conventions.encodable(manifest)),
+                field_manager=FIELD_MANAGER,
             )
         except lightkube.core.exceptions.ApiError as error:
             raise _api_error(error) from error
@@ -260,7 +220,7 @@ class Kube:
         """Replaces the object with exactly `manifest` (which carries the resourceVersion it was
         decided from: a concurrent write makes this fail with 409 rather than be lost); with
         `dry_run` the API server answers what the object would become and stores nothing."""
-        obj = lightkube.codecs.from_dict(wire_safe(manifest))
+        obj = lightkube.codecs.from_dict(conventions.encodable(manifest))
         try:
             replaced = await self._client.replace(obj, field_manager=FIELD_MANAGER, dry_run=dry_run)
         except lightkube.core.exceptions.ApiError as error:
@@ -275,7 +235,7 @@ class Kube:
             apiVersion=v1alpha1.API_VERSION,
             kind=v1alpha1.KIND,
             metadata=lightkube.models.meta_v1.ObjectMeta(name=name, namespace=namespace),
-            status=wire_safe(status),
+            status=conventions.encodable(status),
         )
         try:
             await self._client.apply(
@@ -311,7 +271,7 @@ class Kube:
             reason=reason,
             action=action,
             # The API server caps notes at 1 KiB.
-            note=wire_safe(note[:1024]),
+            note=conventions.encodable(note[:1024]),
             reportingController=REPORTING_CONTROLLER,
             reportingInstance=reporting_instance,
             regarding=lightkube.models.core_v1.ObjectReference(

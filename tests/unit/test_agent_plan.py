@@ -277,7 +277,7 @@ def test_a_renamed_statement_keeps_its_root_digest_so_the_bundle_digest_is_pinne
     plan.check_signature_digest(data, hashlib.sha256(data).digest())
     with pytest.raises(failures.AgentError) as caught:
         plan.check_signature_digest(bundle_bytes(renamed), hashlib.sha256(data).digest())
-    assert caught.value.reason == failures.SIGNATURE_CHANGED
+    assert caught.value.reason == reasons.Reason.SIGNATURE_CHANGED
 
 
 def _names_swapped(model: statement.Statement) -> statement.Statement:

@@ -6,6 +6,7 @@ import datetime
 
 import pytest
 
+from modelguard.api import times, v1alpha1
 from modelguard.reconcile import conditions
 
 EARLIER = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
@@ -14,9 +15,7 @@ READY = conditions.Decision("True", "Available", "2 of 2 replicas available")
 NOT_READY = conditions.Decision("False", "Progressing", "0 of 2 replicas available")
 
 
-def _set(
-    existing: list[conditions.Condition], decision: conditions.Decision
-) -> conditions.Condition:
+def _set(existing: list[v1alpha1.Condition], decision: conditions.Decision) -> v1alpha1.Condition:
     updated = conditions.set_condition(
         existing, type="Ready", decision=decision, observed_generation=3, now=LATER
     )
@@ -25,7 +24,7 @@ def _set(
     return found
 
 
-def _first(decision: conditions.Decision) -> list[conditions.Condition]:
+def _first(decision: conditions.Decision) -> list[v1alpha1.Condition]:
     return conditions.set_condition(
         [], type="Ready", decision=decision, observed_generation=2, now=EARLIER
     )
@@ -49,44 +48,36 @@ def test_transition_time_moves_only_on_flip(
     before: conditions.Decision, after: conditions.Decision, moved: bool
 ) -> None:
     condition = _set(_first(before), after)
-    assert condition["lastTransitionTime"] == conditions.rfc3339(LATER if moved else EARLIER)
-    assert (condition["status"], condition["reason"], condition["message"]) == (
+    assert condition.last_transition_time == times.rfc3339(LATER if moved else EARLIER)
+    assert (condition.status, condition.reason, condition.message) == (
         after.status,
         after.reason,
         after.message,
     )
-    assert condition["observedGeneration"] == 3
+    assert condition.observed_generation == 3
 
 
 def test_other_conditions_are_kept_in_order() -> None:
     existing = [
-        {
-            "type": "Verified",
-            "status": "True",
-            "reason": "Signed",
-            "message": "",
-            "lastTransitionTime": "x",
-        },
+        v1alpha1.Condition(
+            type="Verified", status="True", reason="Signed", message="", last_transition_time="x"
+        ),
         *_first(NOT_READY),
-        {
-            "type": "Isolated",
-            "status": "True",
-            "reason": "Applied",
-            "message": "",
-            "lastTransitionTime": "y",
-        },
+        v1alpha1.Condition(
+            type="Isolated", status="True", reason="Applied", message="", last_transition_time="y"
+        ),
     ]
     updated = conditions.set_condition(
         existing, type="Ready", decision=READY, observed_generation=3, now=LATER
     )
-    assert [c["type"] for c in updated] == ["Verified", "Ready", "Isolated"]
+    assert [c.type for c in updated] == ["Verified", "Ready", "Isolated"]
     assert updated[0] is existing[0]
     assert updated[2] is existing[2]
 
 
 def test_new_condition_is_appended_with_now() -> None:
     updated = _first(READY)
-    assert updated == [
+    assert [c.model_dump(mode="json") for c in updated] == [
         {
             "type": "Ready",
             "status": "True",
@@ -96,3 +87,10 @@ def test_new_condition_is_appended_with_now() -> None:
             "observedGeneration": 2,
         }
     ]
+
+
+def test_a_message_longer_than_the_schema_stores_is_cut() -> None:
+    long = conditions.Decision("False", "ChildConflict", "x" * (v1alpha1.MAX_CONDITION_MESSAGE + 5))
+    (condition,) = _first(long)
+    assert len(condition.message) == v1alpha1.MAX_CONDITION_MESSAGE
+    assert condition.message.endswith("...")

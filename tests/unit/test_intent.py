@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typing
 
-from modelguard import kube
+from modelguard.builders import intent
 
 
 def _manifest(replicas: int = 2, **annotations: str) -> dict[str, typing.Any]:
@@ -23,23 +23,23 @@ def test_same_intent_same_hash_whatever_the_key_order() -> None:
         "kind": "Deployment",
         "apiVersion": "apps/v1",
     }
-    assert kube.intent_hash(_manifest()) == kube.intent_hash(reordered)
+    assert intent.intent_hash(_manifest()) == intent.intent_hash(reordered)
 
 
 def test_any_change_of_intent_changes_the_hash() -> None:
-    assert kube.intent_hash(_manifest(replicas=2)) != kube.intent_hash(_manifest(replicas=3))
-    assert kube.intent_hash(_manifest()) != kube.intent_hash(_manifest(team="a"))
+    assert intent.intent_hash(_manifest(replicas=2)) != intent.intent_hash(_manifest(replicas=3))
+    assert intent.intent_hash(_manifest()) != intent.intent_hash(_manifest(team="a"))
 
 
 def test_the_recorded_hash_does_not_count_itself() -> None:
-    recorded = kube.with_intent(_manifest())
-    annotation = recorded["metadata"]["annotations"][kube.INTENT_ANNOTATION]
-    assert annotation == kube.intent_hash(_manifest())
-    assert kube.intent_hash(recorded) == annotation
-    assert kube.with_intent(recorded) == recorded
+    recorded = intent.with_intent(_manifest())
+    annotation = recorded["metadata"]["annotations"][intent.INTENT_ANNOTATION]
+    assert annotation == intent.intent_hash(_manifest())
+    assert intent.intent_hash(recorded) == annotation
+    assert intent.with_intent(recorded) == recorded
 
 
 def test_with_intent_leaves_the_input_untouched() -> None:
     original = _manifest()
-    kube.with_intent(original)
-    assert kube.INTENT_ANNOTATION not in original["metadata"]["annotations"]
+    intent.with_intent(original)
+    assert intent.INTENT_ANNOTATION not in original["metadata"]["annotations"]

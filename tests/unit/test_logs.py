@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelguard import cli, logs
+from modelguard import logs
+from modelguard.commands import run
 
 # An S3 error message from a tenant's own endpoint: a line that poses as the operator's, and one
 # that poses as an audit record.
@@ -28,7 +29,7 @@ def operator_logging(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.Capt
     """Logging as `modelguard run` configures it, writing to the captured standard error."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, sys.excepthook, threading.excepthook)
-    cli.configure_logging(verbose=False, debug=False)
+    run.configure_logging(verbose=False, debug=False)
     # kopf's handler took sys.stderr as it was during set-up; the test's is captured anew.
     for handler in root.handlers:
         if isinstance(handler, logging.StreamHandler) and type(handler).__module__.startswith(

@@ -71,6 +71,16 @@ def _terminated(code: int, message: str) -> dict[str, typing.Any]:
             id="killed-without-a-message",
         ),
         pytest.param(
+            _pod(state=_terminated(1, "Traceback (most recent call last): boom")),
+            ("AgentFailed", "Traceback (most recent call last): boom", False),
+            id="a-crash-is-no-reason-the-schema-accepts",
+        ),
+        pytest.param(
+            _pod(state=_terminated(1, "A" * 65 + ": too long for a reason")),
+            ("AgentFailed", "A" * 65 + ": too long for a reason", False),
+            id="an-overlong-reason-is-no-reason",
+        ),
+        pytest.param(
             _pod(digest="sha256:" + "cd" * 32, state=_terminated(1, "DigestMismatch: x")),
             None,
             id="pod-of-another-version-says-nothing",

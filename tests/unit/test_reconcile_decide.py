@@ -1,6 +1,7 @@
-"""The pass's decision as a table over observed states: what the integration tests cover, and the
-combinations they do not reach (quarantine while held, a policy unbound while serving, a child
-conflict during a quarantine, what serves revoked while a new version is approved)."""
+"""The pass's decision as tables over observed states: every path the integration tests cover, and
+the combinations they do not reach (a quarantine while a version is held, a policy unbound while
+serving, an approval expiring during a hold, a child conflict during a quarantine, what serves
+revoked while a new version is approved); then what writing the children finds (`conclude`)."""
 
 from __future__ import annotations
 
@@ -12,25 +13,32 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelguard.api import errors, trustpolicy, v1alpha1
-from modelguard.builders import deployment
-from modelguard.reconcile import conditions, modeldeployment, verification
+from modelguard.api import errors, modelapproval, times, trustpolicy, v1alpha1
+from modelguard.builders import deployment, intent
+from modelguard.reconcile import conditions, decide, observations
+from modelguard.trust import approval
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 UID = "md-uid"
+DEPLOYMENT_UID = "deploy-uid"
 AGENT = "registry.example/modelguard@sha256:" + "0" * 64
 SERVING_ROOT = "sha256:" + "a" * 64
 NEW_ROOT = "sha256:" + "b" * 64
-KEY = (
-    ec.generate_private_key(ec.SECP256R1())
-    .public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    .decode()
-)
+SIGNER_KEY = ec.generate_private_key(ec.SECP256R1())
+APPROVER_KEY = ec.generate_private_key(ec.SECP256R1())
 Manifest = dict[str, typing.Any]
+Action = decide.Action
 
 
-def _body(**spec: typing.Any) -> Manifest:
+def _pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def _body(status: Manifest | None = None, **spec: typing.Any) -> Manifest:
     return {
         "apiVersion": "modelguard.dev/v1alpha1",
         "kind": "ModelDeployment",
@@ -40,7 +48,7 @@ def _body(**spec: typing.Any) -> Manifest:
             "serving": {"image": "registry.example/s@sha256:" + "4f" * 32, "replicas": 2},
             **spec,
         },
-        "status": {"activeVersion": "1.4.0"},
+        "status": {"activeVersion": "1.4.0"} if status is None else status,
     }
 
 
@@ -49,7 +57,8 @@ def _policy(*, approvals: int = 1, on_republish: str = "Refuse") -> trustpolicy.
         {
             "metadata": {"name": "default", "uid": "p", "generation": 1},
             "spec": {
-                "signers": [{"name": "release", "publicKey": KEY}],
+                "signers": [{"name": "release", "publicKey": _pem(SIGNER_KEY)}],
+                "approvers": [{"name": "security", "publicKey": _pem(APPROVER_KEY)}],
                 "minApprovals": approvals,
                 "namespaceSelector": {},
                 "onRepublish": on_republish,
@@ -65,11 +74,11 @@ def _verified(
     approvals: int = 1,
     on_republish: str = "Refuse",
     reread_at: datetime.datetime | None = None,
-) -> verification.Outcome:
+) -> observations.Verdict:
     policy = _policy(approvals=approvals, on_republish=on_republish)
-    return verification.Outcome(
+    return observations.Verdict(
         decision=conditions.Decision("True", "SignatureVerified", f"root {root}"),
-        verified=verification.Verified(
+        verified=observations.Verified(
             root_digest=root,
             signature_digest="sha256:" + "c" * 64,
             signers="release",
@@ -87,50 +96,112 @@ def _verified(
     )
 
 
-def _refused(reason: str, *, transient: bool = False) -> verification.Outcome:
-    return verification.Outcome(
+def _refused(reason: str, *, transient: bool = False) -> observations.Verdict:
+    return observations.Verdict(
         decision=conditions.Decision("False", reason, f"{reason}: why"),
         verified=None,
         transient=transient,
+        recheck_after=None if transient else datetime.timedelta(seconds=10),
         policy=None if reason in {"PolicyNotBound", "PolicyNotFound"} else _policy(),
     )
 
 
-def _live_deployment(*, uid: str = "deploy-uid") -> Manifest:
+def _approval(root: str, *, expires: datetime.datetime) -> modelapproval.ModelApproval:
+    return approval.build(
+        approval.Claim(
+            model="bert",
+            version="1.5.0",
+            root_digest=root,
+            approver="security",
+            reason="reviewed",
+            expires_at=times.rfc3339(expires),
+            namespace="team-a",
+        ),
+        private_key=APPROVER_KEY,
+        name="bert-1.5.0-security",
+    )
+
+
+def _live_deployment(
+    root: str = SERVING_ROOT, *, available: int | None = None, current: bool = False
+) -> Manifest:
+    """The model's Deployment pinning `root`; `current`: as the operator last wrote it (its
+    intent recorded), `available`: that many replicas of it available."""
     model = v1alpha1.parse(_body())
     built = deployment.build(
         model,
         artifact=deployment.VerifiedArtifact(
-            root_digest=SERVING_ROOT,
-            signature_digest="sha256:" + "d" * 64,
+            root_digest=root,
+            signature_digest="sha256:" + "c" * 64,
             agent_image=AGENT,
+            # What decide pins for a verified version of 10 bytes.
+            max_bytes=deployment.model_byte_bound(model, signed_bytes=10),
         ),
     )
-    built["metadata"]["uid"] = uid
+    if current:
+        built = intent.with_intent(built)
+    built["metadata"] = {**built["metadata"], "uid": DEPLOYMENT_UID, "generation": 1}
+    if available is not None:
+        built["status"] = {
+            "observedGeneration": 1,
+            "replicas": available,
+            "updatedReplicas": available,
+            "availableReplicas": available,
+        }
     return built
+
+
+def _agent_pod(root: str, *, exit_code: int, message: str, replica_set: str = "rs-uid") -> Manifest:
+    """A pod of `root` whose verifying agent ended as given, controlled by `replica_set`."""
+    return {
+        "metadata": {
+            "name": "m-1",
+            "annotations": {deployment.ROOT_DIGEST_ANNOTATION: root},
+            "ownerReferences": [{"kind": "ReplicaSet", "uid": replica_set, "controller": True}],
+        },
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": deployment.AGENT_CONTAINER,
+                    "state": {"terminated": {"exitCode": exit_code, "message": message}},
+                }
+            ]
+        },
+    }
+
+
+OUR_REPLICA_SET = {
+    "metadata": {
+        "uid": "rs-uid",
+        "ownerReferences": [{"kind": "Deployment", "uid": DEPLOYMENT_UID, "controller": True}],
+    }
+}
 
 
 def _observed(
     *,
     body: Manifest | None = None,
-    outcome: verification.Outcome | None = None,
+    outcome: observations.Verdict | None = None,
     live: Manifest | None = None,
     owned: bool = True,
     revoked: conditions.Decision | None = None,
     foreign: tuple[str, str] | None = None,
-) -> modeldeployment.Observed:
+    approvals: tuple[modelapproval.ModelApproval, ...] = (),
+    pods: tuple[Manifest, ...] = (),
+) -> observations.Observed:
     body = body or _body()
     children = {("Deployment", "m"): live} if live is not None else {}
     if foreign is not None:
         # An object under a child's name, with the model's label, that the operator did not make.
         children[foreign] = {"kind": foreign[0], "metadata": {"name": foreign[1], "uid": "x"}}
-    observed = modeldeployment.Observed(
+    observed = observations.Observed(
         body=body,
+        status=observations.parse_status(body.get("status")),
         namespace_labels={"kubernetes.io/metadata.name": "team-a"},
         children=children,
         owned={("Deployment", "m"): live["metadata"]["uid"]} if live is not None and owned else {},
-        pods=[],
-        replica_sets=[],
+        pods=list(pods),
+        replica_sets=[OUR_REPLICA_SET] if pods else [],
         now=NOW,
     )
     try:
@@ -139,16 +210,24 @@ def _observed(
         return dataclasses.replace(observed, invalid=("spec.serving: bad",))
     if model.spec.quarantine:
         return dataclasses.replace(observed, model=model)
-    return dataclasses.replace(observed, model=model, verification=outcome, revoked=revoked)
+    return dataclasses.replace(
+        observed, model=model, verification=outcome, revoked=revoked, approvals=approvals
+    )
 
 
 REVOKED = conditions.Decision("False", "UntrustedSigner", "signed by ml-release, not trusted")
+TAMPERED = {
+    "reason": "DigestMismatch",
+    "message": "pod m-1: model.bin differs",
+    "generation": 2,
+    "since": "2026-06-01T11:00:00Z",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    observed: modeldeployment.Observed
-    action: modeldeployment.Action
+    observed: observations.Observed
+    action: decide.Action
     ready: tuple[str, str]
     pinned: str | None = None
     """The root digest the children pin, when children are written."""
@@ -157,86 +236,156 @@ class Case:
     """status.quarantine.reason after the pass."""
     ready_says: str = ""
     retry: bool = False
+    verified: tuple[str, str] | None = None
+    approved: tuple[str, str] | None = None
+    recheck_at: datetime.datetime | None = None
 
 
 CASES = {
     "invalid-spec-is-refused": Case(
-        _observed(body=_body(serving={"image": "x"})),
-        modeldeployment.Action.REFUSE,
-        ("False", "InvalidSpec"),
+        _observed(body=_body(serving={"image": "x"})), Action.REFUSE, ("False", "InvalidSpec")
     ),
     "quarantine-on-request-pins-what-serves": Case(
         _observed(body=_body(quarantine=True), live=_live_deployment()),
-        modeldeployment.Action.QUARANTINE,
-        ("", ""),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
         pinned=SERVING_ROOT,
         quarantined=True,
+        ready_says="spec.quarantine is true",
     ),
     "quarantine-on-request-with-nothing-rolled-out": Case(
         _observed(body=_body(quarantine=True)),
-        modeldeployment.Action.QUARANTINE,
+        Action.QUARANTINE,
         ("False", "Quarantined"),
         ready_says="before any version was rolled out",
     ),
     "child-conflict-during-a-quarantine-pins-nothing-of-theirs": Case(
         _observed(body=_body(quarantine=True), live=_live_deployment(), owned=False),
-        modeldeployment.Action.QUARANTINE,
+        Action.QUARANTINE,
         ("False", "Quarantined"),
         ready_says="nothing runs",
     ),
+    "child-conflict-during-a-quarantine-still-stops-what-serves": Case(
+        _observed(
+            body=_body(quarantine=True), live=_live_deployment(), foreign=("ServiceAccount", "m")
+        ),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
+        pinned=SERVING_ROOT,
+        quarantined=True,
+    ),
     "unverified-is-held": Case(
         _observed(outcome=_refused("BadSignature"), live=_live_deployment()),
-        modeldeployment.Action.HOLD,
+        Action.HOLD,
         ("False", "NotVerified"),
         ready_says="1.4.0 keeps serving",
+        verified=("False", "BadSignature"),
+        recheck_at=NOW + datetime.timedelta(seconds=10),
     ),
     "unreachable-source-is-held-and-retried": Case(
         _observed(outcome=_refused("SourceUnreachable", transient=True)),
-        modeldeployment.Action.HOLD,
+        Action.HOLD,
         ("False", "NotVerified"),
         retry=True,
     ),
     "policy-unbound-while-serving-keeps-serving": Case(
-        _observed(outcome=_refused("PolicyNotBound"), live=_live_deployment()),
-        modeldeployment.Action.HOLD,
+        _observed(
+            body=_body(
+                status={
+                    "activeVersion": "1.4.0",
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "Available",
+                            "message": "2 of 2",
+                            "lastTransitionTime": "2026-05-01T00:00:00Z",
+                        }
+                    ],
+                }
+            ),
+            outcome=_refused("PolicyNotBound"),
+            live=_live_deployment(available=2, current=True),
+        ),
+        Action.HOLD,
         ("False", "PolicyNotBound"),
         ready_says="1.4.0 keeps serving",
+        verified=("False", "PolicyNotBound"),
     ),
     "unapproved-is-held": Case(
         _observed(outcome=_verified(NEW_ROOT), live=_live_deployment()),
-        modeldeployment.Action.HOLD,
+        Action.HOLD,
         ("False", "NotApproved"),
         ready_says="1.4.0 keeps serving",
+        approved=("False", "ApprovalMissing"),
     ),
     "approval-gone-while-the-same-bytes-serve-keeps-them": Case(
         _observed(outcome=_verified(SERVING_ROOT), live=_live_deployment()),
-        modeldeployment.Action.ROLL_OUT,
-        ("", ""),
+        Action.ROLL_OUT,
+        ("False", "Progressing"),
         pinned=SERVING_ROOT,
+        approved=("False", "ApprovalMissing"),
+    ),
+    "approved-rolls-out-and-looks-again-when-the-approval-expires": Case(
+        _observed(
+            outcome=_verified(NEW_ROOT),
+            live=_live_deployment(),
+            approvals=(_approval(NEW_ROOT, expires=NOW + datetime.timedelta(hours=1)),),
+        ),
+        Action.ROLL_OUT,
+        ("False", "Progressing"),
+        pinned=NEW_ROOT,
+        ready_says="version 1.5.0 is being applied",
+        approved=("True", "Approved"),
+        recheck_at=NOW + datetime.timedelta(hours=1),
+    ),
+    "approval-expired-during-the-hold-keeps-it-held": Case(
+        _observed(
+            outcome=_verified(NEW_ROOT),
+            live=_live_deployment(),
+            approvals=(_approval(NEW_ROOT, expires=NOW - datetime.timedelta(minutes=1)),),
+        ),
+        Action.HOLD,
+        ("False", "NotApproved"),
+        ready_says="not approved (ApprovalExpired); 1.4.0 keeps serving",
+        approved=("False", "ApprovalExpired"),
+    ),
+    "approval-expired-while-its-bytes-serve-keeps-them-serving": Case(
+        _observed(
+            outcome=_verified(SERVING_ROOT),
+            live=_live_deployment(available=2, current=True),
+            approvals=(_approval(SERVING_ROOT, expires=NOW - datetime.timedelta(minutes=1)),),
+        ),
+        Action.ROLL_OUT,
+        ("True", "Available"),
+        pinned=SERVING_ROOT,
+        approved=("False", "ApprovalExpired"),
     ),
     "a-deployment-someone-else-made-opens-no-gate": Case(
         _observed(outcome=_verified(SERVING_ROOT), live=_live_deployment(), owned=False),
-        modeldeployment.Action.HOLD,
+        Action.HOLD,
         ("False", "NotApproved"),
     ),
     "approved-rolls-out": Case(
         _observed(outcome=_verified(NEW_ROOT, approvals=0), live=_live_deployment()),
-        modeldeployment.Action.ROLL_OUT,
-        ("", ""),
+        Action.ROLL_OUT,
+        ("False", "Progressing"),
         pinned=NEW_ROOT,
+        approved=("True", "Approved"),
     ),
     "revoked-while-held-quarantines-what-serves": Case(
         _observed(outcome=_verified(NEW_ROOT), live=_live_deployment(), revoked=REVOKED),
-        modeldeployment.Action.QUARANTINE,
-        ("", ""),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
         pinned=SERVING_ROOT,
         quarantined=True,
         record="SignerRevoked",
+        ready_says="quarantined automatically: SignerRevoked",
     ),
     "revoked-and-unverified-quarantines-what-serves": Case(
         _observed(outcome=_refused("UntrustedSigner"), live=_live_deployment(), revoked=REVOKED),
-        modeldeployment.Action.QUARANTINE,
-        ("", ""),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
         pinned=SERVING_ROOT,
         quarantined=True,
         record="SignerRevoked",
@@ -245,8 +394,8 @@ CASES = {
         _observed(
             outcome=_verified(NEW_ROOT, approvals=0), live=_live_deployment(), revoked=REVOKED
         ),
-        modeldeployment.Action.ROLL_OUT,
-        ("", ""),
+        Action.ROLL_OUT,
+        ("False", "Progressing"),
         pinned=NEW_ROOT,
     ),
     "someone-elses-object-under-a-child-name-holds-the-whole-rollout": Case(
@@ -255,54 +404,213 @@ CASES = {
             live=_live_deployment(),
             foreign=("Service", "m"),
         ),
-        modeldeployment.Action.HOLD,
+        Action.HOLD,
         ("False", "ChildConflict"),
         ready_says="Service m already exists and is not this ModelDeployment's",
-    ),
-    "child-conflict-during-a-quarantine-still-stops-what-serves": Case(
-        _observed(
-            body=_body(quarantine=True), live=_live_deployment(), foreign=("ServiceAccount", "m")
-        ),
-        modeldeployment.Action.QUARANTINE,
-        ("", ""),
-        pinned=SERVING_ROOT,
-        quarantined=True,
+        recheck_at=NOW + decide.CONFLICT_RECHECK,
     ),
     "broad-access-is-held": Case(
         _observed(
-            body=_body(
-                access={"ingress": [{"namespaceSelector": {}}]},
-            ),
+            body=_body(access={"ingress": [{"namespaceSelector": {}}]}),
             outcome=_verified(NEW_ROOT, approvals=0),
         ),
-        modeldeployment.Action.HOLD,
+        Action.HOLD,
         ("False", "NotIsolated"),
+        ready_says="version 1.5.0 is asking for broader access than allowed",
+    ),
+    "tampering-found-by-our-pod-quarantines": Case(
+        _observed(
+            outcome=_verified(SERVING_ROOT, approvals=0),
+            live=_live_deployment(),
+            pods=(_agent_pod(SERVING_ROOT, exit_code=1, message="DigestMismatch: model.bin"),),
+        ),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
+        pinned=SERVING_ROOT,
+        quarantined=True,
+        record="DigestMismatch",
+        verified=("False", "DigestMismatch"),
+    ),
+    "tampering-claimed-by-a-pod-of-someone-elses-replica-set-counts-for-nothing": Case(
+        _observed(
+            outcome=_verified(SERVING_ROOT, approvals=0),
+            live=_live_deployment(),
+            pods=(
+                _agent_pod(
+                    SERVING_ROOT, exit_code=1, message="DigestMismatch: x", replica_set="forged"
+                ),
+            ),
+        ),
+        Action.ROLL_OUT,
+        ("False", "Progressing"),
+        pinned=SERVING_ROOT,
+        verified=("True", "SignatureVerified"),
+    ),
+    "a-crashing-agent-is-reported-not-taken-for-tampering": Case(
+        _observed(
+            outcome=_verified(SERVING_ROOT, approvals=0),
+            live=_live_deployment(),
+            pods=(_agent_pod(SERVING_ROOT, exit_code=1, message="Traceback (most recent): boom"),),
+        ),
+        Action.ROLL_OUT,
+        ("False", "Progressing"),
+        pinned=SERVING_ROOT,
+        verified=("False", "AgentFailed"),
+    ),
+    "what-audit-mode-admitted-is-reported": Case(
+        _observed(
+            outcome=_verified(SERVING_ROOT, approvals=0),
+            live=_live_deployment(),
+            pods=(_agent_pod(SERVING_ROOT, exit_code=0, message="audit UnsafeFormat: a.pkl"),),
+        ),
+        Action.ROLL_OUT,
+        ("False", "Progressing"),
+        pinned=SERVING_ROOT,
+        verified=("True", "AuditViolations"),
+    ),
+    "automatic-quarantine-goes-on-while-the-next-version-is-held": Case(
+        _observed(
+            body=_body(status={"activeVersion": "1.4.0", "quarantine": TAMPERED}),
+            outcome=_verified(NEW_ROOT),
+            live=_live_deployment(),
+        ),
+        Action.HOLD,
+        ("False", "Quarantined"),
+        record="DigestMismatch",
+        ready_says="quarantined automatically: DigestMismatch: pod m-1: model.bin differs; and "
+        "version 1.5.0 is not approved",
+    ),
+    "quarantine-on-request-while-a-version-is-held-asks-nothing-of-it": Case(
+        _observed(
+            body=_body(quarantine=True, status={"activeVersion": "1.4.0", "quarantine": TAMPERED}),
+            live=_live_deployment(),
+        ),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
+        pinned=SERVING_ROOT,
+        quarantined=True,
+        record="DigestMismatch",
+    ),
+    "an-automatic-quarantine-of-an-earlier-spec-is-lifted-by-the-change": Case(
+        _observed(
+            body=_body(status={"quarantine": {**TAMPERED, "generation": 1}}),
+            outcome=_verified(NEW_ROOT, approvals=0),
+            live=_live_deployment(),
+        ),
+        Action.ROLL_OUT,
+        ("False", "Progressing"),
+        pinned=NEW_ROOT,
     ),
 }
 
 
+def _condition(outcome: decide.Outcome, type: str) -> tuple[str, str] | None:
+    found = conditions.find(outcome.status.conditions, type)
+    return (found.status.value, found.reason) if found is not None else None
+
+
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_decide(case: Case) -> None:
-    plan = modeldeployment.decide(case.observed, agent_image=AGENT)
-    assert plan.action is case.action
-    ready = conditions.find(plan.status.current.get("conditions") or [], "Ready") or {}
-    assert (ready.get("status", ""), ready.get("reason", "")) == case.ready
-    assert case.ready_says in ready.get("message", "")
+    outcome = decide.decide(case.observed, agent_image=AGENT)
+    assert outcome.action is case.action
+    ready = conditions.find(outcome.status.conditions, "Ready")
+    assert ready is not None
+    assert (ready.status.value, ready.reason) == case.ready
+    assert case.ready_says in ready.message
     if case.pinned is None:
-        assert plan.artifact is None
+        assert outcome.artifact is None
+        assert outcome.children == ()
     else:
-        assert plan.artifact is not None
-        assert plan.artifact.root_digest == case.pinned
-        assert plan.model is not None
-        assert plan.model.spec.quarantine is case.quarantined
-    assert (plan.status.current.get("quarantine") or {}).get("reason") == case.record
-    assert (plan.retry is not None) is case.retry
+        assert outcome.artifact is not None
+        assert outcome.artifact.root_digest == case.pinned
+        assert outcome.model is not None
+        assert outcome.model.spec.quarantine is case.quarantined
+        (built,) = [child for child in outcome.children if child["kind"] == "Deployment"]
+        pinned = deployment.artifact_of(built)
+        assert pinned is not None
+        assert pinned.root_digest == case.pinned
+        assert built["spec"]["replicas"] == (0 if case.quarantined else 2)
+    quarantine = outcome.status.quarantine
+    assert (quarantine.reason if quarantine else None) == case.record
+    assert (outcome.retry is not None) is case.retry
+    if case.verified is not None:
+        assert _condition(outcome, "Verified") == case.verified
+    if case.approved is not None:
+        assert _condition(outcome, "Approved") == case.approved
+    if case.recheck_at is not None:
+        assert outcome.recheck_at == case.recheck_at
+    # The status is the api model, and it is what the API server would store.
+    assert isinstance(outcome.status, v1alpha1.ModelDeploymentStatus)
+    written = outcome.status.model_dump(mode="json", exclude_none=True)
+    assert observations.parse_status(written) == outcome.status
+    assert outcome.status.observed_generation == 2
 
 
 def test_decide_reads_no_clock_but_the_observed_one() -> None:
-    plan = modeldeployment.decide(_observed(outcome=_refused("BadSignature")), agent_image=AGENT)
-    (ready,) = [c for c in plan.status.current["conditions"] if c["type"] == "Ready"]
-    assert ready["lastTransitionTime"] == "2026-06-01T12:00:00Z"
+    outcome = decide.decide(_observed(outcome=_refused("BadSignature")), agent_image=AGENT)
+    ready = conditions.find(outcome.status.conditions, "Ready")
+    assert ready is not None
+    assert ready.last_transition_time == "2026-06-01T12:00:00Z"
+
+
+# --- what a pass tells ----------------------------------------------------------------------------
+
+
+def _steady() -> observations.Observed:
+    """A model whose version serves, approved, its children as the operator wrote them, after the
+    pass that saw the rollout complete."""
+    live = _live_deployment(SERVING_ROOT, available=2, current=True)
+    first = _observed(outcome=_verified(SERVING_ROOT, approvals=0), live=live)
+    done = decide.conclude(
+        decide.decide(first, agent_image=AGENT), observations.Applied(deployment=live)
+    )
+    assert _condition(done, "Ready") == ("True", "Available")
+    written = done.status.model_dump(mode="json", exclude_none=True)
+    return _observed(
+        body=_body(status=written), outcome=_verified(SERVING_ROOT, approvals=0), live=live
+    )
+
+
+def test_a_steady_model_is_decided_the_same_and_nothing_is_written_or_told() -> None:
+    outcome = decide.decide(_steady(), agent_image=AGENT)
+    assert outcome.action is Action.ROLL_OUT
+    assert not outcome.status_changed
+    assert outcome.events == []
+    assert outcome.audit_records == []
+
+
+def test_a_rollout_tells_each_decision_once_through_the_one_table() -> None:
+    live = _live_deployment(SERVING_ROOT)
+    outcome = decide.decide(
+        _observed(body=_body(status={}), outcome=_verified(NEW_ROOT, approvals=0), live=live),
+        agent_image=AGENT,
+    )
+    assert [(e.type, e.reason, e.action) for e in outcome.events] == [
+        ("Normal", "SignatureVerified", "Verify"),
+        ("Normal", "WithinPolicy", "Isolate"),
+        ("Normal", "Approved", "Approve"),
+        ("Warning", "Progressing", "Rollout"),
+    ]
+    assert [str(r.decision) for r in outcome.audit_records] == ["Verified", "Approved"]
+    assert outcome.audit_records[0].details == {
+        "version": "1.5.0",
+        "rootDigest": NEW_ROOT,
+        "signer": "release",
+    }
+
+
+def test_quarantine_while_held_is_recorded_once_and_only_with_a_rollout() -> None:
+    # Revoked while 1.5.0 is held: what serves is quarantined, recorded with its trigger.
+    outcome = decide.decide(
+        _observed(outcome=_verified(NEW_ROOT), live=_live_deployment(), revoked=REVOKED),
+        agent_image=AGENT,
+    )
+    assert [(str(r.decision), r.reason) for r in outcome.audit_records] == [
+        ("Verified", "SignatureVerified"),
+        ("ApprovalHeld", "ApprovalMissing"),
+        ("Quarantined", "SignerRevoked"),
+    ]
+    assert outcome.audit_records[-1].details == {"version": "1.5.0", "trigger": "automatic"}
 
 
 # 1.5.0 was verified before with other files than those its signature signs now.
@@ -311,69 +619,203 @@ REREAD_AT = NOW + datetime.timedelta(minutes=5)
 
 
 def _with_digests(*records: dict[str, str]) -> Manifest:
-    body = _body()
-    body["status"]["verifiedDigests"] = list(records)
-    return body
+    return _body(status={"activeVersion": "1.4.0", "verifiedDigests": list(records)})
 
 
 def test_a_first_verification_records_the_versions_digest() -> None:
-    plan = modeldeployment.decide(
+    outcome = decide.decide(
         _observed(outcome=_verified(NEW_ROOT, approvals=0), live=_live_deployment()),
         agent_image=AGENT,
     )
-    assert plan.action is modeldeployment.Action.ROLL_OUT
-    assert [(r["version"], r["rootDigest"]) for r in plan.status.current["verifiedDigests"]] == [
+    assert outcome.action is Action.ROLL_OUT
+    assert [(r.version, r.root_digest) for r in outcome.status.verified_digests or []] == [
         ("1.5.0", NEW_ROOT)
     ]
 
 
 def test_a_version_signing_other_files_is_refused_and_what_serves_keeps_serving() -> None:
-    body = _with_digests(FIRST_SEEN)
-    plan = modeldeployment.decide(
+    outcome = decide.decide(
         _observed(
-            body=body,
+            body=_with_digests(FIRST_SEEN),
             outcome=_verified(NEW_ROOT, approvals=0, reread_at=REREAD_AT),
             live=_live_deployment(),
         ),
         agent_image=AGENT,
     )
-    assert plan.action is modeldeployment.Action.HOLD
-    assert plan.artifact is None
-    verified = conditions.find(plan.status.current["conditions"], "Verified") or {}
-    assert (verified.get("status"), verified.get("reason")) == ("False", "DigestChanged")
-    assert SERVING_ROOT in verified["message"]
-    assert NEW_ROOT in verified["message"]
-    assert plan.status.current["verifiedDigests"] == [FIRST_SEEN]
-    assert "verification" not in plan.status.current
+    assert outcome.action is Action.HOLD
+    assert outcome.artifact is None
+    verified = conditions.find(outcome.status.conditions, "Verified")
+    assert verified is not None
+    assert (verified.status, verified.reason) == ("False", "DigestChanged")
+    assert SERVING_ROOT in verified.message
+    assert NEW_ROOT in verified.message
+    assert [r.model_dump() for r in outcome.status.verified_digests or []] == [FIRST_SEEN]
+    assert outcome.status.verification is None
     # Refused or not, the bundle is read again: it may be restored.
-    assert plan.recheck_at == REREAD_AT
+    assert outcome.recheck_at == REREAD_AT
 
 
-def test_a_republication_the_policy_accepts_is_reported_by_the_plan() -> None:
-    body = _with_digests(FIRST_SEEN)
-    plan = modeldeployment.decide(
+def test_a_republication_the_policy_accepts_is_told_with_the_status() -> None:
+    outcome = decide.decide(
         _observed(
-            body=body,
+            body=_with_digests(FIRST_SEEN),
             outcome=_verified(NEW_ROOT, approvals=0, on_republish="Reapprove"),
             live=_live_deployment(),
         ),
         agent_image=AGENT,
     )
-    assert plan.action is modeldeployment.Action.ROLL_OUT
-    assert plan.artifact is not None
-    assert plan.artifact.root_digest == NEW_ROOT
+    assert outcome.action is Action.ROLL_OUT
+    assert outcome.artifact is not None
+    assert outcome.artifact.root_digest == NEW_ROOT
     # Decided, not written: the audit record and the Event go out with the status write.
-    assert [entry.reason for entry in plan.status.audit] == ["Republished"]
-    assert [entry.reason for entry in plan.status.events] == ["Republished"]
-    assert SERVING_ROOT in plan.status.events[0].message
+    assert [r.reason for r in outcome.audit_records if str(r.decision) == "Republished"] == [
+        "Republished"
+    ]
+    (event,) = [e for e in outcome.events if e.reason == "Republished"]
+    assert (event.type, event.action) == ("Warning", "Verify")
+    assert SERVING_ROOT in event.note
 
 
-def test_a_verified_bundle_is_read_again_when_the_plan_says() -> None:
-    plan = modeldeployment.decide(
+def test_a_verified_bundle_is_read_again_when_the_outcome_says() -> None:
+    outcome = decide.decide(
         _observed(
             outcome=_verified(NEW_ROOT, approvals=0, reread_at=REREAD_AT),
             live=_live_deployment(),
         ),
         agent_image=AGENT,
     )
-    assert plan.recheck_at == REREAD_AT
+    assert outcome.recheck_at == REREAD_AT
+
+
+def test_children_made_by_a_pass_whose_status_write_failed_are_recorded_now() -> None:
+    # The operator created the ServiceAccount, then failed to write the status; this pass holds.
+    observed = dataclasses.replace(
+        _observed(outcome=_verified(NEW_ROOT), live=_live_deployment()),
+        owned={("Deployment", "m"): DEPLOYMENT_UID, ("ServiceAccount", "m"): "sa-uid"},
+    )
+    outcome = decide.decide(observed, agent_image=AGENT)
+    assert outcome.action is Action.HOLD
+    assert [(c.kind, c.name, c.uid) for c in outcome.status.children or []] == [
+        ("Deployment", "m", DEPLOYMENT_UID),
+        ("ServiceAccount", "m", "sa-uid"),
+    ]
+
+
+# --- what writing the children found --------------------------------------------------------------
+
+
+def _rollout() -> decide.Outcome:
+    return decide.decide(
+        _observed(outcome=_verified(NEW_ROOT, approvals=0), live=_live_deployment()),
+        agent_image=AGENT,
+    )
+
+
+def test_ready_follows_the_deployment_the_writes_left_and_new_uids_are_recorded() -> None:
+    written = _live_deployment(NEW_ROOT, available=2, current=True)
+    outcome = decide.conclude(
+        _rollout(),
+        observations.Applied(
+            created={("Service", "m"): "svc-uid"},
+            written=("Service/m", "Deployment/m"),
+            deployment=written,
+        ),
+    )
+    assert _condition(outcome, "Ready") == ("True", "Available")
+    assert outcome.status.active_version == "1.5.0"
+    assert ("Service", "m", "svc-uid") in [
+        (c.kind, c.name, c.uid) for c in outcome.status.children or []
+    ]
+    assert ("Normal", "Applied", "applied Service/m, Deployment/m") in [
+        (e.type, e.reason, e.note) for e in outcome.events
+    ]
+    assert "RolledOut" in [str(r.decision) for r in outcome.audit_records]
+
+
+def test_a_revert_is_told_and_marked_as_done_by_the_writes() -> None:
+    outcome = decide.conclude(
+        _rollout(),
+        observations.Applied(
+            written=("Deployment/m",),
+            reverted=(("Deployment/m", ("kubectl-scale",)),),
+            deployment=_live_deployment(NEW_ROOT, current=True),
+        ),
+    )
+    (record,) = [r for r in outcome.audit_records if str(r.decision) == "DriftReverted"]
+    assert record.written
+    assert record.message == "Deployment/m: reverted what kubectl-scale changed"
+    (event,) = [e for e in outcome.events if e.reason == "DriftReverted"]
+    assert (event.type, event.action, event.written) == ("Warning", "Revert", True)
+
+
+def test_a_child_taken_while_writing_holds_the_rollout_and_looks_again() -> None:
+    outcome = decide.conclude(
+        _rollout(), observations.Applied(conflicts=("Service m already exists",))
+    )
+    ready = conditions.find(outcome.status.conditions, "Ready")
+    assert ready is not None
+    assert (ready.status, ready.reason, ready.message) == (
+        "False",
+        "ChildConflict",
+        "Service m already exists",
+    )
+    assert outcome.recheck_at == NOW + decide.CONFLICT_RECHECK
+    assert outcome.retry is None
+
+
+def test_a_child_taken_during_a_quarantine_stops_what_it_can_and_says_so() -> None:
+    quarantine = decide.decide(
+        _observed(body=_body(quarantine=True), live=_live_deployment()), agent_image=AGENT
+    )
+    outcome = decide.conclude(
+        quarantine,
+        observations.Applied(
+            written=("Deployment/m",),
+            conflicts=("ServiceAccount m already exists",),
+            deployment=_live_deployment(current=True),
+        ),
+    )
+    ready = conditions.find(outcome.status.conditions, "Ready")
+    assert ready is not None
+    assert (ready.status, ready.reason) == ("False", "ChildConflict")
+    assert ready.message.startswith("quarantined as far as the operator's own children go")
+    assert outcome.recheck_at == NOW + decide.CONFLICT_RECHECK
+    # The quarantine itself is recorded, whatever else the writes found.
+    assert [str(r.decision) for r in outcome.audit_records] == ["Quarantined"]
+
+
+def test_a_child_the_api_server_refuses_is_apply_failed_and_retried() -> None:
+    outcome = decide.conclude(
+        _rollout(), observations.Applied(refused="Deployment m: denied by policy")
+    )
+    assert _condition(outcome, "Ready") == ("False", "ApplyFailed")
+    assert outcome.retry == "Deployment m: denied by policy"
+
+
+def test_lifting_a_quarantine_is_recorded_once_from_what_the_writes_left() -> None:
+    status = {
+        "activeVersion": "1.4.0",
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "False",
+                "reason": "Quarantined",
+                "message": "spec.quarantine is true",
+                "lastTransitionTime": "2026-05-01T00:00:00Z",
+            }
+        ],
+    }
+    held = decide.decide(
+        _observed(
+            body=_body(status=status),
+            outcome=_verified(NEW_ROOT, approvals=0),
+            live=_live_deployment(),
+        ),
+        agent_image=AGENT,
+    )
+    outcome = decide.conclude(
+        held, observations.Applied(deployment=_live_deployment(NEW_ROOT, available=2))
+    )
+    lifted = [r for r in outcome.audit_records if str(r.decision) == "QuarantineLifted"]
+    assert len(lifted) == 1
+    assert lifted[0].reason == "SpecChanged"

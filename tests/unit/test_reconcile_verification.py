@@ -12,7 +12,7 @@ import test_trust_verify as helpers
 
 from modelguard import kube
 from modelguard.api import trustpolicy, v1alpha1
-from modelguard.reconcile import verification
+from modelguard.reconcile import observations, verification
 
 
 def _policy(
@@ -60,7 +60,7 @@ def test_a_single_file_signature_is_refused_before_a_pod_is_made(
         assert outcome.verified is not None
 
 
-_SERVING = verification.Serving(
+_SERVING = observations.Serving(
     source_uri="s3://models/m/",
     signature_uri="s3://models/m/model.sig",
     signature_digest="sha256:" + "11" * 32,

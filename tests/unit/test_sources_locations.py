@@ -123,7 +123,7 @@ def test_safe_names(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "says"),
     [
-        pytest.param("", "empty name", id="empty"),
+        pytest.param("", "is empty", id="empty"),
         pytest.param("/etc/passwd", "absolute", id="absolute"),
         pytest.param("../secret", "'..'", id="parent"),
         pytest.param("a/../../b", "'..'", id="parent-inside"),

@@ -46,7 +46,7 @@ def _statement(**changes: typing.Any) -> dict[str, typing.Any]:
         pytest.param("../secret", "'..'", id="dotdot"),
         pytest.param("a/../../b", "'..'", id="inner-dotdot"),
         pytest.param("a\\b", "backslash", id="backslash"),
-        pytest.param("a\x00b", "NUL", id="nul"),
+        pytest.param("a\x00b", "control character", id="nul"),
         pytest.param("a//b", "normalised", id="empty-component"),
         pytest.param("./a", "normalised", id="dot-component"),
         pytest.param("", "empty", id="empty"),

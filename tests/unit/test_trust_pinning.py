@@ -8,6 +8,7 @@ import typing
 import pytest
 
 from modelguard.api import trustpolicy, v1alpha1
+from modelguard.reconcile import observations
 from modelguard.trust import pinning, reasons
 
 A = "sha256:" + "a" * 64
@@ -177,22 +178,28 @@ def test_the_version_in_use_goes_first_and_the_oldest_unused_are_forgotten() -> 
     assert [r.version for r in again.records] == ["1.4.0", "0.0", "0.1", "0.2"]
 
 
+def _read(raw: dict[str, typing.Any]) -> v1alpha1.ModelDeploymentStatus:
+    return observations.parse_status(raw)
+
+
 def test_records_read_back_leniently() -> None:
     written = [
-        _record().to_status(),
+        _record().to_status().model_dump(),
         {"model": "sentiment-bert", "version": "1.4.0", "rootDigest": B},  # a duplicate
         {"version": "2.0"},
-        "not an object",
-        _record("1.3.0").to_status(),
+        _record("1.3.0").to_status().model_dump(),
     ]
-    status = {"verifiedDigests": written, "verification": {"version": "2.0", "rootDigest": B}}
+    status = _read({"verifiedDigests": written, "verification": {"version": "2.0"}})
     assert pinning.from_status(status, model="sentiment-bert") == (_record(), _record("1.3.0"))
-    assert pinning.from_status({}, model="sentiment-bert") == ()
-    assert pinning.from_status({"verifiedDigests": "junk"}, model="sentiment-bert") == ()
+    assert pinning.from_status(_read({}), model="sentiment-bert") == ()
+    # What does not parse at all is left out, not the rest of the status.
+    junk = _read({"verifiedDigests": "junk", "activeVersion": "1.4.0"})
+    assert pinning.from_status(junk, model="sentiment-bert") == ()
+    assert junk.active_version == "1.4.0"
 
 
 def test_a_status_from_before_the_records_stands_for_its_last_verified_version() -> None:
     older = {"verification": {"version": "1.4.0", "rootDigest": A, "verifiedAt": EARLIER}}
-    records = pinning.from_status(older, model="sentiment-bert")
+    records = pinning.from_status(_read(older), model="sentiment-bert")
     assert records == (_record(),)
     assert _decide(digest=B, records=records).violation is not None

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelguard import cli
 from modelguard.api import trustpolicy, v1alpha1
-from modelguard.reconcile import verification
+from modelguard.reconcile import observations, verification
 from modelguard.trust import bundle, digests, signatures
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -244,7 +244,7 @@ async def test_models_verified_at_once_hold_no_more_bundles_than_there_are_slots
 
     check = verification._verify
 
-    def checked(*args: typing.Any, **kwargs: typing.Any) -> verification.Outcome:
+    def checked(*args: typing.Any, **kwargs: typing.Any) -> observations.Verdict:
         try:
             return check(*args, **kwargs)
         finally:

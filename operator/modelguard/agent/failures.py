@@ -10,8 +10,6 @@ import typing
 
 INVALID_ARGUMENT: typing.Final = "InvalidArgument"
 DESTINATION_ERROR: typing.Final = "DestinationError"
-# The signature file's bytes differ from those the operator verified (--signature-digest).
-SIGNATURE_CHANGED: typing.Final = "SignatureChanged"
 
 
 class AgentError(Exception):

@@ -49,7 +49,7 @@ def check_signature_digest(signature_file: bytes, pinned: bytes) -> None:
     actual = hashlib.sha256(signature_file).digest()
     if actual != pinned:
         raise failures.AgentError(
-            failures.SIGNATURE_CHANGED,
+            str(reasons.Reason.SIGNATURE_CHANGED),
             f"the signature file hashes to sha256:{actual.hex()}, the pod pins "
             f"sha256:{pinned.hex()} (it changed since the operator verified it)",
         )

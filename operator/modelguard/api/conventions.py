@@ -71,6 +71,28 @@ class Spec(Wire):
 
 
 class Status(Wire):
-    """What the operator writes: read leniently, so an older operator can read a newer status."""
+    """What the operator writes: read leniently, so an older operator can read a newer status.
+
+    A status quotes outside text (a signature's key hint, an S3 error, an agent's message); a lone
+    surrogate in it, which UTF-8 cannot carry and pydantic refuses, becomes the text of its escape
+    rather than failing the whole status.
+    """
 
     model_config = pydantic.ConfigDict(extra="ignore")
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: typing.Any) -> typing.Any:
+        return encodable(data)
+
+
+def encodable(value: typing.Any) -> typing.Any:
+    """`value` with every string valid UTF-8: a lone surrogate becomes the text of its escape
+    (`\\udc80`); dicts and lists are walked, anything else is returned as it is."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {encodable(key): encodable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [encodable(item) for item in value]
+    return value

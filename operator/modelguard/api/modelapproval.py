@@ -17,7 +17,7 @@ import typing
 
 import pydantic
 
-from modelguard.api import conventions, errors, v1alpha1
+from modelguard.api import conventions, errors, times, v1alpha1
 
 KIND: typing.Final = "ModelApproval"
 PLURAL: typing.Final = "modelapprovals"
@@ -43,7 +43,7 @@ def _base64(value: str) -> str:
 
 
 def _rfc3339(value: str) -> str:
-    parse_time(value)
+    times.parse(value)
     return value
 
 
@@ -58,17 +58,6 @@ Timestamp = typing.Annotated[
     pydantic.AfterValidator(_rfc3339),
     pydantic.Field(json_schema_extra={"format": "date-time"}),
 ]
-
-
-def parse_time(value: str) -> datetime.datetime:
-    """An RFC 3339 time with its offset (Z or +hh:mm); ValueError for anything else."""
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("must be an RFC 3339 time such as 2025-07-01T00:00:00Z") from None
-    if parsed.tzinfo is None:
-        raise ValueError("must be an RFC 3339 time with an offset (Z or +hh:mm)")
-    return parsed
 
 
 class Signature(conventions.Spec):
@@ -128,7 +117,7 @@ class ModelApprovalSpec(conventions.Spec):
 
     def expires(self) -> datetime.datetime:
         """expiresAt as an aware datetime."""
-        return parse_time(self.expires_at)
+        return times.parse(self.expires_at)
 
 
 class ModelApprovalStatus(conventions.Status):

@@ -38,31 +38,100 @@ CONDITION_TYPES: typing.Final = (
     CONDITION_READY,
 )
 
-# Reasons the reconcile decides itself (CamelCase); the verification's own come from
-# trust/reasons.py and the sources' errors.
+# Condition reasons the operator decides itself (CamelCase). A refusal of the signature, the
+# source or an approval carries the trust layer's or the source's own reason (trust/reasons.py,
+# sources/errors.py), listed in docs/status.md.
+
+# Ready: the summary.
+REASON_AVAILABLE: typing.Final = "Available"
+"""Ready: every replica of the version is updated and available."""
+REASON_SCALED_TO_ZERO: typing.Final = "ScaledToZero"
+"""Ready: spec.serving.replicas is 0 and the Deployment is scaled to zero."""
+REASON_PROGRESSING: typing.Final = "Progressing"
+"""Ready: the Deployment is rolling the version out."""
+REASON_ROLLOUT_STALLED: typing.Final = "RolloutStalled"
+"""Ready: the Deployment exceeded its progress deadline."""
+REASON_NOT_VERIFIED: typing.Final = "NotVerified"
+"""Ready: the spec's version is held, its signature not verified (Verified says why)."""
+REASON_NOT_APPROVED: typing.Final = "NotApproved"
+"""Ready: the spec's version is held for want of approvals (Approved says why)."""
+REASON_NOT_ISOLATED: typing.Final = "NotIsolated"
+"""Ready: the spec's version is held, asking for broader network access than allowed."""
 REASON_POLICY_NOT_BOUND: typing.Final = "PolicyNotBound"
 """Verified and Ready: the TrustPolicy the model names does not bind the model's namespace."""
 REASON_CHILD_CONFLICT: typing.Final = "ChildConflict"
 """Ready: a child's name is taken by an object the operator did not make for this model."""
-REASON_SIGNER_REVOKED: typing.Final = "SignerRevoked"
-"""status.quarantine: the artifact that serves is no longer accepted by the current policy."""
-REASON_NOT_VERIFIED: typing.Final = "NotVerified"
-"""Ready: the spec's version is held, its signature not verified (Verified says why)."""
-REASON_NOT_ISOLATED: typing.Final = "NotIsolated"
-"""Ready: the spec's version is held, asking for broader network access than allowed."""
-REASON_NOT_APPROVED: typing.Final = "NotApproved"
-"""Ready: the spec's version is held for want of approvals (Approved says why)."""
+REASON_APPLY_FAILED: typing.Final = "ApplyFailed"
+"""Ready: the API server refused a child (an admission policy, a quota)."""
 REASON_QUARANTINED: typing.Final = "Quarantined"
 """Ready: scaled to zero with its network cut, through the spec or automatically."""
 REASON_INVALID_SPEC: typing.Final = "InvalidSpec"
 """Ready: the spec cannot be acted upon (what the schema could not refuse)."""
-REASON_APPLY_FAILED: typing.Final = "ApplyFailed"
-"""Ready: the API server refused a child (an admission policy, a quota)."""
+READY_REASONS: typing.Final = (
+    REASON_AVAILABLE,
+    REASON_SCALED_TO_ZERO,
+    REASON_PROGRESSING,
+    REASON_ROLLOUT_STALLED,
+    REASON_NOT_VERIFIED,
+    REASON_NOT_APPROVED,
+    REASON_NOT_ISOLATED,
+    REASON_POLICY_NOT_BOUND,
+    REASON_CHILD_CONFLICT,
+    REASON_APPLY_FAILED,
+    REASON_QUARANTINED,
+    REASON_INVALID_SPEC,
+)
+
+# Verified: the signature of the spec's version, and what the pods' agents found.
+REASON_SIGNATURE_VERIFIED: typing.Final = "SignatureVerified"
+"""Verified: the signature verifies under the bound TrustPolicy."""
+REASON_AUDIT_VIOLATIONS: typing.Final = "AuditViolations"
+"""Verified: admitted by a TrustPolicy in Audit mode despite violations, which the message lists."""
+REASON_POLICY_NOT_FOUND: typing.Final = "PolicyNotFound"
+"""Verified: the TrustPolicy the model names does not exist."""
+REASON_CREDENTIALS_FORBIDDEN: typing.Final = "CredentialsForbidden"
+"""Verified: the operator may not read the source's credentials Secret (no RoleBinding)."""
+REASON_CREDENTIALS_NOT_FOUND: typing.Final = "CredentialsNotFound"
+"""Verified: the source's credentials Secret does not exist."""
+REASON_AGENT_FAILED: typing.Final = "AgentFailed"
+"""Verified: a pod's verifying agent failed without a reason of its own."""
+VERIFIED_REASONS: typing.Final = (
+    REASON_SIGNATURE_VERIFIED,
+    REASON_AUDIT_VIOLATIONS,
+    REASON_POLICY_NOT_FOUND,
+    REASON_POLICY_NOT_BOUND,
+    REASON_CREDENTIALS_FORBIDDEN,
+    REASON_CREDENTIALS_NOT_FOUND,
+    REASON_AGENT_FAILED,
+)
+
+# Approved and Isolated.
+REASON_APPROVED: typing.Final = "Approved"
+"""Approved: enough valid ModelApprovals name the verified root digest."""
 REASON_WITHIN_POLICY: typing.Final = "WithinPolicy"
 """Isolated: the network access asked for is within the TrustPolicy's limits."""
 REASON_OPENED_BY_NETWORK_POLICY: typing.Final = "OpenedByNetworkPolicy"
 """Isolated: a NetworkPolicy the operator did not make selects the model's pods and allows what
 the TrustPolicy's spec.network would refuse (NetworkPolicies add up)."""
+APPROVED_REASONS: typing.Final = (REASON_APPROVED,)
+ISOLATED_REASONS: typing.Final = (REASON_WITHIN_POLICY,)
+
+# What the operator did that no condition shows: Event reasons (and audit reasons) of their own.
+REASON_APPLIED: typing.Final = "Applied"
+"""Event: children were created or replaced with the operator's intent."""
+REASON_DRIFT_REVERTED: typing.Final = "DriftReverted"
+"""Event: a child someone else changed was made the operator's intent again."""
+REASON_REPUBLISHED: typing.Final = "Republished"
+"""Event and audit record: a version's signature signs other files now, accepted."""
+EVENT_REASONS: typing.Final = (REASON_APPLIED, REASON_DRIFT_REVERTED, REASON_REPUBLISHED)
+REASON_CHANGED_BY_ANOTHER_MANAGER: typing.Final = "ChangedByAnotherManager"
+"""Audit record of a revert: a field manager other than the operator wrote to the child."""
+REASON_SPEC_QUARANTINE: typing.Final = "SpecQuarantine"
+"""Audit record of a quarantine asked for by spec.quarantine."""
+REASON_SPEC_CHANGED: typing.Final = "SpecChanged"
+"""Audit record of a quarantine lifted by a change of the spec."""
+REASON_SIGNER_REVOKED: typing.Final = "SignerRevoked"
+"""status.quarantine and its audit record: what serves is no longer accepted by the policy."""
 
 # Upper bounds on lists that carry CEL rules: the API server refuses a CRD whose rules it cannot
 # bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
@@ -99,6 +168,7 @@ CONDITION_TYPE_PATTERN: typing.Final = (
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
 CONDITION_REASON_PATTERN: typing.Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+MAX_CONDITION_MESSAGE: typing.Final = 32768
 
 ImageDigest = typing.Annotated[
     str,
@@ -529,13 +599,16 @@ class Condition(conventions.Status):
     """True, False or Unknown."""
 
     reason: str = pydantic.Field(pattern=CONDITION_REASON_PATTERN, min_length=1, max_length=1024)
-    """Why the condition last changed, in CamelCase. Ready: Available, Progressing,
-    NotVerified, NotApproved, NotIsolated, PolicyNotBound, ChildConflict, ApplyFailed,
-    Quarantined or InvalidSpec. Verified: SignatureVerified, AuditViolations, or why not
-    (UntrustedSigner, PolicyNotBound, DigestMismatch, ...). Approved: Approved, or why not.
+    """Why the condition last changed, in CamelCase. Ready: Available, ScaledToZero,
+    Progressing, RolloutStalled, NotVerified, NotApproved, NotIsolated, PolicyNotBound,
+    ChildConflict, ApplyFailed, Quarantined or InvalidSpec. Verified: SignatureVerified,
+    AuditViolations, or why not: PolicyNotFound, PolicyNotBound, CredentialsForbidden,
+    CredentialsNotFound, AgentFailed, or the signature's, the source's or a
+    pod's agent's own reason (UntrustedSigner, DigestMismatch, SourceUnreachable, ...; all in
+    docs/status.md). Approved: Approved, or why not (ApprovalMissing, TooFewApprovals, ...).
     Isolated: WithinPolicy or BroadAccessRefused."""
 
-    message: str = pydantic.Field(max_length=32768)
+    message: str = pydantic.Field(max_length=MAX_CONDITION_MESSAGE)
     """Human-readable detail."""
 
     last_transition_time: str = pydantic.Field(json_schema_extra={"format": "date-time"})

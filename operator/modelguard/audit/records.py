@@ -20,6 +20,7 @@ import json
 import math
 import typing
 
+from modelguard.api import times
 from modelguard.audit import keys
 
 API_VERSION: typing.Final = "audit.modelguard.dev/v1"
@@ -125,11 +126,6 @@ def safe(value: typing.Any, *, depth: int = 0) -> typing.Any:
     return safe(text)
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    """UTC with milliseconds: records made within one second still read in order."""
-    return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def seal(
     *,
     seq: int,
@@ -147,7 +143,8 @@ def seal(
         "apiVersion": API_VERSION,
         "kind": KIND,
         "seq": seq,
-        "time": rfc3339(time),
+        # Milliseconds: records made within one second still read in order.
+        "time": times.rfc3339(time, precision="milliseconds"),
         "decision": safe(str(decision)),
         "reason": safe(reason),
         "message": safe(message),

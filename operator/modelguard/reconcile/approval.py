@@ -1,5 +1,5 @@
 """The approval gate: may a verified version roll out, going by the signed ModelApprovals of its
-namespace and the approvers of its TrustPolicy?
+namespace and the approvers of its TrustPolicy? (pure; observe.py reads the approvals)
 
 An approval that expires or is deleted while its version serves does not stop the traffic: the
 version keeps serving, `Approved=False` says why, and the next rollout is blocked.
@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import logging
-import typing
 
-from modelguard import kube
-from modelguard.api import errors, modelapproval, v1alpha1
-from modelguard.reconcile import conditions, verification
-from modelguard.trust import approval
-
-logger = logging.getLogger(__name__)
+from modelguard.api import modelapproval, times, v1alpha1
+from modelguard.reconcile import conditions, observations
+from modelguard.trust import approval, reasons
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,29 +20,17 @@ class Gate:
     decision: conditions.Decision
     """The Approved condition."""
     may_roll_out: bool
-    record: dict[str, typing.Any] | None
+    record: v1alpha1.ApprovalStatus | None
     """status.approval, when approved."""
     recheck_at: datetime.datetime | None
     """When the earliest counted approval expires: the gate must be evaluated again then."""
-
-
-async def observe(kube_client: kube.Kube, *, namespace: str) -> list[modelapproval.ModelApproval]:
-    """The readable ModelApprovals of `namespace` (approvals only ever count in their own)."""
-    approvals = []
-    for body in await kube_client.list_model_approvals(namespace=namespace):
-        try:
-            approvals.append(modelapproval.parse(body))
-        except errors.InvalidObjectError as error:
-            # The CRD schema refuses most of this; an unreadable approval counts for nothing.
-            logger.warning("ModelApproval %s ignored: %s", body["metadata"]["name"], error)
-    return approvals
 
 
 def decide(
     approvals: list[modelapproval.ModelApproval],
     *,
     model: v1alpha1.ModelDeployment,
-    verified: verification.Verified,
+    verified: observations.Verified,
     serving_digest: str | None,
     now: datetime.datetime,
 ) -> Gate:
@@ -63,19 +46,21 @@ def decide(
     )
     if decided.approved:
         expires = decided.expires_at
-        until = f" until {conditions.rfc3339(expires)}" if expires else ""
+        until = f" until {times.rfc3339(expires)}" if expires else ""
         who = ", ".join(decided.approvers) or "nobody (the policy requires no approval)"
         return Gate(
-            decision=conditions.Decision("True", "Approved", f"approved by {who}{until}"),
+            decision=conditions.Decision(
+                "True", v1alpha1.REASON_APPROVED, f"approved by {who}{until}"
+            ),
             may_roll_out=True,
-            record={
-                "approvers": list(decided.approvers),
-                **({"expiresAt": conditions.rfc3339(expires)} if expires else {}),
-            },
+            record=v1alpha1.ApprovalStatus(
+                approvers=list(decided.approvers),
+                expires_at=times.rfc3339(expires) if expires else None,
+            ),
             recheck_at=expires,
         )
     violation = decided.violation
-    reason = str(violation.reason) if violation else "ApprovalMissing"
+    reason = str(violation.reason if violation else reasons.Reason.APPROVAL_MISSING)
     message = violation.message if violation else "no valid approval"
     # The same bytes already serve: never kill traffic over an approval; block the next rollout.
     serving = serving_digest == verified.root_digest

@@ -1,5 +1,5 @@
-"""Status conditions as Kubernetes conventions want them: one per type, and a lastTransitionTime
-that moves only when the status flips (pure functions, no I/O)."""
+"""Status conditions as Kubernetes conventions want them: one per type, a lastTransitionTime that
+moves only when the status flips, and the generation they were decided for (pure, no I/O)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ import dataclasses
 import datetime
 import typing
 
-Condition = dict[str, typing.Any]
-
-
-# The reason of a Verified=True that a TrustPolicy in Audit mode admitted despite violations.
-AUDIT_VIOLATIONS: typing.Final = "AuditViolations"
+from modelguard.api import times, v1alpha1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,40 +19,41 @@ class Decision:
     message: str
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def set_condition(
-    conditions: typing.Sequence[Condition],
+    conditions: typing.Sequence[v1alpha1.Condition],
     *,
     type: str,
     decision: Decision,
     observed_generation: int,
     now: datetime.datetime,
-) -> list[Condition]:
+) -> list[v1alpha1.Condition]:
     """The conditions with `type` set to `decision`; other types are kept in their order."""
-    previous = next((c for c in conditions if c.get("type") == type), None)
+    previous = find(conditions, type)
+    status = v1alpha1.ConditionStatus(decision.status)
     transition = (
-        previous["lastTransitionTime"]
-        if previous is not None
-        and previous.get("status") == decision.status
-        and previous.get("lastTransitionTime")
-        else rfc3339(now)
+        previous.last_transition_time
+        if previous is not None and previous.status == status and previous.last_transition_time
+        else times.rfc3339(now)
     )
-    updated: Condition = {
-        "type": type,
-        "status": decision.status,
-        "reason": decision.reason,
-        "message": decision.message,
-        "lastTransitionTime": transition,
-        "observedGeneration": observed_generation,
-    }
-    result = [c if c.get("type") != type else updated for c in conditions]
+    updated = v1alpha1.Condition(
+        type=type,
+        status=status,
+        reason=decision.reason,
+        message=_fit(decision.message),
+        last_transition_time=transition,
+        observed_generation=observed_generation,
+    )
+    result = [c if c.type != type else updated for c in conditions]
     if previous is None:
         result.append(updated)
     return result
 
 
-def find(conditions: typing.Sequence[Condition], type: str) -> Condition | None:
-    return next((c for c in conditions if c.get("type") == type), None)
+def find(conditions: typing.Sequence[v1alpha1.Condition], type: str) -> v1alpha1.Condition | None:
+    return next((c for c in conditions if c.type == type), None)
+
+
+def _fit(message: str) -> str:
+    """`message` cut to what the schema stores: joined refusals of many children can be longer."""
+    limit = v1alpha1.MAX_CONDITION_MESSAGE
+    return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -12,28 +12,35 @@ false tampering record in the audit log.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
+from modelguard.api import v1alpha1
 from modelguard.builders import deployment
+from modelguard.trust import reasons
 
 Manifest = dict[str, typing.Any]
 
+# A condition reason as the schema accepts it, and short: the agent writes CamelCase words.
+_REASON: typing.Final = re.compile(v1alpha1.CONDITION_REASON_PATTERN)
+_MAX_REASON: typing.Final = 64
 # How the agent starts each violation it admitted under Audit (fetchverify.run).
 _AUDIT_PREFIX: typing.Final = "audit "
 # The artifact differs from what was signed and verified: never retried into service.
 TAMPERING: typing.Final = frozenset(
-    {
-        "DigestMismatch",
-        "MissingFile",
-        "UnexpectedFile",
-        "UnsafePath",
-        "UnsafeFormat",
-        "RootDigestMismatch",
-        "SignatureChanged",
-        "MalformedBundle",
-        "MalformedStatement",
-        "WrongPayloadType",
-    }
+    str(reason)
+    for reason in (
+        reasons.Reason.DIGEST_MISMATCH,
+        reasons.Reason.MISSING_FILE,
+        reasons.Reason.UNEXPECTED_FILE,
+        reasons.Reason.UNSAFE_PATH,
+        reasons.Reason.UNSAFE_FORMAT,
+        reasons.Reason.ROOT_DIGEST_MISMATCH,
+        reasons.Reason.SIGNATURE_CHANGED,
+        reasons.Reason.MALFORMED_BUNDLE,
+        reasons.Reason.MALFORMED_STATEMENT,
+        reasons.Reason.WRONG_PAYLOAD_TYPE,
+    )
 )
 
 
@@ -56,11 +63,15 @@ def agent_refusals(pods: typing.Iterable[Manifest], *, root_digest: str) -> list
     found: list[Refusal] = []
     for pod, terminated in _agent_exits(pods, root_digest=root_digest):
         if terminated.get("exitCode", 0) != 0:
-            reason, _, message = str(terminated.get("message") or "").partition(":")
+            text = str(terminated.get("message") or "")
+            reason, _, message = text.partition(":")
+            if len(reason) > _MAX_REASON or not _REASON.fullmatch(reason.strip()):
+                # Not the agent's `REASON: message` line (a crash, say): all of it is the message.
+                reason, message = v1alpha1.REASON_AGENT_FAILED, text
             found.append(
                 Refusal(
                     pod=pod["metadata"]["name"],
-                    reason=reason.strip() or "AgentFailed",
+                    reason=reason.strip(),
                     message=message.strip() or f"exit code {terminated['exitCode']}",
                     controller=controller_uid(pod, kind="ReplicaSet"),
                 )

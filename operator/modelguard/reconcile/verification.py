@@ -28,8 +28,8 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 
 from modelguard import kube, sources
-from modelguard.api import errors, trustpolicy, v1alpha1
-from modelguard.reconcile import binding, conditions
+from modelguard.api import errors, times, trustpolicy, v1alpha1
+from modelguard.reconcile import binding, conditions, observations
 from modelguard.sources import credentials
 from modelguard.sources import errors as source_errors
 from modelguard.trust import bundle, reasons, verify
@@ -146,56 +146,7 @@ FETCH_DEADLINE: typing.Final = datetime.timedelta(seconds=20)
 """The longest a control-plane fetch of one signature bundle may take, connection included."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Verified:
-    """A model version whose signatures the policy accepts."""
-
-    root_digest: str
-    """"sha256:<hex>", pinned into the pod for the agent."""
-    signature_digest: str
-    """"sha256:<hex>" of the signature file verified: the root digest binds the file digests but
-    not their names, so the pod must read this very bundle, not a rewritten one."""
-    signers: str
-    subject_name: str
-    """The statement's subject[0].name: model_signing writes the signed folder's name."""
-    files: int
-    bytes: int | None
-    verified_at: str
-    allow_formats: tuple[str, ...]
-    """The code-capable format families the policy allows, for the pod's agent."""
-    audit_formats: bool
-    """The policy's enforcement is Audit: the pod's agent admits, and reports, code-capable
-    files it does not allow."""
-    audit: tuple[reasons.Violation, ...]
-    """Violations admitted because the policy's enforcement is Audit."""
-    policy: trustpolicy.TrustPolicySpec
-    """The policy it was verified under; its approvers decide the approval gate."""
-    source_endpoint: str | None = None
-    """The S3 endpoint the policy binds the source to (None: AWS S3, or not an s3:// source)."""
-    signature_endpoint: str | None = None
-    """The same for the signature bundle."""
-    source_private_addresses: bool = False
-    """The policy's source for spec.model.source admits private addresses."""
-    signature_private_addresses: bool = False
-    """The same for the signature bundle."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    decision: conditions.Decision
-    verified: Verified | None
-    transient: bool = False
-    """True when retrying soon may succeed (the source was unreachable)."""
-    recheck_after: datetime.timedelta | None = None
-    """When to look at the bundle again, for a refusal that a change at the source (not in the
-    cluster) could lift."""
-    policy: trustpolicy.TrustPolicy | None = None
-    """The bound policy it was decided under, when there is one: what serves is judged by it too."""
-    reread_at: datetime.datetime | None = None
-    """For a verified bundle: when to read it again, to see whether it was replaced."""
-
-
-_Store = collections.OrderedDict[tuple[str, ...], "Outcome"]
+_Store = collections.OrderedDict[tuple[str, ...], observations.Verdict]
 
 
 class Cache:
@@ -228,8 +179,8 @@ class Cache:
 
     @staticmethod
     def _get(
-        store: collections.OrderedDict[tuple[str, ...], Outcome], key: tuple[str, ...]
-    ) -> Outcome | None:
+        store: collections.OrderedDict[tuple[str, ...], observations.Verdict], key: tuple[str, ...]
+    ) -> observations.Verdict | None:
         found = store.get(key)
         if found is not None:
             store.move_to_end(key)
@@ -237,9 +188,9 @@ class Cache:
 
     @staticmethod
     def _put(
-        store: collections.OrderedDict[tuple[str, ...], Outcome],
+        store: collections.OrderedDict[tuple[str, ...], observations.Verdict],
         key: tuple[str, ...],
-        value: Outcome,
+        value: observations.Verdict,
     ) -> None:
         store[key] = value
         store.move_to_end(key)
@@ -256,26 +207,26 @@ async def verify_model(
     now: datetime.datetime,
     credentials_role: str,
     namespace_labels: typing.Mapping[str, str] | None,
-) -> Outcome:
+) -> observations.Verdict:
     """Verifies the signature bundle of `model` against its TrustPolicy, which must bind the
     model's namespace (whose labels are `namespace_labels`), in one of `slots`."""
     policy_name = model.spec.trust_policy
     body = await kube_client.get_trust_policy(policy_name)
     if body is None:
         return _refused(
-            "PolicyNotFound",
+            v1alpha1.REASON_POLICY_NOT_FOUND,
             f'spec.trustPolicy: TrustPolicy "{policy_name}" does not exist; a security owner '
             "creates it (kubectl explain trustpolicy.spec)",
         )
     try:
         policy = trustpolicy.parse(body)
     except errors.InvalidObjectError as error:
-        return _refused("InvalidPolicy", f'TrustPolicy "{policy_name}": {error}')
+        return _refused(str(reasons.Reason.INVALID_POLICY), f'TrustPolicy "{policy_name}": {error}')
     unbound = binding.check(
         policy, name=policy_name, namespace=model.namespace, labels=namespace_labels
     )
     if unbound is not None:
-        return Outcome(unbound, None)
+        return observations.Verdict(unbound, None)
     outcome = await _verify_under(
         kube_client,
         model,
@@ -297,7 +248,7 @@ async def _verify_under(
     slots: Slots,
     now: datetime.datetime,
     credentials_role: str,
-) -> Outcome:
+) -> observations.Verdict:
     settings, secret_version, refusal = await _source_settings(
         kube_client, model, credentials_role=credentials_role
     )
@@ -410,7 +361,7 @@ def _verify(
     signature_digest: str,
     namespace: str,
     now: datetime.datetime,
-) -> Outcome:
+) -> observations.Verdict:
     try:
         signed = verify.verify_signatures(
             signature_file,
@@ -440,20 +391,22 @@ def _verify(
         message += "; admitted under Audit despite: " + "; ".join(
             f"{v.reason}: {v.message}" for v in signed.audit
         )
-    return Outcome(
+    return observations.Verdict(
         decision=conditions.Decision(
             "True",
-            conditions.AUDIT_VIOLATIONS if signed.audit else "SignatureVerified",
+            v1alpha1.REASON_AUDIT_VIOLATIONS
+            if signed.audit
+            else v1alpha1.REASON_SIGNATURE_VERIFIED,
             message,
         ),
-        verified=Verified(
+        verified=observations.Verified(
             root_digest=root,
             signature_digest=signature_digest,
             signers=signers,
             subject_name=statement.model_name,
             files=len(sizes),
             bytes=total,
-            verified_at=conditions.rfc3339(now),
+            verified_at=times.rfc3339(now),
             allow_formats=policy.spec.formats.allowed(),
             audit_formats=policy.spec.enforcement is trustpolicy.Enforcement.AUDIT,
             audit=signed.audit,
@@ -464,7 +417,7 @@ def _verify(
 
 async def _source_settings(
     kube_client: kube.Kube, model: v1alpha1.ModelDeployment, *, credentials_role: str
-) -> tuple[credentials.SourceSettings | None, str, Outcome | None]:
+) -> tuple[credentials.SourceSettings | None, str, observations.Verdict | None]:
     secret_name = model.spec.model.source.credentials_secret
     if not secret_name:
         return None, "", None
@@ -476,7 +429,7 @@ async def _source_settings(
                 None,
                 "",
                 _refused(
-                    "CredentialsForbidden",
+                    v1alpha1.REASON_CREDENTIALS_FORBIDDEN,
                     f"spec.model.source.credentialsSecret: the operator may not read Secret "
                     f'"{secret_name}"; grant it with a RoleBinding in namespace {model.namespace} '
                     f"to the ClusterRole {credentials_role} (docs/chart.md)",
@@ -488,7 +441,7 @@ async def _source_settings(
             None,
             "",
             _refused(
-                "CredentialsNotFound",
+                v1alpha1.REASON_CREDENTIALS_NOT_FOUND,
                 f'spec.model.source.credentialsSecret: Secret "{secret_name}" does not exist in '
                 f"namespace {model.namespace}",
             ),
@@ -536,29 +489,17 @@ async def _fetch_bundle(
         ) from None
 
 
-@dataclasses.dataclass(frozen=True)
-class Serving:
-    """The artifact a live Deployment of the model runs, as pinned in it."""
-
-    source_uri: str
-    signature_uri: str
-    signature_digest: str
-    root_digest: str
-    signature_endpoint: str | None = None
-    """The S3 endpoint the pods' agent reads the bundle from (None: AWS S3, or not s3://)."""
-
-
 async def verify_serving(
     kube_client: kube.Kube,
     model: v1alpha1.ModelDeployment,
     *,
-    serving: Serving,
+    serving: observations.Serving,
     policy: trustpolicy.TrustPolicy,
     cache: Cache,
     slots: Slots,
     now: datetime.datetime,
     credentials_role: str,
-) -> Outcome:
+) -> observations.Verdict:
     """Judges what serves (not what the spec names) under the current policy: its bundle, fetched
     from where the pod's agent reads it, must be the pinned one and still verify. Decided once per
     (bundle, policy generation), so only a policy change fetches it again."""
@@ -620,7 +561,7 @@ async def verify_serving(
             # Not the bundle that serves any more (uploaded again at its URI): nothing to judge it
             # by here; the pods' agents refuse it when they next start (SignatureChanged).
             return _refused(
-                "SignatureChanged",
+                str(reasons.Reason.SIGNATURE_CHANGED),
                 f"{serving.signature_uri}: holds {digest}, not the serving "
                 f"{serving.signature_digest}",
                 transient=True,
@@ -639,7 +580,7 @@ async def verify_serving(
         )
     if outcome.verified is not None and outcome.verified.root_digest != serving.root_digest:
         outcome = _refused(
-            "RootDigestMismatch",
+            str(reasons.Reason.ROOT_DIGEST_MISMATCH),
             f"{serving.signature_uri} signs {outcome.verified.root_digest}, the pods run "
             f"{serving.root_digest}",
         )
@@ -647,7 +588,9 @@ async def verify_serving(
     return outcome
 
 
-def _refused(reason: str, message: str, *, transient: bool = False) -> Outcome:
+def _refused(reason: str, message: str, *, transient: bool = False) -> observations.Verdict:
     if len(message) > _MAX_MESSAGE:
         message = message[: _MAX_MESSAGE - 3] + "..."
-    return Outcome(conditions.Decision("False", reason, message), None, transient=transient)
+    return observations.Verdict(
+        conditions.Decision("False", reason, message), None, transient=transient
+    )

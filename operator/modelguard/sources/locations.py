@@ -18,16 +18,12 @@ import dataclasses
 import re
 import urllib.parse
 
-from modelguard.api import uripaths
+from modelguard.api import filenames, uripaths
 from modelguard.sources import errors
-
-# S3's own limit on key length, in UTF-8 bytes.
-MAX_NAME_BYTES = 1024
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # A PersistentVolumeClaim name is a DNS-1123 subdomain.
 _CLAIM = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,28 +60,10 @@ Location = S3Location | HttpLocation | PvcLocation
 
 def check_name(name: str) -> str:
     """Returns `name` if it is a safe relative file name, else raises UnsafePath."""
-    problem = _name_problem(name)
+    problem = filenames.problem(name)
     if problem:
-        raise errors.UnsafePath(f"{_shown(name)}: {problem}")
+        raise errors.UnsafePath(f"{_shown(name)} {problem}")
     return name
-
-
-def _name_problem(name: str) -> str | None:
-    if not name:
-        return "empty name"
-    if "\\" in name:
-        return "backslashes are not path separators here"
-    if _CONTROL.search(name):
-        return "control characters"
-    if name.startswith("/"):
-        return "absolute path"
-    if len(name.encode("utf-8", errors="surrogatepass")) > MAX_NAME_BYTES:
-        return f"longer than {MAX_NAME_BYTES} bytes"
-    for segment in name.split("/"):
-        # After ";params" are dropped and percent-decoding: what some servers do with a name.
-        if uripaths.dot_segment(segment):
-            return f"path segment {_shown(segment)} reads as empty, '.', '..' or only dots"
-    return None
 
 
 def _shown(name: str) -> str:
@@ -99,9 +77,9 @@ def _folder(path: str, *, uri: str) -> str:
     path = path.strip("/")
     if not path:
         return ""
-    problem = _name_problem(path)
+    problem = filenames.problem(path)
     if problem:
-        raise errors.UnsafePath(f"{_shown(uri)}: {problem}")
+        raise errors.UnsafePath(f"{_shown(uri)}: its path {problem}")
     return path + "/"
 
 

@@ -20,7 +20,7 @@ import typing
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelguard.api import modelapproval, trustpolicy, v1alpha1
+from modelguard.api import modelapproval, times, trustpolicy, v1alpha1
 from modelguard.trust import bundle, reasons, signatures, statement
 
 PREDICATE_TYPE: typing.Final = "https://modelguard.dev/approval/v1"
@@ -47,7 +47,7 @@ class Claim:
     namespace: str
 
     def expires(self) -> datetime.datetime:
-        return modelapproval.parse_time(self.expires_at)
+        return times.parse(self.expires_at)
 
     def statement(self) -> dict[str, typing.Any]:
         """The in-toto Statement v1 that is signed."""

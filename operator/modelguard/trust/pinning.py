@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-import pydantic
-
 from modelguard.api import trustpolicy, v1alpha1
 from modelguard.trust import reasons
 
@@ -33,13 +31,10 @@ class Record:
     root_digest: str
     since: str
 
-    def to_status(self) -> dict[str, str]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "rootDigest": self.root_digest,
-            "since": self.since,
-        }
+    def to_status(self) -> v1alpha1.VerifiedDigest:
+        return v1alpha1.VerifiedDigest(
+            model=self.model, version=self.version, root_digest=self.root_digest, since=self.since
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,31 +51,27 @@ class Decision:
     """What accepted the re-publication: the spec's pin or the policy's onRepublish."""
 
 
-def from_status(status: typing.Mapping[str, typing.Any], *, model: str) -> tuple[Record, ...]:
-    """The records in a status read back (leniently: an entry we cannot read is dropped).
+def from_status(status: v1alpha1.ModelDeploymentStatus, *, model: str) -> tuple[Record, ...]:
+    """The records in a status read back (an entry missing a field is dropped).
 
     A status written before records were kept has only status.verification, the last verified
     version of `model`: it stands as that version's record, so a substitution made before the
     upgrade is not recorded as the first verification.
     """
-    items = status.get("verifiedDigests")
-    last = status.get("verification")
-    if items is None and isinstance(last, dict):
-        items = [
-            {
-                "model": model,
-                "version": last.get("version"),
-                "rootDigest": last.get("rootDigest"),
-                "since": last.get("verifiedAt"),
-            }
+    entries = status.verified_digests
+    last = status.verification
+    if entries is None and last is not None:
+        entries = [
+            v1alpha1.VerifiedDigest(
+                model=model,
+                version=last.version,
+                root_digest=last.root_digest,
+                since=last.verified_at,
+            )
         ]
     found: list[Record] = []
     seen: set[tuple[str | None, str | None]] = set()
-    for item in items if isinstance(items, list) else []:
-        try:
-            entry = v1alpha1.VerifiedDigest.model_validate(item)
-        except pydantic.ValidationError:
-            continue
+    for entry in entries or []:
         key = (entry.model, entry.version)
         if entry.model and entry.version and entry.root_digest and key not in seen:
             seen.add(key)

@@ -70,6 +70,8 @@ class Reason(enum.StrEnum):
     """The model's files exceed the byte bound (spec.model.maxBytes, or the signed sizes)."""
     UNSAFE_FORMAT = "UnsafeFormat"
     """A pickle-based file (code runs when it is loaded) the policy does not allow."""
+    SIGNATURE_CHANGED = "SignatureChanged"
+    """The signature file at its URI is not the one verified and pinned (its SHA-256 differs)."""
     ROOT_DIGEST_PIN_MISMATCH = "RootDigestPinMismatch"
     """The signature signs other files than the root digest spec.model.rootDigest pins."""
     DIGEST_CHANGED = "DigestChanged"

@@ -1,5 +1,6 @@
-"""Which decisions a reconcile records, from the status before and after it: a decision made
-anew is recorded once; the same decision made again records nothing."""
+"""What a pass tells, from the status before and after it and its notes: a decision made anew is
+recorded once, a flip posts one Event, the same decision made again tells nothing; Events and
+audit records come from one table."""
 
 from __future__ import annotations
 
@@ -7,27 +8,35 @@ import typing
 
 import pytest
 
+from modelguard.api import v1alpha1
 from modelguard.audit import records
-from modelguard.reconcile import auditing, conditions
+from modelguard.reconcile import conditions, reports
 
 Manifest = dict[str, typing.Any]
+Status = v1alpha1.ModelDeploymentStatus
 
 
-def _status(*conds: tuple[str, str, str, int], **fields: typing.Any) -> Manifest:
-    return {
-        "conditions": [
-            {
-                "type": type,
-                "status": status,
-                "reason": reason,
-                "message": f"{type} {reason}",
-                "observedGeneration": generation,
-                "lastTransitionTime": "2030-01-01T00:00:00Z",
-            }
-            for type, status, reason, generation in conds
-        ],
-        **fields,
-    }
+def _status(*conds: tuple[str, str, str, int], **fields: typing.Any) -> Status:
+    return _typed(
+        {
+            "conditions": [
+                {
+                    "type": type,
+                    "status": status,
+                    "reason": reason,
+                    "message": f"{type} {reason}",
+                    "observedGeneration": generation,
+                    "lastTransitionTime": "2030-01-01T00:00:00Z",
+                }
+                for type, status, reason, generation in conds
+            ],
+            **fields,
+        }
+    )
+
+
+def _typed(raw: Manifest) -> Status:
+    return v1alpha1.ModelDeploymentStatus.model_validate(raw)
 
 
 VERIFIED = ("Verified", "True", "SignatureVerified", 1)
@@ -40,7 +49,7 @@ VERIFICATION = {"version": "1.4.0", "rootDigest": "sha256:" + "ab" * 32, "signer
     ("previous", "current", "expected"),
     [
         pytest.param(
-            {},
+            _status(),
             _status(VERIFIED, APPROVED, ("Ready", "False", "Progressing", 1)),
             ["Verified", "Approved"],
             id="first-reconcile-verifies-and-approves",
@@ -104,9 +113,9 @@ VERIFICATION = {"version": "1.4.0", "rootDigest": "sha256:" + "ab" * 32, "signer
     ],
 )
 def test_decisions_made_anew_are_recorded(
-    previous: Manifest, current: Manifest, expected: list[str]
+    previous: Status, current: Status, expected: list[str]
 ) -> None:
-    entries = auditing.from_conditions(previous, current, version="1.4.0")
+    entries = reports.audit_records(previous, current, [], version="1.4.0")
     assert [str(entry.decision) for entry in entries] == expected
     for entry in entries:
         assert entry.details["version"] == "1.4.0"
@@ -115,7 +124,7 @@ def test_decisions_made_anew_are_recorded(
 def test_details_say_what_was_verified_approved_and_rolled_out() -> None:
     approval = {"approvers": ["security"], "expiresAt": "2030-02-01T00:00:00Z"}
     current = _status(VERIFIED, APPROVED, READY, verification=VERIFICATION, approval=approval)
-    verified, approved, rolled_out = auditing.from_conditions({}, current, version="1.4.0")
+    verified, approved, rolled_out = reports.audit_records(_status(), current, [], version="1.4.0")
     assert verified.details == {
         "version": "1.4.0",
         "rootDigest": VERIFICATION["rootDigest"],
@@ -143,14 +152,16 @@ PROGRESSING = conditions.Decision("False", "Progressing", "1 of 2 replicas updat
         pytest.param(
             _status(READY),
             QUARANTINED,
-            {"reason": "DigestMismatch", "message": "pod m-1: model.bin differs"},
+            v1alpha1.QuarantineStatus(
+                reason="DigestMismatch", message="pod m-1: model.bin differs"
+            ),
             ("Quarantined", "DigestMismatch"),
             id="tampering",
         ),
         pytest.param(
             _status(READY),
             QUARANTINED,
-            {"reason": "SignerRevoked", "message": "UntrustedSigner: ..."},
+            v1alpha1.QuarantineStatus(reason="SignerRevoked", message="UntrustedSigner: ..."),
             ("Quarantined", "SignerRevoked"),
             id="revoked-signer",
         ),
@@ -174,18 +185,21 @@ PROGRESSING = conditions.Decision("False", "Progressing", "1 of 2 replicas updat
     ],
 )
 def test_quarantine_and_its_lifting_are_recorded_once(
-    previous: Manifest,
+    previous: Status,
     ready: conditions.Decision,
-    automatic: dict[str, str] | None,
+    automatic: v1alpha1.QuarantineStatus | None,
     expected: tuple[str, str] | None,
 ) -> None:
-    entry = auditing.quarantine_change(
+    note = reports.quarantine_change(
         previous, ready=ready, automatic=automatic, generation=2, version="1.4.0"
     )
     if expected is None:
-        assert entry is None
+        assert note is None
         return
-    assert entry is not None
+    assert note is not None
+    # A note tells its record; Ready's flip is its Event.
+    assert reports.events(previous, previous, [note]) == []
+    (entry,) = reports.audit_records(previous, previous, [note], version="1.4.0")
     assert (str(entry.decision), entry.reason) == expected
     assert entry.details["version"] == "1.4.0"
     if entry.decision is records.Decision.QUARANTINED:
@@ -193,3 +207,89 @@ def test_quarantine_and_its_lifting_are_recorded_once(
         assert entry.details["trigger"] == ("automatic" if automatic else "spec.quarantine")
     else:
         assert "generation 2" in entry.message
+
+
+# --- one table: an Event and a record of the same change come from the same row -------------------
+
+FLIPS = {
+    "verified": (("Verified", "True", "SignatureVerified", 1), "Normal", "Verify", "Verified"),
+    "audit-violations-warn": (
+        ("Verified", "True", "AuditViolations", 1),
+        "Warning",
+        "Verify",
+        "Verified",
+    ),
+    "refused": (
+        ("Verified", "False", "UntrustedSigner", 1),
+        "Warning",
+        "Verify",
+        "VerificationRefused",
+    ),
+    "approved": (("Approved", "True", "Approved", 1), "Normal", "Approve", "Approved"),
+    "held": (("Approved", "False", "ApprovalMissing", 1), "Warning", "Approve", "ApprovalHeld"),
+    "broad-access": (
+        ("Isolated", "False", "BroadAccessRefused", 1),
+        "Warning",
+        "Isolate",
+        "BroadAccessRefused",
+    ),
+    "within-policy": (("Isolated", "True", "WithinPolicy", 1), "Normal", "Isolate", None),
+    "rolled-out": (("Ready", "True", "Available", 1), "Normal", "Rollout", "RolledOut"),
+    "not-ready": (("Ready", "False", "NotApproved", 1), "Warning", "Rollout", None),
+}
+
+
+@pytest.mark.parametrize(("condition", "type", "action", "decision"), FLIPS.values(), ids=FLIPS)
+def test_a_new_condition_tells_as_its_row_says(
+    condition: tuple[str, str, str, int], type: str, action: str, decision: str | None
+) -> None:
+    current = _status(condition)
+    (event,) = reports.events(_status(), current, [])
+    assert (event.type, event.reason, event.action) == (type, condition[2], action)
+    assert event.note == f"{condition[0]} {condition[2]}"
+    told = reports.audit_records(_status(), current, [], version="1.4.0")
+    assert [str(record.decision) for record in told] == ([decision] if decision else [])
+
+
+def test_a_reason_that_changes_without_a_flip_is_recorded_but_posts_no_event() -> None:
+    previous = _status(("Approved", "False", "ApprovalMissing", 1))
+    current = _status(("Approved", "False", "ApprovalExpired", 1))
+    assert reports.events(previous, current, []) == []
+    assert [r.reason for r in reports.audit_records(previous, current, [], version="1")] == [
+        "ApprovalExpired"
+    ]
+
+
+def test_notes_tell_as_their_rows_say_and_what_the_writes_did_is_marked() -> None:
+    notes = [
+        reports.applied(["Deployment/m", "Service/m"]),
+        reports.drift_reverted(child="Deployment/m", managers=["kubectl-edit"]),
+        reports.republished(
+            model="bert",
+            version="1",
+            replaced="sha256:a",
+            root_digest="sha256:b",
+            accepted_by="spec.model.rootDigest",
+            approvals_needed=False,
+        ),
+    ]
+    events = reports.events(_status(), _status(), notes)
+    assert [(e.type, e.reason, e.action, e.written) for e in events] == [
+        ("Normal", "Applied", "Apply", True),
+        ("Warning", "DriftReverted", "Revert", True),
+        ("Warning", "Republished", "Verify", False),
+    ]
+    told = reports.audit_records(_status(), _status(), notes, version="1")
+    assert [(str(r.decision), r.reason, r.written) for r in told] == [
+        ("DriftReverted", "ChangedByAnotherManager", True),
+        ("Republished", "Republished", False),
+    ]
+    assert told[0].details == {"child": "Deployment/m", "managers": ["kubectl-edit"]}
+
+
+def test_every_decision_the_operator_records_has_a_row() -> None:
+    tabled = {row.audit for row in [*reports.CONDITIONS.values(), *reports.HAPPENINGS.values()]}
+    made_elsewhere = {records.Decision.AUDIT_CHAIN_STARTED, records.Decision.RECORD_FAILED}
+    assert set(records.Decision) - made_elsewhere <= tabled
+    assert set(reports.Happening) == set(reports.HAPPENINGS)
+    assert {str(h) for h in reports.Happening} >= set(v1alpha1.EVENT_REASONS)

@@ -1,0 +1,68 @@
+"""`modelguard run`: the operator itself: its audit key loaded, its logging set up, then kopf
+running the handlers (which importing `handlers` registers)."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import typing
+
+import kopf
+
+# Importing handlers registers them with kopf.
+from modelguard import handlers, logs  # noqa: F401
+from modelguard.admission import serving
+from modelguard.audit import keys
+
+
+def run(
+    *,
+    namespaces: typing.Sequence[str],
+    liveness: str | None,
+    audit_log: str,
+    audit_key_file: pathlib.Path | None,
+    verify_concurrency: int,
+    webhook: serving.Options,
+    verbose: bool,
+    debug: bool,
+) -> int:
+    """Runs the operator until it is stopped; SystemExit with the reason when it cannot start.
+    No `namespaces`: every namespace."""
+    if audit_key_file is None:
+        raise SystemExit(
+            "--audit-key-file (or MODELGUARD_AUDIT_KEY_FILE) is required: the installation's"
+            " audit key, 32 or more random bytes (the chart mounts its Secret); without it no"
+            " audit record could be told from forged text"
+        )
+    try:
+        audit_key = keys.load(audit_key_file)
+    except keys.InvalidKey as error:
+        raise SystemExit(str(error)) from None
+    configure_logging(verbose=verbose, debug=debug)
+    kopf.run(
+        memo=kopf.Memo(
+            webhook=webhook,
+            audit_log=audit_log,
+            audit_key=audit_key,
+            verify_concurrency=verify_concurrency,
+        ),
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
+        liveness_endpoint=liveness,
+        # One replica for now; kopf peering for 2+ replicas needs its peering CRD (a later release).
+        standalone=True,
+    )
+    return 0
+
+
+def configure_logging(*, verbose: bool, debug: bool) -> None:
+    """kopf's log format on standard error, every line escaped: what a log line quotes (an S3
+    error, an object's name, a traceback) never starts a line of its own."""
+    kopf.configure(verbose=verbose, debug=debug, log_prefix=True)
+    logs.escape_handlers(logging.getLogger())
+    # lightkube's HTTP stack logs every request at debug level; our own lines are what matter.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # One access line per admission request is noise at hundreds per second, and costs time.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").addFilter(serving.DenialLogFilter())

@@ -1,0 +1,51 @@
+"""What a reconcile needs from the operator process that runs it (`Context`), and the one failure
+it hands back to it (`RetryLater`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import typing
+
+from modelguard import kube
+from modelguard.audit import sink
+from modelguard.reconcile import verification
+
+_T = typing.TypeVar("_T")
+
+
+class RetryLater(Exception):
+    """A failure worth retrying with backoff: the API server refused or was unreachable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every reconcile needs from the process that runs it."""
+
+    kube: kube.Kube
+    instance: str
+    """This operator replica's name, reported on the Events it posts."""
+    agent_image: str
+    """The image of the verifying init container: the operator's own, pinned by digest."""
+    credentials_role: str
+    """The ClusterRole a namespace binds to let the operator read its storage credentials."""
+    audit: sink.Sink
+    """Where every decision is recorded, hash-chained."""
+    verification_cache: verification.Cache = dataclasses.field(default_factory=verification.Cache)
+    verification_slots: verification.Slots = dataclasses.field(default_factory=verification.Slots)
+    """How many signature files may be fetched and verified at once (--verify-concurrency)."""
+    recheck: typing.Callable[[str, str, datetime.datetime], None] = lambda *_: None
+    """Asks for this model to be reconciled again at a time (when an approval expires)."""
+    created: dict[tuple[str, str], dict[tuple[str, str], str]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Children this process created whose uid the model's status may not hold yet (its write
+    failed): per (namespace, model), (kind, name) -> uid. Dropped once the status holds them."""
+
+
+async def call(awaitable: typing.Awaitable[_T]) -> _T:
+    """The API server's answer; RetryLater when it refuses or cannot be reached."""
+    try:
+        return await awaitable
+    except kube.ApiError as error:
+        raise RetryLater(f"API server refused: {error.reason}: {error.message}") from error
