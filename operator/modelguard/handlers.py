@@ -165,6 +165,19 @@ def models_by_namespace(namespace: str | None, name: str, **_: typing.Any) -> di
     return {namespace: name}
 
 
+@kopf.on.event(
+    "networking.k8s.io", "v1", "networkpolicies", labels={labels.MANAGED_BY: kopf.ABSENT}
+)
+async def network_policy_changed(
+    namespace: str | None, memo: kopf.Memo, **kwargs: typing.Any
+) -> None:
+    """Someone else's NetworkPolicy appeared, changed or went: it may open (or stop opening) the
+    pods of the namespace's models, which are reconciled again."""
+    index: kopf.Index[str | None, str] = kwargs["models_by_namespace"]
+    if namespace is not None:
+        memo.scheduler.fan_out((namespace, model) for model in index.get(namespace, []))
+
+
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any) -> None:
     """A namespace's labels may have changed which TrustPolicies bind it: its models are

@@ -347,7 +347,8 @@ def network_policy(
     refuse is refused when written: NetworkPolicies add up, so it would widen the model's own.
 
     `models` are the namespace's ModelDeployments and `policies` their TrustPolicies, from the
-    operator's cache; a model whose policy is not there is not judged. Only a changed spec is
+    operator's cache; a model whose policy is not there is not judged here (the reconcile reports
+    such NetworkPolicies too: Isolated=False/OpenedByNetworkPolicy). Only a changed spec is
     judged: relabelling, or the garbage collector orphaning one, is not blocked by a policy
     tightened since.
     """
