@@ -112,5 +112,6 @@ bench: venv tools packages ## benchmarks: figures printed next to a reference me
 	PYTHONPATH=hack $(BIN)/python benchmarks/certificate_verify.py
 	$(BIN)/python benchmarks/format_classify.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/webhook_latency.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/owned_objects_policy.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/hostile_bundles.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/api_requests.py --baseline 23ee173
