@@ -110,8 +110,11 @@ REASON_APPROVED: typing.Final = "Approved"
 """Approved: enough valid ModelApprovals name the verified root digest."""
 REASON_WITHIN_POLICY: typing.Final = "WithinPolicy"
 """Isolated: the network access asked for is within the TrustPolicy's limits."""
+REASON_OPENED_BY_NETWORK_POLICY: typing.Final = "OpenedByNetworkPolicy"
+"""Isolated: a NetworkPolicy the operator did not make selects the model's pods and allows what
+the TrustPolicy's spec.network would refuse (NetworkPolicies add up)."""
 APPROVED_REASONS: typing.Final = (REASON_APPROVED,)
-ISOLATED_REASONS: typing.Final = (REASON_WITHIN_POLICY,)
+ISOLATED_REASONS: typing.Final = (REASON_WITHIN_POLICY, REASON_OPENED_BY_NETWORK_POLICY)
 
 # What the operator did that no condition shows: Event reasons (and audit reasons) of their own.
 REASON_APPLIED: typing.Final = "Applied"
@@ -603,7 +606,9 @@ class Condition(conventions.Status):
     CredentialsNotFound, AgentFailed, or the signature's, the source's or a
     pod's agent's own reason (UntrustedSigner, DigestMismatch, SourceUnreachable, ...; all in
     docs/status.md). Approved: Approved, or why not (ApprovalMissing, TooFewApprovals, ...).
-    Isolated: WithinPolicy or BroadAccessRefused."""
+    Isolated: WithinPolicy, BroadAccessRefused (the spec asks for more than its TrustPolicy
+    allows) or OpenedByNetworkPolicy (someone else's NetworkPolicy opens the model's pods
+    beyond it)."""
 
     message: str = pydantic.Field(max_length=MAX_CONDITION_MESSAGE)
     """Human-readable detail."""
