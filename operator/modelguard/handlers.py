@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import os
@@ -15,7 +16,7 @@ from modelguard.admission import decisions, serving, webhooks
 from modelguard.api import conventions, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
 from modelguard.builders import labels
-from modelguard.reconcile import modeldeployment, runtime, schedule, verification
+from modelguard.reconcile import checkpoints, modeldeployment, runtime, schedule, verification
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     audit_log: str = memo.get("audit_log") or sink.STANDARD_OUTPUT
     # Opened last: a retried startup would otherwise start an empty segment per attempt.
     try:
-        audit = sink.open_log(audit_log, instance=instance, key=memo.audit_key)
+        memo.publisher = await checkpoints.start(
+            kube_client,
+            audit_log=audit_log,
+            instance=instance,
+            signer=memo.audit_signer,
+            cadence=memo.audit_cadence,
+            namespace=memo.audit_namespace,
+            prefix=memo.audit_prefix,
+        )
     except OSError as error:
         # Decisions nobody could audit afterwards are not taken: refuse to start.
         raise kopf.PermanentError(f"--audit-log {audit_log!r}: {error}") from error
+    audit = memo.publisher.audit
 
     async def run(namespace: str, name: str) -> None:
         await _reconcile_quietly(memo, namespace=namespace, name=name)
@@ -99,7 +109,16 @@ _MAX_REREAD_SECONDS: typing.Final = 86400
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: typing.Any) -> None:
     memo.scheduler.close()
+    # The segment's last record and checkpoint; the pod's grace period bounds the wait.
+    try:
+        async with asyncio.timeout(_CHECKPOINT_GRACE_SECONDS):
+            await memo.publisher.stop()
+    except TimeoutError:
+        memo.publisher.log_unpublished()
     await memo.context.kube.close()
+
+
+_CHECKPOINT_GRACE_SECONDS: typing.Final = 10
 
 
 # No kopf timers or daemons on ModelDeployment: kopf would put a finalizer on every object for them,

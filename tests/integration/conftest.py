@@ -21,6 +21,7 @@ import pytest
 
 import localcluster
 import localnode
+import localoperator
 import oci
 import s3server
 import signedmodel
@@ -34,6 +35,8 @@ AGENT_IMAGE = f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 BUNDLE_REREAD_SECONDS = 15
+# The operator under test checkpoints its audit log this often (the chart's default is 300).
+AUDIT_CHECKPOINT_SECONDS = 2
 PROBE_TOOLS = ("sh", "nc", "nslookup", "httpd", "sleep", "id")
 PROBE_IMAGE_NAME = "localhost/modelguard/probe:test"
 RESTRICTED = {
@@ -203,8 +206,8 @@ def operator(
         service_account=RELEASE,
         path=directory / "operator.kubeconfig",
     )
-    audit_key = directory / "audit.key"
-    audit_key.write_bytes(os.urandom(32))
+    audit_key = directory / "audit.pem"
+    audit_key.write_bytes(localoperator.audit_key_pem())
     log_path = SESSION_DIR / "cluster" / "logs" / "operator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
@@ -230,6 +233,12 @@ def operator(
                 str(log_path.with_name("audit.jsonl")),
                 "--audit-key-file",
                 str(audit_key),
+                # As the chart names the log and stores its checkpoints, checkpointed every
+                # AUDIT_CHECKPOINT_SECONDS so that tests see them come.
+                *("--audit-log-name", localoperator.AUDIT_LOG_NAME),
+                *("--audit-checkpoints-namespace", OPERATOR_NAMESPACE),
+                *("--audit-checkpoints-prefix", f"{RELEASE}-audit"),
+                *("--audit-checkpoint-seconds", str(AUDIT_CHECKPOINT_SECONDS)),
             ],
             env=env,
             stdout=log,
