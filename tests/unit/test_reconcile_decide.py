@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelguard.api import errors, modelapproval, times, trustpolicy, v1alpha1
 from modelguard.builders import deployment, intent
-from modelguard.reconcile import conditions, decide, observations
+from modelguard.reconcile import conditions, decide, observations, vocabulary
+from modelguard.sources import errors as source_errors
 from modelguard.trust import approval
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
@@ -617,6 +618,17 @@ def test_reconciling_and_stalled_say_what_kstatus_reads(
     cause = held_by[0] if held_by else conditions.find(outcome.status.conditions, "Ready")
     assert cause is not None
     assert reconciling.message == stalled.message == cause.message
+
+
+@pytest.mark.parametrize("reason", sorted(decide.AWAITED))
+def test_a_model_not_published_yet_is_awaited_not_stalled(reason: str) -> None:
+    """GitOps may apply the ModelDeployment before the pipeline uploads the model and its
+    signature; the operator looks again until it does."""
+    outcome = decide.decide(_observed(outcome=_refused(reason)), agent_image=AGENT)
+    assert _condition(outcome, "Reconciling") == ("True", reason)
+    assert _condition(outcome, "Stalled") == ("False", reason)
+    assert reason in vocabulary.reasons()
+    assert source_errors.SourceNotFound.reason in decide.AWAITED
 
 
 def test_the_writes_decide_stalled_again() -> None:

@@ -27,6 +27,7 @@ from modelguard.builders import children, intent, labels
 from modelguard.builders import deployment as deployment_builder
 from modelguard.reconcile import approval, conditions, observations, pods, readiness, reports
 from modelguard.trust import access, pinning
+from modelguard.trust import reasons as trust_reasons
 
 Manifest = dict[str, typing.Any]
 
@@ -271,6 +272,11 @@ _CAUSE: typing.Final = {
 # the expected next step, not a repair). A version refused for want of a source that answers is
 # one too, while the operator retries it (`retrying`).
 _IN_PROGRESS: typing.Final = frozenset({v1alpha1.REASON_PROGRESSING, v1alpha1.REASON_NOT_APPROVED})
+# Verified reasons of an artifact not published yet: GitOps applies a ModelDeployment whenever it
+# likes, the pipeline that uploads the model and its signature may finish later, and the operator
+# looks again (with backoff) until it does.
+# (SourceNotFound is sources.errors.SourceNotFound.reason; this module may not import the sources.)
+AWAITED: typing.Final = frozenset({str(trust_reasons.Reason.MISSING_FILE), "SourceNotFound"})
 
 
 def progress(
@@ -279,8 +285,9 @@ def progress(
     """Reconciling and Stalled for `status`, from its Ready condition (None without one).
 
     Ready True: neither. A rollout under way, a version waiting for its approvals, a source being
-    retried: Reconciling. Anything else that keeps Ready False stops until someone changes the
-    spec, the policy, the signature, the approvals or the cluster (an untrusted signer, a bad
+    retried, a model or signature not published yet: Reconciling. Anything else that keeps Ready
+    False stops until someone changes the spec, the policy, the signature, the approvals or the
+    cluster (an untrusted signer, a bad
     signature, a missing or unbound policy, broad access refused, a child name taken, a child the
     API server refuses, a rollout past its deadline, a quarantine): Stalled. Both carry the
     reason and message of the condition that says why (Verified, Approved or Isolated for a hold,
@@ -299,7 +306,7 @@ def progress(
     if ready.status == v1alpha1.ConditionStatus.TRUE:
         reconciling, stalled = "False", "False"
     elif ready.reason in _IN_PROGRESS or (
-        ready.reason == v1alpha1.REASON_NOT_VERIFIED and retrying
+        ready.reason == v1alpha1.REASON_NOT_VERIFIED and (retrying or cause.reason in AWAITED)
     ):
         reconciling, stalled = "True", "False"
     else:
