@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import typing
 from pathlib import Path
@@ -26,7 +24,7 @@ import pytest
 import test_reconcile_decide as cases
 import yaml
 
-import localcluster
+import gotest
 from modelguard.reconcile import decide, observations
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,32 +36,7 @@ Manifest = dict[str, typing.Any]
 
 @pytest.fixture(scope="session")
 def gitopshealth() -> Path:
-    """The Go program, built once per (sources, Go version) into the binary cache."""
-    go = shutil.which("go")
-    assert go is not None, "Go builds tests/gitopshealth"
-    env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly"}
-    version = subprocess.run(
-        [go, "env", "GOVERSION"], env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    digest = hashlib.sha256(version.encode() + b"\0")
-    for source in sorted(SOURCE.iterdir()):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
-    destination = localcluster.cache_root() / f"gitopshealth-{digest.hexdigest()[:16]}"
-    binary = destination / "gitopshealth"
-    if binary.is_file():
-        return binary
-    partial = destination.with_name(f"{destination.name}.partial.{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    subprocess.run(
-        [go, "build", "-trimpath", "-buildvcs=false", "-o", str(partial), "."],
-        cwd=SOURCE,
-        env=env,
-        check=True,
-    )
-    shutil.rmtree(destination, ignore_errors=True)
-    partial.rename(destination)
-    return binary
+    return gotest.build(SOURCE)
 
 
 def read_objects(binary: Path, objects: list[Manifest]) -> list[Manifest]:
