@@ -14,13 +14,16 @@ from pathlib import Path
 import harness
 import pytest
 from prometheus_client import parser
-from test_modeldeployment import model_deployment, wait_ready
+from test_modeldeployment import SELECTOR, model_deployment, wait_ready
 
 import signedmodel
+from modelguard.admission import webhooks
+from modelguard.agent import fetchverify
 
 pytestmark = pytest.mark.usefixtures("operator", "trust_policy", "source_credentials")
 
 
+TRUST_POLICIES_INDEX = webhooks.TRUST_POLICIES
 DASHBOARD = harness.REPO_ROOT / "charts" / "modelguard" / "dashboards" / "modelguard.json"
 Families = dict[str, typing.Any]
 Scrape = typing.Callable[[], Families]
@@ -30,13 +33,15 @@ Scrape = typing.Callable[[], Families]
 def scrape(operator_metrics: str) -> Scrape:
     """Scrapes the session's operator, as Prometheus does, and parses what it says."""
 
-    def scraped() -> Families:
-        with urllib.request.urlopen(operator_metrics, timeout=10) as answer:  # noqa: S310
-            assert answer.status == 200
-            text = answer.read().decode()
-        return {family.name: family for family in parser.text_string_to_metric_families(text)}
+    return lambda: scrape_url(operator_metrics)
 
-    return scraped
+
+def scrape_url(url: str) -> Families:
+    """The metric families served at `url`, read by prometheus_client's text-format parser."""
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310
+        assert answer.status == 200
+        text = answer.read().decode()
+    return {family.name: family for family in parser.text_string_to_metric_families(text)}
 
 
 def value(families: Families, sample: str, **labels: str) -> float:
@@ -125,8 +130,19 @@ def test_series_move_as_the_operator_decides(
     _grows(scrape, "modelguard_audit_records_total", before, decision="RolledOut")
     _at_least(scrape, "modelguard_model_deployments", 1, ready="True", reason="Available")
     _grows(scrape, "modelguard_reconcile_duration_seconds_count", before, outcome="RollOut")
-    # Its approval expires in a day: within the 7-day window.
+    # Its approval expires in a day: within the 7-day window, and a recheck waits for it.
     _at_least(scrape, "modelguard_approvals_expiring", 1, within="7d")
+    _at_least(scrape, "modelguard_reconcile_queue_depth", 1, queue="rechecks")
+    # Caches hold what was verified, and what the webhooks answer from.
+    _at_least(scrape, "modelguard_verification_cache_entries", 1, table="bundles")
+    _at_least(scrape, "modelguard_admission_cache_entries", 1, index=TRUST_POLICIES_INDEX)
+
+    # A second model of the same version, whose pod's agent reports its runs.
+    kubectl.apply(
+        model_deployment("tampered", source=trusted, version="1.5.0"), namespace=namespace
+    )
+    wait_ready(kubectl, namespace, "tampered")
+    _agent_runs_are_counted(scrape, kubectl, namespace, "tampered", before)
 
     # A version nobody approved: held, what serves keeps serving.
     held = publish_model("1.6.0", approve=False)
@@ -158,6 +174,89 @@ def test_series_move_as_the_operator_decides(
     _dashboard_finds_every_series(scrape())
 
 
+def _agent_runs_are_counted(
+    scrape: Scrape, kubectl: harness.Kubectl, namespace: str, model: str, before: Families
+) -> None:
+    """The model's pod reports its agent's runs: a verified one, then a refusal after a
+    restart, which quarantines the model."""
+    # Its pod's agent fetched and verified the files: the kubelet reports the run with the
+    # summary line the agent leaves as its termination message.
+    (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}={model}")["items"]
+    summary = fetchverify.Summary(root_digest=bytes(32), files=3, bytes=4096, seconds=1.25)
+    verified_run = _agent_ended(exit_code=0, message=summary.line(), container="containerd://a1")
+    _report_agent(kubectl, namespace, pod, state=verified_run)
+    verified = {"result": "verified", "reason": "SignatureVerified"}
+    _grows(scrape, "modelguard_agent_fetch_verify_total", before, **verified)
+    _grows(scrape, "modelguard_agent_fetched_bytes_total", before, by=4096)
+    _grows(
+        scrape, "modelguard_agent_fetch_verify_duration_seconds_count", before, result="verified"
+    )
+    counted = scrape()
+    # Read again by every pass over the model, the same run is counted once.
+    passes = value(counted, "modelguard_reconcile_duration_seconds_count")
+    kubectl.run("annotate", "pod", pod["metadata"]["name"], "-n", namespace, "touched=1")
+    _at_least(scrape, "modelguard_reconcile_duration_seconds_count", passes + 1)
+    assert value(scrape(), "modelguard_agent_fetch_verify_total", **verified) == value(
+        counted, "modelguard_agent_fetch_verify_total", **verified
+    )
+    # The agent restarted and refused changed files: counted, and the model quarantined.
+    refused_run = _agent_ended(
+        exit_code=1,
+        message="DigestMismatch: model.bin: sha256 differs",
+        container="containerd://a2",
+    )
+    _report_agent(kubectl, namespace, pod, state=refused_run, last_state=verified_run)
+    _grows(
+        scrape, "modelguard_agent_fetch_verify_total", counted, result="refused",
+        reason="DigestMismatch",
+    )  # fmt: skip
+    _grows(scrape, "modelguard_quarantines_total", before, trigger="automatic")
+    _at_least(scrape, "modelguard_quarantined_model_deployments", 1, trigger="automatic")
+
+
+def _agent_ended(*, exit_code: int, message: str, container: str) -> dict[str, typing.Any]:
+    """The init container's end as the kubelet reports it."""
+    return {
+        "terminated": {
+            "exitCode": exit_code,
+            "reason": "Error" if exit_code else "Completed",
+            "message": message,
+            "containerID": container,
+            "startedAt": "2030-01-01T00:00:00Z",
+            "finishedAt": "2030-01-01T00:00:02Z",
+        }
+    }
+
+
+def _report_agent(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    pod: dict[str, typing.Any],
+    *,
+    state: dict[str, typing.Any],
+    last_state: dict[str, typing.Any] | None = None,
+) -> None:
+    """Plays the kubelet (kwok runs no containers): the agent's run through the pod's status."""
+    (agent,) = pod["spec"]["initContainers"]
+    status = {
+        "name": agent["name"],
+        "image": agent["image"],
+        "imageID": "",
+        "ready": exit_ok(state),
+        "restartCount": 0 if last_state is None else 1,
+        "state": state,
+        "lastState": last_state or {},
+    }
+    kubectl.run(
+        "patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": {"initContainerStatuses": [status]}}),
+    )  # fmt: skip
+
+
+def exit_ok(state: dict[str, typing.Any]) -> bool:
+    return bool(state["terminated"]["exitCode"] == 0)
+
+
 def _dashboard_finds_every_series(families: Families) -> None:
     names = {sample.name for family in families.values() for sample in family.samples}
     names |= set(families)
@@ -170,13 +269,11 @@ def _dashboard_finds_every_series(families: Families) -> None:
             r"\b((?:modelguard|process)_[a-z0-9_]+)", re.sub(r"\{[^}]*\}", "", target["expr"])
         )
     }
-    # Series that appear only once something happened that this test does not do (an admission
-    # answer: this operator serves no webhook; a model pod's agent run) are left out; every
-    # other series the dashboard asks for must be in the scrape.
+    # Admission answers appear only where webhooks are served, which the session's operator
+    # does not do (test_admission scrapes the process that serves them); every other series
+    # the dashboard asks for must be in the scrape.
     pending = {
         "modelguard_webhook_requests_total",
         "modelguard_webhook_request_duration_seconds_bucket",
-        "modelguard_agent_fetch_verify_total",
-        "modelguard_agent_fetch_verify_duration_seconds_bucket",
     }
     assert queried - names - pending == set()
