@@ -23,9 +23,14 @@ from pathlib import Path
 import pytest
 import test_reconcile_decide as cases
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import gotest
+from modelguard.admission import decisions
+from modelguard.api import trustpolicy
 from modelguard.reconcile import decide, observations
+from modelguard.trust import approval
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "tests" / "gitopshealth"
@@ -230,3 +235,97 @@ def test_an_approvals_offset_is_read_not_dropped(gitopshealth: Path) -> None:
     # Without the string library the expiry is not judged, and the message says so.
     assert expired["argocd"]["status"] == "Healthy"
     assert "expiry not judged" in expired["argocd"]["message"]
+
+
+# --- TrustPolicy and ModelApproval: objects the API server stores -------------------------------
+
+
+def _inputs(kind: str) -> dict[str, Manifest]:
+    tests = yaml.safe_load((CHECKS / "modelguard.dev" / kind / "health_test.yaml").read_text())
+    folder = CHECKS / "modelguard.dev" / kind
+    return {
+        test["inputPath"]: yaml.safe_load((folder / test["inputPath"]).read_text())
+        for test in tests["tests"]
+    }
+
+
+def _review(operation: str, body: Manifest) -> Manifest:
+    """An AdmissionReview's request for `body`, as the webhooks read it."""
+    return {
+        "operation": operation,
+        "userInfo": {"username": "alice@example.com", "groups": ["system:authenticated"]},
+        "namespace": body["metadata"].get("namespace"),
+        "name": body["metadata"]["name"],
+        "object": body,
+    }
+
+
+def test_every_trust_policy_input_is_one_the_webhook_admits() -> None:
+    """The TrustPolicy checks are tested on policies that can exist: an input the webhook would
+    refuse tests a state Argo CD never sees."""
+    inputs = _inputs("TrustPolicy")
+    assert len(inputs) >= 3
+    for path, body in inputs.items():
+        decision = decisions.trust_policy(_review("CREATE", body))
+        assert decision.allowed, (path, decision.message)
+
+
+# The approvals the ModelApproval inputs hold: (file, version, expiresAt as written).
+APPROVALS: typing.Final = (
+    ("healthy", "1.4.0", "2099-01-01T00:00:00Z"),
+    ("degraded-expired", "1.3.0", "2021-01-01T00:00:00Z"),
+    ("degraded-expired-with-offset", "1.3.1", "2021-01-01T02:00:00+02:00"),
+)
+
+
+def _sign_approval_inputs() -> None:
+    """MODELGUARD_UPDATE_TESTDATA=1: the ModelApproval inputs signed anew with a fresh approver
+    key, whose public half replaces the approver's in every TrustPolicy input."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    folder = CHECKS / "modelguard.dev" / "ModelApproval" / "testdata"
+    for name, version, expires in APPROVALS:
+        claim = approval.Claim(
+            model="sentiment-bert",
+            version=version,
+            root_digest="sha256:" + "ab" * 32,
+            approver="security",
+            reason="release review",
+            expires_at=expires,
+            namespace="team-nlp",
+        )
+        signed = approval.build(
+            claim, private_key=key, name=f"sentiment-bert-{version}-security"
+        ).model_dump(mode="json", exclude_none=True)
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(signed, sort_keys=False, width=100))
+    for path in (CHECKS / "modelguard.dev" / "TrustPolicy" / "testdata").glob("*.yaml"):
+        policy = yaml.safe_load(path.read_text())
+        for approver in policy["spec"].get("approvers", []):
+            approver["publicKey"] = public
+        path.write_text(yaml.safe_dump(policy, sort_keys=False, width=100))
+
+
+def test_every_model_approval_input_is_one_the_webhook_keeps() -> None:
+    """Signed by the approver the policies name, saying in its plain fields what it signed; the
+    expired ones stay stored (an approval that expires is the record of a decision), and are
+    refused only when created already expired."""
+    (policy,) = (
+        body
+        for path, body in _inputs("TrustPolicy").items()
+        if path.endswith("healthy-enforced.yaml")
+    )
+    if os.environ.get("MODELGUARD_UPDATE_TESTDATA") == "1":
+        _sign_approval_inputs()
+    assert {Path(path).stem for path in _inputs("ModelApproval")} == {a[0] for a in APPROVALS}
+    policies = {"default": trustpolicy.parse(policy).spec}
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    for path, body in _inputs("ModelApproval").items():
+        decision = decisions.model_approval(_review("UPDATE", body), policies=policies, now=now)
+        assert decision.allowed, (path, decision)
+        assert not decision.warnings, (path, decision)
+        created = decisions.model_approval(_review("CREATE", body), policies=policies, now=now)
+        assert created.allowed is ("expired" not in path), (path, created)
