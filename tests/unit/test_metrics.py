@@ -6,6 +6,8 @@ counted once, and an HTTP endpoint that serves them."""
 from __future__ import annotations
 
 import dataclasses
+import pathlib
+import re
 import typing
 import urllib.request
 
@@ -336,3 +338,26 @@ def test_webhook_answers_are_counted_and_timed_by_webhook_and_decision() -> None
         _value(families, duration, duration + "_count", webhook="managed-scale", decision="denied")
         == 1
     )
+
+
+def test_docs_name_every_series_the_operator_serves() -> None:
+    """docs/metrics.md is the reference a platform team writes alerts from: every metric the
+    operator defines is there, counters by the name Prometheus stores (`_total`)."""
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    source = "\n".join(p.read_text() for p in (repo / "operator" / "modelguard").rglob("*.py"))
+    defined = set(re.findall(r'"(modelguard_[a-z_]+)"', source))
+    assert len(defined) >= 20
+    documented = set(
+        re.findall(r"`(modelguard_[a-z_]+)`", (repo / "docs" / "metrics.md").read_text())
+    )
+    exposed = metrics.Metrics().exposition().decode()
+    # The text format names a counter's family with its `_total`.
+    counters = set(re.findall(r"^# TYPE (modelguard_[a-z_]+) counter$", exposed, re.MULTILINE))
+    assert counters
+    missing = {
+        name for name in defined if name not in documented and f"{name}_total" not in documented
+    }
+    assert not missing
+    for name in counters:
+        assert name.endswith("_total")
+        assert name in documented, name
