@@ -241,7 +241,7 @@ def operator(
                 *("--audit-checkpoints-namespace", OPERATOR_NAMESPACE),
                 *("--audit-checkpoints-prefix", f"{RELEASE}-audit"),
                 *("--audit-checkpoint-seconds", str(AUDIT_CHECKPOINT_SECONDS)),
-                # Scraped by test_metrics.
+                # Scraped by test_operator_metrics.
                 *("--metrics-addr", "127.0.0.1", "--metrics-port", str(OPERATOR_METRICS_PORT)),
             ],
             env=env,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import harness
 import pytest
-import test_metrics
+import test_operator_metrics as operator_metrics
 import yaml
 
 import localcluster
@@ -406,7 +406,7 @@ def test_webhook_answers_are_counted_and_timed_by_webhook_and_decision(
 ) -> None:
     """The process serving the webhooks, scraped as Prometheus scrapes it."""
     del trust_policy
-    before = test_metrics.scrape_url(webhook.metrics)
+    before = operator_metrics.scrape_url(webhook.metrics)
     denied = {"webhook": serving.MODEL_DEPLOYMENT_PATH, "decision": "denied"}
     allowed = {"webhook": serving.MODEL_DEPLOYMENT_PATH, "decision": "allowed"}
     unknown = _model_deployment("counted", source="s3://models/x/", trustPolicy="no-such-policy")
@@ -416,25 +416,25 @@ def test_webhook_answers_are_counted_and_timed_by_webhook_and_decision(
 
     harness.eventually(refused, timeout=30)
     kubectl.apply(_model_deployment("counted", source="s3://models/x/"), namespace=namespace)
-    after = test_metrics.scrape_url(webhook.metrics)
+    after = operator_metrics.scrape_url(webhook.metrics)
     for labels in (denied, allowed):
         for sample in (
             "modelguard_webhook_requests_total",
             "modelguard_webhook_request_duration_seconds_count",
         ):
-            assert test_metrics.value(after, sample, **labels) >= 1 + test_metrics.value(
+            assert operator_metrics.value(after, sample, **labels) >= 1 + operator_metrics.value(
                 before, sample, **labels
             ), (sample, labels)
     # An answer from the caches takes well under the API server's timeout: its bucket says so.
     assert (
-        test_metrics.value(
+        operator_metrics.value(
             after, "modelguard_webhook_request_duration_seconds_bucket", le="1.0", **denied
         )
         >= 1
     )
     # The caches it answers from are filled.
     assert (
-        test_metrics.value(
+        operator_metrics.value(
             after, "modelguard_admission_cache_entries", index=webhooks.TRUST_POLICIES
         )
         >= 1

@@ -6,7 +6,7 @@ health_test.yaml layout.
 
 The ModelDeployment test inputs are the statuses decide.py writes for the named cases of
 test_reconcile_decide, kept in manifests/gitops/argocd/.../testdata and compared with what it
-writes now (MODELGUARD_UPDATE_TESTDATA=1 rewrites them). tests/integration/test_gitops_health.py
+writes now (MODELGUARD_UPDATE_TESTDATA=1 rewrites them). tests/integration/test_gitops_readback.py
 does the same with objects read back from a real API server.
 """
 
