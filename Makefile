@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,7 @@ lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lin
 	$(BIN)/lint-imports
 	cd benchmarks/loadgen && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
 	cd tests/tlogcheck && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
+	cd tests/gitopshealth && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
 	$$($(BIN)/python hack/localcluster.py which helm) lint --strict charts/modelguard --set image.digest=sha256:$$(printf '0%.0s' $$(seq 64))
 
 .PHONY: test-unit
@@ -82,6 +83,11 @@ test-unit: venv tools packages ## unit tests only (no cluster; helm renders the 
 .PHONY: test
 test: lint venv tools packages judges ## every test: lint, unit, and integration against a real control plane
 	MODELGUARD_TEST_NODE=$(NODE) $(BIN)/pytest tests $(PYTEST_ARGS)
+
+# Needs Docker, which this project's machines and CI do not have: never run by `make test`.
+.PHONY: e2e-kind
+e2e-kind: venv ## kind cluster in Docker, image from the Dockerfile (kind load), chart, integration suite; needs Docker, not run here or by CI
+	BIN=$(BIN) hack/e2e-kind.sh
 
 .PHONY: cluster-up
 cluster-up: venv tools packages ## start the local control plane; admin kubeconfig in .cluster/kubeconfig

@@ -169,6 +169,13 @@ build_trivy() {
     "-s -w -X $pkg/pkg/version/app.ver=${version#v}" "$pkg/cmd/trivy"
 }
 
+# Only when asked (`make e2e-kind`): kind runs clusters in Docker, which nothing else here uses.
+build_kind() {
+  local version
+  version=$(module_version kind sigs.k8s.io/kind)
+  build kind "$version" "-s -w" sigs.k8s.io/kind
+}
+
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes minio containerd kube-router coredns trivy)
 for component in "${components[@]}"; do

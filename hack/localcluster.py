@@ -109,6 +109,8 @@ _COMPONENTS = {
     "coredns": ("coredns", "github.com/coredns/coredns"),
     # Not part of the cluster: the misconfiguration scanner the tests judge manifests with.
     "trivy": ("trivy", "github.com/aquasecurity/trivy"),
+    # Not part of it either: `make e2e-kind` runs a kind cluster in Docker.
+    "kind": ("kind", "sigs.k8s.io/kind"),
 }
 NODE_KINDS = ("real", "kwok")
 # The real node's daemons (hack/localnode.py), stopped before the control plane.

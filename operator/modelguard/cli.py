@@ -41,9 +41,20 @@ def _run(args: argparse.Namespace) -> int:
         ),
         verify_concurrency=args.verify_concurrency,
         webhook=_webhook_options(args),
+        metrics=run.MetricsOptions(port=args.metrics_port, addr=args.metrics_addr),
         verbose=args.verbose,
         debug=args.debug,
     )
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {number}")
+    return number
 
 
 def _at_least_one(value: str) -> int:
@@ -424,6 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )
+    served = run.add_argument_group("Prometheus metrics (configured by the chart)")
+    served.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics (text format, plain HTTP) on this port; default: none",
+    )
+    served.add_argument(
+        "--metrics-addr",
+        default="0.0.0.0",  # noqa: S104 - a pod's port; the chart's NetworkPolicy bounds who asks
+        metavar="ADDR",
+        help="the address to serve them on (default 0.0.0.0: every address of the pod)",
     )
     audit = run.add_argument_group("audit log (configured by the chart)")
     audit.add_argument(

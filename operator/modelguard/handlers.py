@@ -11,7 +11,7 @@ import typing
 
 import kopf
 
-from modelguard import kube
+from modelguard import kube, metrics
 from modelguard.admission import decisions, serving, webhooks
 from modelguard.api import conventions, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
@@ -78,6 +78,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         await _reconcile_quietly(memo, namespace=namespace, name=name)
 
     memo.scheduler = schedule.Scheduler(run)
+    recorder: metrics.Metrics = memo.get("metrics") or metrics.Metrics()
+    memo.metrics = recorder
     memo.context = runtime.Context(
         kube=kube_client,
         instance=instance,
@@ -89,6 +91,73 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         ),
         recheck=memo.scheduler.recheck,
         verification_cache=verification.Cache(reread=reread),
+        metrics=recorder,
+    )
+    _measure(recorder, memo)
+
+
+def _measure(recorder: metrics.Metrics, memo: kopf.Memo) -> None:
+    """The metrics read from the process's state when Prometheus scrapes."""
+    context: runtime.Context = memo.context
+    scheduler: schedule.Scheduler = memo.scheduler
+    publisher: checkpoints.Publisher = memo.publisher
+    caches: webhooks.Caches = memo.admission_caches
+    recorder.live(
+        "modelguard_verification_cache_entries",
+        "Entries of the signature verification cache, by table (each bounded).",
+        lambda: {(table,): n for table, n in context.verification_cache.sizes().items()},
+        labels=("table",),
+    )
+    recorder.live(
+        "modelguard_verification_slots",
+        "Signature files being fetched and verified (in_use, at most --verify-concurrency) and "
+        "waiting for a slot.",
+        lambda: {
+            ("in_use",): context.verification_slots.in_use,
+            ("waiting",): context.verification_slots.waiting,
+        },
+        labels=("state",),
+    )
+    recorder.live(
+        "modelguard_reconcile_queue_depth",
+        "Reconciles waiting: models due again at a set time (rechecks), and background "
+        "reconciles started and not finished (background: fan-outs after a policy, namespace, "
+        "approval or NetworkPolicy change, and rechecks that came due).",
+        lambda: {("rechecks",): scheduler.scheduled, ("background",): scheduler.running},
+        labels=("queue",),
+    )
+    recorder.live(
+        "modelguard_admission_cache_entries",
+        "Keys in the caches (kopf indexes) the admission webhooks answer from, by index; empty "
+        "until kopf has listed everything once.",
+        lambda: {(name,): len(index) for name, index in caches.indexes.items()},
+        labels=("index",),
+    )
+    recorder.live(
+        "modelguard_audit_records",
+        "Audit records made since the operator started (this segment), by decision.",
+        lambda: {(decision,): n for decision, n in context.audit.counts()[0].items()},
+        labels=("decision",),
+        counter=True,
+    )
+    recorder.live(
+        "modelguard_audit_record_write_failures",
+        "Audit records that could not be written to the log (the chain shows the gap).",
+        lambda: {(): context.audit.counts()[1]},
+        counter=True,
+    )
+    recorder.live(
+        "modelguard_audit_checkpoints",
+        "Signed checkpoints of the audit log stored (published), and attempts that failed "
+        "(each is retried) or checkpoints dropped unpublished (failed).",
+        lambda: {("published",): publisher.published, ("failed",): publisher.failed},
+        labels=("result",),
+        counter=True,
+    )
+    recorder.live(
+        "modelguard_audit_checkpoints_pending",
+        "Checkpoints signed and not yet stored.",
+        lambda: {(): publisher.pending},
     )
 
 
@@ -132,6 +201,16 @@ async def model_deployment(
 ) -> None:
     assert namespace is not None, "ModelDeployment is namespaced"
     await _reconcile(memo, namespace=namespace, name=name)
+
+
+@kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+async def model_deployment_event(
+    type: str, namespace: str | None, name: str, memo: kopf.Memo, **_: typing.Any
+) -> None:
+    """A ModelDeployment deleted: its metrics' state goes with it (no pass runs for a model with
+    no children left to change)."""
+    if type == "DELETED" and namespace is not None:
+        memo.metrics.forget(namespace, name)
 
 
 _MANAGED = {labels.MANAGED_BY: labels.MANAGER}
@@ -253,8 +332,8 @@ def model_pods_by_namespace(
 
 
 @kopf.on.event("", "v1", "namespaces")
-async def admission_caches_filled(memo: kopf.Memo, **_: typing.Any) -> None:
-    webhooks.caches_filled(memo)
+async def admission_caches_filled(memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    webhooks.caches_filled(memo, kwargs)
 
 
 @kopf.on.validate("apps", "v1", "deployments", id=serving.MANAGED_CHILD_PATH)

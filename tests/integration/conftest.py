@@ -37,6 +37,8 @@ CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 BUNDLE_REREAD_SECONDS = 15
 # The operator under test checkpoints its audit log this often (the chart's default is 300).
 AUDIT_CHECKPOINT_SECONDS = 2
+# Where the session's operator process serves its metrics (a free loopback port).
+OPERATOR_METRICS_PORT = localcluster.free_port()
 PROBE_TOOLS = ("sh", "nc", "nslookup", "httpd", "sleep", "id")
 PROBE_IMAGE_NAME = "localhost/modelguard/probe:test"
 RESTRICTED = {
@@ -239,6 +241,8 @@ def operator(
                 *("--audit-checkpoints-namespace", OPERATOR_NAMESPACE),
                 *("--audit-checkpoints-prefix", f"{RELEASE}-audit"),
                 *("--audit-checkpoint-seconds", str(AUDIT_CHECKPOINT_SECONDS)),
+                # Scraped by test_operator_metrics.
+                *("--metrics-addr", "127.0.0.1", "--metrics-port", str(OPERATOR_METRICS_PORT)),
             ],
             env=env,
             stdout=log,
@@ -256,6 +260,13 @@ def operator(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def operator_metrics(operator: subprocess.Popen[bytes]) -> str:
+    """The URL the session's operator serves its Prometheus metrics at."""
+    del operator
+    return f"http://127.0.0.1:{OPERATOR_METRICS_PORT}/metrics"
 
 
 @pytest.fixture(scope="session")

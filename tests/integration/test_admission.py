@@ -20,13 +20,14 @@ from pathlib import Path
 
 import harness
 import pytest
+import test_operator_metrics as operator_metrics
 import yaml
 
 import localcluster
 import localoperator
 import signedmodel
 import webhookconfig
-from modelguard.admission import certs
+from modelguard.admission import certs, serving, webhooks
 
 DIGEST = "sha256:" + "4f" * 32
 SELECTOR = "modelguard.dev/model-deployment"
@@ -47,6 +48,8 @@ class Webhook:
     env: dict[str, str]
     port: int
     log: Path
+    metrics: str
+    """Where it serves its Prometheus metrics."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -107,6 +110,7 @@ def webhook(
     )
     kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": IDLE_NAMESPACE}})
     port = _free_port()
+    metrics_port = _free_port()
     served = Webhook(
         command=[
             sys.executable,
@@ -128,6 +132,8 @@ def webhook(
             # The local API server presents its webhook client certificate: answer it alone.
             f"--webhook-client-ca={localcluster.webhook_client_ca(kubectl.kubeconfig)}",
             f"--webhook-client-name={localcluster.WEBHOOK_CLIENT_NAME}",
+            "--metrics-addr=127.0.0.1",
+            f"--metrics-port={metrics_port}",
         ],
         env={
             **os.environ,
@@ -137,6 +143,7 @@ def webhook(
         },
         port=port,
         log=directory / "webhook.log",
+        metrics=f"http://127.0.0.1:{metrics_port}/metrics",
     )
     served.start()
     name = f"modelguard-test-admission-{os.getpid()}"
@@ -392,6 +399,46 @@ def test_unknown_trust_policy_is_refused_at_admission(
 
     # The webhook's policy cache follows a watch; give it its first events.
     harness.eventually(refused, timeout=30)
+
+
+def test_webhook_answers_are_counted_and_timed_by_webhook_and_decision(
+    kubectl: harness.Kubectl, namespace: str, trust_policy: str, webhook: Webhook
+) -> None:
+    """The process serving the webhooks, scraped as Prometheus scrapes it."""
+    del trust_policy
+    before = operator_metrics.scrape_url(webhook.metrics)
+    denied = {"webhook": serving.MODEL_DEPLOYMENT_PATH, "decision": "denied"}
+    allowed = {"webhook": serving.MODEL_DEPLOYMENT_PATH, "decision": "allowed"}
+    unknown = _model_deployment("counted", source="s3://models/x/", trustPolicy="no-such-policy")
+
+    def refused() -> None:
+        assert kubectl.apply(unknown, namespace=namespace, check=False).returncode != 0
+
+    harness.eventually(refused, timeout=30)
+    kubectl.apply(_model_deployment("counted", source="s3://models/x/"), namespace=namespace)
+    after = operator_metrics.scrape_url(webhook.metrics)
+    for labels in (denied, allowed):
+        for sample in (
+            "modelguard_webhook_requests_total",
+            "modelguard_webhook_request_duration_seconds_count",
+        ):
+            assert operator_metrics.value(after, sample, **labels) >= 1 + operator_metrics.value(
+                before, sample, **labels
+            ), (sample, labels)
+    # An answer from the caches takes well under the API server's timeout: its bucket says so.
+    assert (
+        operator_metrics.value(
+            after, "modelguard_webhook_request_duration_seconds_bucket", le="1.0", **denied
+        )
+        >= 1
+    )
+    # The caches it answers from are filled.
+    assert (
+        operator_metrics.value(
+            after, "modelguard_admission_cache_entries", index=webhooks.TRUST_POLICIES
+        )
+        >= 1
+    )
 
 
 def test_a_policy_not_bound_to_the_namespace_is_refused_at_admission(

@@ -24,6 +24,8 @@ import pytest
 import localcluster
 import s3server
 import signedmodel
+from modelguard.builders import deployment
+from modelguard.reconcile import pods
 from modelguard.trust import bundle, statement
 
 MIB = 1 << 20
@@ -170,6 +172,21 @@ def dest_contents(dest: Path) -> dict[str, bytes]:
     return found
 
 
+def _terminated_pod(*, exit_code: int, message: str) -> dict[str, typing.Any]:
+    """A pod whose agent ended as the kubelet reports it, with `message` as it left it."""
+    return {
+        "metadata": {"name": "m-1", "uid": "pod-uid"},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": deployment.AGENT_CONTAINER,
+                    "state": {"terminated": {"exitCode": exit_code, "message": message}},
+                }
+            ]
+        },
+    }
+
+
 def test_a_signed_model_is_written_byte_identical_and_read_only(
     s3: s3server.S3Server, s3_bucket: str, tmp_path: Path, signing_key: tuple[Path, str]
 ) -> None:
@@ -181,7 +198,14 @@ def test_a_signed_model_is_written_byte_identical_and_read_only(
     summary = result.stdout.strip()
     assert summary.startswith(f"fetched and verified root {published.root_digest} files 5 ")
     assert len(summary.splitlines()) == 1
-    assert result.termination_log == ""
+    # The kubelet keeps it as the termination message: the operator's metrics count the run's
+    # bytes and seconds from there.
+    assert result.termination_log == summary + "\n"
+    (counted,) = pods.agent_runs([_terminated_pod(exit_code=0, message=result.termination_log)])
+    assert counted.verified
+    assert counted.bytes == sum(len(data) for data in published.files.values())
+    assert counted.seconds is not None
+    assert f"seconds {counted.seconds:.2f} " in summary
     for directory, dirs, names in os.walk(dest):
         assert stat.S_IMODE(Path(directory).stat().st_mode) == 0o555
         assert not any((Path(directory) / name).is_symlink() for name in dirs + names)
@@ -343,8 +367,14 @@ def test_pickle_is_admitted_and_reported_under_an_audit_policy(
     line = "audit UnsafeFormat: file 'weights/model.bin' is "
     assert result.stderr.startswith(line), result.stderr
     assert "admitted because the TrustPolicy's enforcement is Audit" in result.stderr
-    # The kubelet keeps it as the termination message, which the operator reads.
-    assert (tmp_path / "termination-log").read_text().startswith(line)
+    # The kubelet keeps it as the termination message, which the operator reads: the summary
+    # first (the metrics count it), then what was admitted.
+    message = (tmp_path / "termination-log").read_text()
+    summary, admitted = message.split("\n", 1)
+    assert summary == result.stdout.strip()
+    assert admitted.startswith(line), message
+    (counted,) = pods.agent_runs([_terminated_pod(exit_code=0, message=message)])
+    assert counted.bytes == sum(len(data) for data in files.values())
 
 
 def test_pickle_is_admitted_when_allowed(

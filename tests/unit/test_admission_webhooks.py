@@ -101,5 +101,8 @@ def test_a_namespace_event_marks_the_caches_filled() -> None:
     webhooks.configure(kopf.OperatorSettings(), memo)
     assert memo.admission_caches.filled is False
     # kopf hands each handler a shallow copy of the operator's memo: the flag must be shared.
-    webhooks.caches_filled(kopf.Memo(memo))
+    policies = {"default": ["body"]}
+    webhooks.caches_filled(kopf.Memo(memo), {webhooks.TRUST_POLICIES: policies, "other": {}})
     assert memo.admission_caches.filled is True
+    # ...and the indexes kopf passes, whose sizes the metrics report.
+    assert memo.admission_caches.indexes == {webhooks.TRUST_POLICIES: policies}

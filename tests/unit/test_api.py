@@ -398,7 +398,15 @@ def test_metadata_accessors() -> None:
 
 
 def test_condition_types() -> None:
-    assert v1alpha1.CONDITION_TYPES == ("Verified", "Approved", "Isolated", "BackedUp", "Ready")
+    assert v1alpha1.CONDITION_TYPES == (
+        "Verified",
+        "Approved",
+        "Isolated",
+        "BackedUp",
+        "Ready",
+        "Reconciling",
+        "Stalled",
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import typing
 
 import pytest
 
+from modelguard.agent import fetchverify
 from modelguard.builders import deployment
 from modelguard.reconcile import pods
 
@@ -186,6 +187,9 @@ def test_agent_admissions(pod: dict[str, typing.Any], lines: tuple[str, ...] | N
         assert admitted == [pods.Admitted(pod="m-1", lines=lines, controller=RS_UID)]
 
 
+SUMMARY = fetchverify.Summary(root_digest=b"\x01" * 32, files=3, bytes=1234, seconds=2.5).line()
+
+
 def _exited(code: int, message: str = "") -> dict[str, typing.Any]:
     return {
         "metadata": {"name": "p", "annotations": {"modelguard.dev/root-digest": "sha256:1"}},
@@ -205,9 +209,63 @@ def _exited(code: int, message: str = "") -> dict[str, typing.Any]:
     [
         pytest.param([], False, id="no-pods"),
         pytest.param([_exited(0)], False, id="a-clean-exit-says-nothing"),
+        pytest.param([_exited(0, SUMMARY)], False, id="nor-does-its-summary-line"),
         pytest.param([_exited(1, "DigestMismatch: x")], True, id="a-refusal"),
         pytest.param([_exited(0, "audit UnsafeFormat: y")], True, id="admitted-under-audit"),
     ],
 )
 def test_any_agent_report(pods_now: list[dict[str, typing.Any]], reported: bool) -> None:
     assert pods.any_agent_report(pods_now) is reported
+
+
+def _ran(code: int, message: str, *, container_id: str = "containerd://1") -> dict[str, typing.Any]:
+    return {
+        "terminated": {
+            "exitCode": code,
+            "message": message,
+            "containerID": container_id,
+            "startedAt": "2030-01-01T00:00:00Z",
+            "finishedAt": "2030-01-01T00:00:07Z",
+        }
+    }
+
+
+RUNS = {
+    "verified-with-its-summary": (_ran(0, SUMMARY), (True, "", 1234, 2.5)),
+    "verified-under-audit": (
+        _ran(0, f"{SUMMARY}\naudit UnsafeFormat: file 'a.pkl'"),
+        (True, "", 1234, 2.5),
+    ),
+    "verified-without-a-summary-takes-the-kubelets-times": (_ran(0, ""), (True, "", 0, 7.0)),
+    "refused": (_ran(1, "DigestMismatch: model.bin differs"), (False, "DigestMismatch", 0, 7.0)),
+    "a-crash-is-agent-failed": (
+        _ran(1, "Traceback (most recent call last): boom"),
+        (False, "AgentFailed", 0, 7.0),
+    ),
+    "a-reason-too-long-is-agent-failed": (
+        _ran(1, "A" * 65 + ": x"),
+        (False, "AgentFailed", 0, 7.0),
+    ),
+}
+
+
+@pytest.mark.parametrize(("state", "expected"), RUNS.values(), ids=RUNS.keys())
+def test_agent_runs(state: dict[str, typing.Any], expected: tuple[bool, str, int, float]) -> None:
+    pod = _pod(state=state)
+    pod["metadata"]["uid"] = "pod-uid"
+    (run,) = pods.agent_runs([pod])
+    assert (run.verified, run.reason, run.bytes, run.seconds) == expected
+    assert run.key == ("pod-uid", "containerd://1", "2030-01-01T00:00:07Z")
+
+
+def test_agent_runs_reads_both_runs_of_a_restarted_agent_with_their_own_keys() -> None:
+    pod = _pod(
+        state=_ran(0, SUMMARY, container_id="containerd://2"),
+        last_state=_ran(1, "SourceUnreachable: timeout"),
+    )
+    runs = pods.agent_runs([pod, _pod(state={"running": {}})])
+    assert [(run.verified, run.reason) for run in runs] == [
+        (True, ""),
+        (False, "SourceUnreachable"),
+    ]
+    assert len({run.key for run in runs}) == 2

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelguard.api import errors, modelapproval, times, trustpolicy, v1alpha1
 from modelguard.builders import deployment, intent
-from modelguard.reconcile import conditions, decide, observations
+from modelguard.reconcile import conditions, decide, observations, vocabulary
+from modelguard.sources import errors as source_errors
 from modelguard.trust import approval
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
@@ -544,6 +545,104 @@ def test_decide(case: Case) -> None:
     written = outcome.status.model_dump(mode="json", exclude_none=True)
     assert observations.parse_status(written) == outcome.status
     assert outcome.status.observed_generation == 2
+
+
+# What kstatus (Flux, kpt) reads from each outcome: Current (neither), InProgress (Reconciling) or
+# Failed (Stalled), and the reason both conditions carry (the cause's).
+IN_PROGRESS, FAILED, CURRENT = "InProgress", "Failed", "Current"
+KSTATUS = {
+    "invalid-spec-is-refused": (FAILED, "InvalidSpec"),
+    "quarantine-on-request-pins-what-serves": (FAILED, "Quarantined"),
+    "quarantine-on-request-with-nothing-rolled-out": (FAILED, "Quarantined"),
+    "child-conflict-during-a-quarantine-pins-nothing-of-theirs": (FAILED, "Quarantined"),
+    "child-conflict-during-a-quarantine-still-stops-what-serves": (FAILED, "Quarantined"),
+    "unverified-is-held": (FAILED, "BadSignature"),
+    "unreachable-source-is-held-and-retried": (IN_PROGRESS, "SourceUnreachable"),
+    "policy-unbound-while-serving-keeps-serving": (FAILED, "PolicyNotBound"),
+    "unapproved-is-held": (IN_PROGRESS, "ApprovalMissing"),
+    "approval-gone-while-the-same-bytes-serve-keeps-them": (IN_PROGRESS, "Progressing"),
+    "approved-rolls-out-and-looks-again-when-the-approval-expires": (IN_PROGRESS, "Progressing"),
+    "approval-expired-during-the-hold-keeps-it-held": (IN_PROGRESS, "ApprovalExpired"),
+    "approval-expired-while-its-bytes-serve-keeps-them-serving": (CURRENT, "Available"),
+    "a-deployment-someone-else-made-opens-no-gate": (IN_PROGRESS, "ApprovalMissing"),
+    "approved-rolls-out": (IN_PROGRESS, "Progressing"),
+    "revoked-while-held-quarantines-what-serves": (FAILED, "Quarantined"),
+    "revoked-and-unverified-quarantines-what-serves": (FAILED, "Quarantined"),
+    "revoked-but-an-approved-version-replaces-it": (IN_PROGRESS, "Progressing"),
+    "someone-elses-object-under-a-child-name-holds-the-whole-rollout": (FAILED, "ChildConflict"),
+    "broad-access-is-held": (FAILED, "BroadAccessRefused"),
+    "tampering-found-by-our-pod-quarantines": (FAILED, "Quarantined"),
+    "tampering-claimed-by-a-pod-of-someone-elses-replica-set-counts-for-nothing": (
+        IN_PROGRESS,
+        "Progressing",
+    ),
+    "a-crashing-agent-is-reported-not-taken-for-tampering": (IN_PROGRESS, "Progressing"),
+    "what-audit-mode-admitted-is-reported": (IN_PROGRESS, "Progressing"),
+    "automatic-quarantine-goes-on-while-the-next-version-is-held": (FAILED, "Quarantined"),
+    "quarantine-on-request-while-a-version-is-held-asks-nothing-of-it": (FAILED, "Quarantined"),
+    "an-automatic-quarantine-of-an-earlier-spec-is-lifted-by-the-change": (
+        IN_PROGRESS,
+        "Progressing",
+    ),
+}
+
+
+def test_every_case_says_what_kstatus_reads() -> None:
+    assert set(KSTATUS) == set(CASES)
+
+
+@pytest.mark.parametrize(("name", "expected"), KSTATUS.items(), ids=KSTATUS.keys())
+def test_reconciling_and_stalled_say_what_kstatus_reads(
+    name: str, expected: tuple[str, str]
+) -> None:
+    outcome = decide.decide(CASES[name].observed, agent_image=AGENT)
+    kstatus, reason = expected
+    reconciling = conditions.find(outcome.status.conditions, "Reconciling")
+    stalled = conditions.find(outcome.status.conditions, "Stalled")
+    assert reconciling is not None
+    assert stalled is not None
+    assert (reconciling.status.value, stalled.status.value) == {
+        IN_PROGRESS: ("True", "False"),
+        FAILED: ("False", "True"),
+        CURRENT: ("False", "False"),
+    }[kstatus]
+    assert reconciling.reason == stalled.reason == reason
+    assert reconciling.observed_generation == stalled.observed_generation == 2
+    # The message is the cause's, so that kstatus says what a person needs to know.
+    # Verified, Approved or Isolated when one holds the rollout with that reason, else Ready.
+    held_by = [
+        c
+        for c in outcome.status.conditions
+        if c.reason == reason and c.type in {"Verified", "Approved", "Isolated"}
+    ]
+    cause = held_by[0] if held_by else conditions.find(outcome.status.conditions, "Ready")
+    assert cause is not None
+    assert reconciling.message == stalled.message == cause.message
+
+
+@pytest.mark.parametrize("reason", sorted(decide.AWAITED))
+def test_a_model_not_published_yet_is_awaited_not_stalled(reason: str) -> None:
+    """GitOps may apply the ModelDeployment before the pipeline uploads the model and its
+    signature; the operator looks again until it does."""
+    outcome = decide.decide(_observed(outcome=_refused(reason)), agent_image=AGENT)
+    assert _condition(outcome, "Reconciling") == ("True", reason)
+    assert _condition(outcome, "Stalled") == ("False", reason)
+    assert reason in vocabulary.reasons()
+    assert source_errors.SourceNotFound.reason in decide.AWAITED
+
+
+def test_the_writes_decide_stalled_again() -> None:
+    """A conflict found only while writing (someone else's object appeared under a child name)
+    turns a rollout Reconciling into Stalled before the status is written."""
+    outcome = _rollout()
+    assert _condition(outcome, "Reconciling") == ("True", "Progressing")
+    concluded = decide.conclude(
+        outcome, observations.Applied(conflicts=(decide.conflict_message("Service", "m"),))
+    )
+    assert _condition(concluded, "Stalled") == ("True", "ChildConflict")
+    assert _condition(concluded, "Reconciling") == ("False", "ChildConflict")
+    refused = decide.conclude(outcome, observations.Applied(refused="Deployment m: quota"))
+    assert _condition(refused, "Stalled") == ("True", "ApplyFailed")
 
 
 def test_decide_reads_no_clock_but_the_observed_one() -> None:

@@ -251,13 +251,54 @@ def test_a_new_condition_tells_as_its_row_says(
     assert [str(record.decision) for record in told] == ([decision] if decision else [])
 
 
-def test_a_reason_that_changes_without_a_flip_is_recorded_but_posts_no_event() -> None:
+def test_a_reason_that_changes_without_a_flip_is_recorded_and_posts_its_event() -> None:
     previous = _status(("Approved", "False", "ApprovalMissing", 1))
     current = _status(("Approved", "False", "ApprovalExpired", 1))
-    assert reports.events(previous, current, []) == []
+    (event,) = reports.events(previous, current, [])
+    assert (event.type, event.reason, event.action) == ("Warning", "ApprovalExpired", "Approve")
     assert [r.reason for r in reports.audit_records(previous, current, [], version="1")] == [
         "ApprovalExpired"
     ]
+
+
+def test_a_message_that_changes_alone_posts_no_event() -> None:
+    previous = _status(("Ready", "False", "Progressing", 1))
+    current = _status(("Ready", "False", "Progressing", 1))
+    current.conditions[0].message = "Deployment m: 1 of 2 replicas available"
+    assert reports.events(previous, current, []) == []
+
+
+def test_every_condition_change_posts_an_event_with_its_reason() -> None:
+    """Every (type, status) row of the table posts an Event, so that no change of any condition
+    goes untold: on its own, each change posts exactly one, with the condition's reason."""
+    for type, status, reason in reports.CONDITIONS:
+        assert reports.CONDITIONS[type, status, reason].event is not None, (type, status)
+        before = _status((type, "Unknown", "Before", 1))
+        after = _status((type, status, reason or "Something", 1))
+        (event,) = reports.events(before, after, [])
+        assert event.reason == (reason or "Something")
+
+
+def test_reconciling_and_stalled_tell_a_reason_once_per_pass() -> None:
+    previous = _status(
+        ("Verified", "True", "SignatureVerified", 1),
+        ("Ready", "True", "Available", 1),
+        ("Reconciling", "False", "Available", 1),
+        ("Stalled", "False", "Available", 1),
+    )
+    current = _status(
+        ("Verified", "False", "UntrustedSigner", 2),
+        ("Ready", "False", "NotVerified", 2),
+        ("Reconciling", "False", "UntrustedSigner", 2),
+        ("Stalled", "True", "UntrustedSigner", 2),
+    )
+    told = [(event.reason, event.action) for event in reports.events(previous, current, [])]
+    assert told == [("UntrustedSigner", "Verify"), ("NotVerified", "Rollout")]
+    # A stall whose cause did not change in this pass is told by Stalled itself.
+    again = _status(*[(c.type, c.status.value, c.reason, 2) for c in previous.conditions[:3]])
+    again.conditions.append(current.conditions[3])
+    (event,) = reports.events(previous, again, [])
+    assert (event.type, event.reason, event.action) == ("Warning", "UntrustedSigner", "Reconcile")
 
 
 def test_notes_tell_as_their_rows_say_and_what_the_writes_did_is_marked() -> None:

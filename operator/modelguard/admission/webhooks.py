@@ -8,9 +8,12 @@ kopf passes each index by.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import time
 import typing
+from collections.abc import Iterator
 
 import kopf
 
@@ -35,6 +38,18 @@ class Caches:
     from an index may only be one not listed yet, and is not judged."""
 
     filled: bool = False
+    indexes: dict[str, typing.Sized] = dataclasses.field(default_factory=dict)
+    """kopf's indexes by id, once a handler was given them (their sizes are metrics)."""
+
+
+INDEXES: typing.Final = (
+    TRUST_POLICIES,
+    APPROVALS_BY_MODEL,
+    MANAGED_DEPLOYMENTS,
+    POLICIES_BY_MODEL,
+    NAMESPACE_LABELS,
+    MODELS_BY_NAMESPACE,
+)
 
 
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
@@ -50,10 +65,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     settings.admission.server = serving.server(options)
 
 
-def caches_filled(memo: kopf.Memo) -> None:
+def caches_filled(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     """Called from a namespace event handler: kopf calls those only once every index is filled
-    (and every cluster has namespaces)."""
-    memo.admission_caches.filled = True
+    (and every cluster has namespaces). kopf hands every handler its indexes, which stay current:
+    kept here for their sizes."""
+    caches: Caches = memo.admission_caches
+    caches.filled = True
+    if not caches.indexes:
+        caches.indexes = {name: kwargs[name] for name in INDEXES if name in kwargs}
 
 
 # --- Indexes: what the decisions read instead of asking the API server ------------------------
@@ -114,23 +133,53 @@ def index_policy_by_model(
 # --- The validating handlers' bodies -----------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _measured(memo: kopf.Memo | None, webhook: str) -> Iterator[None]:
+    """Counts and times one answer of `webhook` in the operator's metrics: allowed, denied (an
+    AdmissionError) or error (anything else, which kopf answers as a failure)."""
+    started = time.perf_counter()
+    decision = "allowed"
+    try:
+        yield
+    except kopf.AdmissionError:
+        decision = "denied"
+        raise
+    except Exception:
+        decision = "error"
+        raise
+    finally:
+        recorder = memo.get("metrics") if memo is not None else None
+        if recorder is not None:
+            recorder.webhook(webhook, decision=decision, seconds=time.perf_counter() - started)
+
+
 def managed_child(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
-    request = review_request(kwargs)
-    serving.enforce(decisions.managed_child(request, identity=memo.webhook.identity))
+    with _measured(memo, serving.MANAGED_CHILD_PATH):
+        request = review_request(kwargs)
+        serving.enforce(decisions.managed_child(request, identity=memo.webhook.identity))
 
 
 def managed_scale(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
-    request = review_request(kwargs)
-    index: kopf.Index[tuple[str | None, str], str] = kwargs[MANAGED_DEPLOYMENTS]
-    owner = next(iter(index.get((request["namespace"], request["name"]), [])), None)
-    serving.enforce(decisions.managed_scale(request, identity=memo.webhook.identity, owner=owner))
+    with _measured(memo, serving.MANAGED_SCALE_PATH):
+        request = review_request(kwargs)
+        index: kopf.Index[tuple[str | None, str], str] = kwargs[MANAGED_DEPLOYMENTS]
+        owner = next(iter(index.get((request["namespace"], request["name"]), [])), None)
+        serving.enforce(
+            decisions.managed_scale(request, identity=memo.webhook.identity, owner=owner)
+        )
 
 
 def trust_policy(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
-    serving.enforce(decisions.trust_policy(review_request(kwargs)), warnings=warnings)
+    with _measured(kwargs.get("memo"), serving.TRUST_POLICY_PATH):
+        serving.enforce(decisions.trust_policy(review_request(kwargs)), warnings=warnings)
 
 
 def model_approval(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
+    with _measured(kwargs.get("memo"), serving.MODEL_APPROVAL_PATH):
+        _model_approval(warnings, kwargs)
+
+
+def _model_approval(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
     request = review_request(kwargs)
     names: kopf.Index[tuple[str | None, str], str] = kwargs[POLICIES_BY_MODEL]
     model = str(((request.get("object") or {}).get("spec") or {}).get("model", ""))
@@ -146,6 +195,11 @@ def model_approval(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
 
 
 def network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
+    with _measured(memo, serving.NETWORK_POLICY_PATH):
+        _network_policy(memo, kwargs)
+
+
+def _network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     request = review_request(kwargs)
     index: kopf.Index[str | None, decisions.ModelPods] = kwargs[MODELS_BY_NAMESPACE]
     models = list(index.get(request.get("namespace"), []))
@@ -162,6 +216,11 @@ def network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
 
 
 def model_deployment(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
+    with _measured(memo, serving.MODEL_DEPLOYMENT_PATH):
+        _model_deployment(memo, kwargs)
+
+
+def _model_deployment(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     index: kopf.Index[str, kopf.Body] = kwargs[TRUST_POLICIES]
     # Before the first listing is in, a missing policy may only be one not indexed yet: the
     # reconcile reports it then.

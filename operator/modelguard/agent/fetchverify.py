@@ -9,9 +9,9 @@ the GIL). Once a file's digest matches, the whole file on disk is classified as 
 verify` does (trust.formats: every member of an archive), before any model server can start. A
 file whose digest differs, a code-capable format the policy does not allow (--allow-format), or
 any source failure stops everything, and DEST is emptied again. Success leaves read-only files and
-one summary line; under a TrustPolicy in Audit mode (--audit-formats) a code-capable file is
-admitted, and each one is reported on an `audit UnsafeFormat: ...` line, in the termination log
-too, for the operator.
+one summary line, in the termination log too (the operator's metrics read it); under a
+TrustPolicy in Audit mode (--audit-formats) a code-capable file is admitted, and each one is
+reported on an `audit UnsafeFormat: ...` line, in the termination log too, for the operator.
 """
 
 from __future__ import annotations
@@ -106,12 +106,13 @@ def run(options: Options, *, termination_log: Path = DEFAULT_TERMINATION_LOG) ->
         return 1
     for violation in summary.audit:
         print(f"audit {violation}", file=sys.stderr)
-    if summary.audit:
-        # The kubelet keeps it as the container's termination message, exit 0 or not: the
-        # operator reports what was admitted from there.
-        _write_termination_log(
-            termination_log, "\n".join(f"audit {v}" for v in summary.audit)[:_MAX_MESSAGE]
-        )
+    # The kubelet keeps it as the container's termination message, exit 0 or not: the operator
+    # reports what was admitted from there, and counts the run in its metrics (bytes, seconds)
+    # from the summary line, which comes first so that a long audit list cannot cut it.
+    _write_termination_log(
+        termination_log,
+        "\n".join([summary.line(), *(f"audit {v}" for v in summary.audit)])[:_MAX_MESSAGE],
+    )
     print(summary.line())
     return 0
 

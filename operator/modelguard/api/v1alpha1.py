@@ -24,18 +24,25 @@ SINGULAR: typing.Final = "modeldeployment"
 SHORT_NAMES: typing.Final = ("md",)
 CATEGORIES: typing.Final = ("modelguard",)
 
-# Condition types; Ready summarises the others and is what `kubectl wait` and GitOps tools read.
+# Condition types; Ready summarises the others and is what `kubectl wait` reads. Reconciling and
+# Stalled say the same for tools that read status with kstatus (Flux, kpt, cli-utils): whether
+# the operator is still working towards the spec (waiting for a rollout, an approval or a source
+# that does not answer) or has stopped on a refusal that needs someone to change something.
 CONDITION_VERIFIED: typing.Final = "Verified"
 CONDITION_APPROVED: typing.Final = "Approved"
 CONDITION_ISOLATED: typing.Final = "Isolated"
 CONDITION_BACKED_UP: typing.Final = "BackedUp"
 CONDITION_READY: typing.Final = "Ready"
+CONDITION_RECONCILING: typing.Final = "Reconciling"
+CONDITION_STALLED: typing.Final = "Stalled"
 CONDITION_TYPES: typing.Final = (
     CONDITION_VERIFIED,
     CONDITION_APPROVED,
     CONDITION_ISOLATED,
     CONDITION_BACKED_UP,
     CONDITION_READY,
+    CONDITION_RECONCILING,
+    CONDITION_STALLED,
 )
 
 # Condition reasons the operator decides itself (CamelCase). A refusal of the signature, the
@@ -593,7 +600,7 @@ class Condition(conventions.Status):
     """One aspect of the object's state, in the shape of Kubernetes' metav1.Condition."""
 
     type: str = pydantic.Field(pattern=CONDITION_TYPE_PATTERN, max_length=316)
-    """Verified, Approved, Isolated, BackedUp or Ready."""
+    """Verified, Approved, Isolated, BackedUp, Ready, Reconciling or Stalled."""
 
     status: ConditionStatus
     """True, False or Unknown."""
@@ -608,7 +615,10 @@ class Condition(conventions.Status):
     docs/status.md). Approved: Approved, or why not (ApprovalMissing, TooFewApprovals, ...).
     Isolated: WithinPolicy, BroadAccessRefused (the spec asks for more than its TrustPolicy
     allows) or OpenedByNetworkPolicy (someone else's NetworkPolicy opens the model's pods
-    beyond it)."""
+    beyond it). Reconciling (True while a rollout progresses, an approval is awaited or a source
+    is retried) and Stalled (True for a refusal that needs someone to change the spec, the
+    policy, the signature or the cluster, and for a quarantine) carry the reason of the
+    condition that causes them."""
 
     message: str = pydantic.Field(max_length=MAX_CONDITION_MESSAGE)
     """Human-readable detail."""
@@ -731,7 +741,8 @@ class ModelDeploymentStatus(conventions.Status):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Verified, Approved, Isolated, BackedUp and Ready (the summary)."""
+    """Verified, Approved, Isolated, BackedUp, Ready (the summary), and Reconciling and Stalled
+    (the same summary as kstatus reads it: Flux, kpt)."""
 
     verification: VerificationStatus | None = None
     """The last successful signature verification."""

@@ -72,6 +72,8 @@ class Sink:
         self._checkpointed = 0
         self._checkpointed_at = clock()
         self._closed = False
+        self._written: dict[str, int] = {}
+        self._write_failures = 0
 
     @property
     def origin(self) -> str:
@@ -128,10 +130,13 @@ class Sink:
             self._seq += 1
             self._prev = record["hash"]
             self._tree.append(records.leaf(record))
+            decided = str(record["decision"])
+            self._written[decided] = self._written.get(decided, 0) + 1
             try:
                 self._stream.write(records.line(record) + "\n")
                 self._stream.flush()
             except Exception as error:
+                self._write_failures += 1
                 # OSError: a full disk; ValueError: the stream was closed. The error log says
                 # what was lost, as one escaped line.
                 logger.error(
@@ -141,6 +146,12 @@ class Sink:
                     records.line(record),
                 )
             return record
+
+    def counts(self) -> tuple[dict[str, int], int]:
+        """Records made in this segment by decision, and how many of them could not be written
+        (the operator's metrics)."""
+        with self._lock:
+            return dict(self._written), self._write_failures
 
     def checkpoint(self, *, force: bool = False) -> checkpoints.Signed | None:
         """The signed checkpoint of every record written so far, when one is due (`force`: now,

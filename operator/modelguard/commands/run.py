@@ -13,8 +13,10 @@ import kopf
 
 # Importing handlers registers them with kopf.
 from modelguard import handlers, logs  # noqa: F401
+from modelguard import metrics as operator_metrics
 from modelguard.admission import serving
 from modelguard.audit import keys, sink
+from modelguard.reconcile import vocabulary
 
 # The ConfigMaps' names are `<prefix>-<segment>-<size>-<hash>` and their `audit.modelguard.dev/log`
 # label is the prefix: a DNS label, at most 63 characters.
@@ -31,6 +33,14 @@ class AuditOptions:
     prefix: str
 
 
+@dataclasses.dataclass(frozen=True)
+class MetricsOptions:
+    """Where Prometheus metrics are served (`modelguard run --metrics-*`); port None: nowhere."""
+
+    port: int | None
+    addr: str
+
+
 def run(
     *,
     namespaces: typing.Sequence[str],
@@ -40,6 +50,7 @@ def run(
     audit: AuditOptions,
     verify_concurrency: int,
     webhook: serving.Options,
+    metrics: MetricsOptions = MetricsOptions(port=None, addr=""),
     verbose: bool,
     debug: bool,
 ) -> int:
@@ -47,23 +58,46 @@ def run(
     No `namespaces`: every namespace."""
     signer, namespace = _audit(audit_key_file, audit)
     configure_logging(verbose=verbose, debug=debug)
-    kopf.run(
-        memo=kopf.Memo(
-            webhook=webhook,
-            audit_log=audit_log,
-            audit_signer=signer,
-            audit_cadence=audit.cadence,
-            audit_namespace=namespace,
-            audit_prefix=audit.prefix,
-            verify_concurrency=verify_concurrency,
-        ),
-        clusterwide=not namespaces,
-        namespaces=list(namespaces),
-        liveness_endpoint=liveness,
-        # One replica for now; kopf peering for 2+ replicas needs its peering CRD (a later release).
-        standalone=True,
-    )
+    recorder = operator_metrics.Metrics(reasons=vocabulary.reasons())
+    server = _serve_metrics(recorder, metrics)
+    try:
+        kopf.run(
+            memo=kopf.Memo(
+                webhook=webhook,
+                audit_log=audit_log,
+                audit_signer=signer,
+                audit_cadence=audit.cadence,
+                audit_namespace=namespace,
+                audit_prefix=audit.prefix,
+                verify_concurrency=verify_concurrency,
+                metrics=recorder,
+            ),
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            liveness_endpoint=liveness,
+            # One replica for now; kopf peering for 2+ replicas needs its peering CRD (a later
+            # release).
+            standalone=True,
+        )
+    finally:
+        if server is not None:
+            server.close()
     return 0
+
+
+def _serve_metrics(
+    recorder: operator_metrics.Metrics, options: MetricsOptions
+) -> operator_metrics.Server | None:
+    """The metrics' HTTP server, started before kopf so that a port already taken stops the
+    start with a message rather than a traceback later."""
+    if options.port is None:
+        return None
+    try:
+        return recorder.serve(port=options.port, addr=options.addr)
+    except OSError as error:
+        raise SystemExit(
+            f"--metrics-port {options.port} (--metrics-addr {options.addr}): {error.strerror}"
+        ) from None
 
 
 def _audit(key_file: pathlib.Path | None, options: AuditOptions) -> tuple[keys.Signer, str]:

@@ -234,6 +234,10 @@ class Publisher:
         self._head_pending: checkpoints.Signed | None = None
         self._tick = tick
         self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        """Checkpoints stored, over all destinations (the operator's metrics)."""
+        self.failed = 0
+        """Attempts to store one that failed (each is retried), and ones dropped unpublished."""
 
     def start(self) -> None:
         """The first checkpoint (the segment's start) at once, then the loop."""
@@ -259,6 +263,7 @@ class Publisher:
         for queue in self._queues:
             if len(queue.pending) >= MAX_PENDING:
                 dropped = queue.pending.popleft()
+                self.failed += 1
                 logger.error(
                     "audit checkpoint %s at %d records not published to %s: %d newer ones wait",
                     dropped.checkpoint.origin,
@@ -278,6 +283,7 @@ class Publisher:
                 try:
                     await queue.destination.publish(signed)
                 except Exception as error:
+                    self.failed += 1
                     queue.backoff = min(MAX_BACKOFF_SECONDS, max(1.0, queue.backoff * 2))
                     queue.retry_at = loop.time() + queue.backoff
                     logger.warning(
@@ -292,6 +298,7 @@ class Publisher:
                     break
                 queue.pending.popleft()
                 queue.backoff = 0.0
+                self.published += 1
         if self._head is not None and self._head_pending is not None and not self.pending:
             try:
                 await self._head.update(self._head_pending)

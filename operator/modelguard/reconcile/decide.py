@@ -10,7 +10,8 @@ admission policy): `conclude` folds that into the same outcome before its status
 
 Each check sets one condition, in the order a rollout needs them: Verified (the signature, bound
 to the spec's version), Isolated (network access within the policy), Approved (the gate), then
-Ready, which summarises them. A new check is one function here that sets its condition from a
+Ready, which summarises them, and Reconciling and Stalled, which say the same for kstatus
+(`progress`). A new check is one function here that sets its condition from a
 field of `observations.Observed`; reports.py's table says what its change tells.
 """
 
@@ -26,6 +27,7 @@ from modelguard.builders import children, intent, labels
 from modelguard.builders import deployment as deployment_builder
 from modelguard.reconcile import approval, conditions, observations, pods, readiness, reports
 from modelguard.trust import access, pinning
+from modelguard.trust import reasons as trust_reasons
 
 Manifest = dict[str, typing.Any]
 
@@ -86,6 +88,10 @@ class Outcome:
 
 def decide(seen: observations.Observed, *, agent_image: str) -> Outcome:
     """Hold, roll out, quarantine or refuse, with the status that says so."""
+    return with_progress(_decide(seen, agent_image=agent_image))
+
+
+def _decide(seen: observations.Observed, *, agent_image: str) -> Outcome:
     draft = _Draft(seen)
     model = seen.model
     if model is None:
@@ -110,6 +116,10 @@ def decide(seen: observations.Observed, *, agent_image: str) -> Outcome:
 def conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
     """The outcome once its children are written: the uids they were given, what the writes
     found, and Ready from the Deployment they left."""
+    return with_progress(_conclude(outcome, applied))
+
+
+def _conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
     if not outcome.children or outcome.model is None:
         return outcome
     model = outcome.model
@@ -246,6 +256,86 @@ class _Draft:
 
 def _earliest(first: datetime.datetime | None, second: datetime.datetime) -> datetime.datetime:
     return second if first is None else min(first, second)
+
+
+# --- Reconciling and Stalled: the summary as kstatus reads it -----------------------------------
+
+# Why Ready is False, and the condition that says it in full.
+_CAUSE: typing.Final = {
+    v1alpha1.REASON_NOT_VERIFIED: v1alpha1.CONDITION_VERIFIED,
+    v1alpha1.REASON_POLICY_NOT_BOUND: v1alpha1.CONDITION_VERIFIED,
+    v1alpha1.REASON_NOT_APPROVED: v1alpha1.CONDITION_APPROVED,
+    v1alpha1.REASON_NOT_ISOLATED: v1alpha1.CONDITION_ISOLATED,
+}
+# Ready reasons of a model the operator is still working towards without anyone's help: a
+# rollout under way, or a version waiting for its approvals (the gate is the point; approving is
+# the expected next step, not a repair). A version refused for want of a source that answers is
+# one too, while the operator retries it (`retrying`).
+_IN_PROGRESS: typing.Final = frozenset({v1alpha1.REASON_PROGRESSING, v1alpha1.REASON_NOT_APPROVED})
+# Verified reasons of an artifact not published yet: GitOps applies a ModelDeployment whenever it
+# likes, the pipeline that uploads the model and its signature may finish later, and the operator
+# looks again (with backoff) until it does.
+# (SourceNotFound is sources.errors.SourceNotFound.reason; this module may not import the sources.)
+AWAITED: typing.Final = frozenset({str(trust_reasons.Reason.MISSING_FILE), "SourceNotFound"})
+
+
+def progress(
+    status: v1alpha1.ModelDeploymentStatus, *, retrying: bool
+) -> tuple[conditions.Decision, conditions.Decision] | None:
+    """Reconciling and Stalled for `status`, from its Ready condition (None without one).
+
+    Ready True: neither. A rollout under way, a version waiting for its approvals, a source being
+    retried, a model or signature not published yet: Reconciling. Anything else that keeps Ready
+    False stops until someone changes the spec, the policy, the signature, the approvals or the
+    cluster (an untrusted signer, a bad
+    signature, a missing or unbound policy, broad access refused, a child name taken, a child the
+    API server refuses, a rollout past its deadline, a quarantine): Stalled. Both carry the
+    reason and message of the condition that says why (Verified, Approved or Isolated for a hold,
+    else Ready), so that kstatus's message is the one a person needs.
+    """
+    ready = conditions.find(status.conditions, v1alpha1.CONDITION_READY)
+    if ready is None:
+        return None
+    cause = ready
+    if ready.status != v1alpha1.ConditionStatus.TRUE and ready.reason in _CAUSE:
+        found = conditions.find(status.conditions, _CAUSE[ready.reason])
+        if found is not None and found.status == v1alpha1.ConditionStatus.FALSE:
+            cause = found
+    reconciling: typing.Literal["True", "False"]
+    stalled: typing.Literal["True", "False"]
+    if ready.status == v1alpha1.ConditionStatus.TRUE:
+        reconciling, stalled = "False", "False"
+    elif ready.reason in _IN_PROGRESS or (
+        ready.reason == v1alpha1.REASON_NOT_VERIFIED and (retrying or cause.reason in AWAITED)
+    ):
+        reconciling, stalled = "True", "False"
+    else:
+        reconciling, stalled = "False", "True"
+    return (
+        conditions.Decision(reconciling, cause.reason, cause.message),
+        conditions.Decision(stalled, cause.reason, cause.message),
+    )
+
+
+def with_progress(outcome: Outcome) -> Outcome:
+    """`outcome` with its status's Reconciling and Stalled set from the rest of it; a source is
+    being retried when the outcome asks for a retry."""
+    decided = progress(outcome.status, retrying=outcome.retry is not None)
+    if decided is None:
+        return outcome
+    seen = outcome.observed
+    status = outcome.status.model_copy(deep=True)
+    for type, decision in zip(
+        (v1alpha1.CONDITION_RECONCILING, v1alpha1.CONDITION_STALLED), decided, strict=True
+    ):
+        status.conditions = conditions.set_condition(
+            status.conditions,
+            type=type,
+            decision=decision,
+            observed_generation=seen.generation,
+            now=seen.now,
+        )
+    return dataclasses.replace(outcome, status=status)
 
 
 # --- quarantine through the spec -----------------------------------------------------------------

@@ -15,7 +15,7 @@ import dataclasses
 import re
 import typing
 
-from modelguard.api import v1alpha1
+from modelguard.api import times, v1alpha1
 from modelguard.builders import deployment
 from modelguard.trust import reasons
 
@@ -111,6 +111,76 @@ def agent_admissions(pods: typing.Iterable[Manifest], *, root_digest: str) -> li
                 )
             )
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentRun:
+    """One ended run of a pod's fetch-verify agent, as its metrics count it."""
+
+    key: tuple[str, ...]
+    """The pod's uid, the container's id and when it finished: the same run read again by a
+    later pass has the same key."""
+    verified: bool
+    reason: str
+    """The refusal's reason; "" when verified."""
+    bytes: int
+    """Bytes fetched and verified, from the agent's summary line; 0 when refused."""
+    seconds: float | None
+    """How long it ran: the agent's own figure, else the kubelet's start and finish times."""
+
+
+# The agent's summary line (fetchverify.Summary.line), which it leaves as its termination message.
+_SUMMARY: typing.Final = re.compile(
+    r"^fetched and verified root \S+ files \d+ bytes (?P<bytes>\d+) seconds (?P<seconds>[0-9.]+)",
+    re.MULTILINE,
+)
+
+
+def agent_runs(pods: typing.Iterable[Manifest]) -> list[AgentRun]:
+    """Every ended run of the agent in `pods` (the latest and the one before, per pod), whatever
+    root digest it verified; a run that the kubelet reports without a reason of the agent's is
+    AgentFailed."""
+    found: list[AgentRun] = []
+    for pod in pods:
+        uid = str(pod["metadata"].get("uid", ""))
+        for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            if status.get("name") != deployment.AGENT_CONTAINER:
+                continue
+            for state in (status.get("state"), status.get("lastState")):
+                terminated = (state or {}).get("terminated")
+                if not terminated:
+                    continue
+                message = str(terminated.get("message") or "")
+                verified = terminated.get("exitCode", 0) == 0
+                reason = ""
+                if not verified:
+                    reason = message.partition(":")[0].strip()
+                    if len(reason) > _MAX_REASON or not _REASON.fullmatch(reason):
+                        reason = v1alpha1.REASON_AGENT_FAILED
+                summary = _SUMMARY.search(message) if verified else None
+                found.append(
+                    AgentRun(
+                        key=(
+                            uid,
+                            str(terminated.get("containerID", "")),
+                            str(terminated.get("finishedAt", "")),
+                        ),
+                        verified=verified,
+                        reason=reason,
+                        bytes=int(summary["bytes"]) if summary else 0,
+                        seconds=float(summary["seconds"]) if summary else _ran_for(terminated),
+                    )
+                )
+    return found
+
+
+def _ran_for(terminated: Manifest) -> float | None:
+    try:
+        started = times.parse(str(terminated["startedAt"]))
+        finished = times.parse(str(terminated["finishedAt"]))
+    except (KeyError, ValueError):
+        return None
+    return max(0.0, (finished - started).total_seconds())
 
 
 def any_agent_report(pods: typing.Iterable[Manifest]) -> bool:

@@ -1,11 +1,12 @@
 """What a pass tells about its decisions: Events for whoever runs `kubectl describe`, and records
 for the audit log, both read from one table (pure, no I/O).
 
-A condition tells when it changes: an Event when its status flips (Kubernetes' convention), an
-audit record when it is decided anew (its status, reason, message or generation changed), so the
-log grows with decisions, not with reconciles. What no condition shows (children applied, a
-revert, an accepted re-publication, a quarantine and its lifting) is a `Note` of the pass, told
-as its row says.
+A condition tells when it changes: an Event when its status or its reason changes (with that
+reason; one Event per reason in a pass, since Reconciling and Stalled carry the reason of the
+condition that causes them), an audit record when it is decided anew (its status, reason, message
+or generation changed), so that the log grows with decisions, not with reconciles. What no
+condition shows (children applied, a revert, an accepted re-publication, a quarantine and its
+lifting) is a `Note` of the pass, told as its row says.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ CONDITIONS: typing.Final[typing.Mapping[tuple[str, str, str | None], Row]] = {
     ),
     (v1alpha1.CONDITION_READY, "True", None): Row("Rollout", "Normal", records.Decision.ROLLED_OUT),
     (v1alpha1.CONDITION_READY, "False", None): Row("Rollout", "Warning", None),
+    # Summaries of the others (for kstatus): their causes are recorded, and told by the same
+    # reason, so these rarely tell anything of their own.
+    (v1alpha1.CONDITION_RECONCILING, "True", None): Row("Reconcile", "Normal", None),
+    (v1alpha1.CONDITION_RECONCILING, "False", None): Row("Reconcile", "Normal", None),
+    (v1alpha1.CONDITION_STALLED, "True", None): Row("Reconcile", "Warning", None),
+    (v1alpha1.CONDITION_STALLED, "False", None): Row("Reconcile", "Normal", None),
 }
 HAPPENINGS: typing.Final[typing.Mapping[Happening, Row]] = {
     Happening.APPLIED: Row("Apply", "Normal", None),
@@ -131,8 +138,10 @@ def events(
     current: v1alpha1.ModelDeploymentStatus,
     notes: typing.Sequence[Note],
 ) -> list[Event]:
-    """The pass's notes, then every condition that flipped (or that reports, anew, what Audit
-    mode admitted), in the order of the conditions."""
+    """The pass's notes, then every condition whose status or reason changed (or that reports,
+    anew, what Audit mode admitted), in the order of the conditions; a reason already told in
+    this pass is not told again (Stalled=True/UntrustedSigner says what Verified=False/
+    UntrustedSigner has just said)."""
     told = [
         Event(
             type=event,
@@ -147,12 +156,17 @@ def events(
     before = {c.type: c for c in previous.conditions}
     for condition in current.conditions:
         prior = before.get(condition.type)
-        flipped = prior is None or prior.status != condition.status
+        changed = prior is None or (prior.status, prior.reason) != (
+            condition.status,
+            condition.reason,
+        )
         newly_admitted = condition.reason == v1alpha1.REASON_AUDIT_VIOLATIONS and (
             prior is None or prior.message != condition.message
         )
         told_by = row(condition)
-        if (flipped or newly_admitted) and told_by.event is not None:
+        if any(event.reason == condition.reason for event in told):
+            continue
+        if (changed or newly_admitted) and told_by.event is not None:
             told.append(
                 Event(
                     type=told_by.event,

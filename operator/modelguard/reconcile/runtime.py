@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import typing
 
-from modelguard import kube
+from modelguard import kube, metrics
 from modelguard.audit import sink
 from modelguard.reconcile import verification
 
@@ -36,6 +36,8 @@ class Context:
     """How many signature files may be fetched and verified at once (--verify-concurrency)."""
     recheck: typing.Callable[[str, str, datetime.datetime], None] = lambda *_: None
     """Asks for this model to be reconciled again at a time (when an approval expires)."""
+    metrics: metrics.Metrics = dataclasses.field(default_factory=metrics.Metrics)
+    """What passes count and time (the operator's /metrics)."""
     created: dict[tuple[str, str], dict[tuple[str, str], str]] = dataclasses.field(
         default_factory=dict
     )

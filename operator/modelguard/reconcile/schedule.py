@@ -51,6 +51,16 @@ class Scheduler:
         timer = self._timers.get((namespace, name))
         return timer.when() if timer is not None else None
 
+    @property
+    def scheduled(self) -> int:
+        """Models waiting for a timer to reconcile them again."""
+        return len(self._timers)
+
+    @property
+    def running(self) -> int:
+        """Background reconciles (fan-outs and timers) started and not finished."""
+        return len(self._tasks)
+
     def fan_out(self, models: typing.Iterable[tuple[str, str]]) -> int:
         """Starts the reconcile of every (namespace, name) now, concurrently; returns how many."""
         started = 0

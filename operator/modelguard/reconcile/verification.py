@@ -77,6 +77,13 @@ class Slots:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=size, thread_name_prefix="verify"
         )
+        self.in_use = 0
+        """Slots held now (the operator's metrics)."""
+
+    @property
+    def waiting(self) -> int:
+        """Signature files waiting for a slot."""
+        return sum(users[0] for _, users in list(self._origins.values())) - self.in_use
 
     @contextlib.asynccontextmanager
     async def slot(self, origin: str = "") -> AsyncIterator[_Slot]:
@@ -94,8 +101,10 @@ class Slots:
             self._forget(origin, users)
             raise
         held = _Slot(self._threads)
+        self.in_use += 1
 
         def release() -> None:
+            self.in_use -= 1
             self._free.release()
             share.release()
             self._forget(origin, users)
@@ -164,6 +173,15 @@ class Cache:
         self._refused_since: collections.OrderedDict[tuple[str, ...], datetime.datetime] = (
             collections.OrderedDict()
         )
+
+    def sizes(self) -> dict[str, int]:
+        """Entries held per table (the operator's metrics), each bounded by the cache size."""
+        return {
+            "verified_inputs": len(self._by_inputs),
+            "bundles": len(self._by_bundle),
+            "serving": len(self._serving),
+            "refusals": len(self._refused_since),
+        }
 
     def recheck_after(
         self, inputs: tuple[str, ...], *, now: datetime.datetime

@@ -194,10 +194,24 @@ async def _tell(
             subject=subject,
             details=record.details,
         )
+        _count(context, record)
     for event in outcome.events:
         if written_only and not event.written:
             continue
         await _post(context, outcome.observed.body, event)
+
+
+def _count(context: runtime.Context, record: reports.Record) -> None:
+    """The metrics of decisions that are counted as the audit log records them."""
+    if record.decision in {records.Decision.VERIFIED, records.Decision.VERIFICATION_REFUSED}:
+        context.metrics.verification(
+            verified=record.decision is records.Decision.VERIFIED, reason=record.reason
+        )
+    elif record.decision is records.Decision.QUARANTINED:
+        trigger = str(record.details.get("trigger", ""))
+        context.metrics.quarantine(
+            trigger="spec" if trigger == "spec.quarantine" else "automatic", reason=record.reason
+        )
 
 
 async def _post(context: runtime.Context, body: Manifest, event: reports.Event) -> None:
