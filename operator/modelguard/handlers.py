@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -12,10 +13,18 @@ import kopf
 
 from modelguard import kube
 from modelguard.admission import decisions, serving
-from modelguard.api import conventions, errors, modelapproval, trustpolicy, v1alpha1
+from modelguard.api import backupstore, conventions, errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
+from modelguard.backup import worker
 from modelguard.builders import labels
-from modelguard.reconcile import modeldeployment, runtime, schedule, verification
+from modelguard.reconcile import (
+    backupjobs,
+    backupstores,
+    modeldeployment,
+    runtime,
+    schedule,
+    verification,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         recheck=memo.scheduler.recheck,
         verification_cache=verification.Cache(reread=reread),
     )
+    _configure_backups(memo)
 
 
 def _reread_interval(value: str | None) -> datetime.timedelta:
@@ -99,6 +109,9 @@ _MAX_REREAD_SECONDS: typing.Final = 86400
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: typing.Any) -> None:
     memo.scheduler.close()
+    memo.store_scheduler.close()
+    if memo.context.backups is not None:
+        memo.context.backups.close()
     await memo.context.kube.close()
 
 
@@ -365,3 +378,75 @@ async def _reconcile_quietly(memo: kopf.Memo, *, namespace: str, name: str) -> N
         await _reconcile(memo, namespace=namespace, name=name)
     except kopf.TemporaryError as error:
         logger.warning("%s/%s: %s", namespace, name, error)
+
+
+# --- Backups -------------------------------------------------------------------------------------
+
+
+def _configure_backups(memo: kopf.Memo) -> None:
+    """The backup jobs of this process (run off the event loop by their own worker) and the
+    timers of BackupStore checks."""
+    context: runtime.Context = memo.context
+    jobs = backupjobs.Jobs(
+        kube_client=context.kube,
+        key=memo.get("backup_key"),
+        trusted_keys=memo.get("backup_trusted_keys") or (),
+        operator_namespace=os.environ.get("POD_NAMESPACE") or None,
+        instance=context.instance,
+        audit=context.audit,
+        volume_root=memo.get("backup_volume_root") or backupjobs.DEFAULT_VOLUME_ROOT,
+        scratch=memo.get("drill_scratch") or backupjobs.DEFAULT_SCRATCH,
+        runner=worker.Worker(concurrency=memo.get("backup_concurrency") or 1),
+        credentials_role=context.credentials_role,
+    )
+    jobs.recheck = memo.scheduler.recheck
+    memo.context = dataclasses.replace(context, backups=jobs)
+
+    async def check(_: str, name: str) -> None:
+        await _reconcile_store_quietly(memo, name=name)
+
+    memo.store_scheduler = schedule.Scheduler(check)
+
+
+@kopf.on.resume(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+@kopf.on.create(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+@kopf.on.update(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+async def backup_store(name: str, memo: kopf.Memo, **_: typing.Any) -> None:
+    try:
+        await _reconcile_store(memo, name=name)
+    except runtime.RetryLater as error:
+        raise kopf.TemporaryError(str(error), delay=10) from error
+
+
+async def _reconcile_store(memo: kopf.Memo, *, name: str) -> None:
+    when = await backupstores.reconcile(memo.context, name=name)
+    if when is not None:
+        memo.store_scheduler.recheck("", name, when)
+
+
+async def _reconcile_store_quietly(memo: kopf.Memo, *, name: str) -> None:
+    try:
+        await _reconcile_store(memo, name=name)
+    except runtime.RetryLater as error:
+        logger.warning("BackupStore %s: %s", name, error)
+        memo.store_scheduler.recheck(
+            "", name, datetime.datetime.now(datetime.UTC) + backupstores.RECHECK_REFUSED
+        )
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+def models_by_store(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: typing.Any
+) -> dict[str, tuple[str | None, str]]:
+    """Which ModelDeployments back up to which BackupStore."""
+    store = (spec.get("backup") or {}).get("store")
+    return {str(store): (namespace, name)} if store else {}
+
+
+@kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+async def backup_store_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    """A store was checked, changed or deleted: the models that back up there decide again."""
+    index: kopf.Index[str, tuple[str | None, str]] = kwargs["models_by_store"]
+    memo.scheduler.fan_out(
+        (namespace, model) for namespace, model in index.get(name, []) if namespace is not None
+    )

@@ -253,9 +253,6 @@ class BackupStoreStatus(conventions.Status):
     signing_key: SigningKeyStatus | None = None
     """The key backups written here are signed with."""
 
-    checked_at: str | None = pydantic.Field(default=None, json_schema_extra={"format": "date-time"})
-    """When the store was last checked (RFC 3339)."""
-
 
 class BackupStore(conventions.Wire):
     """Where offline backups of models go: S3 with object lock, or (weaker) a volume."""

@@ -47,6 +47,12 @@ class Sink:
         self._seq = 0
         self._prev = records.GENESIS
 
+    def position(self) -> dict[str, typing.Any]:
+        """Where the chain stands: the key's id, and the seq and hash of the last record written
+        (a backup keeps it, pointing into the audit trail of what led to it)."""
+        with self._lock:
+            return {"keyId": self._key.id, "seq": self._seq - 1, "hash": self._prev}
+
     def record(
         self,
         decision: records.Decision,

@@ -58,6 +58,10 @@ class Opened:
     model_deployment: dict[str, typing.Any]
     approvals: tuple[dict[str, typing.Any], ...]
     key_id: str
+    manifest: bytes = b""
+    """The backup manifest as verified."""
+    index_data: bytes = b""
+    """index.json as verified."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +111,7 @@ async def open_backup(
             f"{backup!r} is not a backup id (such as 20260101T030000Z-0123456789ab)",
         )
     location = layout.manifest_key(namespace=namespace, name=name, backup=backup)
-    verified, _ = await _newest_that_verifies(
+    verified, manifest_data = await _newest_that_verifies(
         store,
         location,
         max_bytes=bundle.MAX_SIGNATURE_FILE_BYTES,
@@ -152,6 +156,8 @@ async def open_backup(
         model_deployment=model_deployment,
         approvals=approvals,
         key_id=verified.key_id,
+        manifest=manifest_data,
+        index_data=index_data,
     )
 
 
@@ -356,6 +362,9 @@ class S3Destination:
 
     async def abort(self) -> None:
         """Nothing wrong was stored: a refused file's upload never completed."""
+
+    async def aclose(self) -> None:
+        await self._bucket.aclose()
 
 
 async def _thread(work: typing.Callable[[], _T]) -> _T:
@@ -598,3 +607,62 @@ def _remove(work: pathlib.Path) -> None:
             with contextlib.suppress(OSError):
                 path.chmod(0o755)
     shutil.rmtree(work, ignore_errors=True)
+
+
+# --- export --------------------------------------------------------------------------------------
+
+
+async def export(
+    store: backup_stores.Store,
+    opened: Opened,
+    *,
+    folder_path: pathlib.Path,
+    manifest_path: pathlib.Path,
+) -> int:
+    """Writes the whole backup as a folder (every file checked against the manifest as it is
+    written) and its manifest beside it, for `modelguard verify` or `model_signing verify`;
+    returns the bytes written."""
+    target = agent_destination.Destination(folder_path)
+    await _thread(target.prepare)
+    hashing = streams.Hashing(1)
+    total = 0
+    try:
+        for path, entry in sorted(opened.index.items()):
+            expected = streams.Expected(
+                name=f"{path} (object {entry.key})",
+                path=path,
+                resources=None,
+                size=entry.size,
+                sha256=entry.sha256,
+            )
+            checked = streams.Checked(
+                _read_pinned(store, entry), streams.FileCheck(expected), hashing
+            )
+            out = await _thread(
+                functools.partial(target.create, path, hash_type="sha256", shard_size=None)
+            )
+            try:
+                async for chunk in checked:
+                    await _thread(functools.partial(out.write, [chunk]))
+                await _thread(out.finish)
+            finally:
+                out.close()
+            total += entry.size
+        index_data = opened.index_data
+        out = await _thread(
+            functools.partial(target.create, layout.INDEX, hash_type="sha256", shard_size=None)
+        )
+        try:
+            await _thread(functools.partial(out.write, [index_data]))
+            await _thread(out.finish)
+        finally:
+            out.close()
+        await _thread(lambda: manifest_path.write_bytes(opened.manifest))
+        await _thread(target.seal)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await _thread(target.clear)
+        raise
+    finally:
+        hashing.close()
+    return total

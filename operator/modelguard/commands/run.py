@@ -3,6 +3,7 @@ running the handlers (which importing `handlers` registers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 import typing
@@ -13,6 +14,19 @@ import kopf
 from modelguard import handlers, logs  # noqa: F401
 from modelguard.admission import serving
 from modelguard.audit import keys
+from modelguard.backup import manifest
+from modelguard.commands import files
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupOptions:
+    """What `modelguard run` is told about backups (all optional: no key, no backups)."""
+
+    key_file: pathlib.Path | None = None
+    trusted_keys_file: pathlib.Path | None = None
+    volume_root: pathlib.Path | None = None
+    drill_scratch: pathlib.Path | None = None
+    concurrency: int = 1
 
 
 def run(
@@ -22,6 +36,7 @@ def run(
     audit_log: str,
     audit_key_file: pathlib.Path | None,
     verify_concurrency: int,
+    backup: BackupOptions = BackupOptions(),
     webhook: serving.Options,
     verbose: bool,
     debug: bool,
@@ -38,6 +53,7 @@ def run(
         audit_key = keys.load(audit_key_file)
     except keys.InvalidKey as error:
         raise SystemExit(str(error)) from None
+    backup_key, trusted = _backup_keys(backup)
     configure_logging(verbose=verbose, debug=debug)
     kopf.run(
         memo=kopf.Memo(
@@ -45,6 +61,11 @@ def run(
             audit_log=audit_log,
             audit_key=audit_key,
             verify_concurrency=verify_concurrency,
+            backup_key=backup_key,
+            backup_trusted_keys=trusted,
+            backup_volume_root=backup.volume_root,
+            drill_scratch=backup.drill_scratch,
+            backup_concurrency=backup.concurrency,
         ),
         clusterwide=not namespaces,
         namespaces=list(namespaces),
@@ -53,6 +74,28 @@ def run(
         standalone=True,
     )
     return 0
+
+
+def _backup_keys(
+    options: BackupOptions,
+) -> tuple[manifest.BackupKey | None, list[typing.Any]]:
+    """The backup key and the public keys rotated out; SystemExit naming the file when one
+    cannot be used (a key given and not usable is never ignored)."""
+    key = None
+    if options.key_file is not None:
+        try:
+            key = manifest.load_key(options.key_file)
+        except manifest.InvalidKey as error:
+            raise SystemExit(str(error)) from None
+    trusted: list[typing.Any] = []
+    if options.trusted_keys_file is not None:
+        try:
+            trusted = manifest.load_public_keys(
+                [files.read(options.trusted_keys_file, what="--backup-trusted-keys-file")]
+            )
+        except Exception as error:
+            raise SystemExit(f"--backup-trusted-keys-file: {error}") from None
+    return key, trusted
 
 
 def configure_logging(*, verbose: bool, debug: bool) -> None:

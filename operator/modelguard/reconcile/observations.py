@@ -15,7 +15,7 @@ import pydantic
 
 from modelguard.api import modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import deployment, names
-from modelguard.reconcile import conditions
+from modelguard.reconcile import backupviews, conditions
 from modelguard.trust import reasons
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,8 @@ class Observed:
     """Why what serves is no longer trusted by the bound policy, if it is not."""
     approvals: tuple[modelapproval.ModelApproval, ...] = ()
     """The namespace's readable ModelApprovals (read once the version verified)."""
+    backup: backupviews.Observed | None = None
+    """The BackupStore spec.backup names and this operator's backup jobs (spec.backup set)."""
 
     @property
     def generation(self) -> int:
