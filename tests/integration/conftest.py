@@ -34,6 +34,8 @@ AGENT_IMAGE = f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 BUNDLE_REREAD_SECONDS = 15
+# BackupStore credentials the chart lets the operator read (backup.credentialsSecrets).
+BACKUP_CREDENTIALS = ("backup-writer", "backup-root")
 PROBE_TOOLS = ("sh", "nc", "nslookup", "httpd", "sleep", "id")
 PROBE_IMAGE_NAME = "localhost/modelguard/probe:test"
 RESTRICTED = {
@@ -185,6 +187,8 @@ def chart_installed(kubectl: harness.Kubectl, helm: harness.Helm) -> str:
         # closed; test_admission registers its own configuration against a real operator process.
         "--set",
         "webhook.enabled=false",
+        "--set",
+        f"backup.credentialsSecrets={{{','.join(BACKUP_CREDENTIALS)}}}",
         "--wait",
         "--timeout=180s",
     )
@@ -192,8 +196,24 @@ def chart_installed(kubectl: harness.Kubectl, helm: harness.Helm) -> str:
 
 
 @pytest.fixture(scope="session")
+def backup_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The operator's backup key (EC P-256, as the chart makes it): its path and public PEM."""
+    return signedmodel.generate_key(tmp_path_factory.mktemp("backup-key"), name="backup")
+
+
+@pytest.fixture(scope="session")
+def backup_volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the operator finds volume stores' claims (the chart mounts them so)."""
+    return tmp_path_factory.mktemp("backup-volumes")
+
+
+@pytest.fixture(scope="session")
 def operator(
-    kubectl: harness.Kubectl, chart_installed: str, tmp_path_factory: pytest.TempPathFactory
+    kubectl: harness.Kubectl,
+    chart_installed: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    backup_key: tuple[Path, str],
+    backup_volumes: Path,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`modelguard run` as a process, authenticated as the chart's ServiceAccount (not as admin)."""
     directory = tmp_path_factory.mktemp("operator")
@@ -216,6 +236,9 @@ def operator(
         "MODELGUARD_SOURCE_CREDENTIALS_ROLE": "modelguard-test-source-credentials",
         # Verified bundles are read again this often (default 300): a replaced one is seen in tests.
         "MODELGUARD_BUNDLE_REREAD_SECONDS": str(BUNDLE_REREAD_SECONDS),
+        # As the chart sets them: where store credentials live, and the backup key.
+        "POD_NAMESPACE": chart_installed,
+        "MODELGUARD_BACKUP_KEY_FILE": str(backup_key[0]),
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -230,6 +253,10 @@ def operator(
                 str(log_path.with_name("audit.jsonl")),
                 "--audit-key-file",
                 str(audit_key),
+                "--backup-volume-root",
+                str(backup_volumes),
+                "--drill-scratch-dir",
+                str(directory / "drill-scratch"),
             ],
             env=env,
             stdout=log,

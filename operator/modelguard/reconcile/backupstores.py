@@ -4,7 +4,8 @@ then audit records and Events).
 
 Level-based like the ModelDeployment's: every trigger runs the same pass, and a store is checked
 again every RECHECK, since a bucket's configuration or the credentials can change where no watch
-sees it. Its Events go to the operator's namespace (a cluster-scoped object has none).
+sees it. Its Events go to the `default` namespace, where Kubernetes keeps the Events of every
+cluster-scoped object (a Node's too): the API server refuses them anywhere else.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 RECHECK: typing.Final = datetime.timedelta(minutes=10)
 # A store that cannot be checked now (unreachable) is looked at again sooner.
 RECHECK_REFUSED: typing.Final = datetime.timedelta(minutes=1)
+EVENT_NAMESPACE: typing.Final = "default"
 
 
 async def reconcile(context: runtime.Context, *, name: str) -> datetime.datetime | None:
@@ -69,10 +71,7 @@ async def reconcile(context: runtime.Context, *, name: str) -> datetime.datetime
         context.audit.record(
             record.decision, reason=record.reason, message=record.message, subject=subject
         )
-    namespace = jobs.operator_namespace if jobs is not None else None
     for event in reports.store_events(previous, current):
-        if namespace is None:
-            break
         try:
             await context.kube.post_event(
                 regarding=body,
@@ -81,7 +80,7 @@ async def reconcile(context: runtime.Context, *, name: str) -> datetime.datetime
                 action=event.action,
                 note=event.note,
                 reporting_instance=context.instance,
-                namespace=namespace,
+                namespace=EVENT_NAMESPACE,
             )
         except kube.ApiError as error:
             logger.warning("could not post event %s: %s", event.reason, error.message)
