@@ -424,8 +424,11 @@ class VolumeStore(_PutImmutable):
         """Nothing stays open."""
 
     def _error(self, key: str, error: OSError) -> errors.SourceError:
-        if error.errno == errno.ELOOP:
-            return errors.UnsafePath(f"{self.description}: {key}: a symlink in the path")
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            # O_NOFOLLOW with O_DIRECTORY answers ENOTDIR for a symlink to a directory.
+            return errors.UnsafePath(
+                f"{self.description}: {key}: a symlink or a file where a folder should be"
+            )
         if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return errors.SourceDenied(f"{self.description}: {key}: {error.strerror}")
         return errors.SourceUnreachable(f"{self.description}: {key}: {error.strerror or error}")
