@@ -20,6 +20,7 @@ verify` does, and removes it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime
@@ -368,9 +369,17 @@ class S3Destination:
 
 
 async def _thread(work: typing.Callable[[], _T]) -> _T:
-    import asyncio  # noqa: PLC0415
-
     return await asyncio.to_thread(work)
+
+
+def _first(group_error: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The failure that stopped the restore, not the cancellations it caused."""
+    for error in group_error.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first(error)
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return group_error
 
 
 # --- restoring -----------------------------------------------------------------------------------
@@ -384,17 +393,19 @@ async def restore(
     destination: Destination,
     approvals_policy: trustpolicy.TrustPolicySpec | None,
     now: datetime.datetime,
-    workers: int = 2,
+    workers: int | None = None,
+    parallel: int = 4,
 ) -> Restored:
     """Restores the model of `opened` into `destination`, every byte verified (see the module)."""
     started = time.monotonic()
     signed = _model_statement(opened, rules=rules, now=now)
     todo = _model_files(opened, signed)
+    workers = workers or min(parallel, folder.available_cores())
     hashing = streams.Hashing(workers)
-    await destination.prepare()
-    total = 0
-    try:
-        for item, entry in todo:
+    slots = asyncio.Semaphore(parallel)
+
+    async def one(item: plan.FileToFetch, entry: layout.Entry) -> int:
+        async with slots:
             expected = streams.Expected(
                 name=f"{entry.path} (object {entry.key})",
                 path=item.path,
@@ -408,7 +419,16 @@ async def restore(
                 _read_pinned(store, entry), streams.FileCheck(expected), hashing
             )
             await destination.write(item.path, checked, size=entry.size)
-            total += entry.size
+            return entry.size
+
+    await destination.prepare()
+    try:
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(item, entry)) for item, entry in todo]
+        except BaseExceptionGroup as group_error:
+            raise _first(group_error) from None
+        total = sum(task.result() for task in tasks)
         await destination.write_signature(opened.signature)
         await destination.finish()
     except BaseException:
