@@ -408,9 +408,8 @@ def _pairs(name: str, references: list[float], measured: list[float]) -> None:
         reference / seconds * 100 for reference, seconds in zip(references, measured, strict=True)
     ]
     shown = ", ".join(f"{ratio:.0f}%" for ratio in ratios)
-    print(
-        f"  {name} per run, of the copy just before it: {shown} (median {statistics.median(ratios):.0f}%)"
-    )
+    median = statistics.median(ratios)
+    print(f"  {name} per run, of the copy just before it: {shown} (median {median:.0f}%)")
 
 
 def _p99(values: list[float]) -> float:
