@@ -170,6 +170,12 @@ CASES = [
         start="backup",
     ),
     Case(
+        "backed up to another store",
+        _seen(spec=BACKUP, status={"lastBackup": {**_last(), "store": "old-vault"}}),
+        None,
+        start="backup",
+    ),
+    Case(
         "backed up, the schedule not due",
         _seen(spec=BACKUP, status={"lastBackup": _last()}),
         None,

@@ -235,7 +235,30 @@ class _Copier:
                     streams.FAILED, f"{self._store.description}: {key} vanished while written"
                 )
             self.reused += 1
-            return await self._read_back(item, key, version_id=found.version_id, reused=True)
+            return await self._reuse(item, key, first=found.version_id)
+
+    async def _reuse(self, item: plan.FileToFetch, key: str, *, first: str | None) -> layout.Entry:
+        """The object an earlier backup stored, read back and verified: its newest version that
+        holds the signed bytes (a version put on top of it later is no reason to fail)."""
+        try:
+            versions = await self._store.versions(key)
+        except errors.SourceDenied:
+            versions = [first]
+        failure: streams.BackupError | None = None
+        for version in [first, *[v for v in versions if v != first]]:
+            try:
+                return await self._read_back(item, key, version_id=version, reused=True)
+            except streams.BackupError as error:
+                if error.reason != streams.READ_BACK_MISMATCH:
+                    raise
+                failure = failure or error
+        assert failure is not None
+        raise streams.BackupError(
+            streams.READ_BACK_MISMATCH,
+            f"{self._store.description}: no version of {key} holds the signed bytes of "
+            f"{layout.MODEL_DIR}{item.path} (it was changed after it was written, and is never "
+            f"overwritten): {failure.message}",
+        )
 
     async def _upload(self, item: plan.FileToFetch, key: str) -> str | None:
         assert item.size is not None

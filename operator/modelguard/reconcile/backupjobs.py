@@ -18,6 +18,7 @@ import dataclasses
 import datetime
 import logging
 import pathlib
+import tempfile
 import typing
 
 from modelguard import kube
@@ -33,7 +34,8 @@ from modelguard.trust import policy as policy_rules
 logger = logging.getLogger(__name__)
 
 DEFAULT_VOLUME_ROOT: typing.Final = pathlib.Path("/var/run/modelguard/backup-volumes")
-DEFAULT_SCRATCH: typing.Final = pathlib.Path("/var/run/modelguard/drill-scratch")
+# The chart mounts an emptyDir of its own there; outside a pod, the system's temporary folder.
+DEFAULT_SCRATCH: typing.Final = pathlib.Path(tempfile.gettempdir()) / "modelguard-drill-scratch"
 
 # A source's failure, as the BackupStore's Ready reason.
 _STORE_REASONS: typing.Final = {

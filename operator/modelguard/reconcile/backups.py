@@ -320,6 +320,8 @@ def _next(
         last is None
         or last_at is None
         or last.root_digest != serving.serving.root_digest
+        # Another store now: it holds no backup of this model yet.
+        or last.store != store.name
         or schedule.due(last=last_at, now=now)
     )
     recheck: datetime.datetime | None = schedule.next_after(last_at) if last_at else None
