@@ -295,7 +295,8 @@ def test_backups_are_immutable_to_the_root_user_and_a_new_version_changes_no_res
     kubectl.apply(backup_store(store_name, s3=s3))
     _store_ready(kubectl, store_name)
     kubectl.apply(
-        model_deployment("a", source=source, backup={"store": store_name}), namespace=namespace
+        model_deployment("a", source=source, backup={"store": store_name, "schedule": "* * * * *"}),
+        namespace=namespace,
     )
     last = _backed_up(kubectl, namespace, "a")["status"]["lastBackup"]
     manifest_key = f"{store_name}/{last['location']}"
@@ -344,8 +345,11 @@ def test_backups_are_immutable_to_the_root_user_and_a_new_version_changes_no_res
                     headers=headers,
                 )
     # Without If-None-Match the root user can only add a version on top; restores read the one
-    # the backup recorded.
+    # the backup recorded, and the next backup reuses the version that verifies.
     s3.put_object(BACKUP_BUCKET, weights_key, b"a newer version, not the backed-up bytes")
+    after = _backed_up(kubectl, namespace, "a", other_than=last["id"])
+    assert harness.condition(after, "BackedUp")["reason"] == "BackupVerified"
+    assert after["status"]["lastBackup"]["writtenBytes"] < 64 << 10
     exported = tmp_path / "exported"
     public = tmp_path / "backup.pub"
     public.write_text(backup_key[1])
