@@ -39,7 +39,8 @@ $(JUDGES)/.installed-$(CHECKOV_VERSION):
 	touch $@
 
 .PHONY: judges
-judges: $(JUDGES)/.installed-$(CHECKOV_VERSION) ## checkov, in .venv-judges
+judges: $(JUDGES)/.installed-$(CHECKOV_VERSION) ## checkov in .venv-judges, and trivy (built once, like the tools)
+	hack/build-tools.sh trivy
 
 # Debian packages (hack/debian-packages.txt), installed where missing; needs root for apt-get.
 .PHONY: packages
@@ -56,7 +57,7 @@ images: venv packages tools ## the ModelGuard, example model server and pause im
 	$(BIN)/python hack/images.py all
 
 .PHONY: tools
-tools: ## build the control plane, the real node's binaries, kwok, helm and minio once into ~/.cache/modelguard
+tools: ## build the control plane, the real node's binaries, kwok, helm, minio and trivy once into ~/.cache/modelguard
 	hack/build-tools.sh
 
 .PHONY: generate
@@ -111,6 +112,7 @@ bench: venv tools packages ## benchmarks: figures printed next to a reference me
 	PYTHONPATH=hack $(BIN)/python benchmarks/certificate_verify.py
 	$(BIN)/python benchmarks/format_classify.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/webhook_latency.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/owned_objects_policy.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/hostile_bundles.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/api_requests.py --baseline 23ee173
 	PYTHONPATH=hack $(BIN)/python benchmarks/backup_throughput.py --size-gib 2

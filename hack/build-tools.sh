@@ -3,9 +3,10 @@
 # machine, into a cache outside the repository keyed by component and version: the control plane
 # (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd), kwok, helm, minio for the
 # S3 server, and the real node (kubelet, kube-proxy, containerd with its runc shim and ctr,
-# kube-router's network policy controller, CoreDNS). Each component's version is pinned in exactly
-# one place: the go.mod of its wrapper module under hack/tools/<component>/. runc and the CNI
-# plugins are Debian's (hack/install-packages.sh).
+# kube-router's network policy controller, CoreDNS), and trivy, a judge of what the chart and the
+# operator produce. Each component's version is pinned in exactly one place: the go.mod of its
+# wrapper module under hack/tools/<component>/. runc and the CNI plugins are Debian's
+# (hack/install-packages.sh).
 #
 # Usage: hack/build-tools.sh [component...]     (default: all)
 # Prints nothing but progress on stderr; the cache root is $MODELGUARD_CACHE
@@ -159,8 +160,17 @@ build_coredns() {
   build coredns "$version" "-s -w" ./cmd/coredns
 }
 
+build_trivy() {
+  local version pkg=github.com/aquasecurity/trivy
+  version=$(module_version trivy "$pkg")
+  # As trivy's goreleaser.yml stamps a release: the version without its "v" (what `trivy --version`
+  # prints), built with the JSON v2 experiment its code needs (encoding/json/v2), statically.
+  GOEXPERIMENT=jsonv2 build trivy "$version" \
+    "-s -w -X $pkg/pkg/version/app.ver=${version#v}" "$pkg/cmd/trivy"
+}
+
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes minio containerd kube-router coredns)
+[ ${#components[@]} -gt 0 ] || components=(etcd kwok helm kubernetes minio containerd kube-router coredns trivy)
 for component in "${components[@]}"; do
   "build_${component//-/_}"
 done

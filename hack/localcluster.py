@@ -107,6 +107,8 @@ _COMPONENTS = {
     "ctr": ("containerd", "github.com/containerd/containerd/v2"),
     "kube-router": ("kube-router", "github.com/cloudnativelabs/kube-router/v2"),
     "coredns": ("coredns", "github.com/coredns/coredns"),
+    # Not part of the cluster: the misconfiguration scanner the tests judge manifests with.
+    "trivy": ("trivy", "github.com/aquasecurity/trivy"),
 }
 NODE_KINDS = ("real", "kwok")
 # The real node's daemons (hack/localnode.py), stopped before the control plane.

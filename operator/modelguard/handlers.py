@@ -12,8 +12,8 @@ import typing
 import kopf
 
 from modelguard import kube
-from modelguard.admission import decisions, serving
-from modelguard.api import backupstore, conventions, errors, modelapproval, trustpolicy, v1alpha1
+from modelguard.admission import decisions, serving, webhooks
+from modelguard.api import backupstore, conventions, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
 from modelguard.backup import worker
 from modelguard.builders import labels
@@ -62,7 +62,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
             f"(image@sha256:<64 hex>); got {agent_image!r}. The chart sets it."
         )
     reread = _reread_interval(os.environ.get(REREAD_ENV))
-    _configure_admission(settings, memo)
+    webhooks.configure(settings, memo)
     kube_client = kube.Kube.from_environment()
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     audit_log: str = memo.get("audit_log") or sink.STANDARD_OUTPUT
@@ -178,6 +178,19 @@ def models_by_namespace(namespace: str | None, name: str, **_: typing.Any) -> di
     return {namespace: name}
 
 
+@kopf.on.event(
+    "networking.k8s.io", "v1", "networkpolicies", labels={labels.MANAGED_BY: kopf.ABSENT}
+)
+async def network_policy_changed(
+    namespace: str | None, memo: kopf.Memo, **kwargs: typing.Any
+) -> None:
+    """Someone else's NetworkPolicy appeared, changed or went: it may open (or stop opening) the
+    pods of the namespace's models, which are reconciled again."""
+    index: kopf.Index[str | None, str] = kwargs["models_by_namespace"]
+    if namespace is not None:
+        memo.scheduler.fan_out((namespace, model) for model in index.get(namespace, []))
+
+
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any) -> None:
     """A namespace's labels may have changed which TrustPolicies bind it: its models are
@@ -188,37 +201,56 @@ async def namespace_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any) ->
 
 # --- Admission webhooks ------------------------------------------------------------------------
 # kopf serves them; the ValidatingWebhookConfiguration that routes requests here ships in the
-# chart (settings.admission.managed stays unset). Each handler is one call into admission.decisions,
-# answered from memory only: the API server is waiting, with failurePolicy Fail for our objects.
+# chart (settings.admission.managed stays unset). Each handler is one call into
+# admission.webhooks, answered from memory only: the API server is waiting, with failurePolicy
+# Fail for our objects. The validating handlers are coroutines although they never await: kopf
+# would otherwise hand each request to a thread pool and back, a large share of the time an
+# admission request takes.
 
 
-def _configure_admission(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
-    options: serving.Options | None = memo.get("webhook")
-    if options is None:
-        options = serving.Options(
-            port=None, cert_dir=None, addr="", identity=decisions.Identity(operator_username="")
-        )
-        memo.webhook = options
-    settings.admission.server = serving.server(options)
-
-
-@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL)
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL, id=webhooks.TRUST_POLICIES)
 def trust_policy_names(name: str, body: kopf.Body, **_: typing.Any) -> dict[str, kopf.Body]:
-    """The TrustPolicies that exist, for admission to read without an API call."""
-    return {name: body}
+    return webhooks.index_trust_policy(name=name, body=body)
 
 
-@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, modelapproval.PLURAL)
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, modelapproval.PLURAL, id=webhooks.APPROVALS_BY_MODEL)
 def approvals_by_model(
     namespace: str | None, spec: kopf.Spec, body: kopf.Body, **_: typing.Any
 ) -> dict[tuple[str | None, str], kopf.Body]:
-    """ModelApprovals per (namespace, model), for Reject mode at admission."""
-    return {(namespace, str(spec.get("model", ""))): body}
+    return webhooks.index_approval(namespace=namespace, spec=spec, body=body)
 
 
-# The validating handlers are coroutines although they never await: they read cached state only,
-# and kopf would otherwise hand each request to a thread pool and back, a large share of the
-# time an admission request takes.
+@kopf.index("apps", "v1", "deployments", labels=_MANAGED, id=webhooks.MANAGED_DEPLOYMENTS)
+def managed_deployments(
+    namespace: str | None, name: str, meta: kopf.Meta, **_: typing.Any
+) -> dict[tuple[str | None, str], str]:
+    return webhooks.index_managed_deployment(namespace=namespace, name=name, meta=meta)
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, id=webhooks.POLICIES_BY_MODEL)
+def policies_by_model(
+    namespace: str | None, spec: kopf.Spec, **_: typing.Any
+) -> dict[tuple[str | None, str], str]:
+    return webhooks.index_policy_by_model(namespace=namespace, spec=spec)
+
+
+@kopf.index("", "v1", "namespaces", id=webhooks.NAMESPACE_LABELS)
+def namespace_labels(name: str, labels: kopf.Labels, **_: typing.Any) -> dict[str, dict[str, str]]:
+    return webhooks.index_namespace(name=name, labels=labels)
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, id=webhooks.MODELS_BY_NAMESPACE)
+def model_pods_by_namespace(
+    namespace: str | None, name: str, body: kopf.Body, **_: typing.Any
+) -> dict[str | None, decisions.ModelPods]:
+    return webhooks.index_model_pods(namespace=namespace, name=name, body=body)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def admission_caches_filled(memo: kopf.Memo, **_: typing.Any) -> None:
+    webhooks.caches_filled(memo)
+
+
 @kopf.on.validate("apps", "v1", "deployments", id=serving.MANAGED_CHILD_PATH)
 @kopf.on.validate("", "v1", "serviceaccounts", id=serving.MANAGED_CHILD_PATH)
 @kopf.on.validate("", "v1", "services", id=serving.MANAGED_CHILD_PATH)
@@ -230,125 +262,38 @@ def approvals_by_model(
     "", "v1", "pods", subresource="ephemeralcontainers", id=serving.MANAGED_CHILD_PATH
 )
 async def validate_managed_child(memo: kopf.Memo, **kwargs: typing.Any) -> None:
-    request = _review_request(kwargs)
-    serving.enforce(decisions.managed_child(request, identity=memo.webhook.identity))
-
-
-@kopf.index("apps", "v1", "deployments", labels=_MANAGED)
-def managed_deployments(
-    namespace: str | None, name: str, meta: kopf.Meta, **_: typing.Any
-) -> dict[tuple[str | None, str], str]:
-    """The ModelDeployment behind each managed Deployment: a Scale object has no labels to say."""
-    return {(namespace, name): str(meta.labels.get(labels.MODEL_DEPLOYMENT, ""))}
+    webhooks.managed_child(memo, kwargs)
 
 
 @kopf.on.validate("apps", "v1", "deployments", subresource="scale", id=serving.MANAGED_SCALE_PATH)
 async def validate_managed_scale(memo: kopf.Memo, **kwargs: typing.Any) -> None:
-    request = _review_request(kwargs)
-    index: kopf.Index[tuple[str | None, str], str] = kwargs["managed_deployments"]
-    owner = next(iter(index.get((request["namespace"], request["name"]), [])), None)
-    serving.enforce(decisions.managed_scale(request, identity=memo.webhook.identity, owner=owner))
+    webhooks.managed_scale(memo, kwargs)
 
 
 @kopf.on.validate(
     v1alpha1.GROUP, v1alpha1.VERSION, trustpolicy.PLURAL, id=serving.TRUST_POLICY_PATH
 )
 async def validate_trust_policy(warnings: list[str], **kwargs: typing.Any) -> None:
-    serving.enforce(decisions.trust_policy(_review_request(kwargs)), warnings=warnings)
-
-
-@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-def policies_by_model(
-    namespace: str | None, spec: kopf.Spec, **_: typing.Any
-) -> dict[tuple[str | None, str], str]:
-    """The TrustPolicy each logical model answers to, per namespace (approvals name models)."""
-    model = str(spec.get("model", {}).get("name", ""))
-    return {(namespace, model): str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME)}
+    webhooks.trust_policy(warnings, kwargs)
 
 
 @kopf.on.validate(
     v1alpha1.GROUP, v1alpha1.VERSION, modelapproval.PLURAL, id=serving.MODEL_APPROVAL_PATH
 )
 async def validate_model_approval(warnings: list[str], **kwargs: typing.Any) -> None:
-    request = _review_request(kwargs)
-    names: kopf.Index[tuple[str | None, str], str] = kwargs["policies_by_model"]
-    model = str(((request.get("object") or {}).get("spec") or {}).get("model", ""))
-    policies = {}
-    for name in set(names.get((request.get("namespace"), model), [])):
-        policy = _cached_policy(kwargs["trust_policy_names"], name)
-        if policy is not None:
-            policies[name] = policy
-    decision = decisions.model_approval(
-        request, policies=policies, now=datetime.datetime.now(datetime.UTC)
-    )
-    serving.enforce(decision, warnings=warnings)
+    webhooks.model_approval(warnings, kwargs)
+
+
+@kopf.on.validate("networking.k8s.io", "v1", "networkpolicies", id=serving.NETWORK_POLICY_PATH)
+async def validate_network_policy(memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    webhooks.network_policy(memo, kwargs)
 
 
 @kopf.on.validate(
     v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, id=serving.MODEL_DEPLOYMENT_PATH
 )
-async def validate_model_deployment(**kwargs: typing.Any) -> None:
-    index: kopf.Index[str, kopf.Body] = kwargs["trust_policy_names"]
-    # An empty index may just be a cache still filling at startup; reconcile reports then.
-    known = set(index) if len(index) else None
-    request = _review_request(kwargs)
-    serving.enforce(decisions.model_deployment(request, known_policies=known))
-    spec = (request.get("object") or {}).get("spec") or {}
-    policy_name = str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME)
-    policy = _cached_policy(index, policy_name)
-    serving.enforce(decisions.broad_access(request, policy=policy, policy_name=policy_name))
-    serving.enforce(
-        decisions.unapproved_rejected(
-            request,
-            policy=policy,
-            approvals=_cached_approvals(
-                kwargs["approvals_by_model"],
-                namespace=request.get("namespace"),
-                model=str((spec.get("model") or {}).get("name", "")),
-            ),
-            now=datetime.datetime.now(datetime.UTC),
-        )
-    )
-
-
-def _cached_policy(
-    index: kopf.Index[str, kopf.Body], name: str
-) -> trustpolicy.TrustPolicySpec | None:
-    for body in index.get(name, []):
-        try:
-            return trustpolicy.parse(dict(body)).spec
-        except errors.InvalidObjectError:
-            return None
-    return None
-
-
-def _cached_approvals(
-    index: kopf.Index[tuple[str | None, str], kopf.Body], *, namespace: str | None, model: str
-) -> list[modelapproval.ModelApproval]:
-    found = []
-    for body in index.get((namespace, model), []):
-        try:
-            found.append(modelapproval.parse(dict(body)))
-        except errors.InvalidObjectError:
-            continue  # an unreadable approval counts for nothing
-    return found
-
-
-def _review_request(kwargs: dict[str, typing.Any]) -> dict[str, typing.Any]:
-    """The AdmissionReview request fields the decisions read, rebuilt from kopf's kwargs."""
-    body: kopf.Body = kwargs["body"]
-    old: kopf.Body | None = kwargs.get("old")
-    new: kopf.Body | None = kwargs.get("new")
-    return {
-        "operation": kwargs.get("operation"),
-        "subResource": kwargs.get("subresource"),
-        "userInfo": dict(kwargs.get("userinfo") or {}),
-        "kind": {"kind": body.get("kind", "")},
-        "namespace": body.metadata.namespace,
-        "name": body.metadata.name,
-        "object": dict(new) if new is not None else None,
-        "oldObject": dict(old) if old is not None else None,
-    }
+async def validate_model_deployment(memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    webhooks.model_deployment(memo, kwargs)
 
 
 @kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import harness
 import pytest
+from test_audit_records import _records_of, audit_log
 from test_modeldeployment import SELECTOR, model_deployment, source, wait_ready
 
 import signedmodel
 
-__all__ = ["source"]  # the fixture, shared with test_modeldeployment
+__all__ = ["audit_log", "source"]  # fixtures, shared with test_audit_records, test_modeldeployment
 
 pytestmark = pytest.mark.usefixtures("operator", "trust_policy", "source_credentials")
 
@@ -163,3 +164,62 @@ def test_the_source_endpoint_is_declared_in_a_policy_of_its_own(
         harness.eventually(cut, timeout=60)
     finally:
         kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_a_network_policy_of_someone_else_that_opens_the_model_is_reported(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    source: str,
+    audit_log: Path,
+) -> None:
+    # NetworkPolicies add up. Where no webhook refused it (none is registered here, as while no
+    # operator pod answers), an editor's allow-from-anywhere around every pod of the namespace
+    # opens the model beyond its TrustPolicy: the model says so, naming it, and keeps serving.
+    kubectl.apply(model_deployment("open", source=source), namespace=namespace)
+    uid = wait_ready(kubectl, namespace, "open")["metadata"]["uid"]
+    kubectl.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-from-anywhere"},
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
+            },
+        },
+        namespace=namespace,
+    )
+    rule = (
+        f"NetworkPolicy {namespace}/allow-from-anywhere: spec.ingress[0].from[0].ipBlock.cidr: "
+        '0.0.0.0/0 is not inside the ranges TrustPolicy "default" allows'
+    )
+
+    def reported() -> None:
+        body = kubectl.get("modeldeployment", "open", namespace=namespace)
+        isolated = harness.condition(body, "Isolated")
+        assert (isolated.get("status"), isolated.get("reason")) == (
+            "False",
+            "OpenedByNetworkPolicy",
+        ), isolated
+        assert rule in isolated["message"]
+        # What serves keeps serving: the model is not what opened it.
+        assert harness.condition(body, "Ready").get("status") == "True"
+        events = harness.model_events(kubectl, namespace, "open")
+        assert any(
+            e["reason"] == "OpenedByNetworkPolicy" and rule in e.get("note", "") for e in events
+        ), events
+        records = _records_of(audit_log, uid)
+        records = [r for r in records if r["decision"] == "OpenedByNetworkPolicy"]
+        assert records, "no audit record"
+        assert rule in records[-1]["message"]
+
+    harness.eventually(reported, timeout=60)
+    kubectl.run("delete", "networkpolicy", "allow-from-anywhere", "-n", namespace)
+
+    def isolated_again() -> None:
+        body = kubectl.get("modeldeployment", "open", namespace=namespace)
+        isolated = harness.condition(body, "Isolated")
+        assert (isolated.get("status"), isolated.get("reason")) == ("True", "WithinPolicy")
+
+    harness.eventually(isolated_again, timeout=60)

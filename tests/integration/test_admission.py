@@ -235,7 +235,11 @@ def test_direct_edit_of_managed_children_by_a_user_is_refused_with_the_way_to_do
     for what, args in attempts.items():
         result = user.run(*args, "-n", namespace, check=False)
         assert result.returncode != 0, f"{what}: allowed"
-        assert "denied the request" in result.stderr, f"{what}: {result.stderr}"
+        # The webhook refuses, or first the API server's own policy on objects that name a
+        # ModelDeployment as their owner (creates and updates): both say what to do instead.
+        assert "denied the request" in result.stderr or (
+            "ValidatingAdmissionPolicy 'modelguard-owned-objects'" in result.stderr
+        ), f"{what}: {result.stderr}"
         assert expected in result.stderr, f"{what}: {result.stderr}"
     # Faking a managed object is refused too, while unmanaged objects are the user's business.
     fake = user.run(
@@ -384,6 +388,47 @@ def test_unknown_trust_policy_is_refused_at_admission(
     harness.eventually(refused, timeout=30)
 
 
+def test_a_policy_not_bound_to_the_namespace_is_refused_at_admission(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    webhook: Webhook,
+) -> None:
+    # A permissive sandbox policy (no approvals) that its security owner bound to the namespaces
+    # labelled for it: a model owner elsewhere cannot opt into it by naming it.
+    del webhook
+    name = f"sandbox-{os.getpid()}"
+    policy = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
+    policy["spec"]["namespaceSelector"] = {"matchLabels": {"sandbox.example/tier": name}}  # type: ignore[index]
+    kubectl.apply(policy)
+    body = _model_deployment("escapes", source="s3://models/x/", trustPolicy=name)
+    try:
+
+        def refused() -> None:
+            result = kubectl.apply(body, namespace=namespace, check=False)
+            assert result.returncode != 0, "created"
+            assert f'TrustPolicy "{name}" does not bind namespace {namespace}' in result.stderr, (
+                result.stderr
+            )
+            # The denial names the policy asked for and no other.
+            assert '"default"' not in result.stderr, result.stderr
+
+        harness.eventually(refused, timeout=30)
+        assert kubectl.get("modeldeployment", "escapes", namespace=namespace) is None
+        # Once the namespace carries the label the policy selects, the same model is admitted.
+        kubectl.run("label", "namespace", namespace, f"sandbox.example/tier={name}")
+
+        def admitted() -> None:
+            result = kubectl.apply(body, namespace=namespace, check=False)
+            assert result.returncode == 0, result.stderr
+
+        harness.eventually(admitted, timeout=30)
+    finally:
+        kubectl.run("delete", "modeldeployment", "escapes", "-n", namespace, check=False)
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
 def test_broad_access_is_refused_at_admission_naming_the_policy_field(
     kubectl: harness.Kubectl, namespace: str, trust_policy: str, webhook: Webhook
 ) -> None:
@@ -402,6 +447,84 @@ def test_broad_access_is_refused_at_admission_naming_the_policy_field(
 
     harness.eventually(refused, timeout=30)
     assert kubectl.get("modeldeployment", "open-to-all", namespace=namespace) is None
+
+
+def _network_policy(name: str, **spec: typing.Any) -> dict[str, typing.Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def test_a_network_policy_that_opens_a_model_beyond_its_trust_policy_is_refused(
+    kubectl: harness.Kubectl, trust_policy: str, webhook: Webhook
+) -> None:
+    # NetworkPolicies add up: one that someone else makes, selecting the model's pods, widens what
+    # the model's own policies allow. In the namespace the webhook process watches, so that its
+    # cache has the model.
+    del trust_policy, webhook
+    where = IDLE_NAMESPACE
+    kubectl.apply(_model_deployment("isolated", source="s3://models/isolated/"), namespace=where)
+    widening = {
+        "from anywhere, by address": _network_policy(
+            "from-anywhere",
+            podSelector={},
+            policyTypes=["Ingress"],
+            ingress=[{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
+        ),
+        "to everything, by an empty rule": _network_policy(
+            "to-everything",
+            podSelector={"matchLabels": {SELECTOR: "isolated"}},
+            policyTypes=["Egress"],
+            egress=[{"ports": [{"port": 443}]}],
+        ),
+    }
+    says = {
+        "from anywhere, by address": (
+            f"NetworkPolicy {where}/from-anywhere: spec.ingress[0].from[0].ipBlock.cidr: "
+            '0.0.0.0/0 is not inside the ranges TrustPolicy "default" allows'
+        ),
+        "to everything, by an empty rule": (
+            f"NetworkPolicy {where}/to-everything: spec.egress[0].to is empty"
+        ),
+    }
+    admitted = {
+        "selecting other pods": _network_policy(
+            "other-pods",
+            podSelector={"matchLabels": {"app": "frontend"}},
+            ingress=[{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
+        ),
+        "callers of the model's own namespace": _network_policy(
+            "same-namespace", podSelector={}, ingress=[{"from": [{"podSelector": {}}]}]
+        ),
+    }
+    try:
+        for what, body in widening.items():
+
+            def refused(body: dict[str, typing.Any] = body, what: str = what) -> None:
+                result = kubectl.apply(body, namespace=where, check=False)
+                assert result.returncode != 0, f"{what}: created"
+                assert says[what] in result.stderr, f"{what}: {result.stderr}"
+                assert f"ModelDeployment {where}/isolated" in result.stderr, result.stderr
+
+            # The webhook's caches of models and policies follow a watch.
+            harness.eventually(refused, timeout=30)
+        for what, body in admitted.items():
+            result = kubectl.apply(body, namespace=where, check=False)
+            assert result.returncode == 0, f"{what}: {result.stderr}"
+    finally:
+        kubectl.run("delete", "modeldeployment", "isolated", "-n", where, check=False)
+        kubectl.run(
+            "delete",
+            "networkpolicy",
+            *(body["metadata"]["name"] for body in (*widening.values(), *admitted.values())),
+            "-n",
+            where,
+            "--ignore-not-found",
+            check=False,
+        )
 
 
 def test_reject_mode_refuses_an_unapproved_version_at_apply_time(
@@ -472,6 +595,17 @@ def test_with_the_webhook_down_only_managed_objects_fail_closed(
     try:
         # Everything else keeps working: pods, configmaps, unmanaged objects...
         kubectl.run("create", "configmap", "still-works", "-n", namespace, "--from-literal=a=b")
+        # A NetworkPolicy of someone else's is sent to the webhook too (no label selects it), with
+        # failurePolicy Ignore: no namespace's NetworkPolicies depend on ModelGuard being up; the
+        # reconcile reports one that opens a model.
+        kubectl.apply(
+            _network_policy(
+                "still-works",
+                podSelector={},
+                ingress=[{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
+            ),
+            namespace=namespace,
+        )
         kubectl.apply(_restricted_pod("still-works"), namespace=namespace)
         kubectl.run("delete", "pod", "still-works", "-n", namespace, "--wait=false")
         # ...and kube-system is never sent, even for objects labelled as ours.
@@ -576,9 +710,12 @@ def test_chart_keeps_its_webhook_certificate_and_rotates_trusting_both_cas(
         assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca
         assert webhook["timeoutSeconds"] <= 5
         # Fail for our kinds and managed children; a dead webhook must not stop the scaling of
-        # every other Deployment, so scale alone (sent for all of them) is Ignore.
-        scale = webhook["rules"][0]["resources"] == ["deployments/scale"]
-        assert webhook["failurePolicy"] == ("Ignore" if scale else "Fail"), webhook["name"]
+        # every other Deployment, nor anyone's NetworkPolicies, so the webhooks sent every
+        # object of a kind (no label selects ours) are Ignore.
+        ours = webhook["rules"][0]["apiGroups"] == ["modelguard.dev"] or (
+            webhook.get("objectSelector") or {}
+        ).get("matchLabels") == {"app.kubernetes.io/managed-by": "modelguard"}
+        assert webhook["failurePolicy"] == ("Fail" if ours else "Ignore"), webhook["name"]
         if webhook["rules"][0]["scope"] == "Cluster":
             continue  # a namespaceSelector does not apply to cluster-scoped TrustPolicies
         (excluded,) = webhook["namespaceSelector"]["matchExpressions"]

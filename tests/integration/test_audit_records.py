@@ -189,6 +189,7 @@ def test_a_reverted_drift_is_audited_naming_the_child_and_who_changed_it(
         f"model-server=registry.example/evil@sha256:{'e' * 64}",
         "-n",
         namespace,
+        *harness.BREAK_GLASS,
     )
 
     def recorded() -> None:

@@ -30,6 +30,7 @@ def test_edited_children_are_reverted_and_the_revert_is_recorded(
         f"model-server=registry.example/evil@sha256:{'e' * 64}",
         "-n",
         namespace,
+        *harness.BREAK_GLASS,
     )
     kubectl.run(
         "patch",
@@ -40,8 +41,11 @@ def test_edited_children_are_reverted_and_the_revert_is_recorded(
         "--type=json",
         "-p",
         json.dumps([{"op": "add", "path": "/spec/egress/-", "value": {}}]),
+        *harness.BREAK_GLASS,
     )
-    kubectl.run("label", "service", "m", "-n", namespace, "note=added-by-hand")
+    kubectl.run(
+        "label", "service", "m", "-n", namespace, "note=added-by-hand", *harness.BREAK_GLASS
+    )
 
     def reverted() -> None:
         spec = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]
@@ -97,7 +101,17 @@ def test_fields_added_to_a_child_are_removed_and_a_scale_is_reverted(
             "value": {"name": "extra", "emptyDir": {}},
         },
     ]
-    kubectl.run("patch", "deployment", "m", "-n", namespace, "--type=json", "-p", json.dumps(patch))
+    kubectl.run(
+        "patch",
+        "deployment",
+        "m",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        json.dumps(patch),
+        *harness.BREAK_GLASS,
+    )
     kubectl.run("scale", "deployment", "m", "-n", namespace, "--replicas=5")
 
     def reverted() -> None:

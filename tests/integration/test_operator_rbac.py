@@ -307,8 +307,10 @@ def test_what_the_operator_builds_is_admitted(
 def test_the_same_pod_template_from_anyone_else_is_not_this_policys_business(
     kubectl: harness.Kubectl, chart_installed: str, namespace: str
 ) -> None:
-    # The policy bounds the operator's identity only: a user's own Deployments are theirs.
+    # The policy bounds the operator's identity only: a user's own Deployments are theirs (as
+    # long as they claim no ModelDeployment as their owner, which only the operator may write).
     manifest = _built(namespace)
+    del manifest["metadata"]["ownerReferences"]
     _mount_secret_in_the_server(manifest)
     result = kubectl.run(
         "create", "--dry-run=server", "-f", "-", input=json.dumps(manifest), check=False

@@ -67,8 +67,12 @@ def test_a_deployment_made_in_advance_claiming_the_model_as_owner_is_not_adopted
         "uid": uid,
         "controller": True,
     }
+    # Admission lets only the operator write an object that names a ModelDeployment as its
+    # owner; break-glass may, and so could anyone where the chart's policy is disabled.
     kubectl.apply(
-        decoy_deployment("m", labels=labels, digest=digest, owner=owner), namespace=namespace
+        decoy_deployment("m", labels=labels, digest=digest, owner=owner),
+        namespace=namespace,
+        extra=harness.BREAK_GLASS,
     )
     _touch(kubectl, namespace, "m")
     # The gate holds: the decoy says nothing about what the model serves.

@@ -221,6 +221,13 @@ def test_going_back_to_a_version_re_reads_its_bundle(
         lambda: _assert_pinned(kubectl, namespace, "m", _digest(s3, second_uri)), timeout=60
     )
 
+    def serving_second() -> None:
+        # Rolled out, not only pinned: until its pods are ready 1.4.0 is what serves.
+        body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+        assert body["status"].get("activeVersion") == "1.5.0", body["status"]
+
+    harness.eventually(serving_second, timeout=60)
+
     publish_model("1.4.0", files=signedmodel.demo_files("0.9.0"))  # approved, even
     other = _digest(s3, first_uri)
     kubectl.apply(model_deployment("m", source=first_uri), namespace=namespace)

@@ -7,8 +7,11 @@ import dataclasses
 import typing
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelguard.admission import decisions
+from modelguard.api import trustpolicy
 
 OPERATOR = "system:serviceaccount:modelguard-system:modelguard"
 IDENTITY = decisions.Identity(operator_username=OPERATOR)
@@ -301,3 +304,211 @@ def test_missing_policy_message_names_no_other_policy() -> None:
     )
     for name in KNOWN:
         assert name not in decision.message
+
+
+def policy(namespace_selector: dict[str, typing.Any] | None) -> trustpolicy.TrustPolicySpec:
+    spec: dict[str, typing.Any] = {"signers": [{"name": "release", "publicKey": KEY}]}
+    if namespace_selector is not None:
+        spec["namespaceSelector"] = namespace_selector
+    return trustpolicy.TrustPolicySpec.model_validate(spec, by_alias=True)
+
+
+KEY = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+ML = {"kubernetes.io/metadata.name": "ml"}
+BOUND_HERE = policy({"matchLabels": {"kubernetes.io/metadata.name": "ml"}})
+BOUND_ELSEWHERE = policy({"matchLabels": {"kubernetes.io/metadata.name": "sandbox"}})
+
+
+@dataclasses.dataclass(frozen=True)
+class BindingCase:
+    request: dict[str, typing.Any]
+    policy: trustpolicy.TrustPolicySpec | None
+    namespace_labels: dict[str, str] | None
+    allowed: bool
+
+
+BINDING_CASES = {
+    "create under a policy bound to the namespace": BindingCase(
+        review("CREATE", new=md("strict")), BOUND_HERE, ML, allowed=True
+    ),
+    "create under a policy bound to every namespace": BindingCase(
+        review("CREATE", new=md("strict")), policy({}), ML, allowed=True
+    ),
+    "create under a policy bound elsewhere": BindingCase(
+        review("CREATE", new=md("sandbox")), BOUND_ELSEWHERE, ML, allowed=False
+    ),
+    "create under a policy bound nowhere": BindingCase(
+        review("CREATE", new=md("sandbox")), policy(None), ML, allowed=False
+    ),
+    "the default policy is bound like any other": BindingCase(
+        review("CREATE", new=md()), BOUND_ELSEWHERE, ML, allowed=False
+    ),
+    "update switching to a policy bound elsewhere": BindingCase(
+        review("UPDATE", new=md("sandbox"), old=md("strict")), BOUND_ELSEWHERE, ML, allowed=False
+    ),
+    "update leaving a since-unbound policy alone (e.g. quarantine)": BindingCase(
+        review("UPDATE", new=md("sandbox"), old=md("sandbox")), BOUND_ELSEWHERE, ML, allowed=True
+    ),
+    "namespace not in the cache yet: the reconcile decides": BindingCase(
+        review("CREATE", new=md("sandbox")), BOUND_ELSEWHERE, None, allowed=True
+    ),
+    "policy not in the cache: the reconcile decides": BindingCase(
+        review("CREATE", new=md("sandbox")), None, ML, allowed=True
+    ),
+    "delete is never refused": BindingCase(
+        review("DELETE", old=md("sandbox")), BOUND_ELSEWHERE, ML, allowed=True
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BINDING_CASES.values(), ids=BINDING_CASES.keys())
+def test_policy_bound(case: BindingCase) -> None:
+    name = str((((case.request["object"] or {}).get("spec")) or {}).get("trustPolicy", "default"))
+    decision = decisions.policy_bound(
+        case.request, policy=case.policy, policy_name=name, namespace_labels=case.namespace_labels
+    )
+    assert decision.allowed is case.allowed, decision.message
+
+
+def test_unbound_policy_message_names_the_field_and_no_other_policy() -> None:
+    decision = decisions.policy_bound(
+        review("CREATE", new=md("sandbox")),
+        policy=BOUND_ELSEWHERE,
+        policy_name="sandbox",
+        namespace_labels=ML,
+    )
+    assert decision.message == (
+        'spec.trustPolicy: TrustPolicy "sandbox" does not bind namespace ml (its '
+        "spec.namespaceSelector does not select it); a security owner binds policies to "
+        "namespaces, e.g. with matchLabels kubernetes.io/metadata.name: ml. Name a policy bound "
+        "to this namespace."
+    )
+
+
+def netpol(pods: dict[str, typing.Any], *peers: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    return {
+        "metadata": {"name": "bert", "namespace": "ml"},
+        "spec": {
+            "podSelector": pods,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": list(peers)}],
+        },
+    }
+
+
+BERT = decisions.ModelPods(
+    "bert", "default", ({"modelguard.dev/model-deployment": "bert", "app": "bert"},)
+)
+HELD = decisions.ModelPods(
+    "held",
+    "strict",
+    (
+        {"modelguard.dev/model-deployment": "held", "app.kubernetes.io/version": "2"},
+        {"modelguard.dev/model-deployment": "held", "app.kubernetes.io/version": "1"},
+    ),
+)
+POLICIES = {"default": policy({}), "strict": policy({})}
+INTERNET = {"ipBlock": {"cidr": "0.0.0.0/0"}}
+GATEWAY = {"podSelector": {"matchLabels": {"app": "gateway"}}}
+EVERY_POD: dict[str, typing.Any] = {}
+SERVING_VERSION = {"matchLabels": {"app.kubernetes.io/version": "1"}}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkPolicyCase:
+    request: dict[str, typing.Any]
+    allowed: bool
+    models: tuple[decisions.ModelPods, ...] = (BERT, HELD)
+
+
+NETWORK_POLICY_CASES = {
+    "opens every pod to every address": NetworkPolicyCase(
+        review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"), allowed=False
+    ),
+    "opens the serving version's pods of a held rollout": NetworkPolicyCase(
+        review("CREATE", new=netpol(SERVING_VERSION, INTERNET), kind="NetworkPolicy"),
+        allowed=False,
+    ),
+    "opens the model to pods of its namespace": NetworkPolicyCase(
+        review("CREATE", new=netpol(EVERY_POD, GATEWAY), kind="NetworkPolicy"), allowed=True
+    ),
+    "opens other pods": NetworkPolicyCase(
+        review(
+            "CREATE", new=netpol({"matchLabels": {"app": "web"}}, INTERNET), kind="NetworkPolicy"
+        ),
+        allowed=True,
+    ),
+    "no model in the namespace": NetworkPolicyCase(
+        review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
+        allowed=True,
+        models=(),
+    ),
+    "the model's policy not in the cache: the reconcile reports": NetworkPolicyCase(
+        review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
+        allowed=True,
+        models=(dataclasses.replace(BERT, policy_name="unknown"),),
+    ),
+    "the operator's own": NetworkPolicyCase(
+        review("CREATE", user=OPERATOR, new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
+        allowed=True,
+    ),
+    "break-glass is not the operator": NetworkPolicyCase(
+        review(
+            "CREATE",
+            groups=("modelguard:break-glass",),
+            new=netpol(EVERY_POD, INTERNET),
+            kind="NetworkPolicy",
+        ),
+        allowed=False,
+    ),
+    "widened by an update": NetworkPolicyCase(
+        review(
+            "UPDATE",
+            new=netpol(EVERY_POD, INTERNET),
+            old=netpol(EVERY_POD, GATEWAY),
+            kind="NetworkPolicy",
+        ),
+        allowed=False,
+    ),
+    "an update leaving the spec alone (labels, the garbage collector)": NetworkPolicyCase(
+        review(
+            "UPDATE",
+            new=netpol(EVERY_POD, INTERNET),
+            old=netpol(EVERY_POD, INTERNET),
+            kind="NetworkPolicy",
+        ),
+        allowed=True,
+    ),
+    "delete is never refused": NetworkPolicyCase(
+        review("DELETE", old=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"), allowed=True
+    ),
+}
+
+
+@pytest.mark.parametrize("case", NETWORK_POLICY_CASES.values(), ids=NETWORK_POLICY_CASES.keys())
+def test_network_policy(case: NetworkPolicyCase) -> None:
+    decision = decisions.network_policy(
+        case.request, identity=IDENTITY, models=case.models, policies=POLICIES
+    )
+    assert decision.allowed is case.allowed, decision.message
+
+
+def test_a_widening_network_policy_is_refused_naming_it_the_rule_and_the_model() -> None:
+    decision = decisions.network_policy(
+        review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
+        identity=IDENTITY,
+        models=(BERT,),
+        policies=POLICIES,
+    )
+    assert decision.message == (
+        "NetworkPolicy ml/bert: spec.ingress[0].from[0].ipBlock.cidr: 0.0.0.0/0 is not inside "
+        'the ranges TrustPolicy "default" allows in spec.network.ingressCIDRs (none); add it '
+        "there or narrow the range. It selects the pods of ModelDeployment ml/bert, which it "
+        "would open beyond that TrustPolicy: narrow spec.podSelector so that it does not select "
+        "them, or the rule"
+    )

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelguard.api import trustpolicy, v1alpha1
 from modelguard.reconcile import binding
+from modelguard.trust import selectors
 
 KEY = (
     ec.generate_private_key(ec.SECP256R1())
@@ -70,7 +71,7 @@ def _selector(**fields: typing.Any) -> v1alpha1.LabelSelector:
     ],
 )
 def test_selects(selector: dict[str, typing.Any], labels: dict[str, str], selected: bool) -> None:
-    assert binding.selects(_selector(**selector), labels) is selected
+    assert selectors.selects(_selector(**selector), labels) is selected
 
 
 def _policy(selector: dict[str, typing.Any] | None) -> trustpolicy.TrustPolicy:

@@ -231,7 +231,50 @@ def test_the_operators_writes_are_bounded_by_admission_policies_bound_to_its_ide
 
 def test_the_admission_policies_can_be_left_out(helm: Path) -> None:
     found = kinds(render(helm, "--set", "admissionPolicy.enabled=false"))
-    assert not [key for key in found if key[0].startswith("ValidatingAdmissionPolicy")]
+    assert [key for key in found if key[0].startswith("ValidatingAdmissionPolicy")] == [
+        ("ValidatingAdmissionPolicy", "t-modelguard-owned-objects"),
+        ("ValidatingAdmissionPolicyBinding", "t-modelguard-owned-objects"),
+    ]
+
+
+def test_objects_owned_by_a_model_deployment_are_written_by_the_operator_alone(
+    helm: Path,
+) -> None:
+    found = kinds(render(helm, "--set", "webhook.breakGlassGroup=sre:incident"))
+    name = "t-modelguard-owned-objects"
+    policy = found["ValidatingAdmissionPolicy", name]["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    # Every namespaced resource of every group and its status, on create and update, but the
+    # most frequent writes, which no ownerReference makes a model's.
+    (rule,) = policy["matchConstraints"]["resourceRules"]
+    assert rule == {
+        "apiGroups": ["*"],
+        "apiVersions": ["*"],
+        "operations": ["CREATE", "UPDATE"],
+        "resources": ["*", "*/status"],
+        "scope": "Namespaced",
+    }
+    excluded = {
+        (group, resource)
+        for rule in policy["matchConstraints"]["excludeResourceRules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert excluded == {
+        ("", "pods/status"),
+        ("", "events"),
+        ("events.k8s.io", "events"),
+        ("coordination.k8s.io", "leases"),
+    }
+    conditions = " ".join(c["expression"] for c in policy["matchConditions"])
+    assert "request.userInfo.username != 'system:serviceaccount:mg:t-modelguard'" in conditions
+    assert "'sre:incident' in request.userInfo.groups" in conditions
+    binding = found["ValidatingAdmissionPolicyBinding", name]["spec"]
+    assert binding == {"policyName": name, "validationActions": ["Deny"]}
+    off = kinds(render(helm, "--set", "ownedObjectsPolicy.enabled=false"))
+    assert ("ValidatingAdmissionPolicy", name) not in off
+    # The operator's own bounds are another setting.
+    assert ("ValidatingAdmissionPolicy", "t-modelguard-operator-deployments") in off
 
 
 def test_the_audit_key_is_generated_kept_and_mounted(helm: Path) -> None:

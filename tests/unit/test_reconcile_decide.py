@@ -819,3 +819,136 @@ def test_lifting_a_quarantine_is_recorded_once_from_what_the_writes_left() -> No
     lifted = [r for r in outcome.audit_records if str(r.decision) == "QuarantineLifted"]
     assert len(lifted) == 1
     assert lifted[0].reason == "SpecChanged"
+
+
+# --- NetworkPolicies of someone else's --------------------------------------------------------
+
+
+def _network_policy(name: str, pods: Manifest, *, uid: str, cidr: str = "0.0.0.0/0") -> Manifest:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "team-a", "uid": uid},
+        "spec": {
+            "podSelector": pods,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": cidr}}]}],
+        },
+    }
+
+
+EVERY_POD: Manifest = {}
+THE_SERVING_PODS = {"matchLabels": {"app.kubernetes.io/version": "1.4.0"}}
+SERVING_POD = {
+    "metadata": {
+        "name": "m-1",
+        "labels": {"modelguard.dev/model-deployment": "m", "app.kubernetes.io/version": "1.4.0"},
+    }
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class OpeningCase:
+    policies: tuple[Manifest, ...]
+    isolated: tuple[str, str]
+    owned: tuple[tuple[str, str], ...] = ()
+    """(name, uid) of NetworkPolicies the operator made for this model."""
+    access: Manifest | None = None
+    action: decide.Action = Action.ROLL_OUT
+
+
+OPENING_CASES = {
+    "someone-elses-opens-every-pod": OpeningCase(
+        (_network_policy("allow-all", EVERY_POD, uid="np-1"),),
+        ("False", "OpenedByNetworkPolicy"),
+    ),
+    "someone-elses-opens-the-pods-that-serve-an-older-version": OpeningCase(
+        (_network_policy("old-pods", THE_SERVING_PODS, uid="np-1"),),
+        ("False", "OpenedByNetworkPolicy"),
+    ),
+    "the-operators-own-is-judged-with-the-spec": OpeningCase(
+        (_network_policy("m-allow", EVERY_POD, uid="np-own"),),
+        ("True", "WithinPolicy"),
+        owned=(("m-allow", "np-own"),),
+    ),
+    "someone-elses-around-other-pods": OpeningCase(
+        (_network_policy("web", {"matchLabels": {"app": "web"}}, uid="np-1"),),
+        ("True", "WithinPolicy"),
+    ),
+    "someone-elses-range-the-policy-does-not-list": OpeningCase(
+        (_network_policy("lan", EVERY_POD, uid="np-1", cidr="10.0.0.0/8"),),
+        ("False", "OpenedByNetworkPolicy"),
+    ),
+    "someone-elses-callers-by-namespace-name-are-within-the-policy": OpeningCase(
+        (
+            {
+                **_network_policy("frontend", EVERY_POD, uid="np-1"),
+                "spec": {
+                    "podSelector": EVERY_POD,
+                    "ingress": [
+                        {
+                            "from": [
+                                {
+                                    "namespaceSelector": {
+                                        "matchLabels": {"kubernetes.io/metadata.name": "web"}
+                                    }
+                                }
+                            ]
+                        }
+                    ],
+                },
+            },
+        ),
+        ("True", "WithinPolicy"),
+    ),
+    "the-specs-own-request-is-refused-first-and-holds": OpeningCase(
+        (_network_policy("allow-all", EVERY_POD, uid="np-1"),),
+        ("False", "BroadAccessRefused"),
+        access={"ingress": [{"namespaceSelector": {}}]},
+        action=Action.HOLD,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", OPENING_CASES.values(), ids=OPENING_CASES.keys())
+def test_a_network_policy_of_someone_elses_that_opens_the_model_is_reported(
+    case: OpeningCase,
+) -> None:
+    spec = {"access": case.access} if case.access else {}
+    seen = _observed(
+        body=_body(**spec),
+        outcome=_verified(NEW_ROOT, approvals=0),
+        live=_live_deployment(),
+        pods=(SERVING_POD,),
+    )
+    seen = dataclasses.replace(
+        seen,
+        network_policies=case.policies,
+        owned={**seen.owned, **{("NetworkPolicy", name): uid for name, uid in case.owned}},
+        replica_sets=[],
+    )
+    outcome = decide.decide(seen, agent_image=AGENT)
+    assert _condition(outcome, "Isolated") == case.isolated
+    # What serves keeps serving, and rollouts go on: the model did not open anything.
+    assert outcome.action is case.action
+
+
+def test_the_report_names_the_network_policy_and_is_told_once_by_the_table() -> None:
+    steady = _steady()
+    opened = dataclasses.replace(
+        steady, network_policies=(_network_policy("allow-all", EVERY_POD, uid="np-1"),)
+    )
+    outcome = decide.decide(opened, agent_image=AGENT)
+    isolated = next(c for c in outcome.status.conditions if c.type == "Isolated")
+    assert isolated.message.startswith(
+        "NetworkPolicy team-a/allow-all: spec.ingress[0].from[0].ipBlock.cidr: 0.0.0.0/0 is not "
+        'inside the ranges TrustPolicy "default" allows in spec.network.ingressCIDRs (none)'
+    ), isolated.message
+    assert [(e.type, e.reason, e.action) for e in outcome.events] == [
+        ("Warning", "OpenedByNetworkPolicy", "Isolate")
+    ]
+    assert [(str(r.decision), r.reason) for r in outcome.audit_records] == [
+        ("OpenedByNetworkPolicy", "OpenedByNetworkPolicy")
+    ]
+    assert "NetworkPolicy team-a/allow-all" in outcome.audit_records[0].message
+    assert _condition(outcome, "Ready") == ("True", "Available")

@@ -14,7 +14,7 @@ import typing
 
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import labels
-from modelguard.trust import access, approval, reasons, signatures
+from modelguard.trust import access, approval, binding, reasons, signatures
 
 Request = collections.abc.Mapping[str, typing.Any]
 
@@ -293,6 +293,106 @@ def model_deployment(
         f"spec.trustPolicy: TrustPolicy {policy!r} does not exist; create it first, or name an"
         " existing one (kubectl get trustpolicies)"
     )
+
+
+def policy_bound(
+    request: Request,
+    *,
+    policy: trustpolicy.TrustPolicySpec | None,
+    policy_name: str,
+    namespace_labels: collections.abc.Mapping[str, str] | None,
+) -> Decision:
+    """A ModelDeployment naming a TrustPolicy that does not bind its namespace is refused when
+    written, by the rule the reconcile applies (trust.binding): a model owner picks among the
+    policies bound to the namespace, never a laxer one meant for other namespaces.
+
+    Only a new model or a newly named policy is judged: a policy unbound later must not block
+    unrelated edits of a running model, such as quarantining it. Without the policy or the
+    namespace's labels in the cache (a namespace made a moment ago, a cache still filling), the
+    reconcile decides, by the same rule. The message names the policy asked for and no other.
+    """
+    body, old = request.get("object"), request.get("oldObject")
+    if not _is_write(request) or policy is None or namespace_labels is None:
+        return Decision.allow()
+    if request.get("operation") == "UPDATE" and _trust_policy(body) == _trust_policy(old):
+        return Decision.allow()
+    unbound = binding.check(
+        policy,
+        name=policy_name,
+        namespace=str(request.get("namespace") or ""),
+        labels=namespace_labels,
+    )
+    return Decision.allow() if unbound is None else Decision.deny(unbound.message)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelPods:
+    """A ModelDeployment of a namespace as admission knows it from the operator's cache: the
+    TrustPolicy it names and the labels its pods carry (of the spec's version, and of the one
+    that serves when that differs)."""
+
+    name: str
+    policy_name: str
+    pod_labels: tuple[collections.abc.Mapping[str, str], ...]
+
+
+def network_policy(
+    request: Request,
+    *,
+    identity: Identity,
+    models: collections.abc.Iterable[ModelPods],
+    policies: collections.abc.Mapping[str, trustpolicy.TrustPolicySpec],
+) -> Decision:
+    """A NetworkPolicy that selects a model's pods and allows what the model's TrustPolicy would
+    refuse is refused when written: NetworkPolicies add up, so it would widen the model's own.
+
+    `models` are the namespace's ModelDeployments and `policies` their TrustPolicies, from the
+    operator's cache; a model whose policy is not there is not judged here (the reconcile reports
+    such NetworkPolicies too: Isolated=False/OpenedByNetworkPolicy). Only a changed spec is
+    judged: relabelling, or the garbage collector orphaning one, is not blocked by a policy
+    tightened since.
+    """
+    if not _is_write(request) or _operator(request, identity=identity):
+        return Decision.allow()
+    body, old = _mapping(request.get("object")), _mapping(request.get("oldObject"))
+    if request.get("operation") == "UPDATE" and body.get("spec") == old.get("spec"):
+        return Decision.allow()
+    namespace = str(request.get("namespace") or "")
+    # Named as the request names it (a generated name, the namespace of the URL).
+    body = {
+        **body,
+        "metadata": {
+            **_mapping(body.get("metadata")),
+            "namespace": namespace,
+            "name": request.get("name") or _mapping(body.get("metadata")).get("name"),
+        },
+    }
+    refusals: list[str] = []
+    for model in models:
+        policy = policies.get(model.policy_name)
+        if policy is None:
+            continue
+        messages: dict[str, None] = {}
+        for pod_labels in model.pod_labels:
+            for violation in access.check_network_policy(
+                body,
+                pod_labels=pod_labels,
+                network=policy.network,
+                policy_name=model.policy_name,
+            ):
+                messages[violation.message] = None
+        if messages:
+            refusals.append(
+                f"{'; '.join(messages)}. It selects the pods of ModelDeployment "
+                f"{namespace}/{model.name}, which it would open beyond that TrustPolicy: narrow "
+                "spec.podSelector so that it does not select them, or the rule"
+            )
+    return Decision.deny(" ".join(refusals)) if refusals else Decision.allow()
+
+
+def _operator(request: Request, *, identity: Identity) -> bool:
+    user = request.get("userInfo") or {}
+    return str(user.get("username", "")) == identity.operator_username
 
 
 def broad_access(

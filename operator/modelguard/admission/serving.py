@@ -27,6 +27,7 @@ MODEL_DEPLOYMENT_PATH: typing.Final = "model-deployment"
 MANAGED_SCALE_PATH: typing.Final = "managed-scale"
 TRUST_POLICY_PATH: typing.Final = "trust-policy"
 MODEL_APPROVAL_PATH: typing.Final = "model-approval"
+NETWORK_POLICY_PATH: typing.Final = "network-policy"
 # How often kopf looks at the certificate files, and restarts its listener when they change:
 # a renewed Secret (Helm upgrade, cert-manager) is picked up without restarting the pod.
 CERT_CHECK_SECONDS: typing.Final = 30.0
@@ -148,6 +149,7 @@ class DenialLogFilter(logging.Filter):
             MANAGED_SCALE_PATH,
             TRUST_POLICY_PATH,
             MODEL_APPROVAL_PATH,
+            NETWORK_POLICY_PATH,
         }
     )
 

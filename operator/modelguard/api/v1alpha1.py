@@ -110,8 +110,11 @@ REASON_APPROVED: typing.Final = "Approved"
 """Approved: enough valid ModelApprovals name the verified root digest."""
 REASON_WITHIN_POLICY: typing.Final = "WithinPolicy"
 """Isolated: the network access asked for is within the TrustPolicy's limits."""
+REASON_OPENED_BY_NETWORK_POLICY: typing.Final = "OpenedByNetworkPolicy"
+"""Isolated: a NetworkPolicy the operator did not make selects the model's pods and allows what
+the TrustPolicy's spec.network would refuse (NetworkPolicies add up)."""
 APPROVED_REASONS: typing.Final = (REASON_APPROVED,)
-ISOLATED_REASONS: typing.Final = (REASON_WITHIN_POLICY,)
+ISOLATED_REASONS: typing.Final = (REASON_WITHIN_POLICY, REASON_OPENED_BY_NETWORK_POLICY)
 
 # BackedUp: the last backup, read back and verified, and the drills of it.
 REASON_BACKUP_VERIFIED: typing.Final = "BackupVerified"
@@ -670,9 +673,11 @@ class Condition(conventions.Status):
     CredentialsNotFound, AgentFailed, or the signature's, the source's or a
     pod's agent's own reason (UntrustedSigner, DigestMismatch, SourceUnreachable, ...; all in
     docs/status.md). Approved: Approved, or why not (ApprovalMissing, TooFewApprovals, ...).
-    Isolated: WithinPolicy or BroadAccessRefused. BackedUp: BackupVerified, or why not:
-    NothingToBackUp, StoreNotFound, StoreNotReady, BackupKeyMissing, BackupUnsupported,
-    BackupFailed, ReadBackMismatch, DrillFailed."""
+    Isolated: WithinPolicy, BroadAccessRefused (the spec asks for more than its TrustPolicy
+    allows) or OpenedByNetworkPolicy (someone else's NetworkPolicy opens the model's pods
+    beyond it). BackedUp: BackupVerified, or why not: NothingToBackUp, StoreNotFound,
+    StoreNotReady, BackupKeyMissing, BackupUnsupported, BackupFailed, ReadBackMismatch,
+    DrillFailed."""
 
     message: str = pydantic.Field(max_length=MAX_CONDITION_MESSAGE)
     """Human-readable detail."""

@@ -41,6 +41,9 @@ class Decision(enum.StrEnum):
     APPROVED = "Approved"
     APPROVAL_HELD = "ApprovalHeld"
     BROAD_ACCESS_REFUSED = "BroadAccessRefused"
+    OPENED_BY_NETWORK_POLICY = "OpenedByNetworkPolicy"
+    """Someone else's NetworkPolicy opens a model's pods beyond its TrustPolicy (the message
+    names it and the rule)."""
     ROLLED_OUT = "RolledOut"
     DRIFT_REVERTED = "DriftReverted"
     QUARANTINED = "Quarantined"

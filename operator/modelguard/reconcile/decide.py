@@ -21,8 +21,8 @@ import datetime
 import enum
 import typing
 
-from modelguard.api import times, v1alpha1
-from modelguard.builders import children, intent
+from modelguard.api import times, trustpolicy, v1alpha1
+from modelguard.builders import children, intent, labels
 from modelguard.builders import deployment as deployment_builder
 from modelguard.reconcile import (
     approval,
@@ -469,21 +469,63 @@ def _bind_to_spec(
 def _isolated(
     draft: _Draft, model: v1alpha1.ModelDeployment, *, verified: observations.Verified
 ) -> bool:
-    """Isolated: the network access the spec asks for is within the bound policy's limits."""
+    """Isolated: the network access the spec asks for is within the bound policy's limits (else
+    the version is held), and no NetworkPolicy of someone else's opens the model's pods beyond
+    them (else Isolated says which; what serves keeps serving and rollouts go on, since neither
+    opened anything, and a namespace editor must not be able to hold a model's rollouts)."""
     refused = access.check_access(
         model.spec, network=verified.policy.network, policy_name=model.spec.trust_policy
     )
-    draft.set(
-        v1alpha1.CONDITION_ISOLATED,
-        conditions.Decision("False", str(refused[0].reason), "; ".join(v.message for v in refused))
-        if refused
-        else conditions.Decision(
+    opened = _opened_by_others(draft.observed, model, network=verified.policy.network)
+    if refused:
+        decision = conditions.Decision(
+            "False", str(refused[0].reason), "; ".join(v.message for v in refused)
+        )
+    elif opened:
+        decision = conditions.Decision(
+            "False",
+            v1alpha1.REASON_OPENED_BY_NETWORK_POLICY,
+            f"{opened}. NetworkPolicies add up: these open the model's pods beyond its "
+            "TrustPolicy's spec.network; narrow their podSelector or their rules, or delete them",
+        )
+    else:
+        decision = conditions.Decision(
             "True",
             v1alpha1.REASON_WITHIN_POLICY,
             "network access within the TrustPolicy's spec.network",
-        ),
-    )
+        )
+    draft.set(v1alpha1.CONDITION_ISOLATED, decision)
     return not refused
+
+
+# At most this many widening rules are named in the condition; the rest are counted.
+_MAX_OPENINGS_NAMED: typing.Final = 10
+
+
+def _opened_by_others(
+    seen: observations.Observed, model: v1alpha1.ModelDeployment, *, network: trustpolicy.Network
+) -> str:
+    """What NetworkPolicies the operator did not make for this model allow its pods beyond
+    `network` (trust.access.check_network_policy), judged by the labels its pods carry and will
+    carry; "" when none does."""
+    own = set(seen.owned.values())
+    pod_labels = [labels.of(model)]
+    for pod in seen.pods:
+        found = dict(pod["metadata"].get("labels") or {})
+        if found not in pod_labels:
+            pod_labels.append(found)
+    openings: dict[str, None] = {}
+    for policy in seen.network_policies:
+        if policy["metadata"].get("uid") in own:
+            continue
+        for found in pod_labels:
+            for violation in access.check_network_policy(
+                policy, pod_labels=found, network=network, policy_name=model.spec.trust_policy
+            ):
+                openings[violation.message] = None
+    named = list(openings)[:_MAX_OPENINGS_NAMED]
+    more = len(openings) - len(named)
+    return "; ".join(named) + (f"; and {more} more" if more else "")
 
 
 # --- what the pods found -------------------------------------------------------------------------

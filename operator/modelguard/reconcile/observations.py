@@ -132,6 +132,9 @@ class Observed:
     """Why what serves is no longer trusted by the bound policy, if it is not."""
     approvals: tuple[modelapproval.ModelApproval, ...] = ()
     """The namespace's readable ModelApprovals (read once the version verified)."""
+    network_policies: tuple[Manifest, ...] = ()
+    """Every NetworkPolicy of the namespace: someone else's that selects the model's pods opens
+    them as surely as the model's own."""
     backup: backupviews.Observed | None = None
     """The BackupStore spec.backup names and this operator's backup jobs (spec.backup set)."""
 

@@ -1,7 +1,8 @@
 """The observe step of a pass: one read of everything the decision needs, each object once (the
-ModelDeployment, its namespace's labels, the live objects under its child names, its pods and,
-when a pod reports, their ReplicaSets), then the verification of the spec's version under its
-bound policy, the judgement of what serves, and the namespace's approvals.
+ModelDeployment, its namespace's labels, the live objects under its child names and the
+namespace's NetworkPolicies, its pods and, when a pod reports, their ReplicaSets), then the
+verification of the spec's version under its bound policy, the judgement of what serves, and the
+namespace's approvals.
 
 The policy, the bundle and the approvals have caches of their own (verification.Cache); what
 is read here becomes `observations.Observed`, which decide.py reads and nothing else.
@@ -52,15 +53,23 @@ async def observe(
         return None
     namespace_labels = await runtime.call(kube_client.get_namespace_labels(namespace))
     found: dict[tuple[str, str], Manifest] = {}
+    network_policies: list[Manifest] = []
     for api_version, kind in CHILD_KINDS:
+        # NetworkPolicies are read whole, in the same one request: someone else's that selects
+        # the model's pods opens them too.
+        every = kind == "NetworkPolicy"
         for live in await runtime.call(
             kube_client.list_objects(
                 api_version=api_version,
                 kind=kind,
                 namespace=namespace,
-                selector=labels.selector(name),
+                selector={} if every else labels.selector(name),
             )
         ):
+            if every:
+                network_policies.append(live)
+                if (live["metadata"].get("labels") or {}).get(labels.MODEL_DEPLOYMENT) != name:
+                    continue
             found[kind, live["metadata"]["name"]] = live
     pods_now = await runtime.call(
         kube_client.list_pods(namespace=namespace, selector=labels.spawned(name))
@@ -84,6 +93,7 @@ async def observe(
         pods=pods_now,
         replica_sets=replica_sets,
         now=datetime.datetime.now(datetime.UTC),
+        network_policies=tuple(network_policies),
     )
     try:
         model = v1alpha1.parse(body)

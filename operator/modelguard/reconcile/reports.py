@@ -67,6 +67,9 @@ CONDITIONS: typing.Final[typing.Mapping[tuple[str, str, str | None], Row]] = {
     (v1alpha1.CONDITION_ISOLATED, "False", None): Row(
         "Isolate", "Warning", records.Decision.BROAD_ACCESS_REFUSED
     ),
+    (v1alpha1.CONDITION_ISOLATED, "False", v1alpha1.REASON_OPENED_BY_NETWORK_POLICY): Row(
+        "Isolate", "Warning", records.Decision.OPENED_BY_NETWORK_POLICY
+    ),
     (v1alpha1.CONDITION_READY, "True", None): Row("Rollout", "Normal", records.Decision.ROLLED_OUT),
     (v1alpha1.CONDITION_READY, "False", None): Row("Rollout", "Warning", None),
     # Every backup taken is a BackedUp note (an Event and a record each time); the condition's

@@ -1,4 +1,5 @@
-"""Network access a ModelDeployment asks for, checked against its TrustPolicy (pure).
+"""Network access a model is opened to, checked against its TrustPolicy (pure): what its
+ModelDeployment asks for, and what NetworkPolicies others make around its pods add to it.
 
 Model owners declare callers and destinations; anything broad (an IP range the policy does not
 list, every namespace) is refused unless the security owner's policy allows it, and the message
@@ -7,11 +8,15 @@ says which policy field would.
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
 import ipaddress
 import typing
 
+import pydantic
+
 from modelguard.api import trustpolicy, v1alpha1
-from modelguard.trust import reasons
+from modelguard.trust import reasons, selectors
 
 
 def check_access(
@@ -22,7 +27,8 @@ def check_access(
     violations: list[reasons.Violation] = []
     for index, peer in enumerate(spec.access.ingress):
         violations += _check_peer(
-            peer,
+            namespace_selector=peer.namespace_selector,
+            cidr=peer.ip_block.cidr if peer.ip_block else None,
             field=f"spec.access.ingress[{index}]",
             cidrs=network.ingress_cidrs,
             cidr_field="ingressCIDRs",
@@ -37,7 +43,8 @@ def check_access(
         for index, rule in enumerate(rules):
             for position, peer in enumerate(rule.to):
                 violations += _check_peer(
-                    peer,
+                    namespace_selector=peer.namespace_selector,
+                    cidr=peer.ip_block.cidr if peer.ip_block else None,
                     field=f"{prefix}[{index}].to[{position}]",
                     cidrs=network.egress_cidrs,
                     cidr_field="egressCIDRs",
@@ -47,9 +54,143 @@ def check_access(
     return violations
 
 
-def _check_peer(
-    peer: v1alpha1.NetworkPeer,
+@dataclasses.dataclass(frozen=True)
+class _Direction:
+    """Ingress or egress, as a NetworkPolicy and the TrustPolicy's limits name it."""
+
+    policy_type: str
+    rules: str
+    peers: str
+    cidr_field: str
+    everyone: str
+
+    def cidrs(self, network: trustpolicy.Network) -> list[str]:
+        return network.ingress_cidrs if self.policy_type == "Ingress" else network.egress_cidrs
+
+
+_INGRESS: typing.Final = _Direction("Ingress", "ingress", "from", "ingressCIDRs", "source")
+_EGRESS: typing.Final = _Direction("Egress", "egress", "to", "egressCIDRs", "destination")
+# What a rule without peers allows: every namespace and every address of both families.
+_EVERY_ADDRESS: typing.Final = ("0.0.0.0/0", "::/0")
+
+
+def check_network_policy(
+    network_policy: collections.abc.Mapping[str, typing.Any],
     *,
+    pod_labels: collections.abc.Mapping[str, str],
+    network: trustpolicy.Network,
+    policy_name: str,
+) -> list[reasons.Violation]:
+    """Every rule of `network_policy` (a networking.k8s.io/v1 NetworkPolicy as the API server
+    holds it) that opens pods labelled `pod_labels` beyond what `network` (of the TrustPolicy
+    `policy_name`) allows, one violation each, naming the NetworkPolicy and the rule; [] when it
+    does not select such pods, or opens them within the limits.
+
+    NetworkPolicies add up: a pod selected by several is allowed what any of them allows, so a
+    policy someone else makes around a model's pods widens the model's own default-deny ones.
+    Its peers are judged by the rules of a ModelDeployment's spec.access: pods of the same
+    namespace by podSelector are the model owner's to allow; every namespace, and IP ranges
+    outside the policy's CIDRs, are not; a rule without peers allows everyone. Ports are not
+    judged (the TrustPolicy does not limit them). What cannot be read counts as allowing
+    everything.
+    """
+    metadata = _mapping(network_policy.get("metadata"))
+    spec = _mapping(network_policy.get("spec"))
+    if not selectors.selects(_selector(spec.get("podSelector"), unreadable={}), pod_labels):
+        return []
+    found: list[reasons.Violation] = []
+    for direction in _directions(spec):
+        rules = spec.get(direction.rules)
+        for index, rule in enumerate(rules if isinstance(rules, list) else []):
+            field = f"spec.{direction.rules}[{index}].{direction.peers}"
+            peers = _mapping(rule).get(direction.peers)
+            if not peers:
+                found += _everyone(field, direction=direction, network=network, name=policy_name)
+                continue
+            for position, peer in enumerate(peers if isinstance(peers, list) else [None]):
+                found += _check_network_policy_peer(
+                    _mapping(peer),
+                    field=f"{field}[{position}]",
+                    direction=direction,
+                    network=network,
+                    policy_name=policy_name,
+                )
+    where = f"NetworkPolicy {metadata.get('namespace')}/{metadata.get('name')}"
+    return [
+        reasons.Violation(reasons.Reason.OPENED_BY_NETWORK_POLICY, f"{where}: {v.message}")
+        for v in found
+    ]
+
+
+def _directions(spec: collections.abc.Mapping[str, typing.Any]) -> list[_Direction]:
+    types = spec.get("policyTypes")
+    if not isinstance(types, list) or not types:
+        # The API server's default: Ingress, and Egress when there are egress rules.
+        types = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
+    return [direction for direction in (_INGRESS, _EGRESS) if direction.policy_type in types]
+
+
+def _check_network_policy_peer(
+    peer: collections.abc.Mapping[str, typing.Any],
+    *,
+    field: str,
+    direction: _Direction,
+    network: trustpolicy.Network,
+    policy_name: str,
+) -> list[reasons.Violation]:
+    if not peer:
+        return _everyone(field, direction=direction, network=network, name=policy_name)
+    block = peer.get("ipBlock")
+    cidr = _mapping(block).get("cidr") if block is not None else None
+    return _check_peer(
+        # A namespace selector that cannot be read counts as selecting every namespace.
+        namespace_selector=(
+            _selector(peer["namespaceSelector"], unreadable={})
+            if "namespaceSelector" in peer
+            else None
+        ),
+        cidr=None if block is None else str(cidr or ""),
+        field=field,
+        cidrs=direction.cidrs(network),
+        cidr_field=direction.cidr_field,
+        network=network,
+        policy_name=policy_name,
+    )
+
+
+def _everyone(
+    field: str, *, direction: _Direction, network: trustpolicy.Network, name: str
+) -> list[reasons.Violation]:
+    cidrs = direction.cidrs(network)
+    if network.allow_all_namespaces and all(_inside(every, cidrs) for every in _EVERY_ADDRESS):
+        return []
+    return [
+        reasons.Violation(
+            reasons.Reason.OPENED_BY_NETWORK_POLICY,
+            f"{field} is empty, which allows every {direction.everyone} (every namespace and "
+            f'every address); TrustPolicy "{name}" allows that only with '
+            f"spec.network.allowAllNamespaces: true and spec.network.{direction.cidr_field} "
+            f"covering {' and '.join(_EVERY_ADDRESS)}: list the {direction.everyone}s instead",
+        )
+    ]
+
+
+def _selector(value: object, *, unreadable: dict[str, typing.Any]) -> v1alpha1.LabelSelector:
+    """A selector as the API server holds it; one that cannot be read is `unreadable`."""
+    try:
+        return v1alpha1.LabelSelector.model_validate(value or {}, by_alias=True)
+    except pydantic.ValidationError:
+        return v1alpha1.LabelSelector.model_validate(unreadable, by_alias=True)
+
+
+def _mapping(value: object) -> collections.abc.Mapping[str, typing.Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _check_peer(
+    *,
+    namespace_selector: v1alpha1.LabelSelector | None,
+    cidr: str | None,
     field: str,
     cidrs: list[str],
     cidr_field: str,
@@ -57,7 +198,7 @@ def _check_peer(
     policy_name: str,
 ) -> list[reasons.Violation]:
     found: list[reasons.Violation] = []
-    selector = peer.namespace_selector
+    selector = namespace_selector
     if selector is not None and not network.allow_all_namespaces and not _names(selector):
         what = (
             "{} selects every namespace;"
@@ -72,12 +213,12 @@ def _check_peer(
                 "spec.network.allowAllNamespaces: true to allow it",
             )
         )
-    if peer.ip_block is not None and not _inside(peer.ip_block.cidr, cidrs):
+    if cidr is not None and not _inside(cidr, cidrs):
         listed = ", ".join(cidrs) or "none"
         found.append(
             reasons.Violation(
                 reasons.Reason.BROAD_ACCESS_REFUSED,
-                f"{field}.ipBlock.cidr: {peer.ip_block.cidr} is not inside the ranges TrustPolicy "
+                f"{field}.ipBlock.cidr: {cidr} is not inside the ranges TrustPolicy "
                 f'"{policy_name}" allows in spec.network.{cidr_field} ({listed}); add it there '
                 "or narrow the range",
             )
@@ -99,7 +240,10 @@ def _names(selector: v1alpha1.LabelSelector) -> bool:
 
 
 def _inside(cidr: str, allowed: list[str]) -> bool:
-    network = ipaddress.ip_network(cidr, strict=False)
+    try:
+        network = ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False  # a range that cannot be read is inside nothing
     for candidate in allowed:
         outer = ipaddress.ip_network(candidate, strict=False)
         if outer.version == network.version and network.subnet_of(outer):  # type: ignore[arg-type]

@@ -51,6 +51,13 @@ class Reason(enum.StrEnum):
     """Fewer distinct trusted signers than the policy's minSigners."""
     BROAD_ACCESS_REFUSED = "BroadAccessRefused"
     """spec.access asks for more than the policy's spec.network allows."""
+    # Also condition reasons of the reconcile's own, in api/v1alpha1.py (a test keeps them the
+    # same): spelled out here, since `modelguard verify` must start without loading the API
+    # models.
+    OPENED_BY_NETWORK_POLICY = "OpenedByNetworkPolicy"
+    """A NetworkPolicy someone else made opens the model's pods beyond the policy's spec.network."""
+    POLICY_NOT_BOUND = "PolicyNotBound"
+    """The TrustPolicy a model names does not bind the model's namespace."""
     UNSAFE_PATH = "UnsafePath"
     """An absolute name, `..`, a backslash or NUL, or a symlink in the model folder."""
     MISSING_FILE = "MissingFile"
