@@ -181,31 +181,43 @@ class Checked:
             raise
 
     async def _verified(self) -> AsyncIterator[bytes]:
-        carried: bytes | None = None
-        unhashed: list[bytes] = []
+        # Chunks are passed on as they arrive, one behind: the last one waits for the verdict on
+        # the whole file. Hashing runs in a worker thread a batch at a time, at most one batch
+        # behind the bytes passed on, so the network never waits for it (bounded memory: one
+        # batch hashing, one gathering).
+        held: bytes | None = None
+        batch: list[bytes] = []
         batched = 0
-        async with contextlib.aclosing(self._chunks) as chunks:
-            async for chunk in chunks:
-                self.check.count(len(chunk))
-                unhashed.append(chunk)
-                batched += len(chunk)
-                if batched < BATCH_BYTES:
-                    continue
-                batch, unhashed, batched = unhashed, [], 0
+        pending: asyncio.Future[typing.Any] | None = None
+        try:
+            async with contextlib.aclosing(self._chunks) as chunks:
+                async for chunk in chunks:
+                    self.check.count(len(chunk))
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if batched >= BATCH_BYTES:
+                        if pending is not None:
+                            await pending
+                        pending = asyncio.ensure_future(
+                            self._hashing.run(functools.partial(self.check.update, batch))
+                        )
+                        batch, batched = [], 0
+                    if held is not None:
+                        yield held
+                    held = chunk
+            if pending is not None:
+                await pending
+                pending = None
+            if batch:
                 await self._hashing.run(functools.partial(self.check.update, batch))
-                if carried is not None:
-                    yield carried
-                for ready in batch[:-1]:
-                    yield ready
-                # One chunk behind: the last one waits for the verdict on the whole file.
-                carried = batch[-1]
-        if unhashed:
-            await self._hashing.run(lambda: self.check.update(unhashed))
-        self.sha256 = await self._hashing.run(self.check.finish)
-        if carried is not None:
-            yield carried
-        for chunk in unhashed:
-            yield chunk
+            self.sha256 = await self._hashing.run(self.check.finish)
+        finally:
+            if pending is not None:
+                # The thread hashes on regardless: wait for it, so the hasher is not touched twice.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(pending)
+        if held is not None:
+            yield held
 
 
 async def drain(checked: Checked) -> str:
