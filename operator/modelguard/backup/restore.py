@@ -279,11 +279,12 @@ class Destination(typing.Protocol):
 
 class DirectoryDestination:
     """A local folder (the agent's model volume rules: created safely, never through a symlink,
-    sealed read-only; emptied on failure). The signature goes beside it, or where it is told."""
+    sealed read-only; emptied on failure). The signature goes inside it as model.sig, as beside
+    the files of an S3 source, or where it is told."""
 
     def __init__(self, root: pathlib.Path, *, signature: pathlib.Path | None = None) -> None:
         self.root = root
-        self.signature = signature if signature is not None else root.parent / "model.sig"
+        self.signature = signature if signature is not None else root / layout.SIGNATURE
         self.description = str(root)
         self._dest = agent_destination.Destination(root)
 

@@ -16,8 +16,9 @@ import typing
 
 import yaml
 
+from modelguard.agent import failures
 from modelguard.api import endpoints
-from modelguard.backup import manifest, restore, streams
+from modelguard.backup import layout, manifest, restore, streams
 from modelguard.backup import stores as backup_stores
 from modelguard.commands import files, verify
 from modelguard.sources import credentials, errors, locations, s3objects
@@ -74,6 +75,12 @@ def run(
         rules = None
         approvals_policy = None
         if target.export is None:
+            if public_key is None and certificate_root is None and policy_file is None:
+                raise streams.BackupError(
+                    "InvalidArgument",
+                    "name who may sign the model: --policy (its TrustPolicy, which also judges "
+                    "the approvals again), --public-key or --certificate-root",
+                )
             rules = verify._rules(
                 public_key=public_key,
                 certificate_root=certificate_root,
@@ -100,11 +107,16 @@ def run(
         reasons.VerificationError,
         errors.SourceError,
         streams.BackupError,
+        failures.AgentError,
         manifest.InvalidKey,
+        layout.InvalidDocument,
+        OSError,
     ) as error:
         reason, message = streams.describe(error)
-        if isinstance(error, manifest.InvalidKey):
-            reason, message = "InvalidKey", str(error)
+        if isinstance(error, manifest.InvalidKey | layout.InvalidDocument):
+            reason, message = "InvalidArgument", str(error)
+        elif isinstance(error, OSError):
+            reason, message = "Unreadable", f"{error.filename or ''}: {error.strerror or error}"
         print(f"{reason}: {' '.join(message.split())}", file=sys.stderr)
         return 1
     print(line)
@@ -134,6 +146,7 @@ async def _restore(
             opened_store, namespace=namespace, name=name, backup=chosen, keys=keys
         )
         if target.export is not None:
+            _check_new_folder(target.export, flag="--export")
             manifest_path = target.export.parent / f"{target.export.name}.sig"
             written = await restore.export(
                 opened_store, opened, folder_path=target.export, manifest_path=manifest_path
@@ -243,12 +256,17 @@ def _destination(target: TargetFlags) -> restore.Destination:
         )
         return restore.S3Destination(bucket, prefix=location.prefix, signature_key=signature_key)
     folder = pathlib.Path(target.to)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise streams.BackupError(
-            "InvalidArgument", f"--to {target.to!r} must be a new or empty folder"
-        )
+    _check_new_folder(folder, flag="--to")
     signature = pathlib.Path(target.signature_to) if target.signature_to else folder / "model.sig"
     return restore.DirectoryDestination(folder, signature=signature)
+
+
+def _check_new_folder(folder: pathlib.Path, *, flag: str) -> None:
+    """A restore empties its folder when a file fails: it must be one of its own."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise streams.BackupError(
+            "InvalidArgument", f"{flag} {str(folder)!r} must be a new or empty folder"
+        )
 
 
 def _write_approvals(path: pathlib.Path, approvals: typing.Sequence[dict[str, typing.Any]]) -> None:
