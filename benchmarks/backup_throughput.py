@@ -135,21 +135,26 @@ CPU: dict[str, list[float]] = {}
 depends on the neighbours, the work done does not."""
 
 
-def _cpu(server: s3server.S3Server) -> float:
+def _own_cpu() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def _cpu(server: s3server.S3Server) -> float:
     fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return own.ru_utime + own.ru_stime + (int(fields[11]) + int(fields[12])) / ticks
+    return _own_cpu() + (int(fields[11]) + int(fields[12])) / ticks
 
 
 def _timed(
     run: Callable[[], Awaitable[typing.Any]], *, server: s3server.S3Server, case: str
 ) -> float:
-    cpu = _cpu(server)
+    cpu, own = _cpu(server), _own_cpu()
     started = time.perf_counter()
     asyncio.run(run())  # type: ignore[arg-type]
     seconds = time.perf_counter() - started
     CPU.setdefault(case, []).append(_cpu(server) - cpu)
+    CPU.setdefault(f"{case}, client", []).append(_own_cpu() - own)
     return seconds
 
 
@@ -263,11 +268,12 @@ def main() -> None:
                     case="copy",
                 )
             )
-            spent = _cpu(server)
+            spent, own = _cpu(server), _own_cpu()
             started = time.perf_counter()
             last = asyncio.run(_backup(server, bench.request(run), f"backup-{run}/"))
             backups.append(time.perf_counter() - started)
             CPU.setdefault("backup", []).append(_cpu(server) - spent)
+            CPU.setdefault("backup, client", []).append(_own_cpu() - own)
         assert last is not None
         rss_backup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         stored = f"backup-{args.runs - 1}/"
@@ -349,6 +355,11 @@ def main() -> None:
             f"({cpu['copy'] / cpu['backup'] * 100:.0f}% of the work per byte); plain restore "
             f"{cpu['plain restore']:.1f}, restore {cpu['restore']:.1f} "
             f"({cpu['plain restore'] / cpu['restore'] * 100:.0f}%)"
+        )
+        print(
+            "  of which the client (what an operator pays, the store elsewhere): copy "
+            f"{cpu['copy, client']:.1f}, backup {cpu['backup, client']:.1f}; plain restore "
+            f"{cpu['plain restore, client']:.1f}, restore {cpu['restore, client']:.1f}"
         )
         print(
             f"event loop 10 ms timer, late by: idle p50 {statistics.median(idle):.2f} ms, p99 "
