@@ -72,6 +72,7 @@ lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lin
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	cd benchmarks/loadgen && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
+	cd tests/tlogcheck && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
 	$$($(BIN)/python hack/localcluster.py which helm) lint --strict charts/modelguard --set image.digest=sha256:$$(printf '0%.0s' $$(seq 64))
 
 .PHONY: test-unit
@@ -111,6 +112,7 @@ bench: venv tools packages ## benchmarks: figures printed next to a reference me
 	PYTHONPATH=hack $(BIN)/python benchmarks/fetch_verify_throughput.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/certificate_verify.py
 	$(BIN)/python benchmarks/format_classify.py
+	$(BIN)/python benchmarks/audit_log.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/webhook_latency.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/owned_objects_policy.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/hostile_bundles.py

@@ -157,10 +157,12 @@ def _ready(body: dict[str, typing.Any]) -> bool:
 
 
 def _audit_key(state: Path) -> Path:
-    key = state / "audit.key"
+    # An Ed25519 PEM: today's audit key, and 119 bytes, which a baseline from before signed
+    # records takes as its HMAC key.
+    key = state / "audit.pem"
     if not key.exists():
         key.touch(mode=0o600)
-        key.write_bytes(os.urandom(32))
+        key.write_bytes(localoperator.audit_key_pem())
     return key
 
 
@@ -181,6 +183,9 @@ def _operator(
         "MODELGUARD_AGENT_IMAGE": AGENT_IMAGE,
         # By environment, not flag: a baseline from before sealed records ignores it.
         "MODELGUARD_AUDIT_KEY_FILE": str(_audit_key(state)),
+        # Likewise for signed checkpoints: the log's name, and where its checkpoints go.
+        "MODELGUARD_AUDIT_LOG_NAME": f"{NAMESPACE}/{RELEASE}",
+        "POD_NAMESPACE": NAMESPACE,
     }
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])

@@ -28,7 +28,7 @@ RELEASE = "modelguard"
 # install that skipped the substitution stops at the operator pod's image pull.
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 # A static manifest must not carry an audit key (every user would share it, and anyone could
-# seal records with it): the install names a Secret the user creates.
+# sign records with it): the install names a Secret the user creates.
 AUDIT_KEY_SECRET = "modelguard-audit-key"  # noqa: S105 - the name of a Secret
 # Nor the backup key that signs backup manifests, for the same reasons.
 BACKUP_KEY_SECRET = "modelguard-backup-key"  # noqa: S105 - the name of a Secret
@@ -41,10 +41,11 @@ _NAMESPACE = f"""\
 # applying:
 #   sed "s/sha256:0\\{{64\\}}/sha256:<64 hex>/" manifests/install.yaml |
 #     kubectl apply --server-side -f -
-# The audit key that seals the audit records is yours to make, once (the operator pod starts
-# when it exists; keep it, it verifies the records of every run):
+# The audit key that signs the audit records is yours to make, once (the operator pod starts
+# when it exists; the log goes on under it until you rotate it, docs/chart.md), and its public
+# key is what verifiers need (`modelguard audit public-key`):
 #   kubectl create secret generic {AUDIT_KEY_SECRET} -n {INSTALL_NAMESPACE} \\
-#     --from-file=key=<(head -c 32 /dev/urandom)
+#     --from-file=key.pem=<(openssl genpkey -algorithm ed25519)
 # And so is the backup key that signs backup manifests (an EC private key; keep its public key
 # outside the cluster, restores need it):
 #   kubectl create secret generic {BACKUP_KEY_SECRET} -n {INSTALL_NAMESPACE} \\

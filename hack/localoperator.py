@@ -30,7 +30,19 @@ import webhookconfig
 
 NAMESPACE: typing.Final = "modelguard-system"
 RELEASE: typing.Final = "modelguard"
+AUDIT_LOG_NAME: typing.Final = f"{NAMESPACE}/{RELEASE}"
+"""The name the chart gives the audit log of this release (audit.logName's default)."""
 WEBHOOK_CONFIG: typing.Final = "modelguard-local"
+
+
+def audit_key_pem() -> bytes:
+    """A new audit key as the chart makes it: an Ed25519 private key, PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
+
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def service_account_kubeconfig(
@@ -123,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     bundle = certs.generate(ip_addresses=["127.0.0.1"])
     certs.write(bundle, state / "tls")
-    # Kept across runs: it verifies the records of every earlier run in the same audit log.
-    audit_key = state / "audit.key"
+    # Kept across runs: the log goes on under one key, as the chart's Secret keeps it.
+    audit_key = state / "audit.pem"
     if not audit_key.exists():
         audit_key.touch(mode=0o600)
-        audit_key.write_bytes(os.urandom(32))
+        audit_key.write_bytes(audit_key_pem())
     port = _free_port()
     # The local control plane presents a webhook client certificate (another cluster may not):
     # answer that caller alone.
@@ -149,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"--operator-username=system:serviceaccount:{NAMESPACE}:{RELEASE}",
                 *("--audit-log", str(state / "audit.jsonl")),
                 *("--audit-key-file", str(audit_key)),
+                *("--audit-log-name", AUDIT_LOG_NAME),
+                *("--audit-checkpoints-namespace", NAMESPACE),
+                *("--audit-checkpoints-prefix", f"{RELEASE}-audit"),
                 *client_auth,
             ],
             env={**os.environ, "KUBECONFIG": str(identity), "POD_NAME": "modelguard-local"},

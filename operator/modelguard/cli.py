@@ -23,6 +23,7 @@ if typing.TYPE_CHECKING:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from modelguard.audit import sink  # noqa: PLC0415
     from modelguard.commands import run  # noqa: PLC0415
 
     return run.run(
@@ -30,6 +31,14 @@ def _run(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         audit_log=args.audit_log,
         audit_key_file=args.audit_key_file,
+        audit=run.AuditOptions(
+            log_name=args.audit_log_name,
+            cadence=sink.Cadence(
+                records=args.audit_checkpoint_records, seconds=args.audit_checkpoint_seconds
+            ),
+            namespace=args.audit_checkpoints_namespace,
+            prefix=args.audit_checkpoints_prefix,
+        ),
         verify_concurrency=args.verify_concurrency,
         backup=run.BackupOptions(
             key_file=args.backup_key_file,
@@ -197,7 +206,19 @@ def _approve(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from modelguard.commands import auditlog  # noqa: PLC0415
 
-    return auditlog.verify(file=args.file, key_file=args.key_file)
+    return auditlog.verify(
+        file=args.file,
+        public_keys=args.public_key or [],
+        sources=args.checkpoints or [],
+        no_checkpoints=args.no_checkpoints,
+        since=args.since,
+    )
+
+
+def _audit_public_key(args: argparse.Namespace) -> int:
+    from modelguard.commands import auditlog  # noqa: PLC0415
+
+    return auditlog.public_key(key_file=args.key_file, log_name=args.log_name)
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -380,23 +401,67 @@ def _add_audit(commands: typing.Any) -> None:
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     check = audit_commands.add_parser(
         "verify",
-        help="check that no audit record was edited, deleted, inserted or reordered",
-        description="Check the hash chain of the audit records in FILE (the operator's"
-        " --audit-log, or `kubectl logs` of the operator). Only records sealed with the"
-        " installation's audit key count; other lines, records forged by whoever could put text"
-        " into the log included, are ignored (and counted). Exit 0 and `N records in K segments,"
-        " chain intact`; exit 1 and `line L: what is wrong` otherwise. A missing tail or a whole"
-        " missing segment cannot be seen from the chain alone.",
+        help="prove the audit log complete and unchanged against its signed checkpoints",
+        description="Check the audit records in LOG (the operator's --audit-log, or `kubectl"
+        " logs` of the operator) against the log's signed checkpoints. Only records signed by"
+        " one of the public keys count; other lines are ignored (and counted). Each record must"
+        " be unchanged and follow the one before it, and the records of each segment must give"
+        " the Merkle root of every checkpoint of that segment: so an edited, deleted, inserted"
+        " or moved record, a cut tail, a removed segment, a chain rewritten from an edit onwards"
+        " and an old checkpoint offered for newer ones all show. Exit 0 and `N records in K"
+        " segments, chain intact; ...`; exit 1 and the first problem (`line L: ...`) otherwise.",
     )
-    check.add_argument("file", metavar="FILE", help="the audit log, or - for standard input")
+    check.add_argument("file", metavar="LOG", help="the audit log, or - for standard input")
     check.add_argument(
+        "--public-key",
+        action="append",
+        metavar="KEY",
+        help="the log's verifier key (<name>+<key ID>+<key>, see `audit public-key`), or a file"
+        " of them, one per line; repeatable: after a key rotation give every key of the log",
+    )
+    where = check.add_mutually_exclusive_group()
+    where.add_argument(
+        "--checkpoints",
+        action="append",
+        metavar="SOURCE",
+        help="where the checkpoints are: a directory or file of signed notes (a copy of the"
+        " backup store), or `kubectl get configmaps -l audit.modelguard.dev/log -o json|yaml`"
+        " output, or - for standard input; repeatable",
+    )
+    where.add_argument(
+        "--no-checkpoints",
+        action="store_true",
+        help="check the records and their chain only: a missing tail, a removed segment or a"
+        " chain rewritten with the key would not show",
+    )
+    check.add_argument(
+        "--since",
+        metavar="TIME",
+        help="the log was collected from TIME on (a date or RFC 3339 time): checkpointed"
+        " segments that started earlier need not be in it",
+    )
+    check.set_defaults(handler=_audit_verify)
+    public = audit_commands.add_parser(
+        "public-key",
+        help="print the verifier key of an audit key, to give to verifiers",
+        description="Print the verifier key (<name>+<key ID>+<base64 key>, the format of"
+        " C2SP signed notes and Go's sumdb/note) of the Ed25519 audit key in KEY under the log"
+        " name NAME. It lets anyone verify the log and nobody sign: publish it.",
+    )
+    public.add_argument(
         "--key-file",
         required=True,
         type=pathlib.Path,
         metavar="KEY",
-        help="the installation's audit key (the chart's Secret <release>-audit-key, key `key`)",
+        help="the audit key, PEM (the chart's Secret <release>-audit-key, key `key.pem`)",
     )
-    check.set_defaults(handler=_audit_verify)
+    public.add_argument(
+        "--log-name",
+        required=True,
+        metavar="NAME",
+        help="the log's name (the chart's audit.logName; default <namespace>/<release>)",
+    )
+    public.set_defaults(handler=_audit_public_key)
 
 
 def _fetch_verify(args: argparse.Namespace) -> int:
@@ -539,21 +604,57 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
     )
-    run.add_argument(
+    audit = run.add_argument_group("audit log (configured by the chart)")
+    audit.add_argument(
         "--audit-log",
         default="-",
         metavar="PATH",
         help="append audit records to this file; - (the default) is standard output, which then"
         " carries nothing else (logs go to standard error)",
     )
-    run.add_argument(
+    audit.add_argument(
         "--audit-key-file",
         type=pathlib.Path,
         default=_env_path("MODELGUARD_AUDIT_KEY_FILE"),
         metavar="KEY",
-        help="the installation's audit key (32+ random bytes) that seals every record, so that"
-        " `modelguard audit verify` tells them from forged text; required"
-        " (default $MODELGUARD_AUDIT_KEY_FILE)",
+        help="the installation's Ed25519 audit key (PEM) that signs every record and checkpoint;"
+        " required (default $MODELGUARD_AUDIT_KEY_FILE)",
+    )
+    audit.add_argument(
+        "--audit-log-name",
+        default=os.environ.get("MODELGUARD_AUDIT_LOG_NAME"),
+        metavar="NAME",
+        help="the log's name, which its key and every checkpoint's origin carry; required"
+        " (default $MODELGUARD_AUDIT_LOG_NAME)",
+    )
+    audit.add_argument(
+        "--audit-checkpoint-records",
+        type=_at_least_one,
+        default=1000,
+        metavar="N",
+        help="sign a checkpoint after N records (default 1000)",
+    )
+    audit.add_argument(
+        "--audit-checkpoint-seconds",
+        type=_at_least_one,
+        default=300,
+        metavar="T",
+        help="or T seconds after the last one once records were added (default 300); also at"
+        " the start and the stop",
+    )
+    audit.add_argument(
+        "--audit-checkpoints-namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        metavar="NS",
+        help="store checkpoints as immutable ConfigMaps in this namespace (default"
+        " $POD_NAMESPACE, the operator's own)",
+    )
+    audit.add_argument(
+        "--audit-checkpoints-prefix",
+        default="modelguard-audit",
+        metavar="NAME",
+        help="name prefix and `audit.modelguard.dev/log` label of those ConfigMaps (default"
+        " modelguard-audit; the chart: <release>-audit)",
     )
     run.add_argument(
         "--verify-concurrency",

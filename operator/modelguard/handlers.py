@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -20,6 +21,7 @@ from modelguard.builders import labels
 from modelguard.reconcile import (
     backupjobs,
     backupstores,
+    checkpoints,
     modeldeployment,
     runtime,
     schedule,
@@ -68,10 +70,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     audit_log: str = memo.get("audit_log") or sink.STANDARD_OUTPUT
     # Opened last: a retried startup would otherwise start an empty segment per attempt.
     try:
-        audit = sink.open_log(audit_log, instance=instance, key=memo.audit_key)
+        memo.publisher = await checkpoints.start(
+            kube_client,
+            audit_log=audit_log,
+            instance=instance,
+            signer=memo.audit_signer,
+            cadence=memo.audit_cadence,
+            namespace=memo.audit_namespace,
+            prefix=memo.audit_prefix,
+        )
     except OSError as error:
         # Decisions nobody could audit afterwards are not taken: refuse to start.
         raise kopf.PermanentError(f"--audit-log {audit_log!r}: {error}") from error
+    audit = memo.publisher.audit
 
     async def run(namespace: str, name: str) -> None:
         await _reconcile_quietly(memo, namespace=namespace, name=name)
@@ -112,7 +123,16 @@ async def close(memo: kopf.Memo, **_: typing.Any) -> None:
     memo.store_scheduler.close()
     if memo.context.backups is not None:
         memo.context.backups.close()
+    # The segment's last record and checkpoint; the pod's grace period bounds the wait.
+    try:
+        async with asyncio.timeout(_CHECKPOINT_GRACE_SECONDS):
+            await memo.publisher.stop()
+    except TimeoutError:
+        memo.publisher.log_unpublished()
     await memo.context.kube.close()
+
+
+_CHECKPOINT_GRACE_SECONDS: typing.Final = 10
 
 
 # No kopf timers or daemons on ModelDeployment: kopf would put a finalizer on every object for them,

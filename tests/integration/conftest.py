@@ -21,6 +21,7 @@ import pytest
 
 import localcluster
 import localnode
+import localoperator
 import oci
 import s3server
 import signedmodel
@@ -36,6 +37,8 @@ CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 BUNDLE_REREAD_SECONDS = 15
 # BackupStore credentials the chart lets the operator read (backup.credentialsSecrets).
 BACKUP_CREDENTIALS = ("backup-writer", "backup-root")
+# The operator under test checkpoints its audit log this often (the chart's default is 300).
+AUDIT_CHECKPOINT_SECONDS = 2
 PROBE_TOOLS = ("sh", "nc", "nslookup", "httpd", "sleep", "id")
 PROBE_IMAGE_NAME = "localhost/modelguard/probe:test"
 RESTRICTED = {
@@ -223,8 +226,8 @@ def operator(
         service_account=RELEASE,
         path=directory / "operator.kubeconfig",
     )
-    audit_key = directory / "audit.key"
-    audit_key.write_bytes(os.urandom(32))
+    audit_key = directory / "audit.pem"
+    audit_key.write_bytes(localoperator.audit_key_pem())
     log_path = SESSION_DIR / "cluster" / "logs" / "operator.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
@@ -253,6 +256,12 @@ def operator(
                 str(log_path.with_name("audit.jsonl")),
                 "--audit-key-file",
                 str(audit_key),
+                # As the chart names the log and stores its checkpoints, checkpointed every
+                # AUDIT_CHECKPOINT_SECONDS so that tests see them come.
+                *("--audit-log-name", localoperator.AUDIT_LOG_NAME),
+                *("--audit-checkpoints-namespace", OPERATOR_NAMESPACE),
+                *("--audit-checkpoints-prefix", f"{RELEASE}-audit"),
+                *("--audit-checkpoint-seconds", str(AUDIT_CHECKPOINT_SECONDS)),
                 "--backup-volume-root",
                 str(backup_volumes),
                 "--drill-scratch-dir",

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 import localcluster
+import localoperator
 import signedmodel
 import webhookconfig
 from modelguard.admission import certs
@@ -96,8 +97,8 @@ def webhook(
     directory = tmp_path_factory.mktemp("webhook")
     bundle = certs.generate(ip_addresses=["127.0.0.1"])
     certs.write(bundle, directory / "tls")
-    audit_key = directory / "audit.key"
-    audit_key.write_bytes(os.urandom(32))
+    audit_key = directory / "audit.pem"
+    audit_key.write_bytes(localoperator.audit_key_pem())
     identity = harness.token_kubeconfig(
         kubectl,
         namespace=chart_installed,
@@ -119,6 +120,11 @@ def webhook(
             f"--webhook-cert-dir={directory / 'tls'}",
             f"--operator-username=system:serviceaccount:{chart_installed}:modelguard",
             f"--audit-key-file={audit_key}",
+            # A log of its own: its segments are not in the session operator's log, which other
+            # tests verify; checkpoints of another log are ignored there.
+            "--audit-log-name=modelguard-system/modelguard-webhook-test",
+            f"--audit-checkpoints-namespace={chart_installed}",
+            "--audit-checkpoints-prefix=modelguard-audit",
             # The local API server presents its webhook client certificate: answer it alone.
             f"--webhook-client-ca={localcluster.webhook_client_ca(kubectl.kubeconfig)}",
             f"--webhook-client-name={localcluster.WEBHOOK_CLIENT_NAME}",

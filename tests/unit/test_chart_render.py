@@ -14,6 +14,7 @@ import yaml
 
 import localcluster
 from modelguard import cli
+from modelguard.audit import keys
 from modelguard.reconcile import verification
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -277,22 +278,63 @@ def test_objects_owned_by_a_model_deployment_are_written_by_the_operator_alone(
     assert ("ValidatingAdmissionPolicy", "t-modelguard-operator-deployments") in off
 
 
-def test_the_audit_key_is_generated_kept_and_mounted(helm: Path) -> None:
+def test_the_audit_key_is_an_ed25519_key_generated_kept_and_mounted(
+    helm: Path, tmp_path: Path
+) -> None:
     docs = render(helm)
     secret = kinds(docs)["Secret", "t-modelguard-audit-key"]
     assert secret["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    key = base64.b64decode(secret["data"]["key"])
-    assert len(key) >= 32
+    assert set(secret["data"]) == {"key.pem"}
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(base64.b64decode(secret["data"]["key.pem"]))
+    # The operator loads what Helm's genPrivateKey "ed25519" wrote.
+    signer = keys.load_signer(pem, name="mg/t-modelguard")
     assert render(helm) != docs  # a fresh key per render without a cluster to look up
     deployment = kinds(docs)["Deployment", "t-modelguard"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["audit-key"]["secret"]["secretName"] == "t-modelguard-audit-key"
-    assert volumes["audit-key"]["secret"]["items"] == [{"key": "key", "path": "key"}]
+    assert volumes["audit-key"]["secret"]["items"] == [{"key": "key.pem", "path": "key.pem"}]
     container = _operator_container(docs)
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     env = {item["name"]: item.get("value") for item in container["env"]}
-    assert env["MODELGUARD_AUDIT_KEY_FILE"] == mounts["audit-key"]["mountPath"] + "/key"
+    assert env["MODELGUARD_AUDIT_KEY_FILE"] == mounts["audit-key"]["mountPath"] + "/key.pem"
     assert mounts["audit-key"]["readOnly"] is True
+    # The log is named by default after the release; its key name is that name.
+    assert env["MODELGUARD_AUDIT_LOG_NAME"] == "mg/t-modelguard"
+    assert signer.verifier.vkey.startswith("mg/t-modelguard+")
+    args = cli.build_parser().parse_args(container["args"])
+    assert (args.audit_checkpoint_records, args.audit_checkpoint_seconds) == (1000, 300)
+    assert args.audit_checkpoints_prefix == "t-modelguard-audit"
+
+
+def test_the_audit_log_name_and_cadence_are_settings(helm: Path) -> None:
+    docs = render(
+        helm,
+        "--set",
+        "audit.logName=prod-eu1.example.com/modelguard",
+        "--set",
+        "audit.checkpoints.records=50",
+        "--set",
+        "audit.checkpoints.seconds=60",
+    )
+    container = _operator_container(docs)
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELGUARD_AUDIT_LOG_NAME"] == "prod-eu1.example.com/modelguard"
+    args = cli.build_parser().parse_args(container["args"])
+    assert (args.audit_checkpoint_records, args.audit_checkpoint_seconds) == (50, 60)
+    refused = template(helm, "--set", f"image.digest={DIGEST}", "--set", "audit.logName=a b")
+    assert refused.returncode != 0
+    assert "/audit/logName" in refused.stderr
+
+
+def test_a_long_release_name_still_gives_a_checkpoint_prefix_a_label_can_hold(helm: Path) -> None:
+    docs = render(helm, "--set", f"fullnameOverride={'m' * 63}")
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    prefix = cli.build_parser().parse_args(container["args"]).audit_checkpoints_prefix
+    assert prefix == "m" * 57 + "-audit"
+    role = kinds(docs)["Role", f"{'m' * 63}-audit"]
+    assert role["rules"][1]["resourceNames"] == [f"{prefix}-head"]
 
 
 def test_an_existing_audit_key_secret_replaces_the_generated_one(helm: Path) -> None:
@@ -301,6 +343,40 @@ def test_an_existing_audit_key_secret_replaces_the_generated_one(helm: Path) -> 
     deployment = kinds(docs)["Deployment", "t-modelguard"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["audit-key"]["secret"]["secretName"] == "my-audit-key"
+
+
+def test_checkpoints_are_written_once_into_the_release_namespace(helm: Path) -> None:
+    found = kinds(render(helm, "--set", "watchNamespaces={team-a}"))
+    role = found["Role", "t-modelguard-audit"]
+    assert role["metadata"]["namespace"] == "mg"
+    # Create, never update or delete: a checkpoint, once written, is not the operator's to
+    # change. Only the head may be read and moved on.
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["t-modelguard-audit-head"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    binding = found["RoleBinding", "t-modelguard-audit"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "t-modelguard", "namespace": "mg"}
+    ]
+    policy = found["ValidatingAdmissionPolicy", "t-modelguard-operator-configmaps"]
+    assert policy["spec"]["matchConditions"] == [
+        {
+            "name": "the-operator-itself",
+            "expression": "request.userInfo.username == 'system:serviceaccount:mg:t-modelguard'",
+        }
+    ]
+    documented = (REPO_ROOT / "docs" / "chart.md").read_text()
+    assert '| release namespace | "" | configmaps | create |' in documented
+    assert (
+        '| release namespace | "" | configmaps (`<fullname>-audit-head` only) | get, update |'
+        in documented
+    )
 
 
 def test_the_webhook_answers_only_the_api_servers_client_certificate_when_given_its_ca(

@@ -88,6 +88,21 @@ the chart binds RBAC to it, and must never grant the operator's permissions to "
 {{- end }}
 
 {{/*
+The audit log's name: the key name of its checkpoints and verifier key.
+*/}}
+{{- define "modelguard.auditLogName" -}}
+{{- .Values.audit.logName | default (printf "%s/%s" .Release.Namespace (include "modelguard.fullname" .)) }}
+{{- end }}
+
+{{/*
+The name prefix of the audit log's checkpoint ConfigMaps, also their `audit.modelguard.dev/log`
+label value (at most 63 characters).
+*/}}
+{{- define "modelguard.auditPrefix" -}}
+{{- printf "%s-audit" (include "modelguard.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 Arguments of `modelguard run` (operator/modelguard/cli.py).
 */}}
 {{- define "modelguard.args" -}}
@@ -101,6 +116,9 @@ Arguments of `modelguard run` (operator/modelguard/cli.py).
 - --all-namespaces
 {{- end }}
 - --verify-concurrency={{ .Values.verification.concurrency }}
+- --audit-checkpoint-records={{ .Values.audit.checkpoints.records }}
+- --audit-checkpoint-seconds={{ .Values.audit.checkpoints.seconds }}
+- --audit-checkpoints-prefix={{ include "modelguard.auditPrefix" . }}
 - --backup-concurrency={{ .Values.backup.concurrency }}
 - --backup-volume-root=/var/run/modelguard/backup-volumes
 - --drill-scratch-dir=/var/run/modelguard/drill-scratch

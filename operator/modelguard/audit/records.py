@@ -1,9 +1,11 @@
 """One audit record: its fields, its canonical bytes and its hash (pure, no I/O).
 
 A record is one JSON object on one line. `hash` is the SHA-256 of the record's canonical JSON
-without `hash` and `mac` (sorted keys, compact separators, UTF-8); `prev` is the `hash` of the
-record before it in the chain, or 64 zeros for the first record of a segment; `keyId` and `mac`
-say that the installation's audit key made it (`keys`).
+without `hash` and `sig` (sorted keys, compact separators, UTF-8); `prev` is the `hash` of the
+record before it in the chain, or 64 zeros for the first record of a segment; `keyId` names the
+audit key and `sig` is its Ed25519 signature of the hash, so that a record proves its origin
+wherever it travels and anyone with the public key can check it (`keys`). The record's line is
+also a leaf of its segment's Merkle tree (`leaf`), which checkpoints sign.
 
 Every string that comes from outside (a message quoting an S3 error, an object's name, a key
 hint) is made safe before it is sealed: a lone surrogate, which UTF-8 cannot carry, becomes the
@@ -12,6 +14,8 @@ text of its escape, so that sealing a record never fails on what it quotes.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import datetime
 import enum
@@ -21,7 +25,7 @@ import math
 import typing
 
 from modelguard.api import times
-from modelguard.audit import keys
+from modelguard.audit import keys, merkle
 
 API_VERSION: typing.Final = "audit.modelguard.dev/v1"
 KIND: typing.Final = "AuditRecord"
@@ -35,6 +39,8 @@ class Decision(enum.StrEnum):
     """What a record says was decided. Readers must accept values they do not know."""
 
     AUDIT_CHAIN_STARTED = "AuditChainStarted"
+    AUDIT_CHAIN_CLOSED = "AuditChainClosed"
+    """The operator stopped: the segment ends here, and its last checkpoint covers this record."""
     VERIFIED = "Verified"
     VERIFICATION_REFUSED = "VerificationRefused"
     REPUBLISHED = "Republished"
@@ -101,14 +107,18 @@ def canonical(fields: typing.Mapping[str, typing.Any]) -> bytes:
     ).encode("utf-8")
 
 
-# What a record's hash does not cover: the hash itself, and the mac computed over it.
-_SEALS: typing.Final = frozenset({"hash", "mac"})
+# What a record's hash does not cover: the hash itself, and the signature made of it.
+_SEALS: typing.Final = frozenset({"hash", "sig"})
+# Domain separation: a record's signed message never ends in a newline, a signed note's text
+# always does, so the one key's signatures of records and of checkpoints cannot stand for each
+# other.
+_SIGNED_PREFIX: typing.Final = b"modelguard audit record\n"
 # Deeper than any record the operator makes; what lies below is replaced, not recursed into.
 _MAX_DEPTH: typing.Final = 16
 
 
 def digest(fields: typing.Mapping[str, typing.Any]) -> str:
-    """The hex SHA-256 of the canonical JSON of `fields` without its `hash` and `mac`."""
+    """The hex SHA-256 of the canonical JSON of `fields` without its `hash` and `sig`."""
     unsealed = {key: value for key, value in fields.items() if key not in _SEALS}
     return hashlib.sha256(canonical(unsealed)).hexdigest()
 
@@ -143,11 +153,11 @@ def seal(
     decision: str,
     reason: str,
     message: str,
-    key: keys.Key,
+    signer: keys.Signer,
     subject: Subject | None = None,
     details: typing.Mapping[str, typing.Any] | None = None,
 ) -> Record:
-    """A complete record, `hash` and `mac` included; outside strings are made `safe` first."""
+    """A complete record, `hash` and `sig` included; outside strings are made `safe` first."""
     record: Record = {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -158,15 +168,42 @@ def seal(
         "reason": safe(reason),
         "message": safe(message),
         "prev": prev,
-        "keyId": key.id,
+        "keyId": signer.verifier.id,
     }
     if subject is not None:
         record["object"] = safe(subject.as_json())
     if details:
         record["details"] = safe(dict(details))
     record["hash"] = digest(record)
-    record["mac"] = key.mac(record["hash"])
+    signature = signer.sign(signed_message(signer.name, record["hash"]))
+    record["sig"] = base64.b64encode(signature).decode()
     return record
+
+
+def signed_message(log_name: str, record_hash: str) -> bytes:
+    """What a record's `sig` signs: its hash, under the log's name (a key shared by two logs
+    still cannot move records between them)."""
+    return _SIGNED_PREFIX + log_name.encode() + b"\n" + record_hash.encode("ascii")
+
+
+def signature_verifies(record: typing.Mapping[str, typing.Any], verifier: keys.Verifier) -> bool:
+    """Whether the record's `sig` is `verifier`'s signature of its `hash` (its content is
+    checked against the hash separately)."""
+    seal, encoded = record.get("hash"), record.get("sig")
+    if not (isinstance(seal, str) and seal.isascii() and isinstance(encoded, str)):
+        return False
+    try:
+        signature = base64.b64decode(encoded, validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    message = signed_message(verifier.name, seal)
+    return len(signature) == 64 and verifier.verifies(message, signature)
+
+
+def leaf(record: Record) -> bytes:
+    """The record's leaf hash in its segment's Merkle tree: RFC 6962's hash of its line (the
+    bytes the log holds, without the newline), so that anyone can recompute it from the log."""
+    return merkle.leaf_hash(line(record).encode("ascii"))
 
 
 def line(record: Record) -> str:

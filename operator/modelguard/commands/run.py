@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import re
 import typing
 
 import kopf
@@ -13,9 +14,23 @@ import kopf
 # Importing handlers registers them with kopf.
 from modelguard import handlers, logs  # noqa: F401
 from modelguard.admission import serving
-from modelguard.audit import keys
+from modelguard.audit import keys, sink
 from modelguard.backup import manifest
 from modelguard.commands import files
+
+# The ConfigMaps' names are `<prefix>-<segment>-<size>-<hash>` and their `audit.modelguard.dev/log`
+# label is the prefix: a DNS label, at most 63 characters.
+_PREFIX: typing.Final = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditOptions:
+    """Where the audit log's checkpoints go and how often (`modelguard run --audit-*`)."""
+
+    log_name: str | None
+    cadence: sink.Cadence
+    namespace: str | None
+    prefix: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +50,7 @@ def run(
     liveness: str | None,
     audit_log: str,
     audit_key_file: pathlib.Path | None,
+    audit: AuditOptions,
     verify_concurrency: int,
     backup: BackupOptions = BackupOptions(),
     webhook: serving.Options,
@@ -43,23 +59,17 @@ def run(
 ) -> int:
     """Runs the operator until it is stopped; SystemExit with the reason when it cannot start.
     No `namespaces`: every namespace."""
-    if audit_key_file is None:
-        raise SystemExit(
-            "--audit-key-file (or MODELGUARD_AUDIT_KEY_FILE) is required: the installation's"
-            " audit key, 32 or more random bytes (the chart mounts its Secret); without it no"
-            " audit record could be told from forged text"
-        )
-    try:
-        audit_key = keys.load(audit_key_file)
-    except keys.InvalidKey as error:
-        raise SystemExit(str(error)) from None
+    signer, namespace = _audit(audit_key_file, audit)
     backup_key, trusted = _backup_keys(backup)
     configure_logging(verbose=verbose, debug=debug)
     kopf.run(
         memo=kopf.Memo(
             webhook=webhook,
             audit_log=audit_log,
-            audit_key=audit_key,
+            audit_signer=signer,
+            audit_cadence=audit.cadence,
+            audit_namespace=namespace,
+            audit_prefix=audit.prefix,
             verify_concurrency=verify_concurrency,
             backup_key=backup_key,
             backup_trusted_keys=trusted,
@@ -96,6 +106,36 @@ def _backup_keys(
         except Exception as error:
             raise SystemExit(f"--backup-trusted-keys-file: {error}") from None
     return key, trusted
+
+
+def _audit(key_file: pathlib.Path | None, options: AuditOptions) -> tuple[keys.Signer, str]:
+    """The audit key and the checkpoints' namespace; SystemExit saying what is missing."""
+    if key_file is None:
+        raise SystemExit(
+            "--audit-key-file (or MODELGUARD_AUDIT_KEY_FILE) is required: the installation's"
+            " Ed25519 audit key in PEM (the chart mounts its Secret); it signs every audit record"
+            " and checkpoint"
+        )
+    if not options.log_name:
+        raise SystemExit(
+            "--audit-log-name (or MODELGUARD_AUDIT_LOG_NAME) is required: the name verifiers know"
+            " this log and its key by (the chart's audit.logName, default <namespace>/<release>)"
+        )
+    if not options.namespace:
+        raise SystemExit(
+            "--audit-checkpoints-namespace (or POD_NAMESPACE) is required: the namespace where the"
+            " operator stores the audit log's checkpoints (its own; the chart sets it)"
+        )
+    if not _PREFIX.fullmatch(options.prefix):
+        raise SystemExit(
+            f"--audit-checkpoints-prefix {options.prefix!r}: expected lowercase letters, digits"
+            " and '-', starting and ending with a letter or digit, at most 63 characters (it is"
+            " also a label value)"
+        )
+    try:
+        return keys.load_signer(key_file, name=options.log_name), options.namespace
+    except keys.InvalidKey as error:
+        raise SystemExit(str(error)) from None
 
 
 def configure_logging(*, verbose: bool, debug: bool) -> None:
