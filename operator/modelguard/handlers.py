@@ -22,6 +22,7 @@ from modelguard.reconcile import (
     backupjobs,
     backupstores,
     checkpoints,
+    checkpointstores,
     modeldeployment,
     runtime,
     schedule,
@@ -78,6 +79,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
             cadence=memo.audit_cadence,
             namespace=memo.audit_namespace,
             prefix=memo.audit_prefix,
+            # A copy nobody can delete, in the BackupStores that ask for one.
+            also=[
+                checkpointstores.BackupStores(
+                    kube_client,
+                    log_prefix=memo.audit_prefix,
+                    operator_namespace=os.environ.get("POD_NAMESPACE") or None,
+                    volume_root=memo.get("backup_volume_root") or backupjobs.DEFAULT_VOLUME_ROOT,
+                )
+            ],
         )
     except OSError as error:
         # Decisions nobody could audit afterwards are not taken: refuse to start.

@@ -192,6 +192,13 @@ class Kube:
             raise _api_error(error) from error
         return _to_manifest(obj)
 
+    async def list_backup_stores(self) -> list[Manifest]:
+        """Every (cluster-scoped) BackupStore."""
+        try:
+            return [_to_manifest(obj) async for obj in self._client.list(BackupStoreResource)]
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
+
     async def apply_backup_store_status(self, *, name: str, status: Manifest) -> None:
         """Server-side apply of a BackupStore's status subresource, one field manager."""
         body = BackupStoreResource.Status(

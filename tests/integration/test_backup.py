@@ -700,3 +700,75 @@ def test_a_model_namespace_cannot_reach_the_store_credentials(
     _backed_up(kubectl, namespace, "a")
     children = kubectl.json("get", "deployments,pods", "-n", namespace)
     assert WRITER not in json.dumps(children)
+
+
+def test_audit_checkpoints_go_locked_to_a_store_that_asks_for_them_and_prove_the_log(
+    kubectl: harness.Kubectl,
+    s3: s3server.S3Server,
+    writer: dict[str, str],
+    store_name: str,
+    operator: subprocess.Popen[bytes],
+    tmp_path: Path,
+) -> None:
+    del writer
+    store = backup_store(store_name, s3=s3)
+    store["spec"]["auditCheckpoints"] = True
+    kubectl.apply(store)
+    folder = f"{store_name}/audit-checkpoints/"
+    found: list[str] = []
+
+    def stored() -> None:
+        listing = s3.request(
+            "GET", f"/{BACKUP_BUCKET}", query={"list-type": "2", "prefix": folder}
+        ).decode()
+        found[:] = re.findall(r"<Key>([^<]+\.checkpoint)</Key>", listing)
+        # The next checkpoint (due every few seconds once records were added) arrives.
+        assert found, listing
+
+    harness.eventually(stored, timeout=90)
+    # Each is locked like a backup: the store's root user cannot delete it.
+    for key in found[:2]:
+        (version,) = re_versions(s3, BACKUP_BUCKET, key)
+        with pytest.raises(s3server.S3ServerError, match=r"WORM|AccessDenied"):
+            s3.request("DELETE", f"/{BACKUP_BUCKET}/{key}", query={"versionId": version})
+        retention = s3.request(
+            "GET", f"/{BACKUP_BUCKET}/{key}", query={"retention": "", "versionId": version}
+        )
+        assert b"<Mode>COMPLIANCE</Mode>" in retention
+
+    # A copy of the folder proves the operator's log, as `audit verify` documents.
+    copied = tmp_path / "checkpoints"
+    copied.mkdir()
+    for index, key in enumerate(found):
+        (copied / f"{index:04d}.checkpoint").write_bytes(s3.get_object(BACKUP_BUCKET, key))
+    args = [str(arg) for arg in typing.cast(list[str], operator.args)]
+    log = Path(args[args.index("--audit-log") + 1])
+    first_time = json.loads(log.read_text().splitlines()[0])["time"]
+    public = _modelguard(
+        "audit",
+        "public-key",
+        "--key-file",
+        args[args.index("--audit-key-file") + 1],
+        "--log-name",
+        args[args.index("--audit-log-name") + 1],
+    ).stdout.strip()
+    checked = _modelguard(
+        "audit",
+        "verify",
+        str(log),
+        "--public-key",
+        public,
+        "--checkpoints",
+        str(copied),
+        "--since",
+        str(first_time)[:19] + "Z",
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    # A store that asks for them without object lock is refused, loudly, not written to.
+    kubectl.run("delete", "backupstore", store_name)
+    volume = backup_store(store_name, volume="claim")
+    volume["spec"]["auditCheckpoints"] = True
+    refused = kubectl.run("apply", "-f", "-", input=json.dumps(volume), check=False)
+    assert refused.returncode != 0
+    assert "auditCheckpoints" in refused.stderr

@@ -22,6 +22,7 @@ def test_secure_defaults() -> None:
     assert store.spec.s3.accept_mutable_bucket is False
     assert store.spec.s3.allow_private_addresses is False
     assert store.spec.drill.schedule == "@weekly"
+    assert store.spec.audit_checkpoints is False
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,10 @@ def test_secure_defaults() -> None:
         ({"s3": {**S3, "objectLock": {"mode": "Legal"}}}, "mode"),
         ({"s3": S3, "drill": {"schedule": "61 * * * *"}}, "spec.drill.schedule"),
         ({"s3": {**S3, "credentialsSecrets": "typo"}}, "credentialsSecrets"),
+        (
+            {"volume": {"claimName": "v", "acceptMutable": True}, "auditCheckpoints": True},
+            "auditCheckpoints",
+        ),
     ],
     ids=[
         "neither",
@@ -53,6 +58,7 @@ def test_secure_defaults() -> None:
         "an unknown mode",
         "a drill schedule",
         "an unknown field",
+        "audit checkpoints in a volume",
     ],
 )
 def test_refusals_name_the_field(spec: dict[str, object], named: str) -> None:

@@ -68,6 +68,10 @@ READY_REASONS: typing.Final = (
 BUCKET_PATTERN: typing.Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 KEY_PREFIX_PATTERN: typing.Final = r"^([a-z0-9][a-z0-9._-]*/)*$"
 MAX_RETENTION_DAYS: typing.Final = 36500
+AUDIT_CHECKPOINTS_NEED_S3: typing.Final = (
+    "auditCheckpoints: only an S3 store with object lock keeps audit checkpoints out of reach "
+    "of the log's writer; a volume store cannot"
+)
 
 
 class LockMode(enum.StrEnum):
@@ -197,7 +201,11 @@ class BackupStoreSpec(conventions.Spec):
                 {
                     "rule": "has(self.s3) != has(self.volume)",
                     "message": "exactly one of s3 and volume",
-                }
+                },
+                {
+                    "rule": "!has(self.auditCheckpoints) || !self.auditCheckpoints || has(self.s3)",
+                    "message": AUDIT_CHECKPOINTS_NEED_S3,
+                },
             ]
         }
     }
@@ -211,10 +219,19 @@ class BackupStoreSpec(conventions.Spec):
     drill: RestoreDrill = RestoreDrill()
     """Restore drills of the backups written here. Default: weekly."""
 
+    audit_checkpoints: bool = False
+    """Also keep the operator's signed audit checkpoints here: each one its own object under
+    audit-checkpoints/, written once and locked like a backup (spec.s3.objectLock), so that
+    whoever controls the operator's namespace cannot remove or replace them; `modelguard audit
+    verify --checkpoints` reads a copy of that folder. An S3 store with object lock only.
+    Default: false."""
+
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> typing.Self:
         if (self.s3 is None) == (self.volume is None):
             raise ValueError("exactly one of s3 and volume")
+        if self.audit_checkpoints and self.s3 is None:
+            raise ValueError(AUDIT_CHECKPOINTS_NEED_S3)
         return self
 
 
