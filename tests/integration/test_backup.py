@@ -281,6 +281,52 @@ def test_a_backup_is_taken_on_rollout_again_on_schedule_storing_nothing_twice_an
     harness.eventually(verified_again, timeout=90)
 
 
+def test_a_new_version_rolled_out_is_backed_up_without_waiting_for_the_schedule(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    s3: s3server.S3Server,
+    writer: dict[str, str],
+    store_name: str,
+    model_source: tuple[str, dict[str, bytes]],
+    publish_model: typing.Callable[..., str],
+) -> None:
+    del writer
+    source, files = model_source
+    kubectl.apply(backup_store(store_name, s3=s3))
+    _store_ready(kubectl, store_name)
+    # Yearly: only a rollout can take the second backup within this test.
+    backup = {"store": store_name, "schedule": "@yearly"}
+    kubectl.apply(model_deployment("a", source=source, backup=backup), namespace=namespace)
+    first = _backed_up(kubectl, namespace, "a")["status"]["lastBackup"]
+    assert first["version"] == "1.4.0"
+
+    # The next version keeps the weights and changes the rest.
+    newer = {**signedmodel.demo_files("1.5.0"), "weights.bin": files["weights.bin"]}
+    assert newer != files
+    kubectl.apply(
+        model_deployment(
+            "a",
+            source=publish_model("1.5.0", files=newer),
+            version="1.5.0",
+            backup=backup,
+        ),
+        namespace=namespace,
+    )
+
+    def rolled_out() -> None:
+        body = kubectl.json("get", "modeldeployment", "a", "-n", namespace)
+        assert body["status"].get("activeVersion") == "1.5.0", body["status"]
+
+    harness.eventually(rolled_out, timeout=120)
+    body = _backed_up(kubectl, namespace, "a", other_than=first["id"])
+    second = body["status"]["lastBackup"]
+    assert second["version"] == "1.5.0"
+    assert second["rootDigest"] == body["status"]["verification"]["rootDigest"]
+    assert second["rootDigest"] != first["rootDigest"]
+    # Content-addressed: the weights the first version stored are not written again.
+    assert second["writtenBytes"] < WEIGHTS, second
+
+
 def test_backups_are_immutable_to_the_root_user_and_a_new_version_changes_no_restore(
     kubectl: harness.Kubectl,
     namespace: str,
