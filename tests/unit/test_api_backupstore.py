@@ -44,6 +44,7 @@ def test_secure_defaults() -> None:
             {"volume": {"claimName": "v", "acceptMutable": True}, "auditCheckpoints": True},
             "auditCheckpoints",
         ),
+        ({"s3": {**S3, "acceptMutableBucket": True}, "auditCheckpoints": True}, "auditCheckpoints"),
     ],
     ids=[
         "neither",
@@ -59,6 +60,7 @@ def test_secure_defaults() -> None:
         "a drill schedule",
         "an unknown field",
         "audit checkpoints in a volume",
+        "audit checkpoints in a bucket without object lock",
     ],
 )
 def test_refusals_name_the_field(spec: dict[str, object], named: str) -> None:

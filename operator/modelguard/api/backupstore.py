@@ -70,7 +70,8 @@ KEY_PREFIX_PATTERN: typing.Final = r"^([a-z0-9][a-z0-9._-]*/)*$"
 MAX_RETENTION_DAYS: typing.Final = 36500
 AUDIT_CHECKPOINTS_NEED_S3: typing.Final = (
     "auditCheckpoints: only an S3 store with object lock keeps audit checkpoints out of reach "
-    "of the log's writer; a volume store cannot"
+    "of the log's writer; a volume store, or a bucket accepted without it "
+    "(acceptMutableBucket), cannot"
 )
 
 
@@ -203,7 +204,9 @@ class BackupStoreSpec(conventions.Spec):
                     "message": "exactly one of s3 and volume",
                 },
                 {
-                    "rule": "!has(self.auditCheckpoints) || !self.auditCheckpoints || has(self.s3)",
+                    "rule": "!has(self.auditCheckpoints) || !self.auditCheckpoints || "
+                    "(has(self.s3) && !(has(self.s3.acceptMutableBucket) && "
+                    "self.s3.acceptMutableBucket))",
                     "message": AUDIT_CHECKPOINTS_NEED_S3,
                 },
             ]
@@ -223,14 +226,14 @@ class BackupStoreSpec(conventions.Spec):
     """Also keep the operator's signed audit checkpoints here: each one its own object under
     audit-checkpoints/, written once and locked like a backup (spec.s3.objectLock), so that
     whoever controls the operator's namespace cannot remove or replace them; `modelguard audit
-    verify --checkpoints` reads a copy of that folder. An S3 store with object lock only.
-    Default: false."""
+    verify --checkpoints` reads a copy of that folder. An S3 store with object lock only (not a
+    volume, not with acceptMutableBucket). Default: false."""
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> typing.Self:
         if (self.s3 is None) == (self.volume is None):
             raise ValueError("exactly one of s3 and volume")
-        if self.audit_checkpoints and self.s3 is None:
+        if self.audit_checkpoints and (self.s3 is None or self.s3.accept_mutable_bucket):
             raise ValueError(AUDIT_CHECKPOINTS_NEED_S3)
         return self
 
