@@ -431,6 +431,7 @@ def test_the_backup_manifest_verifies_with_model_signing_and_modelguard_verify(
     writer: dict[str, str],
     store_name: str,
     model_source: tuple[str, dict[str, bytes]],
+    operator: subprocess.Popen[bytes],
     tmp_path: Path,
 ) -> None:
     source, _ = model_source
@@ -477,7 +478,25 @@ def test_the_backup_manifest_verifies_with_model_signing_and_modelguard_verify(
     )
     assert checked.returncode == 0, checked.stderr
 
+    # The signed context names the TrustPolicy's generation and points into the audit trail:
+    # the record it names is in the operator's log, with that hash.
     context = exported / "context.json"
+    written = json.loads(context.read_text())
+    policy = kubectl.json("get", "trustpolicy", "default")["metadata"]
+    assert written["trustPolicy"] == {
+        "name": "default",
+        "uid": policy["uid"],
+        "generation": policy["generation"],
+    }
+    args = [str(arg) for arg in typing.cast(list[str], operator.args)]
+    text = Path(args[args.index("--audit-log") + 1]).read_text()
+    log = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
+    pointer = written["audit"]
+    assert pointer["keyId"]
+    assert [(r["seq"], r["hash"]) for r in log if r.get("hash") == pointer["hash"]] == [
+        (pointer["seq"], pointer["hash"])
+    ]
+
     context.chmod(0o644)
     exported.chmod(0o755)
     context.write_text(context.read_text().replace("sentiment-bert", "another-model"))
