@@ -123,3 +123,4 @@ bench: venv tools packages ## benchmarks: figures printed next to a reference me
 	PYTHONPATH=hack $(BIN)/python benchmarks/owned_objects_policy.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/hostile_bundles.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/api_requests.py --baseline 23ee173
+	PYTHONPATH=hack $(BIN)/python benchmarks/backup_throughput.py --size-gib 2

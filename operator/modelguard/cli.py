@@ -40,6 +40,13 @@ def _run(args: argparse.Namespace) -> int:
             prefix=args.audit_checkpoints_prefix,
         ),
         verify_concurrency=args.verify_concurrency,
+        backup=run.BackupOptions(
+            key_file=args.backup_key_file,
+            trusted_keys_file=args.backup_trusted_keys_file,
+            volume_root=args.backup_volume_root,
+            drill_scratch=args.drill_scratch_dir,
+            concurrency=args.backup_concurrency,
+        ),
         webhook=_webhook_options(args),
         metrics=run.MetricsOptions(port=args.metrics_port, addr=args.metrics_addr),
         verbose=args.verbose,
@@ -131,6 +138,44 @@ def _add_webhook_flags(run: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_backup_flags(run: argparse.ArgumentParser) -> None:
+    backups = run.add_argument_group("backups (configured by the chart)")
+    backups.add_argument(
+        "--backup-key-file",
+        type=pathlib.Path,
+        default=_env_path("MODELGUARD_BACKUP_KEY_FILE"),
+        metavar="KEY",
+        help="the EC private key (PEM) that signs backup manifests; without it no backup is"
+        " taken (BackedUp=False, BackupKeyMissing) (default $MODELGUARD_BACKUP_KEY_FILE)",
+    )
+    backups.add_argument(
+        "--backup-trusted-keys-file",
+        type=pathlib.Path,
+        default=_env_path("MODELGUARD_BACKUP_TRUSTED_KEYS_FILE"),
+        metavar="PEM",
+        help="public keys rotated out, which restore drills still accept for older backups",
+    )
+    backups.add_argument(
+        "--backup-volume-root",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="where the chart mounts volume stores' claims (<DIR>/<claim>)",
+    )
+    backups.add_argument(
+        "--drill-scratch-dir",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="scratch space restore drills restore into (the chart's emptyDir)",
+    )
+    backups.add_argument(
+        "--backup-concurrency",
+        type=_at_least_one,
+        default=1,
+        metavar="N",
+        help="backups and drills running at once, off the event loop (default 1)",
+    )
+
+
 def _verify(args: argparse.Namespace) -> int:
     from modelguard.commands import startup  # noqa: PLC0415
 
@@ -185,6 +230,140 @@ def _audit_public_key(args: argparse.Namespace) -> int:
     from modelguard.commands import auditlog  # noqa: PLC0415
 
     return auditlog.public_key(key_file=args.key_file, log_name=args.log_name)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from modelguard.commands import restore  # noqa: PLC0415
+
+    return restore.run(
+        model_deployment=args.model_deployment,
+        backup=args.backup,
+        store=restore.StoreFlags(
+            endpoint=args.store_endpoint,
+            bucket=args.bucket,
+            prefix=args.store_prefix,
+            volume=args.store_volume,
+            credentials_dir=args.store_credentials,
+            private_addresses=args.store_private_addresses,
+        ),
+        target=restore.TargetFlags(
+            to=args.to,
+            export=args.export,
+            signature_to=args.signature_to,
+            endpoint=args.to_endpoint,
+            credentials_dir=args.to_credentials,
+            private_addresses=args.to_private_addresses,
+            approvals_out=args.approvals_out,
+        ),
+        backup_public_keys=args.backup_public_key,
+        public_key=args.public_key,
+        certificate_root=args.certificate_root,
+        policy_file=args.policy,
+        certificate_subject=args.certificate_subject,
+        certificate_san=args.certificate_san,
+        any_certificate_identity=args.any_certificate_identity,
+    )
+
+
+def _add_restore(commands: typing.Any) -> None:
+    restore = commands.add_parser(
+        "restore",
+        help="bring a model back from a backup, every file verified",
+        description="Restore the model of a backup of NAMESPACE/NAME (the latest, or --backup)"
+        " into --to (its S3 source, or a new local folder), after checking the backup manifest"
+        " under --backup-public-key, every file against it, the model's signature under"
+        " --policy (or --public-key / --certificate-root) and its root digest against the"
+        " backup's; the backed-up approvals are judged again under --policy. Or --export the"
+        " whole backup as a folder, with its manifest beside it, for `modelguard verify` and"
+        " `model_signing verify`. Exit 0 and a summary; exit 1 and `REASON: message` naming the"
+        " file that failed (a local folder is then left empty).",
+    )
+    restore.add_argument("model_deployment", metavar="NAMESPACE/NAME")
+    restore.add_argument("--backup", metavar="ID", help="the backup's id (default: the latest)")
+    store = restore.add_argument_group("the backup store")
+    store.add_argument(
+        "--store-endpoint", metavar="URL", help="the S3 server, scheme://host[:port]"
+    )
+    store.add_argument("--bucket", metavar="NAME", help="the BackupStore's bucket")
+    store.add_argument("--store-prefix", default="", metavar="PREFIX", help="its spec.s3.prefix")
+    store.add_argument(
+        "--store-volume", type=pathlib.Path, metavar="DIR", help="a volume store, mounted here"
+    )
+    store.add_argument(
+        "--store-credentials",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="a folder holding AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ... (a Secret's"
+        " layout); default: those environment variables",
+    )
+    store.add_argument(
+        "--store-private-addresses",
+        action="store_true",
+        help="let the endpoint's host name resolve to private addresses",
+    )
+    store.add_argument(
+        "--backup-public-key",
+        type=pathlib.Path,
+        action="append",
+        required=True,
+        metavar="PEM",
+        help="the operator's backup public key (BackupStore status.signingKey.publicKey);"
+        " repeat it, or put several in one file, for keys rotated out",
+    )
+    trust = restore.add_mutually_exclusive_group()
+    trust.add_argument("--policy", type=pathlib.Path, metavar="TRUSTPOLICY.yaml")
+    trust.add_argument("--public-key", type=pathlib.Path, metavar="PEM", help="the model signer")
+    trust.add_argument("--certificate-root", type=pathlib.Path, metavar="PEM")
+    restore.add_argument("--certificate-subject", metavar="DN")
+    restore.add_argument("--certificate-san", metavar="NAME")
+    restore.add_argument("--any-certificate-identity", action="store_true")
+    where = restore.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--to", metavar="s3://BUCKET/PREFIX/|DIR", help="where the model's files go back"
+    )
+    where.add_argument(
+        "--export", type=pathlib.Path, metavar="DIR", help="the whole backup as a new folder"
+    )
+    restore.add_argument(
+        "--signature-to",
+        metavar="URI|FILE",
+        help="where the model's signature goes (default: model.sig inside --to)",
+    )
+    restore.add_argument("--to-endpoint", metavar="URL", help="the model store's S3 server")
+    restore.add_argument("--to-credentials", type=pathlib.Path, metavar="DIR")
+    restore.add_argument("--to-private-addresses", action="store_true")
+    restore.add_argument(
+        "--approvals-out",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="write the backed-up ModelApprovals here, for `kubectl apply -f`",
+    )
+    restore.set_defaults(handler=_restore)
+
+
+def _backup_public_key(args: argparse.Namespace) -> int:
+    from modelguard.backup import manifest  # noqa: PLC0415
+
+    try:
+        print(manifest.load_key(args.key_file).public_pem(), end="")
+    except manifest.InvalidKey as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_backup(commands: typing.Any) -> None:
+    backup = commands.add_parser("backup", help="the operator's backups")
+    backup_commands = backup.add_subparsers(dest="backup_command", required=True)
+    public = backup_commands.add_parser(
+        "public-key",
+        help="print the public key of a backup key",
+        description="Print the PEM public key of the backup key in KEY (the chart's Secret"
+        " <release>-backup-key, key `key.pem`): what `modelguard restore --backup-public-key`"
+        " and `model_signing verify key` check backup manifests with.",
+    )
+    public.add_argument("--key-file", type=pathlib.Path, required=True, metavar="KEY")
+    public.set_defaults(handler=_backup_public_key)
 
 
 def _add_approve(commands: typing.Any) -> None:
@@ -510,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
         " 170 MiB, so raise it only with the memory limit (docs/chart.md)",
     )
     _add_webhook_flags(run)
+    _add_backup_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything, API traffic included")
     run.set_defaults(handler=_run)
@@ -574,6 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_verify)
     _add_approve(commands)
     _add_audit(commands)
+    _add_restore(commands)
+    _add_backup(commands)
     _add_agent(commands)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import os
@@ -13,10 +14,20 @@ import kopf
 
 from modelguard import kube, metrics
 from modelguard.admission import decisions, serving, webhooks
-from modelguard.api import conventions, modelapproval, trustpolicy, v1alpha1
+from modelguard.api import backupstore, conventions, modelapproval, trustpolicy, v1alpha1
 from modelguard.audit import sink
+from modelguard.backup import worker
 from modelguard.builders import labels
-from modelguard.reconcile import checkpoints, modeldeployment, runtime, schedule, verification
+from modelguard.reconcile import (
+    backupjobs,
+    backupstores,
+    checkpoints,
+    checkpointstores,
+    modeldeployment,
+    runtime,
+    schedule,
+    verification,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +79,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
             cadence=memo.audit_cadence,
             namespace=memo.audit_namespace,
             prefix=memo.audit_prefix,
+            # A copy nobody can delete, in the BackupStores that ask for one.
+            also=[
+                checkpointstores.BackupStores(
+                    kube_client,
+                    log_prefix=memo.audit_prefix,
+                    operator_namespace=os.environ.get("POD_NAMESPACE") or None,
+                    volume_root=memo.get("backup_volume_root") or backupjobs.DEFAULT_VOLUME_ROOT,
+                )
+            ],
         )
     except OSError as error:
         # Decisions nobody could audit afterwards are not taken: refuse to start.
@@ -93,6 +113,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         verification_cache=verification.Cache(reread=reread),
         metrics=recorder,
     )
+    _configure_backups(memo)
     _measure(recorder, memo)
 
 
@@ -178,6 +199,9 @@ _MAX_REREAD_SECONDS: typing.Final = 86400
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: typing.Any) -> None:
     memo.scheduler.close()
+    memo.store_scheduler.close()
+    if memo.context.backups is not None:
+        memo.context.backups.close()
     # The segment's last record and checkpoint; the pod's grace period bounds the wait.
     try:
         async with asyncio.timeout(_CHECKPOINT_GRACE_SECONDS):
@@ -408,3 +432,75 @@ async def _reconcile_quietly(memo: kopf.Memo, *, namespace: str, name: str) -> N
         await _reconcile(memo, namespace=namespace, name=name)
     except kopf.TemporaryError as error:
         logger.warning("%s/%s: %s", namespace, name, error)
+
+
+# --- Backups -------------------------------------------------------------------------------------
+
+
+def _configure_backups(memo: kopf.Memo) -> None:
+    """The backup jobs of this process (run off the event loop by their own worker) and the
+    timers of BackupStore checks."""
+    context: runtime.Context = memo.context
+    jobs = backupjobs.Jobs(
+        kube_client=context.kube,
+        key=memo.get("backup_key"),
+        trusted_keys=memo.get("backup_trusted_keys") or (),
+        operator_namespace=os.environ.get("POD_NAMESPACE") or None,
+        instance=context.instance,
+        audit=context.audit,
+        volume_root=memo.get("backup_volume_root") or backupjobs.DEFAULT_VOLUME_ROOT,
+        scratch=memo.get("drill_scratch") or backupjobs.DEFAULT_SCRATCH,
+        runner=worker.Worker(concurrency=memo.get("backup_concurrency") or 1),
+        credentials_role=context.credentials_role,
+    )
+    jobs.recheck = memo.scheduler.recheck
+    memo.context = dataclasses.replace(context, backups=jobs)
+
+    async def check(_: str, name: str) -> None:
+        await _reconcile_store_quietly(memo, name=name)
+
+    memo.store_scheduler = schedule.Scheduler(check)
+
+
+@kopf.on.resume(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+@kopf.on.create(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+@kopf.on.update(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+async def backup_store(name: str, memo: kopf.Memo, **_: typing.Any) -> None:
+    try:
+        await _reconcile_store(memo, name=name)
+    except runtime.RetryLater as error:
+        raise kopf.TemporaryError(str(error), delay=10) from error
+
+
+async def _reconcile_store(memo: kopf.Memo, *, name: str) -> None:
+    when = await backupstores.reconcile(memo.context, name=name)
+    if when is not None:
+        memo.store_scheduler.recheck("", name, when)
+
+
+async def _reconcile_store_quietly(memo: kopf.Memo, *, name: str) -> None:
+    try:
+        await _reconcile_store(memo, name=name)
+    except runtime.RetryLater as error:
+        logger.warning("BackupStore %s: %s", name, error)
+        memo.store_scheduler.recheck(
+            "", name, datetime.datetime.now(datetime.UTC) + backupstores.RECHECK_REFUSED
+        )
+
+
+@kopf.index(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+def models_by_store(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: typing.Any
+) -> dict[str, tuple[str | None, str]]:
+    """Which ModelDeployments back up to which BackupStore."""
+    store = (spec.get("backup") or {}).get("store")
+    return {str(store): (namespace, name)} if store else {}
+
+
+@kopf.on.event(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+async def backup_store_changed(name: str, memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    """A store was checked, changed or deleted: the models that back up there decide again."""
+    index: kopf.Index[str, tuple[str | None, str]] = kwargs["models_by_store"]
+    memo.scheduler.fan_out(
+        (namespace, model) for namespace, model in index.get(name, []) if namespace is not None
+    )

@@ -26,7 +26,7 @@ import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
 import lightkube.resources.events_v1
 
-from modelguard.api import conventions, modelapproval, trustpolicy, v1alpha1
+from modelguard.api import backupstore, conventions, modelapproval, trustpolicy, v1alpha1
 
 FIELD_MANAGER = "modelguard"
 """The field manager of every write the operator makes, and so the owner of every managed field."""
@@ -47,6 +47,13 @@ ModelApprovalResource = lightkube.generic_resource.create_namespaced_resource(
     version=v1alpha1.VERSION,
     kind=modelapproval.KIND,
     plural=modelapproval.PLURAL,
+)
+
+BackupStoreResource = lightkube.generic_resource.create_global_resource(
+    group=v1alpha1.GROUP,
+    version=v1alpha1.VERSION,
+    kind=backupstore.KIND,
+    plural=backupstore.PLURAL,
 )
 
 ModelDeploymentResource = lightkube.generic_resource.create_namespaced_resource(
@@ -175,6 +182,41 @@ class Kube:
             raise _api_error(error) from error
         return _to_manifest(obj)
 
+    async def get_backup_store(self, name: str) -> Manifest | None:
+        """The cluster-scoped BackupStore, or None when it does not exist."""
+        try:
+            obj = await self._client.get(BackupStoreResource, name)
+        except lightkube.core.exceptions.ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise _api_error(error) from error
+        return _to_manifest(obj)
+
+    async def list_backup_stores(self) -> list[Manifest]:
+        """Every (cluster-scoped) BackupStore."""
+        try:
+            return [_to_manifest(obj) async for obj in self._client.list(BackupStoreResource)]
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
+
+    async def apply_backup_store_status(self, *, name: str, status: Manifest) -> None:
+        """Server-side apply of a BackupStore's status subresource, one field manager."""
+        body = BackupStoreResource.Status(
+            apiVersion=v1alpha1.API_VERSION,
+            kind=backupstore.KIND,
+            metadata=lightkube.models.meta_v1.ObjectMeta(name=name),
+            status=conventions.encodable(status),
+        )
+        try:
+            await self._client.apply(
+                typing.cast(typing.Any, body),
+                name=name,
+                field_manager=FIELD_MANAGER,
+                force=True,
+            )
+        except lightkube.core.exceptions.ApiError as error:
+            raise _api_error(error) from error
+
     async def get_secret_data(
         self, *, namespace: str, name: str
     ) -> tuple[dict[str, bytes], str] | None:
@@ -258,13 +300,17 @@ class Kube:
         action: str,
         note: str,
         reporting_instance: str,
+        namespace: str | None = None,
     ) -> None:
-        """An events.k8s.io/v1 Event about `regarding` (`kubectl describe` and `kubectl events`)."""
+        """An events.k8s.io/v1 Event about `regarding` (`kubectl describe` and `kubectl events`),
+        in `namespace` (default: the object's own; a cluster-scoped object's Events go to the
+        operator's namespace)."""
         metadata = regarding["metadata"]
         now = datetime.datetime.now(datetime.UTC)
         event = lightkube.resources.events_v1.Event(
             metadata=lightkube.models.meta_v1.ObjectMeta(
-                name=f"{metadata['name']}.{uuid.uuid4().hex[:16]}", namespace=metadata["namespace"]
+                name=f"{metadata['name']}.{uuid.uuid4().hex[:16]}",
+                namespace=namespace or metadata["namespace"],
             ),
             eventTime=now,
             type=type,
@@ -278,7 +324,7 @@ class Kube:
                 apiVersion=regarding["apiVersion"],
                 kind=regarding["kind"],
                 name=metadata["name"],
-                namespace=metadata["namespace"],
+                namespace=metadata.get("namespace"),
                 uid=metadata.get("uid"),
                 resourceVersion=metadata.get("resourceVersion"),
             ),

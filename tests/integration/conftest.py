@@ -35,6 +35,8 @@ AGENT_IMAGE = f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}"
 MODEL_BUCKET = "models"
 CREDENTIALS_SECRET = "models-readonly"  # noqa: S105 - the name of a Secret
 BUNDLE_REREAD_SECONDS = 15
+# BackupStore credentials the chart lets the operator read (backup.credentialsSecrets).
+BACKUP_CREDENTIALS = ("backup-writer", "backup-root")
 # The operator under test checkpoints its audit log this often (the chart's default is 300).
 AUDIT_CHECKPOINT_SECONDS = 2
 # Where the session's operator process serves its metrics (a free loopback port).
@@ -190,6 +192,8 @@ def chart_installed(kubectl: harness.Kubectl, helm: harness.Helm) -> str:
         # closed; test_admission registers its own configuration against a real operator process.
         "--set",
         "webhook.enabled=false",
+        "--set",
+        f"backup.credentialsSecrets={{{','.join(BACKUP_CREDENTIALS)}}}",
         "--wait",
         "--timeout=180s",
     )
@@ -197,8 +201,24 @@ def chart_installed(kubectl: harness.Kubectl, helm: harness.Helm) -> str:
 
 
 @pytest.fixture(scope="session")
+def backup_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The operator's backup key (EC P-256, as the chart makes it): its path and public PEM."""
+    return signedmodel.generate_key(tmp_path_factory.mktemp("backup-key"), name="backup")
+
+
+@pytest.fixture(scope="session")
+def backup_volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the operator finds volume stores' claims (the chart mounts them so)."""
+    return tmp_path_factory.mktemp("backup-volumes")
+
+
+@pytest.fixture(scope="session")
 def operator(
-    kubectl: harness.Kubectl, chart_installed: str, tmp_path_factory: pytest.TempPathFactory
+    kubectl: harness.Kubectl,
+    chart_installed: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    backup_key: tuple[Path, str],
+    backup_volumes: Path,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`modelguard run` as a process, authenticated as the chart's ServiceAccount (not as admin)."""
     directory = tmp_path_factory.mktemp("operator")
@@ -221,6 +241,9 @@ def operator(
         "MODELGUARD_SOURCE_CREDENTIALS_ROLE": "modelguard-test-source-credentials",
         # Verified bundles are read again this often (default 300): a replaced one is seen in tests.
         "MODELGUARD_BUNDLE_REREAD_SECONDS": str(BUNDLE_REREAD_SECONDS),
+        # As the chart sets them: where store credentials live, and the backup key.
+        "POD_NAMESPACE": chart_installed,
+        "MODELGUARD_BACKUP_KEY_FILE": str(backup_key[0]),
     }
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -243,6 +266,10 @@ def operator(
                 *("--audit-checkpoint-seconds", str(AUDIT_CHECKPOINT_SECONDS)),
                 # Scraped by test_operator_metrics.
                 *("--metrics-addr", "127.0.0.1", "--metrics-port", str(OPERATOR_METRICS_PORT)),
+                "--backup-volume-root",
+                str(backup_volumes),
+                "--drill-scratch-dir",
+                str(directory / "drill-scratch"),
             ],
             env=env,
             stdout=log,

@@ -420,3 +420,73 @@ def test_verifications_at_once_are_bounded_as_the_values_say(helm: Path) -> None
     )
     assert refused.returncode != 0
     assert "/verification/concurrency" in refused.stderr
+
+
+def test_the_backup_key_is_generated_kept_mounted_and_loads(helm: Path, tmp_path: Path) -> None:
+    from modelguard.backup import manifest  # noqa: PLC0415
+
+    docs = render(helm)
+    secret = kinds(docs)["Secret", "t-modelguard-backup-key"]
+    assert secret["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    pem = base64.b64decode(secret["data"]["key.pem"])
+    # What the operator loads at start: an EC key the manifests are signed with.
+    assert manifest.parse_key(pem).private.curve.name == "secp256r1"
+    container = _operator_container(docs)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELGUARD_BACKUP_KEY_FILE"] == mounts["backup-key"]["mountPath"] + "/key.pem"
+    assert mounts["backup-key"]["readOnly"] is True
+    mine = kinds(render(helm, "--set", "backup.signingKey.existingSecret=mine"))
+    assert ("Secret", "t-modelguard-backup-key") not in mine
+    volumes = mine["Deployment", "t-modelguard"]["spec"]["template"]["spec"]["volumes"]
+    assert {v["name"]: v for v in volumes}["backup-key"]["secret"]["secretName"] == "mine"
+
+
+def test_the_operator_reads_only_the_store_credentials_listed(helm: Path) -> None:
+    assert not [
+        doc for doc in render(helm) if doc["kind"] == "Role" and "backup" in doc["metadata"]["name"]
+    ]
+    docs = kinds(render(helm, "--set", "backup.credentialsSecrets={vault-writer}"))
+    role = docs["Role", "t-modelguard-backup-credentials"]
+    assert role["metadata"]["namespace"] == "mg"
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["vault-writer"],
+            "verbs": ["get"],
+        }
+    ]
+    binding = docs["RoleBinding", "t-modelguard-backup-credentials"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "t-modelguard", "namespace": "mg"}
+    ]
+
+
+def test_volume_stores_and_the_drill_scratch_are_mounted(helm: Path) -> None:
+    docs = render(
+        helm,
+        "--set",
+        "backup.volumes={vault}",
+        "--set",
+        "backup.drill.scratchSizeLimit=40Gi",
+        "--set",
+        "backup.concurrency=2",
+    )
+    deployment = kinds(docs)["Deployment", "t-modelguard"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["backup-volume-vault"]["persistentVolumeClaim"] == {"claimName": "vault"}
+    assert volumes["drill-scratch"]["emptyDir"] == {"sizeLimit": "40Gi"}
+    container = _operator_container(docs)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    args = cli.build_parser().parse_args(container["args"])
+    assert args.backup_volume_root / "vault" == Path(mounts["backup-volume-vault"])
+    assert args.drill_scratch_dir == Path(mounts["drill-scratch"])
+    assert args.backup_concurrency == 2
+
+
+def test_the_rendered_install_manifest_carries_no_private_key() -> None:
+    text = (REPO_ROOT / "manifests" / "install.yaml").read_text()
+    for marker in ("PRIVATE KEY", base64.b64encode(b"-----BEGIN EC PRIVATE").decode()[:20]):
+        assert marker not in text
+    assert "secretName: modelguard-backup-key" in text

@@ -329,7 +329,12 @@ def test_notes_tell_as_their_rows_say_and_what_the_writes_did_is_marked() -> Non
 
 
 def test_every_decision_the_operator_records_has_a_row() -> None:
-    tabled = {row.audit for row in [*reports.CONDITIONS.values(), *reports.HAPPENINGS.values()]}
+    rows = [
+        *reports.CONDITIONS.values(),
+        *reports.HAPPENINGS.values(),
+        *reports.STORE_CONDITIONS.values(),
+    ]
+    tabled = {row.audit for row in rows}
     made_elsewhere = {
         records.Decision.AUDIT_CHAIN_STARTED,
         records.Decision.AUDIT_CHAIN_CLOSED,

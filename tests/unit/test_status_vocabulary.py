@@ -9,8 +9,9 @@ import re
 import yaml
 
 from modelguard.agent import failures
-from modelguard.api import v1alpha1
+from modelguard.api import backupstore, v1alpha1
 from modelguard.audit import records
+from modelguard.backup import streams
 from modelguard.reconcile import reports
 from modelguard.sources import credentials, errors
 from modelguard.trust import reasons
@@ -37,15 +38,25 @@ def _source_reasons() -> set[str]:
 def test_docs_name_every_condition_type_reason_event_and_decision() -> None:
     named = _named_in_docs()
     constants = {
-        value for name, value in vars(v1alpha1).items() if name.startswith("REASON_")
+        value
+        for module in (v1alpha1, backupstore)
+        for name, value in vars(module).items()
+        if name.startswith("REASON_")
     } | set(v1alpha1.CONDITION_TYPES)
     # A ModelApproval that does not parse is refused at admission and by the CLI, never a reason
     # of a ModelDeployment's condition.
     trust = {str(reason) for reason in reasons.Reason} - {str(reasons.Reason.INVALID_APPROVAL)}
     agent = {failures.INVALID_ARGUMENT, failures.DESTINATION_ERROR}
+    # What a backup, a restore or a drill reports of its own.
+    agent |= {streams.READ_BACK_MISMATCH, streams.UNSUPPORTED, streams.FAILED}
+    agent |= {streams.RESTORE_REFUSED}
     told = {str(decision) for decision in records.Decision}
     told |= {str(happening) for happening in reports.Happening}
-    rows = [*reports.CONDITIONS.values(), *reports.HAPPENINGS.values()]
+    rows = [
+        *reports.CONDITIONS.values(),
+        *reports.HAPPENINGS.values(),
+        *reports.STORE_CONDITIONS.values(),
+    ]
     told |= {row.action for row in rows if row.event is not None}
     missing = (constants | trust | _source_reasons() | agent | told) - named
     assert missing == set(), f"docs/status.md does not name {sorted(missing)}"
@@ -61,6 +72,7 @@ def test_the_crd_lists_every_reason_the_operator_decides() -> None:
         *v1alpha1.VERIFIED_REASONS,
         *v1alpha1.APPROVED_REASONS,
         *v1alpha1.ISOLATED_REASONS,
+        *v1alpha1.BACKED_UP_REASONS,
     }
     missing = {reason for reason in decided if not re.search(rf"\b{reason}\b", explained)}
     assert missing == set(), f"the CRD's condition reason does not list {sorted(missing)}"
@@ -70,5 +82,13 @@ def test_the_crd_lists_every_reason_the_operator_decides() -> None:
 
 def test_every_condition_type_has_its_rows_in_the_table() -> None:
     told = {(type, status) for type, status, _ in reports.CONDITIONS}
-    decided = set(v1alpha1.CONDITION_TYPES) - {v1alpha1.CONDITION_BACKED_UP}
+    decided = set(v1alpha1.CONDITION_TYPES)
     assert told == {(type, status) for type in decided for status in ("True", "False")}
+
+
+def test_the_backupstore_crd_lists_every_ready_reason() -> None:
+    crd = yaml.safe_load((REPO / "crds" / "modelguard.dev_backupstores.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    explained = schema["properties"]["status"]["properties"]["conditions"]["description"]
+    missing = {r for r in backupstore.READY_REASONS if not re.search(rf"\b{r}\b", explained)}
+    assert missing == set(), f"the BackupStore CRD's conditions do not list {sorted(missing)}"

@@ -119,6 +119,9 @@ Arguments of `modelguard run` (operator/modelguard/cli.py).
 - --audit-checkpoint-records={{ .Values.audit.checkpoints.records }}
 - --audit-checkpoint-seconds={{ .Values.audit.checkpoints.seconds }}
 - --audit-checkpoints-prefix={{ include "modelguard.auditPrefix" . }}
+- --backup-concurrency={{ .Values.backup.concurrency }}
+- --backup-volume-root=/var/run/modelguard/backup-volumes
+- --drill-scratch-dir=/var/run/modelguard/drill-scratch
 {{- with (get (dict "verbose" "--verbose" "debug" "--debug") .Values.logLevel) }}
 - {{ . }}
 {{- end }}
@@ -191,6 +194,14 @@ RBAC rules that only exist cluster-wide: kopf's own needs (see kopf's RBAC docum
 - apiGroups: ["modelguard.dev"]
   resources: ["trustpolicies"]
   verbs: ["get", "list", "watch"]
+# BackupStores are cluster-scoped: read and watched to back models up there; kopf records its
+# progress annotations with PATCH; the operator reports Ready on their status.
+- apiGroups: ["modelguard.dev"]
+  resources: ["backupstores"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["modelguard.dev"]
+  resources: ["backupstores/status"]
+  verbs: ["patch"]
 # kopf observes namespaces to follow namespaces being created or deleted; a model's namespace
 # labels decide which TrustPolicies bind it (read each reconcile, watched for changes).
 - apiGroups: [""]

@@ -17,7 +17,7 @@ import typing
 import pydantic
 import yaml
 
-from modelguard.api import modelapproval, trustpolicy, v1alpha1
+from modelguard.api import backupstore, modelapproval, trustpolicy, v1alpha1
 
 DEFAULT_OUTPUT_DIR: typing.Final = "crds"
 HEADER: typing.Final = (
@@ -197,9 +197,30 @@ def model_approval_crd() -> Schema:
     )
 
 
+def backup_store_crd() -> Schema:
+    """The CustomResourceDefinition of BackupStore (cluster-scoped)."""
+    ready = '.status.conditions[?(@.type=="Ready")].{}'
+    return _crd(
+        kind=backupstore.KIND,
+        plural=backupstore.PLURAL,
+        singular=backupstore.SINGULAR,
+        short_names=backupstore.SHORT_NAMES,
+        scope="Cluster",
+        model=backupstore.BackupStore,
+        status=True,
+        columns=[
+            _column("Ready", ready.format("status"), "Backups can be written"),
+            _column("Reason", ready.format("reason"), "Why Ready is what it is"),
+            _column("Bucket", ".spec.s3.bucket", "The S3 bucket"),
+            _column("Lock", ".spec.s3.objectLock.mode", "Object lock mode"),
+            _column("Claim", ".spec.volume.claimName", "The volume's claim", priority=1),
+        ],
+    )
+
+
 def render_crds() -> dict[str, str]:
     """Every CRD file of the project: file name -> YAML text, exactly as written to crds/."""
-    crds = [model_deployment_crd(), trust_policy_crd(), model_approval_crd()]
+    crds = [model_deployment_crd(), trust_policy_crd(), model_approval_crd(), backup_store_crd()]
     return {
         f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml": HEADER + _dump(crd)
         for crd in crds

@@ -13,7 +13,7 @@ import typing
 
 import pydantic
 
-from modelguard.api import conventions, errors, quantity, uripaths
+from modelguard.api import conventions, cron, errors, quantity, uripaths
 
 GROUP: typing.Final = conventions.GROUP
 VERSION: typing.Final = conventions.VERSION
@@ -123,6 +123,39 @@ the TrustPolicy's spec.network would refuse (NetworkPolicies add up)."""
 APPROVED_REASONS: typing.Final = (REASON_APPROVED,)
 ISOLATED_REASONS: typing.Final = (REASON_WITHIN_POLICY, REASON_OPENED_BY_NETWORK_POLICY)
 
+# BackedUp: the last backup, read back and verified, and the drills of it.
+REASON_BACKUP_VERIFIED: typing.Final = "BackupVerified"
+"""BackedUp: the serving version was backed up, read back and verified (status.lastBackup)."""
+REASON_NOTHING_TO_BACK_UP: typing.Final = "NothingToBackUp"
+"""BackedUp: no verified, approved version serves yet; the first backup follows its rollout."""
+REASON_STORE_NOT_FOUND: typing.Final = "StoreNotFound"
+"""BackedUp: the BackupStore spec.backup.store names does not exist."""
+REASON_STORE_NOT_READY: typing.Final = "StoreNotReady"
+"""BackedUp: the BackupStore is not Ready (its condition says why)."""
+REASON_BACKUP_KEY_MISSING: typing.Final = "BackupKeyMissing"
+"""BackedUp: the operator runs without a backup key (--backup-key-file), so it signs nothing."""
+REASON_BACKUP_UNSUPPORTED: typing.Final = "BackupUnsupported"
+"""BackedUp: the source cannot be backed up by the operator (a pvc:// source, or an https://
+source whose signature gives no file sizes)."""
+REASON_BACKUP_FAILED: typing.Final = "BackupFailed"
+"""BackedUp: the last attempt failed (the message says why); it is retried with backoff."""
+REASON_READ_BACK_MISMATCH: typing.Final = "ReadBackMismatch"
+"""BackedUp: an object read back from the store is not what was written (or what a signature
+says it is); nothing counts as backed up."""
+REASON_DRILL_FAILED: typing.Final = "DrillFailed"
+"""BackedUp: the last restore drill of the latest backup failed (status.lastDrill says why)."""
+BACKED_UP_REASONS: typing.Final = (
+    REASON_BACKUP_VERIFIED,
+    REASON_NOTHING_TO_BACK_UP,
+    REASON_STORE_NOT_FOUND,
+    REASON_STORE_NOT_READY,
+    REASON_BACKUP_KEY_MISSING,
+    REASON_BACKUP_UNSUPPORTED,
+    REASON_BACKUP_FAILED,
+    REASON_READ_BACK_MISMATCH,
+    REASON_DRILL_FAILED,
+)
+
 # What the operator did that no condition shows: Event reasons (and audit reasons) of their own.
 REASON_APPLIED: typing.Final = "Applied"
 """Event: children were created or replaced with the operator's intent."""
@@ -130,7 +163,20 @@ REASON_DRIFT_REVERTED: typing.Final = "DriftReverted"
 """Event: a child someone else changed was made the operator's intent again."""
 REASON_REPUBLISHED: typing.Final = "Republished"
 """Event and audit record: a version's signature signs other files now, accepted."""
-EVENT_REASONS: typing.Final = (REASON_APPLIED, REASON_DRIFT_REVERTED, REASON_REPUBLISHED)
+REASON_BACKED_UP: typing.Final = "BackedUp"
+"""Event and audit record: a backup was written, read back and verified."""
+REASON_RESTORE_DRILL_PASSED: typing.Final = "RestoreDrillPassed"
+"""Event and audit record: the latest backup was restored into scratch space and verified."""
+REASON_RESTORE_DRILL_FAILED: typing.Final = "RestoreDrillFailed"
+"""Event and audit record: the latest backup could not be restored and verified."""
+EVENT_REASONS: typing.Final = (
+    REASON_APPLIED,
+    REASON_DRIFT_REVERTED,
+    REASON_REPUBLISHED,
+    REASON_BACKED_UP,
+    REASON_RESTORE_DRILL_PASSED,
+    REASON_RESTORE_DRILL_FAILED,
+)
 REASON_CHANGED_BY_ANOTHER_MANAGER: typing.Final = "ChangedByAnotherManager"
 """Audit record of a revert: a field manager other than the operator wrote to the child."""
 REASON_SPEC_QUARANTINE: typing.Final = "SpecQuarantine"
@@ -525,15 +571,36 @@ class AuditSpec(conventions.Spec):
     Metadata plus the redacted payload (opt-in; it may hold personal data). Default: Metadata."""
 
 
+RETAIN_PATTERN: typing.Final = r"^[1-9][0-9]{0,4}d$"
+
+
 class BackupSpec(conventions.Spec):
-    """Offline backups of the verified model, its signature, approvals and spec."""
+    """Offline backups of the serving model: its verified files, signature, approvals and spec,
+    written once to a BackupStore, read back and verified."""
 
     store: ObjectName
     """Name of the (cluster-scoped) BackupStore to write to. Required."""
 
-    schedule: str = pydantic.Field(default="@daily", min_length=1)
-    """When to back up, in cron syntax (e.g. "0 3 * * *") or a macro such as @daily. Default:
-    @daily."""
+    schedule: typing.Annotated[
+        str, pydantic.Field(min_length=1, max_length=128), pydantic.AfterValidator(cron.check)
+    ] = "@daily"
+    """When to back up besides every rollout of a new version, in cron syntax (UTC), e.g.
+    "0 3 * * *", or a macro (@hourly, @daily, @weekly, @monthly). Default: @daily."""
+
+    retain: (
+        typing.Annotated[
+            str,
+            pydantic.Field(pattern=RETAIN_PATTERN),
+            errors.Hint('must be a number of days such as "90d"'),
+        ]
+        | None
+    ) = None
+    """How long each backup is locked in the store, in days, e.g. "90d"; at least the
+    BackupStore's spec.s3.objectLock.retentionDays, which is also the default. Nothing is ever
+    deleted by the operator: an expired backup is removed by the bucket's own lifecycle rules."""
+
+    def retain_days(self) -> int | None:
+        return int(self.retain.removesuffix("d")) if self.retain is not None else None
 
 
 class OnUnapproved(enum.StrEnum):
@@ -574,8 +641,8 @@ class ModelDeploymentSpec(conventions.Spec):
     inference requests. Default: metadata of every request, once the proxy ships."""
 
     backup: BackupSpec | None = None
-    """Offline backups. Not acted upon yet: this release takes no backups, whatever is set
-    here. Default: none."""
+    """Offline backups to a BackupStore: on the schedule and whenever a new version is rolled
+    out. Default: none."""
 
     rollout: RolloutSpec = RolloutSpec()
     """Rollout of new versions. Default: hold unapproved versions."""
@@ -615,7 +682,9 @@ class Condition(conventions.Status):
     docs/status.md). Approved: Approved, or why not (ApprovalMissing, TooFewApprovals, ...).
     Isolated: WithinPolicy, BroadAccessRefused (the spec asks for more than its TrustPolicy
     allows) or OpenedByNetworkPolicy (someone else's NetworkPolicy opens the model's pods
-    beyond it). Reconciling (True while a rollout progresses, an approval is awaited or a source
+    beyond it). BackedUp: BackupVerified, or why not: NothingToBackUp, StoreNotFound,
+    StoreNotReady, BackupKeyMissing, BackupUnsupported, BackupFailed, ReadBackMismatch,
+    DrillFailed. Reconciling (True while a rollout progresses, an approval is awaited or a source
     is retried) and Stalled (True for a refusal that needs someone to change the spec, the
     policy, the signature or the cluster, and for a quarantine) carry the reason of the
     condition that causes them."""
@@ -685,13 +754,57 @@ class ApprovalStatus(conventions.Status):
 class BackupStatus(conventions.Status):
     """The last completed offline backup."""
 
+    id: str | None = None
+    """The backup's id (`modelguard restore --backup`): its UTC time and root digest prefix."""
+
+    store: str | None = None
+    """The BackupStore it was written to."""
+
     location: str | None = None
-    """Where the backup was written, inside its BackupStore."""
+    """The backup manifest's object inside the store."""
+
+    version: str | None = None
+    """The model version backed up."""
+
+    root_digest: str | None = None
+    """The root digest of the files backed up (sha256:...): the one verified and serving."""
 
     completed_at: str | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"}
     )
     """When it was written and read back (RFC 3339)."""
+
+    retain_until: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    """Until when its objects are locked (RFC 3339)."""
+
+    files: int | None = None
+    """Files the backup holds (the model's, its signature, approvals, spec and context)."""
+
+    bytes: int | None = pydantic.Field(default=None, json_schema_extra={"format": "int64"})
+    """Their total size."""
+
+    written_bytes: int | None = pydantic.Field(default=None, json_schema_extra={"format": "int64"})
+    """Bytes this backup wrote; what an earlier backup stored already is not written again."""
+
+
+class DrillStatus(conventions.Status):
+    """The last restore drill: the latest backup restored into scratch space and verified."""
+
+    backup_id: str | None = None
+    """The backup drilled."""
+
+    completed_at: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+    """When it ended (RFC 3339)."""
+
+    result: str | None = None
+    """Passed or Failed."""
+
+    message: str | None = None
+    """What was verified, or why it failed (naming the file)."""
 
 
 class QuarantineStatus(conventions.Status):
@@ -760,6 +873,9 @@ class ModelDeploymentStatus(conventions.Status):
 
     last_backup: BackupStatus | None = None
     """The last completed offline backup."""
+
+    last_drill: DrillStatus | None = None
+    """The last restore drill of the latest backup."""
 
     quarantine: QuarantineStatus | None = None
     """Set while the model is quarantined automatically (a pod found tampered files, or the

@@ -54,6 +54,12 @@ class Decision(enum.StrEnum):
     DRIFT_REVERTED = "DriftReverted"
     QUARANTINED = "Quarantined"
     QUARANTINE_LIFTED = "QuarantineLifted"
+    BACKED_UP = "BackedUp"
+    BACKUP_FAILED = "BackupFailed"
+    RESTORE_DRILL_PASSED = "RestoreDrillPassed"
+    RESTORE_DRILL_FAILED = "RestoreDrillFailed"
+    BACKUP_STORE_READY = "BackupStoreReady"
+    BACKUP_STORE_REFUSED = "BackupStoreRefused"
     RECORD_FAILED = "AuditRecordFailed"
     """A decision was taken whose own record could not be made; the operator's log says why."""
 

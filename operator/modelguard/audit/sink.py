@@ -83,6 +83,18 @@ class Sink:
     def cadence(self) -> Cadence:
         return self._cadence
 
+    def position(self) -> dict[str, typing.Any]:
+        """Where the chain stands: the segment, the signing key's id, and the seq and hash of
+        the last record written (a backup keeps it, pointing into the audit trail of what led to
+        it, which the segment's checkpoints cover)."""
+        with self._lock:
+            return {
+                "origin": self._origin,
+                "keyId": self._signer.verifier.id,
+                "seq": self._seq - 1,
+                "hash": self._prev,
+            }
+
     def record(
         self,
         decision: records.Decision,

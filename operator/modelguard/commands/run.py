@@ -16,6 +16,8 @@ from modelguard import handlers, logs  # noqa: F401
 from modelguard import metrics as operator_metrics
 from modelguard.admission import serving
 from modelguard.audit import keys, sink
+from modelguard.backup import manifest
+from modelguard.commands import files
 from modelguard.reconcile import vocabulary
 
 # The ConfigMaps' names are `<prefix>-<segment>-<size>-<hash>` and their `audit.modelguard.dev/log`
@@ -41,6 +43,17 @@ class MetricsOptions:
     addr: str
 
 
+@dataclasses.dataclass(frozen=True)
+class BackupOptions:
+    """What `modelguard run` is told about backups (all optional: no key, no backups)."""
+
+    key_file: pathlib.Path | None = None
+    trusted_keys_file: pathlib.Path | None = None
+    volume_root: pathlib.Path | None = None
+    drill_scratch: pathlib.Path | None = None
+    concurrency: int = 1
+
+
 def run(
     *,
     namespaces: typing.Sequence[str],
@@ -49,6 +62,7 @@ def run(
     audit_key_file: pathlib.Path | None,
     audit: AuditOptions,
     verify_concurrency: int,
+    backup: BackupOptions = BackupOptions(),
     webhook: serving.Options,
     metrics: MetricsOptions = MetricsOptions(port=None, addr=""),
     verbose: bool,
@@ -57,6 +71,7 @@ def run(
     """Runs the operator until it is stopped; SystemExit with the reason when it cannot start.
     No `namespaces`: every namespace."""
     signer, namespace = _audit(audit_key_file, audit)
+    backup_key, trusted = _backup_keys(backup)
     configure_logging(verbose=verbose, debug=debug)
     recorder = operator_metrics.Metrics(reasons=vocabulary.reasons())
     server = _serve_metrics(recorder, metrics)
@@ -71,6 +86,11 @@ def run(
                 audit_prefix=audit.prefix,
                 verify_concurrency=verify_concurrency,
                 metrics=recorder,
+                backup_key=backup_key,
+                backup_trusted_keys=trusted,
+                backup_volume_root=backup.volume_root,
+                drill_scratch=backup.drill_scratch,
+                backup_concurrency=backup.concurrency,
             ),
             clusterwide=not namespaces,
             namespaces=list(namespaces),
@@ -98,6 +118,28 @@ def _serve_metrics(
         raise SystemExit(
             f"--metrics-port {options.port} (--metrics-addr {options.addr}): {error.strerror}"
         ) from None
+
+
+def _backup_keys(
+    options: BackupOptions,
+) -> tuple[manifest.BackupKey | None, list[typing.Any]]:
+    """The backup key and the public keys rotated out; SystemExit naming the file when one
+    cannot be used (a key given and not usable is never ignored)."""
+    key = None
+    if options.key_file is not None:
+        try:
+            key = manifest.load_key(options.key_file)
+        except manifest.InvalidKey as error:
+            raise SystemExit(str(error)) from None
+    trusted: list[typing.Any] = []
+    if options.trusted_keys_file is not None:
+        try:
+            trusted = manifest.load_public_keys(
+                [files.read(options.trusted_keys_file, what="--backup-trusted-keys-file")]
+            )
+        except Exception as error:
+            raise SystemExit(f"--backup-trusted-keys-file: {error}") from None
+    return key, trusted
 
 
 def _audit(key_file: pathlib.Path | None, options: AuditOptions) -> tuple[keys.Signer, str]:

@@ -353,10 +353,11 @@ async def start(
     cadence: sink.Cadence,
     namespace: str,
     prefix: str,
+    also: typing.Sequence[Destination] = (),
 ) -> Publisher:
     """Opens the audit log's new segment, naming the newest checkpoint of the log found in the
-    head, and starts publishing its checkpoints to immutable ConfigMaps in `namespace`; OSError
-    when the log cannot be opened."""
+    head, and starts publishing its checkpoints to immutable ConfigMaps in `namespace` and to
+    `also`; OSError when the log cannot be opened."""
     vkey = signer.verifier.vkey
     head = Head(client, namespace=namespace, prefix=prefix, verifier_key=vkey)
     previous = await head.latest(keys.Keyring.of([signer.verifier]))
@@ -366,6 +367,6 @@ async def start(
     destination = KubernetesDestination(
         client, namespace=namespace, prefix=prefix, verifier_key=vkey
     )
-    publisher = Publisher(audit, [destination], head=head)
+    publisher = Publisher(audit, [destination, *also], head=head)
     publisher.start()
     return publisher

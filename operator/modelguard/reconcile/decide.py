@@ -25,7 +25,16 @@ import typing
 from modelguard.api import times, trustpolicy, v1alpha1
 from modelguard.builders import children, intent, labels
 from modelguard.builders import deployment as deployment_builder
-from modelguard.reconcile import approval, conditions, observations, pods, readiness, reports
+from modelguard.reconcile import (
+    approval,
+    backups,
+    backupviews,
+    conditions,
+    observations,
+    pods,
+    readiness,
+    reports,
+)
 from modelguard.trust import access, pinning
 from modelguard.trust import reasons as trust_reasons
 
@@ -71,6 +80,8 @@ class Outcome:
     again, someone else's object may be gone)."""
     retry: str | None = None
     """Why to retry soon with backoff (a source was unreachable, a child was refused)."""
+    backup: backupviews.Start | None = None
+    """A backup or restore drill to start once the status is written."""
 
     @property
     def status_changed(self) -> bool:
@@ -104,19 +115,54 @@ def _decide(seen: observations.Observed, *, agent_image: str) -> Outcome:
         return draft.outcome(Action.REFUSE)
     verdict = seen.verification
     if model.spec.quarantine or verdict is None:
-        return _quarantine_on_request(draft, model)
+        return _with_backups(_quarantine_on_request(draft, model))
     outcome = _decide_verified(draft, model, verdict=verdict, agent_image=agent_image)
     reread_at = verdict.reread_at
     if reread_at is not None and (outcome.recheck_at is None or reread_at < outcome.recheck_at):
         # Refused or not, a verified bundle is read again then: it may be replaced (or restored).
         outcome = dataclasses.replace(outcome, recheck_at=reread_at)
-    return outcome
+    return _with_backups(outcome)
+
+
+def _with_backups(outcome: Outcome) -> Outcome:
+    """The outcome with BackedUp, status.lastBackup and lastDrill, their notes, and the backup
+    or drill to start (reconcile/backups.py)."""
+    decided = backups.decide(outcome.observed, status=outcome.status)
+    status = outcome.status.model_copy(deep=True)
+    if decided.remove:
+        if conditions.find(status.conditions, v1alpha1.CONDITION_BACKED_UP) is None:
+            return outcome
+        status.conditions = [c for c in status.conditions if c.type != v1alpha1.CONDITION_BACKED_UP]
+        return dataclasses.replace(outcome, status=status)
+    if decided.condition is not None:
+        status.conditions = conditions.set_condition(
+            status.conditions,
+            type=v1alpha1.CONDITION_BACKED_UP,
+            decision=decided.condition,
+            observed_generation=outcome.observed.generation,
+            now=outcome.observed.now,
+        )
+    status.last_backup = decided.last_backup
+    status.last_drill = decided.last_drill
+    recheck_at = outcome.recheck_at
+    if decided.recheck_at is not None:
+        recheck_at = _earliest(recheck_at, decided.recheck_at)
+    return dataclasses.replace(
+        outcome,
+        status=status,
+        notes=(*outcome.notes, *decided.notes),
+        recheck_at=recheck_at,
+        backup=decided.start,
+    )
 
 
 def conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
     """The outcome once its children are written: the uids they were given, what the writes
-    found, and Ready from the Deployment they left."""
-    return with_progress(_conclude(outcome, applied))
+    found, and Ready from the Deployment they left; the backup decision stays as it was."""
+    concluded = with_progress(_conclude(outcome, applied))
+    if concluded.backup is outcome.backup:
+        return concluded
+    return dataclasses.replace(concluded, backup=outcome.backup)
 
 
 def _conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:

@@ -15,7 +15,7 @@ import pydantic
 
 from modelguard.api import modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import deployment, names
-from modelguard.reconcile import conditions
+from modelguard.reconcile import backupviews, conditions
 from modelguard.trust import reasons
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,8 @@ class Observed:
     network_policies: tuple[Manifest, ...] = ()
     """Every NetworkPolicy of the namespace: someone else's that selects the model's pods opens
     them as surely as the model's own."""
+    backup: backupviews.Observed | None = None
+    """The BackupStore spec.backup names and this operator's backup jobs (spec.backup set)."""
 
     @property
     def generation(self) -> int:

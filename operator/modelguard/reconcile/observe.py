@@ -99,6 +99,8 @@ async def observe(
         model = v1alpha1.parse(body)
     except errors.InvalidObjectError as error:
         return dataclasses.replace(seen, invalid=tuple(error.messages))
+    if model.spec.backup is not None and context.backups is not None:
+        seen = dataclasses.replace(seen, backup=await runtime.call(context.backups.observe(model)))
     if model.spec.quarantine:
         # The brake of an incident asks nothing that the incident may have broken (the source,
         # the policy, the approvals): only what the live Deployment already pins.

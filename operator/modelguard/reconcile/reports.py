@@ -15,7 +15,7 @@ import dataclasses
 import enum
 import typing
 
-from modelguard.api import v1alpha1
+from modelguard.api import backupstore, v1alpha1
 from modelguard.audit import records
 from modelguard.reconcile import conditions
 
@@ -42,6 +42,9 @@ class Happening(enum.StrEnum):
     REPUBLISHED = v1alpha1.REASON_REPUBLISHED
     QUARANTINED = records.Decision.QUARANTINED.value
     QUARANTINE_LIFTED = records.Decision.QUARANTINE_LIFTED.value
+    BACKED_UP = v1alpha1.REASON_BACKED_UP
+    RESTORE_DRILL_PASSED = v1alpha1.REASON_RESTORE_DRILL_PASSED
+    RESTORE_DRILL_FAILED = v1alpha1.REASON_RESTORE_DRILL_FAILED
 
 
 # The one table. Conditions by (type, status, reason), a reason of None standing for any other;
@@ -76,6 +79,20 @@ CONDITIONS: typing.Final[typing.Mapping[tuple[str, str, str | None], Row]] = {
     (v1alpha1.CONDITION_RECONCILING, "False", None): Row("Reconcile", "Normal", None),
     (v1alpha1.CONDITION_STALLED, "True", None): Row("Reconcile", "Warning", None),
     (v1alpha1.CONDITION_STALLED, "False", None): Row("Reconcile", "Normal", None),
+    # Every backup taken is a BackedUp note (an Event and a record each time) and a failed drill
+    # a RestoreDrillFailed one; the condition's own changes are told like any other condition's
+    # (an Event each, with its reason), and recorded only for a failed backup, which no note
+    # records.
+    (v1alpha1.CONDITION_BACKED_UP, "True", None): Row("Backup", "Normal", None),
+    (v1alpha1.CONDITION_BACKED_UP, "False", None): Row(
+        "Backup", "Warning", records.Decision.BACKUP_FAILED
+    ),
+    (v1alpha1.CONDITION_BACKED_UP, "False", v1alpha1.REASON_NOTHING_TO_BACK_UP): Row(
+        "Backup", "Normal", None
+    ),
+    (v1alpha1.CONDITION_BACKED_UP, "False", v1alpha1.REASON_DRILL_FAILED): Row(
+        "RestoreDrill", "Warning", None
+    ),
 }
 HAPPENINGS: typing.Final[typing.Mapping[Happening, Row]] = {
     Happening.APPLIED: Row("Apply", "Normal", None),
@@ -84,6 +101,26 @@ HAPPENINGS: typing.Final[typing.Mapping[Happening, Row]] = {
     # Ready's flip to Quarantined (or from it) is the Event; the record says why and by whom.
     Happening.QUARANTINED: Row("Quarantine", None, records.Decision.QUARANTINED),
     Happening.QUARANTINE_LIFTED: Row("Quarantine", None, records.Decision.QUARANTINE_LIFTED),
+    Happening.BACKED_UP: Row("Backup", "Normal", records.Decision.BACKED_UP),
+    Happening.RESTORE_DRILL_PASSED: Row(
+        "RestoreDrill", "Normal", records.Decision.RESTORE_DRILL_PASSED
+    ),
+    Happening.RESTORE_DRILL_FAILED: Row(
+        "RestoreDrill", "Warning", records.Decision.RESTORE_DRILL_FAILED
+    ),
+}
+# The BackupStore's Ready condition, by (status, reason), a reason of None standing for any
+# other: an Event when it flips, a record when it is decided anew. A store accepted without
+# immutability is told as a Warning, every time it is decided.
+STORE_CONDITIONS: typing.Final[typing.Mapping[tuple[str, str | None], Row]] = {
+    ("True", None): Row("Check", "Normal", records.Decision.BACKUP_STORE_READY),
+    ("True", backupstore.REASON_DOWNGRADE_ACCEPTED): Row(
+        "Check", "Warning", records.Decision.BACKUP_STORE_READY
+    ),
+    ("True", backupstore.REASON_MUTABLE_VOLUME): Row(
+        "Check", "Warning", records.Decision.BACKUP_STORE_READY
+    ),
+    ("False", None): Row("Check", "Warning", records.Decision.BACKUP_STORE_REFUSED),
 }
 # Done by the writes themselves: no later pass would see them again, so they are told even when
 # the status write fails.
@@ -315,3 +352,34 @@ def _details(
     if decision is records.Decision.APPROVED and current.approval is not None:
         details.update(current.approval.model_dump(exclude_none=True))
     return details
+
+
+def store_row(condition: v1alpha1.Condition) -> Row:
+    """The row that tells a change of a BackupStore's Ready condition."""
+    return (
+        STORE_CONDITIONS.get((condition.status.value, condition.reason))
+        or STORE_CONDITIONS[
+            (condition.status.value if condition.status.value == "True" else "False", None)
+        ]
+    )
+
+
+def store_events(previous: v1alpha1.Condition | None, current: v1alpha1.Condition) -> list[Event]:
+    """The Event of a BackupStore's Ready condition: when it flips, and every time a store is
+    accepted anew without immutability (a downgrade is never told only once)."""
+    told = store_row(current)
+    if told.event is None:
+        return []
+    flipped = previous is None or previous.status != current.status
+    weaker = told.event == "Warning" and current.status.value == "True"
+    if not (flipped or (weaker and _decided(previous) != _decided(current))):
+        return []
+    return [Event(type=told.event, reason=current.reason, action=told.action, note=current.message)]
+
+
+def store_records(previous: v1alpha1.Condition | None, current: v1alpha1.Condition) -> list[Record]:
+    """The audit record of a BackupStore's Ready condition decided anew."""
+    decision = store_row(current).audit
+    if decision is None or _decided(previous) == _decided(current):
+        return []
+    return [Record(decision=decision, reason=current.reason, message=current.message)]

@@ -9,7 +9,7 @@ import typing
 
 from modelguard import kube, metrics
 from modelguard.audit import sink
-from modelguard.reconcile import verification
+from modelguard.reconcile import backupjobs, verification
 
 _T = typing.TypeVar("_T")
 
@@ -43,6 +43,8 @@ class Context:
     )
     """Children this process created whose uid the model's status may not hold yet (its write
     failed): per (namespace, model), (kind, name) -> uid. Dropped once the status holds them."""
+    backups: backupjobs.Jobs | None = None
+    """Backups and restore drills of this process (None: it takes none)."""
 
 
 async def call(awaitable: typing.Awaitable[_T]) -> _T:

@@ -121,6 +121,9 @@ async def finish(context: runtime.Context, outcome: decide.Outcome) -> None:
     # After the status write: when it fails, the retry derives the same records from the same
     # status read, so each decision is recorded once.
     await _tell(context, outcome)
+    if outcome.backup is not None and context.backups is not None:
+        # In the background: the pass that ends here never waits for a backup.
+        context.backups.start(outcome.backup)
     if outcome.retry is not None:
         raise runtime.RetryLater(outcome.retry)
 

@@ -96,6 +96,13 @@ class EndpointNotAllowed(SourceError):
     reason = "SourceEndpointNotAllowed"
 
 
+class ObjectExists(SourceError):
+    """A write that may only create an object found one already under its key (HTTP 412 to
+    If-None-Match: *): nothing was overwritten."""
+
+    reason = "ObjectExists"
+
+
 # What a source says is its own: shown as data, never as our words.
 MAX_QUOTED: typing.Final = 256
 

@@ -33,12 +33,13 @@ class S3Settings:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Endpoint:
+class Endpoint:
     base: str  # scheme://host[:port], no trailing slash
     host: str  # the Host header: host[:port], the port only when not the scheme's default
 
 
-def _endpoint(settings: S3Settings) -> _Endpoint:
+def resolve_endpoint(settings: S3Settings) -> Endpoint:
+    """The server a client of `settings` connects to: AWS S3's regional endpoint by default."""
     raw = settings.endpoint or f"https://s3.{settings.region}.amazonaws.com"
     try:
         parts = urllib.parse.urlsplit(raw)
@@ -56,7 +57,7 @@ def _endpoint(settings: S3Settings) -> _Endpoint:
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     default_port = 443 if scheme == "https" else 80
     netloc = host if port in (None, default_port) else f"{host}:{port}"
-    return _Endpoint(base=f"{scheme}://{netloc}", host=netloc)
+    return Endpoint(base=f"{scheme}://{netloc}", host=netloc)
 
 
 class S3Source:
@@ -77,7 +78,7 @@ class S3Source:
         self._page_size = page_size
         self.uri = str(location)
         self._settings = settings
-        self._endpoint = _endpoint(settings)
+        self._endpoint = resolve_endpoint(settings)
         self._max_files = max_files
         self._client = transport.HttpClient(transport=transport_settings)
 
@@ -115,7 +116,7 @@ class S3Source:
         return url, headers
 
     def _error_for(self, status: int, body: bytes, what: str) -> errors.SourceError:
-        code, message = _error_code(body)
+        code, message = error_code(body)
         # The server's words, bounded and quoted: whoever runs it chooses them.
         detail = f"HTTP {status}"
         if code:
@@ -200,7 +201,8 @@ def _parse_xml(body: bytes) -> ElementTree.Element | None:
         return None
 
 
-def _error_code(body: bytes) -> tuple[str, str]:
+def error_code(body: bytes) -> tuple[str, str]:
+    """The Code and Message of an S3 error document (empty when the body is none)."""
     root = _parse_xml(body) if body else None
     if root is None:
         return "", ""

@@ -1,8 +1,10 @@
-"""AWS Signature Version 4 for S3 requests (header-based, unsigned or empty payloads), pure.
+"""AWS Signature Version 4 for S3 requests (header-based), pure.
 
-Only what a reader needs: GET requests whose payload is empty. The canonical request follows the
-S3 rules (the path is encoded once, not twice as for other services). Proven against AWS's published
-S3 examples (tests/unit/test_sources_sigv4.py) and against MinIO (tests/integration).
+What readers and the backup stores need: requests with an empty payload, a payload whose SHA-256
+is known before it is sent (the server then refuses other bytes), or an unsigned one. The
+canonical request follows the S3 rules (the path is encoded once, not twice as for other
+services). Proven against AWS's published S3 examples (tests/unit/test_sources_sigv4.py) and
+against MinIO (tests/integration).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import urllib.parse
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# x-amz-content-sha256 of a payload whose digest is not known before it is sent.
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 # RFC 3986 unreserved characters are the only ones SigV4 leaves unencoded.
 _UNRESERVED = "-_.~"
 

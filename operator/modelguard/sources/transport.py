@@ -1,5 +1,5 @@
-"""HTTP plumbing shared by the S3 and HTTPS sources: one aiohttp session per source, verified TLS,
-bounded retries, and every transport failure turned into a typed source error.
+"""HTTP plumbing shared by the S3 and HTTPS sources and the S3 backup stores: one aiohttp session
+per client, verified TLS, bounded retries, and every transport failure turned into a typed error.
 
 Requests go only to the URL's own scheme, host and port, which the TrustPolicy bound: a redirect
 is refused, not followed, and addresses.py keeps names from leading to non-global addresses (unless
@@ -95,11 +95,38 @@ class HttpClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A successful (2xx) response to GET `url`, released on exit. `headers(url)` is called
         per attempt (a signature carries the time); `what` names the file in messages."""
+        async with self.request(
+            "GET", url, what=what, headers=headers, error_for=error_for
+        ) as response:
+            yield response
+
+    @contextlib.asynccontextmanager
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        headers: Callable[[str], dict[str, str]],
+        error_for: ErrorFor,
+        body: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A successful (2xx) response to `method` `url`, released on exit, under the same rules
+        as every read: the bound address, no redirect, typed failures. `body` is bytes (sent
+        again on a retry) or a factory of a stream of chunks (sent once: a stream cannot be
+        replayed, so a failed attempt is the failure)."""
         session = self._get_session()
-        attempts = max(1, self._transport.attempts)
+        attempts = max(1, self._transport.attempts) if not callable(body) else 1
         for attempt in range(1, attempts + 1):
             try:
-                response = await self._send(session, url, what=what, headers=headers)
+                response = await self._send(
+                    session,
+                    method,
+                    url,
+                    what=what,
+                    headers=headers,
+                    data=body() if callable(body) else body,
+                )
             except errors.SourceUnreachable:
                 if attempt == attempts:
                     raise
@@ -112,10 +139,10 @@ class HttpClient:
                     response.release()
                 return
             try:
-                body = await read_error_body(response)
+                failed = await read_error_body(response)
             finally:
                 response.release()
-            error = error_for(response.status, body, what)
+            error = error_for(response.status, failed, what)
             if response.status not in _RETRY_STATUSES or attempt == attempts:
                 raise error
             await asyncio.sleep(_BACKOFF_SECONDS * attempt)
@@ -123,17 +150,21 @@ class HttpClient:
     async def _send(
         self,
         session: aiohttp.ClientSession,
+        method: str,
         url: str,
         *,
         what: str,
         headers: Callable[[str], dict[str, str]],
+        data: bytes | AsyncIterator[bytes] | None = None,
     ) -> aiohttp.ClientResponse:
         host = urllib.parse.urlsplit(url).hostname or ""
         with translated(what):
             # encoded=True: the path is sent exactly as it was signed.
-            response = await session.get(
+            response = await session.request(
+                method,
                 yarl.URL(url, encoded=True),
                 headers=headers(url),
+                data=data,
                 allow_redirects=False,
                 ssl=self._ssl_context() if url.startswith("https://") else True,
             )

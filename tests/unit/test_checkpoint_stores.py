@@ -1,0 +1,100 @@
+"""Audit checkpoints to the BackupStores that ask for them: which stores are written to, and that
+a store which asks but cannot hold them fails the publication (retried, logged) instead of being
+skipped. The API server is a stand-in here; the integration test writes to a real MinIO."""
+
+from __future__ import annotations
+
+import io
+import typing
+
+import pytest
+
+from modelguard import kube
+from modelguard.audit import keys, sink
+from modelguard.reconcile import checkpointstores
+
+SIGNER = keys.generate("modelguard-system/modelguard")
+
+
+class StandInKube:
+    def __init__(self, stores: list[kube.Manifest]) -> None:
+        self.stores = stores
+        self.secrets_read: list[str] = []
+
+    async def list_backup_stores(self) -> list[kube.Manifest]:
+        return self.stores
+
+    async def get_secret_data(self, *, namespace: str, name: str) -> None:
+        self.secrets_read.append(name)
+
+
+def _store(
+    name: str,
+    *,
+    asks: bool,
+    ready: str = "True",
+    reason: str = "StoreReady",
+    object_lock: str = "Enabled",
+) -> kube.Manifest:
+    return {
+        "metadata": {"name": name, "generation": 1},
+        "spec": {
+            "s3": {"bucket": "backups", "credentialsSecret": "writer"},
+            "auditCheckpoints": asks,
+        },
+        "status": {
+            "observedGeneration": 1,
+            "objectLock": object_lock,
+            "versioning": "Enabled",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": ready,
+                    "reason": reason,
+                    "message": "as found",
+                    "lastTransitionTime": "2030-01-01T00:00:00Z",
+                }
+            ],
+        },
+    }
+
+
+def _signed() -> typing.Any:
+    signed = sink.start(io.StringIO(), instance="m", signer=SIGNER).checkpoint(force=True)
+    assert signed is not None
+    return signed
+
+
+def _destination(client: StandInKube) -> checkpointstores.BackupStores:
+    return checkpointstores.BackupStores(
+        typing.cast(kube.Kube, client), log_prefix="modelguard-audit", operator_namespace="mg"
+    )
+
+
+async def test_stores_that_do_not_ask_are_left_alone() -> None:
+    client = StandInKube([_store("models-only", asks=False)])
+    await _destination(client).publish(_signed())
+    assert client.secrets_read == []
+
+
+@pytest.mark.parametrize(
+    ("store", "named"),
+    [
+        (_store("vault", asks=True, ready="False", reason="StoreDenied"), "not Ready (StoreDenied"),
+        (
+            _store("vault", asks=True, reason="DowngradeAccepted", object_lock="Disabled"),
+            "needs a bucket with object lock; this one has Disabled",
+        ),
+        # Ready, but its credentials are gone by now: refused with the store's own reason.
+        (_store("vault", asks=True), "StoreCredentialsNotFound"),
+    ],
+    ids=["not ready", "a downgraded bucket", "credentials gone"],
+)
+async def test_a_store_that_asks_but_cannot_hold_them_fails_the_publication(
+    store: kube.Manifest, named: str
+) -> None:
+    client = StandInKube([_store("models-only", asks=False), store])
+    with pytest.raises(checkpointstores.NotStored, match="BackupStore vault: ") as raised:
+        await _destination(client).publish(_signed())
+    assert named in raised.value.message
+    assert "models-only" not in raised.value.message
