@@ -1,0 +1,247 @@
+"""Ways around the control-plane hardening of issue 11 that still work, each as a test that fails
+while the hole is open: what serves escapes revocation when the spec does not parse, when its
+bundle cannot be read again from the tenant's store, or while its policy is unbound; objects
+pass as a model's own in tools that follow ownerReferences by uid; a NetworkPolicy opens a
+model's pods through a label admission does not predict."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import harness
+import pytest
+from test_admission import _editor, webhook  # noqa: F401 - the fixture, used by name
+from test_approval_gate import _wait
+from test_modeldeployment import model_deployment, wait_ready
+
+import s3server
+import signedmodel
+
+pytestmark = pytest.mark.usefixtures("operator", "trust_policy", "source_credentials")
+
+PublishModel = typing.Callable[..., str]
+Manifest = dict[str, typing.Any]
+
+
+def _revocable_policy(
+    kubectl: harness.Kubectl,
+    *,
+    name: str,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+) -> dict[str, typing.Any]:
+    policy = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
+    kubectl.apply(policy)
+    return policy
+
+
+def _revoke(kubectl: harness.Kubectl, policy: dict[str, typing.Any], tmp_path: Path) -> None:
+    """The security owner revokes the signer: the policy now trusts another key only."""
+    policy["spec"]["signers"] = [
+        {"name": "successor", "publicKey": signedmodel.generate_key(tmp_path)[1]}
+    ]
+    kubectl.apply(policy)
+
+
+def _assert_quarantined(kubectl: harness.Kubectl, namespace: str, name: str) -> None:
+    def quarantined() -> None:
+        replicas = kubectl.json("get", "deployment", name, "-n", namespace)["spec"]["replicas"]
+        body = kubectl.json("get", "modeldeployment", name, "-n", namespace)
+        assert replicas == 0, (
+            f"the revoked version still serves ({replicas} replicas); status: {body['status']}"
+        )
+
+    harness.eventually(quarantined, timeout=60)
+
+
+# --- Revocation: what serves must be judged whatever the spec, the policy binding or the store say
+
+
+def test_a_spec_that_does_not_parse_shelters_what_serves_from_revocation(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    tmp_path: Path,
+    webhook: typing.Any,  # noqa: F811 - the fixture imported above
+) -> None:
+    # The model owner makes the spec one the CRD schema and the webhook admit but the operator
+    # cannot parse (a request above its limit; maxBytes "0" does the same). The pass then ends
+    # in Refuse(InvalidSpec) before anything judges what serves.
+    del webhook
+    name = f"revocable-{namespace}"
+    policy = _revocable_policy(
+        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
+    )
+    try:
+        uri = publish_model("1.4.0")
+        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
+        wait_ready(kubectl, namespace, "m")
+        unparsable = model_deployment("m", source=uri, trustPolicy=name)
+        unparsable["spec"]["serving"]["resources"] = {
+            "requests": {"memory": "2Gi"},
+            "limits": {"memory": "1Gi"},
+        }
+        kubectl.apply(unparsable, namespace=namespace)  # admitted
+        _wait(kubectl, namespace, "m", "Ready", status="False", reason="InvalidSpec")
+        _revoke(kubectl, policy, tmp_path)
+        _assert_quarantined(kubectl, namespace, "m")
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_a_tenant_that_withdraws_its_bundle_keeps_a_revoked_version_serving(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    s3: s3server.S3Server,
+    tmp_path: Path,
+) -> None:
+    # Whoever may write the model's prefix in the store (the tenant, or whoever put a model
+    # signed with a stolen key there) deletes model.sig before the signer is revoked. The
+    # serving version's bundle is then fetched again to judge it, the fetch fails, and every
+    # failure of that fetch counts as transient: nothing is ever quarantined.
+    name = f"revocable-{namespace}"
+    policy = _revocable_policy(
+        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
+    )
+    try:
+        uri = publish_model("1.4.0")
+        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
+        wait_ready(kubectl, namespace, "m")
+        bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+        s3.delete_object(bucket, f"{prefix}{signedmodel.SIGNATURE_FILE}")
+        _revoke(kubectl, policy, tmp_path)
+        _assert_quarantined(kubectl, namespace, "m")
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_a_tenant_that_replaces_its_bundle_keeps_a_revoked_version_serving(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    s3: s3server.S3Server,
+    tmp_path: Path,
+) -> None:
+    # The same with any other bytes at model.sig: "not the bundle that serves any more" is
+    # treated as transient too, for ever.
+    name = f"revocable-{namespace}"
+    policy = _revocable_policy(
+        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
+    )
+    try:
+        uri = publish_model("1.4.0")
+        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
+        wait_ready(kubectl, namespace, "m")
+        bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+        s3.put_object(bucket, f"{prefix}{signedmodel.SIGNATURE_FILE}", b"{}")
+        _revoke(kubectl, policy, tmp_path)
+        _assert_quarantined(kubectl, namespace, "m")
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_a_namespace_editor_who_deletes_the_credentials_keeps_a_revoked_version_serving(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+    tmp_path: Path,
+) -> None:
+    # No store needed: the `edit` role may delete the namespace's Secrets. Without the storage
+    # credentials the serving bundle cannot be fetched, which again counts as transient.
+    name = f"revocable-{namespace}"
+    policy = _revocable_policy(
+        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
+    )
+    try:
+        uri = publish_model("1.4.0")
+        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
+        wait_ready(kubectl, namespace, "m")
+        editor = _editor(kubectl, namespace, as_service_account)
+        editor.run("delete", "secret", "models-readonly", "-n", namespace)
+        _revoke(kubectl, policy, tmp_path)
+        _assert_quarantined(kubectl, namespace, "m")
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_an_unbound_policy_shelters_what_serves_from_revocation(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    # The policy binds the namespace by a label, as the field documentation allows. Whoever may
+    # label the namespace (on many platforms, its owner) removes it: the model is then refused
+    # (PolicyNotBound), what serves keeps serving, and with no bound policy nothing judges it,
+    # so revoking its signer stops nothing.
+    name = f"revocable-{namespace}"
+    policy = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
+    policy["spec"]["namespaceSelector"] = {"matchLabels": {"models.example/tier": name}}
+    kubectl.run("label", "namespace", namespace, f"models.example/tier={name}")
+    kubectl.apply(policy)
+    try:
+        uri = publish_model("1.4.0")
+        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
+        wait_ready(kubectl, namespace, "m")
+        kubectl.run("label", "namespace", namespace, "models.example/tier-")
+        _wait(kubectl, namespace, "m", "Ready", status="False", reason="PolicyNotBound")
+        _revoke(kubectl, policy, tmp_path)
+        _assert_quarantined(kubectl, namespace, "m")
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+# --- Objects owned by a ModelDeployment: tools follow ownerReferences by uid ----------------------
+
+
+def test_an_owner_reference_naming_the_models_uid_in_another_spelling_is_refused(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> None:
+    # Argo CD draws its resource tree by ownerReference uid alone (gitops-engine's buildGraph and
+    # isParentOf compare uids, never apiVersion or kind), and so does kubectl tree: an object
+    # naming the model's uid under any apiVersion passes as the model's child there. The chart's
+    # policy matches only apiVersions starting with "modelguard.dev/".
+    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    uid = kubectl.json("get", "modeldeployment", "m", "-n", namespace)["metadata"]["uid"]
+    editor = _editor(kubectl, namespace, as_service_account)
+    spellings = {
+        "core group": {"apiVersion": "v1", "kind": "ModelDeployment"},
+        "a group suffix": {
+            "apiVersion": "modelguard.dev.example/v1alpha1",
+            "kind": "ModelDeployment",
+        },
+        "a leading space": {"apiVersion": " modelguard.dev/v1alpha1", "kind": "ModelDeployment"},
+        "another kind": {"apiVersion": "v1", "kind": "ConfigMap"},
+    }
+    admitted = []
+    for what, spelling in spellings.items():
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"m-{len(admitted)}-{abs(hash(what)) % 10000}",
+                "ownerReferences": [{**spelling, "name": "m", "uid": uid, "controller": True}],
+            },
+            "data": {"a": "b"},
+        }
+        result = editor.apply(manifest, namespace=namespace, check=False)
+        if result.returncode == 0:
+            admitted.append(what)
+    assert not admitted, f"objects naming ModelDeployment m's uid were admitted: {admitted}"
