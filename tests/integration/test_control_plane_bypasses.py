@@ -245,3 +245,103 @@ def test_an_owner_reference_naming_the_models_uid_in_another_spelling_is_refused
         if result.returncode == 0:
             admitted.append(what)
     assert not admitted, f"objects naming ModelDeployment m's uid were admitted: {admitted}"
+
+
+# --- A policy tightened while a rollout is held: what serves keeps the old policy's permissions --
+
+
+def _agent_args(kubectl: harness.Kubectl, namespace: str, name: str) -> list[str]:
+    live = kubectl.json("get", "deployment", name, "-n", namespace)
+    (agent,) = [
+        c for c in live["spec"]["template"]["spec"]["initContainers"] if c["name"] == "fetch-verify"
+    ]
+    return list(agent["args"])
+
+
+def test_a_format_allowance_withdrawn_while_a_rollout_is_held_stays_pinned_in_what_serves(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    approver_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+) -> None:
+    # The policy allowed pickles; the security owner withdraws that. A model whose next version
+    # waits for its approval (the default mode) keeps serving with `--allow-format Pickle` pinned
+    # in its pods' verifying agent, so every pod that starts from now on (a reschedule, an
+    # eviction) admits pickles again, for as long as the rollout is held.
+    name = f"pickles-{namespace}"
+    policy = signedmodel.trust_policy(
+        name=name, public_key=signing_key[1], sources=model_sources, approver_key=approver_key[1]
+    )
+    policy["spec"]["formats"] = {"allow": ["Pickle"]}
+    kubectl.apply(policy)
+    try:
+        uri = publish_model("1.4.0")
+        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
+        wait_ready(kubectl, namespace, "m")
+        assert "Pickle" in _agent_args(kubectl, namespace, "m")
+        held = publish_model("1.5.0", approve=False)
+        kubectl.apply(
+            model_deployment("m", source=held, version="1.5.0", trustPolicy=name),
+            namespace=namespace,
+        )
+        _wait(kubectl, namespace, "m", "Ready", status="False", reason="NotApproved")
+        policy["spec"]["formats"] = {"allow": []}
+        kubectl.apply(policy)
+
+        def withdrawn() -> None:
+            replicas = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"]
+            args = _agent_args(kubectl, namespace, "m")
+            assert replicas == 0 or "Pickle" not in args, (
+                f"what serves still admits pickles: {replicas} replicas, agent args {args}"
+            )
+
+        harness.eventually(withdrawn, timeout=60)
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_egress_ranges_withdrawn_from_the_policy_stay_open_in_what_serves(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+) -> None:
+    # The security owner narrows spec.network.egressCIDRs. The model's spec now asks for more
+    # than its policy allows, so the version is held (Isolated=False/BroadAccessRefused) and
+    # nothing is written: the model's own NetworkPolicy keeps allowing the withdrawn range.
+    name = f"egress-{namespace}"
+    policy = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
+    policy["spec"]["network"] = {"egressCIDRs": ["203.0.113.0/24"]}
+    kubectl.apply(policy)
+    try:
+        uri = publish_model("1.4.0")
+        access = {"egress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}]}
+        kubectl.apply(
+            model_deployment("m", source=uri, trustPolicy=name, access=access),
+            namespace=namespace,
+        )
+        wait_ready(kubectl, namespace, "m")
+        policy["spec"]["network"] = {"egressCIDRs": []}
+        kubectl.apply(policy)
+        _wait(kubectl, namespace, "m", "Isolated", status="False", reason="BroadAccessRefused")
+
+        def closed() -> None:
+            live = kubectl.json("get", "networkpolicy", "m-allow-egress", "-n", namespace)
+            replicas = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"]
+            opened = [
+                peer["ipBlock"]["cidr"]
+                for rule in live["spec"].get("egress") or []
+                for peer in rule.get("to") or []
+                if "ipBlock" in peer
+            ]
+            assert replicas == 0 or not opened, (
+                f"what serves ({replicas} replicas) may still reach {opened}, which its "
+                "TrustPolicy no longer allows"
+            )
+
+        harness.eventually(closed, timeout=60)
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
