@@ -7,13 +7,14 @@ model's pods through a label admission does not predict."""
 from __future__ import annotations
 
 import typing
+import uuid
 from pathlib import Path
 
 import harness
 import pytest
-from test_admission import _editor, webhook  # noqa: F401 - the fixture, used by name
+from test_admission import IDLE_NAMESPACE, _editor, webhook  # noqa: F401 - the fixture, used by name
 from test_approval_gate import _wait
-from test_modeldeployment import model_deployment, wait_ready
+from test_modeldeployment import SELECTOR, model_deployment, wait_ready
 
 import s3server
 import signedmodel
@@ -345,3 +346,150 @@ def test_egress_ranges_withdrawn_from_the_policy_stay_open_in_what_serves(
         harness.eventually(closed, timeout=60)
     finally:
         kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+# --- Admission of NetworkPolicies, quarantine of an unparsable spec, Events as the operator ------
+
+
+def test_a_network_policy_selecting_the_model_pods_by_their_template_hash_is_refused(
+    kubectl: harness.Kubectl,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    s3: s3server.S3Server,
+    webhook: typing.Any,  # noqa: F811 - the fixture imported above
+) -> None:
+    # Admission judges a NetworkPolicy against the labels the operator's builder gives the
+    # model's pods; the Deployment controller adds pod-template-hash to every pod, which anyone
+    # who may list pods reads (`kubectl get pods --show-labels`). `podSelector: {}` is refused;
+    # the same rule selecting the same pods by that label is admitted (the reconcile reports it
+    # afterwards, as it does what the webhook never saw). In the namespace the test's webhook
+    # process watches, so that its cache has the model.
+    del webhook
+    where = IDLE_NAMESPACE
+    name = f"hash-{uuid.uuid4().hex[:6]}"
+    policy = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
+    kubectl.apply(policy)
+    kubectl.apply(signedmodel.credentials_secret(s3, name="models-readonly"), namespace=where)
+    kubectl.run(
+        "create",
+        "rolebinding",
+        "modelguard-source-credentials",
+        "-n",
+        where,
+        "--clusterrole=modelguard-source-credentials",
+        "--serviceaccount=modelguard-system:modelguard",
+        check=False,
+    )
+    created: list[str] = []
+    try:
+        uri = publish_model("1.4.0", approve=False)
+        kubectl.apply(model_deployment(name, source=uri, trustPolicy=name), namespace=where)
+        wait_ready(kubectl, where, name)
+        (pod, *_) = kubectl.json("get", "pods", "-n", where, "-l", f"{SELECTOR}={name}")["items"]
+        template_hash = pod["metadata"]["labels"]["pod-template-hash"]
+
+        def opening(suffix: str, pod_selector: dict[str, typing.Any]) -> Manifest:
+            created.append(f"{name}-{suffix}")
+            return {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": {"name": f"{name}-{suffix}"},
+                "spec": {
+                    "podSelector": pod_selector,
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [{"namespaceSelector": {}}]}],
+                },
+            }
+
+        def control_refused() -> None:
+            result = kubectl.apply(opening("all", {}), namespace=where, check=False)
+            assert result.returncode != 0, "podSelector {} opening every namespace was admitted"
+
+        # The webhook's caches of models and policies follow a watch.
+        harness.eventually(control_refused, timeout=30)
+        selectors = {
+            "matchLabels pod-template-hash": {"matchLabels": {"pod-template-hash": template_hash}},
+            "Exists pod-template-hash": {
+                "matchExpressions": [{"key": "pod-template-hash", "operator": "Exists"}]
+            },
+        }
+        admitted = [
+            what
+            for index, (what, selector) in enumerate(selectors.items())
+            if kubectl.apply(opening(str(index), selector), namespace=where, check=False).returncode
+            == 0
+        ]
+        assert not admitted, f"NetworkPolicies opening the model's pods were admitted: {admitted}"
+    finally:
+        kubectl.run("delete", "modeldeployment", name, "-n", where, check=False)
+        kubectl.run(
+            "delete", "networkpolicy", *created, "-n", where, "--ignore-not-found", check=False
+        )
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def test_quarantine_through_the_spec_stops_what_serves_even_when_the_spec_does_not_parse(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    webhook: typing.Any,  # noqa: F811 - the fixture imported above
+) -> None:
+    # The brake of an incident must not depend on the rest of the spec: a model owner who left
+    # (or made) the spec unparsable keeps it serving through spec.quarantine: true.
+    del webhook
+    uri = publish_model("1.4.0")
+    kubectl.apply(model_deployment("m", source=uri), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    unparsable = model_deployment("m", source=uri)
+    unparsable["spec"]["model"]["maxBytes"] = "0"
+    kubectl.apply(unparsable, namespace=namespace)  # admitted
+    _wait(kubectl, namespace, "m", "Ready", status="False", reason="InvalidSpec")
+    kubectl.run(
+        "patch",
+        "modeldeployment",
+        "m",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"quarantine":true}}',
+    )
+    _assert_quarantined(kubectl, namespace, "m")
+
+
+def test_a_namespace_editor_cannot_post_events_as_the_operator(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> None:
+    # Events are one of the three ways ModelGuard reports (docs/status.md). The `edit` role may
+    # create Events, and one naming the model, with the operator's reporting controller and a
+    # reason of its vocabulary, reads in `kubectl describe` and `kubectl events` exactly as the
+    # operator's own: a forged "RolledOut" or "QuarantineLifted", or a "Quarantined" that never
+    # happened. Unlike audit records, nothing tells them apart.
+    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
+    body = wait_ready(kubectl, namespace, "m")
+    editor = _editor(kubectl, namespace, as_service_account)
+    forged = {
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "m.forged"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "modelguard.dev/operator",
+        "reportingInstance": "modelguard-7d4b9c-x2x9z",
+        "action": "Quarantine",
+        "reason": "QuarantineLifted",
+        "type": "Normal",
+        "note": "quarantine lifted by the security team; version 1.4.0 serves again",
+        "regarding": {
+            "apiVersion": "modelguard.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "namespace": namespace,
+            "name": "m",
+            "uid": body["metadata"]["uid"],
+        },
+    }
+    result = editor.apply(forged, namespace=namespace, check=False)
+    assert result.returncode != 0, "an Event as modelguard.dev/operator was admitted"
