@@ -6,6 +6,7 @@ model's pods through a label admission does not predict."""
 
 from __future__ import annotations
 
+import json
 import typing
 import uuid
 from pathlib import Path
@@ -493,3 +494,62 @@ def test_a_namespace_editor_cannot_post_events_as_the_operator(
     }
     result = editor.apply(forged, namespace=namespace, check=False)
     assert result.returncode != 0, "an Event as modelguard.dev/operator was admitted"
+
+
+# --- Drift: what others change is found by the name they give their field manager ---------------
+
+
+def test_a_change_made_under_the_operators_field_manager_name_is_reverted_and_recorded(
+    kubectl: harness.Kubectl, namespace: str, publish_model: PublishModel
+) -> None:
+    # Drift is looked for only when managedFields name a manager other than "modelguard" and
+    # "kube-controller-manager", and a writer names its manager itself (--field-manager). A
+    # break-glass member (who is promised a revert and an audit record) can thus open the
+    # model to everyone and add a sidecar for good: nothing is reverted, nothing recorded, and
+    # the model reports Isolated=True.
+    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    sidecar = {
+        "name": "exfil",
+        "image": "registry.example/exfil@sha256:" + "1" * 64,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    writes = {
+        ("networkpolicy", "m-allow-ingress"): (
+            "kube-controller-manager",
+            {"spec": {"ingress": [{}]}},
+        ),
+        ("deployment", "m"): (
+            "modelguard",
+            {"spec": {"template": {"spec": {"containers": [sidecar]}}}},
+        ),
+    }
+    for (kind, name), (manager, patch) in writes.items():
+        kubectl.run(
+            "patch",
+            kind,
+            name,
+            "-n",
+            namespace,
+            "--type=strategic",
+            "-p",
+            json.dumps(patch),
+            f"--field-manager={manager}",
+            *harness.BREAK_GLASS,
+        )
+
+    def reverted() -> None:
+        policy = kubectl.json("get", "networkpolicy", "m-allow-ingress", "-n", namespace)
+        assert not policy["spec"].get("ingress"), (
+            f"the model's ingress policy still allows {policy['spec']['ingress']}"
+        )
+        live = kubectl.json("get", "deployment", "m", "-n", namespace)
+        containers = [c["name"] for c in live["spec"]["template"]["spec"]["containers"]]
+        assert containers == ["model-server"], f"the model's pods still run {containers}"
+
+    harness.eventually(reverted, timeout=60)
