@@ -553,3 +553,37 @@ def test_a_change_made_under_the_operators_field_manager_name_is_reverted_and_re
         assert containers == ["model-server"], f"the model's pods still run {containers}"
 
     harness.eventually(reverted, timeout=60)
+
+
+def test_metadata_that_changes_what_a_child_does_is_reverted(
+    kubectl: harness.Kubectl, namespace: str, publish_model: PublishModel
+) -> None:
+    # "Labels and annotations others add stay, as they change nothing the child does" does not
+    # hold for every key: a workload identity annotation on the model's ServiceAccount gives its
+    # pods a cloud identity (EKS, GKE and Azure read it from the ServiceAccount when a pod
+    # starts), and kube-proxy ignores a Service labelled service.kubernetes.io/service-proxy-name
+    # (or .../headless), cutting the model off. Written by break-glass, who is promised a revert
+    # and a record, they stay for good, unrecorded.
+    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    role = "eks.amazonaws.com/role-arn=arn:aws:iam::111122223333:role/exfil"
+    kubectl.run("annotate", "serviceaccount", "m", "-n", namespace, role, *harness.BREAK_GLASS)
+    kubectl.run(
+        "label",
+        "service",
+        "m",
+        "-n",
+        namespace,
+        "service.kubernetes.io/service-proxy-name=nobody",
+        *harness.BREAK_GLASS,
+    )
+
+    def reverted() -> None:
+        account = kubectl.json("get", "serviceaccount", "m", "-n", namespace)
+        service = kubectl.json("get", "service", "m", "-n", namespace)
+        annotations = account["metadata"].get("annotations") or {}
+        labels = service["metadata"].get("labels") or {}
+        assert "eks.amazonaws.com/role-arn" not in annotations, annotations
+        assert "service.kubernetes.io/service-proxy-name" not in labels, labels
+
+    harness.eventually(reverted, timeout=60)
