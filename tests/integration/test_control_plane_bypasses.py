@@ -7,6 +7,7 @@ model's pods through a label admission does not predict."""
 from __future__ import annotations
 
 import json
+import time
 import typing
 import uuid
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import harness
 import pytest
 from test_admission import IDLE_NAMESPACE, _editor, webhook  # noqa: F401 - the fixture, used by name
-from test_approval_gate import _wait
+from test_approval_gate import _wait, decoy_deployment
 from test_modeldeployment import SELECTOR, model_deployment, wait_ready
 
 import s3server
@@ -587,3 +588,80 @@ def test_metadata_that_changes_what_a_child_does_is_reverted(
         assert "service.kubernetes.io/service-proxy-name" not in labels, labels
 
     harness.eventually(reverted, timeout=60)
+
+
+# --- status: "only the operator writes the status subresource" is assumed, not enforced ---------
+
+
+def test_a_model_owner_cannot_make_the_operator_adopt_a_deployment_through_the_status(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+    s3: s3server.S3Server,
+) -> None:
+    # status.children says which objects are the operator's, status.verifiedDigests which bytes
+    # a version may have, status.quarantine what keeps a model quarantined. Decision 0015 rests
+    # on "only the operator writes the status subresource", but nothing refuses anyone else: a
+    # team role over the modelguard.dev group (resources "*", which RBAC matches against
+    # subresources too) plus `edit` in the namespace is enough. The owner of a model held for
+    # approval makes the model's Deployment in advance, pinning the held version's root digest,
+    # records its uid as the operator's child, and the gate takes those bytes for "already
+    # serving": hole 1 of issue 11, reopened.
+    uri = publish_model("1.4.0", approve=False)
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    digest = signedmodel.root_digest(s3.get_object(bucket, f"{prefix}model.sig"))
+    kubectl.apply(model_deployment("m", source=uri), namespace=namespace)
+    _wait(kubectl, namespace, "m", "Approved", status="False", reason="ApprovalMissing")
+    owner = _editor(kubectl, namespace, as_service_account)
+    kubectl.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "model-owner"},
+            "rules": [{"apiGroups": ["modelguard.dev"], "resources": ["*"], "verbs": ["*"]}],
+        },
+        namespace=namespace,
+    )
+    kubectl.run(
+        "create",
+        "rolebinding",
+        "model-owner",
+        "-n",
+        namespace,
+        "--role=model-owner",
+        f"--serviceaccount={namespace}:editor",
+    )
+    decoy = decoy_deployment("m", labels={SELECTOR: "m"}, digest=digest)
+    decoy["metadata"]["labels"] = {SELECTOR: "m"}  # listed with the model's children
+    (decoy_agent,) = [c["image"] for c in decoy["spec"]["template"]["spec"]["initContainers"]]
+    owner.apply(decoy, namespace=namespace)
+    uid = kubectl.json("get", "deployment", "m", "-n", namespace)["metadata"]["uid"]
+    children = {"status": {"children": [{"kind": "Deployment", "name": "m", "uid": uid}]}}
+    # Refused or not, what counts is whether the operator acts on it.
+    owner.run(
+        "patch",
+        "modeldeployment",
+        "m",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(children),
+        check=False,
+    )
+    owner.run("annotate", "modeldeployment", "m", "-n", namespace, "example.com/poke=1")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+        live = kubectl.json("get", "deployment", "m", "-n", namespace)
+        images = [c["image"] for c in live["spec"]["template"]["spec"]["initContainers"]]
+        ready = harness.condition(body, "Ready")
+        adopted = "activeVersion" in body["status"] or images != [decoy_agent]
+        assert not adopted, (
+            f"version 1.4.0 rolled out unapproved into a Deployment the operator did not make "
+            f"(its agent now {images}; Ready {ready.get('status')}/{ready.get('reason')}, "
+            f"activeVersion {body['status'].get('activeVersion')})"
+        )
+        time.sleep(1)
