@@ -665,3 +665,44 @@ def test_a_model_owner_cannot_make_the_operator_adopt_a_deployment_through_the_s
             f"activeVersion {body['status'].get('activeVersion')})"
         )
         time.sleep(1)
+
+
+def test_a_scale_by_an_autoscaler_the_editor_made_is_reverted(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> None:
+    # The scale webhook fails open (Ignore), so a scale written while no operator pod answers
+    # gets through; drift detection is what puts it back. The `edit` role may create
+    # HorizontalPodAutoscalers: the HPA controller then writes the model's scale as
+    # kube-controller-manager, the one field manager drift detection never suspects. The
+    # replica count it set stays after the HPA is gone.
+    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    editor = _editor(kubectl, namespace, as_service_account)
+    editor.apply(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "squeeze"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "m"},
+                "minReplicas": 1,
+                "maxReplicas": 1,
+            },
+        },
+        namespace=namespace,
+    )
+
+    def squeezed() -> None:
+        assert kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"] == 1
+
+    harness.eventually(squeezed, timeout=90, interval=1)
+    editor.run("delete", "hpa", "squeeze", "-n", namespace)
+
+    def restored() -> None:
+        replicas = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]["replicas"]
+        assert replicas == 2, f"the model runs {replicas} of its 2 replicas"
+
+    harness.eventually(restored, timeout=60, interval=1)
