@@ -5,12 +5,14 @@ Event), and a NetworkPolicy refusal tells its writer what it may not read."""
 from __future__ import annotations
 
 import re
+import typing
 
 import pytest
 from cryptography import x509
 from test_admission_decisions import KEY
 from test_trust_certificates import Chain, _bundle, leaf, root
 
+from modelguard import kube
 from modelguard.admission import decisions
 from modelguard.api import trustpolicy
 from modelguard.trust import certificates, reasons, signatures
@@ -110,3 +112,32 @@ def test_a_network_policy_refusal_names_no_trust_policy_and_none_of_its_ranges()
     assert not decision.allowed
     leaked = [word for word in ("pci-restricted", "10.20.0.0/16") if word in decision.message]
     assert not leaked, f"the refusal tells {leaked}: {decision.message}"
+
+
+async def test_an_event_note_fits_the_api_servers_byte_limit_whatever_it_quotes() -> None:
+    # The API server refuses an Event whose note is over 1024 bytes; the operator cuts notes at
+    # 1024 characters. A certificate subject in a bundle (no trusted CA needed: "certificate
+    # 'O=...' does not chain to a trusted root") is quoted with repr, which keeps non-ASCII
+    # letters: 300 four-byte letters make the Warning Event refused, so `kubectl describe` never
+    # shows it (the post's failure is only logged).
+    sent: list[typing.Any] = []
+
+    class Client:
+        async def create(self, obj: typing.Any) -> None:
+            sent.append(obj)
+
+    subject = "O=" + "\U0001d54f" * 300
+    await kube.Kube(typing.cast(typing.Any, Client())).post_event(
+        regarding={
+            "apiVersion": "modelguard.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m", "namespace": "ml", "uid": "u"},
+        },
+        type="Warning",
+        reason="UntrustedSigner",
+        action="Verify",
+        note=f"model.sig: certificate {subject!r} does not chain to a trusted root",
+        reporting_instance="modelguard-0",
+    )
+    (event,) = sent
+    assert len(event.note.encode("utf-8")) <= 1024, len(event.note.encode("utf-8"))
