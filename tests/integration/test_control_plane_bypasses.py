@@ -706,3 +706,30 @@ def test_a_scale_by_an_autoscaler_the_editor_made_is_reverted(
         assert replicas == 2, f"the model runs {replicas} of its 2 replicas"
 
     harness.eventually(restored, timeout=60, interval=1)
+
+
+def test_a_namespace_editor_cannot_exec_into_a_model_pod(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+    webhook: typing.Any,  # noqa: F811 - the fixture imported above
+) -> None:
+    # Debug containers are refused (pods/ephemeralcontainers), but `edit` may also exec, attach
+    # and port-forward, and admission never sees those: the webhook selects pods by their
+    # managed-by label, and a CONNECT request's object (PodExecOptions) carries none. The model
+    # server image holds Python: an editor reads the model's files (the weights leave the
+    # cluster) and changes the serving process (same user, same pod) with no refusal, no drift
+    # and no audit record.
+    del webhook
+    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
+    editor = _editor(kubectl, namespace, as_service_account)
+    for verb in (
+        ("exec", pod["metadata"]["name"], "--", "python3", "-c", "print(1)"),
+        ("attach", pod["metadata"]["name"]),
+    ):
+        result = editor.run(verb[0], "-n", namespace, *verb[1:], check=False, timeout=30)
+        assert result.returncode != 0
+        assert "denied the request" in result.stderr, f"{verb[0]}: {result.stderr.strip()}"
