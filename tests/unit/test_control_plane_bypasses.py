@@ -15,6 +15,7 @@ from test_trust_certificates import Chain, _bundle, leaf, root
 from modelguard import kube
 from modelguard.admission import decisions
 from modelguard.api import trustpolicy
+from modelguard.reconcile import observe
 from modelguard.trust import certificates, reasons, signatures
 
 # What a condition message or an Event note must not carry raw: `kubectl describe` prints both
@@ -141,3 +142,27 @@ async def test_an_event_note_fits_the_api_servers_byte_limit_whatever_it_quotes(
     )
     (event,) = sent
     assert len(event.note.encode("utf-8")) <= 1024, len(event.note.encode("utf-8"))
+
+
+def test_revoking_one_identity_of_a_certificate_signer_counts_as_revocation() -> None:
+    # A CA certifies many people, so the way to revoke one of them is to pin the identities
+    # still trusted (README, decision 0011). What serves is then refused with
+    # CertificateIdentityMismatch, which the judgement of what serves does not count as a
+    # revoked signer (observe._REVOKED): the version whose signer was revoked keeps serving.
+    ca = root()
+    signing = leaf("release", ca, san=[x509.RFC822Name("mallory@example.com")])
+    bundle = _bundle(Chain(signing, (ca,), (ca,)))
+    before = [signatures.CertificateSigner("pki", (ca.certificate,))]
+    assert signatures.verify(bundle, before).signer == "pki"
+    after = [
+        signatures.CertificateSigner(
+            "pki",
+            (ca.certificate,),
+            identity=certificates.Identity(subject=None, san="release@example.com"),
+        )
+    ]
+    with pytest.raises(reasons.VerificationError) as refused:
+        signatures.verify(bundle, after)
+    assert str(refused.value.reason) in observe._REVOKED, (
+        f"{refused.value.reason} is not judged a revocation of what serves"
+    )
