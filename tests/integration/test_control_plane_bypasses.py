@@ -733,3 +733,33 @@ def test_a_namespace_editor_cannot_exec_into_a_model_pod(
         result = editor.run(verb[0], "-n", namespace, *verb[1:], check=False, timeout=30)
         assert result.returncode != 0
         assert "denied the request" in result.stderr, f"{verb[0]}: {result.stderr.strip()}"
+
+
+def test_a_network_policy_opening_the_model_is_reported_while_its_version_cannot_be_verified(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    s3: s3server.S3Server,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> None:
+    # What the NetworkPolicy webhook lets through (it fails open) is reported by the reconcile,
+    # but only on the path where the spec's version verified: while verification fails (the
+    # tenant's store down or its bundle withdrawn, the policy unbound), Isolated keeps its old
+    # True and no Event or audit record says that what serves was opened to everyone.
+    uri = publish_model("1.4.0")
+    kubectl.apply(model_deployment("m", source=uri), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    s3.delete_object(bucket, f"{prefix}{signedmodel.SIGNATURE_FILE}")
+    _wait(kubectl, namespace, "m", "Verified", status="False", reason="MissingFile")
+    editor = _editor(kubectl, namespace, as_service_account)
+    editor.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "open-to-all"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]},
+        },
+        namespace=namespace,
+    )
+    _wait(kubectl, namespace, "m", "Isolated", status="False", reason="OpenedByNetworkPolicy")
