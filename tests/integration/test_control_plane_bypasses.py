@@ -250,6 +250,38 @@ def test_an_owner_reference_naming_the_models_uid_in_another_spelling_is_refused
     assert not admitted, f"objects naming ModelDeployment m's uid were admitted: {admitted}"
 
 
+def test_an_owner_reference_naming_one_of_the_models_children_is_refused(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> None:
+    # Tools that draw a model's tree follow ownerReferences down every level: an object owned
+    # by the model's Deployment (or Service, ServiceAccount) is drawn under the model as
+    # surely as one owned by the model itself. The policy matches only references to the
+    # ModelDeployment.
+    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    editor = _editor(kubectl, namespace, as_service_account)
+    admitted = []
+    for kind, api_version in (("Deployment", "apps/v1"), ("Service", "v1")):
+        uid = kubectl.json("get", kind.lower(), "m", "-n", namespace)["metadata"]["uid"]
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"under-{kind.lower()}",
+                "ownerReferences": [
+                    {"apiVersion": api_version, "kind": kind, "name": "m", "uid": uid}
+                ],
+            },
+            "data": {"a": "b"},
+        }
+        if editor.apply(manifest, namespace=namespace, check=False).returncode == 0:
+            admitted.append(kind)
+    assert not admitted, f"objects owned by the model's children were admitted: {admitted}"
+
+
 # --- A policy tightened while a rollout is held: what serves keeps the old policy's permissions --
 
 
