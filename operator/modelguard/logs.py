@@ -15,7 +15,6 @@ import logging
 import sys
 import threading
 import types
-import typing
 
 from modelguard.api import text as text_rules
 

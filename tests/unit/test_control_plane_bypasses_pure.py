@@ -4,6 +4,7 @@ Event), and a NetworkPolicy refusal tells its writer what it may not read."""
 
 from __future__ import annotations
 
+import datetime
 import re
 import typing
 
@@ -15,8 +16,7 @@ from test_trust_certificates import Chain, _bundle, leaf, root
 from modelguard import kube
 from modelguard.admission import decisions
 from modelguard.api import trustpolicy
-from modelguard.reconcile import observe
-from modelguard.trust import certificates, reasons, signatures
+from modelguard.trust import certificates, evidence, policy, reasons, signatures
 
 # What a condition message or an Event note must not carry raw: `kubectl describe` prints both
 # as they are, so a line break starts a line of its own (a forged condition or Event row).
@@ -147,13 +147,29 @@ async def test_an_event_note_fits_the_api_servers_byte_limit_whatever_it_quotes(
 def test_revoking_one_identity_of_a_certificate_signer_counts_as_revocation() -> None:
     # A CA certifies many people, so the way to revoke one of them is to pin the identities
     # still trusted (README, decision 0011). What serves is then refused with
-    # CertificateIdentityMismatch, which the judgement of what serves does not count as a
-    # revoked signer (observe._REVOKED): the version whose signer was revoked keeps serving.
+    # CertificateIdentityMismatch, which the judgement of what serves did not count as a
+    # revoked signer: the version whose signer was revoked kept serving. What serves is judged
+    # from what its verification recorded (trust/evidence), under the policy as it is now.
     ca = root()
     signing = leaf("release", ca, san=[x509.RFC822Name("mallory@example.com")])
     bundle = _bundle(Chain(signing, (ca,), (ca,)))
+    sources = (policy.SourceRule(uri="s3://models/"),)
     before = [signatures.CertificateSigner("pki", (ca.certificate,))]
     assert signatures.verify(bundle, before).signer == "pki"
+    recorded = evidence.record(
+        [bundle],
+        payload=bundle.payload,
+        root_digest="sha256:" + "ab" * 32,
+        signature_digest="sha256:" + "cd" * 32,
+        hash_algorithm="sha256",
+        source_uri="s3://models/m/",
+        signature_uri="s3://models/m/model.sig",
+        verified_at=datetime.datetime.now(datetime.UTC),
+    )
+    assert (
+        evidence.judge(recorded, policy.Rules(tuple(before), sources=sources), namespace="ns")
+        is None
+    )
     after = [
         signatures.CertificateSigner(
             "pki",
@@ -163,6 +179,9 @@ def test_revoking_one_identity_of_a_certificate_signer_counts_as_revocation() ->
     ]
     with pytest.raises(reasons.VerificationError) as refused:
         signatures.verify(bundle, after)
-    assert str(refused.value.reason) in observe._REVOKED, (
-        f"{refused.value.reason} is not judged a revocation of what serves"
+    assert refused.value.reason is reasons.Reason.CERTIFICATE_IDENTITY_MISMATCH
+    judged = evidence.judge(recorded, policy.Rules(tuple(after), sources=sources), namespace="ns")
+    assert judged is not None, (
+        "the revocation of one identity is not judged a revocation of what serves"
     )
+    assert judged.reason is reasons.Reason.CERTIFICATE_IDENTITY_MISMATCH
