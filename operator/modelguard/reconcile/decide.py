@@ -128,6 +128,7 @@ def conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
     model = outcome.model
     draft = _Draft.resume(outcome)
     draft.record_children(applied.created)
+    draft.record_contents(applied.contents)
     if applied.written:
         draft.notes.append(reports.applied(applied.written))
     draft.notes.extend(
@@ -224,12 +225,30 @@ class _Draft:
         """status.children: the operator made these objects for the model."""
         if not uids:
             return
-        merged = {(child.kind, child.name): child.uid for child in self.status.children or []}
+        known = {(child.kind, child.name): child for child in self.status.children or []}
+        merged = {key: child.uid for key, child in known.items()}
         merged.update(uids)
         self.status.children = [
-            v1alpha1.OwnedChild(kind=kind, name=name, uid=uid)
+            v1alpha1.OwnedChild(
+                kind=kind,
+                name=name,
+                uid=uid,
+                # What it does is known only of the object it was recorded for.
+                content=known[kind, name].content
+                if (kind, name) in known and known[kind, name].uid == uid
+                else None,
+            )
             for (kind, name), uid in sorted(merged.items())
         ]
+
+    def record_contents(self, contents: typing.Mapping[tuple[str, str], str]) -> None:
+        """status.children[].content: what each child does as the writes left it."""
+        self.status.children = [
+            child.model_copy(update={"content": contents[child.kind, child.name]})
+            if (child.kind, child.name) in contents
+            else child
+            for child in self.status.children or []
+        ] or None
 
     def quarantine_record(self) -> v1alpha1.QuarantineStatus | None:
         """status.quarantine if it holds for this generation of the spec; an automatic

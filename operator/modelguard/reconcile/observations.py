@@ -130,6 +130,9 @@ class Observed:
     network_policies: tuple[Manifest, ...] = ()
     """Every NetworkPolicy of the namespace: someone else's that selects the model's pods opens
     them as surely as the model's own."""
+    contents: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """What each child does as the operator's last write left it (status.children[].content),
+    by (kind, name)."""
 
     @property
     def generation(self) -> int:
@@ -166,6 +169,9 @@ class Applied:
     refused: str | None = None
     """Why the API server refused one of the operator's own children (an admission policy, a
     quota): nothing after it was written."""
+    contents: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """What each child written (or first checked) does as the API server holds it now
+    (drift.content), by (kind, name): anything else found there later is drift."""
 
 
 def parse_status(raw: typing.Mapping[str, typing.Any] | None) -> v1alpha1.ModelDeploymentStatus:

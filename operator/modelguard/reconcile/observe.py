@@ -80,6 +80,11 @@ async def observe(
         namespace_labels=namespace_labels,
         children=found,
         owned={**recorded, **context.created.get((namespace, name), {})},
+        contents={
+            (child.kind, child.name): child.content
+            for child in status.children or []
+            if child.content is not None
+        },
         pods=pods_now,
         replica_sets=replica_sets,
         now=datetime.datetime.now(datetime.UTC),
