@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from modelguard.api import errors, modelapproval, times, trustpolicy, v1alpha1
 from modelguard.builders import deployment, intent
-from modelguard.reconcile import conditions, decide, observations, serving
+from modelguard.reconcile import conditions, decide, observations, reports, serving
 from modelguard.trust import approval, bundle, evidence, signatures
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
@@ -1109,3 +1109,28 @@ def test_the_report_names_the_network_policy_and_is_told_once_by_the_table() -> 
     ]
     assert "NetworkPolicy team-a/allow-all" in outcome.audit_records[0].message
     assert _condition(outcome, "Ready") == ("True", "Available")
+
+
+def test_live_children_quarantined_while_the_spec_does_not_parse_record_what_they_do() -> None:
+    # What the writes leave is recorded, or the next pass would take the quarantine it wrote for
+    # drift and write it again, for ever.
+    observed = _observed(
+        body=_body(serving={"image": "x"}, quarantine=True), live=_live_deployment()
+    )
+    outcome = decide.decide(observed, agent_image=AGENT)
+    (built,) = outcome.children
+    written = {**built, "metadata": {**built["metadata"], "uid": DEPLOYMENT_UID}}
+    done = decide.conclude(
+        outcome,
+        observations.Applied(
+            written=("Deployment/m",),
+            deployment=written,
+            contents={("Deployment", "m"): "sha256:" + "e" * 64},
+        ),
+    )
+    (child,) = done.status.children or []
+    assert (child.kind, child.name, child.content) == ("Deployment", "m", "sha256:" + "e" * 64)
+    assert [note.happening for note in done.notes] == [
+        reports.Happening.QUARANTINED,
+        reports.Happening.APPLIED,
+    ]

@@ -123,9 +123,8 @@ def decide(seen: observations.Observed, *, agent_image: str) -> Outcome:
 def conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
     """The outcome once its children are written: the uids they were given, what the writes
     found, and Ready from the Deployment they left."""
-    if not outcome.children or outcome.model is None:
+    if not outcome.children:
         return outcome
-    model = outcome.model
     draft = _Draft.resume(outcome)
     draft.record_children(applied.created)
     draft.record_contents(applied.contents)
@@ -135,6 +134,15 @@ def conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
         reports.drift_reverted(child=child, managers=managers)
         for child, managers in applied.reverted
     )
+    model = outcome.model
+    if model is None:
+        # Live children quarantined while the spec does not parse: Ready, and the note of the
+        # quarantine, are decided already.
+        draft.notes = [
+            *(note for note in outcome.notes if note not in draft.notes),
+            *draft.notes,
+        ]
+        return draft.outcome(outcome.action, recheck_at=outcome.recheck_at, retry=outcome.retry)
     recheck_at = outcome.recheck_at
     if applied.conflicts and not model.spec.quarantine:
         draft.set(
