@@ -200,7 +200,9 @@ def test_an_unbound_policy_shelters_what_serves_from_revocation(
         kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
         wait_ready(kubectl, namespace, "m")
         kubectl.run("label", "namespace", namespace, "models.example/tier-")
-        _wait(kubectl, namespace, "m", "Ready", status="False", reason="PolicyNotBound")
+        # Verified, not Ready: what serves may be stopped at once (an unbound policy judges
+        # nothing, which fails closed), and Ready then says Quarantined.
+        _wait(kubectl, namespace, "m", "Verified", status="False", reason="PolicyNotBound")
         _revoke(kubectl, policy, tmp_path)
         _assert_quarantined(kubectl, namespace, "m")
     finally:
