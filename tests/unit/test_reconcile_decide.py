@@ -485,7 +485,7 @@ CASES = {
         pinned=SERVING_ROOT,
         quarantined=True,
         record="SignerRevoked",
-        ready_says="quarantined automatically: SignerRevoked",
+        ready_says="; and version 1.5.0 is not approved (ApprovalMissing)",
     ),
     "revoked-and-unverified-quarantines-what-serves": Case(
         _observed(outcome=_refused("UntrustedSigner"), live=_live_deployment(), revoked=REVOKED),

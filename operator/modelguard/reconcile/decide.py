@@ -77,6 +77,8 @@ class Outcome:
     again, someone else's object may be gone)."""
     retry: str | None = None
     """Why to retry soon with backoff (a source was unreachable, a child was refused)."""
+    held: str | None = None
+    """Why the spec's version is held, when what serves is quarantined meanwhile."""
 
     @property
     def status_changed(self) -> bool:
@@ -192,6 +194,8 @@ class _Draft:
         self.children: tuple[Manifest, ...] = ()
         self.serving_refusal: conditions.Decision | None = None
         """Why what serves may not go on serving under the current policy (serving.judge)."""
+        self.held: str | None = None
+        """Why the spec's version is held while what serves is quarantined, for Ready."""
         # Children created by an earlier pass whose status write failed are recorded now.
         self.record_children(seen.owned)
 
@@ -206,10 +210,11 @@ class _Draft:
             if note.happening
             not in {reports.Happening.QUARANTINED, reports.Happening.QUARANTINE_LIFTED}
         ]
-        draft.model, draft.artifact, draft.children = (
+        draft.model, draft.artifact, draft.children, draft.held = (
             outcome.model,
             outcome.artifact,
             outcome.children,
+            outcome.held,
         )
         return draft
 
@@ -283,6 +288,7 @@ class _Draft:
             notes=tuple(self.notes),
             recheck_at=recheck_at,
             retry=retry,
+            held=self.held,
         )
 
 
@@ -613,6 +619,8 @@ def _stop_short(
     version is held)."""
     revoked = draft.serving_refusal
     if revoked is not None:
+        # Ready says both: why what serves stopped, and why the spec's version is held.
+        draft.held = f"version {model.spec.model.version} is {why}"
         return _quarantine_revoked(draft, model, revoked=revoked)
     _hold(draft, model, reason=reason, why=why)
     return draft.outcome(Action.HOLD)
@@ -815,8 +823,10 @@ def _ready_from(
         decision = conditions.Decision(
             "False",
             v1alpha1.REASON_QUARANTINED,
-            f"quarantined automatically: {record.reason}: {record.message}; nothing was "
-            "deleted. Any change of the spec (a new version, or spec.quarantine) lifts it.",
+            f"quarantined automatically: {record.reason}: {record.message}"
+            + (f"; and {draft.held}" if draft.held else "")
+            + "; nothing was deleted. Any change of the spec (a new version, or spec.quarantine) "
+            "lifts it.",
         )
     _set_ready(draft, decision, model=model)
     if decision.status == "True":
