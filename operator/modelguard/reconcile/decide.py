@@ -726,8 +726,13 @@ def _quarantine_live(
     decision = conditions.Decision(
         "False",
         v1alpha1.REASON_QUARANTINED,
-        f"{why}; what serves is scaled to zero with its network cut, though the spec does not "
-        f"parse ({invalid.message})",
+        f"{why}; "
+        + (
+            "what serves is scaled to zero with its network cut"
+            if live is not None
+            else "nothing was rolled out"
+        )
+        + f", though the spec does not parse ({invalid.message})",
     )
     draft.set(v1alpha1.CONDITION_READY, decision)
     version = ((live or {}).get("metadata", {}).get("labels") or {}).get(labels.VERSION, "")
