@@ -256,6 +256,7 @@ async def _child(setup: dict[str, typing.Any]) -> dict[str, typing.Any]:
                     "signers": [{"name": "bench", "publicKey": setup["public_key"]}],
                     "sources": ["s3://bench/"],
                     "minApprovals": 0,
+                    "namespaceSelector": {},
                 },
             }
 
@@ -290,6 +291,14 @@ async def _child(setup: dict[str, typing.Any]) -> dict[str, typing.Any]:
     }
     if "slots" in inspect.signature(verification.verify_model).parameters:
         options["slots"] = verification.Slots(setup["slots"])
+    if "bound" in inspect.signature(verification.verify_model).parameters:
+        # The policy is read once per pass, before the verification.
+        options["bound"] = await verification.bound_policy(
+            Kube(),  # type: ignore[arg-type]
+            name="default",
+            namespace="bench",
+            namespace_labels={"kubernetes.io/metadata.name": "bench"},
+        )
     idle = _rss("VmRSS")
     started = time.monotonic()
     outcomes = await asyncio.gather(

@@ -26,12 +26,14 @@ import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
 import lightkube.resources.events_v1
 
-from modelguard.api import backupstore, conventions, modelapproval, trustpolicy, v1alpha1
+from modelguard.api import backupstore, conventions, modelapproval, text, trustpolicy, v1alpha1
 
 FIELD_MANAGER = "modelguard"
 """The field manager of every write the operator makes, and so the owner of every managed field."""
 
 REPORTING_CONTROLLER = f"{v1alpha1.GROUP}/operator"
+MAX_EVENT_NOTE_BYTES: typing.Final = 1024
+"""The API server refuses an Event whose note is longer, counted in bytes of UTF-8."""
 
 Manifest = dict[str, typing.Any]
 
@@ -316,8 +318,8 @@ class Kube:
             type=type,
             reason=reason,
             action=action,
-            # The API server caps notes at 1 KiB.
-            note=conventions.encodable(note[:1024]),
+            # The API server caps notes at 1 KiB, in bytes; a note quotes outside text.
+            note=text.quote(note, max_bytes=MAX_EVENT_NOTE_BYTES),
             reportingController=REPORTING_CONTROLLER,
             reportingInstance=reporting_instance,
             regarding=lightkube.models.core_v1.ObjectReference(

@@ -12,34 +12,16 @@ one long line.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 import types
-import typing
 
-# C0 controls (tab included: it aligns text into columns that pose as fields), DEL, C1
-# controls, the Unicode line and paragraph separators, bidirectional overrides and isolates, and
-# lone surrogates.
-_UNSAFE: typing.Final = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+from modelguard.api import text as text_rules
 
 
 def escape(text: str) -> str:
-    """`text` on one line, every unsafe character as a visible escape."""
-    # Every unsafe character is non-printable (Cc, Cf, Zl, Zp, Cs): most lines skip the regex.
-    if text.isprintable():
-        return text
-    return _UNSAFE.sub(_escaped, text)
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    named = {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
-    if code in named:
-        return named[code]
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    """`text` on one line, every unsafe character as a visible escape (api/text.py)."""
+    return text_rules.escape(text)
 
 
 class EscapingFormatter(logging.Formatter):

@@ -517,7 +517,10 @@ def test_a_lone_surrogate_in_a_key_hint_drops_no_status_event_or_record(
         body = kubectl.get("modeldeployment", "hint", namespace=namespace)
         verified = harness.condition(body, "Verified")
         assert (verified.get("status"), verified.get("reason")) == ("False", "UntrustedSigner")
-        assert "sha256:\\udc80\n{forged}" in verified["message"]
+        # Both escaped: the surrogate UTF-8 cannot carry, and the line break `kubectl describe`
+        # would print as a row of its own.
+        assert "sha256:\\udc80\\n{forged}" in verified["message"]
+        assert "\n" not in verified["message"]
         uid = body["metadata"]["uid"] if body else ""
         assert "VerificationRefused" in _decisions(audit_log, uid)
         assert any(

@@ -1,7 +1,9 @@
-"""Drift detection from managedFields and a dry-run answer, as named table cases."""
+"""Drift detection by content (never by managedFields names) and a dry-run answer, as named
+table cases."""
 
 from __future__ import annotations
 
+import copy
 import typing
 
 import pytest
@@ -13,54 +15,94 @@ def _live(*entries: dict[str, typing.Any]) -> dict[str, typing.Any]:
     return {"metadata": {"name": "m", "managedFields": list(entries)}, "spec": {"replicas": 2}}
 
 
+_DEPLOYMENT: dict[str, typing.Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {
+        "name": "m",
+        "resourceVersion": "7",
+        "generation": 3,
+        "labels": {"app": "m"},
+        "annotations": {"modelguard.dev/applied-intent": "h"},
+        "ownerReferences": [{"uid": "md"}],
+        "managedFields": [{"manager": "modelguard", "operation": "Update"}],
+    },
+    "spec": {"replicas": 2},
+    "status": {"replicas": 2},
+}
+
+
+def _changed(path: tuple[str, ...], value: typing.Any) -> dict[str, typing.Any]:
+    changed = copy.deepcopy(_DEPLOYMENT)
+    where = changed
+    for key in path[:-1]:
+        where = where.setdefault(key, {})
+    where[path[-1]] = value
+    return changed
+
+
 @pytest.mark.parametrize(
-    ("entries", "expected"),
+    ("path", "value", "drift_found"),
     [
-        pytest.param([{"manager": "modelguard", "operation": "Apply"}], [], id="only-ours"),
+        pytest.param(("spec", "replicas"), 1, True, id="a-scale-whoever-wrote-it"),
+        pytest.param(("spec", "paused"), True, True, id="a-field-others-add"),
         pytest.param(
-            [
-                {"manager": "modelguard", "operation": "Apply"},
-                {"manager": "kube-controller-manager", "operation": "Update"},
-                {
-                    "manager": "kube-controller-manager",
-                    "operation": "Update",
-                    "subresource": "status",
-                },
-            ],
-            [],
-            id="controllers-and-status-are-normal-life",
+            ("metadata", "annotations", "eks.amazonaws.com/role-arn"),
+            "arn:aws:iam::1:role/x",
+            True,
+            id="an-annotation-others-add",
         ),
         pytest.param(
-            [
-                {"manager": "modelguard", "operation": "Apply"},
-                {"manager": "kubectl-edit", "operation": "Update"},
-            ],
-            ["kubectl-edit"],
-            id="kubectl-edit-is-a-suspect",
+            ("metadata", "labels", "service.kubernetes.io/service-proxy-name"),
+            "nobody",
+            True,
+            id="a-label-others-add",
         ),
+        pytest.param(("metadata", "ownerReferences"), [], True, id="our-owner-removed"),
         pytest.param(
-            [
-                {"manager": "kubectl-patch", "operation": "Update"},
-                {"manager": "argocd-controller", "operation": "Apply"},
-                {"manager": "kubectl-patch", "operation": "Update"},
-            ],
-            ["argocd-controller", "kubectl-patch"],
-            id="each-suspect-once-sorted",
+            ("metadata", "annotations", "modelguard.dev/applied-intent"),
+            "forged",
+            True,
+            id="the-recorded-intent-rewritten",
         ),
+        pytest.param(("automountServiceAccountToken",), True, True, id="an-accounts-token"),
         pytest.param(
-            [{"manager": "kubectl", "operation": "Update", "subresource": "scale"}],
-            ["kubectl"],
-            id="a-scale-is-a-suspect",
+            ("metadata", "managedFields"),
+            [{"manager": "kube-controller-manager", "operation": "Update"}],
+            False,
+            id="a-manager-name-alone",
         ),
+        pytest.param(("status", "replicas"), 1, False, id="what-it-reports"),
+        pytest.param(("metadata", "resourceVersion"), "8", False, id="a-new-resource-version"),
         pytest.param(
-            [{"manager": "someone", "operation": "Update", "subresource": "status"}],
-            [],
-            id="status-is-not-guarded-here",
+            ("metadata", "annotations", "deployment.kubernetes.io/revision"),
+            "2",
+            False,
+            id="the-deployment-controllers-revision",
         ),
     ],
 )
-def test_foreign_managers(entries: list[dict[str, typing.Any]], expected: list[str]) -> None:
-    assert drift.foreign_managers(_live(*entries), own="modelguard") == expected
+def test_drift_is_found_by_content(
+    path: tuple[str, ...], value: typing.Any, drift_found: bool
+) -> None:
+    changed = drift.content(_changed(path, value)) != drift.content(_DEPLOYMENT)
+    assert changed is drift_found
+
+
+def test_a_revert_names_what_managed_fields_say_but_never_decides_by_it() -> None:
+    live = _changed(
+        ("metadata", "managedFields"),
+        [
+            {"manager": "modelguard", "operation": "Update"},
+            {"manager": "kubectl-patch", "operation": "Update"},
+            {"manager": "kube-controller-manager", "operation": "Update", "subresource": "scale"},
+            {"manager": "kubelet", "operation": "Update", "subresource": "status"},
+        ],
+    )
+    assert drift.writers(live, own="modelguard") == ["kube-controller-manager", "kubectl-patch"]
+    assert drift.writers(_DEPLOYMENT, own="modelguard") == [
+        "a writer under the operator's own field manager name (modelguard)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -103,13 +145,11 @@ _LIVE_SERVICE: dict[str, typing.Any] = {
     ("path", "expected"),
     [
         pytest.param(("metadata", "resourceVersion"), "42", id="decided-from-this-version"),
-        pytest.param(
-            ("metadata", "labels"), {"note": "added-by-hand", "app": "m"}, id="our-labels-win"
-        ),
+        pytest.param(("metadata", "labels"), {"app": "m"}, id="only-our-labels"),
         pytest.param(
             ("metadata", "annotations"),
-            {"example.com/x": "1", "modelguard.dev/applied-intent": "h"},
-            id="their-annotations-stay",
+            {"modelguard.dev/applied-intent": "h"},
+            id="only-our-annotations",
         ),
         pytest.param(("metadata", "finalizers"), ["example.com/keep"], id="finalizers-stay"),
         pytest.param(("metadata", "ownerReferences"), [{"uid": "md"}], id="only-our-owner"),

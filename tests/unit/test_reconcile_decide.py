@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import typing
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from modelguard.api import errors, modelapproval, times, trustpolicy, v1alpha1
 from modelguard.builders import deployment, intent
-from modelguard.reconcile import conditions, decide, observations, vocabulary
+from modelguard.reconcile import conditions, decide, observations, reports, serving, vocabulary
 from modelguard.sources import errors as source_errors
-from modelguard.trust import approval
+from modelguard.trust import approval, bundle, evidence, signatures
 
 NOW = datetime.datetime(2026, 6, 1, 12, 0, tzinfo=datetime.UTC)
 UID = "md-uid"
@@ -26,6 +27,7 @@ AGENT = "registry.example/modelguard@sha256:" + "0" * 64
 SERVING_ROOT = "sha256:" + "a" * 64
 NEW_ROOT = "sha256:" + "b" * 64
 SIGNER_KEY = ec.generate_private_key(ec.SECP256R1())
+OTHER_KEY = ec.generate_private_key(ec.SECP256R1())
 APPROVER_KEY = ec.generate_private_key(ec.SECP256R1())
 Manifest = dict[str, typing.Any]
 Action = decide.Action
@@ -53,12 +55,24 @@ def _body(status: Manifest | None = None, **spec: typing.Any) -> Manifest:
     }
 
 
-def _policy(*, approvals: int = 1, on_republish: str = "Refuse") -> trustpolicy.TrustPolicy:
+def _policy(
+    *,
+    approvals: int = 1,
+    on_republish: str = "Refuse",
+    signer: ec.EllipticCurvePrivateKey = SIGNER_KEY,
+    formats: tuple[str, ...] = (),
+) -> trustpolicy.TrustPolicy:
     return trustpolicy.TrustPolicy.model_validate(
         {
-            "metadata": {"name": "default", "uid": "p", "generation": 1},
+            "metadata": {
+                "name": "default",
+                "uid": "p",
+                "generation": 1 if signer is SIGNER_KEY else 2,
+            },
             "spec": {
-                "signers": [{"name": "release", "publicKey": _pem(SIGNER_KEY)}],
+                "formats": {"allow": list(formats)},
+                "sources": [{"uri": "s3://models/"}],
+                "signers": [{"name": "release", "publicKey": _pem(signer)}],
                 "approvers": [{"name": "security", "publicKey": _pem(APPROVER_KEY)}],
                 "minApprovals": approvals,
                 "namespaceSelector": {},
@@ -123,8 +137,41 @@ def _approval(root: str, *, expires: datetime.datetime) -> modelapproval.ModelAp
     )
 
 
+def _evidence(root: str) -> v1alpha1.ServingEvidence:
+    """What verifying a signature file of `root`, signed with SIGNER_KEY, established."""
+    payload = b'{"subject": "' + root.encode() + b'"}'
+    payload_type = "application/vnd.in-toto+json"
+    digest = hashlib.sha256(signatures.pae(payload_type, payload)).digest()
+    signed = bundle.Bundle(
+        label="bundle",
+        payload_type=payload_type,
+        payload=payload,
+        signature=SIGNER_KEY.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256()))),
+        key_hint=signatures.key_hint(SIGNER_KEY.public_key()),
+        certificates=(),
+        keyless=False,
+    )
+    return serving.to_status(
+        evidence.record(
+            [signed],
+            payload=payload,
+            root_digest=root,
+            signature_digest="sha256:" + "c" * 64,
+            hash_algorithm="sha256",
+            source_uri="s3://models/m/",
+            signature_uri="s3://models/m/model.sig",
+            verified_at=NOW - datetime.timedelta(days=1),
+        ),
+        judged_under=None,
+    )
+
+
 def _live_deployment(
-    root: str = SERVING_ROOT, *, available: int | None = None, current: bool = False
+    root: str = SERVING_ROOT,
+    *,
+    available: int | None = None,
+    current: bool = False,
+    allow_formats: tuple[str, ...] = (),
 ) -> Manifest:
     """The model's Deployment pinning `root`; `current`: as the operator last wrote it (its
     intent recorded), `available`: that many replicas of it available."""
@@ -135,6 +182,7 @@ def _live_deployment(
             root_digest=root,
             signature_digest="sha256:" + "c" * 64,
             agent_image=AGENT,
+            allow_formats=allow_formats,
             # What decide pins for a verified version of 10 bytes.
             max_bytes=deployment.model_byte_bound(model, signed_bytes=10),
         ),
@@ -185,7 +233,10 @@ def _observed(
     outcome: observations.Verdict | None = None,
     live: Manifest | None = None,
     owned: bool = True,
-    revoked: conditions.Decision | None = None,
+    revoked: bool = False,
+    recorded: bool = True,
+    policy: trustpolicy.TrustPolicy | None = None,
+    network_policies: tuple[Manifest, ...] = (),
     foreign: tuple[str, str] | None = None,
     approvals: tuple[modelapproval.ModelApproval, ...] = (),
     pods: tuple[Manifest, ...] = (),
@@ -195,9 +246,22 @@ def _observed(
     if foreign is not None:
         # An object under a child's name, with the model's label, that the operator did not make.
         children[foreign] = {"kind": foreign[0], "metadata": {"name": foreign[1], "uid": "x"}}
+    status = observations.parse_status(body.get("status"))
+    artifact = deployment.artifact_of(live) if live is not None else None
+    if artifact is not None and recorded and owned and not status.serving_evidence:
+        # What the operator recorded when it verified what serves.
+        status = status.model_copy(update={"serving_evidence": [_evidence(artifact.root_digest)]})
+    if outcome is not None and outcome.policy is None:
+        bound = observations.BoundPolicy("default", None, outcome.decision)
+    else:
+        bound = observations.BoundPolicy(
+            "default", policy or _policy(signer=OTHER_KEY if revoked else SIGNER_KEY)
+        )
     observed = observations.Observed(
         body=body,
-        status=observations.parse_status(body.get("status")),
+        status=status,
+        policy=bound,
+        network_policies=network_policies,
         namespace_labels={"kubernetes.io/metadata.name": "team-a"},
         children=children,
         owned={("Deployment", "m"): live["metadata"]["uid"]} if live is not None and owned else {},
@@ -211,12 +275,11 @@ def _observed(
         return dataclasses.replace(observed, invalid=("spec.serving: bad",))
     if model.spec.quarantine:
         return dataclasses.replace(observed, model=model)
-    return dataclasses.replace(
-        observed, model=model, verification=outcome, revoked=revoked, approvals=approvals
-    )
+    return dataclasses.replace(observed, model=model, verification=outcome, approvals=approvals)
 
 
-REVOKED = conditions.Decision("False", "UntrustedSigner", "signed by ml-release, not trusted")
+REVOKED = True
+"""The policy now trusts another key than the one that signed what serves."""
 TAMPERED = {
     "reason": "DigestMismatch",
     "message": "pod m-1: model.bin differs",
@@ -289,7 +352,7 @@ CASES = {
         ("False", "NotVerified"),
         retry=True,
     ),
-    "policy-unbound-while-serving-keeps-serving": Case(
+    "policy-unbound-while-serving-stops-it": Case(
         _observed(
             body=_body(
                 status={
@@ -308,10 +371,52 @@ CASES = {
             outcome=_refused("PolicyNotBound"),
             live=_live_deployment(available=2, current=True),
         ),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
+        pinned=SERVING_ROOT,
+        quarantined=True,
+        record="PolicyWithdrawn",
+        ready_says="no TrustPolicy judges what serves",
+        verified=("False", "PolicyNotBound"),
+    ),
+    "policy-unbound-with-nothing-serving-is-refused": Case(
+        _observed(outcome=_refused("PolicyNotBound")),
         Action.HOLD,
         ("False", "PolicyNotBound"),
-        ready_says="1.4.0 keeps serving",
+        ready_says="is refused: PolicyNotBound",
         verified=("False", "PolicyNotBound"),
+    ),
+    "invalid-spec-still-trusted-keeps-serving": Case(
+        _observed(body=_body(serving={"image": "x"}), live=_live_deployment()),
+        Action.REFUSE,
+        ("False", "InvalidSpec"),
+    ),
+    "nothing-recorded-of-what-serves-stops-it-while-held": Case(
+        _observed(outcome=_verified(NEW_ROOT), live=_live_deployment(), recorded=False),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
+        pinned=SERVING_ROOT,
+        quarantined=True,
+        record="ServingUnverifiable",
+    ),
+    "a-format-allowance-withdrawn-while-held-stops-what-serves": Case(
+        _observed(outcome=_verified(NEW_ROOT), live=_live_deployment(allow_formats=("Pickle",))),
+        Action.QUARANTINE,
+        ("False", "Quarantined"),
+        pinned=SERVING_ROOT,
+        quarantined=True,
+        record="OutsidePolicy",
+        ready_says="admits Pickle files",
+    ),
+    "a-format-still-allowed-keeps-serving-while-held": Case(
+        _observed(
+            outcome=_verified(NEW_ROOT),
+            live=_live_deployment(allow_formats=("Pickle",)),
+            policy=_policy(formats=("Pickle",)),
+        ),
+        Action.HOLD,
+        ("False", "NotApproved"),
+        ready_says="1.4.0 keeps serving",
     ),
     "unapproved-is-held": Case(
         _observed(outcome=_verified(NEW_ROOT), live=_live_deployment()),
@@ -381,7 +486,7 @@ CASES = {
         pinned=SERVING_ROOT,
         quarantined=True,
         record="SignerRevoked",
-        ready_says="quarantined automatically: SignerRevoked",
+        ready_says="; and version 1.5.0 is not approved (ApprovalMissing)",
     ),
     "revoked-and-unverified-quarantines-what-serves": Case(
         _observed(outcome=_refused("UntrustedSigner"), live=_live_deployment(), revoked=REVOKED),
@@ -558,7 +663,12 @@ KSTATUS = {
     "child-conflict-during-a-quarantine-still-stops-what-serves": (FAILED, "Quarantined"),
     "unverified-is-held": (FAILED, "BadSignature"),
     "unreachable-source-is-held-and-retried": (IN_PROGRESS, "SourceUnreachable"),
-    "policy-unbound-while-serving-keeps-serving": (FAILED, "PolicyNotBound"),
+    "policy-unbound-while-serving-stops-it": (FAILED, "Quarantined"),
+    "policy-unbound-with-nothing-serving-is-refused": (FAILED, "PolicyNotBound"),
+    "a-format-allowance-withdrawn-while-held-stops-what-serves": (FAILED, "Quarantined"),
+    "a-format-still-allowed-keeps-serving-while-held": (IN_PROGRESS, "ApprovalMissing"),
+    "invalid-spec-still-trusted-keeps-serving": (FAILED, "InvalidSpec"),
+    "nothing-recorded-of-what-serves-stops-it-while-held": (FAILED, "Quarantined"),
     "unapproved-is-held": (IN_PROGRESS, "ApprovalMissing"),
     "approval-gone-while-the-same-bytes-serve-keeps-them": (IN_PROGRESS, "Progressing"),
     "approved-rolls-out-and-looks-again-when-the-approval-expires": (IN_PROGRESS, "Progressing"),
@@ -643,6 +753,58 @@ def test_the_writes_decide_stalled_again() -> None:
     assert _condition(concluded, "Reconciling") == ("False", "ChildConflict")
     refused = decide.conclude(outcome, observations.Applied(refused="Deployment m: quota"))
     assert _condition(refused, "Stalled") == ("True", "ApplyFailed")
+
+
+@pytest.mark.parametrize(
+    ("observed", "record", "says"),
+    [
+        pytest.param(
+            _observed(body=_body(serving={"image": "x"}), live=_live_deployment(), revoked=True),
+            "SignerRevoked",
+            "quarantined automatically: SignerRevoked",
+            id="its-signer-revoked",
+        ),
+        pytest.param(
+            _observed(body=_body(serving={"image": "x"}, quarantine=True), live=_live_deployment()),
+            None,
+            "quarantined through spec.quarantine",
+            id="spec-quarantine",
+        ),
+    ],
+)
+def test_a_spec_that_does_not_parse_still_stops_what_serves(
+    observed: observations.Observed, record: str | None, says: str
+) -> None:
+    # Nothing can be built from such a spec: the live children are scaled to zero and closed as
+    # they are, still pinning what they pin.
+    outcome = decide.decide(observed, agent_image=AGENT)
+    assert outcome.action is Action.QUARANTINE
+    assert _condition(outcome, "Ready") == ("False", "Quarantined")
+    ready = conditions.find(outcome.status.conditions, "Ready")
+    assert ready is not None
+    assert says in ready.message
+    assert "does not parse" in ready.message
+    assert (outcome.status.quarantine.reason if outcome.status.quarantine else None) == record
+    (built,) = outcome.children
+    assert built["spec"]["replicas"] == 0
+    assert intent.recorded(built) == intent.intent_hash(built)
+    pinned = deployment.artifact_of(built)
+    assert pinned is not None
+    assert pinned.root_digest == SERVING_ROOT
+
+
+def test_a_network_policy_opening_the_model_is_reported_while_its_version_is_unverified() -> None:
+    opening = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "open", "namespace": "team-a", "uid": "np"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{}]},
+    }
+    for verdict in (_refused("MissingFile"), _refused("PolicyNotBound")):
+        outcome = decide.decide(
+            _observed(outcome=verdict, network_policies=(opening,)), agent_image=AGENT
+        )
+        assert _condition(outcome, "Isolated") == ("False", "OpenedByNetworkPolicy")
 
 
 def test_decide_reads_no_clock_but_the_observed_one() -> None:
@@ -1051,3 +1213,28 @@ def test_the_report_names_the_network_policy_and_is_told_once_by_the_table() -> 
     ]
     assert "NetworkPolicy team-a/allow-all" in outcome.audit_records[0].message
     assert _condition(outcome, "Ready") == ("True", "Available")
+
+
+def test_live_children_quarantined_while_the_spec_does_not_parse_record_what_they_do() -> None:
+    # What the writes leave is recorded, or the next pass would take the quarantine it wrote for
+    # drift and write it again, for ever.
+    observed = _observed(
+        body=_body(serving={"image": "x"}, quarantine=True), live=_live_deployment()
+    )
+    outcome = decide.decide(observed, agent_image=AGENT)
+    (built,) = outcome.children
+    written = {**built, "metadata": {**built["metadata"], "uid": DEPLOYMENT_UID}}
+    done = decide.conclude(
+        outcome,
+        observations.Applied(
+            written=("Deployment/m",),
+            deployment=written,
+            contents={("Deployment", "m"): "sha256:" + "e" * 64},
+        ),
+    )
+    (child,) = done.status.children or []
+    assert (child.kind, child.name, child.content) == ("Deployment", "m", "sha256:" + "e" * 64)
+    assert [note.happening for note in done.notes] == [
+        reports.Happening.QUARANTINED,
+        reports.Happening.APPLIED,
+    ]

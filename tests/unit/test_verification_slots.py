@@ -255,16 +255,22 @@ async def test_models_verified_at_once_hold_no_more_bundles_than_there_are_slots
     kube = _Kube(pem.decode())
     cache = verification.Cache()
     slots = verification.Slots(2)
+    bound = await verification.bound_policy(
+        kube,  # type: ignore[arg-type]
+        name="default",
+        namespace=_model(0).namespace,
+        namespace_labels={"kubernetes.io/metadata.name": "team"},
+    )
     outcomes = await asyncio.gather(
         *(
             verification.verify_model(
                 kube,  # type: ignore[arg-type]
                 _model(index),
+                bound=bound,
                 cache=cache,
                 slots=slots,
                 now=NOW,
                 credentials_role="role",
-                namespace_labels={"kubernetes.io/metadata.name": "team"},
             )
             for index in range(8)
         )

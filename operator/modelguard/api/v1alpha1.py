@@ -185,6 +185,23 @@ REASON_SPEC_CHANGED: typing.Final = "SpecChanged"
 """Audit record of a quarantine lifted by a change of the spec."""
 REASON_SIGNER_REVOKED: typing.Final = "SignerRevoked"
 """status.quarantine and its audit record: what serves is no longer accepted by the policy."""
+REASON_POLICY_WITHDRAWN: typing.Final = "PolicyWithdrawn"
+"""status.quarantine and its audit record: no TrustPolicy judges what serves any more (the one
+the model names is deleted, no longer binds the namespace, or does not parse)."""
+REASON_OUTSIDE_POLICY: typing.Final = "OutsidePolicy"
+"""status.quarantine and its audit record: what serves admits code-capable formats, or opens
+network access, that its TrustPolicy no longer allows."""
+REASON_SERVING_UNVERIFIABLE: typing.Final = "ServingUnverifiable"
+"""status.quarantine and its audit record: no verification of what serves is recorded to judge
+it by."""
+SERVING_QUARANTINE_REASONS: typing.Final = (
+    REASON_SIGNER_REVOKED,
+    REASON_POLICY_WITHDRAWN,
+    REASON_OUTSIDE_POLICY,
+    REASON_SERVING_UNVERIFIABLE,
+)
+"""Why the operator quarantines what serves on its policy's account; a version verified and
+approved under the current policy replaces it."""
 
 # Upper bounds on lists that carry CEL rules: the API server refuses a CRD whose rules it cannot
 # bound in cost, and NetworkPolicies with more peers than this are a smell anyway.
@@ -838,6 +855,58 @@ class OwnedChild(conventions.Status):
     uid: str = pydantic.Field(min_length=1, max_length=64)
     """metadata.uid the API server gave it when the operator created it."""
 
+    content: str | None = pydantic.Field(default=None, max_length=80)
+    """sha256 of what the object does (its spec, labels and annotations) as the operator's last
+    write left it: anything else found there later is reverted, whoever wrote it."""
+
+
+MAX_SERVING_EVIDENCE: typing.Final = 2
+
+
+class KeptSignature(conventions.Status):
+    """One signature of a verified signature file, as judging it again needs it."""
+
+    signature: str
+    """The signature (base64)."""
+
+    key_hint: str | None = None
+    """Key method: hex SHA-256 of the signer's PEM public key, as the bundle names it."""
+
+    certificates: list[str] | None = None
+    """Certificate method: the bundle's chain, signing certificate first (base64 DER)."""
+
+
+class ServingEvidence(conventions.Status):
+    """What verifying the signature file of a rolled-out artifact established: the operator
+    judges those bytes again from this (never from the store) whenever its TrustPolicy changes."""
+
+    root_digest: str
+    """The root digest verified."""
+
+    signature_digest: str
+    """sha256 of the signature file verified."""
+
+    hash_algorithm: str
+    """The hash the statement uses for the model's files."""
+
+    source_uri: str
+    """spec.model.source.uri it was verified for."""
+
+    signature_uri: str
+    """Where the signature file was read."""
+
+    verified_at: str = pydantic.Field(json_schema_extra={"format": "date-time"})
+    """When it was verified; certificates are judged again at that time."""
+
+    message_digests: dict[str, str]
+    """The signed message's digest by hash name (base64)."""
+
+    signatures: list[KeptSignature] = pydantic.Field(default_factory=list)
+    """The signatures over that message."""
+
+    judged_under: str | None = None
+    """The TrustPolicy (uid/generation) that last accepted it."""
+
 
 class ModelDeploymentStatus(conventions.Status):
     """What the operator observed and did; read by kubectl, kubectl wait and GitOps tools."""
@@ -892,6 +961,13 @@ class ModelDeploymentStatus(conventions.Status):
     """The objects the operator created for this model, by uid. Only these are its children: an
     object under a child's name that is not listed here is someone else's, whatever its
     ownerReferences claim, and is never written to (Ready=False, ChildConflict)."""
+
+    serving_evidence: list[ServingEvidence] | None = pydantic.Field(
+        default=None, max_length=MAX_SERVING_EVIDENCE
+    )
+    """What verified the artifact that serves (and the spec's version, when another): what
+    serves is judged again from this whenever its TrustPolicy changes, whatever the store, the
+    credentials or the spec say by then."""
 
 
 # --- the object ----------------------------------------------------------------------------------

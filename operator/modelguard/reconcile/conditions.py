@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import typing
 
-from modelguard.api import times, v1alpha1
+from modelguard.api import text, times, v1alpha1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,8 @@ def find(conditions: typing.Sequence[v1alpha1.Condition], type: str) -> v1alpha1
 
 
 def _fit(message: str) -> str:
-    """`message` cut to what the schema stores: joined refusals of many children can be longer."""
+    """`message` escaped (it quotes outside text, which `kubectl describe` prints as it is) and
+    cut to what the schema stores: joined refusals of many children can be longer."""
+    message = text.escape(message)
     limit = v1alpha1.MAX_CONDITION_MESSAGE
     return message if len(message) <= limit else message[: limit - 3] + "..."

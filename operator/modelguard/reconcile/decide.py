@@ -23,7 +23,7 @@ import enum
 import typing
 
 from modelguard.api import times, trustpolicy, v1alpha1
-from modelguard.builders import children, intent, labels
+from modelguard.builders import children, intent, labels, names
 from modelguard.builders import deployment as deployment_builder
 from modelguard.reconcile import (
     approval,
@@ -34,6 +34,7 @@ from modelguard.reconcile import (
     pods,
     readiness,
     reports,
+    serving,
 )
 from modelguard.trust import access, pinning
 from modelguard.trust import reasons as trust_reasons
@@ -82,6 +83,8 @@ class Outcome:
     """Why to retry soon with backoff (a source was unreachable, a child was refused)."""
     backup: backupviews.Start | None = None
     """A backup or restore drill to start once the status is written."""
+    held: str | None = None
+    """Why the spec's version is held, when what serves is quarantined meanwhile."""
 
     @property
     def status_changed(self) -> bool:
@@ -107,11 +110,16 @@ def _decide(seen: observations.Observed, *, agent_image: str) -> Outcome:
     model = seen.model
     if model is None:
         # The CRD schema refuses most of this at admission; what reaches here is what it cannot
-        # say (or an object stored before a schema change).
-        draft.set(
-            v1alpha1.CONDITION_READY,
-            conditions.Decision("False", v1alpha1.REASON_INVALID_SPEC, "; ".join(seen.invalid)),
+        # say (or an object stored before a schema change). What serves is still judged, and
+        # spec.quarantine still read: neither may depend on the rest of the spec.
+        judgement = serving.judge(seen, verified=None)
+        draft.status.serving_evidence = judgement.records or None
+        invalid = conditions.Decision(
+            "False", v1alpha1.REASON_INVALID_SPEC, "; ".join(seen.invalid)
         )
+        if _quarantine_asked(seen.body) or judgement.refusal is not None:
+            return _quarantine_live(draft, refusal=judgement.refusal, invalid=invalid)
+        draft.set(v1alpha1.CONDITION_READY, invalid)
         return draft.outcome(Action.REFUSE)
     verdict = seen.verification
     if model.spec.quarantine or verdict is None:
@@ -166,17 +174,26 @@ def conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
 
 
 def _conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
-    if not outcome.children or outcome.model is None:
+    if not outcome.children:
         return outcome
-    model = outcome.model
     draft = _Draft.resume(outcome)
     draft.record_children(applied.created)
+    draft.record_contents(applied.contents)
     if applied.written:
         draft.notes.append(reports.applied(applied.written))
     draft.notes.extend(
         reports.drift_reverted(child=child, managers=managers)
         for child, managers in applied.reverted
     )
+    model = outcome.model
+    if model is None:
+        # Live children quarantined while the spec does not parse: Ready, and the note of the
+        # quarantine, are decided already.
+        draft.notes = [
+            *(note for note in outcome.notes if note not in draft.notes),
+            *draft.notes,
+        ]
+        return draft.outcome(outcome.action, recheck_at=outcome.recheck_at, retry=outcome.retry)
     recheck_at = outcome.recheck_at
     if applied.conflicts and not model.spec.quarantine:
         draft.set(
@@ -224,6 +241,10 @@ class _Draft:
         self.model: v1alpha1.ModelDeployment | None = None
         self.artifact: deployment_builder.VerifiedArtifact | None = None
         self.children: tuple[Manifest, ...] = ()
+        self.serving_refusal: conditions.Decision | None = None
+        """Why what serves may not go on serving under the current policy (serving.judge)."""
+        self.held: str | None = None
+        """Why the spec's version is held while what serves is quarantined, for Ready."""
         # Children created by an earlier pass whose status write failed are recorded now.
         self.record_children(seen.owned)
 
@@ -238,10 +259,11 @@ class _Draft:
             if note.happening
             not in {reports.Happening.QUARANTINED, reports.Happening.QUARANTINE_LIFTED}
         ]
-        draft.model, draft.artifact, draft.children = (
+        draft.model, draft.artifact, draft.children, draft.held = (
             outcome.model,
             outcome.artifact,
             outcome.children,
+            outcome.held,
         )
         return draft
 
@@ -265,12 +287,30 @@ class _Draft:
         """status.children: the operator made these objects for the model."""
         if not uids:
             return
-        merged = {(child.kind, child.name): child.uid for child in self.status.children or []}
+        known = {(child.kind, child.name): child for child in self.status.children or []}
+        merged = {key: child.uid for key, child in known.items()}
         merged.update(uids)
         self.status.children = [
-            v1alpha1.OwnedChild(kind=kind, name=name, uid=uid)
+            v1alpha1.OwnedChild(
+                kind=kind,
+                name=name,
+                uid=uid,
+                # What it does is known only of the object it was recorded for.
+                content=known[kind, name].content
+                if (kind, name) in known and known[kind, name].uid == uid
+                else None,
+            )
             for (kind, name), uid in sorted(merged.items())
         ]
+
+    def record_contents(self, contents: typing.Mapping[tuple[str, str], str]) -> None:
+        """status.children[].content: what each child does as the writes left it."""
+        self.status.children = [
+            child.model_copy(update={"content": contents[child.kind, child.name]})
+            if (child.kind, child.name) in contents
+            else child
+            for child in self.status.children or []
+        ] or None
 
     def quarantine_record(self) -> v1alpha1.QuarantineStatus | None:
         """status.quarantine if it holds for this generation of the spec; an automatic
@@ -297,6 +337,7 @@ class _Draft:
             notes=tuple(self.notes),
             recheck_at=recheck_at,
             retry=retry,
+            held=self.held,
         )
 
 
@@ -427,7 +468,20 @@ def _decide_verified(
     verdict = _bind_to_spec(draft, model, verdict=verdict)
     draft.set(v1alpha1.CONDITION_VERIFIED, verdict.decision)
     verified = verdict.verified
+    judgement = serving.judge(draft.observed, verified=verified)
+    draft.status.serving_evidence = judgement.records or None
+    draft.serving_refusal = judgement.refusal
     if verified is None:
+        # Whatever the verification says, someone else's NetworkPolicy opening the model is
+        # reported (judged by the bound policy's limits, or by the strictest when none binds).
+        bound = draft.observed.policy
+        _isolated(
+            draft,
+            model,
+            network=bound.policy.spec.network
+            if bound is not None and bound.policy is not None
+            else trustpolicy.Network(),
+        )
         unbound = verdict.decision.reason == v1alpha1.REASON_POLICY_NOT_BOUND
         outcome = _stop_short(
             draft,
@@ -452,7 +506,7 @@ def _decide_verified(
         bytes=verified.bytes,
         verified_at=verified.verified_at,
     )
-    if not _isolated(draft, model, verified=verified):
+    if not _isolated(draft, model, network=verified.policy.network):
         return _stop_short(
             draft,
             model,
@@ -491,9 +545,9 @@ def _decide_verified(
         signature_private_addresses=verified.signature_private_addresses,
     )
     record = draft.status.quarantine
-    if record is not None and record.reason == v1alpha1.REASON_SIGNER_REVOKED:
-        # A version the policy verifies now, and approved, replaces the revoked bytes: that is
-        # what the quarantine waited for.
+    if record is not None and record.reason in v1alpha1.SERVING_QUARANTINE_REASONS:
+        # A version the policy verifies now, and approved, replaces what the policy stopped:
+        # that is what the quarantine waited for.
         draft.status.quarantine = None
     model = _quarantine_on_tampering(draft, model, verified=verified)
     conflicts = _conflicts(draft.observed, model)
@@ -553,16 +607,14 @@ def _bind_to_spec(
 
 
 def _isolated(
-    draft: _Draft, model: v1alpha1.ModelDeployment, *, verified: observations.Verified
+    draft: _Draft, model: v1alpha1.ModelDeployment, *, network: trustpolicy.Network
 ) -> bool:
     """Isolated: the network access the spec asks for is within the bound policy's limits (else
     the version is held), and no NetworkPolicy of someone else's opens the model's pods beyond
     them (else Isolated says which; what serves keeps serving and rollouts go on, since neither
     opened anything, and a namespace editor must not be able to hold a model's rollouts)."""
-    refused = access.check_access(
-        model.spec, network=verified.policy.network, policy_name=model.spec.trust_policy
-    )
-    opened = _opened_by_others(draft.observed, model, network=verified.policy.network)
+    refused = access.check_access(model.spec, network=network, policy_name=model.spec.trust_policy)
+    opened = _opened_by_others(draft.observed, model, network=network)
     if refused:
         decision = conditions.Decision(
             "False", str(refused[0].reason), "; ".join(v.message for v in refused)
@@ -691,10 +743,13 @@ def _replica_sets_of(draft: _Draft) -> set[str]:
 def _stop_short(
     draft: _Draft, model: v1alpha1.ModelDeployment, *, reason: str, why: str
 ) -> Outcome:
-    """The spec's version may not roll out: held, and what serves keeps serving; unless its
-    signer is revoked, and then what serves is quarantined (while the new version is held)."""
-    revoked = draft.observed.revoked
+    """The spec's version may not roll out: held, and what serves keeps serving; unless the
+    current policy no longer accepts what serves, and then it is quarantined (while the new
+    version is held)."""
+    revoked = draft.serving_refusal
     if revoked is not None:
+        # Ready says both: why what serves stopped, and why the spec's version is held.
+        draft.held = f"version {model.spec.model.version} is {why}"
         return _quarantine_revoked(draft, model, revoked=revoked)
     _hold(draft, model, reason=reason, why=why)
     return draft.outcome(Action.HOLD)
@@ -729,22 +784,120 @@ def _hold(draft: _Draft, model: v1alpha1.ModelDeployment, *, reason: str, why: s
 def _quarantine_revoked(
     draft: _Draft, model: v1alpha1.ModelDeployment, *, revoked: conditions.Decision
 ) -> Outcome:
-    """Quarantines what serves, whose signer the bound policy no longer trusts: whether the spec
-    names that version or a new one that is held, the revoked bytes stop serving."""
+    """Quarantines what serves, which the bound policy no longer accepts (serving.judge says
+    why): whether the spec names that version or a new one that is held, it stops serving."""
     live = draft.observed.deployment()
     artifact = deployment_builder.artifact_of(live) if live is not None else None
-    if draft.quarantine_record() is None:
-        draft.status.quarantine = v1alpha1.QuarantineStatus(
-            reason=v1alpha1.REASON_SIGNER_REVOKED,
-            message=f"the version that serves: {revoked.reason}: {revoked.message}",
-            generation=draft.generation,
-            since=times.rfc3339(draft.now),
-        )
+    _record_serving_quarantine(draft, revoked)
     if artifact is None:
         # Nothing of the operator's serves (what was judged is gone): nothing to stop.
         draft.model = _quarantined(model)
         return draft.outcome(Action.QUARANTINE)
     return _with_children(draft, Action.QUARANTINE, _quarantined(model), artifact=artifact)
+
+
+def _record_serving_quarantine(draft: _Draft, refusal: conditions.Decision) -> None:
+    if draft.quarantine_record() is None:
+        draft.status.quarantine = v1alpha1.QuarantineStatus(
+            reason=refusal.reason,
+            message=refusal.message,
+            generation=draft.generation,
+            since=times.rfc3339(draft.now),
+        )
+
+
+def _quarantine_asked(body: Manifest) -> bool:
+    """spec.quarantine: true, read from the object as written (its spec may not parse)."""
+    spec = body.get("spec")
+    return isinstance(spec, dict) and spec.get("quarantine") is True
+
+
+def _quarantine_live(
+    draft: _Draft, *, refusal: conditions.Decision | None, invalid: conditions.Decision
+) -> Outcome:
+    """Quarantines what the model's own live children serve when its spec does not parse (so
+    nothing can be built from it): its Deployment scaled to zero, the rules of its allow
+    NetworkPolicies emptied, the rest kept as it is."""
+    seen = draft.observed
+    if refusal is not None:
+        _record_serving_quarantine(draft, refusal)
+    record = draft.quarantine_record()
+    child_names = names.child_names(seen.body["metadata"]["name"])
+    wanted: list[Manifest] = []
+    for name in (child_names.allow_ingress, child_names.allow_egress, child_names.allow_source):
+        own = seen.child("NetworkPolicy", name)
+        if own is not None:
+            spec = dict(own.get("spec") or {})
+            for rules in ("ingress", "egress"):
+                if rules in spec:
+                    spec[rules] = []
+            wanted.append(
+                _as_desired(
+                    own, api_version="networking.k8s.io/v1", kind="NetworkPolicy", spec=spec
+                )
+            )
+    live = seen.deployment()
+    if live is not None:
+        wanted.append(
+            _as_desired(
+                live,
+                api_version="apps/v1",
+                kind="Deployment",
+                spec={**(live.get("spec") or {}), "replicas": 0},
+            )
+        )
+    draft.children = tuple(intent.with_intent(manifest) for manifest in wanted)
+    why = (
+        f"quarantined automatically: {record.reason}: {record.message}"
+        if record is not None
+        else "quarantined through spec.quarantine"
+    )
+    decision = conditions.Decision(
+        "False",
+        v1alpha1.REASON_QUARANTINED,
+        f"{why}; "
+        + (
+            "what serves is scaled to zero with its network cut"
+            if live is not None
+            else "nothing was rolled out"
+        )
+        + f", though the spec does not parse ({invalid.message})",
+    )
+    draft.set(v1alpha1.CONDITION_READY, decision)
+    version = ((live or {}).get("metadata", {}).get("labels") or {}).get(labels.VERSION, "")
+    change = reports.quarantine_change(
+        seen.status,
+        ready=decision,
+        automatic=draft.status.quarantine,
+        generation=draft.generation,
+        version=str(version),
+    )
+    if change is not None:
+        draft.notes.append(change)
+    return draft.outcome(Action.QUARANTINE)
+
+
+def _as_desired(live: Manifest, *, api_version: str, kind: str, spec: Manifest) -> Manifest:
+    """A live child of the operator's as a desired object with `spec`: what the API server and
+    others keep in it (status, managedFields, the recorded intent) left out."""
+    metadata = live.get("metadata") or {}
+    annotations = {
+        key: value
+        for key, value in (metadata.get("annotations") or {}).items()
+        if key != intent.INTENT_ANNOTATION
+    }
+    wanted: Manifest = {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {
+            key: metadata[key]
+            for key in ("name", "namespace", "labels", "ownerReferences")
+            if key in metadata
+        },
+        "spec": spec,
+    }
+    wanted["metadata"]["annotations"] = annotations
+    return wanted
 
 
 def _quarantined(model: v1alpha1.ModelDeployment) -> v1alpha1.ModelDeployment:
@@ -804,8 +957,10 @@ def _ready_from(
         decision = conditions.Decision(
             "False",
             v1alpha1.REASON_QUARANTINED,
-            f"quarantined automatically: {record.reason}: {record.message}; nothing was "
-            "deleted. Any change of the spec (a new version, or spec.quarantine) lifts it.",
+            f"quarantined automatically: {record.reason}: {record.message}"
+            + (f"; and {draft.held}" if draft.held else "")
+            + "; nothing was deleted. Any change of the spec (a new version, or spec.quarantine) "
+            "lifts it.",
         )
     _set_ready(draft, decision, model=model)
     if decision.status == "True":

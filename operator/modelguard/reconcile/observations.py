@@ -16,11 +16,38 @@ import pydantic
 from modelguard.api import modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import deployment, names
 from modelguard.reconcile import backupviews, conditions
-from modelguard.trust import reasons
+from modelguard.trust import evidence, reasons
 
 logger = logging.getLogger(__name__)
 
 Manifest = dict[str, typing.Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """The artifact a live Deployment of the model runs, as pinned in it."""
+
+    source_uri: str
+    signature_uri: str
+    signature_digest: str
+    root_digest: str
+    signature_endpoint: str | None = None
+    """The S3 endpoint the pods' agent reads the bundle from (None: AWS S3, or not s3://)."""
+
+    @classmethod
+    def of(cls, live: Manifest | None) -> Serving | None:
+        """What a live Deployment of the operator's pins, and where its agent reads it."""
+        artifact = deployment.artifact_of(live) if live is not None else None
+        source = deployment.source_of(live) if live is not None else None
+        if artifact is None or source is None:
+            return None
+        return cls(
+            source_uri=source[0],
+            signature_uri=source[1],
+            signature_digest=artifact.signature_digest,
+            root_digest=artifact.root_digest,
+            signature_endpoint=artifact.signature_endpoint,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +82,9 @@ class Verified:
     """The policy's source for spec.model.source admits private addresses."""
     signature_private_addresses: bool = False
     """The same for the signature bundle."""
+    evidence: evidence.Evidence | None = None
+    """What the verification established, kept to judge these bytes again when the policy
+    changes while they serve."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,30 +105,21 @@ class Verdict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Serving:
-    """The artifact a live Deployment of the model runs, as pinned in it."""
+class BoundPolicy:
+    """The TrustPolicy a model answers to, read once per pass whether or not its spec parses:
+    it judges the spec's version and what serves."""
 
-    source_uri: str
-    signature_uri: str
-    signature_digest: str
-    root_digest: str
-    signature_endpoint: str | None = None
-    """The S3 endpoint the pods' agent reads the bundle from (None: AWS S3, or not s3://)."""
+    name: str
+    policy: trustpolicy.TrustPolicy | None
+    """None when none judges the model: `refusal` says why."""
+    refusal: conditions.Decision | None = None
+    """Why no policy judges it (PolicyNotFound, PolicyNotBound, InvalidPolicy)."""
 
-    @classmethod
-    def of(cls, live: Manifest | None) -> Serving | None:
-        """What a live Deployment of the operator's pins, and where its agent reads it."""
-        artifact = deployment.artifact_of(live) if live is not None else None
-        source = deployment.source_of(live) if live is not None else None
-        if artifact is None or source is None:
-            return None
-        return cls(
-            source_uri=source[0],
-            signature_uri=source[1],
-            signature_digest=artifact.signature_digest,
-            root_digest=artifact.root_digest,
-            signature_endpoint=artifact.signature_endpoint,
-        )
+    @property
+    def key(self) -> str:
+        """uid/generation: what a judgement under this policy holds for."""
+        metadata = self.policy.metadata if self.policy is not None else {}
+        return f"{metadata.get('uid', '')}/{metadata.get('generation', '')}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +149,9 @@ class Observed:
     """What is wrong with a ModelDeployment that does not parse."""
     verification: Verdict | None = None
     """The spec's version verified against its bound policy (not asked while quarantined)."""
-    revoked: conditions.Decision | None = None
-    """Why what serves is no longer trusted by the bound policy, if it is not."""
+    policy: BoundPolicy | None = None
+    """The TrustPolicy the model names, as read (None only where a pass did not look: the unit
+    tables of other rules); it judges what serves too."""
     approvals: tuple[modelapproval.ModelApproval, ...] = ()
     """The namespace's readable ModelApprovals (read once the version verified)."""
     network_policies: tuple[Manifest, ...] = ()
@@ -137,6 +159,9 @@ class Observed:
     them as surely as the model's own."""
     backup: backupviews.Observed | None = None
     """The BackupStore spec.backup names and this operator's backup jobs (spec.backup set)."""
+    contents: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """What each child does as the operator's last write left it (status.children[].content),
+    by (kind, name)."""
 
     @property
     def generation(self) -> int:
@@ -173,6 +198,9 @@ class Applied:
     refused: str | None = None
     """Why the API server refused one of the operator's own children (an admission policy, a
     quota): nothing after it was written."""
+    contents: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """What each child written (or first checked) does as the API server holds it now
+    (drift.content), by (kind, name): anything else found there later is drift."""
 
 
 def parse_status(raw: typing.Mapping[str, typing.Any] | None) -> v1alpha1.ModelDeploymentStatus:

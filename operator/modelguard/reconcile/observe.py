@@ -1,8 +1,9 @@
 """The observe step of a pass: one read of everything the decision needs, each object once (the
 ModelDeployment, its namespace's labels, the live objects under its child names and the
 namespace's NetworkPolicies, its pods and, when a pod reports, their ReplicaSets), then the
-verification of the spec's version under its bound policy, the judgement of what serves, and the
-namespace's approvals.
+verification of the spec's version under its bound policy (read whether or not the spec parses: it
+judges what serves too, in decide, from what status.servingEvidence recorded), and the namespace's
+approvals.
 
 The policy, the bundle and the approvals have caches of their own (verification.Cache); what
 is read here becomes `observations.Observed`, which decide.py reads and nothing else.
@@ -15,10 +16,9 @@ import datetime
 import logging
 import typing
 
-from modelguard.api import errors, modelapproval, v1alpha1
+from modelguard.api import conventions, errors, modelapproval, v1alpha1
 from modelguard.builders import labels
-from modelguard.reconcile import conditions, observations, pods, runtime, verification
-from modelguard.trust import reasons
+from modelguard.reconcile import observations, pods, runtime, verification
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +31,6 @@ CHILD_KINDS: typing.Final = (
     ("apps/v1", "Deployment"),
 )
 """The kinds of a model's children, listed by the model's label."""
-
-# A signature that verified before and no longer does because of the policy, not the bytes.
-_REVOKED: typing.Final = frozenset(
-    str(reason)
-    for reason in (
-        reasons.Reason.UNTRUSTED_SIGNER,
-        reasons.Reason.TOO_FEW_SIGNERS,
-        reasons.Reason.CERTIFICATE_EXPIRED,
-    )
-)
 
 
 async def observe(
@@ -90,11 +80,27 @@ async def observe(
         namespace_labels=namespace_labels,
         children=found,
         owned={**recorded, **context.created.get((namespace, name), {})},
+        contents={
+            (child.kind, child.name): child.content
+            for child in status.children or []
+            if child.content is not None
+        },
         pods=pods_now,
         replica_sets=replica_sets,
         now=datetime.datetime.now(datetime.UTC),
         network_policies=tuple(network_policies),
     )
+    # The policy is read whatever the spec says, and before it is parsed: it judges what serves
+    # too, which a spec that does not parse must not shelter.
+    policy = await runtime.call(
+        verification.bound_policy(
+            kube_client,
+            name=policy_name(body),
+            namespace=namespace,
+            namespace_labels=namespace_labels,
+        )
+    )
+    seen = dataclasses.replace(seen, policy=policy)
     try:
         model = v1alpha1.parse(body)
     except errors.InvalidObjectError as error:
@@ -103,37 +109,31 @@ async def observe(
         seen = dataclasses.replace(seen, backup=await runtime.call(context.backups.observe(model)))
     if model.spec.quarantine:
         # The brake of an incident asks nothing that the incident may have broken (the source,
-        # the policy, the approvals): only what the live Deployment already pins.
+        # the approvals): only what the live Deployment already pins.
         return dataclasses.replace(seen, model=model)
     verdict = await runtime.call(
         verification.verify_model(
             kube_client,
             model,
+            bound=policy,
             cache=context.verification_cache,
             slots=context.verification_slots,
             now=seen.now,
             credentials_role=context.credentials_role,
-            namespace_labels=namespace_labels,
         )
-    )
-    # What serves is judged by the current policy too, whatever version the spec names now.
-    revoked = await _serving_revoked(
-        context,
-        model,
-        serving=observations.Serving.of(seen.deployment()),
-        verdict=verdict,
-        now=seen.now,
     )
     approvals = (
         await _approvals(context, namespace=namespace) if verdict.verified is not None else []
     )
-    return dataclasses.replace(
-        seen,
-        model=model,
-        verification=verdict,
-        revoked=revoked,
-        approvals=tuple(approvals),
-    )
+    return dataclasses.replace(seen, model=model, verification=verdict, approvals=tuple(approvals))
+
+
+def policy_name(body: Manifest) -> str:
+    """spec.trustPolicy as written, read leniently (the spec may not parse): the default policy
+    when it names none, or names it with something that is not a name."""
+    spec = body.get("spec")
+    named = spec.get("trustPolicy") if isinstance(spec, dict) else None
+    return named if isinstance(named, str) and named else conventions.DEFAULT_TRUST_POLICY
 
 
 async def _approvals(
@@ -148,49 +148,3 @@ async def _approvals(
             # The CRD schema refuses most of this; an unreadable approval counts for nothing.
             logger.warning("ModelApproval %s ignored: %s", body["metadata"]["name"], error)
     return found
-
-
-async def _serving_revoked(
-    context: runtime.Context,
-    model: v1alpha1.ModelDeployment,
-    *,
-    serving: observations.Serving | None,
-    verdict: observations.Verdict,
-    now: datetime.datetime,
-) -> conditions.Decision | None:
-    """Why the artifact that serves is no longer trusted by the bound policy (its signer revoked),
-    or None. Judged on every pass (a verdict is cached per bundle and policy generation, so only a
-    policy change costs a fetch), independent of the version the spec names: a held rollout must
-    not shelter what serves."""
-    if serving is None or verdict.policy is None:
-        # Nothing serves, or no bound policy to judge it by (the hold reports that).
-        return None
-    verified = verdict.verified
-    if (
-        verified is not None
-        and verified.root_digest == serving.root_digest
-        and verified.signature_digest == serving.signature_digest
-    ):
-        return None  # what serves is what was just verified
-    judged = await runtime.call(
-        verification.verify_serving(
-            context.kube,
-            model,
-            serving=serving,
-            policy=verdict.policy,
-            cache=context.verification_cache,
-            slots=context.verification_slots,
-            now=now,
-            credentials_role=context.credentials_role,
-        )
-    )
-    if judged.verified is not None or judged.decision.reason not in _REVOKED:
-        if judged.transient:
-            logger.warning(
-                "%s/%s: what serves could not be judged again: %s",
-                model.namespace,
-                model.name,
-                judged.decision.message,
-            )
-        return None
-    return judged.decision

@@ -32,7 +32,7 @@ from modelguard.api import errors, times, trustpolicy, v1alpha1
 from modelguard.reconcile import binding, conditions, observations
 from modelguard.sources import credentials
 from modelguard.sources import errors as source_errors
-from modelguard.trust import bundle, reasons, verify
+from modelguard.trust import bundle, evidence, reasons, verify
 from modelguard.trust import policy as policy_rules
 
 # Failures of the source itself: retried soon, the next attempt may well succeed.
@@ -167,9 +167,6 @@ class Cache:
         # Only successes: a refusal is looked at again (see recheck_after).
         self._by_inputs: _Store = collections.OrderedDict()
         self._by_bundle: _Store = collections.OrderedDict()
-        # Verdicts on what serves, refusals included: the bytes are pinned, only a new policy
-        # generation can change the answer.
-        self._serving: _Store = collections.OrderedDict()
         self._refused_since: collections.OrderedDict[tuple[str, ...], datetime.datetime] = (
             collections.OrderedDict()
         )
@@ -179,7 +176,6 @@ class Cache:
         return {
             "verified_inputs": len(self._by_inputs),
             "bundles": len(self._by_bundle),
-            "serving": len(self._serving),
             "refusals": len(self._refused_since),
         }
 
@@ -216,45 +212,70 @@ class Cache:
             store.popitem(last=False)
 
 
-async def verify_model(
+async def bound_policy(
     kube_client: kube.Kube,
-    model: v1alpha1.ModelDeployment,
     *,
-    cache: Cache,
-    slots: Slots,
-    now: datetime.datetime,
-    credentials_role: str,
+    name: str,
+    namespace: str,
     namespace_labels: typing.Mapping[str, str] | None,
-) -> observations.Verdict:
-    """Verifies the signature bundle of `model` against its TrustPolicy, which must bind the
-    model's namespace (whose labels are `namespace_labels`), in one of `slots`."""
-    policy_name = model.spec.trust_policy
-    body = await kube_client.get_trust_policy(policy_name)
+) -> observations.BoundPolicy:
+    """The TrustPolicy `name` if it exists, parses and binds `namespace` (whose labels are
+    `namespace_labels`); else why not."""
+    body = await kube_client.get_trust_policy(name)
     if body is None:
-        return _refused(
-            v1alpha1.REASON_POLICY_NOT_FOUND,
-            f'spec.trustPolicy: TrustPolicy "{policy_name}" does not exist; a security owner '
-            "creates it (kubectl explain trustpolicy.spec)",
+        return observations.BoundPolicy(
+            name,
+            None,
+            conditions.Decision(
+                "False",
+                v1alpha1.REASON_POLICY_NOT_FOUND,
+                f'spec.trustPolicy: TrustPolicy "{name}" does not exist; a security owner '
+                "creates it (kubectl explain trustpolicy.spec)",
+            ),
         )
     try:
         policy = trustpolicy.parse(body)
     except errors.InvalidObjectError as error:
-        return _refused(str(reasons.Reason.INVALID_POLICY), f'TrustPolicy "{policy_name}": {error}')
-    unbound = binding.check(
-        policy, name=policy_name, namespace=model.namespace, labels=namespace_labels
-    )
+        return observations.BoundPolicy(
+            name,
+            None,
+            conditions.Decision(
+                "False", str(reasons.Reason.INVALID_POLICY), f'TrustPolicy "{name}": {error}'
+            ),
+        )
+    unbound = binding.check(policy, name=name, namespace=namespace, labels=namespace_labels)
     if unbound is not None:
-        return observations.Verdict(unbound, None)
+        return observations.BoundPolicy(name, None, unbound)
+    return observations.BoundPolicy(name, policy)
+
+
+async def verify_model(
+    kube_client: kube.Kube,
+    model: v1alpha1.ModelDeployment,
+    *,
+    bound: observations.BoundPolicy,
+    cache: Cache,
+    slots: Slots,
+    now: datetime.datetime,
+    credentials_role: str,
+) -> observations.Verdict:
+    """Verifies the signature bundle of `model` against its bound TrustPolicy, in one of
+    `slots`."""
+    if bound.policy is None:
+        refusal = bound.refusal or conditions.Decision(
+            "False", v1alpha1.REASON_POLICY_NOT_FOUND, f'TrustPolicy "{bound.name}"'
+        )
+        return observations.Verdict(refusal, None)
     outcome = await _verify_under(
         kube_client,
         model,
-        policy=policy,
+        policy=bound.policy,
         cache=cache,
         slots=slots,
         now=now,
         credentials_role=credentials_role,
     )
-    return dataclasses.replace(outcome, policy=policy)
+    return dataclasses.replace(outcome, policy=bound.policy)
 
 
 async def _verify_under(
@@ -381,12 +402,14 @@ def _verify(
     now: datetime.datetime,
 ) -> observations.Verdict:
     try:
+        bundles = verify.bundles_of(signature_file)
         signed = verify.verify_signatures(
             signature_file,
             policy_rules.rules_of(policy.spec),
             source_uri=source_uri,
             signature_uri=signature_uri,
             namespace=namespace,
+            bundles=bundles,
         )
     except reasons.VerificationError as error:
         return _refused(str(error.reason), f"{signature_uri}: {error.message}")
@@ -429,6 +452,16 @@ def _verify(
             audit_formats=policy.spec.enforcement is trustpolicy.Enforcement.AUDIT,
             audit=signed.audit,
             policy=policy.spec,
+            evidence=evidence.record(
+                bundles,
+                payload=signed.payload,
+                root_digest=root,
+                signature_digest=signature_digest,
+                hash_algorithm=statement.serialization.hash_type,
+                source_uri=source_uri,
+                signature_uri=signature_uri,
+                verified_at=now,
+            ),
         ),
     )
 
@@ -505,105 +538,6 @@ async def _fetch_bundle(
         raise source_errors.SourceUnreachable(
             f"no complete answer within {FETCH_DEADLINE.total_seconds():.0f}s"
         ) from None
-
-
-async def verify_serving(
-    kube_client: kube.Kube,
-    model: v1alpha1.ModelDeployment,
-    *,
-    serving: observations.Serving,
-    policy: trustpolicy.TrustPolicy,
-    cache: Cache,
-    slots: Slots,
-    now: datetime.datetime,
-    credentials_role: str,
-) -> observations.Verdict:
-    """Judges what serves (not what the spec names) under the current policy: its bundle, fetched
-    from where the pod's agent reads it, must be the pinned one and still verify. Decided once per
-    (bundle, policy generation), so only a policy change fetches it again."""
-    key = (
-        serving.signature_digest,
-        serving.root_digest,
-        serving.signature_endpoint or "",
-        str(policy.metadata.get("uid", "")),
-        str(policy.metadata.get("generation", "")),
-    )
-    cached = Cache._get(cache._serving, key)
-    if cached is not None:
-        return cached
-    settings, _, refusal = await _source_settings(
-        kube_client, model, credentials_role=credentials_role
-    )
-    if refusal is not None:
-        return dataclasses.replace(refusal, transient=True)
-    # Read from where the pods' agent reads it, and only if the current policy still binds the
-    # bundle there: the operator fetches from nowhere a policy does not name.
-    bound = policy_rules.bind(
-        serving.signature_uri,
-        sources=policy_rules.source_rules(policy.spec),
-        namespace=model.namespace,
-        requested_endpoint=serving.signature_endpoint,
-        requested_by="the serving Deployment's --signature-endpoint",
-    )
-    if (
-        not isinstance(bound, reasons.Violation)
-        and serving.signature_uri.startswith("s3://")
-        and bound.endpoint != serving.signature_endpoint
-    ):
-        bound = reasons.Violation(
-            reasons.Reason.ENDPOINT_NOT_ALLOWED,
-            f"the pods read it from {serving.signature_endpoint or 'AWS S3'}, which the policy "
-            f"does not bind it to ({bound.endpoint or 'AWS S3'})",
-        )
-    if isinstance(bound, reasons.Violation):
-        outcome = _refused(str(bound.reason), f"{serving.signature_uri}: {bound.message}")
-        Cache._put(cache._serving, key, outcome)
-        return outcome
-    # In a slot, as every signature file the operator holds: a policy change re-judges every
-    # serving model at once.
-    async with slots.slot(_origin(serving.signature_uri, serving.signature_endpoint)) as slot:
-        try:
-            signature_file = await _fetch_bundle(
-                serving.signature_uri,
-                settings=settings,
-                endpoint=serving.signature_endpoint,
-                # Under the current policy's rule, as the endpoint is.
-                private_addresses=bound.allow_private_addresses,
-            )
-        except source_errors.SourceError as error:
-            return _refused(
-                error.reason, f"{serving.signature_uri}: {error.message}", transient=True
-            )
-        digest = f"sha256:{await slot.run(lambda: hashlib.sha256(signature_file).hexdigest())}"
-        if digest != serving.signature_digest:
-            # Not the bundle that serves any more (uploaded again at its URI): nothing to judge it
-            # by here; the pods' agents refuse it when they next start (SignatureChanged).
-            return _refused(
-                str(reasons.Reason.SIGNATURE_CHANGED),
-                f"{serving.signature_uri}: holds {digest}, not the serving "
-                f"{serving.signature_digest}",
-                transient=True,
-            )
-        outcome = await slot.run(
-            functools.partial(
-                _verify,
-                signature_file,
-                policy=policy,
-                source_uri=serving.source_uri,
-                signature_uri=serving.signature_uri,
-                signature_digest=digest,
-                namespace=model.namespace,
-                now=now,
-            )
-        )
-    if outcome.verified is not None and outcome.verified.root_digest != serving.root_digest:
-        outcome = _refused(
-            str(reasons.Reason.ROOT_DIGEST_MISMATCH),
-            f"{serving.signature_uri} signs {outcome.verified.root_digest}, the pods run "
-            f"{serving.root_digest}",
-        )
-    Cache._put(cache._serving, key, outcome)
-    return outcome
 
 
 def _refused(reason: str, message: str, *, transient: bool = False) -> observations.Verdict:

@@ -42,6 +42,7 @@ async def children(context: runtime.Context, outcome: decide.Outcome) -> observa
     namespace, name = seen.body["metadata"]["namespace"], seen.body["metadata"]["name"]
     quarantine = outcome.model is not None and outcome.model.spec.quarantine
     created: dict[tuple[str, str], str] = {}
+    contents: dict[tuple[str, str], str] = {}
     written: list[str] = []
     reverted: list[tuple[str, tuple[str, ...]]] = []
     conflicts: list[str] = []
@@ -54,13 +55,16 @@ async def children(context: runtime.Context, outcome: decide.Outcome) -> observa
             reverted=tuple(reverted),
             deployment=deployment,
             conflicts=tuple(conflicts),
+            contents=contents,
             **found,
         )
 
     for manifest in outcome.children:
         child = f"{manifest['kind']}/{manifest['metadata']['name']}"
         try:
-            live, managers = await _write_child(context, manifest, seen=seen, created=created)
+            live, managers = await _write_child(
+                context, manifest, seen=seen, created=created, contents=contents
+            )
         except _Conflict as conflict:
             conflicts.append(str(conflict))
             if quarantine:
@@ -134,12 +138,27 @@ async def _write_child(
     *,
     seen: observations.Observed,
     created: dict[tuple[str, str], str],
+    contents: dict[tuple[str, str], str],
 ) -> tuple[Manifest | None, list[str] | None]:
-    """Makes the live child exactly `manifest` (its intent recorded), unless it already is.
+    """Makes the live child exactly `manifest` (its intent recorded), unless it already is, and
+    records in `contents` what it does as the API server holds it then.
 
     Returns the live object and None when nothing was written, else the written object and the
     managers whose changes the write reverted ([] for a plain change of our own intent).
     """
+    live, managers = await _make_child(context, manifest, seen=seen, created=created)
+    if live is not None:
+        contents[manifest["kind"], manifest["metadata"]["name"]] = drift.content(live)
+    return live, managers
+
+
+async def _make_child(
+    context: runtime.Context,
+    manifest: Manifest,
+    *,
+    seen: observations.Observed,
+    created: dict[tuple[str, str], str],
+) -> tuple[Manifest | None, list[str] | None]:
     metadata = manifest["metadata"]
     key = (manifest["kind"], metadata["name"])
     live = seen.children.get(key)
@@ -171,14 +190,18 @@ async def _write_child(
     replacement = drift.replacement(manifest, live)
     if intent.recorded(live) != intent.recorded(manifest):
         return await context.kube.replace(replacement), []
-    suspects = drift.foreign_managers(live, own=kube.FIELD_MANAGER)
-    if not suspects:
+    recorded = seen.contents.get(key)
+    if recorded is not None:
+        # What the child does now against what our last write left, whoever wrote since and
+        # whatever field manager name they gave.
+        if drift.content(live) == recorded:
+            return live, None
+    elif not drift.differs(live, await context.kube.replace(replacement, dry_run=True)):
+        # Nothing recorded of it yet (the status write after our last write failed): only the
+        # API server can say whether replacing it with our intent would change anything (it
+        # defaults what we leave out), so ask, storing nothing.
         return live, None
-    # Someone else wrote to this child: only the API server can say whether replacing it with our
-    # intent would change anything (it defaults what we leave out), so ask, storing nothing.
-    if not drift.differs(live, await context.kube.replace(replacement, dry_run=True)):
-        return live, None
-    return await context.kube.replace(replacement), suspects
+    return await context.kube.replace(replacement), drift.writers(live, own=kube.FIELD_MANAGER)
 
 
 async def _tell(

@@ -271,12 +271,19 @@ def _explain(
     detail = _WRAPPING.sub("", detail)
     path = _path(leaf, carried=carried, roots=roots)
     where = f"{label}: certificate {_name(leaf)}"
+    if path is None:
+        # Nothing of it reaches a root of the signer: whatever else the verifier tripped over
+        # (a name constraint or a validity period of the bundle's own CAs) is not the reason.
+        return _untrusted(
+            f"{where} does not chain to a trusted root: no path through the {len(carried)} "
+            "other certificate(s) of the bundle reaches a root of the signer"
+        )
 
     def which(certificate: x509.Certificate) -> str:
         return where if certificate is leaf else f"{where}: {_name(certificate)} of its path"
 
     if "not valid at validation time" in detail:
-        for certificate in path or [leaf, *carried, *roots]:
+        for certificate in path:
             if at < certificate.not_valid_before_utc:
                 return reasons.VerificationError(
                     reasons.Reason.CERTIFICATE_NOT_YET_VALID,
@@ -309,11 +316,6 @@ def _explain(
             reasons.Reason.CERTIFICATE_UNKNOWN_CRITICAL_EXTENSION,
             f"{which(bearer)} has critical extension {extension}, which the verifier "
             "does not implement (RFC 5280: such a certificate must be refused)",
-        )
-    if path is None:
-        return _untrusted(
-            f"{where} does not chain to a trusted root: no path through the {len(carried)} "
-            "other certificate(s) of the bundle reaches a root of the signer"
         )
     for issuer in path[1:]:
         if not is_ca(issuer):

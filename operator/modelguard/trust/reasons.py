@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from modelguard.api import text
+
 
 class Reason(enum.StrEnum):
     """Why a model, a signature bundle or a policy was refused (a condition reason: CamelCase)."""
@@ -118,6 +120,11 @@ class Violation:
     reason: Reason
     message: str
 
+    def __post_init__(self) -> None:
+        # A refusal quotes what a bundle, a certificate or a store says: escaped once, here, for
+        # every condition, Event, audit record and log line that carries it.
+        object.__setattr__(self, "message", text.escape(self.message))
+
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
 
@@ -126,6 +133,7 @@ class VerificationError(Exception):
     """A refusal: every failure of the trust layer is one of these, never a bare exception."""
 
     def __init__(self, reason: Reason, message: str) -> None:
+        message = text.escape(message)
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message

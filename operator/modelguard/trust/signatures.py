@@ -88,11 +88,14 @@ def _pae_header(payload_type: str, payload: bytes) -> bytes:
 
 class _Message:
     """The PAE of a bundle, hashed as each curve's hash needs it, never built: it would copy the
-    payload, the largest part of a signature file."""
+    payload, the largest part of a signature file. `known` are digests taken before (by hash
+    name), when the payload itself is no longer at hand (trust/evidence)."""
 
-    def __init__(self, signed: bundle.Bundle) -> None:
+    def __init__(
+        self, signed: bundle.Bundle, known: typing.Mapping[str, bytes] | None = None
+    ) -> None:
         self._signed = signed
-        self._digests: dict[str, bytes] = {}
+        self._digests: dict[str, bytes] = dict(known or {})
 
     def digest(self, algorithm: hashes.HashAlgorithm) -> bytes:
         found = self._digests.get(algorithm.name)
@@ -132,14 +135,17 @@ def verify(
     signers: typing.Sequence[TrustedSigner],
     *,
     at: datetime.datetime | None = None,
+    digests: typing.Mapping[str, bytes] | None = None,
 ) -> Verified:
     """The trusted signer whose signature `signed` carries; VerificationError otherwise.
 
     `at` is when certificates must be valid; by default now. The certificate method carries no
     trusted signing time (OMS 8.2: the leaf MUST be within its validity period), so a signature
-    is judged when it is verified, never at the certificate's own notBefore.
+    is judged when it is verified, never at the certificate's own notBefore. `digests` are the
+    signed message's digests by hash name, kept from an earlier verification (trust/evidence),
+    instead of the bundle's payload.
     """
-    message = _Message(signed)
+    message = _Message(signed, digests)
     if signed.keyless:
         if any(isinstance(signer, KeylessSigner) for signer in signers):
             raise reasons.VerificationError(

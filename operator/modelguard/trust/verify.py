@@ -30,6 +30,8 @@ class SignedModel:
     signers: tuple[signatures.Verified, ...]
     audit: tuple[reasons.Violation, ...]
     """Violations admitted because the policy's enforcement is Audit."""
+    payload: bytes = b""
+    """The signed statement as its first verified bundle carries it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +67,16 @@ def verify_signatures(
     signature_uri: str | None = None,
     namespace: str | None = None,
     at: datetime.datetime | None = None,
+    bundles: typing.Sequence[bundle.Bundle] | None = None,
 ) -> SignedModel:
-    """The signed statement of a .sig/.jsonl file, checked against the policy's rules."""
+    """The signed statement of a .sig/.jsonl file, checked against the policy's rules
+    (`bundles`: the file's, parsed already)."""
     verified: list[signatures.Verified] = []
     statements: list[tuple[str, statement.Statement]] = []
+    payloads: list[bytes] = []
     failures: list[reasons.VerificationError] = []
-    bundles = bundles_of(signature_file)
+    if bundles is None:
+        bundles = bundles_of(signature_file)
     # Audit admits too few signers but not none: one bundle that verifies is what it needs.
     needed = 1 if rules.audit else rules.min_signers
     for tried, signed in enumerate(bundles, 1):
@@ -87,6 +93,7 @@ def verify_signatures(
             continue
         # Parsed only once its signature verified: until then its content is anyone's.
         statements.append((signed.label, statement.parse(signed.payload)))
+        payloads.append(signed.payload)
         verified.append(who)
     if not statements:
         # A new one: raised, a kept one would refer to this frame, which refers to it.
@@ -125,7 +132,7 @@ def verify_signatures(
             violations[0].reason, f"{violations[0].message}; {first_failure}"
         )
     admitted = policy.enforce(violations, audit=rules.audit)
-    return SignedModel(first, tuple(verified), tuple(admitted))
+    return SignedModel(first, tuple(verified), tuple(admitted), payloads[0])
 
 
 def compare(
