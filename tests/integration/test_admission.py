@@ -711,10 +711,15 @@ def test_chart_keeps_its_webhook_certificate_and_rotates_trusting_both_cas(
         assert webhook["timeoutSeconds"] <= 5
         # Fail for our kinds and managed children; a dead webhook must not stop the scaling of
         # every other Deployment, nor anyone's NetworkPolicies, so the webhooks sent every
-        # object of a kind (no label selects ours) are Ignore.
-        ours = webhook["rules"][0]["apiGroups"] == ["modelguard.dev"] or (
-            webhook.get("objectSelector") or {}
-        ).get("matchLabels") == {"app.kubernetes.io/managed-by": "modelguard"}
+        # object of a kind (no label selects ours) are Ignore. Except exec, attach and
+        # port-forward (CONNECT, never labelled): failing open would let anyone into a model's
+        # pods whenever no operator pod answers, so they fail closed by default (its own value).
+        ours = (
+            webhook["rules"][0]["apiGroups"] == ["modelguard.dev"]
+            or (webhook.get("objectSelector") or {}).get("matchLabels")
+            == {"app.kubernetes.io/managed-by": "modelguard"}
+            or webhook["rules"][0]["operations"] == ["CONNECT"]
+        )
         assert webhook["failurePolicy"] == ("Fail" if ours else "Ignore"), webhook["name"]
         if webhook["rules"][0]["scope"] == "Cluster":
             continue  # a namespaceSelector does not apply to cluster-scoped TrustPolicies

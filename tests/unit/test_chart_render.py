@@ -322,6 +322,34 @@ def test_objects_owned_by_a_model_or_its_children_by_uid_are_the_operators(helm:
     }
 
 
+def _webhook(docs: list[Manifest], name: str) -> Manifest | None:
+    config = kinds(docs)["ValidatingWebhookConfiguration", "t-modelguard"]
+    found = [w for w in config["webhooks"] if w["name"] == name]
+    return found[0] if found else None
+
+
+def test_exec_into_model_pods_is_sent_to_the_webhook_failing_closed_by_default(
+    helm: Path,
+) -> None:
+    webhook = _webhook(render(helm), "model-pod-connect.modelguard.dev")
+    assert webhook is not None
+    assert webhook["failurePolicy"] == "Fail"
+    (rule,) = webhook["rules"]
+    assert rule["operations"] == ["CONNECT"]
+    assert rule["resources"] == ["pods/exec", "pods/attach", "pods/portforward", "pods/proxy"]
+    assert webhook["clientConfig"]["service"]["path"] == "/model-pod-connect"
+    assert "objectSelector" not in webhook  # a CONNECT request has no labels to select by
+    (excluded,) = webhook["namespaceSelector"]["matchExpressions"]
+    assert set(excluded["values"]) == {"kube-system", "kube-node-lease", "mg"}
+    ignoring = render(helm, "--set", "webhook.modelPodConnect.failurePolicy=Ignore")
+    assert (_webhook(ignoring, "model-pod-connect.modelguard.dev") or {})["failurePolicy"] == (
+        "Ignore"
+    )
+    off = render(helm, "--set", "webhook.modelPodConnect.enabled=false")
+    assert _webhook(off, "model-pod-connect.modelguard.dev") is None
+    assert _webhook(off, "networkpolicies.modelguard.dev") is not None
+
+
 def test_objects_owned_by_a_model_deployment_are_written_by_the_operator_alone(
     helm: Path,
 ) -> None:
