@@ -355,6 +355,20 @@ def model_pods_by_namespace(
     return webhooks.index_model_pods(namespace=namespace, name=name, body=body)
 
 
+@kopf.index("", "v1", "pods", labels=_MANAGED, id=webhooks.MODEL_PODS)
+def model_pods_by_name(
+    namespace: str | None, name: str, labels: kopf.Labels, **_: typing.Any
+) -> dict[tuple[str | None, str], str]:
+    return webhooks.index_model_pod(namespace=namespace, name=name, pod_labels=labels)
+
+
+@kopf.index("", "v1", "pods", labels=_MANAGED, id=webhooks.MODEL_POD_LABELS)
+def model_pod_labels(
+    namespace: str | None, labels: kopf.Labels, **_: typing.Any
+) -> dict[tuple[str | None, str], dict[str, str]]:
+    return webhooks.index_model_pod_labels(namespace=namespace, pod_labels=labels)
+
+
 @kopf.on.event("", "v1", "namespaces")
 async def admission_caches_filled(memo: kopf.Memo, **kwargs: typing.Any) -> None:
     webhooks.caches_filled(memo, kwargs)
@@ -396,6 +410,34 @@ async def validate_model_approval(warnings: list[str], **kwargs: typing.Any) -> 
 @kopf.on.validate("networking.k8s.io", "v1", "networkpolicies", id=serving.NETWORK_POLICY_PATH)
 async def validate_network_policy(memo: kopf.Memo, **kwargs: typing.Any) -> None:
     webhooks.network_policy(memo, kwargs)
+
+
+# exec, attach, port-forward and proxy into a model's pods: CONNECT requests, which carry no
+# labels; the webhook is sent every one in the guarded namespaces.
+@kopf.on.validate(
+    "", "v1", "pods", subresource="exec", operations=["CONNECT"], id=serving.MODEL_POD_CONNECT_PATH
+)
+@kopf.on.validate(
+    "",
+    "v1",
+    "pods",
+    subresource="attach",
+    operations=["CONNECT"],
+    id=serving.MODEL_POD_CONNECT_PATH,
+)
+@kopf.on.validate(
+    "",
+    "v1",
+    "pods",
+    subresource="portforward",
+    operations=["CONNECT"],
+    id=serving.MODEL_POD_CONNECT_PATH,
+)
+@kopf.on.validate(
+    "", "v1", "pods", subresource="proxy", operations=["CONNECT"], id=serving.MODEL_POD_CONNECT_PATH
+)
+async def validate_model_pod_connect(memo: kopf.Memo, **kwargs: typing.Any) -> None:
+    webhooks.model_pod_connect(memo, kwargs)
 
 
 @kopf.on.validate(

@@ -310,7 +310,12 @@ def test_what_the_model_deployment_spawns_is_guarded_too(
     for what, args in attempts.items():
         result = user.run(*args, "-n", namespace, check=False)
         assert result.returncode != 0, f"{what}: allowed"
-        assert "denied the request" in result.stderr, f"{what}: {result.stderr}"
+        # The webhook refuses, or first (for the ReplicaSet, owned by the model's Deployment)
+        # the API server's own policy on objects owned by a model's children.
+        assert "denied the request" in result.stderr or (
+            "ValidatingAdmissionPolicy 'modelguard-owned-objects-by-uid'" in result.stderr
+            and f"edit the ModelDeployment {namespace}/{model} instead" in result.stderr
+        ), f"{what}: {result.stderr}"
     # The built-in edit role may not debug; a role that may shows the webhook's own refusal.
     kubectl.run(
         "create",
@@ -536,8 +541,10 @@ def test_a_network_policy_that_opens_a_model_beyond_its_trust_policy_is_refused(
     }
     says = {
         "from anywhere, by address": (
+            # Neither the TrustPolicy nor its ranges: the writer may read neither.
             f"NetworkPolicy {where}/from-anywhere: spec.ingress[0].from[0].ipBlock.cidr: "
-            '0.0.0.0/0 is not inside the ranges TrustPolicy "default" allows'
+            "0.0.0.0/0 is not inside the ranges the model's TrustPolicy allows in "
+            "spec.network.ingressCIDRs; add it there or narrow the range"
         ),
         "to everything, by an empty rule": (
             f"NetworkPolicy {where}/to-everything: spec.egress[0].to is empty"
@@ -764,10 +771,15 @@ def test_chart_keeps_its_webhook_certificate_and_rotates_trusting_both_cas(
         assert webhook["timeoutSeconds"] <= 5
         # Fail for our kinds and managed children; a dead webhook must not stop the scaling of
         # every other Deployment, nor anyone's NetworkPolicies, so the webhooks sent every
-        # object of a kind (no label selects ours) are Ignore.
-        ours = webhook["rules"][0]["apiGroups"] == ["modelguard.dev"] or (
-            webhook.get("objectSelector") or {}
-        ).get("matchLabels") == {"app.kubernetes.io/managed-by": "modelguard"}
+        # object of a kind (no label selects ours) are Ignore. Except exec, attach and
+        # port-forward (CONNECT, never labelled): failing open would let anyone into a model's
+        # pods whenever no operator pod answers, so they fail closed by default (its own value).
+        ours = (
+            webhook["rules"][0]["apiGroups"] == ["modelguard.dev"]
+            or (webhook.get("objectSelector") or {}).get("matchLabels")
+            == {"app.kubernetes.io/managed-by": "modelguard"}
+            or webhook["rules"][0]["operations"] == ["CONNECT"]
+        )
         assert webhook["failurePolicy"] == ("Fail" if ours else "Ignore"), webhook["name"]
         if webhook["rules"][0]["scope"] == "Cluster":
             continue  # a namespaceSelector does not apply to cluster-scoped TrustPolicies

@@ -6,10 +6,12 @@ model's pods through a label admission does not predict."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import typing
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import harness
@@ -387,6 +389,43 @@ def test_egress_ranges_withdrawn_from_the_policy_stay_open_in_what_serves(
 # --- Admission of NetworkPolicies, quarantine of an unparsable spec, Events as the operator ------
 
 
+@contextlib.contextmanager
+def _model_where_the_webhook_watches(
+    kubectl: harness.Kubectl,
+    *,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    s3: s3server.S3Server,
+) -> Iterator[str]:
+    """A ready model in the namespace the test's webhook process watches (its caches of models
+    and their pods cover that namespace alone, as an operator's cover the namespaces it
+    watches), under a TrustPolicy of its own; yields its name, deletes both afterwards."""
+    where = IDLE_NAMESPACE
+    name = f"hash-{uuid.uuid4().hex[:6]}"
+    policy = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
+    kubectl.apply(policy)
+    kubectl.apply(signedmodel.credentials_secret(s3, name="models-readonly"), namespace=where)
+    kubectl.run(
+        "create",
+        "rolebinding",
+        "modelguard-source-credentials",
+        "-n",
+        where,
+        "--clusterrole=modelguard-source-credentials",
+        "--serviceaccount=modelguard-system:modelguard",
+        check=False,
+    )
+    try:
+        uri = publish_model("1.4.0", approve=False)
+        kubectl.apply(model_deployment(name, source=uri, trustPolicy=name), namespace=where)
+        wait_ready(kubectl, where, name)
+        yield name
+    finally:
+        kubectl.run("delete", "modeldeployment", name, "-n", where, check=False)
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
 def test_a_network_policy_selecting_the_model_pods_by_their_template_hash_is_refused(
     kubectl: harness.Kubectl,
     publish_model: PublishModel,
@@ -403,25 +442,27 @@ def test_a_network_policy_selecting_the_model_pods_by_their_template_hash_is_ref
     # process watches, so that its cache has the model.
     del webhook
     where = IDLE_NAMESPACE
-    name = f"hash-{uuid.uuid4().hex[:6]}"
-    policy = signedmodel.trust_policy(name=name, public_key=signing_key[1], sources=model_sources)
-    kubectl.apply(policy)
-    kubectl.apply(signedmodel.credentials_secret(s3, name="models-readonly"), namespace=where)
-    kubectl.run(
-        "create",
-        "rolebinding",
-        "modelguard-source-credentials",
-        "-n",
-        where,
-        "--clusterrole=modelguard-source-credentials",
-        "--serviceaccount=modelguard-system:modelguard",
-        check=False,
-    )
     created: list[str] = []
-    try:
-        uri = publish_model("1.4.0", approve=False)
-        kubectl.apply(model_deployment(name, source=uri, trustPolicy=name), namespace=where)
-        wait_ready(kubectl, where, name)
+    with (
+        _model_where_the_webhook_watches(
+            kubectl,
+            publish_model=publish_model,
+            signing_key=signing_key,
+            model_sources=model_sources,
+            s3=s3,
+        ) as name,
+        contextlib.ExitStack() as cleanup,
+    ):
+        cleanup.callback(
+            kubectl.run,
+            "delete",
+            "networkpolicy",
+            *created,
+            "-n",
+            where,
+            "--ignore-not-found",
+            check=False,
+        )
         (pod, *_) = kubectl.json("get", "pods", "-n", where, "-l", f"{SELECTOR}={name}")["items"]
         template_hash = pod["metadata"]["labels"]["pod-template-hash"]
 
@@ -457,12 +498,6 @@ def test_a_network_policy_selecting_the_model_pods_by_their_template_hash_is_ref
             == 0
         ]
         assert not admitted, f"NetworkPolicies opening the model's pods were admitted: {admitted}"
-    finally:
-        kubectl.run("delete", "modeldeployment", name, "-n", where, check=False)
-        kubectl.run(
-            "delete", "networkpolicy", *created, "-n", where, "--ignore-not-found", check=False
-        )
-        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
 
 
 def test_quarantine_through_the_spec_stops_what_serves_even_when_the_spec_does_not_parse(
@@ -746,6 +781,9 @@ def test_a_namespace_editor_cannot_exec_into_a_model_pod(
     kubectl: harness.Kubectl,
     namespace: str,
     publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+    s3: s3server.S3Server,
     as_service_account: typing.Callable[[str], harness.Kubectl],
     webhook: typing.Any,  # noqa: F811 - the fixture imported above
 ) -> None:
@@ -754,19 +792,46 @@ def test_a_namespace_editor_cannot_exec_into_a_model_pod(
     # managed-by label, and a CONNECT request's object (PodExecOptions) carries none. The model
     # server image holds Python: an editor reads the model's files (the weights leave the
     # cluster) and changes the serving process (same user, same pod) with no refusal, no drift
-    # and no audit record.
+    # and no audit record. In the namespace the test's webhook process watches, so that its
+    # cache has the model's pods (an operator knows the pods of the namespaces it watches).
     del webhook
-    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
-    wait_ready(kubectl, namespace, "m")
-    (pod, *_) = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}=m")["items"]
-    editor = _editor(kubectl, namespace, as_service_account)
-    for verb in (
-        ("exec", pod["metadata"]["name"], "--", "python3", "-c", "print(1)"),
-        ("attach", pod["metadata"]["name"]),
-    ):
-        result = editor.run(verb[0], "-n", namespace, *verb[1:], check=False, timeout=30)
-        assert result.returncode != 0
-        assert "denied the request" in result.stderr, f"{verb[0]}: {result.stderr.strip()}"
+    where = IDLE_NAMESPACE
+    with _model_where_the_webhook_watches(
+        kubectl,
+        publish_model=publish_model,
+        signing_key=signing_key,
+        model_sources=model_sources,
+        s3=s3,
+    ) as name:
+        (pod, *_) = kubectl.json("get", "pods", "-n", where, "-l", f"{SELECTOR}={name}")["items"]
+        editor = as_service_account("editor")
+        binding = f"editor-{namespace}"
+        kubectl.run(
+            "create",
+            "rolebinding",
+            binding,
+            "-n",
+            where,
+            "--clusterrole=edit",
+            f"--serviceaccount={namespace}:editor",
+        )
+        try:
+            for verb in (
+                ("exec", pod["metadata"]["name"], "--", "python3", "-c", "print(1)"),
+                ("attach", pod["metadata"]["name"]),
+            ):
+
+                def refused(verb: tuple[str, ...] = verb) -> None:
+                    # The webhook's cache of model pods follows a watch.
+                    result = editor.run(verb[0], "-n", where, *verb[1:], check=False, timeout=30)
+                    assert result.returncode != 0
+                    assert "denied the request" in result.stderr, (
+                        f"{verb[0]}: {result.stderr.strip()}"
+                    )
+
+                harness.eventually(refused, timeout=30)
+        finally:
+            kubectl.run("delete", "rolebinding", binding, "-n", where, check=False)
 
 
 def test_a_network_policy_opening_the_model_is_reported_while_its_version_cannot_be_verified(

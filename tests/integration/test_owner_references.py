@@ -172,3 +172,25 @@ def test_the_operator_writes_its_children_and_the_garbage_collector_collects_or_
         assert children("collected") == []
 
     harness.eventually(collected, timeout=60)
+
+
+def test_references_too_many_to_judge_are_refused_where_models_live(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    publish_model: PublishModel,
+    as_service_account: typing.Callable[[str], harness.Kubectl],
+) -> None:
+    # The policy matching references by uid fails open on an evaluation error (a paramKind not
+    # yet served must not stop the cluster's writes): a list of references long enough to
+    # exhaust its CEL cost budget must be refused, not let through.
+    kubectl.apply(model_deployment("m", source=publish_model("1.4.0")), namespace=namespace)
+    wait_ready(kubectl, namespace, "m")
+    editor = _editor(kubectl, namespace, as_service_account)
+    many = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": f"o{i}", "uid": f"u-{i}"}
+        for i in range(65)
+    ]
+    result = editor.apply(_owned(_config_map("many"), *many), namespace=namespace, check=False)
+    assert result.returncode != 0, "65 ownerReferences were admitted beside a model"
+    assert "lists more than 64 references" in result.stderr, result.stderr
+    editor.apply(_owned(_config_map("enough"), *many[:64]), namespace=namespace)

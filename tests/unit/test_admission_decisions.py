@@ -412,6 +412,20 @@ HELD = decisions.ModelPods(
         {"modelguard.dev/model-deployment": "held", "app.kubernetes.io/version": "1"},
     ),
 )
+# A model whose pods exist, with the labels others gave them.
+RUNNING = dataclasses.replace(
+    BERT,
+    live_pod_labels=(
+        {
+            "modelguard.dev/model-deployment": "bert",
+            "app": "bert",
+            "pod-template-hash": "7c54bb5d48",
+            "sidecar.example/injected": "true",
+        },
+    ),
+)
+LIVE_HASH = {"matchLabels": {"pod-template-hash": "7c54bb5d48"}}
+ANY_HASH = {"matchLabels": {"pod-template-hash": "6b9f8d7c5"}}
 POLICIES = {"default": policy({}), "strict": policy({})}
 INTERNET = {"ipBlock": {"cidr": "0.0.0.0/0"}}
 GATEWAY = {"podSelector": {"matchLabels": {"app": "gateway"}}}
@@ -442,6 +456,55 @@ NETWORK_POLICY_CASES = {
             "CREATE", new=netpol({"matchLabels": {"app": "web"}}, INTERNET), kind="NetworkPolicy"
         ),
         allowed=True,
+    ),
+    "opens the model's pods by their template hash": NetworkPolicyCase(
+        review("CREATE", new=netpol(LIVE_HASH, INTERNET), kind="NetworkPolicy"),
+        allowed=False,
+        models=(RUNNING,),
+    ),
+    "opens pods to come by a template hash of any value": NetworkPolicyCase(
+        review("CREATE", new=netpol(ANY_HASH, INTERNET), kind="NetworkPolicy"), allowed=False
+    ),
+    "opens pods to come by the existence of a template hash": NetworkPolicyCase(
+        review(
+            "CREATE",
+            new=netpol(
+                {"matchExpressions": [{"key": "pod-template-hash", "operator": "Exists"}]},
+                INTERNET,
+            ),
+            kind="NetworkPolicy",
+        ),
+        allowed=False,
+    ),
+    "opens pods without a template hash (none of a Deployment's)": NetworkPolicyCase(
+        review(
+            "CREATE",
+            new=netpol(
+                {"matchExpressions": [{"key": "pod-template-hash", "operator": "DoesNotExist"}]},
+                INTERNET,
+            ),
+            kind="NetworkPolicy",
+        ),
+        allowed=True,
+        models=(BERT,),
+    ),
+    "opens the model's pods by a label a mutating webhook gave them": NetworkPolicyCase(
+        review(
+            "CREATE",
+            new=netpol({"matchLabels": {"sidecar.example/injected": "true"}}, INTERNET),
+            kind="NetworkPolicy",
+        ),
+        allowed=False,
+        models=(RUNNING,),
+    ),
+    "opens another Deployment's pods by their template hash": NetworkPolicyCase(
+        review(
+            "CREATE",
+            new=netpol({"matchLabels": {"app": "web", "pod-template-hash": "5d8f7"}}, INTERNET),
+            kind="NetworkPolicy",
+        ),
+        allowed=True,
+        models=(RUNNING,),
     ),
     "no model in the namespace": NetworkPolicyCase(
         review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
@@ -499,6 +562,7 @@ def test_network_policy(case: NetworkPolicyCase) -> None:
 
 
 def test_a_widening_network_policy_is_refused_naming_it_the_rule_and_the_model() -> None:
+    # Neither the TrustPolicy nor its ranges: the writer of a NetworkPolicy may read neither.
     decision = decisions.network_policy(
         review("CREATE", new=netpol(EVERY_POD, INTERNET), kind="NetworkPolicy"),
         identity=IDENTITY,
@@ -507,8 +571,70 @@ def test_a_widening_network_policy_is_refused_naming_it_the_rule_and_the_model()
     )
     assert decision.message == (
         "NetworkPolicy ml/bert: spec.ingress[0].from[0].ipBlock.cidr: 0.0.0.0/0 is not inside "
-        'the ranges TrustPolicy "default" allows in spec.network.ingressCIDRs (none); add it '
-        "there or narrow the range. It selects the pods of ModelDeployment ml/bert, which it "
-        "would open beyond that TrustPolicy: narrow spec.podSelector so that it does not select "
-        "them, or the rule"
+        "the ranges the model's TrustPolicy allows in spec.network.ingressCIDRs; add it there "
+        "or narrow the range. It selects the pods of ModelDeployment ml/bert, which it would "
+        "open beyond what the model's TrustPolicy allows: narrow spec.podSelector so that it "
+        "does not select them (by any label they carry), or the rule"
+    )
+
+
+# --- exec, attach, port-forward and proxy into a model's pods (CONNECT) -------------------------
+
+EXEC_OPTIONS = {"kind": "PodExecOptions", "apiVersion": "v1", "command": ["python3"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectCase:
+    request: dict[str, typing.Any]
+    model: str | None
+    allowed: bool
+    caches_filled: bool = True
+
+
+def connect(subresource: str, **kwargs: typing.Any) -> dict[str, typing.Any]:
+    return review("CONNECT", new=EXEC_OPTIONS, subresource=subresource, kind="Pod", **kwargs)
+
+
+CONNECT_CASES = {
+    "exec into a model's pod": ConnectCase(connect("exec"), model="bert", allowed=False),
+    "attach to a model's pod": ConnectCase(connect("attach"), model="bert", allowed=False),
+    "port-forward to a model's pod": ConnectCase(
+        connect("portforward"), model="bert", allowed=False
+    ),
+    "proxy to a model's pod": ConnectCase(connect("proxy"), model="bert", allowed=False),
+    "a cluster admin is no exception": ConnectCase(
+        connect("exec", user="kubernetes-admin", groups=("system:masters",)),
+        model="bert",
+        allowed=False,
+    ),
+    "the operator is no exception (it never execs)": ConnectCase(
+        connect("exec", user=OPERATOR), model="bert", allowed=False
+    ),
+    "break-glass may": ConnectCase(
+        connect("exec", groups=("modelguard:break-glass",)), model="bert", allowed=True
+    ),
+    "exec into any other pod": ConnectCase(connect("exec"), model=None, allowed=True),
+    "before the cache of model pods is filled: refused": ConnectCase(
+        connect("exec"), model=None, allowed=False, caches_filled=False
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CONNECT_CASES.values(), ids=CONNECT_CASES.keys())
+def test_model_pod_connect(case: ConnectCase) -> None:
+    decision = decisions.model_pod_connect(
+        case.request, identity=IDENTITY, model=case.model, caches_filled=case.caches_filled
+    )
+    assert decision.allowed is case.allowed, decision.message
+
+
+def test_an_exec_refusal_names_the_pod_the_model_and_what_to_do_instead() -> None:
+    decision = decisions.model_pod_connect(
+        connect("exec"), identity=IDENTITY, model="bert", caches_filled=True
+    )
+    assert decision.message == (
+        "pod ml/bert serves ModelDeployment ml/bert, and nobody may exec into a model's pods: "
+        "its files are the verified model and its process serves it. Read its logs (kubectl "
+        "logs), status and Events instead (kubectl describe modeldeployment bert -n ml); in an "
+        "incident, the break-glass group may."
     )

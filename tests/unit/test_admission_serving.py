@@ -27,7 +27,7 @@ IDENTITY = decisions.Identity(operator_username="system:serviceaccount:mg:mg")
 
 def test_webhook_server_serves_tls_from_the_cert_dir(tmp_path: pathlib.Path) -> None:
     options = serving.Options(port=9443, cert_dir=tmp_path, addr="127.0.0.1", identity=IDENTITY)
-    server = serving.server(options)
+    server = getattr(serving.server(options), "served", None)
     assert isinstance(server, kopf.WebhookServer)
     assert (server.addr, server.port) == ("127.0.0.1", 9443)
     assert (server.certfile, server.pkeyfile) == (tmp_path / "tls.crt", tmp_path / "tls.key")
@@ -286,3 +286,24 @@ async def test_a_client_name_narrows_what_the_ca_signed(tls: pathlib.Path) -> No
 def test_a_client_name_without_a_ca_is_refused(tls: pathlib.Path) -> None:
     with pytest.raises(kopf.PermanentError, match="--webhook-client-ca"):
         serving.server(_options(tls, client_names=("kube-apiserver",)))
+
+
+def test_a_connect_request_names_its_pod_where_handlers_read_it() -> None:
+    # kopf's handlers read an object's name and namespace from its metadata; a CONNECT
+    # request's object (PodExecOptions) has none, its pod is named by the request alone.
+    review = {
+        "request": {
+            "operation": "CONNECT",
+            "name": "bert-7c54bb5d48-ct4ht",
+            "namespace": "ml",
+            "object": {"kind": "PodExecOptions", "apiVersion": "v1", "command": ["sh"]},
+        }
+    }
+    serving.name_connect_target(review)
+    assert review["request"]["object"]["metadata"] == {
+        "name": "bert-7c54bb5d48-ct4ht",
+        "namespace": "ml",
+    }
+    created = {"request": {"operation": "CREATE", "name": "x", "object": {"metadata": {}}}}
+    serving.name_connect_target(created)
+    assert created["request"]["object"] == {"metadata": {}}

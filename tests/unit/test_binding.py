@@ -74,6 +74,44 @@ def test_selects(selector: dict[str, typing.Any], labels: dict[str, str], select
     assert selectors.selects(_selector(**selector), labels) is selected
 
 
+POD = {"app": "bert"}
+HASH = "pod-template-hash"
+
+
+@pytest.mark.parametrize(
+    ("selector", "selected"),
+    [
+        pytest.param({"matchLabels": {HASH: "7c54bb5d48"}}, True, id="any-value"),
+        pytest.param({"matchLabels": {HASH: "7c54bb5d48", "app": "bert"}}, True, id="and-known"),
+        pytest.param({"matchLabels": {HASH: "7c54bb5d48", "app": "web"}}, False, id="known-differ"),
+        pytest.param(
+            {"matchExpressions": [{"key": HASH, "operator": "In", "values": ["x"]}]}, True, id="in"
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": HASH, "operator": "NotIn", "values": ["x"]}]},
+            True,
+            id="not-in",
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": HASH, "operator": "Exists"}]}, True, id="exists"
+        ),
+        pytest.param(
+            {"matchExpressions": [{"key": HASH, "operator": "DoesNotExist"}]},
+            False,
+            id="does-not-exist",
+        ),
+    ],
+)
+def test_a_label_of_unknown_value_may_be_selected_by_any_term_but_its_absence(
+    selector: dict[str, typing.Any], selected: bool
+) -> None:
+    assert selectors.may_select(_selector(**selector), POD, unknown=(HASH,)) is selected
+    # Without unknown keys, exactly `selects`.
+    assert selectors.may_select(_selector(**selector), POD) is selectors.selects(
+        _selector(**selector), POD
+    )
+
+
 def _policy(selector: dict[str, typing.Any] | None) -> trustpolicy.TrustPolicy:
     spec: dict[str, typing.Any] = {"signers": [{"name": "release", "publicKey": KEY}]}
     if selector is not None:

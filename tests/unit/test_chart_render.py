@@ -232,10 +232,129 @@ def test_the_operators_writes_are_bounded_by_admission_policies_bound_to_its_ide
 
 def test_the_admission_policies_can_be_left_out(helm: Path) -> None:
     found = kinds(render(helm, "--set", "admissionPolicy.enabled=false"))
-    assert [key for key in found if key[0].startswith("ValidatingAdmissionPolicy")] == [
-        ("ValidatingAdmissionPolicy", "t-modelguard-owned-objects"),
-        ("ValidatingAdmissionPolicyBinding", "t-modelguard-owned-objects"),
+    assert sorted(key for key in found if key[0].startswith("ValidatingAdmissionPolicy")) == [
+        (kind, f"t-modelguard-{name}")
+        for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        for name in ("operator-events", "operator-status", "owned-objects", "owned-objects-by-uid")
     ]
+    each = {
+        "statusPolicy": ["operator-status"],
+        "eventsPolicy": ["operator-events"],
+        "ownedObjectsPolicy": ["owned-objects", "owned-objects-by-uid"],
+    }
+    every = len([key for key in kinds(render(helm)) if key[0] == "ValidatingAdmissionPolicy"])
+    for value, names in each.items():
+        off = kinds(render(helm, "--set", f"{value}.enabled=false"))
+        for name in names:
+            assert ("ValidatingAdmissionPolicy", f"t-modelguard-{name}") not in off
+            assert ("ValidatingAdmissionPolicyBinding", f"t-modelguard-{name}") not in off
+        policies = [key for key in off if key[0] == "ValidatingAdmissionPolicy"]
+        assert len(policies) == every - len(names)
+
+
+def test_the_status_of_modelguards_objects_is_written_by_the_operator_alone(helm: Path) -> None:
+    found = kinds(render(helm, "--set", "webhook.breakGlassGroup=sre:incident"))
+    name = "t-modelguard-operator-status"
+    policy = found["ValidatingAdmissionPolicy", name]["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    (rule,) = policy["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"]) == (["modelguard.dev"], ["*/status"])
+    # The operator alone: break-glass is no exception (a status by hand would be taken for the
+    # operator's own record).
+    assert policy["matchConditions"] == [
+        {
+            "name": "not-the-operator",
+            "expression": "request.userInfo.username != 'system:serviceaccount:mg:t-modelguard'",
+        }
+    ]
+    assert [v["expression"] for v in policy["validations"]] == ["false"]
+    binding = found["ValidatingAdmissionPolicyBinding", name]["spec"]
+    assert binding == {"policyName": name, "validationActions": ["Deny"]}
+
+
+def test_events_as_modelguard_are_posted_by_the_operator_alone(helm: Path) -> None:
+    found = kinds(render(helm))
+    name = "t-modelguard-operator-events"
+    policy = found["ValidatingAdmissionPolicy", name]["spec"]
+    assert policy["failurePolicy"] == "Fail"
+    assert {
+        (group, resource)
+        for rule in policy["matchConstraints"]["resourceRules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    } == {("", "events"), ("events.k8s.io", "events")}
+    (excluded,) = policy["matchConstraints"]["namespaceSelector"]["matchExpressions"]
+    assert excluded == {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "NotIn",
+        "values": ["kube-system", "kube-node-lease"],
+    }
+    conditions = [c["expression"] for c in policy["matchConditions"]]
+    assert conditions == ["request.userInfo.username != 'system:serviceaccount:mg:t-modelguard'"]
+    variables = " ".join(v["expression"] for v in policy["variables"])
+    for field in ("reportingComponent", "source.component", "reportingController"):
+        assert f"object.{field}" in variables
+        assert f"oldObject.{field}" in variables
+    assert "deprecatedSource.component" in variables
+
+
+def test_objects_owned_by_a_model_or_its_children_by_uid_are_the_operators(helm: Path) -> None:
+    found = kinds(render(helm, "--set", "webhook.breakGlassGroup=sre:incident"))
+    name = "t-modelguard-owned-objects-by-uid"
+    policy = found["ValidatingAdmissionPolicy", name]["spec"]
+    # A paramKind the API server cannot resolve (the CRD not served yet) fails every request the
+    # policy matches: with Fail, every namespaced write in the cluster. The length of the
+    # references is bounded first, so that no evaluation error can be provoked to get through.
+    assert policy["failurePolicy"] == "Ignore"
+    assert "size(object.metadata.ownerReferences) <= 64" in policy["validations"][0]["expression"]
+    # Each ModelDeployment of the object's namespace is a parameter: its uid and its children's.
+    assert policy["paramKind"] == {
+        "apiVersion": "modelguard.dev/v1alpha1",
+        "kind": "ModelDeployment",
+    }
+    same = found["ValidatingAdmissionPolicy", "t-modelguard-owned-objects"]["spec"]
+    assert policy["matchConstraints"] == same["matchConstraints"]
+    conditions = " ".join(c["expression"] for c in policy["matchConditions"])
+    assert "request.userInfo.username != 'system:serviceaccount:mg:t-modelguard'" in conditions
+    assert "'sre:incident' in request.userInfo.groups" in conditions
+    assert "startsWith('system:serviceaccount:kube-system:')" in conditions
+    expressions = " ".join(v["expression"] for v in policy["variables"])
+    assert "params.metadata.uid" in expressions
+    assert "params.status.children" in expressions
+    binding = found["ValidatingAdmissionPolicyBinding", name]["spec"]
+    assert binding == {
+        "policyName": name,
+        "paramRef": {"selector": {}, "parameterNotFoundAction": "Allow"},
+        "validationActions": ["Deny"],
+    }
+
+
+def _webhook(docs: list[Manifest], name: str) -> Manifest | None:
+    config = kinds(docs)["ValidatingWebhookConfiguration", "t-modelguard"]
+    found = [w for w in config["webhooks"] if w["name"] == name]
+    return found[0] if found else None
+
+
+def test_exec_into_model_pods_is_sent_to_the_webhook_failing_closed_by_default(
+    helm: Path,
+) -> None:
+    webhook = _webhook(render(helm), "model-pod-connect.modelguard.dev")
+    assert webhook is not None
+    assert webhook["failurePolicy"] == "Fail"
+    (rule,) = webhook["rules"]
+    assert rule["operations"] == ["CONNECT"]
+    assert rule["resources"] == ["pods/exec", "pods/attach", "pods/portforward", "pods/proxy"]
+    assert webhook["clientConfig"]["service"]["path"] == "/model-pod-connect"
+    assert "objectSelector" not in webhook  # a CONNECT request has no labels to select by
+    (excluded,) = webhook["namespaceSelector"]["matchExpressions"]
+    assert set(excluded["values"]) == {"kube-system", "kube-node-lease", "mg"}
+    ignoring = render(helm, "--set", "webhook.modelPodConnect.failurePolicy=Ignore")
+    assert (_webhook(ignoring, "model-pod-connect.modelguard.dev") or {})["failurePolicy"] == (
+        "Ignore"
+    )
+    off = render(helm, "--set", "webhook.modelPodConnect.enabled=false")
+    assert _webhook(off, "model-pod-connect.modelguard.dev") is None
+    assert _webhook(off, "networkpolicies.modelguard.dev") is not None
 
 
 def test_objects_owned_by_a_model_deployment_are_written_by_the_operator_alone(
@@ -274,6 +393,7 @@ def test_objects_owned_by_a_model_deployment_are_written_by_the_operator_alone(
     assert binding == {"policyName": name, "validationActions": ["Deny"]}
     off = kinds(render(helm, "--set", "ownedObjectsPolicy.enabled=false"))
     assert ("ValidatingAdmissionPolicy", name) not in off
+    assert ("ValidatingAdmissionPolicy", f"{name}-by-uid") not in off
     # The operator's own bounds are another setting.
     assert ("ValidatingAdmissionPolicy", "t-modelguard-operator-deployments") in off
 

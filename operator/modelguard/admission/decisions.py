@@ -328,12 +328,15 @@ def policy_bound(
 @dataclasses.dataclass(frozen=True)
 class ModelPods:
     """A ModelDeployment of a namespace as admission knows it from the operator's cache: the
-    TrustPolicy it names and the labels its pods carry (of the spec's version, and of the one
-    that serves when that differs)."""
+    TrustPolicy it names, the labels its builder gives its pods (of the spec's version, and of
+    the one that serves when that differs) and the full labels of its pods that exist (the
+    pod-template-hash the Deployment controller adds among them, and whatever a mutating
+    webhook adds)."""
 
     name: str
     policy_name: str
     pod_labels: tuple[collections.abc.Mapping[str, str], ...]
+    live_pod_labels: tuple[collections.abc.Mapping[str, str], ...] = ()
 
 
 def network_policy(
@@ -351,6 +354,11 @@ def network_policy(
     such NetworkPolicies too: Isolated=False/OpenedByNetworkPolicy). Only a changed spec is
     judged: relabelling, or the garbage collector orphaning one, is not blocked by a policy
     tightened since.
+
+    The selector is judged against every label the model's pods carry: those of its pods that
+    exist, and for pods still to come the builder's labels plus a pod-template-hash of any value.
+    The refusal names neither the TrustPolicy nor its ranges: whoever may write NetworkPolicies
+    in a namespace may read neither (decision 0014: say less).
     """
     if not _is_write(request) or _operator(request, identity=identity):
         return Decision.allow()
@@ -373,21 +381,71 @@ def network_policy(
         if policy is None:
             continue
         messages: dict[str, None] = {}
-        for pod_labels in model.pod_labels:
+        judged = [(found, (labels.TEMPLATE_HASH,)) for found in model.pod_labels] + [
+            (found, ()) for found in model.live_pod_labels
+        ]
+        for pod_labels, unknown in judged:
             for violation in access.check_network_policy(
                 body,
                 pod_labels=pod_labels,
                 network=policy.network,
                 policy_name=model.policy_name,
+                unknown_labels=unknown,
+                disclose=False,
             ):
                 messages[violation.message] = None
         if messages:
             refusals.append(
                 f"{'; '.join(messages)}. It selects the pods of ModelDeployment "
-                f"{namespace}/{model.name}, which it would open beyond that TrustPolicy: narrow "
-                "spec.podSelector so that it does not select them, or the rule"
+                f"{namespace}/{model.name}, which it would open beyond what the model's "
+                "TrustPolicy allows: narrow spec.podSelector so that it does not select them "
+                "(by any label they carry), or the rule"
             )
     return Decision.deny(" ".join(refusals)) if refusals else Decision.allow()
+
+
+_CONNECTIONS: typing.Final[collections.abc.Mapping[str, str]] = {
+    "exec": "exec into",
+    "attach": "attach to",
+    "portforward": "port-forward to",
+    "proxy": "proxy to",
+}
+
+
+def model_pod_connect(
+    request: Request, *, identity: Identity, model: str | None, caches_filled: bool
+) -> Decision:
+    """exec, attach, port-forward and proxy into a model's pods (CONNECT requests): refused to
+    all but the break-glass group. Whoever may exec into a model's pod (the `edit` role may)
+    reads its verified files (the weights leave the cluster) and changes the serving process,
+    with no refusal, no drift and no audit record; port-forward and the API server's proxy reach
+    its port past its NetworkPolicies.
+
+    A CONNECT request carries no labels, so the webhook is sent every such request in the
+    namespaces it guards, and `model` is the ModelDeployment whose pod the request names, from
+    the operator's cache of model pods (None: not a model's pod). Until that cache is filled,
+    no pod is known not to be a model's, and every request is refused with a retry hint.
+    """
+    if request.get("operation") != "CONNECT":
+        return Decision.allow()
+    if identity.break_glass_group in ((request.get("userInfo") or {}).get("groups") or []):
+        return Decision.allow()
+    namespace = str(request.get("namespace") or "")
+    pod = f"pod {namespace}/{request.get('name')}"
+    connection = _CONNECTIONS.get(str(request.get("subResource") or ""), "connect to")
+    if model is None and caches_filled:
+        return Decision.allow()
+    if model is None:
+        return Decision.deny(
+            f"ModelGuard is starting and cannot tell yet whether {pod} is one of a model's "
+            f"pods, which nobody may {connection}: retry in a few seconds"
+        )
+    return Decision.deny(
+        f"{pod} serves ModelDeployment {namespace}/{model}, and nobody may {connection} a "
+        "model's pods: its files are the verified model and its process serves it. Read its "
+        f"logs (kubectl logs), status and Events instead (kubectl describe modeldeployment "
+        f"{model} -n {namespace}); in an incident, the break-glass group may."
+    )
 
 
 def _operator(request: Request, *, identity: Identity) -> bool:

@@ -28,6 +28,7 @@ MANAGED_SCALE_PATH: typing.Final = "managed-scale"
 TRUST_POLICY_PATH: typing.Final = "trust-policy"
 MODEL_APPROVAL_PATH: typing.Final = "model-approval"
 NETWORK_POLICY_PATH: typing.Final = "network-policy"
+MODEL_POD_CONNECT_PATH: typing.Final = "model-pod-connect"
 # How often kopf looks at the certificate files, and restarts its listener when they change:
 # a renewed Secret (Helm upgrade, cert-manager) is picked up without restarting the pod.
 CERT_CHECK_SECONDS: typing.Final = 30.0
@@ -67,15 +68,19 @@ def server(options: Options) -> kopf.WebhookServerProtocol:
         verify_mode=ssl.CERT_REQUIRED if options.client_ca is not None else None,
         verify_cafile=options.client_ca,
     )
-    if not options.client_names:
-        return served
-    return _ClientNamed(served, names=frozenset(options.client_names))
+    return _Served(served, names=frozenset(options.client_names))
 
 
-class _ClientNamed:
-    """kopf's server, answering only a client whose certificate carries one of `names`: a CA
-    that signs more than the API server's client certificate must not let its other holders
-    ask (and learn from) the webhook."""
+class _Served:
+    """kopf's server, with two things done before kopf sees a request:
+
+    - with `names`, only a client whose certificate carries one of them is answered: a CA that
+      signs more than the API server's client certificate must not let its other holders ask
+      (and learn from) the webhook;
+    - a CONNECT request (exec, attach, port-forward) names its pod in the request alone, its
+      object (PodExecOptions and the like) has no metadata: the name and namespace are copied
+      there, which is where kopf's handlers read them.
+    """
 
     def __init__(self, served: kopf.WebhookServer, *, names: frozenset[str]) -> None:
         self.served = served
@@ -91,13 +96,30 @@ class _ClientNamed:
             sslpeer: typing.Any = None,
             headers: typing.Any = None,
         ) -> typing.Any:
-            if not _peer_names(sslpeer) & self._names:
+            if self._names and not _peer_names(sslpeer) & self._names:
                 # Answered by aiohttp as it is: a bare 403, nothing of the request evaluated.
                 raise aiohttp.web.HTTPForbidden(reason="not an allowed admission client")
+            name_connect_target(request)
             return await fn(request, webhook=webhook, sslpeer=sslpeer, headers=headers)
 
         async for config in self.served(checked):
             yield config
+
+
+def name_connect_target(review: typing.Any) -> None:
+    """Copies a CONNECT request's pod name and namespace into its object's metadata."""
+    request = review.get("request") if isinstance(review, dict) else None
+    if not isinstance(request, dict) or request.get("operation") != "CONNECT":
+        return
+    target = request.get("object")
+    if not isinstance(target, dict):
+        return
+    metadata = target.get("metadata")
+    target["metadata"] = {
+        **(metadata if isinstance(metadata, dict) else {}),
+        "name": request.get("name"),
+        "namespace": request.get("namespace"),
+    }
 
 
 def _peer_names(peer: typing.Any) -> set[str]:
@@ -150,6 +172,7 @@ class DenialLogFilter(logging.Filter):
             TRUST_POLICY_PATH,
             MODEL_APPROVAL_PATH,
             NETWORK_POLICY_PATH,
+            MODEL_POD_CONNECT_PATH,
         }
     )
 

@@ -29,6 +29,8 @@ MANAGED_DEPLOYMENTS: typing.Final = "managed_deployments"
 POLICIES_BY_MODEL: typing.Final = "policies_by_model"
 NAMESPACE_LABELS: typing.Final = "namespace_labels"
 MODELS_BY_NAMESPACE: typing.Final = "model_pods_by_namespace"
+MODEL_PODS: typing.Final = "model_pods_by_name"
+MODEL_POD_LABELS: typing.Final = "model_pod_labels"
 
 
 @dataclasses.dataclass
@@ -122,6 +124,23 @@ def index_model_pods(
     return {namespace: decisions.ModelPods(name, model.spec.trust_policy, tuple(pods))}
 
 
+def index_model_pod(
+    *, namespace: str | None, name: str, pod_labels: kopf.Labels
+) -> dict[tuple[str | None, str], str]:
+    """The ModelDeployment each model pod serves, by the pod's name: a CONNECT request (exec,
+    attach, port-forward) names a pod and carries nothing else of it."""
+    return {(namespace, name): str(pod_labels.get(labels.MODEL_DEPLOYMENT, ""))}
+
+
+def index_model_pod_labels(
+    *, namespace: str | None, pod_labels: kopf.Labels
+) -> dict[tuple[str | None, str], dict[str, str]]:
+    """The full labels of each model's pods (pod-template-hash, and whatever a mutating webhook
+    added, among them), per (namespace, model): a NetworkPolicy may select them by any."""
+    model = str(pod_labels.get(labels.MODEL_DEPLOYMENT, ""))
+    return {(namespace, model): dict(pod_labels)}
+
+
 def index_policy_by_model(
     *, namespace: str | None, spec: kopf.Spec
 ) -> dict[tuple[str | None, str], str]:
@@ -202,7 +221,15 @@ def network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
 def _network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     request = review_request(kwargs)
     index: kopf.Index[str | None, decisions.ModelPods] = kwargs[MODELS_BY_NAMESPACE]
-    models = list(index.get(request.get("namespace"), []))
+    live: kopf.Index[tuple[str | None, str], dict[str, str]] = kwargs[MODEL_POD_LABELS]
+    namespace = request.get("namespace")
+    models = []
+    for model in index.get(namespace, []):
+        found: list[dict[str, str]] = []
+        for pod_labels in live.get((namespace, model.name), []):
+            if pod_labels not in found:
+                found.append(pod_labels)
+        models.append(dataclasses.replace(model, live_pod_labels=tuple(found)))
     policies = {}
     for name in {model.policy_name for model in models}:
         policy = cached_policy(kwargs[TRUST_POLICIES], name)
@@ -211,6 +238,20 @@ def _network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     serving.enforce(
         decisions.network_policy(
             request, identity=memo.webhook.identity, models=models, policies=policies
+        )
+    )
+
+
+def model_pod_connect(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
+    request = review_request(kwargs)
+    index: kopf.Index[tuple[str | None, str], str] = kwargs[MODEL_PODS]
+    model = next(iter(index.get((request["namespace"], request["name"]), [])), None)
+    serving.enforce(
+        decisions.model_pod_connect(
+            request,
+            identity=memo.webhook.identity,
+            model=model,
+            caches_filled=memo.admission_caches.filled,
         )
     )
 

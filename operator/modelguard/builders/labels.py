@@ -15,6 +15,10 @@ COMPONENT: typing.Final = "app.kubernetes.io/component"
 MANAGED_BY: typing.Final = "app.kubernetes.io/managed-by"
 MODEL_DEPLOYMENT: typing.Final = f"{v1alpha1.GROUP}/model-deployment"
 
+TEMPLATE_HASH: typing.Final = "pod-template-hash"
+"""Added by the Deployment controller to every pod of a ReplicaSet; its value, a hash of the pod
+template, is known only once the ReplicaSet exists."""
+
 MANAGER: typing.Final = "modelguard"
 MODEL_SERVER: typing.Final = "model-server"
 

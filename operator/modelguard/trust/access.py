@@ -80,11 +80,18 @@ def check_network_policy(
     pod_labels: collections.abc.Mapping[str, str],
     network: trustpolicy.Network,
     policy_name: str,
+    unknown_labels: collections.abc.Collection[str] = (),
+    disclose: bool = True,
 ) -> list[reasons.Violation]:
     """Every rule of `network_policy` (a networking.k8s.io/v1 NetworkPolicy as the API server
     holds it) that opens pods labelled `pod_labels` beyond what `network` (of the TrustPolicy
     `policy_name`) allows, one violation each, naming the NetworkPolicy and the rule; [] when it
     does not select such pods, or opens them within the limits.
+
+    `unknown_labels` are keys the pods will carry with values not known yet (pod-template-hash
+    before the ReplicaSet exists): a selector on them counts as selecting the pods. Without
+    `disclose`, the messages name neither the TrustPolicy nor its ranges, for whoever writes
+    the NetworkPolicy, who may read neither.
 
     NetworkPolicies add up: a pod selected by several is allowed what any of them allows, so a
     policy someone else makes around a model's pods widens the model's own default-deny ones.
@@ -96,8 +103,11 @@ def check_network_policy(
     """
     metadata = _mapping(network_policy.get("metadata"))
     spec = _mapping(network_policy.get("spec"))
-    if not selectors.selects(_selector(spec.get("podSelector"), unreadable={}), pod_labels):
+    pod_selector = _selector(spec.get("podSelector"), unreadable={})
+    if not selectors.may_select(pod_selector, pod_labels, unknown=unknown_labels):
         return []
+    # Named in messages only to those who may read the policy (the model's status).
+    policy: str | None = policy_name if disclose else None
     found: list[reasons.Violation] = []
     for direction in _directions(spec):
         rules = spec.get(direction.rules)
@@ -105,7 +115,7 @@ def check_network_policy(
             field = f"spec.{direction.rules}[{index}].{direction.peers}"
             peers = _mapping(rule).get(direction.peers)
             if not peers:
-                found += _everyone(field, direction=direction, network=network, name=policy_name)
+                found += _everyone(field, direction=direction, network=network, name=policy)
                 continue
             for position, peer in enumerate(peers if isinstance(peers, list) else [None]):
                 found += _check_network_policy_peer(
@@ -113,7 +123,7 @@ def check_network_policy(
                     field=f"{field}[{position}]",
                     direction=direction,
                     network=network,
-                    policy_name=policy_name,
+                    policy_name=policy,
                 )
     where = f"NetworkPolicy {metadata.get('namespace')}/{metadata.get('name')}"
     return [
@@ -136,7 +146,7 @@ def _check_network_policy_peer(
     field: str,
     direction: _Direction,
     network: trustpolicy.Network,
-    policy_name: str,
+    policy_name: str | None,
 ) -> list[reasons.Violation]:
     if not peer:
         return _everyone(field, direction=direction, network=network, name=policy_name)
@@ -159,7 +169,7 @@ def _check_network_policy_peer(
 
 
 def _everyone(
-    field: str, *, direction: _Direction, network: trustpolicy.Network, name: str
+    field: str, *, direction: _Direction, network: trustpolicy.Network, name: str | None
 ) -> list[reasons.Violation]:
     cidrs = direction.cidrs(network)
     if network.allow_all_namespaces and all(_inside(every, cidrs) for every in _EVERY_ADDRESS):
@@ -168,7 +178,7 @@ def _everyone(
         reasons.Violation(
             reasons.Reason.OPENED_BY_NETWORK_POLICY,
             f"{field} is empty, which allows every {direction.everyone} (every namespace and "
-            f'every address); TrustPolicy "{name}" allows that only with '
+            f"every address); {_trust_policy(name)} allows that only with "
             f"spec.network.allowAllNamespaces: true and spec.network.{direction.cidr_field} "
             f"covering {' and '.join(_EVERY_ADDRESS)}: list the {direction.everyone}s instead",
         )
@@ -195,8 +205,9 @@ def _check_peer(
     cidrs: list[str],
     cidr_field: str,
     network: trustpolicy.Network,
-    policy_name: str,
+    policy_name: str | None,
 ) -> list[reasons.Violation]:
+    """`policy_name` None: the messages name neither the policy nor the ranges it allows."""
     found: list[reasons.Violation] = []
     selector = namespace_selector
     if selector is not None and not network.allow_all_namespaces and not _names(selector):
@@ -209,18 +220,18 @@ def _check_peer(
         found.append(
             reasons.Violation(
                 reasons.Reason.BROAD_ACCESS_REFUSED,
-                f'{field}.namespaceSelector: {what} TrustPolicy "{policy_name}" must set '
+                f"{field}.namespaceSelector: {what} {_trust_policy(policy_name)} must set "
                 "spec.network.allowAllNamespaces: true to allow it",
             )
         )
     if cidr is not None and not _inside(cidr, cidrs):
-        listed = ", ".join(cidrs) or "none"
+        listed = f" ({', '.join(cidrs) or 'none'})" if policy_name is not None else ""
         found.append(
             reasons.Violation(
                 reasons.Reason.BROAD_ACCESS_REFUSED,
-                f"{field}.ipBlock.cidr: {cidr} is not inside the ranges TrustPolicy "
-                f'"{policy_name}" allows in spec.network.{cidr_field} ({listed}); add it there '
-                "or narrow the range",
+                f"{field}.ipBlock.cidr: {cidr} is not inside the ranges "
+                f"{_trust_policy(policy_name)} allows in spec.network.{cidr_field}{listed}; add it "
+                "there or narrow the range",
             )
         )
     return found
@@ -249,3 +260,9 @@ def _inside(cidr: str, allowed: list[str]) -> bool:
         if outer.version == network.version and network.subnet_of(outer):  # type: ignore[arg-type]
             return True
     return False
+
+
+def _trust_policy(name: str | None) -> str:
+    """The TrustPolicy as a message names it: by name, or, where its reader may not read it,
+    as the model's."""
+    return f'TrustPolicy "{name}"' if name is not None else "the model's TrustPolicy"
