@@ -56,6 +56,10 @@ class Decision(enum.StrEnum):
     QUARANTINE_LIFTED = "QuarantineLifted"
     RECORD_FAILED = "AuditRecordFailed"
     """A decision was taken whose own record could not be made; the operator's log says why."""
+    INFERENCE_REQUEST = "InferenceRequest"
+    """The audit proxy in a model pod passed on (or refused) one inference request."""
+    INPUT_RECORDS_DROPPED = "InputRecordsDropped"
+    """The audit proxy's record queue was full: this many requests were served unrecorded."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -127,9 +127,11 @@ class Sink:
             # what `modelguard audit verify` then reports, instead of a loss nobody can see.
             self._seq += 1
             self._prev = record["hash"]
-            self._tree.append(records.leaf(record))
+            # The line is made once: it is both the tree's leaf and what is written.
+            text = records.line(record)
+            self._tree.append(merkle.leaf_hash(text.encode("ascii")))
             try:
-                self._stream.write(records.line(record) + "\n")
+                self._stream.write(text + "\n")
                 self._stream.flush()
             except Exception as error:
                 # OSError: a full disk; ValueError: the stream was closed. The error log says
@@ -138,7 +140,7 @@ class Sink:
                     "audit record seq %d not written (%s): %s",
                     record["seq"],
                     error,
-                    records.line(record),
+                    text,
                 )
             return record
 
