@@ -25,7 +25,7 @@ from modelguard.api import times, trustpolicy, v1alpha1
 from modelguard.builders import children, intent, labels
 from modelguard.builders import deployment as deployment_builder
 from modelguard.reconcile import approval, conditions, observations, pods, readiness, reports
-from modelguard.trust import access, pinning
+from modelguard.trust import access, inputaudit, pinning
 
 Manifest = dict[str, typing.Any]
 
@@ -425,6 +425,10 @@ def _isolated(
     opened anything, and a namespace editor must not be able to hold a model's rollouts)."""
     refused = access.check_access(
         model.spec, network=verified.policy.network, policy_name=model.spec.trust_policy
+    )
+    # What the audit proxy would record is the policy's to allow, as what the pods may reach is.
+    refused += inputaudit.check_inputs(
+        model.spec, audit=verified.policy.audit, policy_name=model.spec.trust_policy
     )
     opened = _opened_by_others(draft.observed, model, network=verified.policy.network)
     if refused:
