@@ -337,7 +337,7 @@ def _audit_proxy(args: argparse.Namespace) -> int:
         redaction=redaction,
         identity_header=args.identity_header,
         payload_bytes=args.payload_bytes,
-        queue_size=args.queue_size,
+        queue_bytes=args.queue_bytes,
         metrics_port=args.metrics_port,
         cadence=sink.Cadence(records=args.checkpoint_records, seconds=args.checkpoint_seconds),
     )
@@ -424,12 +424,12 @@ def _add_audit_proxy(agent_commands: typing.Any) -> None:
         help="Payload: bodies up to this size are recorded (default 64 KiB); larger by digest",
     )
     proxy.add_argument(
-        "--queue-size",
+        "--queue-bytes",
         type=_at_least_one,
-        default=10_000,
+        default=8 << 20,
         metavar="N",
-        help="records waiting to be written; past it requests are served unrecorded, counted,"
-        " and the count recorded (default 10000)",
+        help="bytes of records waiting to be written; past it requests are served unrecorded,"
+        " counted, and the count recorded (default 8 MiB)",
     )
     proxy.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here")
     proxy.add_argument("--checkpoint-records", type=_at_least_one, default=1000, metavar="N")

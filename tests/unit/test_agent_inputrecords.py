@@ -281,9 +281,7 @@ def test_record_details(
 
 def test_payload_record_has_redacted_headers_and_body() -> None:
     rules = inputrecords.Redaction.of(paths=["$.q"], headers=[])
-    details = inputrecords.details_of(
-        _exchange(), mode=inputrecords.PAYLOAD, rules=rules, key=KEY
-    )
+    details = inputrecords.details_of(_exchange(), mode=inputrecords.PAYLOAD, rules=rules, key=KEY)
     assert details["headers"] == [
         ["content-type", "application/json"],
         ["authorization", _mac(b"Bearer t")],
@@ -346,13 +344,20 @@ def test_no_rate_limit_without_a_bucket() -> None:
 @pytest.mark.parametrize(
     ("head", "status"),
     [
-        pytest.param(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked", 400,
-                     id="length-and-chunked"),
-        pytest.param(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6", 400,
-                     id="two-lengths"),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked",
+            400,
+            id="length-and-chunked",
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6", 400, id="two-lengths"
+        ),
         pytest.param(b"POST / HTTP/1.1\r\nContent-Length: -1", 400, id="negative-length"),
-        pytest.param(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked", 501,
-                     id="coding-other-than-chunked"),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked",
+            501,
+            id="coding-other-than-chunked",
+        ),
         pytest.param(b"POST / HTTP/1.1\r\nX-A: 1\r\n folded", 400, id="obsolete-folding"),
         pytest.param(b"POST / HTTP/1.1\r\nX-A : 1", 400, id="space-before-colon"),
         pytest.param(b"POST / HTTP/2.0", 400, id="not-http-1"),
@@ -360,7 +365,7 @@ def test_no_rate_limit_without_a_bucket() -> None:
     ],
 )
 def test_ambiguous_framing_is_refused(head: bytes, status: int) -> None:
-    with pytest.raises(auditproxy._Malformed) as refused:  # noqa: SLF001
+    with pytest.raises(auditproxy._Malformed) as refused:
         auditproxy.parse_request_head(head + b"\r\n\r\n")
     assert refused.value.status == status
 
@@ -369,10 +374,12 @@ def test_ambiguous_framing_is_refused(head: bytes, status: int) -> None:
     ("head", "length", "chunked", "keep_alive"),
     [
         pytest.param(b"GET / HTTP/1.1\r\nHost: a", None, False, True, id="no-body-keep-alive"),
-        pytest.param(b"POST / HTTP/1.1\r\nContent-Length: 5, 5", 5, False, True,
-                     id="repeated-equal-length"),
-        pytest.param(b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked", None, True, True,
-                     id="chunked"),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nContent-Length: 5, 5", 5, False, True, id="repeated-equal-length"
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked", None, True, True, id="chunked"
+        ),
         pytest.param(b"GET / HTTP/1.1\r\nConnection: close", None, False, False, id="close"),
         pytest.param(b"GET / HTTP/1.0", None, False, False, id="http-1.0-closes"),
     ],

@@ -206,9 +206,7 @@ def test_child_names_cover_every_child() -> None:
                 "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
                 "sentiment-allow-ingress": {
                     "policyTypes": ["Ingress"],
-                    "ingress": [
-                        {"from": [FRONTEND], "ports": [{"protocol": "TCP", "port": 8080}]}
-                    ],
+                    "ingress": [{"from": [FRONTEND], "ports": [{"protocol": "TCP", "port": 8080}]}],
                 },
                 "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
                 "sentiment-allow-source": NO_SOURCE,
@@ -788,7 +786,9 @@ def test_a_deployment_not_built_by_us_has_no_artifact() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _proxy(md: v1alpha1.ModelDeployment, artifact: deployment.VerifiedArtifact = ARTIFACT) -> Manifest:
+def _proxy(
+    md: v1alpha1.ModelDeployment, artifact: deployment.VerifiedArtifact = ARTIFACT
+) -> Manifest:
     containers = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]["containers"]
     (proxy,) = [c for c in containers if c["name"] == deployment.AUDIT_PROXY_CONTAINER]
     return proxy
@@ -808,7 +808,8 @@ def test_audit_proxy_is_in_front_of_the_model_server_by_default() -> None:
     assert _after(args, "--port") == ["8480"]
     assert _after(args, "--inputs") == ["Metadata"]
     assert _after(args, "--max-request-bytes") == [str(16 << 20)]
-    assert _after(args, "--rate") == ["1000"] and _after(args, "--burst") == ["2000"]
+    assert _after(args, "--rate") == ["1000"]
+    assert _after(args, "--burst") == ["2000"]
     assert _after(args, "--log-name") == ["$(POD_NAMESPACE)/$(POD_NAME)/inputs"]
     assert {e["name"] for e in proxy["env"]} == {"POD_NAME", "POD_NAMESPACE"}
     assert "--identity-header" not in args
@@ -848,9 +849,9 @@ def test_audit_proxy_ports_never_collide_with_the_server(
     assert _after(proxy["args"], "--port") == [str(proxy_port)]
     assert _after(proxy["args"], "--metrics-port") == [str(metrics_port)]
     assert _after(proxy["args"], "--upstream-port") == [str(serving_port)]
-    (allow,) = networkpolicy.allow_ingress(_md(
-        serving={"image": IMAGE, "port": serving_port}, access={"ingress": [FRONTEND]}
-    ))["spec"]["ingress"]
+    (allow,) = networkpolicy.allow_ingress(
+        _md(serving={"image": IMAGE, "port": serving_port}, access={"ingress": [FRONTEND]})
+    )["spec"]["ingress"]
     assert allow["ports"] == [{"protocol": "TCP", "port": proxy_port}]
 
 
@@ -873,7 +874,8 @@ def test_audit_proxy_joins_the_policy_and_model_redaction_rules() -> None:
     args = _proxy(md, artifact)["args"]
     assert _after(args, "--inputs") == ["Payload"]
     assert _after(args, "--max-request-bytes") == [str(1 << 20)]
-    assert _after(args, "--rate") == ["20"] and _after(args, "--burst") == ["5"]
+    assert _after(args, "--rate") == ["20"]
+    assert _after(args, "--burst") == ["5"]
     assert _after(args, "--redact-path") == ["$.inputs[*]", "$.messages[*].content", "$.user.email"]
     assert _after(args, "--redact-header") == ["x-tenant", "x-user"]
     assert _after(args, "--identity-header") == ["x-forwarded-client-cert"]

@@ -6,9 +6,10 @@ the model server (on localhost), requests are read head first and their bodies s
 in pieces, hashed as they pass; nothing is buffered beyond a piece, except the request body up to
 the payload bound when payloads are recorded. Framing is checked before anything is passed on
 (one Content-Length, or chunked alone; no obsolete line folding), so the proxy and the server
-cannot disagree on where a request ends. Records go to a bounded queue that a writer thread
-drains into the audit log (signing, chaining, checkpoints): a slow log never slows requests, and
-requests served while the queue is full are counted and the count is itself recorded.
+cannot disagree on where a request ends. What the proxy saw of each request goes through a
+bounded queue to the record writer, a process of its own (modelguard.agent.recordwriter) that
+signs, chains and checkpoints the records: a slow log never slows requests, and requests served
+while the queue is full are counted and the count is itself recorded.
 """
 
 from __future__ import annotations
@@ -16,28 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import hashlib
-import logging
-import queue
-import secrets
 import signal
 import sys
-import threading
 import time
 import typing
 
-from modelguard.agent import inputrecords, proxymetrics
-from modelguard.audit import checkpoints, keys, records, sink
-
-logger = logging.getLogger(__name__)
+from modelguard.agent import inputrecords, proxymetrics, recordwriter
+from modelguard.audit import sink
 
 MAX_HEAD_BYTES: typing.Final = 64 * 1024
 PIECE_BYTES: typing.Final = 64 * 1024
 # Past this many bytes waiting to be sent to a peer, the proxy waits for it (backpressure).
 _HIGH_WATER: typing.Final = 256 * 1024
-CHECKPOINT_KIND: typing.Final = "AuditCheckpoint"
-_CHECK_EVERY_SECONDS: typing.Final = 1.0
 _NO_BODY_STATUSES: typing.Final = frozenset({204, 304})
 _REASONS: typing.Final = {
     400: "Bad Request",
@@ -63,14 +55,16 @@ class Settings:
     rate: float | None = None
     """Requests per second over all callers; None: no rate limit."""
     burst: int = 1
-    redaction: inputrecords.Redaction = inputrecords.Redaction()
+    redaction: inputrecords.Redaction = dataclasses.field(default_factory=inputrecords.Redaction)
     identity_header: str | None = None
     """The header the TrustPolicy names as carrying the caller's identity (lower case)."""
     payload_bytes: int = 64 * 1024
-    queue_size: int = 10_000
+    queue_bytes: int = 8 << 20
+    """Bytes of records waiting for the record writer; past it requests are served unrecorded,
+    counted, and the count recorded."""
     metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
     metrics_port: int | None = None
-    cadence: sink.Cadence = sink.Cadence()
+    cadence: sink.Cadence = dataclasses.field(default_factory=sink.Cadence)
     idle_seconds: float = 75.0
     """How long a caller's connection may wait for its next request head."""
     head_seconds: float = 30.0
@@ -125,19 +119,7 @@ def parse_request_head(head: bytes) -> _Head:
         elif lowered == b"expect":
             expect = value.lower()
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
-    length: int | None = None
-    if codings:
-        if lengths:
-            raise _Malformed(400, "both Transfer-Encoding and Content-Length")
-        if codings != [b"chunked"]:
-            raise _Malformed(501, "only the chunked transfer coding is accepted")
-    elif lengths:
-        if len(lengths) != 1:
-            raise _Malformed(400, "several different Content-Length values")
-        (text,) = lengths
-        if not text.isdigit() or len(text) > 18:
-            raise _Malformed(400, "Content-Length is not a decimal number")
-        length = int(text)
+    length = _body_length(lengths, codings)
     tokens = {token.strip() for token in connection.split(b",")}
     keep_alive = b"close" not in tokens and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
     return _Head(
@@ -149,6 +131,24 @@ def parse_request_head(head: bytes) -> _Head:
         headers=headers,
         expect_continue=expect == b"100-continue",
     )
+
+
+def _body_length(lengths: set[bytes], codings: list[bytes]) -> int | None:
+    """The declared length of a request body (None: chunked, or no body)."""
+    if codings:
+        if lengths:
+            raise _Malformed(400, "both Transfer-Encoding and Content-Length")
+        if codings != [b"chunked"]:
+            raise _Malformed(501, "only the chunked transfer coding is accepted")
+        return None
+    if not lengths:
+        return None
+    if len(lengths) != 1:
+        raise _Malformed(400, "several different Content-Length values")
+    (text,) = lengths
+    if not text.isdigit() or len(text) > 18:
+        raise _Malformed(400, "Content-Length is not a decimal number")
+    return int(text)
 
 
 @dataclasses.dataclass
@@ -212,126 +212,84 @@ class _CallerGone(Exception):
     """The caller closed its connection before the exchange was complete."""
 
 
-class Recorder:
-    """The bounded queue of exchanges and the thread that writes their records."""
+class RecordPipe:
+    """The record queue: exchanges go as lines through a pipe to the record writer process
+    (modelguard.agent.recordwriter); what the pipe has not taken waits in a buffer of at most
+    `queue_bytes`. Past it an exchange is dropped, counted, and the count sent as soon as there
+    is room again, so that the loss is itself a record of the chain."""
 
-    def __init__(
-        self,
-        log: sink.Sink,
-        *,
-        settings: Settings,
-        hmac_key: bytes,
-        metrics: proxymetrics.Metrics,
-        emit: typing.Callable[[str], None],
-    ) -> None:
-        self._log = log
+    def __init__(self, settings: Settings, *, metrics: proxymetrics.Metrics) -> None:
         self._settings = settings
-        self._key = hmac_key
         self._metrics = metrics
-        self._emit = emit
-        self._queue: queue.Queue[inputrecords.Exchange | None] = queue.Queue(settings.queue_size)
-        self._dropped_lock = threading.Lock()
+        self._process: asyncio.subprocess.Process | None = None
         self._dropped = 0
-        self._thread = threading.Thread(target=self._run, name="audit-records", daemon=True)
-        metrics.queue_depth = self._queue.qsize
 
-    def start(self) -> None:
-        self._thread.start()
+    async def start(self, *, instance: str) -> None:
+        # The writer's standard output is this process's: the container's log.
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "modelguard.agent.recordwriter", stdin=asyncio.subprocess.PIPE
+        )
+        redaction = self._settings.redaction
+        settings = recordwriter.WriterSettings(
+            log_name=self._settings.log_name,
+            instance=instance,
+            mode=self._settings.mode,
+            redact_paths=tuple(inputrecords.path_text(path) for path in redaction.paths),
+            redact_headers=tuple(sorted(redaction.headers)),
+            checkpoint_records=self._settings.cadence.records,
+            checkpoint_seconds=self._settings.cadence.seconds,
+            limits={
+                "maxRequestBytes": self._settings.max_request_bytes,
+                "requestsPerSecond": self._settings.rate,
+                "burst": self._settings.burst if self._settings.rate is not None else None,
+            },
+        )
+        self._stdin().write(settings.line())
+        self._metrics.queue_depth = self._stdin().transport.get_write_buffer_size
+
+    def _stdin(self) -> asyncio.StreamWriter:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        return self._process.stdin
 
     def submit(self, exchange: inputrecords.Exchange) -> None:
-        """Queues the exchange's record; when the queue is full, counts it as dropped."""
-        try:
-            self._queue.put_nowait(exchange)
-        except queue.Full:
-            with self._dropped_lock:
-                self._dropped += 1
-
-    def stop(self, *, reason: str) -> None:
-        """Writes what is queued, the drops, the closing record and its checkpoint."""
-        self._queue.put(None)
-        self._thread.join()
-        self._write_drops()
-        signed = self._log.close(reason=reason, message="the audit proxy stopped; its last "
-                                 "checkpoint covers this segment to here")
-        self._publish(signed)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                exchange = self._queue.get(timeout=_CHECK_EVERY_SECONDS)
-            except queue.Empty:
-                self._write_drops()
-                self._publish(self._log.checkpoint())
-                continue
-            if exchange is None:
-                return
-            self._write_drops()
-            self._write(exchange)
-            self._publish(self._log.checkpoint())
-
-    def _write(self, exchange: inputrecords.Exchange) -> None:
-        try:
-            details = inputrecords.details_of(
-                exchange, mode=self._settings.mode, rules=self._settings.redaction, key=self._key
-            )
-            reason = inputrecords.reason_of(exchange)
-            message = inputrecords.message_of(exchange)
-        except Exception as error:  # one record never stops the writer
-            logger.exception("input record not built")
-            details, reason, message = {}, type(error).__name__, "the record could not be built"
-        self._log.record(
-            records.Decision.INFERENCE_REQUEST, reason=reason, message=message, details=details
-        )
-        self._metrics.records += 1
-
-    def _write_drops(self) -> None:
-        with self._dropped_lock:
-            dropped, self._dropped = self._dropped, 0
-        if not dropped:
+        stdin = self._stdin()
+        if stdin.transport.is_closing() or (
+            stdin.transport.get_write_buffer_size() > self._settings.queue_bytes
+        ):
+            self._dropped += 1
+            self._metrics.records_dropped += 1
             return
-        self._metrics.records_dropped += dropped
-        self._log.record(
-            records.Decision.INPUT_RECORDS_DROPPED,
-            reason="QueueFull",
-            message=f"{dropped} request(s) served without a record: the record queue "
-            f"({self._settings.queue_size}) was full",
-            details={"dropped": dropped, "queueSize": self._settings.queue_size},
-        )
+        if self._dropped:
+            stdin.write(recordwriter.encode_drops(self._dropped))
+            self._dropped = 0
+        stdin.write(recordwriter.encode(exchange))
 
-    def _publish(self, signed: checkpoints.Signed | None) -> None:
-        if signed is None:
-            return
-        self._metrics.checkpoints += 1
-        self._emit(checkpoint_line(signed))
+    async def exited(self) -> int:
+        assert self._process is not None
+        return await self._process.wait()
 
-
-def checkpoint_line(signed: checkpoints.Signed) -> str:
-    """A checkpoint as one JSON line of the proxy's output, shaped as a ConfigMap's data so that
-    `modelguard audit verify --checkpoints` reads it from the same file as the records."""
-    import json  # noqa: PLC0415 - only here
-
-    return json.dumps(
-        {
-            "kind": CHECKPOINT_KIND,
-            "metadata": {"name": f"{signed.checkpoint.origin}@{signed.checkpoint.size}"},
-            "data": {"checkpoint": signed.note},
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    async def stop(self) -> int:
+        """Sends what is left, ends the pipe, and waits for the writer to close the segment."""
+        stdin = self._stdin()
+        if self._dropped and not stdin.transport.is_closing():
+            stdin.write(recordwriter.encode_drops(self._dropped))
+            self._dropped = 0
+        with contextlib.suppress(ConnectionError):
+            await stdin.drain()
+            stdin.close()
+        return await self.exited()
 
 
 class Proxy:
     def __init__(
-        self, settings: Settings, *, recorder: Recorder, metrics: proxymetrics.Metrics
+        self, settings: Settings, *, recorder: RecordPipe, metrics: proxymetrics.Metrics
     ) -> None:
         self._settings = settings
         self._recorder = recorder
         self._metrics = metrics
         self._bucket = (
-            inputrecords.TokenBucket(
-                rate=settings.rate, burst=settings.burst, now=time.monotonic()
-            )
+            inputrecords.TokenBucket(rate=settings.rate, burst=settings.burst, now=time.monotonic())
             if settings.rate is not None
             else None
         )
@@ -364,7 +322,8 @@ class Proxy:
                         writer,
                         exchange,
                         inputrecords.Refusal(
-                            431, inputrecords.REASON_BAD_REQUEST,
+                            431,
+                            inputrecords.REASON_BAD_REQUEST,
                             f"request head larger than {MAX_HEAD_BYTES} bytes",
                         ),
                         close=True,
@@ -399,10 +358,10 @@ class Proxy:
         try:
             request = parse_request_head(head)
         except _Malformed as malformed:
-            refusal = inputrecords.Refusal(
+            bad = inputrecords.Refusal(
                 malformed.status, inputrecords.REASON_BAD_REQUEST, str(malformed)
             )
-            await self._refuse(writer, exchange, refusal, close=True)
+            await self._refuse(writer, exchange, bad, close=True)
             return False, upstream
         exchange.method, exchange.target = request.method, request.target
         if self._capture:
@@ -415,11 +374,11 @@ class Proxy:
                 (v[:512] for n, v in request.headers if n.lower() == self._identity), None
             )
         limit = self._settings.max_request_bytes
-        refusal = inputrecords.size_refusal(declared=request.length, seen=0, limit=limit)
-        if refusal is not None:
+        too_large = inputrecords.size_refusal(declared=request.length, seen=0, limit=limit)
+        if too_large is not None:
             # Refused before a byte of the body is read: the connection cannot be reused.
             exchange.declared_bytes = request.length
-            await self._refuse(writer, exchange, refusal, close=True)
+            await self._refuse(writer, exchange, too_large, close=True)
             return False, upstream
         refusal = inputrecords.rate_refusal(self._bucket, now=started)
         if refusal is not None:
@@ -437,7 +396,9 @@ class Proxy:
             return reusable, upstream
         self._metrics.in_flight += 1
         try:
-            return await self._pass_on(reader, writer, head, request, exchange, upstream)
+            return await self._pass_on(
+                reader, writer, head=head, request=request, exchange=exchange, upstream=upstream
+            )
         finally:
             self._metrics.in_flight -= 1
 
@@ -445,6 +406,7 @@ class Proxy:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        *,
         head: bytes,
         request: _Head,
         exchange: inputrecords.Exchange,
@@ -481,7 +443,9 @@ class Proxy:
             exchange.error = str(broken)
             if not answered and exchange.response_bytes == 0 and exchange.status == 0:
                 exchange.status = 502
-                await self._write_refusal(writer, 502, "the model server did not answer", close=True)
+                await self._write_refusal(
+                    writer, 502, "the model server did not answer", close=True
+                )
             self._finish(exchange)
             return False, None
         except (_CallerGone, ConnectionError, asyncio.IncompleteReadError) as gone:
@@ -529,38 +493,11 @@ class Proxy:
                     await self._backpressure(up_writer)
                 seen = request.length
             elif request.chunked:
-                while True:
-                    size_line = await reader.readuntil(b"\r\n")
-                    size = _chunk_size(size_line)
-                    if size is None:
-                        raise _CallerGone("a chunk size is not hexadecimal")
-                    if size == 0:
-                        up_writer.write(size_line)
-                        while True:  # trailers, up to the empty line
-                            trailer = await reader.readuntil(b"\r\n")
-                            up_writer.write(trailer)
-                            if trailer == b"\r\n":
-                                break
-                        break
-                    seen += size
-                    refusal = inputrecords.size_refusal(declared=None, seen=seen, limit=limit)
-                    if refusal is not None:
-                        # What was passed on of it; no digest, since the body was not read whole.
-                        exchange.request_bytes = seen - size
-                        return refusal
-                    up_writer.write(size_line)
-                    remaining = size
-                    while remaining:
-                        piece = await reader.read(min(remaining, PIECE_BYTES))
-                        if not piece:
-                            raise _CallerGone("the caller's body ended early")
-                        remaining -= len(piece)
-                        take(piece)
-                        up_writer.write(piece)
-                        await self._backpressure(up_writer)
-                    if await reader.readexactly(2) != b"\r\n":
-                        raise _CallerGone("a chunk does not end in CRLF")
-                    up_writer.write(b"\r\n")
+                seen, refusal = await self._send_chunks(reader, up_writer, take=take, limit=limit)
+                if refusal is not None:
+                    # What was passed on of it; no digest, since the body was not read whole.
+                    exchange.request_bytes = seen
+                    return refusal
         except asyncio.LimitOverrunError:
             raise _CallerGone("a chunk line is too long") from None
         exchange.request_bytes = seen
@@ -568,6 +505,67 @@ class Proxy:
         if captured is not None:
             exchange.payload = bytes(captured)
         return None
+
+    async def _send_chunks(
+        self,
+        reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        *,
+        take: typing.Callable[[bytes], None],
+        limit: int,
+    ) -> tuple[int, inputrecords.Refusal | None]:
+        """Passes a chunked body on; (its bytes, or those passed on before a refusal)."""
+        seen = 0
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = _chunk_size(size_line)
+            if size is None:
+                raise _CallerGone("a chunk size is not hexadecimal")
+            if size == 0:
+                up_writer.write(size_line)
+                while True:  # trailers, up to the empty line
+                    trailer = await reader.readuntil(b"\r\n")
+                    up_writer.write(trailer)
+                    if trailer == b"\r\n":
+                        return seen, None
+            refusal = inputrecords.size_refusal(declared=None, seen=seen + size, limit=limit)
+            if refusal is not None:
+                return seen, refusal
+            seen += size
+            up_writer.write(size_line)
+            remaining = size
+            while remaining:
+                piece = await reader.read(min(remaining, PIECE_BYTES))
+                if not piece:
+                    raise _CallerGone("the caller's body ended early")
+                remaining -= len(piece)
+                take(piece)
+                up_writer.write(piece)
+                await self._backpressure(up_writer)
+            if await reader.readexactly(2) != b"\r\n":
+                raise _CallerGone("a chunk does not end in CRLF")
+            up_writer.write(b"\r\n")
+
+    async def _relay_chunks(
+        self, up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> int:
+        """Passes a chunked answer on as it comes; its data bytes."""
+        sent = 0
+        while True:
+            size_line = await up_reader.readuntil(b"\r\n")
+            size = _chunk_size(size_line)
+            if size is None:
+                raise _UpstreamBroken("the model server's chunk size is not hexadecimal")
+            writer.write(size_line)
+            if size == 0:
+                while True:
+                    trailer = await up_reader.readuntil(b"\r\n")
+                    writer.write(trailer)
+                    if trailer == b"\r\n":
+                        return sent
+            sent += size
+            # The data and its CRLF, in pieces.
+            await self._copy(up_reader, writer, size + 2)
 
     async def _relay_answer(
         self,
@@ -598,22 +596,7 @@ class Proxy:
             elif response.status == 101:
                 raise _UpstreamBroken("protocol upgrades are not passed through")
             elif response.chunked:
-                while True:
-                    size_line = await up_reader.readuntil(b"\r\n")
-                    size = _chunk_size(size_line)
-                    if size is None:
-                        raise _UpstreamBroken("the model server's chunk size is not hexadecimal")
-                    writer.write(size_line)
-                    if size == 0:
-                        while True:
-                            trailer = await up_reader.readuntil(b"\r\n")
-                            writer.write(trailer)
-                            if trailer == b"\r\n":
-                                break
-                        break
-                    # The data and its CRLF, in pieces.
-                    sent += size
-                    await self._copy(up_reader, writer, size + 2)
+                sent = await self._relay_chunks(up_reader, writer)
             elif response.length is not None:
                 await self._copy(up_reader, writer, response.length)
                 sent = response.length
@@ -698,7 +681,8 @@ class Proxy:
     async def drain_connections(self, grace: float) -> None:
         """Waits up to `grace` seconds for the exchanges in flight, then cuts them off."""
         deadline = time.monotonic() + grace
-        while self._metrics.in_flight and time.monotonic() < deadline:
+        # Polled at the stop only; an event per exchange would cost every request.
+        while self._metrics.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for task in list(self._connections):
             task.cancel()
@@ -736,70 +720,13 @@ async def _serve_metrics(
         writer.close()
 
 
-def start_log(
-    stream: typing.TextIO, *, settings: Settings, instance: str
-) -> tuple[sink.Sink, keys.Signer]:
-    """A new segment of the input log, signed by a key made now and held in memory only."""
-    signer = keys.generate(settings.log_name)
-    origin = checkpoints.origin(
-        signer.name, checkpoints.new_segment(datetime.datetime.now(datetime.UTC))
-    )
-    log = sink.Sink(stream, signer=signer, origin=origin, cadence=settings.cadence)
-    log.record(
-        records.Decision.AUDIT_CHAIN_STARTED,
-        reason="AuditProxyStarted",
-        message=f"audit proxy {instance} started segment {origin} of the input log, signed by "
-        "a key made at its start and never stored",
-        details={
-            "instance": instance,
-            "origin": origin,
-            "publicKey": signer.verifier.vkey,
-            "checkpointEvery": {
-                "records": settings.cadence.records,
-                "seconds": settings.cadence.seconds,
-            },
-            "inputs": settings.mode,
-            "limits": {
-                "maxRequestBytes": settings.max_request_bytes,
-                "requestsPerSecond": settings.rate,
-                "burst": settings.burst if settings.rate is not None else None,
-            },
-            "redaction": {
-                "paths": ["$" + "".join(_step(s) for s in path) for path in settings.redaction.paths],
-                "headers": sorted(settings.redaction.headers),
-            },
-        },
-    )
-    return log, signer
-
-
-def _step(step: str) -> str:
-    if step == inputrecords.WILDCARD:
-        return ".*"
-    if step.startswith("#"):
-        return f"[{step[1:]}]"
-    return f".{step}"
-
-
-async def serve(settings: Settings, *, instance: str, ready: asyncio.Event | None = None) -> int:
-    """Runs the proxy until SIGTERM or SIGINT; then finishes what is in flight, closes the
-    segment and writes its last checkpoint."""
-    # The record writer is a thread of this process: a short switch interval lets the event
-    # loop take the GIL back within a millisecond (the default is 5) when signing holds it.
-    sys.setswitchinterval(0.001)
+async def serve(settings: Settings, *, instance: str) -> int:
+    """Runs the proxy until SIGTERM or SIGINT; then finishes what is in flight and lets the
+    record writer close the segment with its last checkpoint. Exit 1 if the record writer
+    stops first: requests are never served unaudited for long."""
     metrics = proxymetrics.Metrics()
-    out_lock = threading.Lock()
-
-    def emit(line: str) -> None:
-        with out_lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
-    log, signer = start_log(sys.stdout, settings=settings, instance=instance)
-    recorder = Recorder(
-        log, settings=settings, hmac_key=secrets.token_bytes(32), metrics=metrics, emit=emit
-    )
-    recorder.start()
+    recorder = RecordPipe(settings, metrics=metrics)
+    await recorder.start(instance=instance)
     proxy = Proxy(settings, recorder=recorder, metrics=metrics)
     server = await asyncio.start_server(
         proxy.serve_caller,
@@ -818,8 +745,7 @@ async def serve(settings: Settings, *, instance: str, ready: asyncio.Event | Non
         )
     print(
         f"audit proxy: {settings.listen_host}:{settings.listen_port} -> "
-        f"{settings.upstream_host}:{settings.upstream_port}, inputs {settings.mode}, log "
-        f"{log.origin}, key {signer.verifier.vkey}",
+        f"{settings.upstream_host}:{settings.upstream_port}, inputs {settings.mode}",
         file=sys.stderr,
         flush=True,
     )
@@ -827,15 +753,24 @@ async def serve(settings: Settings, *, instance: str, ready: asyncio.Event | Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if ready is not None:
-        ready.set()
-    await stop.wait()
+    writer_exit = asyncio.ensure_future(recorder.exited())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({writer_exit, stopping}, return_when=asyncio.FIRST_COMPLETED)
     server.close()
     if metrics_server is not None:
         metrics_server.close()
+    if writer_exit.done():
+        print(
+            f"audit proxy: the record writer exited ({writer_exit.result()}); stopping, so "
+            "that no request is served unrecorded",
+            file=sys.stderr,
+            flush=True,
+        )
+        await proxy.drain_connections(grace=0.0)
+        return 1
+    stopping.cancel()
     await proxy.drain_connections(grace=20.0)
-    await loop.run_in_executor(None, lambda: recorder.stop(reason="AuditProxyStopped"))
-    return 0
+    return 0 if await recorder.stop() == 0 else 1
 
 
 def run(settings: Settings, *, instance: str) -> int:

@@ -70,6 +70,19 @@ def parse_path(text: str) -> tuple[str, ...]:
     return tuple(steps)
 
 
+def path_text(steps: tuple[str, ...]) -> str:
+    """A parsed path written back as its rule."""
+    out = "$"
+    for step in steps:
+        if step == WILDCARD:
+            out += ".*"
+        elif step.startswith("#"):
+            out += f"[{step[1:]}]"
+        else:
+            out += f".{step}"
+    return out
+
+
 def header_rule(text: str) -> str:
     """A header-name rule, lower-cased; InvalidRule when it is not a header name."""
     if not _HEADER_NAME.fullmatch(text):
@@ -128,17 +141,13 @@ def _redact(
     if isinstance(value, dict):
         out: dict[str, typing.Any] = {}
         for name, child in value.items():
-            following = [
-                (path, at + 1) for path, at in live if path[at] in (WILDCARD, name)
-            ]
+            following = [(path, at + 1) for path, at in live if path[at] in (WILDCARD, name)]
             out[name] = _redact(child, following, key=key, depth=depth + 1)
         return out
     if isinstance(value, list):
         items = []
         for index, child in enumerate(value):
-            following = [
-                (path, at + 1) for path, at in live if path[at] in (WILDCARD, f"#{index}")
-            ]
+            following = [(path, at + 1) for path, at in live if path[at] in (WILDCARD, f"#{index}")]
             items.append(_redact(child, following, key=key, depth=depth + 1))
         return items
     return value
@@ -336,7 +345,9 @@ def details_of(
 
 def message_of(exchange: Exchange) -> str:
     if exchange.refusal is not None:
-        return f"{exchange.method} refused with {exchange.refusal.status}: {exchange.refusal.message}"
+        return (
+            f"{exchange.method} refused with {exchange.refusal.status}: {exchange.refusal.message}"
+        )
     if exchange.error is not None:
         return f"{exchange.method} not completed: {exchange.error}"
     return f"{exchange.method} answered {exchange.status}"

@@ -1,8 +1,7 @@
 """The audit proxy's Prometheus metrics, in the text exposition format (version 0.0.4).
 
-A handful of counters and one histogram, each written by one thread only (the event loop, or the
-record writer), read by the scrape: a dependency with its own locks would cost more per request
-than the proxy's whole bookkeeping.
+A handful of counters and one histogram, written by the event loop only and read by the scrape:
+a dependency with its own locks would cost more per request than the proxy's whole bookkeeping.
 """
 
 from __future__ import annotations
@@ -45,13 +44,13 @@ class Metrics:
         self._buckets = [0] * len(DURATION_BUCKETS)
         self._duration_sum = 0.0
         self._duration_count = 0
-        # Written by the record writer's thread only.
-        self.records = 0
         self.records_dropped = 0
-        self.checkpoints = 0
         self.queue_depth: typing.Callable[[], int] = lambda: 0
+        """Bytes of records waiting for the record writer."""
 
-    def observe(self, *, status: int, seconds: float, request_bytes: int, response_bytes: int) -> None:
+    def observe(
+        self, *, status: int, seconds: float, request_bytes: int, response_bytes: int
+    ) -> None:
         self.requests[status] = self.requests.get(status, 0) + 1
         self.request_bytes += request_bytes
         self.response_bytes += response_bytes
@@ -94,13 +93,9 @@ class Metrics:
         for bound, count in zip(DURATION_BUCKETS, list(self._buckets), strict=True):
             cumulative += count
             out.append(f'{PREFIX}request_duration_seconds_bucket{{le="{bound:g}"}} {cumulative}')
-        out.append(
-            f'{PREFIX}request_duration_seconds_bucket{{le="+Inf"}} {self._duration_count}'
-        )
+        out.append(f'{PREFIX}request_duration_seconds_bucket{{le="+Inf"}} {self._duration_count}')
         out.append(f"{PREFIX}request_duration_seconds_sum {self._duration_sum:.6f}")
         out.append(f"{PREFIX}request_duration_seconds_count {self._duration_count}")
-        family("records_total", "counter", "Input records written to the audit log.")
-        out.append(f"{PREFIX}records_total {self.records}")
         family(
             "records_dropped_total",
             "counter",
@@ -108,8 +103,6 @@ class Metrics:
             "itself recorded in the chain).",
         )
         out.append(f"{PREFIX}records_dropped_total {self.records_dropped}")
-        family("checkpoints_total", "counter", "Signed checkpoints written.")
-        out.append(f"{PREFIX}checkpoints_total {self.checkpoints}")
-        family("queue_depth", "gauge", "Records waiting to be written.")
-        out.append(f"{PREFIX}queue_depth {self.queue_depth()}")
+        family("queue_bytes", "gauge", "Bytes of records waiting for the record writer.")
+        out.append(f"{PREFIX}queue_bytes {self.queue_depth()}")
         return "\n".join(out) + "\n"
