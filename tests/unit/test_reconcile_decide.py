@@ -952,3 +952,15 @@ def test_the_report_names_the_network_policy_and_is_told_once_by_the_table() -> 
     ]
     assert "NetworkPolicy team-a/allow-all" in outcome.audit_records[0].message
     assert _condition(outcome, "Ready") == ("True", "Available")
+
+
+def test_payload_audit_the_policy_does_not_allow_holds_the_rollout() -> None:
+    seen = _observed(
+        body=_body(audit={"inputs": "Payload"}),
+        outcome=_verified(NEW_ROOT, approvals=0),
+        live=_live_deployment(),
+        pods=(SERVING_POD,),
+    )
+    outcome = decide.decide(dataclasses.replace(seen, replica_sets=[]), agent_image=AGENT)
+    assert _condition(outcome, "Isolated") == ("False", "PayloadAuditNotAllowed")
+    assert outcome.action is Action.HOLD
