@@ -35,6 +35,7 @@ class Upstream:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def __enter__(self) -> Upstream:
         self._thread.start()
@@ -45,6 +46,15 @@ class Upstream:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
+    def close_connections(self) -> None:
+        """Closes every connection the server holds, from the server's side."""
+
+        def close() -> None:
+            for writer in list(self._writers):
+                writer.close()
+
+        self._loop.call_soon_threadsafe(close)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
@@ -53,6 +63,7 @@ class Upstream:
         self._loop.run_forever()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -94,6 +105,7 @@ class Upstream:
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
 
@@ -385,3 +397,16 @@ def test_bad_arguments_are_named() -> None:
     assert done.returncode == 2
     assert "redaction path 'user.email' does not start with $" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_server_closing_idle_connections_is_reconnected_not_answered_502(
+    upstream: Upstream,
+) -> None:
+    proxy = Proxy(upstream.port)
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    assert _call(proxy.port, "GET", "/a", connection=connection)[0] == 200
+    upstream.close_connections()  # as a server's keep-alive timeout does
+    time.sleep(0.3)
+    assert _call(proxy.port, "GET", "/b", connection=connection)[0] == 200
+    proxy.stop()
+    assert [r["details"]["status"] for r in proxy.requests()] == [200, 200]

@@ -413,6 +413,11 @@ class Proxy:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
     ) -> tuple[bool, tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]:
         answered = False
+        if upstream is not None and (upstream[0].at_eof() or upstream[1].transport.is_closing()):
+            # The model server closed the idle connection (its keep-alive timeout): a new one,
+            # rather than a request written into a closed connection and answered 502.
+            upstream[1].transport.abort()
+            upstream = None
         try:
             if upstream is None:
                 try:
@@ -584,8 +589,12 @@ class Proxy:
                 response = parse_response_head(head)
             except _Malformed as malformed:
                 raise _UpstreamBroken(str(malformed)) from None
+            if response.status == 101:
+                # A tunnel would carry what no record could describe: refused, before the
+                # caller sees the upgrade.
+                raise _UpstreamBroken("protocol upgrades are not passed through")
             writer.write(head)
-            if 100 <= response.status < 200 and response.status != 101:
+            if 100 <= response.status < 200:
                 continue  # 100 Continue and other interim answers precede the real one
             break
         exchange.status = response.status
@@ -593,8 +602,6 @@ class Proxy:
         try:
             if request.method == "HEAD" or response.status in _NO_BODY_STATUSES:
                 pass
-            elif response.status == 101:
-                raise _UpstreamBroken("protocol upgrades are not passed through")
             elif response.chunked:
                 sent = await self._relay_chunks(up_reader, writer)
             elif response.length is not None:

@@ -47,6 +47,8 @@ class Decision(enum.StrEnum):
     APPROVED = "Approved"
     APPROVAL_HELD = "ApprovalHeld"
     BROAD_ACCESS_REFUSED = "BroadAccessRefused"
+    PAYLOAD_AUDIT_REFUSED = "PayloadAuditRefused"
+    """spec.audit.inputs is Payload, which the model's TrustPolicy does not allow."""
     OPENED_BY_NETWORK_POLICY = "OpenedByNetworkPolicy"
     """Someone else's NetworkPolicy opens a model's pods beyond its TrustPolicy (the message
     names it and the rule)."""
