@@ -9,7 +9,7 @@ import typing
 
 import pytest
 
-from modelguard.agent import auditproxy, inputrecords
+from modelguard.agent import auditproxy, inputrecords, proxymetrics, recordwriter
 from modelguard.api import trustpolicy, v1alpha1
 from modelguard.trust import inputaudit, reasons
 
@@ -420,3 +420,63 @@ def test_payload_needs_the_policy(inputs: str, allow_payload: bool, refused: boo
     if refused:
         assert violations[0].reason == reasons.Reason.PAYLOAD_AUDIT_NOT_ALLOWED
         assert "allowPayload" in violations[0].message
+
+
+# --------------------------------------------------------------------------------------------
+# The pipe to the record writer, and the metrics
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "exchange",
+    [
+        pytest.param(_exchange(), id="payload-with-headers"),
+        pytest.param(
+            _exchange(
+                headers=[],
+                payload=None,
+                request_sha256=None,
+                declared_bytes=5,
+                refusal=inputrecords.Refusal(413, "RequestTooLarge", "too large"),
+            ),
+            id="refused-unread",
+        ),
+        pytest.param(
+            _exchange(identity="x", error="broken", payload_complete=False, payload=None),
+            id="broken-with-identity",
+        ),
+    ],
+)
+def test_what_crosses_the_pipe_gives_the_same_record(exchange: inputrecords.Exchange) -> None:
+    rules = inputrecords.Redaction.of(paths=["$.q"], headers=[])
+    line = recordwriter.encode(exchange)
+    assert line.endswith(b"\n")
+    assert b"\n" not in line[:-1]
+    back = recordwriter.decode(json.loads(line))
+    for mode in (inputrecords.METADATA, inputrecords.PAYLOAD):
+        assert inputrecords.details_of(back, mode=mode, rules=rules, key=KEY) == (
+            inputrecords.details_of(exchange, mode=mode, rules=rules, key=KEY)
+        )
+    assert inputrecords.reason_of(back) == inputrecords.reason_of(exchange)
+    assert inputrecords.message_of(back) == inputrecords.message_of(exchange)
+
+
+def test_metrics_exposition() -> None:
+    metrics = proxymetrics.Metrics()
+    metrics.observe(status=200, seconds=0.0007, request_bytes=10, response_bytes=20)
+    metrics.observe(status=200, seconds=3.0, request_bytes=1, response_bytes=2)
+    metrics.observe(status=429, seconds=0.0001, request_bytes=0, response_bytes=0)
+    metrics.refuse("RateLimited")
+    lines = metrics.exposition().splitlines()
+    assert 'modelguard_audit_proxy_requests_total{code="200"} 2' in lines
+    assert 'modelguard_audit_proxy_refused_total{reason="RateLimited"} 1' in lines
+    assert "modelguard_audit_proxy_request_bytes_total 11" in lines
+    # Cumulative buckets: 0.0001 and 0.0007 are within 1 ms, 3 s within 5 s, all within +Inf.
+    assert 'modelguard_audit_proxy_request_duration_seconds_bucket{le="0.0005"} 1' in lines
+    assert 'modelguard_audit_proxy_request_duration_seconds_bucket{le="0.001"} 2' in lines
+    assert 'modelguard_audit_proxy_request_duration_seconds_bucket{le="2.5"} 2' in lines
+    assert 'modelguard_audit_proxy_request_duration_seconds_bucket{le="5"} 3' in lines
+    assert 'modelguard_audit_proxy_request_duration_seconds_bucket{le="+Inf"} 3' in lines
+    assert "modelguard_audit_proxy_request_duration_seconds_count 3" in lines
+    names = {line.split()[2] for line in lines if line.startswith("# TYPE")}
+    assert all(name.startswith("modelguard_audit_proxy_") for name in names)

@@ -448,9 +448,10 @@ class Proxy:
             exchange.error = str(broken)
             if not answered and exchange.response_bytes == 0 and exchange.status == 0:
                 exchange.status = 502
-                await self._write_refusal(
-                    writer, 502, "the model server did not answer", close=True
-                )
+                with contextlib.suppress(ConnectionError):
+                    await self._write_refusal(
+                        writer, 502, "the model server did not answer", close=True
+                    )
             self._finish(exchange)
             return False, None
         except (_CallerGone, ConnectionError, asyncio.IncompleteReadError) as gone:

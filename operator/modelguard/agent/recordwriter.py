@@ -264,7 +264,10 @@ def run(source: int, stream: typing.TextIO) -> int:
             else:
                 writer.take(line)
         if len(pending) > MAX_MESSAGE_BYTES:
+            # Not a message the proxy writes; what it stood for is recorded as unreadable.
             pending.clear()
+            if writer is not None:
+                writer.take(b"")
     if writer is not None:
         writer.close(reason="AuditProxyStopped")
     return 0
