@@ -11,6 +11,7 @@ import argparse
 import datetime
 import os
 import pathlib
+import socket
 import sys
 import typing
 
@@ -316,11 +317,14 @@ def _audit_proxy(args: argparse.Namespace) -> int:
     from modelguard.agent import auditproxy, inputrecords  # noqa: PLC0415
     from modelguard.audit import keys, sink  # noqa: PLC0415
 
+    # In a pod the host name is the pod's name.
+    host = socket.gethostname()
+    log_name = args.log_name.replace("{pod}", host)
     try:
         redaction = inputrecords.Redaction.of(
             paths=args.redact_path or (), headers=args.redact_header or ()
         )
-        keys.Verifier(name=args.log_name, public=bytes(32))
+        keys.Verifier(name=log_name, public=bytes(32))
     except (inputrecords.InvalidRule, keys.InvalidKey) as error:
         print(f"modelguard agent audit-proxy: {error}", file=sys.stderr)
         return 2
@@ -330,7 +334,7 @@ def _audit_proxy(args: argparse.Namespace) -> int:
         upstream_host=args.upstream_host,
         upstream_port=args.upstream_port,
         mode=args.inputs,
-        log_name=args.log_name,
+        log_name=log_name,
         max_request_bytes=args.max_request_bytes,
         rate=args.rate,
         burst=args.burst or max(1, int(args.rate or 1)),
@@ -341,7 +345,7 @@ def _audit_proxy(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         cadence=sink.Cadence(records=args.checkpoint_records, seconds=args.checkpoint_seconds),
     )
-    instance = args.instance or os.environ.get("POD_NAME") or os.uname().nodename
+    instance = args.instance or host
     return auditproxy.run(settings, instance=instance)
 
 
@@ -383,7 +387,8 @@ def _add_audit_proxy(agent_commands: typing.Any) -> None:
     proxy.add_argument(
         "--log-name",
         required=True,
-        help="the input log's name (its key's name), e.g. <namespace>/<pod>/inputs",
+        help="the input log's name (its key's name); {pod} stands for the host name, which in a"
+        " pod is the pod's name, e.g. team-a/{pod}/inputs",
     )
     proxy.add_argument(
         "--max-request-bytes",
@@ -434,7 +439,7 @@ def _add_audit_proxy(agent_commands: typing.Any) -> None:
     proxy.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here")
     proxy.add_argument("--checkpoint-records", type=_at_least_one, default=1000, metavar="N")
     proxy.add_argument("--checkpoint-seconds", type=_at_least_one, default=300, metavar="S")
-    proxy.add_argument("--instance", help="named in the first record (default: $POD_NAME)")
+    proxy.add_argument("--instance", help="named in the first record (default: the host name)")
     proxy.set_defaults(handler=_audit_proxy)
 
 

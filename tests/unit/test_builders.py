@@ -810,8 +810,9 @@ def test_audit_proxy_is_in_front_of_the_model_server_by_default() -> None:
     assert _after(args, "--max-request-bytes") == [str(16 << 20)]
     assert _after(args, "--rate") == ["1000"]
     assert _after(args, "--burst") == ["2000"]
-    assert _after(args, "--log-name") == ["$(POD_NAMESPACE)/$(POD_NAME)/inputs"]
-    assert {e["name"] for e in proxy["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    assert _after(args, "--log-name") == ["team-nlp/{pod}/inputs"]
+    # The chart's admission policy admits no environment from fields into the operator's pods.
+    assert "env" not in proxy
     assert "--identity-header" not in args
     # Callers reach the proxy: the Service targets the port named http, which is the proxy's.
     service = _by_name(children.build_children(md, artifact=ARTIFACT))["Service/sentiment"]

@@ -388,9 +388,10 @@ def _audit_proxy_container(
         str(md.spec.serving.port),
         "--inputs",
         str(audit.inputs),
-        # Expanded by the kubelet from the downward API below: one log (and key name) per pod.
+        # One log (and key name) per pod: the proxy puts in its host name, which is the pod's
+        # (the operator's pods take no environment from fields, so no downward API).
         "--log-name",
-        "$(POD_NAMESPACE)/$(POD_NAME)/inputs",
+        f"{md.namespace}/{{pod}}/inputs",
         "--max-request-bytes",
         str(audit.request_bytes()),
         "--rate",
@@ -412,13 +413,6 @@ def _audit_proxy_container(
         "image": artifact.agent_image,
         "command": ["modelguard"],
         "args": args,
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {
-                "name": "POD_NAMESPACE",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-            },
-        ],
         "ports": [
             {"name": names.PORT_NAME, "containerPort": proxy_port(md), "protocol": "TCP"},
             {"name": names.METRICS_PORT_NAME, "containerPort": metrics_port(md), "protocol": "TCP"},
