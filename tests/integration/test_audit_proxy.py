@@ -243,7 +243,10 @@ def test_every_request_recorded_and_the_log_verifies(upstream: Upstream, tmp_pat
     assert metrics['modelguard_audit_proxy_requests_total{code="500"}'] == 1
 
     log = tmp_path / "inputs.jsonl"
-    log.write_text("".join(proxy.lines))
+    # As `kubectl logs` gives it: the proxy's standard error first, among the records.
+    log.write_text(
+        "audit proxy: 0.0.0.0:8480 -> 127.0.0.1:8080, inputs Metadata\n" + "".join(proxy.lines)
+    )
     records = proxy.records()
     assert records[0]["decision"] == "AuditChainStarted"
     assert records[-1]["decision"] == "AuditChainClosed"

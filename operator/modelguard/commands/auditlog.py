@@ -165,6 +165,13 @@ def _parsed(data: bytes, *, where: str) -> typing.Iterator[tuple[str, str]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise _Refused(f"--checkpoints {where}: not UTF-8 text") from None
+    if _CHECKPOINT_LINE in text:
+        # The audit proxy's log: checkpoint lines among records and other output (`kubectl logs`
+        # gives its standard error too). A signed note never holds that text.
+        found = _checkpoint_lines(text, where=where)
+        if found is not None:
+            yield from found
+            return
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
