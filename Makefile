@@ -119,6 +119,7 @@ bench: venv tools packages ## benchmarks: figures printed next to a reference me
 	PYTHONPATH=hack $(BIN)/python benchmarks/certificate_verify.py
 	$(BIN)/python benchmarks/format_classify.py
 	$(BIN)/python benchmarks/audit_log.py
+	PYTHONPATH=hack $(BIN)/python benchmarks/audit_proxy.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/webhook_latency.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/owned_objects_policy.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/hostile_bundles.py

@@ -70,9 +70,14 @@ type review struct {
 	name           string
 	prefix, suffix []byte
 	allowed        bool
+	// plain: an opaque body (-body), sent as is; any 2xx answer is right.
+	plain bool
 }
 
 func (r *review) body(uid string) []byte {
+	if r.plain {
+		return r.prefix
+	}
 	body := make([]byte, 0, len(r.prefix)+len(uid)+len(r.suffix))
 	return append(append(append(body, r.prefix...), uid...), r.suffix...)
 }
@@ -134,6 +139,15 @@ type client struct {
 }
 
 func newClient(url, caFile string, connections int, timeout time.Duration) (*client, error) {
+	if caFile == "" {
+		// Plain HTTP (-body runs against loopback servers without TLS).
+		transport := &http.Transport{
+			MaxConnsPerHost:     connections,
+			MaxIdleConnsPerHost: connections,
+			DisableCompression:  true,
+		}
+		return &client{http: &http.Client{Transport: transport, Timeout: timeout}, url: url}, nil
+	}
 	ca, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
@@ -176,6 +190,12 @@ func (c *client) send(r *review) error {
 	_ = response.Body.Close()
 	if err != nil {
 		return err
+	}
+	if r.plain {
+		if response.StatusCode/100 != 2 {
+			return fmt.Errorf("HTTP %d: %.200s", response.StatusCode, data)
+		}
+		return nil
 	}
 	if response.StatusCode != http.StatusOK {
 		return fmt.Errorf("HTTP %d: %.200s", response.StatusCode, data)
@@ -448,11 +468,19 @@ func run(args []string) error {
 	ownCPU := flags.Int("own-cpu", -1, "the CPU this process is pinned to: report how busy it was too")
 	var reviews reviewFlags
 	flags.Var(&reviews, "review", "PATH=allowed|denied: an AdmissionReview and its expected answer (repeatable; sent in turn)")
+	bodyFile := flags.String("body", "", "instead of -review: POST this file as is over plain HTTP (no -ca); any 2xx is right")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
-	if *url == "" || *caFile == "" || len(reviews) == 0 || *rate <= 0 || *connections < 1 {
-		return errors.New("run needs -url, -ca, at least one -review, a positive -rate and -connections")
+	if *bodyFile != "" {
+		data, err := os.ReadFile(*bodyFile)
+		if err != nil {
+			return err
+		}
+		reviews = append(reviews, &review{name: *bodyFile, prefix: data, plain: true})
+	}
+	if *url == "" || (*caFile == "" && *bodyFile == "") || len(reviews) == 0 || *rate <= 0 || *connections < 1 {
+		return errors.New("run needs -url, -ca and -review (or -body), a positive -rate and -connections")
 	}
 	c, err := newClient(*url, *caFile, *connections, *timeout)
 	if err != nil {

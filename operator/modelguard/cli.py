@@ -11,6 +11,7 @@ import argparse
 import datetime
 import os
 import pathlib
+import socket
 import sys
 import typing
 
@@ -502,6 +503,136 @@ def _fetch_verify(args: argparse.Namespace) -> int:
     return fetchverify.run(options, termination_log=args.termination_log)
 
 
+def _audit_proxy(args: argparse.Namespace) -> int:
+    from modelguard.agent import auditproxy, inputrecords  # noqa: PLC0415
+    from modelguard.audit import keys, sink  # noqa: PLC0415
+
+    # In a pod the host name is the pod's name.
+    host = socket.gethostname()
+    log_name = args.log_name.replace("{pod}", host)
+    try:
+        redaction = inputrecords.Redaction.of(
+            paths=args.redact_path or (), headers=args.redact_header or ()
+        )
+        keys.Verifier(name=log_name, public=bytes(32))
+    except (inputrecords.InvalidRule, keys.InvalidKey) as error:
+        print(f"modelguard agent audit-proxy: {error}", file=sys.stderr)
+        return 2
+    settings = auditproxy.Settings(
+        listen_host=args.listen_host,
+        listen_port=args.port,
+        upstream_host=args.upstream_host,
+        upstream_port=args.upstream_port,
+        mode=args.inputs,
+        log_name=log_name,
+        max_request_bytes=args.max_request_bytes,
+        rate=args.rate,
+        burst=args.burst or max(1, int(args.rate or 1)),
+        redaction=redaction,
+        identity_header=args.identity_header,
+        payload_bytes=args.payload_bytes,
+        queue_bytes=args.queue_bytes,
+        metrics_port=args.metrics_port,
+        cadence=sink.Cadence(records=args.checkpoint_records, seconds=args.checkpoint_seconds),
+    )
+    instance = args.instance or host
+    return auditproxy.run(settings, instance=instance)
+
+
+def _positive_rate(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0 or number > 1e9:
+        raise argparse.ArgumentTypeError(f"must be above 0 (and at most 1e9), got {value}")
+    return number
+
+
+def _add_audit_proxy(agent_commands: typing.Any) -> None:
+    from modelguard.agent import inputrecords  # noqa: PLC0415
+
+    proxy = agent_commands.add_parser(
+        "audit-proxy",
+        help="the sidecar in front of the model server that records every inference request",
+        description="Pass HTTP/1.1 requests on to the model server on UPSTREAM_PORT, streaming"
+        " bodies, and write one signed, chained record per request (and signed checkpoints) to"
+        " standard output as JSON lines; refuse requests over the size or rate limit with 413"
+        " or 429, recorded too. Stops on SIGTERM after the requests in flight, closing its log"
+        " segment with a last checkpoint.",
+    )
+    proxy.add_argument("--port", type=int, required=True, help="where callers connect")
+    proxy.add_argument("--listen-host", default="0.0.0.0", help="default 0.0.0.0 (the pod)")  # noqa: S104
+    proxy.add_argument(
+        "--upstream-port", type=int, required=True, help="the model server's port on localhost"
+    )
+    proxy.add_argument("--upstream-host", default="127.0.0.1", help="default 127.0.0.1")
+    proxy.add_argument(
+        "--inputs",
+        choices=[inputrecords.METADATA, inputrecords.PAYLOAD],
+        default=inputrecords.METADATA,
+        help="Metadata (default): time, caller, sizes, digest, status, latency; Payload: also"
+        " the redacted headers and JSON body",
+    )
+    proxy.add_argument(
+        "--log-name",
+        required=True,
+        help="the input log's name (its key's name); {pod} stands for the host name, which in a"
+        " pod is the pod's name, e.g. team-a/{pod}/inputs",
+    )
+    proxy.add_argument(
+        "--max-request-bytes",
+        type=_at_least_one,
+        required=True,
+        metavar="N",
+        help="larger request bodies are refused with 413 (streamed bodies as soon as they pass it)",
+    )
+    proxy.add_argument(
+        "--rate",
+        type=_positive_rate,
+        metavar="RPS",
+        help="requests per second over all callers; more are refused with 429 (default: none)",
+    )
+    proxy.add_argument("--burst", type=_at_least_one, metavar="N", help="default: the rate")
+    proxy.add_argument(
+        "--redact-path",
+        action="append",
+        metavar="JSONPATH",
+        help="Payload: a JSON path whose values are replaced by length and HMAC (repeatable)",
+    )
+    proxy.add_argument(
+        "--redact-header",
+        action="append",
+        metavar="NAME",
+        help="Payload: a header whose value is replaced (repeatable; credentials always are)",
+    )
+    proxy.add_argument(
+        "--identity-header",
+        metavar="NAME",
+        help="the header the platform sets to the caller's identity (only when it is trusted)",
+    )
+    proxy.add_argument(
+        "--payload-bytes",
+        type=_at_least_one,
+        default=64 * 1024,
+        metavar="N",
+        help="Payload: bodies up to this size are recorded (default 64 KiB); larger by digest",
+    )
+    proxy.add_argument(
+        "--queue-bytes",
+        type=_at_least_one,
+        default=8 << 20,
+        metavar="N",
+        help="bytes of records waiting to be written; past it requests are served unrecorded,"
+        " counted, and the count recorded (default 8 MiB)",
+    )
+    proxy.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here")
+    proxy.add_argument("--checkpoint-records", type=_at_least_one, default=1000, metavar="N")
+    proxy.add_argument("--checkpoint-seconds", type=_at_least_one, default=300, metavar="S")
+    proxy.add_argument("--instance", help="named in the first record (default: the host name)")
+    proxy.set_defaults(handler=_audit_proxy)
+
+
 def _add_agent(commands: typing.Any) -> None:
     agent = commands.add_parser("agent", help="in-pod entrypoints (init container, sidecars)")
     agent_commands = agent.add_subparsers(dest="agent_command", required=True)
@@ -586,6 +717,7 @@ def _add_agent(commands: typing.Any) -> None:
         " (default /dev/termination-log)",
     )
     fetch.set_defaults(handler=_fetch_verify)
+    _add_audit_proxy(agent_commands)
 
 
 def _env_path(name: str) -> pathlib.Path | None:

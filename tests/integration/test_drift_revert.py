@@ -119,7 +119,7 @@ def test_fields_added_to_a_child_are_removed_and_a_scale_is_reverted(
         spec = kubectl.json("get", "deployment", "m", "-n", namespace)["spec"]
         pod = spec["template"]["spec"]
         assert [c["name"] for c in pod["initContainers"]] == ["fetch-verify"]
-        assert [c["name"] for c in pod["containers"]] == ["model-server"]
+        assert [c["name"] for c in pod["containers"]] == ["model-server", "audit-proxy"]
         assert "command" not in pod["containers"][0]
         assert "env" not in pod["containers"][0]
         assert "extra" not in [v["name"] for v in pod["volumes"]]

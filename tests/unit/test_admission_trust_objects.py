@@ -380,8 +380,9 @@ def _model(
     access: dict[str, typing.Any] | None = None,
     policy: str = "default",
     source_egress: list[dict[str, typing.Any]] | None = None,
+    inputs: str | None = None,
 ) -> dict[str, typing.Any]:
-    return {
+    body: dict[str, typing.Any] = {
         "apiVersion": "modelguard.dev/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": "bert", "namespace": NAMESPACE},
@@ -396,6 +397,9 @@ def _model(
             "access": access or {},
         },
     }
+    if inputs is not None:
+        body["spec"]["audit"] = {"inputs": inputs}
+    return body
 
 
 EVERY_NAMESPACE = {"ingress": [{"namespaceSelector": {}}]}
@@ -446,6 +450,23 @@ ACCESS_CASES = {
     ),
     "unrelated update of a model the policy no longer allows (e.g. quarantine)": AccessCase(
         "UPDATE", _model(access=EVERY_NAMESPACE), _model(access=EVERY_NAMESPACE), allowed=True
+    ),
+    "payload audit the policy does not allow": AccessCase(
+        "CREATE",
+        _model(inputs="Payload"),
+        None,
+        allowed=False,
+        says="spec.audit.inputs is Payload, but TrustPolicy default does not allow",
+    ),
+    "update to payload audit": AccessCase(
+        "UPDATE",
+        _model(inputs="Payload"),
+        _model(inputs="Metadata"),
+        allowed=False,
+        says="spec.audit.allowPayload is false",
+    ),
+    "metadata audit needs no permission": AccessCase(
+        "CREATE", _model(inputs="Metadata"), None, allowed=True
     ),
     "moving to a policy that does not allow it": AccessCase(
         "UPDATE",

@@ -313,7 +313,12 @@ def test_camel_case_round_trip() -> None:
                 }
             ],
         },
-        audit={"inputs": "Payload"},
+        audit={
+            "inputs": "Payload",
+            "maxRequestBytes": "1Mi",
+            "rateLimit": {"requestsPerSecond": 50, "burst": 100},
+            "redact": {"jsonPaths": ["$.messages[*].content"], "headers": ["x-user"]},
+        },
         backup={"store": "offline-vault", "schedule": "0 3 * * *"},
         rollout={"onUnapproved": "Reject"},
         quarantine=True,

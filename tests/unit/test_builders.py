@@ -190,17 +190,35 @@ def test_child_names_cover_every_child() -> None:
                     "ingress": [
                         {
                             "from": [FRONTEND, GATEWAY, OFFICE],
-                            "ports": [{"protocol": "TCP", "port": 8080}],
+                            # The audit proxy's port: the model server's own is not reachable.
+                            "ports": [{"protocol": "TCP", "port": 8480}],
                         }
                     ],
                 },
                 "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
                 "sentiment-allow-source": NO_SOURCE,
             },
-            id="ingress-callers-to-serving-port-only",
+            id="ingress-callers-to-the-audit-proxy-port-only",
         ),
         pytest.param(
-            {"access": {"ingress": [FRONTEND]}, "serving": {"image": IMAGE, "port": 9000}},
+            {"access": {"ingress": [FRONTEND]}, "audit": {"inputs": "None"}},
+            {
+                "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
+                "sentiment-allow-ingress": {
+                    "policyTypes": ["Ingress"],
+                    "ingress": [{"from": [FRONTEND], "ports": [{"protocol": "TCP", "port": 8080}]}],
+                },
+                "sentiment-allow-egress": {"policyTypes": ["Egress"], "egress": [DNS_RULE]},
+                "sentiment-allow-source": NO_SOURCE,
+            },
+            id="no-input-audit-callers-to-the-serving-port-only",
+        ),
+        pytest.param(
+            {
+                "access": {"ingress": [FRONTEND]},
+                "serving": {"image": IMAGE, "port": 9000},
+                "audit": {"inputs": "None"},
+            },
             {
                 "sentiment-default-deny": {"policyTypes": ["Ingress", "Egress"]},
                 "sentiment-allow-ingress": {
@@ -338,11 +356,14 @@ def test_deployment(
 ) -> None:
     md = _md(**spec)
     deployment = _deployment(md)
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container, proxy = deployment["spec"]["template"]["spec"]["containers"]
     assert deployment["spec"]["replicas"] == replicas
     assert container["image"] == IMAGE
     assert container["resources"] == resources
-    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    # Behind the audit proxy, whose port is the one named http.
+    assert container["ports"] == [{"name": "model", "containerPort": port, "protocol": "TCP"}]
+    assert proxy["name"] == "audit-proxy"
+    assert proxy["ports"][0] == {"name": "http", "containerPort": 8480, "protocol": "TCP"}
     service = _by_name(children.build_children(md, artifact=ARTIFACT))["Service/sentiment"]
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [
@@ -359,7 +380,8 @@ def test_rollout_never_drops_the_serving_version() -> None:
 
 def test_model_is_mounted_read_only_and_tmp_is_the_only_writable_path() -> None:
     pod = _pod(_md())["spec"]
-    (container,) = pod["containers"]
+    container, proxy = pod["containers"]
+    assert "volumeMounts" not in proxy
     assert container["volumeMounts"] == [
         {"name": "model", "mountPath": "/models", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
@@ -369,7 +391,7 @@ def test_model_is_mounted_read_only_and_tmp_is_the_only_writable_path() -> None:
     assert volumes["model"]["emptyDir"]["sizeLimit"]
     assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["tcpSocket"] == {"port": "http"}
+        assert container[probe]["tcpSocket"] == {"port": "model"}
 
 
 def test_no_token_no_service_links() -> None:
@@ -596,6 +618,7 @@ def test_agent_verifies_before_the_server_starts_and_pins_the_root_digest() -> N
     model_mounts = {
         c["name"]: next(m for m in c["volumeMounts"] if m["name"] == names.MODEL_VOLUME)
         for c in [agent, *pod["spec"]["containers"]]
+        if c["name"] != deployment.AUDIT_PROXY_CONTAINER
     }
     assert model_mounts[deployment.AGENT_CONTAINER].get("readOnly") is not True
     assert model_mounts[names.CONTAINER]["readOnly"] is True
@@ -673,7 +696,8 @@ def test_agent_source_wiring(
     (agent,) = pod["initContainers"]
     assert agent["args"][14:] == extra_args
     agent_volumes = {m["name"] for m in agent["volumeMounts"]}
-    server_volumes = {m["name"] for c in pod["containers"] for m in c["volumeMounts"]}
+    # The audit proxy mounts nothing at all.
+    server_volumes = {m["name"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
     assert agent_only_volumes <= agent_volumes
     assert not agent_only_volumes & server_volumes
     for mount in agent["volumeMounts"]:
@@ -755,3 +779,109 @@ def test_an_artifact_of_an_earlier_version_reads_back_with_its_flags() -> None:
 
 def test_a_deployment_not_built_by_us_has_no_artifact() -> None:
     assert deployment.artifact_of({"spec": {"template": {"spec": {"containers": []}}}}) is None
+
+
+# --------------------------------------------------------------------------------------------
+# The audit proxy (spec.audit)
+# --------------------------------------------------------------------------------------------
+
+
+def _proxy(
+    md: v1alpha1.ModelDeployment, artifact: deployment.VerifiedArtifact = ARTIFACT
+) -> Manifest:
+    containers = deployment.build(md, artifact=artifact)["spec"]["template"]["spec"]["containers"]
+    (proxy,) = [c for c in containers if c["name"] == deployment.AUDIT_PROXY_CONTAINER]
+    return proxy
+
+
+def _after(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == flag]
+
+
+def test_audit_proxy_is_in_front_of_the_model_server_by_default() -> None:
+    md = _md()
+    proxy = _proxy(md)
+    args = proxy["args"]
+    assert proxy["image"] == ARTIFACT.agent_image
+    assert args[:2] == ["agent", "audit-proxy"]
+    assert _after(args, "--upstream-port") == ["8080"]
+    assert _after(args, "--port") == ["8480"]
+    assert _after(args, "--inputs") == ["Metadata"]
+    assert _after(args, "--max-request-bytes") == [str(16 << 20)]
+    assert _after(args, "--rate") == ["1000"]
+    assert _after(args, "--burst") == ["2000"]
+    assert _after(args, "--log-name") == ["team-nlp/{pod}/inputs"]
+    # The chart's admission policy admits no environment from fields into the operator's pods.
+    assert "env" not in proxy
+    assert "--identity-header" not in args
+    # Callers reach the proxy: the Service targets the port named http, which is the proxy's.
+    service = _by_name(children.build_children(md, artifact=ARTIFACT))["Service/sentiment"]
+    assert service["spec"]["ports"][0]["targetPort"] == names.PORT_NAME
+    assert {p["name"]: p["containerPort"] for p in proxy["ports"]} == {
+        names.PORT_NAME: 8480,
+        names.METRICS_PORT_NAME: 9480,
+    }
+    # It needs no volume, no token and nothing of the model.
+    assert "volumeMounts" not in proxy
+    assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_no_audit_proxy_when_inputs_are_none() -> None:
+    md = _md(audit={"inputs": "None"})
+    (server,) = _pod(md)["spec"]["containers"]
+    assert server["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert server["readinessProbe"]["tcpSocket"] == {"port": "http"}
+
+
+@pytest.mark.parametrize(
+    ("serving_port", "proxy_port", "metrics_port"),
+    [
+        pytest.param(8080, 8480, 9480, id="usual-port"),
+        pytest.param(8480, 8481, 9480, id="server-on-the-proxy-port-moves-the-proxy"),
+        pytest.param(9480, 8480, 9481, id="server-on-the-metrics-port-moves-the-metrics"),
+    ],
+)
+def test_audit_proxy_ports_never_collide_with_the_server(
+    serving_port: int, proxy_port: int, metrics_port: int
+) -> None:
+    md = _md(serving={"image": IMAGE, "port": serving_port})
+    proxy = _proxy(md)
+    assert _after(proxy["args"], "--port") == [str(proxy_port)]
+    assert _after(proxy["args"], "--metrics-port") == [str(metrics_port)]
+    assert _after(proxy["args"], "--upstream-port") == [str(serving_port)]
+    (allow,) = networkpolicy.allow_ingress(
+        _md(serving={"image": IMAGE, "port": serving_port}, access={"ingress": [FRONTEND]})
+    )["spec"]["ingress"]
+    assert allow["ports"] == [{"protocol": "TCP", "port": proxy_port}]
+
+
+def test_audit_proxy_joins_the_policy_and_model_redaction_rules() -> None:
+    """Deny wins: the model's rules add to the policy's, and none of the policy's is lost."""
+    md = _md(
+        audit={
+            "inputs": "Payload",
+            "maxRequestBytes": "1Mi",
+            "rateLimit": {"requestsPerSecond": 20, "burst": 5},
+            "redact": {"jsonPaths": ["$.user.email", "$.inputs[*]"], "headers": ["X-User"]},
+        }
+    )
+    artifact = dataclasses.replace(
+        ARTIFACT,
+        redact_paths=("$.inputs[*]", "$.messages[*].content"),
+        redact_headers=("x-tenant",),
+        caller_identity_header="x-forwarded-client-cert",
+    )
+    args = _proxy(md, artifact)["args"]
+    assert _after(args, "--inputs") == ["Payload"]
+    assert _after(args, "--max-request-bytes") == [str(1 << 20)]
+    assert _after(args, "--rate") == ["20"]
+    assert _after(args, "--burst") == ["5"]
+    assert _after(args, "--redact-path") == ["$.inputs[*]", "$.messages[*].content", "$.user.email"]
+    assert _after(args, "--redact-header") == ["x-tenant", "x-user"]
+    assert _after(args, "--identity-header") == ["x-forwarded-client-cert"]
+    # A quarantine rebuilds the pod from the live Deployment: the rules survive the round trip.
+    live = deployment.build(md, artifact=artifact)
+    read_back = deployment.artifact_of(live)
+    assert read_back is not None
+    assert deployment.build(md, artifact=read_back) == live

@@ -1238,3 +1238,28 @@ def test_live_children_quarantined_while_the_spec_does_not_parse_record_what_the
         reports.Happening.QUARANTINED,
         reports.Happening.APPLIED,
     ]
+
+
+def test_payload_audit_the_policy_does_not_allow_holds_the_rollout() -> None:
+    seen = _observed(
+        body=_body(audit={"inputs": "Payload"}),
+        outcome=_verified(NEW_ROOT, approvals=0),
+        live=_live_deployment(),
+        pods=(SERVING_POD,),
+    )
+    outcome = decide.decide(dataclasses.replace(seen, replica_sets=[]), agent_image=AGENT)
+    assert _condition(outcome, "Isolated") == ("False", "PayloadAuditNotAllowed")
+    assert outcome.action is Action.HOLD
+
+
+def test_payload_audit_refused_is_recorded_as_such() -> None:
+    seen = _observed(
+        body=_body(audit={"inputs": "Payload"}),
+        outcome=_verified(NEW_ROOT, approvals=0),
+        live=_live_deployment(),
+        pods=(SERVING_POD,),
+    )
+    outcome = decide.decide(dataclasses.replace(seen, replica_sets=[]), agent_image=AGENT)
+    told = [(str(record.decision), record.reason) for record in outcome.audit_records]
+    assert ("PayloadAuditRefused", "PayloadAuditNotAllowed") in told
+    assert all(decision != "BroadAccessRefused" for decision, _ in told)

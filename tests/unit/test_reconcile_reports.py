@@ -339,6 +339,9 @@ def test_every_decision_the_operator_records_has_a_row() -> None:
         records.Decision.AUDIT_CHAIN_STARTED,
         records.Decision.AUDIT_CHAIN_CLOSED,
         records.Decision.RECORD_FAILED,
+        # The audit proxy's, in its own log.
+        records.Decision.INFERENCE_REQUEST,
+        records.Decision.INPUT_RECORDS_DROPPED,
     }
     assert set(records.Decision) - made_elsewhere <= tabled
     assert set(reports.Happening) == set(reports.HAPPENINGS)

@@ -14,7 +14,7 @@ import typing
 
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
 from modelguard.builders import labels
-from modelguard.trust import access, approval, binding, reasons, signatures
+from modelguard.trust import access, approval, binding, inputaudit, reasons, signatures
 
 Request = collections.abc.Mapping[str, typing.Any]
 
@@ -469,7 +469,9 @@ def broad_access(
     if not _is_write(request) or policy is None:
         return Decision.allow()
     if request.get("operation") == "UPDATE" and (
-        _network_asked(body) == _network_asked(old) and _trust_policy(body) == _trust_policy(old)
+        _network_asked(body) == _network_asked(old)
+        and _inputs_asked(body) == _inputs_asked(old)
+        and _trust_policy(body) == _trust_policy(old)
     ):
         return Decision.allow()
     try:
@@ -477,6 +479,7 @@ def broad_access(
     except errors.InvalidObjectError:
         return Decision.allow()  # the reconcile reports a spec it cannot read, naming the field
     refused = access.check_access(model.spec, network=policy.network, policy_name=policy_name)
+    refused += inputaudit.check_inputs(model.spec, audit=policy.audit, policy_name=policy_name)
     if not refused:
         return Decision.allow()
     return Decision.deny("; ".join(violation.message for violation in refused))
@@ -548,6 +551,11 @@ def _network_asked(body: object) -> tuple[object, object]:
     """What a ModelDeployment asks of the network: spec.access and spec.model.source.egress."""
     source = _mapping(_mapping(_spec_field(body, "model")).get("source"))
     return _spec_field(body, "access"), source.get("egress")
+
+
+def _inputs_asked(body: object) -> object:
+    """What a ModelDeployment asks its audit proxy to record (spec.audit.inputs)."""
+    return _mapping(_spec_field(body, "audit")).get("inputs")
 
 
 def _spec_field(body: object, field: str) -> object:

@@ -451,6 +451,26 @@ def _not_a_plain_prefix(value: object) -> object:
 BoundSource = typing.Annotated[Source, pydantic.BeforeValidator(_not_a_plain_prefix)]
 
 
+class InputAudit(conventions.Spec):
+    """What the audit proxies of the models under this policy may record."""
+
+    allow_payload: bool = False
+    """Whether ModelDeployments under this policy may record request payloads
+    (spec.audit.inputs: Payload); refused with PayloadAuditNotAllowed otherwise. Default:
+    false (metadata only)."""
+
+    redact: v1alpha1.Redaction = v1alpha1.Redaction()
+    """Values every payload record under this policy has replaced; a model's own rules add to
+    these and cannot remove any. Default: none beyond the credential headers."""
+
+    caller_identity_header: v1alpha1.HeaderName | None = None
+    """A request header that carries the caller's authenticated identity, set by something the
+    platform runs in front of the models (a mesh sidecar, an authenticating gateway) that
+    removes it from callers' own requests, e.g. x-forwarded-client-cert. Recorded as the
+    caller's identity; unset: callers are recorded by address only, since a header anyone can
+    send proves nothing. Default: unset."""
+
+
 class TrustPolicySpec(conventions.Spec):
     """Who may sign models, who may approve them, and what a model may be."""
 
@@ -528,6 +548,10 @@ class TrustPolicySpec(conventions.Spec):
     when release pipelines sign a folder named after the model. Default: false, because OMS
     calls the name informational and older signers write "model" for every model.
     Subject names are signed; versions are not, so no rule binds spec.model.version."""
+
+    audit: InputAudit = InputAudit()
+    """What the audit proxies of the models under this policy may record, and how payloads are
+    redacted. Default: metadata only, callers by address."""
 
     enforcement: Enforcement = Enforcement.ENFORCE
     """Enforce: a model that violates the policy is refused. Audit: violations of formats,

@@ -580,12 +580,76 @@ class AuditInputs(enum.StrEnum):
     PAYLOAD = "Payload"
 
 
+# A JSON path of a redaction rule: $ then .name, .*, [n] or [*] steps (the audit proxy's grammar).
+JSON_PATH_PATTERN: typing.Final = r"^\$((\.[A-Za-z0-9_-]+)|(\.\*)|(\[(\*|[0-9]+)\]))+$"
+HEADER_NAME_PATTERN: typing.Final = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+MAX_REDACTION_RULES: typing.Final = 64
+DEFAULT_MAX_REQUEST_BYTES: typing.Final = "16Mi"
+MAX_REQUEST_BYTES: typing.Final = "1Gi"
+JsonPath = typing.Annotated[str, pydantic.Field(pattern=JSON_PATH_PATTERN, max_length=256)]
+HeaderName = typing.Annotated[str, pydantic.Field(pattern=HEADER_NAME_PATTERN, max_length=128)]
+
+
+class Redaction(conventions.Spec):
+    """Values of recorded payloads replaced by their length and a keyed HMAC (HMAC-SHA256 under a
+    key the audit proxy makes at its start and never writes down: equal values can be told equal
+    within one proxy's log, the value cannot be read back)."""
+
+    json_paths: list[JsonPath] = pydantic.Field(default=[], max_length=MAX_REDACTION_RULES)
+    """JSON paths into request bodies, e.g. $.messages[*].content, $.user.email, $.inputs[0]:
+    $ then .name, .*, [n] or [*] steps. Default: []."""
+
+    headers: list[HeaderName] = pydantic.Field(default=[], max_length=MAX_REDACTION_RULES)
+    """Request header names whose values are replaced. Authorization, Proxy-Authorization,
+    Cookie, Set-Cookie and X-Api-Key always are. Default: []."""
+
+
+class RateLimit(conventions.Spec):
+    """Requests per second a model pod accepts, over all callers; more are answered 429."""
+
+    requests_per_second: int = pydantic.Field(default=1000, ge=1, le=1_000_000)
+    """Sustained requests per second per pod. Default: 1000."""
+
+    burst: int = pydantic.Field(default=2000, ge=1, le=10_000_000)
+    """Requests accepted at once above the sustained rate. Default: 2000."""
+
+
 class AuditSpec(conventions.Spec):
-    """What is recorded about inference requests."""
+    """What is recorded about inference requests, and the limits the audit proxy enforces."""
 
     inputs: AuditInputs = AuditInputs.METADATA
-    """None: nothing. Metadata: per request time, caller, size and payload digest. Payload:
-    Metadata plus the redacted payload (opt-in; it may hold personal data). Default: Metadata."""
+    """None: no audit proxy, nothing recorded, no limits. Metadata: a proxy in the model pod
+    records per request the time, caller, method, path, sizes, body SHA-256, status and
+    latency in a signed, chained, checkpointed log (the proxy's standard output). Payload:
+    Metadata plus the request's headers and JSON body with the redaction rules applied; opt-in,
+    since a payload may hold personal data, and refused (PayloadAuditNotAllowed) unless the
+    TrustPolicy's spec.audit.allowPayload is true. Default: Metadata."""
+
+    max_request_bytes: Quantity = DEFAULT_MAX_REQUEST_BYTES
+    """Larger request bodies are refused with 413, declared ones before they are read, streamed
+    ones as soon as they pass it. 1 byte to 1Gi. Default: 16Mi."""
+
+    rate_limit: RateLimit = RateLimit()
+    """Requests per second per pod; more are refused with 429 and recorded. Default: 1000 per
+    second, bursts of 2000."""
+
+    redact: Redaction = Redaction()
+    """Payload: values replaced before they are recorded, on top of the TrustPolicy's
+    spec.audit.redact (a model can redact more than its policy, never less). Default: none
+    beyond the policy's and the credential headers."""
+
+    @pydantic.field_validator("max_request_bytes")
+    @classmethod
+    def _request_bound(cls, value: str) -> str:
+        if quantity.parse(value) < 1:
+            raise ValueError(f"{value} is less than one byte; give a size such as 16Mi")
+        if quantity.parse(value) > quantity.parse(MAX_REQUEST_BYTES):
+            raise ValueError(f"{value} is more than {MAX_REQUEST_BYTES}")
+        return value
+
+    def request_bytes(self) -> int:
+        """max_request_bytes in whole bytes."""
+        return int(quantity.parse(self.max_request_bytes))
 
 
 RETAIN_PATTERN: typing.Final = r"^[1-9][0-9]{0,4}d$"
@@ -653,9 +717,9 @@ class ModelDeploymentSpec(conventions.Spec):
     """Network access. Default: nobody may call the model; it may reach DNS only."""
 
     audit: AuditSpec = AuditSpec()
-    """Audit of inference requests, by a proxy in the model pod. Not acted upon yet: this
-    release records the operator's own decisions only (its hash-chained audit log), not
-    inference requests. Default: metadata of every request, once the proxy ships."""
+    """Audit of inference requests by a proxy in the model pod, in front of the serving port
+    (the Service and the NetworkPolicy point at the proxy). Default: metadata of every
+    request, with a 16Mi request bound and 1000 requests per second per pod."""
 
     backup: BackupSpec | None = None
     """Offline backups to a BackupStore: on the schedule and whenever a new version is rolled

@@ -47,6 +47,8 @@ class Decision(enum.StrEnum):
     APPROVED = "Approved"
     APPROVAL_HELD = "ApprovalHeld"
     BROAD_ACCESS_REFUSED = "BroadAccessRefused"
+    PAYLOAD_AUDIT_REFUSED = "PayloadAuditRefused"
+    """spec.audit.inputs is Payload, which the model's TrustPolicy does not allow."""
     OPENED_BY_NETWORK_POLICY = "OpenedByNetworkPolicy"
     """Someone else's NetworkPolicy opens a model's pods beyond its TrustPolicy (the message
     names it and the rule)."""
@@ -62,6 +64,10 @@ class Decision(enum.StrEnum):
     BACKUP_STORE_REFUSED = "BackupStoreRefused"
     RECORD_FAILED = "AuditRecordFailed"
     """A decision was taken whose own record could not be made; the operator's log says why."""
+    INFERENCE_REQUEST = "InferenceRequest"
+    """The audit proxy in a model pod passed on (or refused) one inference request."""
+    INPUT_RECORDS_DROPPED = "InputRecordsDropped"
+    """The audit proxy's record queue was full: this many requests were served unrecorded."""
 
 
 @dataclasses.dataclass(frozen=True)

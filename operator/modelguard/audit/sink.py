@@ -141,11 +141,13 @@ class Sink:
             # what `modelguard audit verify` then reports, instead of a loss nobody can see.
             self._seq += 1
             self._prev = record["hash"]
-            self._tree.append(records.leaf(record))
+            # The line is made once: it is both the tree's leaf and what is written.
+            text = records.line(record)
+            self._tree.append(merkle.leaf_hash(text.encode("ascii")))
             decided = str(record["decision"])
             self._written[decided] = self._written.get(decided, 0) + 1
             try:
-                self._stream.write(records.line(record) + "\n")
+                self._stream.write(text + "\n")
                 self._stream.flush()
             except Exception as error:
                 self._write_failures += 1
@@ -155,7 +157,7 @@ class Sink:
                     "audit record seq %d not written (%s): %s",
                     record["seq"],
                     error,
-                    records.line(record),
+                    text,
                 )
             return record
 

@@ -33,6 +33,15 @@ CLAIM_VOLUME: typing.Final = "source-claim"
 # Where the agent finds pvc://<claim>/ sources; the same root as modelguard.sources.pvc's default.
 CLAIMS_MOUNT_ROOT: typing.Final = "/var/run/modelguard/claims"
 ROOT_DIGEST_ANNOTATION: typing.Final = f"{v1alpha1.GROUP}/root-digest"
+AUDIT_PROXY_CONTAINER: typing.Final = "audit-proxy"
+# The proxy's ports, away from the usual serving ports; moved by one when the model server
+# already uses one of them (the two share the pod's network namespace).
+AUDIT_PROXY_PORT: typing.Final = 8480
+AUDIT_METRICS_PORT: typing.Final = 9480
+AUDIT_PROXY_RESOURCES: typing.Final = {
+    "requests": {"cpu": "100m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
 AGENT_RESOURCES: typing.Final = {
     "requests": {"cpu": "250m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
@@ -66,6 +75,38 @@ class VerifiedArtifact:
     """The TrustPolicy source of spec.model.source says allowPrivateAddresses."""
     signature_private_addresses: bool = False
     """The same for the signature bundle's source."""
+    redact_paths: tuple[str, ...] = ()
+    """The TrustPolicy's spec.audit.redact.jsonPaths, which the audit proxy applies with the
+    model's own."""
+    redact_headers: tuple[str, ...] = ()
+    """The TrustPolicy's spec.audit.redact.headers."""
+    caller_identity_header: str | None = None
+    """The TrustPolicy's spec.audit.callerIdentityHeader: the header the platform vouches for."""
+
+
+def audited(md: v1alpha1.ModelDeployment) -> bool:
+    """Whether the model's pods run the audit proxy in front of the model server."""
+    return md.spec.audit.inputs != v1alpha1.AuditInputs.NONE
+
+
+def _free_port(preferred: int, *, taken: int) -> int:
+    return preferred + 1 if preferred == taken else preferred
+
+
+def proxy_port(md: v1alpha1.ModelDeployment) -> int:
+    """Where the audit proxy listens in the pod."""
+    return _free_port(AUDIT_PROXY_PORT, taken=md.spec.serving.port)
+
+
+def metrics_port(md: v1alpha1.ModelDeployment) -> int:
+    """Where the audit proxy serves its Prometheus metrics."""
+    return _free_port(AUDIT_METRICS_PORT, taken=md.spec.serving.port)
+
+
+def ingress_port(md: v1alpha1.ModelDeployment) -> int:
+    """The pod port callers reach (the Service's target, the NetworkPolicy's one port): the
+    audit proxy's when it runs, else the model server's."""
+    return proxy_port(md) if audited(md) else md.spec.serving.port
 
 
 def model_byte_bound(md: v1alpha1.ModelDeployment, *, signed_bytes: int | None) -> int:
@@ -152,7 +193,30 @@ def artifact_of(live: meta.Manifest) -> VerifiedArtifact | None:
         signature_endpoint=_flag(args, "--signature-endpoint"),
         source_private_addresses="--source-private-addresses" in args,
         signature_private_addresses="--signature-private-addresses" in args,
+        **_audit_policy_of(template),
     )
+
+
+def _audit_policy_of(template: meta.Manifest) -> dict[str, typing.Any]:
+    # The proxy's rules are the policy's joined with the model's; reading them all back as the
+    # policy's and joining the model's again gives the same rules.
+    proxies = [
+        c
+        for c in template.get("spec", {}).get("containers") or []
+        if c.get("name") == AUDIT_PROXY_CONTAINER
+    ]
+    if len(proxies) != 1:
+        return {}
+    args: list[str] = proxies[0].get("args") or []
+    values = {
+        flag: tuple(args[i + 1] for i, arg in enumerate(args[:-1]) if arg == flag)
+        for flag in ("--redact-path", "--redact-header")
+    }
+    return {
+        "redact_paths": values["--redact-path"],
+        "redact_headers": values["--redact-header"],
+        "caller_identity_header": _flag(args, "--identity-header"),
+    }
 
 
 def source_of(live: meta.Manifest) -> tuple[str, str] | None:
@@ -200,7 +264,10 @@ def _pod_spec(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> di
         },
         # The server starts only once the agent has written every signed file and nothing else.
         "initContainers": [_agent_container(md, artifact=artifact)],
-        "containers": [_server_container(md)],
+        "containers": [
+            _server_container(md),
+            *([_audit_proxy_container(md, artifact=artifact)] if audited(md) else []),
+        ],
         "volumes": [
             # Filled by the verifying init container; never written by the server. Bounded like
             # the agent's writes, so no source can fill the node's disk through it.
@@ -308,12 +375,73 @@ def _container_security() -> dict[str, typing.Any]:
     }
 
 
+def _audit_proxy_container(
+    md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact
+) -> dict[str, typing.Any]:
+    audit = md.spec.audit
+    args = [
+        "agent",
+        "audit-proxy",
+        "--port",
+        str(proxy_port(md)),
+        "--upstream-port",
+        str(md.spec.serving.port),
+        "--inputs",
+        str(audit.inputs),
+        # One log (and key name) per pod: the proxy puts in its host name, which is the pod's
+        # (the operator's pods take no environment from fields, so no downward API).
+        "--log-name",
+        f"{md.namespace}/{{pod}}/inputs",
+        "--max-request-bytes",
+        str(audit.request_bytes()),
+        "--rate",
+        str(audit.rate_limit.requests_per_second),
+        "--burst",
+        str(audit.rate_limit.burst),
+        "--metrics-port",
+        str(metrics_port(md)),
+    ]
+    # Deny wins: the policy's rules and the model's, joined; duplicates once, in a stable order.
+    for path in sorted({*artifact.redact_paths, *audit.redact.json_paths}):
+        args += ["--redact-path", path]
+    for header in sorted({h.lower() for h in (*artifact.redact_headers, *audit.redact.headers)}):
+        args += ["--redact-header", header]
+    if artifact.caller_identity_header is not None:
+        args += ["--identity-header", artifact.caller_identity_header]
+    return {
+        "name": AUDIT_PROXY_CONTAINER,
+        "image": artifact.agent_image,
+        "command": ["modelguard"],
+        "args": args,
+        "ports": [
+            {"name": names.PORT_NAME, "containerPort": proxy_port(md), "protocol": "TCP"},
+            {"name": names.METRICS_PORT_NAME, "containerPort": metrics_port(md), "protocol": "TCP"},
+        ],
+        "resources": {key: dict(value) for key, value in AUDIT_PROXY_RESOURCES.items()},
+        "securityContext": _container_security(),
+        "readinessProbe": {
+            "tcpSocket": {"port": names.PORT_NAME},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "tcpSocket": {"port": names.PORT_NAME},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
 def _server_container(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
     serving = md.spec.serving
+    # Behind the audit proxy the server's port is its own (the proxy's is the one callers and
+    # the Service reach, and the only one the NetworkPolicy admits).
+    port_name = names.SERVER_PORT_NAME if audited(md) else names.PORT_NAME
     return {
         "name": names.CONTAINER,
         "image": serving.image,
-        "ports": [{"name": names.PORT_NAME, "containerPort": serving.port, "protocol": "TCP"}],
+        "ports": [{"name": port_name, "containerPort": serving.port, "protocol": "TCP"}],
         "resources": _resources(serving.resources),
         "securityContext": _container_security(),
         "volumeMounts": [
@@ -321,19 +449,19 @@ def _server_container(md: v1alpha1.ModelDeployment) -> dict[str, typing.Any]:
             {"name": names.TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - a private emptyDir
         ],
         "startupProbe": {
-            **_tcp_probe(),
+            **_tcp_probe(port_name),
             "periodSeconds": 5,
             "failureThreshold": STARTUP_TIMEOUT_SECONDS // 5,
         },
-        "readinessProbe": {**_tcp_probe(), "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {**_tcp_probe(), "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**_tcp_probe(port_name), "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**_tcp_probe(port_name), "periodSeconds": 10, "failureThreshold": 3},
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
-def _tcp_probe() -> dict[str, typing.Any]:
+def _tcp_probe(port_name: str) -> dict[str, typing.Any]:
     # A TCP connect works for any server; an HTTP health path would be a guess about the image.
-    return {"tcpSocket": {"port": names.PORT_NAME}}
+    return {"tcpSocket": {"port": port_name}}
 
 
 def _resources(resources: v1alpha1.ResourceRequirements) -> dict[str, dict[str, str]]:

@@ -5,6 +5,10 @@ import typing
 
 CONTAINER: typing.Final = "model-server"
 PORT_NAME: typing.Final = "http"
+"""The pod port callers reach: the audit proxy's when it runs, else the model server's."""
+SERVER_PORT_NAME: typing.Final = "model"
+"""The model server's port behind the audit proxy."""
+METRICS_PORT_NAME: typing.Final = "audit-metrics"
 MODEL_VOLUME: typing.Final = "model"
 TMP_VOLUME: typing.Final = "tmp"
 

@@ -12,7 +12,7 @@ moment where a stale allow policy outlives the spec, and no delete permission fo
 import typing
 
 from modelguard.api import v1alpha1
-from modelguard.builders import labels, meta, names
+from modelguard.builders import deployment, labels, meta, names
 
 DNS_NAMESPACE: typing.Final = "kube-system"
 DNS_POD_LABELS: typing.Final = {"k8s-app": "kube-dns"}
@@ -39,7 +39,7 @@ def allow_ingress(md: v1alpha1.ModelDeployment) -> meta.Manifest:
         [
             {
                 "from": [_peer(peer) for peer in callers],
-                "ports": [{"protocol": "TCP", "port": md.spec.serving.port}],
+                "ports": [{"protocol": "TCP", "port": deployment.ingress_port(md)}],
             }
         ]
         if callers

@@ -5,7 +5,7 @@ from modelguard.builders import labels, meta, names
 
 
 def build(md: v1alpha1.ModelDeployment) -> meta.Manifest:
-    """The Service of `md`: port `http` on the serving port, to the pods' `http` port."""
+
     manifest = meta.child(
         md, api_version="v1", kind="Service", name=names.child_names(md.name).service
     )

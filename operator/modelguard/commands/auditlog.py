@@ -165,12 +165,23 @@ def _parsed(data: bytes, *, where: str) -> typing.Iterator[tuple[str, str]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise _Refused(f"--checkpoints {where}: not UTF-8 text") from None
+    if _CHECKPOINT_LINE in text:
+        # The audit proxy's log: checkpoint lines among records and other output (`kubectl logs`
+        # gives its standard error too). A signed note never holds that text.
+        found = _checkpoint_lines(text, where=where)
+        if found is not None:
+            yield from found
+            return
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
             document = json.loads(text)
         except (ValueError, RecursionError):
-            raise _Refused(f"--checkpoints {where}: not valid JSON") from None
+            lines = _checkpoint_lines(text, where=where)
+            if lines is None:
+                raise _Refused(f"--checkpoints {where}: not valid JSON") from None
+            yield from lines
+            return
     elif stripped.startswith(("apiVersion:", "items:", "kind:", "metadata:", "---")):
         try:
             document = yaml.safe_load(text)
@@ -180,6 +191,27 @@ def _parsed(data: bytes, *, where: str) -> typing.Iterator[tuple[str, str]]:
         yield where, text
         return
     yield from _config_maps(document, where=where)
+
+
+# A line of the audit proxy's output that carries a checkpoint (records are the other lines).
+_CHECKPOINT_LINE: typing.Final = '"kind":"AuditCheckpoint"'
+
+
+def _checkpoint_lines(text: str, *, where: str) -> list[tuple[str, str]] | None:
+    """The checkpoints of JSON lines as the audit proxy writes them (its log, where checkpoint
+    lines are among the records), or None when no line is one."""
+    found: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        at = line.find("{")
+        if at < 0 or _CHECKPOINT_LINE not in line:
+            continue
+        try:
+            document = json.loads(line[at:])
+        except (ValueError, RecursionError):
+            continue
+        for name, note in _config_maps(document, where=f"{where}, line {number}"):
+            found.append((name, note))
+    return found or None
 
 
 def _config_maps(document: object, *, where: str) -> typing.Iterator[tuple[str, str]]:

@@ -36,7 +36,7 @@ from modelguard.reconcile import (
     reports,
     serving,
 )
-from modelguard.trust import access, pinning
+from modelguard.trust import access, inputaudit, pinning
 from modelguard.trust import reasons as trust_reasons
 
 Manifest = dict[str, typing.Any]
@@ -475,12 +475,12 @@ def _decide_verified(
         # Whatever the verification says, someone else's NetworkPolicy opening the model is
         # reported (judged by the bound policy's limits, or by the strictest when none binds).
         bound = draft.observed.policy
+        limits = bound.policy.spec if bound is not None and bound.policy is not None else None
         _isolated(
             draft,
             model,
-            network=bound.policy.spec.network
-            if bound is not None and bound.policy is not None
-            else trustpolicy.Network(),
+            network=limits.network if limits is not None else trustpolicy.Network(),
+            audit=limits.audit if limits is not None else trustpolicy.InputAudit(),
         )
         unbound = verdict.decision.reason == v1alpha1.REASON_POLICY_NOT_BOUND
         outcome = _stop_short(
@@ -506,7 +506,7 @@ def _decide_verified(
         bytes=verified.bytes,
         verified_at=verified.verified_at,
     )
-    if not _isolated(draft, model, network=verified.policy.network):
+    if not _isolated(draft, model, network=verified.policy.network, audit=verified.policy.audit):
         return _stop_short(
             draft,
             model,
@@ -607,13 +607,19 @@ def _bind_to_spec(
 
 
 def _isolated(
-    draft: _Draft, model: v1alpha1.ModelDeployment, *, network: trustpolicy.Network
+    draft: _Draft,
+    model: v1alpha1.ModelDeployment,
+    *,
+    network: trustpolicy.Network,
+    audit: trustpolicy.InputAudit,
 ) -> bool:
     """Isolated: the network access the spec asks for is within the bound policy's limits (else
     the version is held), and no NetworkPolicy of someone else's opens the model's pods beyond
     them (else Isolated says which; what serves keeps serving and rollouts go on, since neither
     opened anything, and a namespace editor must not be able to hold a model's rollouts)."""
     refused = access.check_access(model.spec, network=network, policy_name=model.spec.trust_policy)
+    # What the audit proxy would record is the policy's to allow, as what the pods may reach is.
+    refused += inputaudit.check_inputs(model.spec, audit=audit, policy_name=model.spec.trust_policy)
     opened = _opened_by_others(draft.observed, model, network=network)
     if refused:
         decision = conditions.Decision(

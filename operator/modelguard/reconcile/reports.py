@@ -18,6 +18,7 @@ import typing
 from modelguard.api import backupstore, v1alpha1
 from modelguard.audit import records
 from modelguard.reconcile import conditions
+from modelguard.trust import reasons
 
 EventType = typing.Literal["Normal", "Warning"]
 
@@ -67,6 +68,9 @@ CONDITIONS: typing.Final[typing.Mapping[tuple[str, str, str | None], Row]] = {
     (v1alpha1.CONDITION_ISOLATED, "True", None): Row("Isolate", "Normal", None),
     (v1alpha1.CONDITION_ISOLATED, "False", None): Row(
         "Isolate", "Warning", records.Decision.BROAD_ACCESS_REFUSED
+    ),
+    (v1alpha1.CONDITION_ISOLATED, "False", reasons.Reason.PAYLOAD_AUDIT_NOT_ALLOWED.value): Row(
+        "Isolate", "Warning", records.Decision.PAYLOAD_AUDIT_REFUSED
     ),
     (v1alpha1.CONDITION_ISOLATED, "False", v1alpha1.REASON_OPENED_BY_NETWORK_POLICY): Row(
         "Isolate", "Warning", records.Decision.OPENED_BY_NETWORK_POLICY

@@ -53,6 +53,8 @@ class Reason(enum.StrEnum):
     """Fewer distinct trusted signers than the policy's minSigners."""
     BROAD_ACCESS_REFUSED = "BroadAccessRefused"
     """spec.access asks for more than the policy's spec.network allows."""
+    PAYLOAD_AUDIT_NOT_ALLOWED = "PayloadAuditNotAllowed"
+    """spec.audit.inputs is Payload, which the policy's spec.audit.allowPayload does not allow."""
     # Also condition reasons of the reconcile's own, in api/v1alpha1.py (a test keeps them the
     # same): spelled out here, since `modelguard verify` must start without loading the API
     # models.
