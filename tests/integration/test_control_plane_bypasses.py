@@ -419,11 +419,24 @@ def _model_where_the_webhook_watches(
     try:
         uri = publish_model("1.4.0", approve=False)
         kubectl.apply(model_deployment(name, source=uri, trustPolicy=name), namespace=where)
-        wait_ready(kubectl, where, name)
+        # Not Ready: the session's operator and the test's webhook process both reconcile this
+        # namespace (two operators owning one namespace, which a real installation must not do),
+        # and the later may take the other's children for someone else's. What the tests here
+        # need is the model's pods, with the labels their Deployment gives them.
+        harness.eventually(
+            lambda: _assert_pods(kubectl, where, name),
+            timeout=90,
+        )
         yield name
     finally:
         kubectl.run("delete", "modeldeployment", name, "-n", where, check=False)
         kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
+def _assert_pods(kubectl: harness.Kubectl, namespace: str, name: str) -> None:
+    pods = kubectl.json("get", "pods", "-n", namespace, "-l", f"{SELECTOR}={name}")["items"]
+    assert pods, f"no pod of model {name} yet"
+    assert all("pod-template-hash" in pod["metadata"]["labels"] for pod in pods)
 
 
 def test_a_network_policy_selecting_the_model_pods_by_their_template_hash_is_refused(
@@ -620,7 +633,9 @@ def test_a_change_made_under_the_operators_field_manager_name_is_reverted_and_re
         )
         live = kubectl.json("get", "deployment", "m", "-n", namespace)
         containers = [c["name"] for c in live["spec"]["template"]["spec"]["containers"]]
-        assert containers == ["model-server"], f"the model's pods still run {containers}"
+        assert containers == ["model-server", "audit-proxy"], (
+            f"the model's pods still run {containers}"
+        )
 
     harness.eventually(reverted, timeout=60)
 
