@@ -16,8 +16,14 @@ KEY = b"k" * 32
 
 
 def _head(*fields: bytes, version: bytes = b"HTTP/1.1", target: bytes = b"/v1/predict") -> bytes:
-    return b"POST " + target + b" " + version + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + (
-        b"\r\n"
+    return (
+        b"POST "
+        + target
+        + b" "
+        + version
+        + b"\r\n"
+        + b"".join(f + b"\r\n" for f in fields)
+        + (b"\r\n")
     )
 
 
