@@ -113,3 +113,34 @@ def test_a_credential_in_the_query_string_is_not_recorded_in_clear() -> None:
         recorded = repr(details)
         assert "sk-live-0123456789abcdef" not in recorded, mode
         assert "ya29.secret" not in recorded, mode
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # Azure OpenAI and Azure AI endpoints take their key here.
+        pytest.param("api-key", id="api-key"),
+        # Google's APIs (Gemini, Vertex AI through API keys).
+        pytest.param("x-goog-api-key", id="x-goog-api-key"),
+        pytest.param("x-auth-token", id="x-auth-token"),
+    ],
+)
+def test_credential_headers_of_common_inference_apis_are_always_redacted(header: str) -> None:
+    """Attack (on callers' credentials, by whoever reads the pod's log): with `inputs: Payload`
+    every request header is recorded, and only Authorization, Proxy-Authorization, Cookie,
+    Set-Cookie and X-Api-Key are redacted whatever the rules say. Model servers that speak the
+    Azure OpenAI or Google API take the caller's key in `api-key` or `x-goog-api-key`: those are
+    kept in clear unless every policy author remembers to list them. Expected: the credential
+    headers of the common inference APIs are redacted by default, like X-Api-Key."""
+    exchange = inputrecords.Exchange(
+        caller="10.0.0.1:5555",
+        method="POST",
+        target="/openai/deployments/m/chat/completions",
+        started=0.0,
+        status=200,
+        headers=[("Content-Type", "application/json"), (header, "sk-live-0123456789abcdef")],
+    )
+    details = inputrecords.details_of(
+        exchange, mode=inputrecords.PAYLOAD, rules=inputrecords.Redaction(), key=KEY
+    )
+    assert "sk-live-0123456789abcdef" not in repr(details["headers"])
