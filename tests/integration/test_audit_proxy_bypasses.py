@@ -18,6 +18,7 @@ import threading
 import time
 import typing
 
+import h11
 import harness
 import pytest
 from test_audit_proxy import Proxy
@@ -237,3 +238,110 @@ async def _in_process(
     server.close()
     upstream.close()
     return recorder.exchanges
+
+
+class _H11Server:
+    """A model server on h11, the HTTP/1.1 parser of uvicorn (FastAPI, and the Python model
+    servers built on it): every request it parses is answered 200 and its target kept."""
+
+    def __init__(self) -> None:
+        self.served: list[str] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _H11Server:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = h11.Connection(h11.SERVER)
+        with contextlib.suppress(ConnectionError, h11.ProtocolError):
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    data = await reader.read(65536)
+                    connection.receive_data(data)
+                    if not data:
+                        break
+                    continue
+                if isinstance(event, h11.Request):
+                    self.served.append(event.target.decode())
+                elif isinstance(event, h11.EndOfMessage):
+                    answer = b'{"outputs":[1]}'
+                    writer.write(
+                        connection.send(
+                            h11.Response(
+                                status_code=200,
+                                headers=[("content-length", str(len(answer)))],
+                            )
+                        )
+                        + connection.send(h11.Data(data=answer))
+                        + connection.send(h11.EndOfMessage())
+                    )
+                    await writer.drain()
+                    connection.start_next_cycle()
+                elif isinstance(event, h11.ConnectionClosed):
+                    break
+        writer.close()
+
+
+_SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: m\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # CL.TE: the proxy frames by Content-Length (it reads Transfer-Encoding as part of
+        # X-Pad's value); h11 takes the bare LF as a line end and frames by chunked, so the
+        # body after the last chunk is a request of its own.
+        pytest.param(
+            b"POST /v1/predict HTTP/1.1\r\nHost: m\r\nX-Pad: a\nTransfer-Encoding: chunked\r\n"
+            + f"Content-Length: {5 + len(_SMUGGLED)}\r\n\r\n".encode()
+            + b"0\r\n\r\n"
+            + _SMUGGLED,
+            id="bare-lf-cl-te",
+        ),
+        # A trailer line holding LF LF: the proxy reads trailer lines up to CRLF CRLF and passes
+        # them on unread; h11 ends the trailers at the LF LF, and what follows is a request.
+        pytest.param(
+            b"POST /v1/predict HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\nX-Trailer: a\n\n" + _SMUGGLED,
+            id="chunked-trailer-lf-lf",
+        ),
+    ],
+)
+def test_a_request_smuggled_to_a_uvicorn_style_server_is_never_recorded(
+    request_bytes: bytes,
+) -> None:
+    """Attack (a network caller of a model served by uvicorn, i.e. h11): a request the proxy
+    frames one way and h11 another, carrying `GET /smuggled` where the proxy sees body or
+    trailer bytes. The model server answers /smuggled; the proxy records one POST. Expected:
+    every request the model server answers has a record: the proxy refuses heads, chunk lines
+    and trailers holding a bare CR or LF (RFC 9110 section 5.5, RFC 9112 section 2.2) instead of
+    passing them on."""
+    with _H11Server() as server:
+        proxy = Proxy(server.port)
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+            raw.sendall(request_bytes)
+            with contextlib.suppress(TimeoutError):
+                raw.settimeout(2)
+                raw.recv(65536)
+            time.sleep(1)
+        proxy.stop()
+        unrecorded = [path for path in server.served if path not in _recorded_paths(proxy)]
+    assert server.served, "the model server saw nothing"
+    assert not unrecorded, f"answered by the model server, never recorded: {unrecorded}"
