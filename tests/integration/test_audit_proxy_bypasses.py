@@ -341,7 +341,13 @@ def test_a_request_smuggled_to_a_uvicorn_style_server_is_never_recorded(
                 raw.settimeout(2)
                 raw.recv(65536)
             time.sleep(1)
+        # A well-formed request after the attack: shows the model server answers through the
+        # proxy, so an empty `served` cannot pass for a refusal.
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+            raw.sendall(b"GET /control HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+            while raw.recv(65536):
+                pass
         proxy.stop()
         unrecorded = [path for path in server.served if path not in _recorded_paths(proxy)]
-    assert server.served, "the model server saw nothing"
+    assert "/control" in server.served, "the model server answered nothing through the proxy"
     assert not unrecorded, f"answered by the model server, never recorded: {unrecorded}"
