@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http.server
 import signal
 import socket
@@ -180,6 +181,36 @@ def test_a_body_that_never_ends_does_not_hold_the_connection() -> None:
         return answer is not None  # b"" (closed) or the first byte of a 408
 
     assert asyncio.run(scenario()), "the proxy still holds a body stalled for 10x its timeouts"
+
+
+def test_connections_past_the_bound_are_answered_503_and_recorded() -> None:
+    """The other half of holding connections: past `max_connections` callers' connections at
+    once, a new one is answered 503 and recorded, not served (nor left to use a descriptor)."""
+
+    async def scenario() -> tuple[bytes, list[inputrecords.Exchange]]:
+        recorder = _Recorder()
+        upstream = await asyncio.start_server(_drain_forever, "127.0.0.1", 0)
+        settings = dataclasses.replace(
+            _settings(upstream.sockets[0].getsockname()[1], identity_header=None),
+            max_connections=1,
+            idle_seconds=5.0,
+        )
+        proxy = auditproxy.Proxy(settings, recorder=recorder, metrics=proxymetrics.Metrics())  # type: ignore[arg-type]
+        server = await asyncio.start_server(proxy.serve_caller, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, holder = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answer = await asyncio.wait_for(reader.read(), 5.0)
+        writer.close()
+        holder.close()
+        server.close()
+        upstream.close()
+        return answer, recorder.exchanges
+
+    answer, exchanges = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 503 "), answer
+    assert [e.status for e in exchanges] == [503]
 
 
 class _Recorder:

@@ -48,6 +48,7 @@ _REASONS: typing.Final = {
     431: "Request Header Fields Too Large",
     501: "Not Implemented",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 
@@ -77,7 +78,11 @@ class Settings:
     idle_seconds: float = 75.0
     """How long a caller's connection may wait for its next request head."""
     head_seconds: float = 30.0
-    """How long a request head may take to arrive once the connection was used."""
+    """How long a request head may take to arrive once the connection was used, and how long a
+    request body may stall (no byte from the caller) before it is answered 408."""
+    max_connections: int = 1024
+    """Callers' connections served at once (each holds one to the model server too); past it a
+    new connection is answered 503, recorded, and closed."""
 
 
 class _Malformed(Exception):
@@ -346,11 +351,27 @@ class Proxy:
     async def serve_caller(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        peer = writer.get_extra_info("peername")
+        caller = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if len(self._connections) >= self._settings.max_connections:
+            # Connections held open (idle, or by slow callers) would otherwise exhaust the
+            # pod's file descriptors and the model server's connection slots.
+            exchange = inputrecords.Exchange(
+                caller=caller, method="", target="", started=time.monotonic()
+            )
+            refusal = inputrecords.Refusal(
+                503,
+                inputrecords.REASON_TOO_MANY_CONNECTIONS,
+                f"more than {self._settings.max_connections} connections at once",
+            )
+            try:
+                await self._refuse(writer, exchange, refusal, close=True)
+            finally:
+                writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        caller = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             used = False
@@ -416,9 +437,20 @@ class Proxy:
                 (v for n, v in request.headers if n.lower() == "content-type"), ""
             )
         if self._identity is not None:
-            exchange.identity = next(
-                (v[:512] for n, v in request.headers if n.lower() == self._identity), None
-            )
+            claimed = [v for n, v in request.headers if n.lower() == self._identity]
+            if len(claimed) > 1:
+                # A front proxy that appends its header rather than replacing the caller's
+                # leaves both; which one it wrote cannot be told, so none is believed and the
+                # request is refused rather than recorded under an identity the caller chose.
+                bad = inputrecords.Refusal(
+                    400,
+                    inputrecords.REASON_BAD_REQUEST,
+                    f"the identity header {self._identity} appears {len(claimed)} times; "
+                    "exactly one is accepted",
+                )
+                await self._refuse(writer, exchange, bad, close=True)
+                return False, upstream
+            exchange.identity = claimed[0][:512] if claimed else None
         limit = self._settings.max_request_bytes
         too_large = inputrecords.size_refusal(declared=request.length, seen=0, limit=limit)
         if too_large is not None:

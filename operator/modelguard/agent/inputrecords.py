@@ -262,6 +262,7 @@ class Refusal:
 REASON_TOO_LARGE: typing.Final = "RequestTooLarge"
 REASON_RATE_LIMITED: typing.Final = "RateLimited"
 REASON_BAD_REQUEST: typing.Final = "BadRequest"
+REASON_TOO_MANY_CONNECTIONS: typing.Final = "TooManyConnections"
 
 
 def size_refusal(*, declared: int | None, seen: int, limit: int) -> Refusal | None:
