@@ -423,6 +423,28 @@ class Proxy:
         started = time.monotonic()
         exchange = inputrecords.Exchange(caller=caller, method="", target="", started=started)
         try:
+            return await self._serve_request(
+                reader, writer, head=head, exchange=exchange, upstream=upstream
+            )
+        except asyncio.CancelledError:
+            # Cut off at shutdown (past the grace period): the model server may have processed
+            # the request, so it is recorded like any exchange that did not complete.
+            if not exchange.finished:
+                exchange.error = "cut off at shutdown, before the exchange completed"
+                self._finish(exchange)
+            raise
+
+    async def _serve_request(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        head: bytes,
+        exchange: inputrecords.Exchange,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+    ) -> tuple[bool, tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]:
+        started = exchange.started
+        try:
             request = parse_request_head(head)
         except _Malformed as malformed:
             bad = inputrecords.Refusal(
