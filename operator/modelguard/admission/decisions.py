@@ -412,6 +412,28 @@ _CONNECTIONS: typing.Final[collections.abc.Mapping[str, str]] = {
 }
 
 
+_PROXY_SCHEMES: typing.Final = frozenset({"", "http", "https"})
+
+
+def connected_pod(name: str) -> str | None:
+    """The pod a CONNECT request reaches, from the name the API server puts in the request; None
+    when the API server would not read it as a pod's name.
+
+    The pod proxy is addressed as `pods/[scheme:]name[:port]/proxy` and the admission request
+    names that whole segment; the API server splits it only when it resolves the location, as
+    k8s.io/apimachinery/pkg/util/net SplitSchemeNamePort does: `name`, `name:port` and
+    `scheme:name:port`, with a scheme of http or https and a non-empty name. exec, attach and
+    port-forward name the pod itself, which holds no colon, so the same reading fits them.
+    """
+    parts = name.split(":")
+    if len(parts) > 3:
+        return None
+    scheme, pod = (parts[0], parts[1]) if len(parts) == 3 else ("", parts[0])
+    if not pod or scheme not in _PROXY_SCHEMES:
+        return None
+    return pod
+
+
 def model_pod_connect(
     request: Request, *, identity: Identity, model: str | None, caches_filled: bool
 ) -> Decision:
@@ -433,6 +455,13 @@ def model_pod_connect(
     namespace = str(request.get("namespace") or "")
     pod = f"pod {namespace}/{request.get('name')}"
     connection = _CONNECTIONS.get(str(request.get("subResource") or ""), "connect to")
+    if connected_pod(str(request.get("name") or "")) is None:
+        # Unread, the name could reach any pod, a model's among them: refused (the API server
+        # would refuse it too, so nothing that works is lost).
+        return Decision.deny(
+            f"{pod} is not a pod name the API server accepts ([scheme:]name[:port], scheme http "
+            "or https): refused, as ModelGuard cannot tell which pod it reaches"
+        )
     if model is None and caches_filled:
         return Decision.allow()
     if model is None:
