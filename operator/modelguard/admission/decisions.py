@@ -13,7 +13,7 @@ import datetime
 import typing
 
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
-from modelguard.builders import labels
+from modelguard.builders import deployment, labels, names
 from modelguard.trust import access, approval, binding, inputaudit, reasons, signatures
 
 Request = collections.abc.Mapping[str, typing.Any]
@@ -337,6 +337,19 @@ class ModelPods:
     policy_name: str
     pod_labels: tuple[collections.abc.Mapping[str, str], ...]
     live_pod_labels: tuple[collections.abc.Mapping[str, str], ...] = ()
+    # The one port its callers may reach (None: it records no inputs, any port is the server's).
+    # Unknown (a spec that cannot be read), it counts as recording them, at the usual port.
+    audited_port: access.AuditedPort | None = dataclasses.field(
+        default_factory=lambda: access.AuditedPort(names.PORT_NAME, deployment.AUDIT_PROXY_PORT)
+    )
+
+
+def audited_port(model: v1alpha1.ModelDeployment) -> access.AuditedPort | None:
+    """The audit proxy's port, the only one callers of `model` may reach, when it records its
+    inputs (decision 0026)."""
+    if not deployment.audited(model):
+        return None
+    return access.AuditedPort(names.PORT_NAME, deployment.proxy_port(model))
 
 
 def network_policy(
@@ -392,6 +405,7 @@ def network_policy(
                 policy_name=model.policy_name,
                 unknown_labels=unknown,
                 disclose=False,
+                audited_port=model.audited_port,
             ):
                 messages[violation.message] = None
         if messages:

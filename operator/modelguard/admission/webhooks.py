@@ -122,7 +122,14 @@ def index_model_pods(
     serving_version = (raw.get("status") or {}).get("activeVersion")
     if serving_version and serving_version != model.spec.model.version:
         pods.append({**pods[0], labels.VERSION: str(serving_version)})
-    return {namespace: decisions.ModelPods(name, model.spec.trust_policy, tuple(pods))}
+    return {
+        namespace: decisions.ModelPods(
+            name,
+            model.spec.trust_policy,
+            tuple(pods),
+            audited_port=decisions.audited_port(model),
+        )
+    }
 
 
 def index_model_pod(
