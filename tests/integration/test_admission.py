@@ -556,8 +556,12 @@ def test_a_network_policy_that_opens_a_model_beyond_its_trust_policy_is_refused(
             podSelector={"matchLabels": {"app": "frontend"}},
             ingress=[{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}],
         ),
+        # To the audit proxy's port: the only one open to callers of a model recording its
+        # inputs (decision 0026), whoever they are.
         "callers of the model's own namespace": _network_policy(
-            "same-namespace", podSelector={}, ingress=[{"from": [{"podSelector": {}}]}]
+            "same-namespace",
+            podSelector={},
+            ingress=[{"from": [{"podSelector": {}}], "ports": [{"port": "http"}]}],
         ),
     }
     try:

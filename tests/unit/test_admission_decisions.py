@@ -391,12 +391,14 @@ def test_unbound_policy_message_names_the_field_and_no_other_policy() -> None:
 
 
 def netpol(pods: dict[str, typing.Any], *peers: dict[str, typing.Any]) -> dict[str, typing.Any]:
+    # To the audit proxy's port, the one a model recording its inputs may be opened on (0026),
+    # so that these cases judge the peers alone.
     return {
         "metadata": {"name": "bert", "namespace": "ml"},
         "spec": {
             "podSelector": pods,
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": list(peers)}],
+            "ingress": [{"from": list(peers), "ports": [{"port": "http", "protocol": "TCP"}]}],
         },
     }
 

@@ -1154,13 +1154,32 @@ OPENING_CASES = {
                                         "matchLabels": {"kubernetes.io/metadata.name": "web"}
                                     }
                                 }
-                            ]
+                            ],
+                            # The audit proxy's port: the only one open to callers (0026).
+                            "ports": [{"port": "http", "protocol": "TCP"}],
                         }
                     ],
                 },
             },
         ),
         ("True", "WithinPolicy"),
+    ),
+    "someone-elses-callers-to-the-model-servers-own-port-are-reported": OpeningCase(
+        (
+            {
+                **_network_policy("debug-direct", EVERY_POD, uid="np-1"),
+                "spec": {
+                    "podSelector": EVERY_POD,
+                    "ingress": [
+                        {
+                            "from": [{"podSelector": {"matchLabels": {"app": "gateway"}}}],
+                            "ports": [{"port": "model", "protocol": "TCP"}],
+                        }
+                    ],
+                },
+            },
+        ),
+        ("False", "OpenedByNetworkPolicy"),
     ),
     "the-specs-own-request-is-refused-first-and-holds": OpeningCase(
         (_network_policy("allow-all", EVERY_POD, uid="np-1"),),

@@ -229,3 +229,63 @@ def test_the_trust_reasons_are_the_api_reasons() -> None:
     # One vocabulary: a refusal of the trust layer becomes a condition reason as it is.
     assert reasons.Reason.OPENED_BY_NETWORK_POLICY == v1alpha1.REASON_OPENED_BY_NETWORK_POLICY
     assert reasons.Reason.POLICY_NOT_BOUND == v1alpha1.REASON_POLICY_NOT_BOUND
+
+
+PROXY = access.AuditedPort("http", 8480)
+PORT_CASES = {
+    "the audit proxy's port by name": (
+        ingress(SAME_NAMESPACE, ports=[{"port": "http", "protocol": "TCP"}]),
+        [],
+    ),
+    "the audit proxy's port by number, protocol defaulted": (
+        ingress(SAME_NAMESPACE, ports=[{"port": 8480}]),
+        [],
+    ),
+    "the audit proxy's port as a one-port range": (
+        ingress(SAME_NAMESPACE, ports=[{"port": 8480, "endPort": 8480}]),
+        [],
+    ),
+    "no ports: every port, the server's too": (ingress(SAME_NAMESPACE), ["spec.ingress[0].ports"]),
+    "the model server's port by name": (
+        ingress(SAME_NAMESPACE, ports=[{"port": "http"}, {"port": "model"}]),
+        ["spec.ingress[0].ports[1]"],
+    ),
+    "a range around the proxy's port": (
+        ingress(SAME_NAMESPACE, ports=[{"port": 8000, "endPort": 9000}]),
+        ["spec.ingress[0].ports[0]"],
+    ),
+    "every TCP port (a protocol, no port)": (
+        ingress(SAME_NAMESPACE, ports=[{"protocol": "TCP"}]),
+        ["spec.ingress[0].ports[0]"],
+    ),
+    "the proxy's number over UDP": (
+        ingress(SAME_NAMESPACE, ports=[{"port": 8480, "protocol": "UDP"}]),
+        ["spec.ingress[0].ports[0]"],
+    ),
+    "egress ports are not the proxy's business": (egress(SAME_NAMESPACE), []),
+}
+
+
+@pytest.mark.parametrize(("spec", "widening"), PORT_CASES.values(), ids=PORT_CASES.keys())
+def test_a_model_recording_its_inputs_is_opened_on_the_audit_proxys_port_alone(
+    spec: dict[str, typing.Any], widening: list[str]
+) -> None:
+    found = access.check_network_policy(
+        network_policy(**spec),
+        pod_labels=MODEL_PODS,
+        network=trustpolicy.Network(),
+        policy_name="default",
+        audited_port=PROXY,
+    )
+    prefix = "NetworkPolicy ml/extra: "
+    assert [v.message.removeprefix(prefix).split(" ")[0] for v in found] == widening, found
+
+
+def test_ports_are_not_judged_for_a_model_that_records_no_inputs() -> None:
+    # Without the audit proxy, the model server's port is the one callers are meant to reach.
+    assert not access.check_network_policy(
+        network_policy(**ingress(SAME_NAMESPACE, ports=[{"port": "model"}])),
+        pod_labels=MODEL_PODS,
+        network=trustpolicy.Network(),
+        policy_name="default",
+    )

@@ -13,7 +13,7 @@ import datetime
 import typing
 
 from modelguard.api import errors, modelapproval, trustpolicy, v1alpha1
-from modelguard.builders import labels
+from modelguard.builders import deployment, labels, names
 from modelguard.trust import access, approval, binding, inputaudit, reasons, signatures
 
 Request = collections.abc.Mapping[str, typing.Any]
@@ -337,6 +337,19 @@ class ModelPods:
     policy_name: str
     pod_labels: tuple[collections.abc.Mapping[str, str], ...]
     live_pod_labels: tuple[collections.abc.Mapping[str, str], ...] = ()
+    # The one port its callers may reach (None: it records no inputs, any port is the server's).
+    # Unknown (a spec that cannot be read), it counts as recording them, at the usual port.
+    audited_port: access.AuditedPort | None = dataclasses.field(
+        default_factory=lambda: access.AuditedPort(names.PORT_NAME, deployment.AUDIT_PROXY_PORT)
+    )
+
+
+def audited_port(model: v1alpha1.ModelDeployment) -> access.AuditedPort | None:
+    """The audit proxy's port, the only one callers of `model` may reach, when it records its
+    inputs (decision 0026)."""
+    if not deployment.audited(model):
+        return None
+    return access.AuditedPort(names.PORT_NAME, deployment.proxy_port(model))
 
 
 def network_policy(
@@ -392,6 +405,7 @@ def network_policy(
                 policy_name=model.policy_name,
                 unknown_labels=unknown,
                 disclose=False,
+                audited_port=model.audited_port,
             ):
                 messages[violation.message] = None
         if messages:
@@ -410,6 +424,28 @@ _CONNECTIONS: typing.Final[collections.abc.Mapping[str, str]] = {
     "portforward": "port-forward to",
     "proxy": "proxy to",
 }
+
+
+_PROXY_SCHEMES: typing.Final = frozenset({"", "http", "https"})
+
+
+def connected_pod(name: str) -> str | None:
+    """The pod a CONNECT request reaches, from the name the API server puts in the request; None
+    when the API server would not read it as a pod's name.
+
+    The pod proxy is addressed as `pods/[scheme:]name[:port]/proxy` and the admission request
+    names that whole segment; the API server splits it only when it resolves the location, as
+    k8s.io/apimachinery/pkg/util/net SplitSchemeNamePort does: `name`, `name:port` and
+    `scheme:name:port`, with a scheme of http or https and a non-empty name. exec, attach and
+    port-forward name the pod itself, which holds no colon, so the same reading fits them.
+    """
+    parts = name.split(":")
+    if len(parts) > 3:
+        return None
+    scheme, pod = (parts[0], parts[1]) if len(parts) == 3 else ("", parts[0])
+    if not pod or scheme not in _PROXY_SCHEMES:
+        return None
+    return pod
 
 
 def model_pod_connect(
@@ -433,6 +469,13 @@ def model_pod_connect(
     namespace = str(request.get("namespace") or "")
     pod = f"pod {namespace}/{request.get('name')}"
     connection = _CONNECTIONS.get(str(request.get("subResource") or ""), "connect to")
+    if connected_pod(str(request.get("name") or "")) is None:
+        # Unread, the name could reach any pod, a model's among them: refused (the API server
+        # would refuse it too, so nothing that works is lost).
+        return Decision.deny(
+            f"{pod} is not a pod name the API server accepts ([scheme:]name[:port], scheme http "
+            "or https): refused, as ModelGuard cannot tell which pod it reaches"
+        )
     if model is None and caches_filled:
         return Decision.allow()
     if model is None:

@@ -8,6 +8,7 @@ kopf passes each index by.
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import dataclasses
 import datetime
@@ -121,7 +122,14 @@ def index_model_pods(
     serving_version = (raw.get("status") or {}).get("activeVersion")
     if serving_version and serving_version != model.spec.model.version:
         pods.append({**pods[0], labels.VERSION: str(serving_version)})
-    return {namespace: decisions.ModelPods(name, model.spec.trust_policy, tuple(pods))}
+    return {
+        namespace: decisions.ModelPods(
+            name,
+            model.spec.trust_policy,
+            tuple(pods),
+            audited_port=decisions.audited_port(model),
+        )
+    }
 
 
 def index_model_pod(
@@ -245,7 +253,13 @@ def _network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
 def model_pod_connect(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     request = review_request(kwargs)
     index: kopf.Index[tuple[str | None, str], str] = kwargs[MODEL_PODS]
-    model = next(iter(index.get((request["namespace"], request["name"]), [])), None)
+    pod = decisions.connected_pod(str(request.get("name") or ""))
+    # The proxy's `pod:port` names the pod before the colon: looked up by the whole name, no
+    # model's pod would match.
+    found: collections.abc.Iterable[str] = (
+        index.get((request["namespace"], pod), []) if pod is not None else []
+    )
+    model = next(iter(found), None)
     serving.enforce(
         decisions.model_pod_connect(
             request,

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import re
 import signal
 import sys
 import time
@@ -30,6 +31,14 @@ MAX_HEAD_BYTES: typing.Final = 64 * 1024
 PIECE_BYTES: typing.Final = 64 * 1024
 # Past this many bytes waiting to be sent to a peer, the proxy waits for it (backpressure).
 _HIGH_WATER: typing.Final = 256 * 1024
+# RFC 9110 section 5.6.2: the characters of a method or a field name.
+_TOKEN: typing.Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# A field value is visible characters, obs-text, SP and HTAB (RFC 9110 section 5.5).
+_VALUE_FORBIDDEN: typing.Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A request target holds no white space and no control character (RFC 9112 section 3.2).
+_TARGET_FORBIDDEN: typing.Final = re.compile(rb"[\x00-\x20\x7f]")
+# Trailer bytes of a chunked request body, all lines together.
+MAX_TRAILER_BYTES: typing.Final = 16 * 1024
 _NO_BODY_STATUSES: typing.Final = frozenset({204, 304})
 _REASONS: typing.Final = {
     400: "Bad Request",
@@ -39,6 +48,7 @@ _REASONS: typing.Final = {
     431: "Request Header Fields Too Large",
     501: "Not Implemented",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 
@@ -68,7 +78,11 @@ class Settings:
     idle_seconds: float = 75.0
     """How long a caller's connection may wait for its next request head."""
     head_seconds: float = 30.0
-    """How long a request head may take to arrive once the connection was used."""
+    """How long a request head may take to arrive once the connection was used, and how long a
+    request body may stall (no byte from the caller) before it is answered 408."""
+    max_connections: int = 1024
+    """Callers' connections served at once (each holds one to the model server too); past it a
+    new connection is answered 503, recorded, and closed."""
 
 
 class _Malformed(Exception):
@@ -81,6 +95,7 @@ class _Malformed(Exception):
 class _Head:
     method: str
     target: str
+    version: str
     keep_alive: bool
     length: int | None
     chunked: bool
@@ -90,12 +105,22 @@ class _Head:
 
 def parse_request_head(head: bytes) -> _Head:
     """The request line and headers of `head` (ending in CRLF CRLF); _Malformed when the framing
-    is ambiguous or the syntax is not HTTP/1.1's."""
+    is ambiguous or the syntax is not HTTP/1.1's.
+
+    Strict where a lenient parser elsewhere could read the same bytes differently (RFC 9112
+    section 2.2, RFC 9110 section 5.5): a bare CR, a bare LF or a NUL anywhere, a control
+    character in a field value, a method or field name that is not a token, a target holding
+    white space: each is refused, never passed on for the model server to read its own way."""
     lines = head[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ")
+    request_line = lines[0]
+    parts = request_line.split(b" ")
     if len(parts) != 3 or not parts[0] or not parts[1]:
         raise _Malformed(400, "the request line is not METHOD TARGET VERSION")
     method, target, version = parts
+    if _TOKEN.fullmatch(method) is None:
+        raise _Malformed(400, "the request method is not a token")
+    if _TARGET_FORBIDDEN.search(target) is not None:
+        raise _Malformed(400, "the request target holds a control character or white space")
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
         raise _Malformed(400, "only HTTP/1.1 and HTTP/1.0 are served")
     headers: list[tuple[str, str]] = []
@@ -104,11 +129,7 @@ def parse_request_head(head: bytes) -> _Head:
     connection = b""
     expect = b""
     for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or b" " in name or b"\t" in name:
-            # Also a continuation line (obsolete folding), which RFC 9112 lets a proxy refuse.
-            raise _Malformed(400, "a header line is not NAME: VALUE")
-        value = value.strip(b" \t")
+        name, value = _field_line(line)
         lowered = name.lower()
         if lowered == b"content-length":
             lengths.update(item.strip() for item in value.split(b","))
@@ -119,18 +140,44 @@ def parse_request_head(head: bytes) -> _Head:
         elif lowered == b"expect":
             expect = value.lower()
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    if codings and version == b"HTTP/1.0":
+        # RFC 9112 section 6.1: the framing of such a message is faulty; many servers ignore
+        # Transfer-Encoding in HTTP/1.0 and would read the body as the next request.
+        raise _Malformed(400, "Transfer-Encoding in an HTTP/1.0 request")
     length = _body_length(lengths, codings)
     tokens = {token.strip() for token in connection.split(b",")}
     keep_alive = b"close" not in tokens and (version == b"HTTP/1.1" or b"keep-alive" in tokens)
     return _Head(
         method=method.decode("latin-1"),
         target=target.decode("latin-1"),
+        version=version.decode("latin-1"),
         keep_alive=keep_alive,
         length=length,
         chunked=bool(codings),
         headers=headers,
         expect_continue=expect == b"100-continue",
     )
+
+
+def _field_line(line: bytes) -> tuple[bytes, bytes]:
+    """The name and value (without surrounding white space) of a header or trailer line;
+    _Malformed when it is not NAME: VALUE of RFC 9110 (an obsolete continuation line included,
+    which RFC 9112 lets a proxy refuse)."""
+    name, colon, value = line.partition(b":")
+    if not colon or _TOKEN.fullmatch(name) is None:
+        raise _Malformed(400, "a header line is not NAME: VALUE")
+    value = value.strip(b" \t")
+    if _VALUE_FORBIDDEN.search(value) is not None:
+        raise _Malformed(400, "a header value holds CR, LF, NUL or another control character")
+    return name, value
+
+
+def serialise_request_head(request: _Head) -> bytes:
+    """The head passed to the model server, written anew from what the proxy parsed (never the
+    caller's bytes): what the model server reads is what the proxy judged and recorded."""
+    lines = [f"{request.method} {request.target} {request.version}"]
+    lines.extend(f"{name}: {value}" for name, value in request.headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def _body_length(lengths: set[bytes], codings: list[bytes]) -> int | None:
@@ -202,6 +249,10 @@ def refusal_bytes(status: int, message: str, *, close: bool) -> bytes:
         + ("Retry-After: 1\r\n" if status == 429 else "")
         + "\r\n"
     ).encode("ascii") + body
+
+
+def _bad_body(message: str) -> inputrecords.Refusal:
+    return inputrecords.Refusal(400, inputrecords.REASON_BAD_REQUEST, message)
 
 
 class _UpstreamBroken(Exception):
@@ -300,11 +351,27 @@ class Proxy:
     async def serve_caller(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        peer = writer.get_extra_info("peername")
+        caller = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if len(self._connections) >= self._settings.max_connections:
+            # Connections held open (idle, or by slow callers) would otherwise exhaust the
+            # pod's file descriptors and the model server's connection slots.
+            exchange = inputrecords.Exchange(
+                caller=caller, method="", target="", started=time.monotonic()
+            )
+            refusal = inputrecords.Refusal(
+                503,
+                inputrecords.REASON_TOO_MANY_CONNECTIONS,
+                f"more than {self._settings.max_connections} connections at once",
+            )
+            try:
+                await self._refuse(writer, exchange, refusal, close=True)
+            finally:
+                writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        caller = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             used = False
@@ -356,6 +423,28 @@ class Proxy:
         started = time.monotonic()
         exchange = inputrecords.Exchange(caller=caller, method="", target="", started=started)
         try:
+            return await self._serve_request(
+                reader, writer, head=head, exchange=exchange, upstream=upstream
+            )
+        except asyncio.CancelledError:
+            # Cut off at shutdown (past the grace period): the model server may have processed
+            # the request, so it is recorded like any exchange that did not complete.
+            if not exchange.finished:
+                exchange.error = "cut off at shutdown, before the exchange completed"
+                self._finish(exchange)
+            raise
+
+    async def _serve_request(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        head: bytes,
+        exchange: inputrecords.Exchange,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
+    ) -> tuple[bool, tuple[asyncio.StreamReader, asyncio.StreamWriter] | None]:
+        started = exchange.started
+        try:
             request = parse_request_head(head)
         except _Malformed as malformed:
             bad = inputrecords.Refusal(
@@ -370,9 +459,20 @@ class Proxy:
                 (v for n, v in request.headers if n.lower() == "content-type"), ""
             )
         if self._identity is not None:
-            exchange.identity = next(
-                (v[:512] for n, v in request.headers if n.lower() == self._identity), None
-            )
+            claimed = [v for n, v in request.headers if n.lower() == self._identity]
+            if len(claimed) > 1:
+                # A front proxy that appends its header rather than replacing the caller's
+                # leaves both; which one it wrote cannot be told, so none is believed and the
+                # request is refused rather than recorded under an identity the caller chose.
+                bad = inputrecords.Refusal(
+                    400,
+                    inputrecords.REASON_BAD_REQUEST,
+                    f"the identity header {self._identity} appears {len(claimed)} times; "
+                    "exactly one is accepted",
+                )
+                await self._refuse(writer, exchange, bad, close=True)
+                return False, upstream
+            exchange.identity = claimed[0][:512] if claimed else None
         limit = self._settings.max_request_bytes
         too_large = inputrecords.size_refusal(declared=request.length, seen=0, limit=limit)
         if too_large is not None:
@@ -390,14 +490,14 @@ class Proxy:
             if reusable and request.length:
                 try:
                     await self._discard(reader, request.length, exchange)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
                     reusable = False
             await self._refuse(writer, exchange, refusal, close=not reusable)
             return reusable, upstream
         self._metrics.in_flight += 1
         try:
             return await self._pass_on(
-                reader, writer, head=head, request=request, exchange=exchange, upstream=upstream
+                reader, writer, request=request, exchange=exchange, upstream=upstream
             )
         finally:
             self._metrics.in_flight -= 1
@@ -407,7 +507,6 @@ class Proxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         *,
-        head: bytes,
         request: _Head,
         exchange: inputrecords.Exchange,
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None,
@@ -429,7 +528,7 @@ class Proxy:
                 except OSError as error:
                     raise _UpstreamBroken(f"cannot connect to the model server: {error}") from None
             up_reader, up_writer = upstream
-            up_writer.write(head)
+            up_writer.write(serialise_request_head(request))
             if request.expect_continue and (request.length or request.chunked):
                 # The caller waits for this before it sends the body; the model server's own
                 # 100 follows later and is passed on too, which HTTP allows.
@@ -490,14 +589,14 @@ class Proxy:
             if request.length is not None:
                 remaining = request.length
                 while remaining:
-                    piece = await reader.read(min(remaining, PIECE_BYTES))
+                    piece = await self._read_body(reader, min(remaining, PIECE_BYTES))
                     if not piece:
                         raise _CallerGone("the caller's body ended early")
                     remaining -= len(piece)
+                    seen += len(piece)
                     take(piece)
                     up_writer.write(piece)
                     await self._backpressure(up_writer)
-                seen = request.length
             elif request.chunked:
                 seen, refusal = await self._send_chunks(reader, up_writer, take=take, limit=limit)
                 if refusal is not None:
@@ -505,7 +604,15 @@ class Proxy:
                     exchange.request_bytes = seen
                     return refusal
         except asyncio.LimitOverrunError:
-            raise _CallerGone("a chunk line is too long") from None
+            exchange.request_bytes = seen
+            return _bad_body(f"a chunk-size or trailer line is longer than {MAX_HEAD_BYTES} bytes")
+        except TimeoutError:
+            exchange.request_bytes = seen
+            return inputrecords.Refusal(
+                408,
+                inputrecords.REASON_BAD_REQUEST,
+                f"the request body stalled: nothing for {self._settings.head_seconds:g} seconds",
+            )
         exchange.request_bytes = seen
         exchange.request_sha256 = digest.hexdigest()
         if captured is not None:
@@ -523,34 +630,70 @@ class Proxy:
         """Passes a chunked body on; (its bytes, or those passed on before a refusal)."""
         seen = 0
         while True:
-            size_line = await reader.readuntil(b"\r\n")
+            size_line = await self._read_line(reader)
             size = _chunk_size(size_line)
             if size is None:
-                raise _CallerGone("a chunk size is not hexadecimal")
+                return seen, _bad_body(
+                    "a chunk-size line is not a hexadecimal size (with no "
+                    "control character in its extensions) ending in CRLF"
+                )
             if size == 0:
-                up_writer.write(size_line)
-                while True:  # trailers, up to the empty line
-                    trailer = await reader.readuntil(b"\r\n")
-                    up_writer.write(trailer)
-                    if trailer == b"\r\n":
-                        return seen, None
+                trailers = await self._read_trailers(reader)
+                if trailers is None:
+                    return seen, _bad_body(
+                        "a trailer line is not NAME: VALUE without CR, LF or NUL, or the "
+                        f"trailers are larger than {MAX_TRAILER_BYTES} bytes"
+                    )
+                # Written anew, extensions dropped: the model server reads what was judged.
+                up_writer.write(b"0\r\n" + trailers + b"\r\n")
+                return seen, None
             refusal = inputrecords.size_refusal(declared=None, seen=seen + size, limit=limit)
             if refusal is not None:
                 return seen, refusal
             seen += size
-            up_writer.write(size_line)
+            up_writer.write(b"%x\r\n" % size)
             remaining = size
             while remaining:
-                piece = await reader.read(min(remaining, PIECE_BYTES))
+                piece = await self._read_body(reader, min(remaining, PIECE_BYTES))
                 if not piece:
                     raise _CallerGone("the caller's body ended early")
                 remaining -= len(piece)
                 take(piece)
                 up_writer.write(piece)
                 await self._backpressure(up_writer)
-            if await reader.readexactly(2) != b"\r\n":
-                raise _CallerGone("a chunk does not end in CRLF")
+            async with asyncio.timeout(self._settings.head_seconds):
+                end = await reader.readexactly(2)
+            if end != b"\r\n":
+                return seen, _bad_body("a chunk's data does not end in CRLF")
             up_writer.write(b"\r\n")
+
+    async def _read_line(self, reader: asyncio.StreamReader) -> bytes:
+        async with asyncio.timeout(self._settings.head_seconds):
+            return await reader.readuntil(b"\r\n")
+
+    async def _read_body(self, reader: asyncio.StreamReader, count: int) -> bytes:
+        """Up to `count` bytes of a request body; TimeoutError when the caller sends nothing for
+        `head_seconds` (a body that never ends would otherwise hold both connections)."""
+        async with asyncio.timeout(self._settings.head_seconds):
+            return await reader.read(count)
+
+    async def _read_trailers(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The trailer lines up to the empty line, checked and written anew; None when one is
+        not a field line or they are too large."""
+        out = bytearray()
+        total = 0
+        while True:
+            line = await self._read_line(reader)
+            if line == b"\r\n":
+                return bytes(out)
+            total += len(line)
+            if total > MAX_TRAILER_BYTES:
+                return None
+            try:
+                name, value = _field_line(line[:-2])
+            except _Malformed:
+                return None
+            out += name + b": " + value + b"\r\n"
 
     async def _relay_chunks(
         self, up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -646,7 +789,7 @@ class Proxy:
         digest = hashlib.sha256()
         remaining = length
         while remaining:
-            piece = await reader.read(min(remaining, PIECE_BYTES))
+            piece = await self._read_body(reader, min(remaining, PIECE_BYTES))
             if not piece:
                 raise asyncio.IncompleteReadError(b"", remaining)
             remaining -= len(piece)
@@ -699,7 +842,13 @@ class Proxy:
 
 
 def _chunk_size(line: bytes) -> int | None:
-    text = line[:-2].split(b";", 1)[0].strip()
+    """The size of a chunk-size line (ending in CRLF); None when it is not one. A line holding a
+    CR, LF, NUL or another control character before its CRLF is not one, even in an extension,
+    which a lenient parser could end there and read a different size from what follows."""
+    body = line[:-2]
+    if not line.endswith(b"\r\n") or _VALUE_FORBIDDEN.search(body) is not None:
+        return None
+    text = body.split(b";", 1)[0].strip(b" \t")
     if not text or len(text) > 15 or any(c not in b"0123456789abcdefABCDEF" for c in text):
         return None
     return int(text, 16)

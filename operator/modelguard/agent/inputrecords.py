@@ -25,7 +25,47 @@ PAYLOAD: typing.Final = "Payload"
 # Credentials are never recorded, whatever the rules say: they are redacted like any other rule's
 # values (length and HMAC), so a leaked credential can still be matched against the log.
 ALWAYS_REDACTED_HEADERS: typing.Final = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        # The credential headers of the common inference APIs: Azure OpenAI and Azure AI
+        # (api-key), Azure API Management (ocp-apim-subscription-key), Google (x-goog-api-key),
+        # OpenStack and others (x-auth-token), AWS session tokens.
+        "api-key",
+        "ocp-apim-subscription-key",
+        "x-goog-api-key",
+        "x-auth-token",
+        "x-amz-security-token",
+    }
+)
+# Query parameters whose values are credentials in common APIs (`?key=` for Google, `?api_key=`,
+# OAuth's `access_token`, pre-signed URLs' signatures): redacted in the recorded target in every
+# mode, Metadata included, matched on the name lower-cased with `-` read as `_`.
+CREDENTIAL_QUERY_PARAMETERS: typing.Final = frozenset(
+    {
+        "key",
+        "api_key",
+        "apikey",
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "token",
+        "auth",
+        "password",
+        "secret",
+        "client_secret",
+        "code",
+        "sig",
+        "signature",
+        "x_amz_signature",
+        "x_amz_security_token",
+        "x_amz_credential",
+        "x_goog_signature",
+        "x_goog_credential",
+    }
 )
 MAX_RULES: typing.Final = 64
 # A path is $ then .name, .*, [n] or [*] steps; names are JSON object keys of word characters
@@ -153,6 +193,25 @@ def _redact(
     return value
 
 
+def redact_target(target: str, *, key: bytes) -> str:
+    """`target` with the value of every credential-like query parameter replaced by
+    `{redacted:LENGTH:hmac-sha256:HEX}` (its length in bytes and keyed HMAC, as a redacted
+    header's); the rest as sent."""
+    path, question, query = target.partition("?")
+    if not question:
+        return target
+    parameters = []
+    for parameter in query.split("&"):
+        name, equals, value = parameter.partition("=")
+        if equals and name.lower().replace("-", "_") in CREDENTIAL_QUERY_PARAMETERS:
+            raw = value.encode("latin-1", "replace")
+            mac = hmac.new(key, raw, hashlib.sha256).hexdigest()
+            parameters.append(f"{name}={{redacted:{len(raw)}:hmac-sha256:{mac}}}")
+        else:
+            parameters.append(parameter)
+    return path + "?" + "&".join(parameters)
+
+
 def redact_headers(
     headers: typing.Iterable[tuple[str, str]], rules: Redaction, *, key: bytes
 ) -> list[list[typing.Any]]:
@@ -203,6 +262,7 @@ class Refusal:
 REASON_TOO_LARGE: typing.Final = "RequestTooLarge"
 REASON_RATE_LIMITED: typing.Final = "RateLimited"
 REASON_BAD_REQUEST: typing.Final = "BadRequest"
+REASON_TOO_MANY_CONNECTIONS: typing.Final = "TooManyConnections"
 
 
 def size_refusal(*, declared: int | None, seen: int, limit: int) -> Refusal | None:
@@ -317,7 +377,7 @@ def details_of(
     details: dict[str, typing.Any] = {
         "caller": {"address": exchange.caller},
         "method": exchange.method,
-        "path": exchange.target,
+        "path": redact_target(exchange.target, key=key),
         "status": exchange.status,
         "requestBytes": exchange.request_bytes,
         "responseBytes": exchange.response_bytes,

@@ -658,13 +658,23 @@ def _opened_by_others(
         found = dict(pod["metadata"].get("labels") or {})
         if found not in pod_labels:
             pod_labels.append(found)
+    # Callers of a model that records its inputs reach its audit proxy's port alone (0026).
+    audited = (
+        access.AuditedPort(names.PORT_NAME, deployment_builder.proxy_port(model))
+        if deployment_builder.audited(model)
+        else None
+    )
     openings: dict[str, None] = {}
     for policy in seen.network_policies:
         if policy["metadata"].get("uid") in own:
             continue
         for found in pod_labels:
             for violation in access.check_network_policy(
-                policy, pod_labels=found, network=network, policy_name=model.spec.trust_policy
+                policy,
+                pod_labels=found,
+                network=network,
+                policy_name=model.spec.trust_policy,
+                audited_port=audited,
             ):
                 openings[violation.message] = None
     named = list(openings)[:_MAX_OPENINGS_NAMED]

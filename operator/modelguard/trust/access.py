@@ -74,6 +74,15 @@ _EGRESS: typing.Final = _Direction("Egress", "egress", "to", "egressCIDRs", "des
 _EVERY_ADDRESS: typing.Final = ("0.0.0.0/0", "::/0")
 
 
+@dataclasses.dataclass(frozen=True)
+class AuditedPort:
+    """The one pod port callers of a model that records its inputs may reach: the audit proxy's,
+    by its container port's name and number."""
+
+    name: str
+    number: int
+
+
 def check_network_policy(
     network_policy: collections.abc.Mapping[str, typing.Any],
     *,
@@ -82,6 +91,7 @@ def check_network_policy(
     policy_name: str,
     unknown_labels: collections.abc.Collection[str] = (),
     disclose: bool = True,
+    audited_port: AuditedPort | None = None,
 ) -> list[reasons.Violation]:
     """Every rule of `network_policy` (a networking.k8s.io/v1 NetworkPolicy as the API server
     holds it) that opens pods labelled `pod_labels` beyond what `network` (of the TrustPolicy
@@ -97,9 +107,14 @@ def check_network_policy(
     policy someone else makes around a model's pods widens the model's own default-deny ones.
     Its peers are judged by the rules of a ModelDeployment's spec.access: pods of the same
     namespace by podSelector are the model owner's to allow; every namespace, and IP ranges
-    outside the policy's CIDRs, are not; a rule without peers allows everyone. Ports are not
-    judged (the TrustPolicy does not limit them). What cannot be read counts as allowing
-    everything.
+    outside the policy's CIDRs, are not; a rule without peers allows everyone. What cannot be
+    read counts as allowing everything.
+
+    Ports are judged only for a model whose audit proxy records its inputs (`audited_port`,
+    decision 0026): an ingress rule may admit its callers to the proxy's port alone, as the
+    model's own NetworkPolicy does. Any other port (the model server's, by name or number, a
+    range, a rule without ports, which opens every port) lets callers reach the server around
+    the proxy, with no record of what they asked.
     """
     metadata = _mapping(network_policy.get("metadata"))
     spec = _mapping(network_policy.get("spec"))
@@ -125,11 +140,69 @@ def check_network_policy(
                     network=network,
                     policy_name=policy,
                 )
+            if direction is _INGRESS and audited_port is not None:
+                found += _check_ports(
+                    _mapping(rule).get("ports"),
+                    field=f"spec.ingress[{index}].ports",
+                    audited_port=audited_port,
+                )
     where = f"NetworkPolicy {metadata.get('namespace')}/{metadata.get('name')}"
     return [
         reasons.Violation(reasons.Reason.OPENED_BY_NETWORK_POLICY, f"{where}: {v.message}")
         for v in found
     ]
+
+
+def _check_ports(
+    ports: object, *, field: str, audited_port: AuditedPort
+) -> list[reasons.Violation]:
+    """An ingress rule's ports, when they may reach more than the audit proxy's port."""
+    allowed = f"the audit proxy's port ({audited_port.name!r}, {audited_port.number}/TCP)"
+    why = (
+        "callers would reach the model server around its audit proxy, which records every "
+        "call (spec.audit.inputs): admit them to "
+        f"{allowed} only"
+    )
+    if not ports:
+        return [
+            reasons.Violation(
+                reasons.Reason.OPENED_BY_NETWORK_POLICY,
+                f"{field} is empty, which opens every port of the model's pods; {why}",
+            )
+        ]
+    found: list[reasons.Violation] = []
+    for position, port in enumerate(ports if isinstance(ports, list) else [None]):
+        if not _only_audited_port(_mapping(port), audited_port=audited_port):
+            found.append(
+                reasons.Violation(
+                    reasons.Reason.OPENED_BY_NETWORK_POLICY,
+                    f"{field}[{position}] opens {_port_text(_mapping(port))} of the model's pods, "
+                    f"not {allowed} alone; {why}",
+                )
+            )
+    return found
+
+
+def _only_audited_port(
+    port: collections.abc.Mapping[str, typing.Any], *, audited_port: AuditedPort
+) -> bool:
+    # No protocol is TCP (the API server's default); no port is every port of the protocol.
+    if port.get("protocol", "TCP") != "TCP":
+        return False
+    number = port.get("port")
+    end = port.get("endPort")
+    if number == audited_port.name:
+        return end is None
+    return number == audited_port.number and end in (None, audited_port.number)
+
+
+def _port_text(port: collections.abc.Mapping[str, typing.Any]) -> str:
+    protocol = port.get("protocol", "TCP")
+    if port.get("port") is None:
+        return f"every {protocol} port"
+    if port.get("endPort") is not None:
+        return f"ports {port.get('port')}-{port.get('endPort')}/{protocol}"
+    return f"port {port.get('port')!r}/{protocol}"
 
 
 def _directions(spec: collections.abc.Mapping[str, typing.Any]) -> list[_Direction]:
