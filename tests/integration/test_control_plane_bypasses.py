@@ -63,6 +63,30 @@ def _assert_quarantined(kubectl: harness.Kubectl, namespace: str, name: str) -> 
 # --- Revocation: what serves must be judged whatever the spec, the policy binding or the store say
 
 
+@contextlib.contextmanager
+def _serving_under_a_revocable_policy(
+    kubectl: harness.Kubectl,
+    *,
+    namespace: str,
+    publish_model: PublishModel,
+    signing_key: tuple[Path, str],
+    model_sources: list[dict[str, str]],
+) -> Iterator[tuple[str, Manifest]]:
+    """Model `m` at 1.4.0, Ready under a TrustPolicy of its own that the test may revoke its
+    signer from; yields the model's URI and the policy, and deletes the policy afterwards."""
+    name = f"revocable-{namespace}"
+    policy = _revocable_policy(
+        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
+    )
+    try:
+        uri = publish_model("1.4.0")
+        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
+        wait_ready(kubectl, namespace, "m")
+        yield uri, policy
+    finally:
+        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
+
+
 def test_a_spec_that_does_not_parse_shelters_what_serves_from_revocation(
     kubectl: harness.Kubectl,
     namespace: str,
@@ -76,15 +100,14 @@ def test_a_spec_that_does_not_parse_shelters_what_serves_from_revocation(
     # cannot parse (a request above its limit; maxBytes "0" does the same). The pass then ends
     # in Refuse(InvalidSpec) before anything judges what serves.
     del webhook
-    name = f"revocable-{namespace}"
-    policy = _revocable_policy(
-        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
-    )
-    try:
-        uri = publish_model("1.4.0")
-        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
-        wait_ready(kubectl, namespace, "m")
-        unparsable = model_deployment("m", source=uri, trustPolicy=name)
+    with _serving_under_a_revocable_policy(
+        kubectl,
+        namespace=namespace,
+        publish_model=publish_model,
+        signing_key=signing_key,
+        model_sources=model_sources,
+    ) as (uri, policy):
+        unparsable = model_deployment("m", source=uri, trustPolicy=policy["metadata"]["name"])
         unparsable["spec"]["serving"]["resources"] = {
             "requests": {"memory": "2Gi"},
             "limits": {"memory": "1Gi"},
@@ -93,8 +116,6 @@ def test_a_spec_that_does_not_parse_shelters_what_serves_from_revocation(
         _wait(kubectl, namespace, "m", "Ready", status="False", reason="InvalidSpec")
         _revoke(kubectl, policy, tmp_path)
         _assert_quarantined(kubectl, namespace, "m")
-    finally:
-        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
 
 
 def test_a_tenant_that_withdraws_its_bundle_keeps_a_revoked_version_serving(
@@ -110,20 +131,17 @@ def test_a_tenant_that_withdraws_its_bundle_keeps_a_revoked_version_serving(
     # signed with a stolen key there) deletes model.sig before the signer is revoked. The
     # serving version's bundle is then fetched again to judge it, the fetch fails, and every
     # failure of that fetch counts as transient: nothing is ever quarantined.
-    name = f"revocable-{namespace}"
-    policy = _revocable_policy(
-        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
-    )
-    try:
-        uri = publish_model("1.4.0")
-        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
-        wait_ready(kubectl, namespace, "m")
+    with _serving_under_a_revocable_policy(
+        kubectl,
+        namespace=namespace,
+        publish_model=publish_model,
+        signing_key=signing_key,
+        model_sources=model_sources,
+    ) as (uri, policy):
         bucket, prefix = uri.removeprefix("s3://").split("/", 1)
         s3.delete_object(bucket, f"{prefix}{signedmodel.SIGNATURE_FILE}")
         _revoke(kubectl, policy, tmp_path)
         _assert_quarantined(kubectl, namespace, "m")
-    finally:
-        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
 
 
 def test_a_tenant_that_replaces_its_bundle_keeps_a_revoked_version_serving(
@@ -137,20 +155,17 @@ def test_a_tenant_that_replaces_its_bundle_keeps_a_revoked_version_serving(
 ) -> None:
     # The same with any other bytes at model.sig: "not the bundle that serves any more" is
     # treated as transient too, for ever.
-    name = f"revocable-{namespace}"
-    policy = _revocable_policy(
-        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
-    )
-    try:
-        uri = publish_model("1.4.0")
-        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
-        wait_ready(kubectl, namespace, "m")
+    with _serving_under_a_revocable_policy(
+        kubectl,
+        namespace=namespace,
+        publish_model=publish_model,
+        signing_key=signing_key,
+        model_sources=model_sources,
+    ) as (uri, policy):
         bucket, prefix = uri.removeprefix("s3://").split("/", 1)
         s3.put_object(bucket, f"{prefix}{signedmodel.SIGNATURE_FILE}", b"{}")
         _revoke(kubectl, policy, tmp_path)
         _assert_quarantined(kubectl, namespace, "m")
-    finally:
-        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
 
 
 def test_a_namespace_editor_who_deletes_the_credentials_keeps_a_revoked_version_serving(
@@ -164,20 +179,17 @@ def test_a_namespace_editor_who_deletes_the_credentials_keeps_a_revoked_version_
 ) -> None:
     # No store needed: the `edit` role may delete the namespace's Secrets. Without the storage
     # credentials the serving bundle cannot be fetched, which again counts as transient.
-    name = f"revocable-{namespace}"
-    policy = _revocable_policy(
-        kubectl, name=name, signing_key=signing_key, model_sources=model_sources
-    )
-    try:
-        uri = publish_model("1.4.0")
-        kubectl.apply(model_deployment("m", source=uri, trustPolicy=name), namespace=namespace)
-        wait_ready(kubectl, namespace, "m")
+    with _serving_under_a_revocable_policy(
+        kubectl,
+        namespace=namespace,
+        publish_model=publish_model,
+        signing_key=signing_key,
+        model_sources=model_sources,
+    ) as (_uri, policy):
         editor = _editor(kubectl, namespace, as_service_account)
         editor.run("delete", "secret", "models-readonly", "-n", namespace)
         _revoke(kubectl, policy, tmp_path)
         _assert_quarantined(kubectl, namespace, "m")
-    finally:
-        kubectl.run("delete", "trustpolicy", name, "--wait=false", check=False)
 
 
 def test_an_unbound_policy_shelters_what_serves_from_revocation(
