@@ -15,6 +15,7 @@ import kopf
 from modelguard import kube, metrics
 from modelguard.admission import decisions, serving, webhooks
 from modelguard.api import backupstore, conventions, modelapproval, trustpolicy, v1alpha1
+from modelguard.api import placement as placement_api
 from modelguard.audit import sink
 from modelguard.backup import worker
 from modelguard.builders import labels
@@ -104,6 +105,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         kube=kube_client,
         instance=instance,
         agent_image=agent_image,
+        placement=memo.get("placement") or placement_api.NONE,
         credentials_role=os.environ.get(CREDENTIALS_ROLE_ENV) or "modelguard-source-credentials",
         audit=audit,
         verification_slots=verification.Slots(
