@@ -40,6 +40,33 @@ CREDENTIALS_ROLE_ENV = "MODELGUARD_SOURCE_CREDENTIALS_ROLE"
 REREAD_ENV = "MODELGUARD_BUNDLE_REREAD_SECONDS"
 
 
+@kopf.on.login()
+def login(logger: kopf.Logger, **_: typing.Any) -> kopf.ConnectionInfo | None:
+    # kopf calls this at start and again whenever the API server answers 401 to every credential
+    # it holds: reading the token file each time is what follows a renewed (projected) token.
+    # kopf's own kubeconfig login would keep sending the first token, and stop the operator with
+    # "Ran out of valid credentials" once it expired.
+    try:
+        found = kube.credentials()
+    except kube.CredentialsError as error:
+        logger.error(f"cannot log in to the API server: {error}")
+        return None
+    return kopf.ConnectionInfo(
+        server=found.server,
+        ca_path=found.ca_path,
+        ca_data=found.ca_data,
+        insecure=found.insecure,
+        token=found.token,
+        certificate_path=found.certificate_path,
+        certificate_data=found.certificate_data,
+        private_key_path=found.private_key_path,
+        private_key_data=found.private_key_data,
+        username=found.username,
+        password=found.password,
+        default_namespace=found.namespace,
+    )
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typing.Any) -> None:
     # Progress and diff-base live in annotations with our prefix, so that kopf writes nothing
