@@ -77,14 +77,20 @@ def test_a_revoked_token_is_replaced_by_the_renewed_one_and_the_operator_keeps_r
     # writes are each refused once with the revoked token, read the file again and go on.
     kubectl.apply(_model(source, replicas=3), namespace=namespace)
 
-    def scaled() -> None:
-        live = kubectl.json("get", "deployment", "m", "-n", namespace)
-        assert live["spec"]["replicas"] == 3
-        body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
-        assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
-        assert harness.condition(body, "Ready").get("status") == "True"
+    def scaled(replicas: int) -> typing.Callable[[], None]:
+        def check() -> None:
+            live = kubectl.json("get", "deployment", "m", "-n", namespace)
+            assert live["spec"]["replicas"] == replicas
+            body = kubectl.json("get", "modeldeployment", "m", "-n", namespace)
+            assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+            assert harness.condition(body, "Ready").get("status") == "True"
 
-    harness.eventually(scaled, timeout=90)
+        return check
+
+    harness.eventually(scaled(3), timeout=90)
+    # And the next one: kopf's watches still deliver (with the old token they would have ended).
+    kubectl.apply(_model(source, replicas=2), namespace=namespace)
+    harness.eventually(scaled(2), timeout=90)
     assert operator.poll() is None, f"the operator exited; see {OPERATOR_LOG}"
     with OPERATOR_LOG.open("rb") as log:
         log.seek(log_before)
