@@ -1,10 +1,12 @@
 """`make run`'s operator: `modelguard run` on this machine, as the chart's ServiceAccount.
 
 The chart is installed with its operator Deployment scaled to zero (kwok runs no containers), so
-the operator runs here instead, with the identity and RBAC the chart gives it (a TokenRequest
-token, never the admin's), and serves the chart's admission webhooks on loopback: the API server
-calls it exactly as it would call the in-cluster Service. On exit the webhook configuration is
-removed, so that a stopped operator does not leave ModelGuard's objects failing closed.
+the operator runs here instead, with the identity and RBAC the chart gives it (TokenRequest
+tokens, never the admin's, renewed in a file as the kubelet renews a pod's projected token, so
+that it runs for as long as it is left running), and serves the chart's admission webhooks on
+loopback: the API server calls it exactly as it would call the in-cluster Service. On exit the
+webhook configuration is removed, so that a stopped operator does not leave ModelGuard's objects
+failing closed, and the Secret its tokens are bound to, so that they stop working with it.
 
 Usage: python hack/localoperator.py --kubeconfig ADMIN --dir .run/operator --log FILE
 """
@@ -12,12 +14,14 @@ Usage: python hack/localoperator.py --kubeconfig ADMIN --dir .run/operator --log
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 import typing
@@ -33,6 +37,8 @@ RELEASE: typing.Final = "modelguard"
 AUDIT_LOG_NAME: typing.Final = f"{NAMESPACE}/{RELEASE}"
 """The name the chart gives the audit log of this release (audit.logName's default)."""
 WEBHOOK_CONFIG: typing.Final = "modelguard-local"
+TOKEN_BINDING: typing.Final = f"{RELEASE}-local-operator-token"
+"""The Secret the local operator's tokens are bound to (in NAMESPACE): deleted when it stops."""
 
 
 def audit_key_pem() -> bytes:
@@ -46,22 +52,28 @@ def audit_key_pem() -> bytes:
 
 
 def service_account_kubeconfig(
-    *, admin_kubeconfig: Path, namespace: str, service_account: str, path: Path
+    *,
+    admin_kubeconfig: Path,
+    namespace: str,
+    service_account: str,
+    path: Path,
+    token_file: Path | None = None,
 ) -> Path:
-    """A kubeconfig acting as a ServiceAccount, with a one-hour token from the TokenRequest API
-    (the same kind of token a pod of the chart gets), against the admin's cluster."""
-    created = subprocess.run(
-        [
-            str(localcluster.binary("kubectl")),
-            f"--kubeconfig={admin_kubeconfig}",
-            *("create", "token", service_account, "-n", namespace),
-            *("--duration=3600s", "--output=json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    token = json.loads(created.stdout)["status"]["token"]
+    """A kubeconfig acting as a ServiceAccount against the admin's cluster. With `token_file`, its
+    user reads the token from that file (`tokenFile`), which clients read again when the API
+    server answers 401, as they do a pod's projected token: what `RenewedToken` keeps valid.
+    Without, a one-hour token from the TokenRequest API, written into the kubeconfig (for a
+    short-lived identity: nothing renews it)."""
+    if token_file is not None:
+        user: dict[str, str] = {"tokenFile": str(token_file.resolve())}
+    else:
+        token, _ = request_token(
+            admin_kubeconfig=admin_kubeconfig,
+            namespace=namespace,
+            service_account=service_account,
+            lifetime=3600,
+        )
+        user = {"token": token}
     cluster = yaml.safe_load(admin_kubeconfig.read_text())["clusters"][0]
     identity = f"system:serviceaccount:{namespace}:{service_account}"
     path.write_text(
@@ -70,7 +82,7 @@ def service_account_kubeconfig(
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [cluster],
-                "users": [{"name": identity, "user": {"token": token}}],
+                "users": [{"name": identity, "user": user}],
                 "contexts": [
                     {"name": identity, "context": {"cluster": cluster["name"], "user": identity}}
                 ],
@@ -80,6 +92,189 @@ def service_account_kubeconfig(
     )
     path.chmod(0o600)
     return path
+
+
+def request_token(
+    *,
+    admin_kubeconfig: Path,
+    namespace: str,
+    service_account: str,
+    lifetime: int,
+    bound_secret: str | None = None,
+) -> tuple[str, datetime.datetime]:
+    """A token of the ServiceAccount from the TokenRequest API, valid `lifetime` seconds (or less,
+    as the API server decides), and when it expires. `bound_secret`: bound to that Secret of the
+    namespace, so that deleting it invalidates the token at once (the kubelet binds a pod's token
+    to the pod)."""
+    bound = ("--bound-object-kind=Secret", f"--bound-object-name={bound_secret}")
+    created = subprocess.run(
+        [
+            str(localcluster.binary("kubectl")),
+            f"--kubeconfig={admin_kubeconfig}",
+            *("create", "token", service_account, "-n", namespace),
+            *(bound if bound_secret else ()),
+            f"--duration={lifetime}s",
+            "--output=json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if created.returncode != 0:
+        raise TokenError(f"kubectl create token {service_account}: {created.stderr.strip()}")
+    status = json.loads(created.stdout)["status"]
+    expires = datetime.datetime.fromisoformat(status["expirationTimestamp"].replace("Z", "+00:00"))
+    return str(status["token"]), expires
+
+
+class TokenError(Exception):
+    """No token could be had from the TokenRequest API; the message says why."""
+
+
+RENEW_AT: typing.Final = 0.8
+"""The share of a token's lifetime after which a new one is requested: the kubelet's rule for a
+pod's projected token (renewed once older than 80 % of its lifetime)."""
+RETRY_SECONDS: typing.Final = 10.0
+"""How soon a renewal that failed is tried again, while the token in the file is still valid."""
+
+
+def renewal_due(issued: datetime.datetime, expires: datetime.datetime) -> datetime.datetime:
+    """When a token issued at `issued` that expires at `expires` is renewed: at 80 % of its
+    lifetime, as the kubelet renews a projected token."""
+    return issued + (expires - issued) * RENEW_AT
+
+
+class RenewedToken:
+    """A ServiceAccount token kept valid in a file the way the kubelet keeps a pod's projected
+    token: requested from the TokenRequest API, renewed once 80 % of its lifetime has passed, and
+    replaced atomically (written aside, then renamed over the file: a reader sees the old token or
+    the new one, never part of one). Each token is bound to the Secret `binding` of the namespace,
+    which `start` makes and `stop` deletes: the credentials of a stopped operator die with it, as a
+    pod's die with the pod. Clients given `path` as a kubeconfig's `tokenFile` read it again when
+    the API server answers 401."""
+
+    def __init__(
+        self,
+        *,
+        admin_kubeconfig: Path,
+        namespace: str,
+        service_account: str,
+        path: Path,
+        binding: str,
+        lifetime: int = 3600,
+    ) -> None:
+        self.admin_kubeconfig = admin_kubeconfig
+        self.namespace = namespace
+        self.service_account = service_account
+        self.path = path.resolve()
+        self.binding = binding
+        self.lifetime = lifetime
+        self.renewals = 0
+        """Tokens written so far."""
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def renew(self) -> datetime.datetime:
+        """Requests a new token (making the binding Secret again if it is gone) and writes it;
+        returns when it expires."""
+        with self._lock:
+            self._ensure_binding()
+            token, expires = request_token(
+                admin_kubeconfig=self.admin_kubeconfig,
+                namespace=self.namespace,
+                service_account=self.service_account,
+                lifetime=self.lifetime,
+                bound_secret=self.binding,
+            )
+            aside = self.path.with_name(f".{self.path.name}.new")
+            aside.unlink(missing_ok=True)
+            descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(token)
+                file.flush()
+                os.fsync(file.fileno())
+            aside.replace(self.path)
+            self.renewals += 1
+            return expires
+
+    def start(self) -> RenewedToken:
+        """Writes the first token, then renews it in the background until `stop`."""
+        expires = self.renew()
+        self._thread = threading.Thread(
+            target=self._keep_renewing, args=(expires,), name="token-renewer", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops renewing and deletes the binding Secret: every token it bound stops working."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._kubectl(
+            "delete",
+            "secret",
+            self.binding,
+            "-n",
+            self.namespace,
+            "--ignore-not-found",
+            check=False,
+        )
+
+    def __enter__(self) -> RenewedToken:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _keep_renewing(self, expires: datetime.datetime) -> None:
+        issued = datetime.datetime.now(datetime.UTC)
+        while True:
+            due = renewal_due(issued, expires)
+            wait = (due - datetime.datetime.now(datetime.UTC)).total_seconds()
+            if self._stopping.wait(timeout=max(0.0, wait)):
+                return
+            try:
+                expires = self.renew()
+                issued = datetime.datetime.now(datetime.UTC)
+            except (TokenError, OSError, subprocess.TimeoutExpired) as error:
+                # The token in the file stays valid until it expires: try again soon, as the
+                # kubelet does, rather than give up.
+                print(f"localoperator: token renewal failed, retrying: {error}", file=sys.stderr)
+                if self._stopping.wait(timeout=RETRY_SECONDS):
+                    return
+
+    def _ensure_binding(self) -> None:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": self.binding,
+                "namespace": self.namespace,
+                "annotations": {
+                    "modelguard.dev/purpose": f"the tokens of {self.service_account} run outside"
+                    " the cluster are bound to this Secret; deleting it revokes them",
+                },
+            },
+        }
+        self._kubectl("apply", "-f", "-", input=json.dumps(secret))
+
+    def _kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(localcluster.binary("kubectl")), f"--kubeconfig={self.admin_kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if check and done.returncode != 0:
+            raise TokenError(f"kubectl {args[0]} secret {self.binding}: {done.stderr.strip()}")
+        return done
 
 
 def _free_port() -> int:
@@ -127,11 +322,20 @@ def main(argv: list[str] | None = None) -> int:
     state = args.dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
 
+    # Renewed as the kubelet renews a pod's projected token, for as long as the operator runs.
+    token = RenewedToken(
+        admin_kubeconfig=args.kubeconfig,
+        namespace=NAMESPACE,
+        service_account=RELEASE,
+        path=state / "token",
+        binding=TOKEN_BINDING,
+    ).start()
     identity = service_account_kubeconfig(
         admin_kubeconfig=args.kubeconfig,
         namespace=NAMESPACE,
         service_account=RELEASE,
         path=state / "operator.kubeconfig",
+        token_file=token.path,
     )
     bundle = certs.generate(ip_addresses=["127.0.0.1"])
     certs.write(bundle, state / "tls")
@@ -152,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         if client_ca.exists()
         else ()
     )
-    with args.log.open("ab") as log:
+    log = args.log.open("ab")
+    try:
         operator = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("modelguard")),
@@ -170,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    except BaseException:
+        token.stop()
+        raise
+    finally:
+        log.close()
 
     def stop(signum: int, frame: types.FrameType | None) -> None:
         del frame
@@ -197,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             args.kubeconfig,
             *("delete", "validatingwebhookconfiguration", WEBHOOK_CONFIG, "--ignore-not-found"),
         )
+        # Its tokens stop working with it.
+        token.stop()
 
 
 if __name__ == "__main__":

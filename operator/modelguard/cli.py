@@ -41,6 +41,9 @@ def _run(args: argparse.Namespace) -> int:
             prefix=args.audit_checkpoints_prefix,
         ),
         verify_concurrency=args.verify_concurrency,
+        model_pods=run.ModelPodOptions(
+            node_selector=args.model_pod_node_selector, tolerations=args.model_pod_tolerations
+        ),
         backup=run.BackupOptions(
             key_file=args.backup_key_file,
             trusted_keys_file=args.backup_trusted_keys_file,
@@ -136,6 +139,28 @@ def _add_webhook_flags(run: argparse.ArgumentParser) -> None:
         default="modelguard:break-glass",
         metavar="GROUP",
         help="members may change managed children directly (default modelguard:break-glass)",
+    )
+
+
+NODE_SELECTOR_ENV: typing.Final = "MODELGUARD_MODEL_POD_NODE_SELECTOR"
+TOLERATIONS_ENV: typing.Final = "MODELGUARD_MODEL_POD_TOLERATIONS"
+
+
+def _add_model_pod_flags(run: argparse.ArgumentParser) -> None:
+    pods = run.add_argument_group("model pods (configured by the chart's modelPods)")
+    pods.add_argument(
+        "--model-pod-node-selector",
+        default=os.environ.get(NODE_SELECTOR_ENV),
+        metavar="JSON",
+        help="the nodeSelector of every model pod, a JSON map of label keys to values, e.g."
+        f' {{"pool": "gpu"}} (default ${NODE_SELECTOR_ENV}; none: any node)',
+    )
+    pods.add_argument(
+        "--model-pod-tolerations",
+        default=os.environ.get(TOLERATIONS_ENV),
+        metavar="JSON",
+        help="the tolerations of every model pod, a JSON list as in a pod spec"
+        f" (default ${TOLERATIONS_ENV}; none: no taint tolerated)",
     )
 
 
@@ -820,6 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="signature files fetched and verified at once (default 2); each may take some"
         " 170 MiB, so raise it only with the memory limit (docs/chart.md)",
     )
+    _add_model_pod_flags(run)
     _add_webhook_flags(run)
     _add_backup_flags(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log more")

@@ -15,6 +15,7 @@ import kopf
 from modelguard import kube, metrics
 from modelguard.admission import decisions, serving, webhooks
 from modelguard.api import backupstore, conventions, modelapproval, trustpolicy, v1alpha1
+from modelguard.api import placement as placement_api
 from modelguard.audit import sink
 from modelguard.backup import worker
 from modelguard.builders import labels
@@ -37,6 +38,33 @@ AGENT_IMAGE_ENV = "MODELGUARD_AGENT_IMAGE"
 CREDENTIALS_ROLE_ENV = "MODELGUARD_SOURCE_CREDENTIALS_ROLE"
 # Seconds a verified signature bundle is trusted to be what its URI still holds (default 300).
 REREAD_ENV = "MODELGUARD_BUNDLE_REREAD_SECONDS"
+
+
+@kopf.on.login()
+def login(logger: kopf.Logger, **_: typing.Any) -> kopf.ConnectionInfo | None:
+    # kopf calls this at start and again whenever the API server answers 401 to every credential
+    # it holds: reading the token file each time is what follows a renewed (projected) token.
+    # kopf's own kubeconfig login would keep sending the first token, and stop the operator with
+    # "Ran out of valid credentials" once it expired.
+    try:
+        found = kube.credentials()
+    except kube.CredentialsError as error:
+        logger.error(f"cannot log in to the API server: {error}")
+        return None
+    return kopf.ConnectionInfo(
+        server=found.server,
+        ca_path=found.ca_path,
+        ca_data=found.ca_data,
+        insecure=found.insecure,
+        token=found.token,
+        certificate_path=found.certificate_path,
+        certificate_data=found.certificate_data,
+        private_key_path=found.private_key_path,
+        private_key_data=found.private_key_data,
+        username=found.username,
+        password=found.password,
+        default_namespace=found.namespace,
+    )
 
 
 @kopf.on.startup()
@@ -104,6 +132,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         kube=kube_client,
         instance=instance,
         agent_image=agent_image,
+        placement=memo.get("placement") or placement_api.NONE,
         credentials_role=os.environ.get(CREDENTIALS_ROLE_ENV) or "modelguard-source-credentials",
         audit=audit,
         verification_slots=verification.Slots(

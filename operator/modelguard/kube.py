@@ -9,7 +9,9 @@ API server garbage-collects children through their ownerReferences.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
+import pathlib
 import typing
 import uuid
 
@@ -94,6 +96,80 @@ def _api_error(error: lightkube.core.exceptions.ApiError) -> ApiError:
     )
 
 
+class CredentialsError(Exception):
+    """The operator's credentials cannot be read; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Credentials:
+    """Where the API server is and who the operator is to it, as they are at one moment: what kopf's
+    own client (its watches and patches) needs, read from the same configuration as `Kube`."""
+
+    server: str
+    ca_path: str | None = None
+    ca_data: str | None = None
+    """Base64 PEM, as a kubeconfig holds it."""
+    insecure: bool = False
+    token: str | None = None
+    certificate_path: str | None = None
+    certificate_data: str | None = None
+    private_key_path: str | None = None
+    private_key_data: str | None = None
+    username: str | None = None
+    password: str | None = None
+    namespace: str | None = None
+
+
+def credentials() -> Credentials:
+    """The operator's credentials now: in a pod its ServiceAccount's, else those of $KUBECONFIG (or
+    ~/.kube/config). A token in a file (a pod's projected token, a kubeconfig user's `tokenFile`)
+    is read at each call: whoever renews it (the kubelet, at 80 % of its lifetime) rewrites the
+    file, and the next call, which kopf makes when the API server answers 401, reads the new one.
+    CredentialsError when they cannot be read or are of a kind kopf's client cannot use."""
+    try:
+        config = lightkube.config.kubeconfig.KubeConfig.from_env().get()
+    except (lightkube.core.exceptions.ConfigError, OSError, KeyError) as error:
+        raise CredentialsError(
+            f"no usable kubeconfig or in-cluster ServiceAccount: {error}"
+        ) from error
+    if config is None:
+        raise CredentialsError("the kubeconfig names no current context")
+    cluster, user = config.cluster, config.user
+
+    def path(value: str | None) -> str | None:
+        return str(config.abs_file(value)) if value else None
+
+    token = user.token if user is not None else None
+    if user is not None and user.token_file:
+        token_file = pathlib.Path(str(config.abs_file(user.token_file)))
+        try:
+            token = token_file.read_text().strip()
+        except OSError as error:
+            raise CredentialsError(f"token file {token_file}: {error.strerror}") from error
+        if not token:
+            raise CredentialsError(f"token file {token_file} is empty")
+    elif user is not None and (user.exec or user.auth_provider):
+        raise CredentialsError(
+            "the kubeconfig's user authenticates through an exec plugin or auth-provider, which"
+            " the operator's watches cannot use: give it a token, a tokenFile or a client"
+            " certificate"
+        )
+    return Credentials(
+        server=cluster.server,
+        ca_path=path(cluster.certificate_auth),
+        ca_data=cluster.certificate_auth_data,
+        insecure=cluster.insecure,
+        token=token,
+        certificate_path=path(user.client_cert) if user else None,
+        certificate_data=user.client_cert_data if user else None,
+        private_key_path=path(user.client_key) if user else None,
+        private_key_data=user.client_key_data if user else None,
+        username=user.username if user else None,
+        password=user.password if user else None,
+        namespace=config.context.namespace,
+    )
+
+
 class Kube:
     """An API client bound to one connection; cheap to share across handlers."""
 
@@ -102,7 +178,9 @@ class Kube:
 
     @classmethod
     def from_environment(cls) -> Kube:
-        """In-cluster ServiceAccount credentials, else $KUBECONFIG / ~/.kube/config."""
+        """In-cluster ServiceAccount credentials, else $KUBECONFIG / ~/.kube/config. A token file
+        (projected, or a kubeconfig's `tokenFile`) is read again whenever the API server answers
+        401, and the request made once more with what it holds: a renewed token is followed."""
         config = lightkube.config.kubeconfig.KubeConfig.from_env()
         return cls(lightkube.AsyncClient(config=config, field_manager=FIELD_MANAGER))
 

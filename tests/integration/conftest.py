@@ -41,6 +41,10 @@ BACKUP_CREDENTIALS = ("backup-writer", "backup-root")
 AUDIT_CHECKPOINT_SECONDS = 2
 # Where the session's operator process serves its metrics (a free loopback port).
 OPERATOR_METRICS_PORT = localcluster.free_port()
+# The session operator's log (kopf's and the operator's lines).
+OPERATOR_LOG = SESSION_DIR / "cluster" / "logs" / "operator.log"
+# The Secret the session operator's tokens are bound to, in the operator's namespace.
+OPERATOR_TOKEN_BINDING = f"{RELEASE}-test-operator-token"
 PROBE_TOOLS = ("sh", "nc", "nslookup", "httpd", "sleep", "id")
 PROBE_IMAGE_NAME = "localhost/modelguard/probe:test"
 RESTRICTED = {
@@ -213,24 +217,44 @@ def backup_volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def operator_token(
+    kubectl: harness.Kubectl, chart_installed: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[localoperator.RenewedToken]:
+    """The token of the session's operator: the chart's ServiceAccount's, in a file renewed as the
+    kubelet renews a pod's projected token, each bound to the Secret `.binding` (deleting it
+    revokes them at once; `.renew()` makes it again and writes a token bound to it)."""
+    with localoperator.RenewedToken(
+        admin_kubeconfig=kubectl.kubeconfig,
+        namespace=chart_installed,
+        service_account=RELEASE,
+        path=tmp_path_factory.mktemp("operator-token") / "token",
+        binding=OPERATOR_TOKEN_BINDING,
+    ) as token:
+        yield token
+
+
+@pytest.fixture(scope="session")
 def operator(
     kubectl: harness.Kubectl,
     chart_installed: str,
+    operator_token: localoperator.RenewedToken,
     tmp_path_factory: pytest.TempPathFactory,
     backup_key: tuple[Path, str],
     backup_volumes: Path,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`modelguard run` as a process, authenticated as the chart's ServiceAccount (not as admin)."""
+    """`modelguard run` as a process, authenticated as the chart's ServiceAccount (not as admin),
+    its kubeconfig's user reading the renewed token from its file (`tokenFile`)."""
     directory = tmp_path_factory.mktemp("operator")
     identity = harness.token_kubeconfig(
         kubectl,
         namespace=chart_installed,
         service_account=RELEASE,
         path=directory / "operator.kubeconfig",
+        token_file=operator_token.path,
     )
     audit_key = directory / "audit.pem"
     audit_key.write_bytes(localoperator.audit_key_pem())
-    log_path = SESSION_DIR / "cluster" / "logs" / "operator.log"
+    log_path = OPERATOR_LOG
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,

@@ -147,15 +147,22 @@ def model_events(kubectl: Kubectl, namespace: str, name: str) -> list[Manifest]:
 
 
 def token_kubeconfig(
-    admin: Kubectl, *, namespace: str, service_account: str, path: Path
+    admin: Kubectl,
+    *,
+    namespace: str,
+    service_account: str,
+    path: Path,
+    token_file: Path | None = None,
 ) -> Kubectl:
-    """A kubectl acting as a ServiceAccount, with a short-lived token from the TokenRequest API."""
+    """A kubectl acting as a ServiceAccount, with a short-lived token from the TokenRequest API,
+    or reading its token from `token_file` (a `localoperator.RenewedToken`'s)."""
     return Kubectl(
         localoperator.service_account_kubeconfig(
             admin_kubeconfig=admin.kubeconfig,
             namespace=namespace,
             service_account=service_account,
             path=path,
+            token_file=token_file,
         )
     )
 

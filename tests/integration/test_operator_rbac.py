@@ -8,11 +8,14 @@ import copy
 import json
 import subprocess
 import typing
+import uuid
+from pathlib import Path
 
 import harness
 import pytest
+import yaml
 
-from modelguard.api import v1alpha1
+from modelguard.api import placement, v1alpha1
 from modelguard.builders import deployment, serviceaccount
 
 Manifest = dict[str, typing.Any]
@@ -215,6 +218,35 @@ def _host_network(manifest: Manifest) -> None:
     _pod(manifest)["hostNetwork"] = True
 
 
+def _node_selector(manifest: Manifest) -> None:
+    _pod(manifest)["nodeSelector"] = {"node-role.kubernetes.io/control-plane": ""}
+
+
+def _control_plane_toleration(manifest: Manifest) -> None:
+    _pod(manifest)["tolerations"] = [
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}
+    ]
+
+
+def _node_name(manifest: Manifest) -> None:
+    # Straight onto a node, past the scheduler and every taint.
+    _pod(manifest)["nodeName"] = "control-plane-0"
+
+
+def _affinity(manifest: Manifest) -> None:
+    _pod(manifest)["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["ops"]}]}
+                ]
+            }
+        }
+    }
+
+
+PLACED_ONLY = "placed only as the chart's modelPods says"
+
 POD_TEMPLATE_CHANGES: typing.Final = [
     pytest.param(_mount_secret_in_the_server, "only emptyDir volumes", id="any-secret-volume"),
     pytest.param(
@@ -234,6 +266,11 @@ POD_TEMPLATE_CHANGES: typing.Final = [
     ),
     pytest.param(_privileged, "unprivileged", id="privileged"),
     pytest.param(_host_network, "no host namespace", id="host-network"),
+    # The chart under test sets no modelPods: no placement at all.
+    pytest.param(_node_selector, PLACED_ONLY, id="node-selector"),
+    pytest.param(_control_plane_toleration, PLACED_ONLY, id="toleration"),
+    pytest.param(_node_name, PLACED_ONLY, id="node-name"),
+    pytest.param(_affinity, PLACED_ONLY, id="affinity"),
 ]
 
 
@@ -336,3 +373,183 @@ def test_the_operator_cannot_create_a_service_account_with_a_token_or_secrets(
     result = _as_operator(kubectl, chart_installed, manifest)
     assert result.returncode != 0, f"admitted: {result.stdout}"
     assert "mounts no token and lists no Secrets" in result.stderr, result.stderr
+
+
+# --- Placement: the operator's pods go where modelPods says, and nowhere else ------------------
+
+PLACEMENT = placement.parse(
+    node_selector=json.dumps({"modelguard.dev/node": "real", "pool": "gpu"}),
+    tolerations=json.dumps(
+        [
+            {"key": "modelguard.dev/node", "value": "real", "effect": "NoSchedule"},
+            {"key": "nvidia.com/gpu", "operator": "Exists"},
+            {"key": "draining", "effect": "NoExecute", "tolerationSeconds": 300},
+        ]
+    ),
+)
+
+
+@pytest.fixture
+def placed_operator(
+    kubectl: harness.Kubectl, helm: harness.Helm, namespace: str, tmp_path: Path
+) -> typing.Iterator[str]:
+    """The admission policy of a release whose modelPods place model pods (rendered by helm from
+    the chart, applied by itself), bound to an operator identity of its own in the test's
+    namespace, which may write Deployments there; its user name."""
+    release = f"p{uuid.uuid4().hex[:8]}"
+    account = f"{release}-operator"
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "modelPods": {
+                    "nodeSelector": dict(PLACEMENT.node_selector),
+                    "tolerations": [t.manifest() for t in PLACEMENT.tolerations],
+                },
+                "serviceAccount": {"create": False, "name": account},
+            }
+        )
+    )
+    rendered = helm.run(
+        "template",
+        release,
+        str(harness.CHART),
+        "--namespace",
+        namespace,
+        *harness.PINNED_IMAGE,
+        "-f",
+        str(values),
+        "--show-only",
+        "templates/admissionpolicy.yaml",
+    ).stdout
+    kubectl.run("create", "serviceaccount", account, "-n", namespace)
+    kubectl.run(
+        "create",
+        "rolebinding",
+        account,
+        "-n",
+        namespace,
+        "--clusterrole=edit",
+        f"--serviceaccount={namespace}:{account}",
+    )
+    kubectl.run("apply", "-f", "-", input=rendered)
+    try:
+        yield f"system:serviceaccount:{namespace}:{account}"
+    finally:
+        kubectl.run("delete", "-f", "-", "--ignore-not-found", input=rendered, check=False)
+
+
+def _placed(namespace: str) -> Manifest:
+    """The Deployment the operator of that release builds: placed as its modelPods say, owned by
+    no ModelDeployment (only the session's operator may write such objects)."""
+    built = deployment.build(
+        v1alpha1.parse(_model(namespace)),
+        artifact=deployment.VerifiedArtifact(
+            root_digest=f"sha256:{'3' * 64}",
+            signature_digest=f"sha256:{'4' * 64}",
+            agent_image=f"{harness.IMAGE_REPOSITORY}@{harness.IMAGE_DIGEST}",
+        ),
+        placement=PLACEMENT,
+    )
+    del built["metadata"]["ownerReferences"]
+    return built
+
+
+def _as(
+    kubectl: harness.Kubectl, user: str, manifest: Manifest
+) -> subprocess.CompletedProcess[str]:
+    return kubectl.run(
+        "create",
+        "--dry-run=server",
+        f"--as={user}",
+        "-f",
+        "-",
+        "-o",
+        "name",
+        input=json.dumps(manifest),
+        check=False,
+    )
+
+
+def _unplaced(manifest: Manifest) -> None:
+    del _pod(manifest)["nodeSelector"], _pod(manifest)["tolerations"]
+
+
+def _another_pool(manifest: Manifest) -> None:
+    _pod(manifest)["nodeSelector"]["pool"] = "ops"
+
+
+def _one_more_selector(manifest: Manifest) -> None:
+    _pod(manifest)["nodeSelector"]["node-role.kubernetes.io/control-plane"] = ""
+
+
+def _toleration_dropped(manifest: Manifest) -> None:
+    _pod(manifest)["tolerations"].pop()
+
+
+def _control_plane_tolerated(manifest: Manifest) -> None:
+    _pod(manifest)["tolerations"].append(
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}
+    )
+
+
+def _toleration_widened(manifest: Manifest) -> None:
+    # Exists with no key tolerates every taint.
+    _pod(manifest)["tolerations"][1] = {"operator": "Exists"}
+
+
+def _tolerated_longer(manifest: Manifest) -> None:
+    _pod(manifest)["tolerations"][2]["tolerationSeconds"] = 86400
+
+
+def _tolerated_forever(manifest: Manifest) -> None:
+    del _pod(manifest)["tolerations"][2]["tolerationSeconds"]
+
+
+def _reordered(manifest: Manifest) -> None:
+    _pod(manifest)["tolerations"].reverse()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(_unplaced, id="no-placement"),
+        pytest.param(_another_pool, id="another-pool"),
+        pytest.param(_one_more_selector, id="one-more-selector"),
+        pytest.param(_toleration_dropped, id="toleration-dropped"),
+        pytest.param(_control_plane_tolerated, id="control-plane-tolerated"),
+        pytest.param(_toleration_widened, id="every-taint-tolerated"),
+        pytest.param(_tolerated_longer, id="toleration-seconds"),
+        pytest.param(_tolerated_forever, id="toleration-seconds-dropped"),
+        pytest.param(_reordered, id="reordered"),
+        pytest.param(_node_name, id="node-name"),
+        pytest.param(_affinity, id="affinity"),
+    ],
+)
+def test_the_operator_places_model_pods_exactly_as_model_pods_says(
+    kubectl: harness.Kubectl,
+    namespace: str,
+    placed_operator: str,
+    change: typing.Callable[[Manifest], None],
+) -> None:
+    built = _placed(namespace)
+
+    # What the operator builds with that placement is admitted (once the API server has loaded
+    # the new policy: it refuses the unplaced Deployment then)...
+    def loaded() -> None:
+        unplaced = copy.deepcopy(built)
+        _unplaced(unplaced)
+        refused = _as(kubectl, placed_operator, unplaced)
+        assert refused.returncode != 0, refused.stdout
+        assert PLACED_ONLY in refused.stderr, refused.stderr
+
+    harness.eventually(loaded, timeout=30)
+    admitted = _as(kubectl, placed_operator, built)
+    assert admitted.returncode == 0, admitted.stderr
+    # ...and nothing else.
+    manifest = copy.deepcopy(built)
+    change(manifest)
+    result = _as(kubectl, placed_operator, manifest)
+    assert result.returncode != 0, f"admitted: {result.stdout}"
+    assert "ValidatingAdmissionPolicy" in result.stderr, result.stderr
+    assert PLACED_ONLY in result.stderr, result.stderr

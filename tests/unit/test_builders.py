@@ -8,8 +8,8 @@ import typing
 
 import pytest
 
-from modelguard.api import errors, v1alpha1
-from modelguard.builders import children, deployment, labels, names, networkpolicy
+from modelguard.api import errors, placement, v1alpha1
+from modelguard.builders import children, deployment, intent, labels, names, networkpolicy
 from modelguard.sources import pvc
 
 Manifest = dict[str, typing.Any]
@@ -885,3 +885,87 @@ def test_audit_proxy_joins_the_policy_and_model_redaction_rules() -> None:
     read_back = deployment.artifact_of(live)
     assert read_back is not None
     assert deployment.build(md, artifact=read_back) == live
+
+
+# --- Placement: the platform's, the same for every model pod ----------------------------------
+
+GPU_POOL = placement.Placement.model_validate(
+    {
+        "nodeSelector": {"pool": "gpu", "modelguard.dev/node": "real"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "modelguard.dev/node", "value": "real", "effect": "NoSchedule"},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        pytest.param(placement.NONE, {}, id="none-adds-nothing"),
+        pytest.param(
+            placement.Placement.model_validate({"nodeSelector": {"pool": "gpu"}}),
+            {"nodeSelector": {"pool": "gpu"}},
+            id="node-selector-only",
+        ),
+        pytest.param(
+            placement.Placement.model_validate(
+                {"tolerations": [{"key": "dedicated", "operator": "Exists"}]}
+            ),
+            {"tolerations": [{"key": "dedicated", "operator": "Exists"}]},
+            id="tolerations-only",
+        ),
+        pytest.param(
+            GPU_POOL,
+            {
+                "nodeSelector": {"pool": "gpu", "modelguard.dev/node": "real"},
+                # In the order given, unset fields left out, the default operator written.
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                    {
+                        "key": "modelguard.dev/node",
+                        "operator": "Equal",
+                        "value": "real",
+                        "effect": "NoSchedule",
+                    },
+                ],
+            },
+            id="both",
+        ),
+    ],
+)
+@pytest.mark.parametrize("spec", SPECS)
+def test_every_model_pod_is_placed_as_the_platform_says(
+    where: placement.Placement, expected: Manifest, spec: dict[str, typing.Any]
+) -> None:
+    md = _md(**spec)
+    built = _by_name(children.build_children(md, artifact=ARTIFACT, placement=where))
+    pod = built["Deployment/sentiment"]["spec"]["template"]["spec"]
+    assert {
+        k: pod[k] for k in ("nodeSelector", "tolerations", "affinity", "nodeName") if k in pod
+    } == (expected)
+    # Placement changes nothing else: the pod is the one built without it, plus those fields.
+    unplaced = _deployment(md)["spec"]["template"]["spec"]
+    assert {k: v for k, v in pod.items() if k not in expected} == unplaced
+
+
+def test_no_placement_builds_the_deployment_it_built_before_placement_existed() -> None:
+    # The intent hash of every existing Deployment stays the same, so an upgrade that sets no
+    # modelPods rewrites no model's Deployment.
+    md = _md()
+    assert deployment.build(md, artifact=ARTIFACT, placement=placement.NONE) == deployment.build(
+        md, artifact=ARTIFACT
+    )
+
+
+def test_a_placement_change_is_a_new_intent() -> None:
+    md = _md()
+    before = intent.with_intent(deployment.build(md, artifact=ARTIFACT))
+    after = intent.with_intent(deployment.build(md, artifact=ARTIFACT, placement=GPU_POOL))
+    assert intent.recorded(before) != intent.recorded(after)
+
+
+def test_the_other_children_do_not_carry_placement() -> None:
+    built = children.build_children(_md(), artifact=ARTIFACT, placement=GPU_POOL)
+    assert "nodeSelector" not in str([m for m in built if m["kind"] != "Deployment"])

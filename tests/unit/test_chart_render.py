@@ -14,6 +14,7 @@ import yaml
 
 import localcluster
 from modelguard import cli
+from modelguard.api import placement
 from modelguard.audit import keys
 from modelguard.reconcile import verification
 
@@ -610,3 +611,132 @@ def test_the_rendered_install_manifest_carries_no_private_key() -> None:
     for marker in ("PRIVATE KEY", base64.b64encode(b"-----BEGIN EC PRIVATE").decode()[:20]):
         assert marker not in text
     assert "secretName: modelguard-backup-key" in text
+
+
+# --- modelPods: where every model pod runs ----------------------------------------------------
+
+PLACEMENT_VALUES = """
+modelPods:
+  nodeSelector: {modelguard.dev/node: real, pool: gpu}
+  tolerations:
+    - {key: modelguard.dev/node, operator: Equal, value: real, effect: NoSchedule}
+    - {key: nvidia.com/gpu, operator: Exists}
+    - {key: draining, effect: NoExecute, tolerationSeconds: 300}
+"""
+
+
+def _placement_rule(docs: list[Manifest]) -> str:
+    policy = kinds(docs)["ValidatingAdmissionPolicy", "t-modelguard-operator-deployments"]
+    (rule,) = [v for v in policy["spec"]["validations"] if "placed only as" in v.get("message", "")]
+    assert rule["reason"] == "Forbidden"
+    return typing.cast(str, rule["expression"])
+
+
+def test_model_pods_are_placed_nowhere_in_particular_by_default(helm: Path) -> None:
+    docs = render(helm)
+    env = {item["name"] for item in _operator_container(docs)["env"]}
+    assert not {cli.NODE_SELECTOR_ENV, cli.TOLERATIONS_ENV} & env
+    args = cli.build_parser().parse_args(_operator_args(docs))
+    assert (
+        placement.parse(
+            node_selector=args.model_pod_node_selector, tolerations=args.model_pod_tolerations
+        )
+        == placement.NONE
+    )
+    # ...and the operator may not place them anywhere either.
+    assert _placement_rule(docs) == (
+        "(!has(variables.pod.nodeSelector) || size(variables.pod.nodeSelector) == 0)"
+        " && size(variables.tolerations) == 0"
+        " && !has(variables.pod.nodeName) && !has(variables.pod.affinity)"
+    )
+
+
+def test_model_pods_placement_reaches_the_operator_and_bounds_what_it_may_write(
+    helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(PLACEMENT_VALUES)
+    docs = render(helm, "-f", str(values))
+    env = {item["name"]: item.get("value") for item in _operator_container(docs)["env"]}
+    # The operator reads the values as the chart passes them, and builds exactly them.
+    for name in (cli.NODE_SELECTOR_ENV, cli.TOLERATIONS_ENV):
+        monkeypatch.setenv(name, env[name])
+    args = cli.build_parser().parse_args(_operator_args(docs))
+    read = placement.parse(
+        node_selector=args.model_pod_node_selector, tolerations=args.model_pod_tolerations
+    )
+    given = yaml.safe_load(PLACEMENT_VALUES)["modelPods"]
+    assert read.manifest()["nodeSelector"] == given["nodeSelector"]
+    assert read.manifest()["tolerations"] == [
+        {"operator": "Equal", **t} for t in given["tolerations"]
+    ]
+    rule = _placement_rule(docs)
+    assert rule.startswith(
+        "has(variables.pod.nodeSelector) && variables.pod.nodeSelector =="
+        " {'modelguard.dev/node': 'real', 'pool': 'gpu'} && size(variables.tolerations) == 3"
+    )
+    # Each toleration, field by field and in order, as the operator builds it.
+    for index, toleration in enumerate(read.manifest()["tolerations"]):
+        at = f"variables.tolerations[{index}]"
+        for field, default in (("key", ""), ("value", ""), ("operator", "Equal"), ("effect", "")):
+            expected = toleration.get(field, default)
+            assert f"(has({at}.{field}) ? {at}.{field} : '{default}') == '{expected}'" in rule
+        if "tolerationSeconds" in toleration:
+            assert f"{at}.tolerationSeconds == {toleration['tolerationSeconds']}" in rule
+        else:
+            assert f"!has({at}.tolerationSeconds)" in rule
+    assert rule.endswith("&& !has(variables.pod.nodeName) && !has(variables.pod.affinity)")
+
+
+@pytest.mark.parametrize(
+    ("values", "schema_says", "template_says"),
+    [
+        pytest.param(
+            "modelPods: {nodeSelector: {'a b': x}}",
+            # Helm names the wrong place for a key; it names the key.
+            "invalid propertyName 'a b'",
+            'modelPods.nodeSelector: "a b" is not a label key',
+            id="key",
+        ),
+        pytest.param(
+            "modelPods: {nodeSelector: {pool: \"g' || true || '\"}}",
+            "/modelPods/nodeSelector/pool",
+            "modelPods.nodeSelector[pool]:",
+            id="value-that-would-be-cel",
+        ),
+        pytest.param(
+            "modelPods: {tolerations: [{key: k, effect: NoSchedul}]}",
+            "/modelPods/tolerations/0/effect",
+            'modelPods.tolerations[0].effect: "NoSchedul"',
+            id="effect",
+        ),
+        pytest.param(
+            'modelPods: {tolerations: [{key: k, value: "x\'"}]}',
+            "/modelPods/tolerations/0/value",
+            "modelPods.tolerations[0].value:",
+            id="toleration-value",
+        ),
+    ],
+)
+def test_a_model_pods_value_that_is_no_label_is_refused_with_or_without_the_schema(
+    helm: Path, tmp_path: Path, values: str, schema_says: str, template_says: str
+) -> None:
+    # The values are written into the admission policy's expression: only label keys and values
+    # may get there.
+    path = tmp_path / "values.yaml"
+    path.write_text(values)
+    by_schema = template(helm, "--set", f"image.digest={DIGEST}", "-f", str(path))
+    assert by_schema.returncode != 0
+    assert schema_says in by_schema.stderr
+    by_template = template(
+        helm, "--set", f"image.digest={DIGEST}", "-f", str(path), "--skip-schema-validation"
+    )
+    assert by_template.returncode != 0
+    assert template_says in by_template.stderr
+
+
+def test_an_unknown_model_pods_key_is_refused(helm: Path) -> None:
+    # Per-model placement is not a setting: a misspelt or invented key fails the install.
+    result = template(helm, "--set", f"image.digest={DIGEST}", "--set", "modelPods.affinity.x=y")
+    assert result.returncode != 0
+    assert "modelPods" in result.stderr

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from modelguard.api import errors, modelapproval, times, trustpolicy, v1alpha1
+from modelguard.api import errors, modelapproval, placement, times, trustpolicy, v1alpha1
 from modelguard.builders import deployment, intent
 from modelguard.reconcile import conditions, decide, observations, reports, serving, vocabulary
 from modelguard.sources import errors as source_errors
@@ -1282,3 +1282,46 @@ def test_payload_audit_refused_is_recorded_as_such() -> None:
     told = [(str(record.decision), record.reason) for record in outcome.audit_records]
     assert ("PayloadAuditRefused", "PayloadAuditNotAllowed") in told
     assert all(decision != "BroadAccessRefused" for decision, _ in told)
+
+
+# --- placement: the platform's, on every Deployment a pass writes --------------------------------
+
+PLACED = placement.Placement.model_validate(
+    {
+        "nodeSelector": {"modelguard.dev/node": "real"},
+        "tolerations": [{"key": "modelguard.dev/node", "value": "real", "effect": "NoSchedule"}],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "observed",
+    [
+        pytest.param(
+            _observed(outcome=_verified(NEW_ROOT, approvals=0), live=_live_deployment()),
+            id="rollout",
+        ),
+        pytest.param(
+            _observed(body=_body(quarantine=True), live=_live_deployment()), id="quarantine"
+        ),
+        pytest.param(
+            _observed(outcome=_verified(NEW_ROOT), live=_live_deployment(), revoked=REVOKED),
+            id="revoked-quarantine",
+        ),
+    ],
+)
+def test_every_deployment_written_carries_the_platforms_placement(
+    observed: observations.Observed,
+) -> None:
+    outcome = decide.decide(observed, agent_image=AGENT, placement=PLACED)
+    (built,) = [child for child in outcome.children if child["kind"] == "Deployment"]
+    pod = built["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"modelguard.dev/node": "real"}
+    assert pod["tolerations"] == [
+        {"key": "modelguard.dev/node", "operator": "Equal", "value": "real", "effect": "NoSchedule"}
+    ]
+    unplaced = decide.decide(observed, agent_image=AGENT)
+    (before,) = [child for child in unplaced.children if child["kind"] == "Deployment"]
+    assert "nodeSelector" not in before["spec"]["template"]["spec"]
+    # A placement the live Deployment does not have yet is a new intent: it is written.
+    assert intent.recorded(built) != intent.recorded(before)

@@ -66,6 +66,63 @@ schema refuses a malformed digest already; this check also holds with --skip-sch
 {{- end }}
 
 {{/*
+The CEL expression of the operator-deployments admission policy that admits a model pod template
+only with the placement of modelPods, exactly: that nodeSelector, those tolerations in that order,
+and no nodeName or affinity. Keys and values are written into the expression as CEL strings, so
+each is checked against the label grammar first (the schema does too; this check also holds with
+--skip-schema-validation), and a value that is not one fails the render naming it.
+*/}}
+{{- define "modelguard.modelPodPlacement" -}}
+{{- $key := "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$" }}
+{{- $value := "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$" }}
+{{- $selector := .Values.modelPods.nodeSelector | default dict }}
+{{- $terms := list }}
+{{- range $k := keys $selector | sortAlpha }}
+{{- $v := get $selector $k | toString }}
+{{- if not (regexMatch $key $k) }}
+{{- fail (printf "modelPods.nodeSelector: %q is not a label key" $k) }}
+{{- end }}
+{{- if not (regexMatch $value $v) }}
+{{- fail (printf "modelPods.nodeSelector[%s]: %q is not a label value" $k $v) }}
+{{- end }}
+{{- $terms = append $terms (printf "'%s': '%s'" $k $v) }}
+{{- end }}
+{{- if $terms }}
+{{- printf "has(variables.pod.nodeSelector) && variables.pod.nodeSelector == {%s}" (join ", " $terms) }}
+{{- else }}
+{{- print "(!has(variables.pod.nodeSelector) || size(variables.pod.nodeSelector) == 0)" }}
+{{- end }}
+{{- $tolerations := .Values.modelPods.tolerations | default list }}
+{{- printf " && size(variables.tolerations) == %d" (len $tolerations) }}
+{{- range $i, $t := $tolerations }}
+{{- $at := printf "variables.tolerations[%d]" $i }}
+{{- range $field, $pattern := dict "key" $key "value" $value }}
+{{- $given := get $t $field | default "" | toString }}
+{{- if not (regexMatch $pattern $given) }}
+{{- fail (printf "modelPods.tolerations[%d].%s: %q is not a label %s" $i $field $given $field) }}
+{{- end }}
+{{- printf " && (has(%s.%s) ? %s.%s : '') == '%s'" $at $field $at $field $given }}
+{{- end }}
+{{- $operator := get $t "operator" | default "Equal" | toString }}
+{{- if not (has $operator (list "Equal" "Exists")) }}
+{{- fail (printf "modelPods.tolerations[%d].operator: %q is not Equal or Exists" $i $operator) }}
+{{- end }}
+{{- printf " && (has(%s.operator) ? %s.operator : 'Equal') == '%s'" $at $at $operator }}
+{{- $effect := get $t "effect" | default "" | toString }}
+{{- if not (has $effect (list "" "NoSchedule" "PreferNoSchedule" "NoExecute")) }}
+{{- fail (printf "modelPods.tolerations[%d].effect: %q is not NoSchedule, PreferNoSchedule or NoExecute" $i $effect) }}
+{{- end }}
+{{- printf " && (has(%s.effect) ? %s.effect : '') == '%s'" $at $at $effect }}
+{{- if hasKey $t "tolerationSeconds" }}
+{{- printf " && has(%s.tolerationSeconds) && %s.tolerationSeconds == %d" $at $at (int64 (get $t "tolerationSeconds")) }}
+{{- else }}
+{{- printf " && !has(%s.tolerationSeconds)" $at }}
+{{- end }}
+{{- end }}
+{{- print " && !has(variables.pod.nodeName) && !has(variables.pod.affinity)" }}
+{{- end }}
+
+{{/*
 "true" when the admission webhooks are registered. Only while an operator pod can answer them:
 with failurePolicy Fail and no pod, every guarded write would be refused, the garbage
 collector's and the namespace controller's deletes of managed children included, and namespaces

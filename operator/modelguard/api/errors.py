@@ -61,7 +61,7 @@ def _message(detail: pydantic_core.ErrorDetails, *, model: type[pydantic.BaseMod
         hint = _hint(leaf) if error_type in _HINTED_ERRORS else None
         problem = hint or _rephrase(detail["msg"])
         if not isinstance(detail["input"], dict | list):
-            problem += f", got {_render(detail['input'])}"
+            problem += f", got {render(detail['input'])}"
     return f"{path or '<root>'}: {problem}"
 
 
@@ -134,7 +134,8 @@ def _hint(leaf: object) -> str | None:
     return next((item.text for item in metadata if isinstance(item, Hint)), None)
 
 
-def _render(value: object) -> str:
+def render(value: object) -> str:
+    """`value` as JSON for a message, cut to a length a condition or an Event can carry."""
     try:
         text = json.dumps(value)
     except (TypeError, ValueError):

@@ -1,11 +1,15 @@
 """Every desired child of a ModelDeployment, in the order they are safe to apply."""
 
+from modelguard.api import placement as placement_api
 from modelguard.api import v1alpha1
 from modelguard.builders import deployment, meta, networkpolicy, service, serviceaccount
 
 
 def build_children(
-    md: v1alpha1.ModelDeployment, *, artifact: deployment.VerifiedArtifact
+    md: v1alpha1.ModelDeployment,
+    *,
+    artifact: deployment.VerifiedArtifact,
+    placement: placement_api.Placement = placement_api.NONE,
 ) -> list[meta.Manifest]:
     """The children `md` should have now, in apply order.
 
@@ -17,7 +21,7 @@ def build_children(
         serviceaccount.build(md),
         *networkpolicy.build(md),
         service.build(md),
-        deployment.build(md, artifact=artifact),
+        deployment.build(md, artifact=artifact, placement=placement),
     ]
 
 

@@ -7,6 +7,7 @@ it runs the same in any namespace.
 import dataclasses
 import typing
 
+from modelguard.api import placement as placement_api
 from modelguard.api import quantity, v1alpha1
 from modelguard.builders import labels, meta, names
 
@@ -129,8 +130,14 @@ CPU_LIMIT_SKIP: typing.Final = (
 )
 
 
-def build(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> meta.Manifest:
-    """The Deployment of `md`, serving the verified `artifact`."""
+def build(
+    md: v1alpha1.ModelDeployment,
+    *,
+    artifact: VerifiedArtifact,
+    placement: placement_api.Placement = placement_api.NONE,
+) -> meta.Manifest:
+    """The Deployment of `md`, serving the verified `artifact`, its pods placed as the platform
+    says (`placement`, the same for every model)."""
     manifest = meta.child(
         md, api_version="apps/v1", kind="Deployment", name=names.child_names(md.name).deployment
     )
@@ -154,7 +161,7 @@ def build(md: v1alpha1.ModelDeployment, *, artifact: VerifiedArtifact) -> meta.M
                     ROOT_DIGEST_ANNOTATION: artifact.root_digest,
                 },
             },
-            "spec": _pod_spec(md, artifact=artifact),
+            "spec": {**_pod_spec(md, artifact=artifact), **placement.manifest()},
         },
     }
     return manifest

@@ -15,6 +15,7 @@ import kopf
 from modelguard import handlers, logs  # noqa: F401
 from modelguard import metrics as operator_metrics
 from modelguard.admission import serving
+from modelguard.api import errors, placement
 from modelguard.audit import keys, sink
 from modelguard.backup import manifest
 from modelguard.commands import files
@@ -44,6 +45,14 @@ class MetricsOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelPodOptions:
+    """Where every model pod runs (`modelguard run --model-pod-*`): JSON as given, None: unset."""
+
+    node_selector: str | None = None
+    tolerations: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class BackupOptions:
     """What `modelguard run` is told about backups (all optional: no key, no backups)."""
 
@@ -62,6 +71,7 @@ def run(
     audit_key_file: pathlib.Path | None,
     audit: AuditOptions,
     verify_concurrency: int,
+    model_pods: ModelPodOptions = ModelPodOptions(),
     backup: BackupOptions = BackupOptions(),
     webhook: serving.Options,
     metrics: MetricsOptions = MetricsOptions(port=None, addr=""),
@@ -70,6 +80,7 @@ def run(
 ) -> int:
     """Runs the operator until it is stopped; SystemExit with the reason when it cannot start.
     No `namespaces`: every namespace."""
+    model_placement = _placement(model_pods)
     signer, namespace = _audit(audit_key_file, audit)
     backup_key, trusted = _backup_keys(backup)
     configure_logging(verbose=verbose, debug=debug)
@@ -85,6 +96,7 @@ def run(
                 audit_namespace=namespace,
                 audit_prefix=audit.prefix,
                 verify_concurrency=verify_concurrency,
+                placement=model_placement,
                 metrics=recorder,
                 backup_key=backup_key,
                 backup_trusted_keys=trusted,
@@ -117,6 +129,20 @@ def _serve_metrics(
     except OSError as error:
         raise SystemExit(
             f"--metrics-port {options.port} (--metrics-addr {options.addr}): {error.strerror}"
+        ) from None
+
+
+def _placement(options: ModelPodOptions) -> placement.Placement:
+    """The model pods' placement; SystemExit naming each setting that is wrong: a placement the
+    API server would refuse would stop every rollout, one it accepts and that was not meant
+    would run models where they should not."""
+    try:
+        return placement.parse(node_selector=options.node_selector, tolerations=options.tolerations)
+    except errors.InvalidObjectError as error:
+        raise SystemExit(
+            "the model pods' placement (the chart's modelPods: --model-pod-node-selector,"
+            " --model-pod-tolerations or $MODELGUARD_MODEL_POD_NODE_SELECTOR,"
+            " $MODELGUARD_MODEL_POD_TOLERATIONS) is not valid:\n  " + "\n  ".join(error.messages)
         ) from None
 
 

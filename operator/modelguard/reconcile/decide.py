@@ -22,6 +22,7 @@ import datetime
 import enum
 import typing
 
+from modelguard.api import placement as placement_api
 from modelguard.api import times, trustpolicy, v1alpha1
 from modelguard.builders import children, intent, labels, names
 from modelguard.builders import deployment as deployment_builder
@@ -100,13 +101,21 @@ class Outcome:
         return reports.audit_records(self.observed.status, self.status, self.notes, version=version)
 
 
-def decide(seen: observations.Observed, *, agent_image: str) -> Outcome:
-    """Hold, roll out, quarantine or refuse, with the status that says so."""
-    return with_progress(_decide(seen, agent_image=agent_image))
+def decide(
+    seen: observations.Observed,
+    *,
+    agent_image: str,
+    placement: placement_api.Placement = placement_api.NONE,
+) -> Outcome:
+    """Hold, roll out, quarantine or refuse, with the status that says so; model pods placed
+    as the platform says (`placement`)."""
+    return with_progress(_decide(seen, agent_image=agent_image, placement=placement))
 
 
-def _decide(seen: observations.Observed, *, agent_image: str) -> Outcome:
-    draft = _Draft(seen)
+def _decide(
+    seen: observations.Observed, *, agent_image: str, placement: placement_api.Placement
+) -> Outcome:
+    draft = _Draft(seen, placement=placement)
     model = seen.model
     if model is None:
         # The CRD schema refuses most of this at admission; what reaches here is what it cannot
@@ -231,8 +240,15 @@ def _conclude(outcome: Outcome, applied: observations.Applied) -> Outcome:
 class _Draft:
     """The status and notes being decided in one pass, from the status it read."""
 
-    def __init__(self, seen: observations.Observed) -> None:
+    def __init__(
+        self,
+        seen: observations.Observed,
+        *,
+        placement: placement_api.Placement = placement_api.NONE,
+    ) -> None:
         self.observed = seen
+        self.placement = placement
+        """Where the platform places model pods: part of every Deployment built."""
         self.generation = seen.generation
         self.now = seen.now
         self.status = seen.status.model_copy(deep=True)
@@ -936,7 +952,7 @@ def _with_children(
     draft.model, draft.artifact = model, artifact
     draft.children = tuple(
         intent.with_intent(manifest)
-        for manifest in children.build_children(model, artifact=artifact)
+        for manifest in children.build_children(model, artifact=artifact, placement=draft.placement)
     )
     wanted = next(child for child in draft.children if child["kind"] == "Deployment")
     live = draft.observed.deployment()

@@ -44,7 +44,7 @@ async def _reconcile(context: runtime.Context, *, namespace: str, name: str) -> 
             context.metrics.forget(namespace, name)
             return _GONE
         context.metrics.agent_reports(pods.agent_runs(seen.pods))
-        outcome = decide.decide(seen, agent_image=context.agent_image)
+        outcome = decide.decide(seen, agent_image=context.agent_image, placement=context.placement)
         applied = await write.children(context, outcome)
         concluded = decide.conclude(outcome, applied)
         try:

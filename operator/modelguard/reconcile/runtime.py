@@ -8,6 +8,7 @@ import datetime
 import typing
 
 from modelguard import kube, metrics
+from modelguard.api import placement as placement_api
 from modelguard.audit import sink
 from modelguard.reconcile import backupjobs, verification
 
@@ -31,6 +32,9 @@ class Context:
     """The ClusterRole a namespace binds to let the operator read its storage credentials."""
     audit: sink.Sink
     """Where every decision is recorded, hash-chained."""
+    placement: placement_api.Placement = dataclasses.field(default_factory=placement_api.Placement)
+    """Where every model pod runs: the platform's nodeSelector and tolerations (the chart's
+    modelPods)."""
     verification_cache: verification.Cache = dataclasses.field(default_factory=verification.Cache)
     verification_slots: verification.Slots = dataclasses.field(default_factory=verification.Slots)
     """How many signature files may be fetched and verified at once (--verify-concurrency)."""
