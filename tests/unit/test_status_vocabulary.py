@@ -9,7 +9,7 @@ import re
 import yaml
 
 from modelguard.agent import failures
-from modelguard.api import backupstore, v1alpha1
+from modelguard.api import backupstore, inputaudit, v1alpha1
 from modelguard.audit import records
 from modelguard.backup import streams
 from modelguard.reconcile import reports
@@ -39,7 +39,7 @@ def test_docs_name_every_condition_type_reason_event_and_decision() -> None:
     named = _named_in_docs()
     constants = {
         value
-        for module in (v1alpha1, backupstore)
+        for module in (v1alpha1, backupstore, inputaudit)
         for name, value in vars(module).items()
         if name.startswith("REASON_")
     } | set(v1alpha1.CONDITION_TYPES)
