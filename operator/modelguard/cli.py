@@ -553,6 +553,7 @@ def _audit_proxy(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         rate=args.rate,
         burst=args.burst or max(1, int(args.rate or 1)),
+        max_connections=args.max_connections,
         redaction=redaction,
         identity_header=args.identity_header,
         payload_bytes=args.payload_bytes,
@@ -575,7 +576,7 @@ def _positive_rate(value: str) -> float:
 
 
 def _add_audit_proxy(agent_commands: typing.Any) -> None:
-    from modelguard.agent import inputrecords  # noqa: PLC0415
+    from modelguard.agent import auditproxy, inputrecords  # noqa: PLC0415
 
     proxy = agent_commands.add_parser(
         "audit-proxy",
@@ -619,6 +620,14 @@ def _add_audit_proxy(agent_commands: typing.Any) -> None:
         help="requests per second over all callers; more are refused with 429 (default: none)",
     )
     proxy.add_argument("--burst", type=_at_least_one, metavar="N", help="default: the rate")
+    proxy.add_argument(
+        "--max-connections",
+        type=_at_least_one,
+        default=auditproxy.DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="callers' connections served at once; past it a new one is answered 503 and"
+        f" recorded (default {auditproxy.DEFAULT_MAX_CONNECTIONS})",
+    )
     proxy.add_argument(
         "--redact-path",
         action="append",

@@ -97,6 +97,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     kube_client = kube.Kube.from_environment()
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     audit_log: str = memo.get("audit_log") or sink.STANDARD_OUTPUT
+    # Where the checkpoints go besides the ConfigMaps: a copy nobody can delete, in the
+    # BackupStores that ask for one; each store's check tells how that goes.
+    checkpoint_stores = checkpointstores.BackupStores(
+        kube_client,
+        log_prefix=memo.audit_prefix,
+        operator_namespace=os.environ.get("POD_NAMESPACE") or None,
+        volume_root=memo.get("backup_volume_root") or backupjobs.DEFAULT_VOLUME_ROOT,
+    )
     # Opened last: a retried startup would otherwise start an empty segment per attempt.
     try:
         memo.publisher = await checkpoints.start(
@@ -107,15 +115,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
             cadence=memo.audit_cadence,
             namespace=memo.audit_namespace,
             prefix=memo.audit_prefix,
-            # A copy nobody can delete, in the BackupStores that ask for one.
-            also=[
-                checkpointstores.BackupStores(
-                    kube_client,
-                    log_prefix=memo.audit_prefix,
-                    operator_namespace=os.environ.get("POD_NAMESPACE") or None,
-                    volume_root=memo.get("backup_volume_root") or backupjobs.DEFAULT_VOLUME_ROOT,
-                )
-            ],
+            also=[checkpoint_stores],
         )
     except OSError as error:
         # Decisions nobody could audit afterwards are not taken: refuse to start.
@@ -141,8 +141,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         recheck=memo.scheduler.recheck,
         verification_cache=verification.Cache(reread=reread),
         metrics=recorder,
+        checkpoint_outcome=checkpoint_stores.outcome,
     )
     _configure_backups(memo)
+    # Checked again at once when a store starts or stops taking checkpoints.
+    checkpoint_stores.changed = lambda name: memo.store_scheduler.fan_out([("", name)])
+    memo.checkpoint_stores = checkpoint_stores
     _measure(recorder, memo)
 
 
@@ -229,6 +233,8 @@ _MAX_REREAD_SECONDS: typing.Final = 86400
 async def close(memo: kopf.Memo, **_: typing.Any) -> None:
     memo.scheduler.close()
     memo.store_scheduler.close()
+    # The last checkpoints are still published below; no store is checked after this.
+    memo.checkpoint_stores.changed = lambda _: None
     if memo.context.backups is not None:
         memo.context.backups.close()
     # The segment's last record and checkpoint; the pod's grace period bounds the wait.

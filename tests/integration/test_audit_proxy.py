@@ -320,6 +320,29 @@ def test_rate_limit_answers_429_and_records_it(upstream: Upstream) -> None:
     assert metrics['modelguard_audit_proxy_refused_total{reason="RateLimited"}'] == 2
 
 
+def test_the_connection_bound_is_a_flag_and_is_recorded(upstream: Upstream) -> None:
+    """`--max-connections` (what the builder passes from spec.audit.maxConnections) bounds the
+    callers' connections: with 2, a third connection while two are held is answered 503 and
+    recorded; the bound is named in the segment's first record beside the other limits."""
+    proxy = Proxy(upstream.port, "--max-connections", "2")
+    held = [http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10) for _ in range(2)]
+    for connection in held:
+        assert _call(proxy.port, "GET", "/held", connection=connection)[0] == 200
+    third = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    status, answer = _call(proxy.port, "GET", "/third", connection=third)
+    for connection in held:
+        connection.close()
+    time.sleep(0.3)
+    # Once the held connections are gone, a new one is served again.
+    assert _call(proxy.port, "GET", "/after")[0] == 200
+    proxy.stop()
+    assert status == 503
+    assert b"spec.audit.maxConnections" in answer
+    reasons = [(r["reason"], r["details"]["status"]) for r in proxy.requests()]
+    assert reasons == [("Answered", 200)] * 2 + [("TooManyConnections", 503), ("Answered", 200)]
+    assert proxy.records()[0]["details"]["limits"]["maxConnections"] == 2
+
+
 def test_records_the_queue_cannot_hold_are_counted_in_the_chain(
     upstream: Upstream, tmp_path: Path
 ) -> None:

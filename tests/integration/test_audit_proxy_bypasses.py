@@ -25,6 +25,7 @@ import pytest
 from test_audit_proxy import Proxy
 
 from modelguard.agent import auditproxy, inputrecords, proxymetrics
+from modelguard.api import inputaudit
 
 BIG = 32 << 20
 
@@ -181,6 +182,36 @@ def test_a_body_that_never_ends_does_not_hold_the_connection() -> None:
         return answer is not None  # b"" (closed) or the first byte of a 408
 
     assert asyncio.run(scenario()), "the proxy still holds a body stalled for 10x its timeouts"
+
+
+def test_a_stalled_body_is_recorded_as_a_timeout_not_a_bad_request() -> None:
+    """A body that stops arriving is answered 408; its record and the refusal metric must say
+    RequestTimeout, not BadRequest: an investigator counting malformed requests (framing
+    attacks) must not find slow or stalled callers among them, nor miss them under a timeout."""
+
+    async def scenario() -> tuple[bytes, list[inputrecords.Exchange], dict[str, int]]:
+        recorder = _Recorder()
+        metrics = proxymetrics.Metrics()
+        upstream = await asyncio.start_server(_drain_forever, "127.0.0.1", 0)
+        settings = _settings(upstream.sockets[0].getsockname()[1], identity_header=None)
+        proxy = auditproxy.Proxy(settings, recorder=recorder, metrics=metrics)  # type: ignore[arg-type]
+        server = await asyncio.start_server(proxy.serve_caller, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/predict HTTP/1.1\r\nHost: m\r\nContent-Length: 10\r\n\r\nx")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5.0)
+        writer.close()
+        server.close()
+        upstream.close()
+        return answer, recorder.exchanges, metrics.refused
+
+    answer, exchanges, refused = asyncio.run(scenario())
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert [e.status for e in exchanges] == [408]
+    assert [inputrecords.reason_of(e) for e in exchanges] == [inputaudit.REASON_REQUEST_TIMEOUT]
+    assert exchanges[0].request_bytes == 1
+    assert refused == {inputaudit.REASON_REQUEST_TIMEOUT: 1}
 
 
 def test_connections_past_the_bound_are_answered_503_and_recorded() -> None:

@@ -840,3 +840,110 @@ def test_audit_checkpoints_go_locked_to_a_store_that_asks_for_them_and_prove_the
         refused = kubectl.run("apply", "-f", "-", input=json.dumps(weaker), check=False)
         assert refused.returncode != 0, weaker
         assert "auditCheckpoints" in refused.stderr
+
+
+def _store_events(kubectl: harness.Kubectl, name: str) -> list[tuple[str, str]]:
+    events = kubectl.json(
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        "default",
+        f"--field-selector=regarding.name={name},regarding.kind=BackupStore",
+    )["items"]
+    return [(e["type"], e["reason"]) for e in events]
+
+
+def test_a_store_that_asks_for_checkpoints_and_refuses_them_says_so_until_it_takes_them(
+    kubectl: harness.Kubectl,
+    s3: s3server.S3Server,
+    chart_installed: str,
+    store_name: str,
+) -> None:
+    """A BackupStore whose identity may read the bucket (so the store is Ready) but not put into
+    it: every checkpoint it asked for is refused by MinIO. That was a log line of the operator
+    only; it is the store's AuditCheckpoints condition and a Warning Event, cleared (and told)
+    once the identity may write and a checkpoint is stored."""
+    bucket = f"ckpt-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(bucket, object_lock=True)
+    access, secret = f"ro-{uuid.uuid4().hex[:8]}", os.urandom(18).hex()
+    minioadmin.add_user(s3, access_key=access, secret_key=secret)
+    reader = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": minioadmin.WRITER_ACTIONS["bucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention"],
+                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+            },
+        ],
+    }
+    minioadmin.add_policy(s3, name=f"reader-{bucket}", policy=reader)
+    minioadmin.attach_policy(s3, name=f"reader-{bucket}", user=access)
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": BACKUP_CREDENTIALS[1]},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": access,
+                "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_REGION": s3.region,
+            },
+        },
+        namespace=chart_installed,
+    )
+    store = backup_store(store_name, s3=s3, bucket=bucket, secret=BACKUP_CREDENTIALS[1])
+    store["spec"]["auditCheckpoints"] = True
+    kubectl.apply(store)
+
+    def refused() -> None:
+        found = kubectl.json("get", "backupstore", store_name)
+        assert harness.condition(found, "Ready").get("status") == "True", found.get("status")
+        condition = harness.condition(found, "AuditCheckpoints")
+        assert condition.get("status") == "False", condition
+        assert condition.get("reason") == "CheckpointWriteFailed", condition
+        assert "AccessDenied" in condition["message"]
+
+    harness.eventually(refused, timeout=90)
+
+    def told(event: tuple[str, str]) -> typing.Callable[[], None]:
+        def check() -> None:
+            assert event in _store_events(kubectl, store_name)
+
+        return check
+
+    harness.eventually(told(("Warning", "CheckpointWriteFailed")), timeout=30)
+
+    def listed() -> list[str]:
+        listing = s3.request(
+            "GET", f"/{bucket}", query={"list-type": "2", "prefix": store_name}
+        ).decode()
+        return re.findall(r"<Key>([^<]+\.checkpoint)</Key>", listing)
+
+    assert listed() == []
+
+    # The platform team gives the identity what a writer needs: the next retry stores it.
+    minioadmin.add_policy(
+        s3, name=f"writer-{bucket}", policy=minioadmin.writer_policy(bucket, retention_days=1)
+    )
+    minioadmin.attach_policy(s3, name=f"writer-{bucket}", user=access)
+
+    def stored() -> None:
+        condition = harness.condition(
+            kubectl.json("get", "backupstore", store_name), "AuditCheckpoints"
+        )
+        assert (condition.get("status"), condition.get("reason")) == (
+            "True",
+            "CheckpointsStored",
+        ), condition
+
+    harness.eventually(stored, timeout=120)
+    assert listed(), "the store says it holds checkpoints, and holds none"
+    harness.eventually(told(("Normal", "CheckpointsStored")), timeout=30)
+    # Told once each: the retries of the refused checkpoint were not an Event apiece.
+    assert _store_events(kubectl, store_name).count(("Warning", "CheckpointWriteFailed")) == 1

@@ -58,6 +58,7 @@ def _get(value: typing.Any, path: str) -> typing.Any:
         ),
         pytest.param("access", {"ingress": [], "egress": []}, id="nobody-in-dns-only-out"),
         pytest.param("audit.inputs", "Metadata", id="audit-metadata"),
+        pytest.param("audit.maxConnections", 1024, id="audit-connections-bounded"),
         pytest.param("rollout.onUnapproved", "Hold", id="hold-unapproved"),
         pytest.param("quarantine", False, id="not-quarantined"),
         pytest.param("model.signature", {}, id="signature-beside-source"),
@@ -68,6 +69,25 @@ def test_defaults_are_the_secure_ones(path: str, expected: object) -> None:
     spec = md.spec.model_dump(mode="json", exclude_none=True)
     assert _get(spec, path) == expected
     assert md.spec.backup is None
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        pytest.param(1, True, id="one"),
+        pytest.param(16384, True, id="most"),
+        pytest.param(0, False, id="zero"),
+        pytest.param(16385, False, id="too-many"),
+        pytest.param("many", False, id="not-a-number"),
+    ],
+)
+def test_audit_max_connections_is_bounded(value: object, accepted: bool) -> None:
+    body = _body(audit={"maxConnections": value})
+    if accepted:
+        assert v1alpha1.parse(body).spec.audit.max_connections == value
+    else:
+        (message,) = _messages(body)
+        assert message.startswith("spec.audit.maxConnections: "), message
 
 
 def test_default_signature_is_beside_the_source() -> None:
@@ -317,6 +337,7 @@ def test_camel_case_round_trip() -> None:
             "inputs": "Payload",
             "maxRequestBytes": "1Mi",
             "rateLimit": {"requestsPerSecond": 50, "burst": 100},
+            "maxConnections": 256,
             "redact": {"jsonPaths": ["$.messages[*].content"], "headers": ["x-user"]},
         },
         backup={"store": "offline-vault", "schedule": "0 3 * * *"},

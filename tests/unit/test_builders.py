@@ -8,6 +8,7 @@ import typing
 
 import pytest
 
+from modelguard.agent import auditproxy
 from modelguard.api import errors, placement, v1alpha1
 from modelguard.builders import children, deployment, intent, labels, names, networkpolicy
 from modelguard.sources import pvc
@@ -810,6 +811,7 @@ def test_audit_proxy_is_in_front_of_the_model_server_by_default() -> None:
     assert _after(args, "--max-request-bytes") == [str(16 << 20)]
     assert _after(args, "--rate") == ["1000"]
     assert _after(args, "--burst") == ["2000"]
+    assert _after(args, "--max-connections") == ["1024"]
     assert _after(args, "--log-name") == ["team-nlp/{pod}/inputs"]
     # The chart's admission policy admits no environment from fields into the operator's pods.
     assert "env" not in proxy
@@ -825,6 +827,10 @@ def test_audit_proxy_is_in_front_of_the_model_server_by_default() -> None:
     assert "volumeMounts" not in proxy
     assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
     assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_proxy_run_by_hand_has_the_models_default_connection_bound() -> None:
+    assert v1alpha1.DEFAULT_MAX_CONNECTIONS == auditproxy.DEFAULT_MAX_CONNECTIONS
 
 
 def test_no_audit_proxy_when_inputs_are_none() -> None:
@@ -863,6 +869,7 @@ def test_audit_proxy_joins_the_policy_and_model_redaction_rules() -> None:
             "inputs": "Payload",
             "maxRequestBytes": "1Mi",
             "rateLimit": {"requestsPerSecond": 20, "burst": 5},
+            "maxConnections": 64,
             "redact": {"jsonPaths": ["$.user.email", "$.inputs[*]"], "headers": ["X-User"]},
         }
     )
@@ -877,6 +884,7 @@ def test_audit_proxy_joins_the_policy_and_model_redaction_rules() -> None:
     assert _after(args, "--max-request-bytes") == [str(1 << 20)]
     assert _after(args, "--rate") == ["20"]
     assert _after(args, "--burst") == ["5"]
+    assert _after(args, "--max-connections") == ["64"]
     assert _after(args, "--redact-path") == ["$.inputs[*]", "$.messages[*].content", "$.user.email"]
     assert _after(args, "--redact-header") == ["x-tenant", "x-user"]
     assert _after(args, "--identity-header") == ["x-forwarded-client-cert"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import pathlib
+import re
 import typing
 
 import pydantic
 import pytest
 import yaml
 
+from modelguard.agent import inputrecords
 from modelguard.api import crd, v1alpha1
 
 CRDS_DIR = pathlib.Path(__file__).resolve().parents[2] / "crds"
@@ -128,6 +130,28 @@ def test_every_spec_field_is_explained() -> None:
             continue  # list items and map values of plain types are explained by their field
         assert node.get("description", "").strip(), f"{path} has no description"
         assert "\n" not in node["description"].split("\n\n")[0], f"{path}: unreflowed docstring"
+
+
+@pytest.mark.parametrize(
+    ("kind", "path"),
+    [
+        pytest.param("modeldeployments", ("spec", "audit", "redact", "headers"), id="model"),
+        pytest.param("trustpolicies", ("spec", "audit", "redact", "headers"), id="policy"),
+    ],
+)
+def test_explain_names_every_header_the_audit_proxy_always_redacts(
+    kind: str, path: tuple[str, ...]
+) -> None:
+    """What `kubectl explain` tells users of the credential headers is what the proxy does: a
+    header the proxy redacts whatever the rules say, missing from the text, leads a user to
+    write a rule for it or to believe it is recorded in clear."""
+    document = yaml.safe_load((CRDS_DIR / f"modelguard.dev_{kind}.yaml").read_text())
+    node = document["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for name in path:
+        node = node["properties"][name]
+    explained = set(re.findall(r"[a-z0-9-]+", node["description"].lower()))
+    missing = sorted(inputrecords.ALWAYS_REDACTED_HEADERS - explained)
+    assert missing == [], f"{kind} {'.'.join(path)} does not name {missing}"
 
 
 def test_image_digest_rule_is_in_the_schema() -> None:

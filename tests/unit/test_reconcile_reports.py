@@ -346,3 +346,66 @@ def test_every_decision_the_operator_records_has_a_row() -> None:
     assert set(records.Decision) - made_elsewhere <= tabled
     assert set(reports.Happening) == set(reports.HAPPENINGS)
     assert {str(h) for h in reports.Happening} >= set(v1alpha1.EVENT_REASONS)
+
+
+def _checkpoints(status: str, reason: str, message: str = "as decided") -> v1alpha1.Condition:
+    return v1alpha1.Condition(
+        type="AuditCheckpoints",
+        status=v1alpha1.ConditionStatus(status),
+        reason=reason,
+        message=message,
+        last_transition_time="2026-05-01T00:00:00Z",
+    )
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "expected"),
+    [
+        pytest.param(None, None, [], id="a store that does not ask"),
+        pytest.param(None, ("Unknown", "NoCheckpointYet"), [], id="none written yet"),
+        pytest.param(
+            ("True", "CheckpointsStored"),
+            ("False", "CheckpointWriteFailed"),
+            [("Warning", "CheckpointWriteFailed")],
+            id="a refused write is a warning",
+        ),
+        pytest.param(
+            None,
+            ("False", "CheckpointStoreNotReady"),
+            [("Warning", "CheckpointStoreNotReady")],
+            id="a store that cannot keep them from the start",
+        ),
+        pytest.param(
+            ("False", "CheckpointStoreNotReady"),
+            ("False", "CheckpointWriteFailed"),
+            [("Warning", "CheckpointWriteFailed")],
+            id="another reason is told",
+        ),
+        pytest.param(
+            ("False", "CheckpointWriteFailed"),
+            ("False", "CheckpointWriteFailed"),
+            [],
+            id="the same failure again is not",
+        ),
+        pytest.param(
+            ("False", "CheckpointWriteFailed"),
+            ("True", "CheckpointsStored"),
+            [("Normal", "CheckpointsStored")],
+            id="cleared",
+        ),
+        pytest.param(
+            ("True", "CheckpointsStored"), ("True", "CheckpointsStored"), [], id="each stored one"
+        ),
+    ],
+)
+def test_a_store_that_does_not_keep_the_checkpoints_it_asks_for_is_a_warning(
+    previous: tuple[str, str] | None,
+    current: tuple[str, str] | None,
+    expected: list[tuple[str, str]],
+) -> None:
+    told = reports.checkpoint_events(
+        _checkpoints(*previous) if previous is not None else None,
+        _checkpoints(*current, message="why") if current is not None else None,
+    )
+    assert [(event.type, event.reason) for event in told] == expected
+    assert all(event.note == "why" and event.action == "StoreCheckpoint" for event in told)

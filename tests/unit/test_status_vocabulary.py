@@ -9,7 +9,7 @@ import re
 import yaml
 
 from modelguard.agent import failures
-from modelguard.api import backupstore, v1alpha1
+from modelguard.api import backupstore, inputaudit, v1alpha1
 from modelguard.audit import records
 from modelguard.backup import streams
 from modelguard.reconcile import reports
@@ -39,7 +39,7 @@ def test_docs_name_every_condition_type_reason_event_and_decision() -> None:
     named = _named_in_docs()
     constants = {
         value
-        for module in (v1alpha1, backupstore)
+        for module in (v1alpha1, backupstore, inputaudit)
         for name, value in vars(module).items()
         if name.startswith("REASON_")
     } | set(v1alpha1.CONDITION_TYPES)
@@ -56,6 +56,7 @@ def test_docs_name_every_condition_type_reason_event_and_decision() -> None:
         *reports.CONDITIONS.values(),
         *reports.HAPPENINGS.values(),
         *reports.STORE_CONDITIONS.values(),
+        *reports.CHECKPOINT_CONDITIONS.values(),
     ]
     told |= {row.action for row in rows if row.event is not None}
     missing = (constants | trust | _source_reasons() | agent | told) - named
@@ -86,9 +87,11 @@ def test_every_condition_type_has_its_rows_in_the_table() -> None:
     assert told == {(type, status) for type in decided for status in ("True", "False")}
 
 
-def test_the_backupstore_crd_lists_every_ready_reason() -> None:
+def test_the_backupstore_crd_lists_every_reason_of_its_conditions() -> None:
     crd = yaml.safe_load((REPO / "crds" / "modelguard.dev_backupstores.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     explained = schema["properties"]["status"]["properties"]["conditions"]["description"]
-    missing = {r for r in backupstore.READY_REASONS if not re.search(rf"\b{r}\b", explained)}
+    reasons = {*backupstore.READY_REASONS, *backupstore.AUDIT_CHECKPOINTS_REASONS}
+    missing = {r for r in reasons if not re.search(rf"\b{r}\b", explained)}
     assert missing == set(), f"the BackupStore CRD's conditions do not list {sorted(missing)}"
+    assert backupstore.CONDITION_AUDIT_CHECKPOINTS in explained

@@ -25,6 +25,7 @@ import time
 import typing
 
 from modelguard.agent import inputrecords, proxymetrics, recordwriter
+from modelguard.api import inputaudit
 from modelguard.audit import sink
 
 MAX_HEAD_BYTES: typing.Final = 64 * 1024
@@ -39,6 +40,7 @@ _VALUE_FORBIDDEN: typing.Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TARGET_FORBIDDEN: typing.Final = re.compile(rb"[\x00-\x20\x7f]")
 # Trailer bytes of a chunked request body, all lines together.
 MAX_TRAILER_BYTES: typing.Final = 16 * 1024
+DEFAULT_MAX_CONNECTIONS: typing.Final = 1024
 _NO_BODY_STATUSES: typing.Final = frozenset({204, 304})
 _REASONS: typing.Final = {
     400: "Bad Request",
@@ -80,9 +82,9 @@ class Settings:
     head_seconds: float = 30.0
     """How long a request head may take to arrive once the connection was used, and how long a
     request body may stall (no byte from the caller) before it is answered 408."""
-    max_connections: int = 1024
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     """Callers' connections served at once (each holds one to the model server too); past it a
-    new connection is answered 503, recorded, and closed."""
+    new connection is answered 503, recorded, and closed (spec.audit.maxConnections)."""
 
 
 class _Malformed(Exception):
@@ -252,7 +254,7 @@ def refusal_bytes(status: int, message: str, *, close: bool) -> bytes:
 
 
 def _bad_body(message: str) -> inputrecords.Refusal:
-    return inputrecords.Refusal(400, inputrecords.REASON_BAD_REQUEST, message)
+    return inputrecords.Refusal(400, inputaudit.REASON_BAD_REQUEST, message)
 
 
 class _UpstreamBroken(Exception):
@@ -293,6 +295,7 @@ class RecordPipe:
                 "maxRequestBytes": self._settings.max_request_bytes,
                 "requestsPerSecond": self._settings.rate,
                 "burst": self._settings.burst if self._settings.rate is not None else None,
+                "maxConnections": self._settings.max_connections,
             },
         )
         self._stdin().write(settings.line())
@@ -361,8 +364,9 @@ class Proxy:
             )
             refusal = inputrecords.Refusal(
                 503,
-                inputrecords.REASON_TOO_MANY_CONNECTIONS,
-                f"more than {self._settings.max_connections} connections at once",
+                inputaudit.REASON_TOO_MANY_CONNECTIONS,
+                f"more than {self._settings.max_connections} connections at once "
+                "(spec.audit.maxConnections)",
             )
             try:
                 await self._refuse(writer, exchange, refusal, close=True)
@@ -390,7 +394,7 @@ class Proxy:
                         exchange,
                         inputrecords.Refusal(
                             431,
-                            inputrecords.REASON_BAD_REQUEST,
+                            inputaudit.REASON_BAD_REQUEST,
                             f"request head larger than {MAX_HEAD_BYTES} bytes",
                         ),
                         close=True,
@@ -448,7 +452,7 @@ class Proxy:
             request = parse_request_head(head)
         except _Malformed as malformed:
             bad = inputrecords.Refusal(
-                malformed.status, inputrecords.REASON_BAD_REQUEST, str(malformed)
+                malformed.status, inputaudit.REASON_BAD_REQUEST, str(malformed)
             )
             await self._refuse(writer, exchange, bad, close=True)
             return False, upstream
@@ -466,7 +470,7 @@ class Proxy:
                 # request is refused rather than recorded under an identity the caller chose.
                 bad = inputrecords.Refusal(
                     400,
-                    inputrecords.REASON_BAD_REQUEST,
+                    inputaudit.REASON_BAD_REQUEST,
                     f"the identity header {self._identity} appears {len(claimed)} times; "
                     "exactly one is accepted",
                 )
@@ -610,7 +614,7 @@ class Proxy:
             exchange.request_bytes = seen
             return inputrecords.Refusal(
                 408,
-                inputrecords.REASON_BAD_REQUEST,
+                inputaudit.REASON_REQUEST_TIMEOUT,
                 f"the request body stalled: nothing for {self._settings.head_seconds:g} seconds",
             )
         exchange.request_bytes = seen

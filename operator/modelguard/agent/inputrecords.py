@@ -18,28 +18,16 @@ import json
 import re
 import typing
 
+from modelguard.api import inputaudit
+
 METADATA: typing.Final = "Metadata"
 EMPTY_SHA256: typing.Final = hashlib.sha256().hexdigest()
 PAYLOAD: typing.Final = "Payload"
 
-# Credentials are never recorded, whatever the rules say: they are redacted like any other rule's
-# values (length and HMAC), so a leaked credential can still be matched against the log.
+# Matched lower-cased; the list and why it holds each name are in the API's vocabulary, which the
+# CRDs' descriptions are written from.
 ALWAYS_REDACTED_HEADERS: typing.Final = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "set-cookie",
-        "x-api-key",
-        # The credential headers of the common inference APIs: Azure OpenAI and Azure AI
-        # (api-key), Azure API Management (ocp-apim-subscription-key), Google (x-goog-api-key),
-        # OpenStack and others (x-auth-token), AWS session tokens.
-        "api-key",
-        "ocp-apim-subscription-key",
-        "x-goog-api-key",
-        "x-auth-token",
-        "x-amz-security-token",
-    }
+    name.lower() for name in inputaudit.ALWAYS_REDACTED_HEADERS
 )
 # Query parameters whose values are credentials in common APIs (`?key=` for Google, `?api_key=`,
 # OAuth's `access_token`, pre-signed URLs' signatures): redacted in the recorded target in every
@@ -259,12 +247,6 @@ class Refusal:
     message: str
 
 
-REASON_TOO_LARGE: typing.Final = "RequestTooLarge"
-REASON_RATE_LIMITED: typing.Final = "RateLimited"
-REASON_BAD_REQUEST: typing.Final = "BadRequest"
-REASON_TOO_MANY_CONNECTIONS: typing.Final = "TooManyConnections"
-
-
 def size_refusal(*, declared: int | None, seen: int, limit: int) -> Refusal | None:
     """413 when the body's declared length, or the bytes seen so far, exceed `limit`."""
     over = declared if declared is not None and declared > limit else None
@@ -274,7 +256,7 @@ def size_refusal(*, declared: int | None, seen: int, limit: int) -> Refusal | No
         return None
     return Refusal(
         status=413,
-        reason=REASON_TOO_LARGE,
+        reason=inputaudit.REASON_TOO_LARGE,
         message=f"request body of more than {limit} bytes (spec.audit.maxRequestBytes)",
     )
 
@@ -307,7 +289,7 @@ def rate_refusal(bucket: TokenBucket | None, *, now: float) -> Refusal | None:
         return None
     return Refusal(
         status=429,
-        reason=REASON_RATE_LIMITED,
+        reason=inputaudit.REASON_RATE_LIMITED,
         message=f"more than {bucket.rate:g} requests per second (burst {bucket.burst}) "
         "(spec.audit.rateLimit)",
     )
@@ -351,17 +333,14 @@ class Exchange:
     content_type: str = ""
 
 
-REASON_ANSWERED: typing.Final = "Answered"
-REASON_UPSTREAM_FAILED: typing.Final = "UpstreamFailed"
-REASON_ABORTED: typing.Final = "Aborted"
-
-
 def reason_of(exchange: Exchange) -> str:
     if exchange.refusal is not None:
         return exchange.refusal.reason
     if exchange.error is not None:
-        return REASON_ABORTED if exchange.status == 0 else REASON_UPSTREAM_FAILED
-    return REASON_ANSWERED
+        return (
+            inputaudit.REASON_ABORTED if exchange.status == 0 else inputaudit.REASON_UPSTREAM_FAILED
+        )
+    return inputaudit.REASON_ANSWERED
 
 
 def details_of(

@@ -65,6 +65,27 @@ READY_REASONS: typing.Final = (
     REASON_INVALID_STORE,
 )
 
+# Whether the store keeps the audit log's checkpoints it is asked for (spec.auditCheckpoints),
+# and why not; absent when it is not asked.
+CONDITION_AUDIT_CHECKPOINTS: typing.Final = "AuditCheckpoints"
+REASON_CHECKPOINTS_STORED: typing.Final = "CheckpointsStored"
+"""True: the last checkpoint due was written here, under object lock, and read back."""
+REASON_NO_CHECKPOINT_YET: typing.Final = "NoCheckpointYet"
+"""Unknown: no checkpoint written here yet by this operator process (none was due since it
+started, the store asked for them or became Ready again)."""
+REASON_CHECKPOINT_STORE_NOT_READY: typing.Final = "CheckpointStoreNotReady"
+"""False: nothing is written to the store while it is not Ready or its bucket has no object
+lock; the checkpoints wait (and are in the operator's ConfigMaps)."""
+REASON_CHECKPOINT_WRITE_FAILED: typing.Final = "CheckpointWriteFailed"
+"""False: the store refused the last checkpoint, or writing or reading it back failed; it is
+retried with backoff."""
+AUDIT_CHECKPOINTS_REASONS: typing.Final = (
+    REASON_CHECKPOINTS_STORED,
+    REASON_NO_CHECKPOINT_YET,
+    REASON_CHECKPOINT_STORE_NOT_READY,
+    REASON_CHECKPOINT_WRITE_FAILED,
+)
+
 BUCKET_PATTERN: typing.Final = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 KEY_PREFIX_PATTERN: typing.Final = r"^([a-z0-9][a-z0-9._-]*/)*$"
 MAX_RETENTION_DAYS: typing.Final = 36500
@@ -262,7 +283,9 @@ class BackupStoreStatus(conventions.Status):
     )
     """Ready: StoreReady, DowngradeAccepted or MutableVolume; or why not (ObjectLockDisabled,
     VersioningDisabled, BucketNotFound, StoreCredentialsNotFound, StoreCredentialsForbidden,
-    StoreUnreachable, StoreDenied, StoreRefused, VolumeNotMounted, InvalidStore)."""
+    StoreUnreachable, StoreDenied, StoreRefused, VolumeNotMounted, InvalidStore).
+    AuditCheckpoints, with spec.auditCheckpoints only: CheckpointsStored, NoCheckpointYet
+    (Unknown), or why not (CheckpointStoreNotReady, CheckpointWriteFailed)."""
 
     object_lock: str | None = None
     """The bucket's object lock: Enabled or Disabled (volume: Unsupported)."""

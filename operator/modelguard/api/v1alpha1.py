@@ -13,7 +13,7 @@ import typing
 
 import pydantic
 
-from modelguard.api import conventions, cron, errors, quantity, uripaths
+from modelguard.api import conventions, cron, errors, inputaudit, quantity, uripaths
 
 GROUP: typing.Final = conventions.GROUP
 VERSION: typing.Final = conventions.VERSION
@@ -586,6 +586,11 @@ HEADER_NAME_PATTERN: typing.Final = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 MAX_REDACTION_RULES: typing.Final = 64
 DEFAULT_MAX_REQUEST_BYTES: typing.Final = "16Mi"
 MAX_REQUEST_BYTES: typing.Final = "1Gi"
+DEFAULT_MAX_CONNECTIONS: typing.Final = 1024
+# Each caller's connection holds one to the model server as well (two file descriptors) and its
+# buffers count against the proxy's memory limit; past some thousands a pod needs more than a
+# sidecar's share, and more pods serve more callers.
+MAX_CONNECTIONS: typing.Final = 16384
 JsonPath = typing.Annotated[str, pydantic.Field(pattern=JSON_PATH_PATTERN, max_length=256)]
 HeaderName = typing.Annotated[str, pydantic.Field(pattern=HEADER_NAME_PATTERN, max_length=128)]
 
@@ -599,9 +604,13 @@ class Redaction(conventions.Spec):
     """JSON paths into request bodies, e.g. $.messages[*].content, $.user.email, $.inputs[0]:
     $ then .name, .*, [n] or [*] steps. Default: []."""
 
-    headers: list[HeaderName] = pydantic.Field(default=[], max_length=MAX_REDACTION_RULES)
-    """Request header names whose values are replaced. Authorization, Proxy-Authorization,
-    Cookie, Set-Cookie and X-Api-Key always are. Default: []."""
+    # Written from the proxy's own list, so that `kubectl explain` says what it redacts.
+    headers: list[HeaderName] = pydantic.Field(
+        default=[],
+        max_length=MAX_REDACTION_RULES,
+        description="Request header names (any case) whose values are replaced. "
+        f"{inputaudit.always_redacted_text()} always are, whatever the rules say. Default: [].",
+    )
 
 
 class RateLimit(conventions.Spec):
@@ -632,6 +641,12 @@ class AuditSpec(conventions.Spec):
     rate_limit: RateLimit = RateLimit()
     """Requests per second per pod; more are refused with 429 and recorded. Default: 1000 per
     second, bursts of 2000."""
+
+    max_connections: int = pydantic.Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=MAX_CONNECTIONS)
+    """Callers' connections the audit proxy of a pod serves at once (each holds one to the
+    model server too); past it a new connection is answered 503 (TooManyConnections) and
+    recorded, so that callers holding connections open cannot exhaust the pod's file
+    descriptors or the model server's connection slots. 1 to 16384. Default: 1024."""
 
     redact: Redaction = Redaction()
     """Payload: values replaced before they are recorded, on top of the TrustPolicy's

@@ -405,6 +405,8 @@ def _audit_proxy_container(
         str(audit.rate_limit.requests_per_second),
         "--burst",
         str(audit.rate_limit.burst),
+        "--max-connections",
+        str(audit.max_connections),
         "--metrics-port",
         str(metrics_port(md)),
     ]

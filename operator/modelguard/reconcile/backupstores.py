@@ -1,6 +1,6 @@
 """One pass over a BackupStore: observe (its credentials, the bucket's object lock and
-versioning, or the volume), decide (storeready.py, pure), write (the status once if it changed,
-then audit records and Events).
+versioning, or the volume, and what became of the last audit checkpoint put there), decide
+(storeready.py, pure), write (the status once if it changed, then audit records and Events).
 
 Level-based like the ModelDeployment's: every trigger runs the same pass, and a store is checked
 again every RECHECK, since a bucket's configuration or the credentials can change where no watch
@@ -54,11 +54,17 @@ async def reconcile(context: runtime.Context, *, name: str) -> datetime.datetime
     key = None
     if jobs is not None and jobs.key is not None:
         key = storeready.SigningKey(key_id=jobs.key.key_id, public_key=jobs.key.public_pem())
-    status = storeready.decide(store, found=found, refusal=refusal, key=key, now=now)
-    previous = conditions.find(
-        (store.status or backupstore.BackupStoreStatus()).conditions, "Ready"
+    status = storeready.decide(
+        store,
+        found=found,
+        refusal=refusal,
+        key=key,
+        now=now,
+        checkpoints=context.checkpoint_outcome(name),
     )
-    current = conditions.find(status.conditions, "Ready")
+    before = (store.status or backupstore.BackupStoreStatus()).conditions
+    previous = conditions.find(before, backupstore.CONDITION_READY)
+    current = conditions.find(status.conditions, backupstore.CONDITION_READY)
     assert current is not None
     if status != store.status:
         await runtime.call(
@@ -71,7 +77,11 @@ async def reconcile(context: runtime.Context, *, name: str) -> datetime.datetime
         context.audit.record(
             record.decision, reason=record.reason, message=record.message, subject=subject
         )
-    for event in reports.store_events(previous, current):
+    told = reports.store_events(previous, current) + reports.checkpoint_events(
+        conditions.find(before, backupstore.CONDITION_AUDIT_CHECKPOINTS),
+        conditions.find(status.conditions, backupstore.CONDITION_AUDIT_CHECKPOINTS),
+    )
+    for event in told:
         try:
             await context.kube.post_event(
                 regarding=body,

@@ -126,6 +126,14 @@ STORE_CONDITIONS: typing.Final[typing.Mapping[tuple[str, str | None], Row]] = {
     ),
     ("False", None): Row("Check", "Warning", records.Decision.BACKUP_STORE_REFUSED),
 }
+# The BackupStore's AuditCheckpoints condition, by status: an Event when its status or reason
+# changes, a Warning when checkpoints the store asked for are not kept there, Normal when they are
+# (again); Unknown (none written yet) tells nothing. Not a decision of the operator: no record.
+CHECKPOINT_CONDITIONS: typing.Final[typing.Mapping[str, Row]] = {
+    "True": Row("StoreCheckpoint", "Normal", None),
+    "False": Row("StoreCheckpoint", "Warning", None),
+    "Unknown": Row("StoreCheckpoint", None, None),
+}
 # Done by the writes themselves: no later pass would see them again, so they are told even when
 # the status write fails.
 WRITTEN: typing.Final = frozenset({Happening.APPLIED, Happening.DRIFT_REVERTED})
@@ -387,3 +395,21 @@ def store_records(previous: v1alpha1.Condition | None, current: v1alpha1.Conditi
     if decision is None or _decided(previous) == _decided(current):
         return []
     return [Record(decision=decision, reason=current.reason, message=current.message)]
+
+
+def checkpoint_events(
+    previous: v1alpha1.Condition | None, current: v1alpha1.Condition | None
+) -> list[Event]:
+    """The Event of a BackupStore's AuditCheckpoints condition, when its status or reason
+    changes (None: the store does not ask for checkpoints)."""
+    if current is None:
+        return []
+    told = CHECKPOINT_CONDITIONS[current.status.value]
+    if told.event is None:
+        return []
+    if previous is not None and (previous.status, previous.reason) == (
+        current.status,
+        current.reason,
+    ):
+        return []
+    return [Event(type=told.event, reason=current.reason, action=told.action, note=current.message)]

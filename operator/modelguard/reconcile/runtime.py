@@ -10,7 +10,7 @@ import typing
 from modelguard import kube, metrics
 from modelguard.api import placement as placement_api
 from modelguard.audit import sink
-from modelguard.reconcile import backupjobs, verification
+from modelguard.reconcile import backupjobs, storeready, verification
 
 _T = typing.TypeVar("_T")
 
@@ -49,6 +49,8 @@ class Context:
     failed): per (namespace, model), (kind, name) -> uid. Dropped once the status holds them."""
     backups: backupjobs.Jobs | None = None
     """Backups and restore drills of this process (None: it takes none)."""
+    checkpoint_outcome: typing.Callable[[str], storeready.CheckpointOutcome | None] = lambda _: None
+    """What became of the last audit checkpoint this process put into a BackupStore, by name."""
 
 
 async def call(awaitable: typing.Awaitable[_T]) -> _T:
