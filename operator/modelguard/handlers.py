@@ -237,6 +237,7 @@ def _stopped_leading(memo: kopf.Memo) -> None:
     # which reconciles everything when it starts.
     memo.scheduler.clear()
     memo.store_scheduler.clear()
+    memo.metrics.forget_models()
 
 
 def _measure(recorder: metrics.Metrics, memo: kopf.Memo) -> None:
