@@ -297,7 +297,7 @@ def _audited(replica: Replica, model: str) -> bool:
     if not replica.audit_log.exists():
         return False
     for line in replica.audit_log.read_text().splitlines():
-        subject = json.loads(line).get("subject") or {}
+        subject = json.loads(line).get("object") or {}
         if (subject.get("namespace"), subject.get("name")) == (MODELS, model):
             return True
     return False
@@ -332,9 +332,14 @@ def test_one_replica_holds_the_lease_and_it_alone_reconciles(fleet: Fleet, sourc
     assert _reporters(fleet.kubectl, "first") == {leader}
     audited = {r.name for r in fleet.replicas.values() if _audited(r, "first")}
     assert audited == {leader}
-    # The standbys watched it all the same: their caches know the model (the webhooks' index).
-    for replica in fleet.alive():
-        assert _cache_entries(replica, "policies_by_model") >= 1
+
+    # The standbys watched it all the same: their caches know the model (the webhooks' index),
+    # once each has listed (a replica started late on a loaded machine lists later).
+    def warm() -> None:
+        for replica in fleet.alive():
+            assert _cache_entries(replica, "policies_by_model") >= 1, replica.name
+
+    harness.eventually(warm, timeout=60)
 
 
 def _assert(condition: bool) -> None:
