@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 
 import pytest
 
@@ -344,3 +345,29 @@ async def test_a_fenced_client_refuses_writes_once_leading_stops() -> None:
             note="n",
             reporting_instance="i",
         )
+
+
+@pytest.mark.parametrize(
+    ("lease", "namespace", "message"),
+    [
+        pytest.param("Modelguard", "mg", "--leader-election-lease 'Modelguard'", id="uppercase"),
+        pytest.param("-modelguard", "mg", "expected a Lease name", id="leading-dash"),
+        pytest.param("modelguard", None, "--leader-election-namespace", id="no-namespace"),
+    ],
+)
+def test_a_lease_that_cannot_be_used_stops_the_start_naming_the_option(
+    lease: str, namespace: str | None, message: str
+) -> None:
+    from modelguard.commands import run  # noqa: PLC0415 - kopf and the handlers are heavy
+
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        run._leader_election(run.LeaderElectionOptions(lease=lease, namespace=namespace))
+
+
+def test_without_a_lease_the_process_reconciles_alone() -> None:
+    from modelguard.commands import run  # noqa: PLC0415
+
+    assert run._leader_election(run.LeaderElectionOptions()) is None
+    elected = run._leader_election(run.LeaderElectionOptions(lease="mg.lease", namespace="mg"))
+    assert elected is not None
+    assert (elected.lease, elected.namespace) == ("mg.lease", "mg")
