@@ -369,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                 *("--audit-log-name", AUDIT_LOG_NAME),
                 *("--audit-checkpoints-namespace", NAMESPACE),
                 *("--audit-checkpoints-prefix", f"{RELEASE}-audit"),
+                # As the chart runs it: reconciling while holding the release's Lease.
+                *("--leader-election-lease", RELEASE, "--leader-election-namespace", NAMESPACE),
                 *client_auth,
             ],
             env={**os.environ, "KUBECONFIG": str(identity), "POD_NAME": "modelguard-local"},

@@ -51,6 +51,9 @@ def _run(args: argparse.Namespace) -> int:
             drill_scratch=args.drill_scratch_dir,
             concurrency=args.backup_concurrency,
         ),
+        leader_election=run.LeaderElectionOptions(
+            lease=args.leader_election_lease, namespace=args.leader_election_namespace
+        ),
         webhook=_webhook_options(args),
         metrics=run.MetricsOptions(port=args.metrics_port, addr=args.metrics_addr),
         verbose=args.verbose,
@@ -780,6 +783,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )
+    elected = run.add_argument_group(
+        "leader election (configured by the chart): of several replicas, the holder of a Lease"
+        " reconciles, and every replica serves the admission webhooks"
+    )
+    elected.add_argument(
+        "--leader-election-lease",
+        default=os.environ.get("MODELGUARD_LEADER_ELECTION_LEASE") or None,
+        metavar="NAME",
+        help="take part in the election of this Lease (coordination.k8s.io) and reconcile only"
+        " while holding it; default $MODELGUARD_LEADER_ELECTION_LEASE, else none: this process"
+        " reconciles alone (never run two so)",
+    )
+    elected.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        metavar="NS",
+        help="the Lease's namespace (default $POD_NAMESPACE, the operator's own)",
     )
     served = run.add_argument_group("Prometheus metrics (configured by the chart)")
     served.add_argument(

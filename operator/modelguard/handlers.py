@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import secrets
 import socket
 import typing
 
@@ -24,6 +25,7 @@ from modelguard.reconcile import (
     backupstores,
     checkpoints,
     checkpointstores,
+    election,
     modeldeployment,
     runtime,
     schedule,
@@ -67,13 +69,54 @@ def login(logger: kopf.Logger, **_: typing.Any) -> kopf.ConnectionInfo | None:
     )
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LeaderElection:
+    """The Lease whose holder is the one replica that reconciles (`modelguard run
+    --leader-election-*`); without one, the process reconciles alone."""
+
+    lease: str
+    namespace: str
+
+
+@dataclasses.dataclass
+class _Fleet:
+    """What a replica that starts leading reconciles: every model, read from kopf's index (one
+    object for the whole operator, as kopf hands each handler a copy of the memo)."""
+
+    models: kopf.Index[str | None, str] | None = None
+
+
+class _LeaderDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's record of the last handled spec, written by the leading replica only: a standby
+    skips the changes it sees (its handlers are filtered out) and kopf would otherwise mark them
+    handled, by a write of its own."""
+
+    def __init__(self, leadership: election.Leadership, **kwargs: typing.Any) -> None:
+        super().__init__(**kwargs)
+        self._leadership = leadership
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: typing.Any) -> None:
+        if self._leadership.leading:
+            super().store(body=body, patch=patch, essence=essence)
+
+
+def _leading(memo: kopf.Memo, **_: typing.Any) -> bool:
+    """kopf's filter of the handlers that reconcile: on the leading replica only. A standby's
+    changes are not lost: whoever starts leading reconciles every model."""
+    leader: election.Leadership = memo.leadership
+    return leader.leading
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typing.Any) -> None:
+    instance = os.environ.get("POD_NAME") or socket.gethostname()
+    kube_client = kube.Kube.from_environment()
+    _elect(memo, kube_client, instance=instance)
     # Progress and diff-base live in annotations with our prefix, so that kopf writes nothing
     # into .status, whose schema stays strict and ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=v1alpha1.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=v1alpha1.GROUP, key="last-handled-configuration"
+    settings.persistence.diffbase_storage = _LeaderDiffBaseStorage(
+        memo.leadership, prefix=v1alpha1.GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{v1alpha1.GROUP}/finalizer"
     # Explicit watch timeouts: a silently stalled watch is a known failure mode otherwise.
@@ -94,8 +137,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
         )
     reread = _reread_interval(os.environ.get(REREAD_ENV))
     webhooks.configure(settings, memo)
-    kube_client = kube.Kube.from_environment()
-    instance = os.environ.get("POD_NAME") or socket.gethostname()
     audit_log: str = memo.get("audit_log") or sink.STANDARD_OUTPUT
     # Where the checkpoints go besides the ConfigMaps: a copy nobody can delete, in the
     # BackupStores that ask for one; each store's check tells how that goes.
@@ -128,8 +169,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     memo.scheduler = schedule.Scheduler(run)
     recorder: metrics.Metrics = memo.get("metrics") or metrics.Metrics()
     memo.metrics = recorder
+    leader: election.Leadership = memo.leadership
     memo.context = runtime.Context(
-        kube=kube_client,
+        # Reconciles write through a client that refuses once this replica stops leading; the
+        # audit checkpoints above, this replica's own log, are written whoever leads.
+        kube=kube_client.fenced(lambda: leader.leading),
         instance=instance,
         agent_image=agent_image,
         placement=memo.get("placement") or placement_api.NONE,
@@ -148,6 +192,56 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     checkpoint_stores.changed = lambda name: memo.store_scheduler.fan_out([("", name)])
     memo.checkpoint_stores = checkpoint_stores
     _measure(recorder, memo)
+
+
+def _elect(memo: kopf.Memo, kube_client: kube.Kube, *, instance: str) -> None:
+    """memo.leadership: this replica's part in the election (started once the caches are warm),
+    or the only replica."""
+    memo.fleet = _Fleet()
+    options: LeaderElection | None = memo.get("leader_election")
+    if options is None:
+        memo.leadership = election.Always()
+        return
+    memo.leadership = election.Election(
+        kube_client,
+        namespace=options.namespace,
+        name=options.lease,
+        # The pod's name, made unique: two processes given one name must not both hold the Lease.
+        identity=f"{instance}_{secrets.token_hex(4)}",
+        on_started=lambda: _started_leading(memo),
+        on_stopped=lambda: _stopped_leading(memo),
+    )
+
+
+def _started_leading(memo: kopf.Memo) -> None:
+    """Whatever changed while another replica led (or nobody did, between its end and this
+    start) is reconciled now: every model and every BackupStore, as at a start."""
+    fleet: _Fleet = memo.fleet
+    models: typing.Mapping[str | None, typing.Iterable[str]] = fleet.models or {}
+    started = memo.scheduler.fan_out(
+        (namespace, name) for namespace, names in models.items() if namespace for name in names
+    )
+    logger.info("leading: reconciling every model (%d) and BackupStore", started)
+    memo.store_scheduler.spawn(_reconcile_every_store(memo))
+
+
+async def _reconcile_every_store(memo: kopf.Memo) -> None:
+    context: runtime.Context = memo.context
+    try:
+        stores = await context.kube.list_backup_stores()
+    except kube.ApiError as error:
+        # Each is reconciled again at its next event or check.
+        logger.warning("leading: cannot list the BackupStores: %s", error.message)
+        return
+    memo.store_scheduler.fan_out(("", store["metadata"]["name"]) for store in stores)
+
+
+def _stopped_leading(memo: kopf.Memo) -> None:
+    # The writes already stopped (the fenced client); what was due stays due for the next leader,
+    # which reconciles everything when it starts.
+    memo.scheduler.clear()
+    memo.store_scheduler.clear()
+    memo.metrics.forget_models()
 
 
 def _measure(recorder: metrics.Metrics, memo: kopf.Memo) -> None:
@@ -186,6 +280,13 @@ def _measure(recorder: metrics.Metrics, memo: kopf.Memo) -> None:
         "until kopf has listed everything once.",
         lambda: {(name,): len(index) for name, index in caches.indexes.items()},
         labels=("index",),
+    )
+    leader: election.Leadership = memo.leadership
+    recorder.live(
+        "modelguard_leader",
+        "1 when this replica holds the operator's Lease and reconciles (always, without leader "
+        "election), 0 on a standby, which only serves the admission webhooks.",
+        lambda: {(): int(leader.leading)},
     )
     recorder.live(
         "modelguard_audit_records",
@@ -231,6 +332,10 @@ _MAX_REREAD_SECONDS: typing.Final = 86400
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: typing.Any) -> None:
+    # First: the Lease handed back, so that another replica takes over without waiting for it to
+    # expire, and nothing more is written from here.
+    if isinstance(memo.leadership, election.Election):
+        await memo.leadership.stop()
     memo.scheduler.close()
     memo.store_scheduler.close()
     # The last checkpoints are still published below; no store is checked after this.
@@ -252,9 +357,9 @@ _CHECKPOINT_GRACE_SECONDS: typing.Final = 10
 # No kopf timers or daemons on ModelDeployment: kopf would put a finalizer on every object for them,
 # and deleting a model (or its namespace) would then hang whenever the operator is down. Children
 # need no cleanup of ours: the garbage collector follows their ownerReferences.
-@kopf.on.resume(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-@kopf.on.create(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-@kopf.on.update(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+@kopf.on.resume(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, when=_leading)
+@kopf.on.create(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, when=_leading)
+@kopf.on.update(v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL, when=_leading)
 async def model_deployment(
     namespace: str | None, name: str, memo: kopf.Memo, **_: typing.Any
 ) -> None:
@@ -291,6 +396,9 @@ async def managed_child(
 
 
 async def _reconcile(memo: kopf.Memo, *, namespace: str, name: str) -> None:
+    if not _leading(memo):
+        # A standby's events (and a former leader's timers) are left to the leading replica.
+        return
     try:
         await modeldeployment.reconcile(memo.context, namespace=namespace, name=name)
     except runtime.RetryLater as error:
@@ -407,6 +515,13 @@ def model_pod_labels(
 @kopf.on.event("", "v1", "namespaces")
 async def admission_caches_filled(memo: kopf.Memo, **kwargs: typing.Any) -> None:
     webhooks.caches_filled(memo, kwargs)
+    # kopf calls event handlers once every index is filled: a replica takes part in the election
+    # only from then on, so that whoever leads starts from a complete view of the models.
+    fleet: _Fleet = memo.fleet
+    if fleet.models is None:
+        fleet.models = kwargs["models_by_namespace"]
+    if isinstance(memo.leadership, election.Election):
+        memo.leadership.start()
 
 
 @kopf.on.validate("apps", "v1", "deployments", id=serving.MANAGED_CHILD_PATH)
@@ -539,9 +654,9 @@ def _configure_backups(memo: kopf.Memo) -> None:
     memo.store_scheduler = schedule.Scheduler(check)
 
 
-@kopf.on.resume(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
-@kopf.on.create(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
-@kopf.on.update(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL)
+@kopf.on.resume(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL, when=_leading)
+@kopf.on.create(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL, when=_leading)
+@kopf.on.update(v1alpha1.GROUP, v1alpha1.VERSION, backupstore.PLURAL, when=_leading)
 async def backup_store(name: str, memo: kopf.Memo, **_: typing.Any) -> None:
     try:
         await _reconcile_store(memo, name=name)
@@ -550,6 +665,8 @@ async def backup_store(name: str, memo: kopf.Memo, **_: typing.Any) -> None:
 
 
 async def _reconcile_store(memo: kopf.Memo, *, name: str) -> None:
+    if not _leading(memo):
+        return
     when = await backupstores.reconcile(memo.context, name=name)
     if when is not None:
         memo.store_scheduler.recheck("", name, when)

@@ -96,6 +96,19 @@ def _api_error(error: lightkube.core.exceptions.ApiError) -> ApiError:
     )
 
 
+class NotLeading(ApiError):
+    """A write withheld: this replica does not hold the Lease that says who reconciles (another
+    does, or this one's renewal is overdue)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            status=0,
+            reason="NotLeading",
+            message="this replica does not lead (it does not hold the operator's Lease); the"
+            " write is left to the replica that does",
+        )
+
+
 class CredentialsError(Exception):
     """The operator's credentials cannot be read; the message says which and why."""
 
@@ -173,8 +186,24 @@ def credentials() -> Credentials:
 class Kube:
     """An API client bound to one connection; cheap to share across handlers."""
 
-    def __init__(self, client: lightkube.AsyncClient) -> None:
+    def __init__(
+        self,
+        client: lightkube.AsyncClient,
+        *,
+        leading: typing.Callable[[], bool] | None = None,
+    ) -> None:
         self._client = client
+        self._leading = leading
+
+    def fenced(self, leading: typing.Callable[[], bool]) -> Kube:
+        """The same connection, refusing every write (NotLeading) whenever `leading()` is false:
+        what the reconciles of a replica get, so that one that lost the Lease stops writing at
+        that moment, whatever it was doing. Reads are never refused."""
+        return Kube(self._client, leading=leading)
+
+    def _may_write(self) -> None:
+        if self._leading is not None and not self._leading():
+            raise NotLeading()
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -281,6 +310,7 @@ class Kube:
 
     async def apply_backup_store_status(self, *, name: str, status: Manifest) -> None:
         """Server-side apply of a BackupStore's status subresource, one field manager."""
+        self._may_write()
         body = BackupStoreResource.Status(
             apiVersion=v1alpha1.API_VERSION,
             kind=backupstore.KIND,
@@ -329,6 +359,7 @@ class Kube:
     async def create(self, manifest: Manifest) -> Manifest:
         """Creates the object; ApiError 409 (AlreadyExists) when its name is taken, whoever took
         it: what the operator creates is the operator's, and nothing else is."""
+        self._may_write()
         try:
             created = await self._client.create(
                 lightkube.codecs.from_dict(conventions.encodable(manifest)),
@@ -342,6 +373,8 @@ class Kube:
         """Replaces the object with exactly `manifest` (which carries the resourceVersion it was
         decided from: a concurrent write makes this fail with 409 rather than be lost); with
         `dry_run` the API server answers what the object would become and stores nothing."""
+        if not dry_run:
+            self._may_write()
         obj = lightkube.codecs.from_dict(conventions.encodable(manifest))
         try:
             replaced = await self._client.replace(obj, field_manager=FIELD_MANAGER, dry_run=dry_run)
@@ -353,6 +386,7 @@ class Kube:
         self, *, namespace: str, name: str, status: Manifest
     ) -> None:
         """Server-side apply of the status subresource: the whole status, one field manager."""
+        self._may_write()
         body = ModelDeploymentResource.Status(
             apiVersion=v1alpha1.API_VERSION,
             kind=v1alpha1.KIND,
@@ -385,6 +419,7 @@ class Kube:
         """An events.k8s.io/v1 Event about `regarding` (`kubectl describe` and `kubectl events`),
         in `namespace` (default: the object's own; a cluster-scoped object's Events go to the
         operator's namespace)."""
+        self._may_write()
         metadata = regarding["metadata"]
         now = datetime.datetime.now(datetime.UTC)
         event = lightkube.resources.events_v1.Event(

@@ -225,6 +225,12 @@ class Metrics:
         with self._lock:
             self._models.pop((namespace, name), None)
 
+    def forget_models(self) -> None:
+        """This replica stopped leading: the models' gauges are the leader's to report (summed
+        over replicas, a former leader's would count every model twice)."""
+        with self._lock:
+            self._models.clear()
+
     def agent_reports(self, reports: typing.Iterable[AgentReport]) -> None:
         """Counts each run not counted before."""
         for report in reports:

@@ -77,3 +77,36 @@ def test_cluster_role_is_least_privilege(kubectl: harness.Kubectl, chart_install
     assert not any(verb in {"bind", "escalate", "impersonate"} for *_, verb in granted)
     assert not any(resource == "serviceaccounts/token" for _, resource, _ in granted)
     assert not any("webhookconfigurations" in resource for _, resource, _ in granted)
+
+
+def test_the_operator_may_touch_only_its_own_lease(
+    kubectl: harness.Kubectl, chart_installed: str, namespace: str
+) -> None:
+    """The Lease that elects the replica that reconciles: create (which RBAC cannot narrow by
+    name), and get and update of that one Lease in the release namespace; nothing else."""
+    identity = f"system:serviceaccount:{chart_installed}:modelguard"
+
+    def can(verb: str, resource: str, where: str) -> bool:
+        answer = kubectl.run(
+            "auth", "can-i", verb, resource, f"--as={identity}", "-n", where, check=False
+        ).stdout.strip()
+        return answer == "yes"
+
+    assert can("create", "leases.coordination.k8s.io", chart_installed)
+    assert can("get", "leases.coordination.k8s.io/modelguard", chart_installed)
+    assert can("update", "leases.coordination.k8s.io/modelguard", chart_installed)
+    for verb, resource, where in [
+        # Another Lease of the namespace (a controller's, another release's).
+        ("get", "leases.coordination.k8s.io/other", chart_installed),
+        ("update", "leases.coordination.k8s.io/other", chart_installed),
+        ("delete", "leases.coordination.k8s.io/modelguard", chart_installed),
+        ("patch", "leases.coordination.k8s.io/modelguard", chart_installed),
+        ("list", "leases.coordination.k8s.io", chart_installed),
+        ("watch", "leases.coordination.k8s.io", chart_installed),
+        # Nowhere else: a model's namespace, and the nodes' heartbeats.
+        ("create", "leases.coordination.k8s.io", namespace),
+        ("update", "leases.coordination.k8s.io/modelguard", namespace),
+        ("update", "leases.coordination.k8s.io/modelguard", "kube-node-lease"),
+        ("update", "leases.coordination.k8s.io/kube-controller-manager", "kube-system"),
+    ]:
+        assert not can(verb, resource, where), f"{verb} {resource} in {where}"

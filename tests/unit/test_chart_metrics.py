@@ -19,7 +19,7 @@ from test_chart_render import CHART, helm, kinds, render, template
 from modelguard import handlers, metrics
 from modelguard.admission import webhooks
 from modelguard.audit import keys, sink
-from modelguard.reconcile import checkpoints, schedule, verification, vocabulary
+from modelguard.reconcile import checkpoints, election, schedule, verification, vocabulary
 
 __all__ = ["helm"]  # the fixture
 
@@ -188,6 +188,7 @@ def _served_names() -> set[str]:
     memo.scheduler = schedule.Scheduler(run)
     memo.publisher = checkpoints.Publisher(audit, [])
     memo.admission_caches = webhooks.Caches(indexes={webhooks.TRUST_POLICIES: {}})
+    memo.leadership = election.Always()
     handlers._measure(recorder, memo)
     names = set()
     for family in parser.text_string_to_metric_families(recorder.exposition().decode()):

@@ -740,3 +740,113 @@ def test_an_unknown_model_pods_key_is_refused(helm: Path) -> None:
     result = template(helm, "--set", f"image.digest={DIGEST}", "--set", "modelPods.affinity.x=y")
     assert result.returncode != 0
     assert "modelPods" in result.stderr
+
+
+# --- High availability: replicas, the Lease, the disruption budget, spreading ---------------------
+
+
+def test_two_replicas_by_default_elect_a_leader_by_a_lease_and_spread_over_nodes(
+    helm: Path,
+) -> None:
+    found = kinds(render(helm))
+    deployment = found["Deployment", "t-modelguard"]
+    assert deployment["spec"]["replicas"] == 2
+    # The new pod beside the old one: the webhooks always have a Ready replica to answer.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    container = _operator_container(render(helm))
+    assert "--leader-election-lease=t-modelguard" in container["args"]
+    # The Lease's namespace is the pod's own ($POD_NAMESPACE).
+    env = {item["name"]: item for item in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    spread = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = spread["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]},
+    }
+    budget = found["PodDisruptionBudget", "t-modelguard"]["spec"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"] == deployment["spec"]["selector"]
+
+
+def test_the_lease_is_the_only_thing_the_operator_may_update_in_coordination(
+    helm: Path,
+) -> None:
+    found = kinds(render(helm))
+    role = found["Role", "t-modelguard-leader-election"]
+    assert role["metadata"]["namespace"] == "mg"
+    granted = {
+        (group, resource, verb, tuple(rule.get("resourceNames", ())))
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    # create cannot be narrowed by name; get and update are, to the one Lease; no delete, no list
+    # or watch (the operator reads it by name), nothing outside the release namespace.
+    assert granted == {
+        ("coordination.k8s.io", "leases", "create", ()),
+        ("coordination.k8s.io", "leases", "get", ("t-modelguard",)),
+        ("coordination.k8s.io", "leases", "update", ("t-modelguard",)),
+    }
+    binding = found["RoleBinding", "t-modelguard-leader-election"]
+    assert binding["roleRef"]["name"] == "t-modelguard-leader-election"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "t-modelguard", "namespace": "mg"}
+    ]
+    cluster_rules = found["ClusterRole", "t-modelguard"]["rules"]
+    assert not [r for r in cluster_rules if "coordination.k8s.io" in r.get("apiGroups", [])]
+
+
+def test_one_replica_stays_a_valid_install_without_a_disruption_budget(helm: Path) -> None:
+    found = kinds(render(helm, "--set", "replicaCount=1"))
+    deployment = found["Deployment", "t-modelguard"]
+    assert deployment["spec"]["replicas"] == 1
+    # A budget of 1 out of 1 would block every drain.
+    assert ("PodDisruptionBudget", "t-modelguard") not in found
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert ("Role", "t-modelguard-leader-election") in found
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param(
+            ("--set", "podAntiAffinity=required"),
+            {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {
+                                "matchLabels": {
+                                    "app.kubernetes.io/name": "modelguard",
+                                    "app.kubernetes.io/instance": "t",
+                                }
+                            },
+                        }
+                    ]
+                }
+            },
+            id="required",
+        ),
+        pytest.param(("--set", "podAntiAffinity=none"), None, id="none"),
+        pytest.param(
+            ("--set", "affinity.nodeAffinity.x=y"), {"nodeAffinity": {"x": "y"}}, id="own-affinity"
+        ),
+    ],
+)
+def test_the_spreading_of_replicas_is_a_setting(
+    helm: Path, values: tuple[str, ...], expected: Manifest | None
+) -> None:
+    deployment = kinds(render(helm, *values))["Deployment", "t-modelguard"]
+    assert deployment["spec"]["template"]["spec"].get("affinity") == expected
+
+
+def test_an_unknown_spreading_is_refused_naming_the_key(helm: Path) -> None:
+    result = template(helm, "--set", f"image.digest={DIGEST}", "--set", "podAntiAffinity=soft")
+    assert result.returncode != 0
+    assert "/podAntiAffinity" in result.stderr

@@ -155,6 +155,13 @@ The audit log's name: the key name of its checkpoints and verifier key.
 The name prefix of the audit log's checkpoint ConfigMaps, also their `audit.modelguard.dev/log`
 label value (at most 63 characters).
 */}}
+{{/*
+The Lease whose holder is the one replica that reconciles.
+*/}}
+{{- define "modelguard.leaseName" -}}
+{{- include "modelguard.fullname" . }}
+{{- end }}
+
 {{- define "modelguard.auditPrefix" -}}
 {{- printf "%s-audit" (include "modelguard.fullname" . | trunc 57 | trimSuffix "-") }}
 {{- end }}

@@ -12,7 +12,7 @@ import typing
 import kopf
 
 # Importing handlers registers them with kopf.
-from modelguard import handlers, logs  # noqa: F401
+from modelguard import handlers, logs
 from modelguard import metrics as operator_metrics
 from modelguard.admission import serving
 from modelguard.api import errors, placement
@@ -53,6 +53,15 @@ class ModelPodOptions:
 
 
 @dataclasses.dataclass(frozen=True)
+class LeaderElectionOptions:
+    """The Lease that elects the one replica that reconciles (`modelguard run
+    --leader-election-*`); no lease: this process reconciles alone."""
+
+    lease: str | None = None
+    namespace: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class BackupOptions:
     """What `modelguard run` is told about backups (all optional: no key, no backups)."""
 
@@ -73,6 +82,7 @@ def run(
     verify_concurrency: int,
     model_pods: ModelPodOptions = ModelPodOptions(),
     backup: BackupOptions = BackupOptions(),
+    leader_election: LeaderElectionOptions = LeaderElectionOptions(),
     webhook: serving.Options,
     metrics: MetricsOptions = MetricsOptions(port=None, addr=""),
     verbose: bool,
@@ -81,6 +91,7 @@ def run(
     """Runs the operator until it is stopped; SystemExit with the reason when it cannot start.
     No `namespaces`: every namespace."""
     model_placement = _placement(model_pods)
+    election = _leader_election(leader_election)
     signer, namespace = _audit(audit_key_file, audit)
     backup_key, trusted = _backup_keys(backup)
     configure_logging(verbose=verbose, debug=debug)
@@ -103,12 +114,14 @@ def run(
                 backup_volume_root=backup.volume_root,
                 drill_scratch=backup.drill_scratch,
                 backup_concurrency=backup.concurrency,
+                leader_election=election,
             ),
             clusterwide=not namespaces,
             namespaces=list(namespaces),
             liveness_endpoint=liveness,
-            # One replica for now; kopf peering for 2+ replicas needs its peering CRD (a later
-            # release).
+            # No kopf peering: it would stop a standby's watches, and with them the caches its
+            # admission webhooks answer from. Replicas elect the one that reconciles by a Lease
+            # (handlers.LeaderElection; docs/decisions).
             standalone=True,
         )
     finally:
@@ -130,6 +143,30 @@ def _serve_metrics(
         raise SystemExit(
             f"--metrics-port {options.port} (--metrics-addr {options.addr}): {error.strerror}"
         ) from None
+
+
+def _leader_election(options: LeaderElectionOptions) -> handlers.LeaderElection | None:
+    """The Lease to take part in the election of; SystemExit when it cannot be used."""
+    if options.lease is None:
+        return None
+    if not _LEASE_NAME.fullmatch(options.lease):
+        raise SystemExit(
+            f"--leader-election-lease {options.lease!r}: expected a Lease name (lowercase letters,"
+            " digits, '-' and '.', starting and ending with a letter or digit, at most 253"
+            " characters)"
+        )
+    if not options.namespace:
+        raise SystemExit(
+            "--leader-election-namespace (or POD_NAMESPACE) is required with"
+            " --leader-election-lease: the namespace of the Lease (the operator's own; the chart"
+            " sets it)"
+        )
+    return handlers.LeaderElection(lease=options.lease, namespace=options.namespace)
+
+
+_LEASE_NAME: typing.Final = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 
 
 def _placement(options: ModelPodOptions) -> placement.Placement:

@@ -69,10 +69,21 @@ class Scheduler:
             started += 1
         return started
 
-    def _start(self, namespace: str, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._guarded(namespace, name))
+    def spawn(self, work: typing.Coroutine[typing.Any, typing.Any, None]) -> None:
+        """Runs `work` in the background, counted and cancelled at close as reconciles are."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _start(self, namespace: str, name: str) -> None:
+        self.spawn(self._guarded(namespace, name))
+
+    def clear(self) -> None:
+        """Drops every pending recheck (this process stopped leading: whoever leads next
+        reconciles every model, and asks for its own)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
 
     async def _guarded(self, namespace: str, name: str) -> None:
         try:
@@ -82,8 +93,6 @@ class Scheduler:
             logger.exception("%s/%s: reconcile failed", namespace, name)
 
     def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        self.clear()
         for task in self._tasks:
             task.cancel()
