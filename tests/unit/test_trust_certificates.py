@@ -436,6 +436,29 @@ def test_a_chain_breaking_a_rule_is_refused_with_that_rule(
     assert "model.sig" in refused.value.message
 
 
+@pytest.mark.parametrize("field", ["subject", "issuer"])
+def test_a_certificate_whose_names_do_not_parse_is_refused_naming_it(field: str) -> None:
+    """Found by fuzzing (fuzz/corpus/bundle/regression-certificate-subject-not-parsing): a name's
+    UTF8String that is not UTF-8 loads, and failed with a ValueError traceback when the subject
+    was first read, instead of refusing the bundle."""
+    ca = root("issuing-ca")
+    chain = Chain(leaf("ml-release", ca), (ca,), (ca,))
+    signed = _bundle(chain, label="model.sig")
+    name = b"ml-release" if field == "subject" else b"issuing-ca"
+    der = signed.certificates[0]
+    assert der.count(name) == 1
+    garbled = der.replace(name, name[:7] + b"\xb3" + name[8:])
+    broken = dataclasses.replace(signed, certificates=(garbled, *signed.certificates[1:]))
+    trusted = [signatures.CertificateSigner("pki", (ca.certificate,))]
+    with pytest.raises(reasons.VerificationError) as refused:
+        signatures.verify(broken, trusted, at=chain.at)
+    assert str(refused.value.reason) == "MalformedBundle"
+    assert refused.value.message.startswith(
+        f"model.sig: verificationMaterial.x509CertificateChain.certificates[0] has a {field} "
+        "that does not parse"
+    )
+
+
 def _identity_rules(chain: Chain, identity: dict[str, typing.Any]) -> policy.Rules:
     pem = "".join(item.pem for item in chain.roots)
     spec = {"signers": [{"name": "pki", "certificateRoot": pem, "identity": identity}]}

@@ -116,6 +116,16 @@ def chain_of(signed: bundle.Bundle) -> list[x509.Certificate]:
             f"{signed.label}: verificationMaterial.x509CertificateChain holds a certificate "
             f"that is not DER: {error}",
         ) from None
+    # Names are parsed on first access too, and every message names the certificate: one whose
+    # subject or issuer does not parse is refused here, by its place in the chain.
+    for index, certificate in enumerate(chain):
+        problem = _unparsed_names(certificate)
+        if problem is not None:
+            raise reasons.VerificationError(
+                reasons.Reason.MALFORMED_BUNDLE,
+                f"{signed.label}: verificationMaterial.x509CertificateChain.certificates[{index}]"
+                f" has a {problem}",
+            )
     # Every later check reads extensions: one that does not parse refuses the bundle here, once,
     # whatever the verifier makes of it (it passes a garbled basicConstraints in a leaf).
     for certificate in chain:
@@ -127,6 +137,15 @@ def chain_of(signed: bundle.Bundle) -> list[x509.Certificate]:
                 f"{_name(certificate)} has an extension that does not parse: {problem}",
             )
     return chain
+
+
+def _unparsed_names(certificate: x509.Certificate) -> str | None:
+    for field in ("subject", "issuer"):
+        try:
+            getattr(certificate, field).rfc4514_string()
+        except ValueError as error:
+            return f"{field} that does not parse: {error}"
+    return None
 
 
 def _unparsed_extensions(certificate: x509.Certificate) -> str | None:
