@@ -34,12 +34,11 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "hack"), str(HERE.parent / "operator")]
 
 import signedmodel  # noqa: E402 - hack/ is put on the path above
+import targets  # noqa: E402 - this directory, on the path as the script's own
 from modelguard.agent import recordwriter  # noqa: E402
 from modelguard.api import v1alpha1  # noqa: E402
 from modelguard.audit import keys, records, sink  # noqa: E402
 from modelguard.builders import children, deployment, labels  # noqa: E402
-
-import targets  # noqa: E402 - this directory, on the path as the script's own
 
 CORPUS = HERE / "corpus"
 # What the seeds are valid at: certificates and approvals outlive it, the fuzzer checks at it.
@@ -103,10 +102,11 @@ def _certificate(
     key = ec.generate_private_key(ec.SECP256R1())
     common_name = targets.CERTIFICATE_SUBJECT.removeprefix("CN=") if issuer else "Fuzz CA"
     subject = x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, common_name)])
-    if issuer is None:
-        signing_key, issuer_name = key, subject
-    else:
-        signing_key = serialization.load_pem_private_key(issuer[1].read_bytes(), password=None)
+    signing_key, issuer_name = key, subject
+    if issuer is not None:
+        loaded = serialization.load_pem_private_key(issuer[1].read_bytes(), password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        signing_key = loaded
         issuer_name = x509.load_pem_x509_certificate(issuer[0].read_bytes()).subject
     ca = issuer is None
     builder = (
@@ -137,7 +137,7 @@ def _certificate(
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False
         )
-    certificate = builder.sign(signing_key, hashes.SHA256())  # type: ignore[arg-type]
+    certificate = builder.sign(signing_key, hashes.SHA256())
     pem, private = work / f"{name}.crt", work / f"{name}.key"
     pem.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     private.write_bytes(
@@ -167,9 +167,7 @@ def _signature_files(work: pathlib.Path, material: _Material) -> dict[str, bytes
     (
         model_signing.signing.Config()
         .use_elliptic_key_signer(private_key=material.signer_key)
-        .set_hashing_config(
-            model_signing.hashing.Config().use_shard_serialization(shard_size=16)
-        )
+        .set_hashing_config(model_signing.hashing.Config().use_shard_serialization(shard_size=16))
         .sign(model, shards)
     )
     found["key-shards"] = shards.read_bytes()
@@ -202,7 +200,7 @@ def _payload(signature: bytes) -> bytes:
 def _approvals(
     work: pathlib.Path, material: _Material, signature: bytes
 ) -> dict[str, dict[str, typing.Any]]:
-    key = work / "approver.key"
+    key = material.approver_key
     digest = signedmodel.root_digest(signature)
     made = {}
     for name, model, version in (
@@ -218,13 +216,10 @@ def _approvals(
             expires=NOT_AFTER,
             name=f"{model}-{version.replace('.', '-')}",
         )
-    assert key.exists() and material.approver_key == key
     return made
 
 
-def _reviews(
-    material: _Material, approvals: dict[str, dict[str, typing.Any]]
-) -> dict[str, bytes]:
+def _reviews(material: _Material, approvals: dict[str, dict[str, typing.Any]]) -> dict[str, bytes]:
     """AdmissionReviews as the API server sends them, one per webhook and operation."""
     md = targets.model_deployment_body()
     policy = targets.trust_policy_body(
@@ -378,7 +373,9 @@ def _review(
         request["requestSubResource"] = sub
     if operation == "CONNECT":
         request["options"] = None
-    return _json({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+    return _json(
+        {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    )
 
 
 def _audit_logs(signer: keys.Signer) -> dict[str, bytes]:
@@ -466,7 +463,10 @@ def _segment(
         (records.Decision.QUARANTINED, "QuarantineRequested", {"by": "alice"}),
     ):
         audit.record(
-            decision, reason=reason, message=f"{reason} for {subject.name}", subject=subject,
+            decision,
+            reason=reason,
+            message=f"{reason} for {subject.name}",
+            subject=subject,
             details=details,
         )
         made.append(audit.checkpoint())

@@ -32,7 +32,6 @@ import functools
 import io
 import json
 import logging
-import os
 import pathlib
 import sys
 import tempfile
@@ -213,10 +212,11 @@ class _Admission:
                 kopf_admission.serve_admission_request,
                 settings=settings,
                 memories=_Memories(),
-                memobase=memo,
+                memobase=typing.cast(typing.Any, memo),
                 registry=registries.get_default_registry(),
                 insights=insights,
-                indices=self._indices(),
+                # kopf's indexes are mappings to collections of values, as these are.
+                indices=typing.cast(typing.Any, self._indices()),
             )
         )
         assert handlers.validate_managed_child is not None  # imported for its registrations
@@ -235,11 +235,11 @@ class _Admission:
         ]
         indexed: dict[str, list[dict[typing.Any, typing.Any]]] = {
             webhooks.TRUST_POLICIES: [
-                webhooks.index_trust_policy(name=POLICY_NAME, body=kopf.Body(_policy_body()))
+                webhooks.index_trust_policy(name=POLICY_NAME, body=_body(_policy_body()))
             ],
             webhooks.APPROVALS_BY_MODEL: [
                 webhooks.index_approval(
-                    namespace=NAMESPACE, spec=kopf.Spec(kopf.Body(a)), body=kopf.Body(a)
+                    namespace=NAMESPACE, spec=kopf.Spec(_body(a)), body=_body(a)
                 )
                 for a in approvals
             ],
@@ -247,11 +247,11 @@ class _Admission:
                 webhooks.index_managed_deployment(
                     namespace=NAMESPACE,
                     name="sentiment",
-                    meta=kopf.Meta(kopf.Body({"metadata": {"labels": pod_labels}})),
+                    meta=kopf.Meta(_body({"metadata": {"labels": pod_labels}})),
                 )
             ],
             webhooks.POLICIES_BY_MODEL: [
-                webhooks.index_policy_by_model(namespace=NAMESPACE, spec=kopf.Spec(kopf.Body(md)))
+                webhooks.index_policy_by_model(namespace=NAMESPACE, spec=kopf.Spec(_body(md)))
             ],
             webhooks.NAMESPACE_LABELS: [
                 webhooks.index_namespace(
@@ -259,7 +259,7 @@ class _Admission:
                 )
             ],
             webhooks.MODELS_BY_NAMESPACE: [
-                webhooks.index_model_pods(namespace=NAMESPACE, name="sentiment", body=kopf.Body(md))
+                webhooks.index_model_pods(namespace=NAMESPACE, name="sentiment", body=_body(md))
             ],
             webhooks.MODEL_PODS: [
                 webhooks.index_model_pod(
@@ -281,7 +281,9 @@ class _Admission:
 
     async def answer(self, data: bytes) -> dict[str, typing.Any] | None:
         """The AdmissionReview response to `data`, None when it was refused as no review."""
-        reader = streams.StreamReader(_Protocol(), limit=2**16, loop=self.loop)
+        reader = streams.StreamReader(
+            typing.cast(typing.Any, _Protocol()), limit=2**16, loop=self.loop
+        )
         reader.feed_data(data)
         reader.feed_eof()
         request = test_utils.make_mocked_request(
@@ -316,6 +318,10 @@ class _Protocol:
         pass
 
 
+def _body(raw: dict[str, typing.Any]) -> kopf.Body:
+    return kopf.Body(typing.cast(typing.Any, raw))
+
+
 @functools.cache
 def _admission() -> _Admission:
     # kopf logs each denial and each handler's failure: the answers are what is judged here.
@@ -342,9 +348,7 @@ def _rules() -> policy.Rules:
 
 def bundle(data: bytes) -> None:
     try:
-        verify.verify_signatures(
-            data, _rules(), source_uri=SOURCE_URI, namespace=NAMESPACE, at=AT
-        )
+        verify.verify_signatures(data, _rules(), source_uri=SOURCE_URI, namespace=NAMESPACE, at=AT)
     except reasons.VerificationError:
         return
 
@@ -411,9 +415,8 @@ def approval_(data: bytes) -> None:
 
 @functools.cache
 def _scratch() -> pathlib.Path:
-    # Memory-backed where there is one: the target writes two files per input.
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: PTH112
-    return pathlib.Path(tempfile.mkdtemp(prefix="modelguard-fuzz-", dir=base))
+    """Where the target writes the two files of each input (the command reads paths)."""
+    return pathlib.Path(tempfile.mkdtemp(prefix="modelguard-fuzz-"))
 
 
 def audit(data: bytes) -> None:

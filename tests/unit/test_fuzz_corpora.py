@@ -18,7 +18,6 @@ FUZZ = pathlib.Path(__file__).resolve().parents[2] / "fuzz"
 sys.path.insert(0, str(FUZZ))
 
 import targets  # noqa: E402 - fuzz/, put on the path above
-
 from modelguard.admission import serving  # noqa: E402
 from modelguard.api import modelapproval  # noqa: E402
 from modelguard.commands import auditlog  # noqa: E402
@@ -38,7 +37,7 @@ def test_every_corpus_input_is_refused_or_answered(target: str) -> None:
     for path in inputs:
         try:
             targets.TARGETS[target](path.read_bytes())
-        except Exception as error:  # noqa: BLE001 - any exception is the finding, named below
+        except Exception as error:
             failures.append(f"{path.name}: {type(error).__name__}: {error}")
     assert not failures, f"fuzz/corpus/{target}:\n" + "\n".join(failures)
 
@@ -103,9 +102,7 @@ def test_a_body_that_is_no_admission_review_is_answered_400_with_what_is_wrong(
     [
         pytest.param([], "the body is a JSON array, not an object", id="array"),
         pytest.param({}, "request is missing or not an object", id="no-request"),
-        pytest.param(
-            {"request": {"uid": 7}}, "request.uid is not a string", id="uid-not-a-string"
-        ),
+        pytest.param({"request": {"uid": 7}}, "request.uid is not a string", id="uid-not-a-string"),
         pytest.param(
             {"request": {"resource": {"group": "", "version": "v1"}}},
             "request.resource is missing or not {group, version, resource} strings",
@@ -180,6 +177,8 @@ def test_the_audit_seeds_verify_intact(path: pathlib.Path, tmp_path: pathlib.Pat
         )
     assert code == 0
     assert "chain intact" in out.getvalue()
-    assert ("checkpoints proven" in out.getvalue()) or ("checkpoint proven" in out.getvalue()) or (
-        not separator
+    assert (
+        ("checkpoints proven" in out.getvalue())
+        or ("checkpoint proven" in out.getvalue())
+        or (not separator)
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections.abc
 import dataclasses
-import json
 import logging
 import pathlib
 import ssl
@@ -165,20 +164,28 @@ def review_problem(review: object) -> str | None:
     if not isinstance(request.get("userInfo"), dict):
         return "request.userInfo is missing or not an object"
     for field in ("object", "oldObject"):
-        value = request.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            return f"request.{field} is not an object"
-        metadata = value.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            return f"request.{field}.metadata is not an object"
-        if isinstance(metadata, dict):
-            for key in ("uid", "name", "namespace"):
-                if metadata.get(key) is not None and not isinstance(metadata[key], str):
-                    return f"request.{field}.metadata.{key} is not a string"
+        problem = _object_problem(request.get(field))
+        if problem is not None:
+            return f"request.{field}{problem}"
     if request.get("object") is None and request.get("oldObject") is None:
         return "request.object and request.oldObject are both missing"
+    return None
+
+
+def _object_problem(value: object) -> str | None:
+    """What kopf cannot read in an object of a review (absent is fine), after its field name."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return " is not an object"
+    metadata = value.get("metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        return ".metadata is not an object"
+    for key in ("uid", "name", "namespace"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], str):
+            return f".metadata.{key} is not a string"
     return None
 
 
