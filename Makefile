@@ -115,10 +115,12 @@ FUZZ_TARGETS := admission bundle statement approval audit
 FUZZ_SECONDS ?= 1800
 FUZZ_RSS_MB ?= 1024
 .PHONY: fuzz
+# A target that crashes stops; the others still run, and make fails at the end.
 fuzz: $(BIN)/.installed-fuzz ## fuzz each target (fuzz/targets.py) FUZZ_SECONDS (1800) in turn, niced; finds in .fuzz/
-	for target in $(FUZZ_TARGETS); do \
-		nice -n 19 $(BIN)/python fuzz/run.py $$target --seconds $(FUZZ_SECONDS) --rss-mb $(FUZZ_RSS_MB); \
-	done
+	failed=""; for target in $(FUZZ_TARGETS); do \
+		nice -n 19 $(BIN)/python fuzz/run.py $$target --seconds $(FUZZ_SECONDS) \
+			--rss-mb $(FUZZ_RSS_MB) || failed="$$failed $$target"; \
+	done; test -z "$$failed" || { echo "fuzz: crashes in$$failed (.fuzz/<target>/crash-*)"; exit 1; }
 
 .PHONY: fuzz-merge
 fuzz-merge: $(BIN)/.installed-fuzz ## add to fuzz/corpus/ the inputs of the last runs that reach new code
