@@ -39,6 +39,7 @@ def main() -> None:
     work = HERE.parent / ".fuzz" / args.target
     corpus = HERE / "corpus" / args.target
     (work / "corpus").mkdir(parents=True, exist_ok=True)
+    targets.SCRATCH = work / "scratch"
     flags = [
         f"-rss_limit_mb={args.rss_mb}",
         "-timeout=10",

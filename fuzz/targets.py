@@ -26,6 +26,7 @@ Nothing here needs atheris: `make test` replays the checked-in corpora through t
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import datetime
 import functools
@@ -413,10 +414,20 @@ def approval_(data: bytes) -> None:
 # --- the audit log verifier --------------------------------------------------------------------
 
 
+SCRATCH: pathlib.Path | None = None
+"""Where the audit target writes the two files of each input (the command reads paths); None: a
+temporary directory removed at exit. fuzz/run.py sets it: libFuzzer ends the process without
+Python's exit handlers."""
+
+
 @functools.cache
 def _scratch() -> pathlib.Path:
-    """Where the target writes the two files of each input (the command reads paths)."""
-    return pathlib.Path(tempfile.mkdtemp(prefix="modelguard-fuzz-"))
+    if SCRATCH is not None:
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        return SCRATCH
+    directory = tempfile.TemporaryDirectory(prefix="modelguard-fuzz-")
+    atexit.register(directory.cleanup)
+    return pathlib.Path(directory.name)
 
 
 def audit(data: bytes) -> None:
