@@ -24,7 +24,7 @@ from cryptography.x509 import oid
 
 from modelguard import cli
 from modelguard.api import errors, trustpolicy
-from modelguard.trust import bundle, policy, reasons, signatures, verify
+from modelguard.trust import bundle, certificates, policy, reasons, signatures, verify
 
 NOW = datetime.datetime.now(datetime.UTC)
 DAY = datetime.timedelta(days=1)
@@ -436,6 +436,14 @@ def test_a_chain_breaking_a_rule_is_refused_with_that_rule(
     assert "model.sig" in refused.value.message
 
 
+def _garbled(der: bytes, name: str) -> bytes:
+    """`der` with one byte of `name` (the UTF8String of a name in it) made invalid UTF-8, which
+    cryptography loads and fails on when the name is first read."""
+    raw = name.encode()
+    assert der.count(raw) >= 1
+    return der.replace(raw, raw[:3] + b"\xb3" + raw[4:])
+
+
 @pytest.mark.parametrize("field", ["subject", "issuer"])
 def test_a_certificate_whose_names_do_not_parse_is_refused_naming_it(field: str) -> None:
     """Found by fuzzing (fuzz/corpus/bundle/regression-certificate-subject-not-parsing): a name's
@@ -444,10 +452,7 @@ def test_a_certificate_whose_names_do_not_parse_is_refused_naming_it(field: str)
     ca = root("issuing-ca")
     chain = Chain(leaf("ml-release", ca), (ca,), (ca,))
     signed = _bundle(chain, label="model.sig")
-    name = b"ml-release" if field == "subject" else b"issuing-ca"
-    der = signed.certificates[0]
-    assert der.count(name) == 1
-    garbled = der.replace(name, name[:7] + b"\xb3" + name[8:])
+    garbled = _garbled(signed.certificates[0], "ml-release" if field == "subject" else "issuing-ca")
     broken = dataclasses.replace(signed, certificates=(garbled, *signed.certificates[1:]))
     trusted = [signatures.CertificateSigner("pki", (ca.certificate,))]
     with pytest.raises(reasons.VerificationError) as refused:
@@ -456,6 +461,29 @@ def test_a_certificate_whose_names_do_not_parse_is_refused_naming_it(field: str)
     assert refused.value.message.startswith(
         f"model.sig: verificationMaterial.x509CertificateChain.certificates[0] has a {field} "
         "that does not parse"
+    )
+
+
+def test_a_root_whose_name_does_not_parse_is_refused_with_the_policy() -> None:
+    """The same certificate as a policy's root was accepted, and failed every certificate chain
+    checked against it with a ValueError (the subject compared with each issuer)."""
+    ca = root("garbled-ca")
+    der = _garbled(ca.certificate.public_bytes(serialization.Encoding.DER), "garbled-ca")
+    pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(reasons.VerificationError) as refused:
+        certificates.load(pem, field="--certificate-root")
+    assert str(refused.value.reason) == "InvalidKey"
+    assert refused.value.message.startswith(
+        "--certificate-root: certificate 1 has a subject that does not parse"
+    )
+    spec = {
+        "signers": [{"name": "pki", "certificateRoot": pem.decode(), "identity": {"any": True}}]
+    }
+    with pytest.raises(errors.InvalidObjectError) as invalid:
+        trustpolicy.parse({"metadata": {"name": "p"}, "spec": spec})
+    assert (
+        "spec.signers[0].certificateRoot: must be PEM certificates whose names parse: the "
+        "subject of certificate 1" in invalid.value.messages[0]
     )
 
 

@@ -123,9 +123,9 @@ class _WebhookServer(kopf.WebhookServer):
 
     @staticmethod
     async def _serve(fn: kopf.WebhookFn, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        if request.charset not in (None, "utf-8"):
+        if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
             raise aiohttp.web.HTTPUnsupportedMediaType(
-                reason=f"charset {request.charset!r}: an AdmissionReview is UTF-8 JSON"
+                reason="the request's charset is not UTF-8: an AdmissionReview is UTF-8 JSON"
             )
         try:
             # Read once: aiohttp keeps the body, which kopf's reading then takes as it is.

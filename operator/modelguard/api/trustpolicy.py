@@ -89,7 +89,17 @@ def _certificates(pem: str) -> str:
         ) from None
     if not certificates:
         raise ValueError("must hold at least one PEM certificate")
-    for certificate in certificates:
+    for index, certificate in enumerate(certificates, 1):
+        # Names are parsed on first access too: one that does not parse would fail every
+        # chain checked against this root.
+        for name in ("subject", "issuer"):
+            try:
+                getattr(certificate, name).rfc4514_string()
+            except ValueError as error:
+                raise ValueError(
+                    f"must be PEM certificates whose names parse: the {name} of certificate "
+                    f"{index}: {error}"
+                ) from None
         try:
             certificate.extensions  # noqa: B018 - parsed on first access
         except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as error:

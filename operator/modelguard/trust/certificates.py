@@ -66,7 +66,11 @@ def load(pem: bytes, *, field: str) -> tuple[x509.Certificate, ...]:
         raise _invalid_key(f"{field} is not PEM certificates: {error}") from None
     if not certificates:
         raise _invalid_key(f"{field} holds no certificate")
-    for certificate in certificates:
+    for index, certificate in enumerate(certificates):
+        # A name that does not parse would fail the first chain checked against it instead.
+        problem = _unparsed_names(certificate)
+        if problem is not None:
+            raise _invalid_key(f"{field}: certificate {index + 1} has a {problem}")
         problem = _unparsed_extensions(certificate)
         if problem is not None:
             raise _invalid_key(
