@@ -8,6 +8,7 @@ sign real models with model_signing's certificate method.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import io
@@ -462,6 +463,38 @@ def test_a_certificate_whose_names_do_not_parse_is_refused_naming_it(field: str)
         f"model.sig: verificationMaterial.x509CertificateChain.certificates[0] has a {field} "
         "that does not parse"
     )
+
+
+def test_a_certificate_of_no_x509_version_is_refused() -> None:
+    """Found by fuzzing (fuzz/corpus/bundle/regression-certificate-version-invalid): a version
+    field other than v1 or v3 raises cryptography's InvalidVersion, which is no ValueError, and
+    escaped as a traceback from the bundle's certificates and from a policy's roots."""
+    ca = root("ca")
+    chain = Chain(leaf("release", ca), (ca,), (ca,))
+    signed = _bundle(chain, label="model.sig")
+    v3 = b"\xa0\x03\x02\x01\x02"  # [0] EXPLICIT INTEGER 2, the TBSCertificate's version
+    assert signed.certificates[0].count(v3) == 1
+    garbled = signed.certificates[0].replace(v3, v3[:-1] + b"\x1e")
+    broken = dataclasses.replace(signed, certificates=(garbled, *signed.certificates[1:]))
+    with pytest.raises(reasons.VerificationError) as refused:
+        signatures.verify(broken, [signatures.CertificateSigner("pki", (ca.certificate,))])
+    assert str(refused.value.reason) == "MalformedBundle"
+    assert "holds a certificate that is not DER: 30 is not a valid X509 version" in str(
+        refused.value
+    )
+    root_der = ca.certificate.public_bytes(serialization.Encoding.DER).replace(
+        v3, v3[:-1] + b"\x1e"
+    )
+    pem = b"-----BEGIN CERTIFICATE-----\n%s-----END CERTIFICATE-----\n" % base64.encodebytes(
+        root_der
+    )
+    with pytest.raises(reasons.VerificationError, match="--certificate-root is not PEM"):
+        certificates.load(pem, field="--certificate-root")
+    spec = {
+        "signers": [{"name": "pki", "certificateRoot": pem.decode(), "identity": {"any": True}}]
+    }
+    with pytest.raises(errors.InvalidObjectError, match="must be PEM certificates"):
+        trustpolicy.parse({"metadata": {"name": "p"}, "spec": spec})
 
 
 def test_a_root_whose_name_does_not_parse_is_refused_with_the_policy() -> None:

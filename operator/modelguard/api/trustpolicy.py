@@ -83,7 +83,8 @@ def _certificates(pem: str) -> str:
 
     try:
         certificates = x509.load_pem_x509_certificates(pem.encode("utf-8"))
-    except ValueError as error:
+    # InvalidVersion (a version field other than v1 or v3) is no ValueError.
+    except (ValueError, x509.InvalidVersion) as error:
         raise ValueError(
             f"must be PEM certificates (-----BEGIN CERTIFICATE-----): {error}"
         ) from None

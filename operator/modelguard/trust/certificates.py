@@ -62,7 +62,8 @@ def load(pem: bytes, *, field: str) -> tuple[x509.Certificate, ...]:
     """One or more PEM certificates; InvalidKey naming `field` otherwise."""
     try:
         certificates = tuple(x509.load_pem_x509_certificates(pem))
-    except ValueError as error:
+    # InvalidVersion (a version field other than v1 or v3) is no ValueError.
+    except (ValueError, x509.InvalidVersion) as error:
         raise _invalid_key(f"{field} is not PEM certificates: {error}") from None
     if not certificates:
         raise _invalid_key(f"{field} holds no certificate")
@@ -114,7 +115,8 @@ def chain_of(signed: bundle.Bundle) -> list[x509.Certificate]:
         )
     try:
         chain = [x509.load_der_x509_certificate(raw) for raw in signed.certificates]
-    except ValueError as error:
+    # InvalidVersion (a version field other than v1 or v3) is no ValueError.
+    except (ValueError, x509.InvalidVersion) as error:
         raise reasons.VerificationError(
             reasons.Reason.MALFORMED_BUNDLE,
             f"{signed.label}: verificationMaterial.x509CertificateChain holds a certificate "
