@@ -6,16 +6,19 @@
 
 Fuzzing reads the checked-in corpus (fuzz/corpus/TARGET) and writes what it finds to a working
 corpus (.fuzz/TARGET/corpus, git-ignored), so that the checked-in one stays small; --merge adds
-to the checked-in corpus only the working corpus' inputs that reach code it does not. A crash is
-written to .fuzz/TARGET/crash-<sha1> with its traceback on standard error: replay it with the
-second form. Memory is bounded (-rss_limit_mb, default 1024 MiB: twice the operator's limit in the
-chart, the harness' own some 150 MiB included) and so is the time of one input (-timeout, 10 s).
+to the checked-in corpus only the working corpus' inputs (of at most 4 KiB) that reach code it
+does not. A crash is written to .fuzz/TARGET/crash-<sha1> with its traceback on standard error:
+replay it with the second form. Memory is bounded (-rss_limit_mb, default 1024 MiB: twice the
+operator's limit in the chart, the harness' own some 110 MiB included) and so is the time of one
+input (-timeout, 10 s).
 """
 
 from __future__ import annotations
 
 import argparse
 import pathlib
+import shlex
+import shutil
 import sys
 
 import atheris
@@ -27,6 +30,22 @@ sys.path.insert(0, str(HERE))
 # are not, to keep each execution fast).
 with atheris.instrument_imports(include=["modelguard"]):
     import targets
+
+
+# The checked-in corpus stays a few hundred KiB: a merge keeps, of what the runs found, only
+# inputs this small (libFuzzer's default -max_len); the larger ones stay in .fuzz/.
+MERGE_MAX_BYTES = 4096
+
+
+def _candidates(work: pathlib.Path) -> pathlib.Path:
+    """The working corpus' inputs of at most MERGE_MAX_BYTES, in a directory of their own."""
+    candidates = work / "merge-candidates"
+    shutil.rmtree(candidates, ignore_errors=True)
+    candidates.mkdir()
+    for found in (work / "corpus").iterdir():
+        if found.stat().st_size <= MERGE_MAX_BYTES:
+            shutil.copyfile(found, candidates / found.name)
+    return candidates
 
 
 def main() -> None:
@@ -50,11 +69,14 @@ def main() -> None:
         flags.append(f"-max_total_time={args.seconds}")
     inputs = [item for item in rest if not item.startswith("-")]
     if args.merge:
-        flags += ["-merge=1", str(corpus), str(work / "corpus")]
+        flags += ["-merge=1", str(corpus), str(_candidates(work))]
     elif not inputs:
         flags += [str(work / "corpus"), str(corpus)]
     target = targets.TARGETS[args.target]
-    atheris.Setup([sys.argv[0], *flags, *rest], target)
+    # libFuzzer runs argv[0] through the shell for a merge's child processes: this interpreter,
+    # this script and the target, so that the child is this same harness.
+    program = " ".join(shlex.quote(part) for part in (sys.executable, __file__, args.target))
+    atheris.Setup([program, *flags, *rest], target)
     atheris.Fuzz()
 
 
