@@ -10,7 +10,9 @@ proxy write them, with their checkpoints as the operator publishes them.
 The private keys live only for the run: the fuzzer needs the public ones (fixtures.json) for the
 seeds' signatures to verify, so that it starts from inputs that reach the deepest checks. Seeds
 are named seed-<what>; inputs the fuzzer found and `make fuzz-merge` kept are named by their
-SHA-1, as libFuzzer names them, and this script leaves them alone.
+SHA-1, as libFuzzer names them, and this script leaves them alone. New keys each run: the kept
+inputs signed with the old ones still replay, but no longer verify, so run it only when a seed
+must change.
 """
 
 from __future__ import annotations
