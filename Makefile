@@ -67,8 +67,8 @@ generate: venv tools ## write crds/, the chart's CRD templates and manifests/ins
 # helm lint gets a digest, which the chart requires: without one it would see only the error.
 .PHONY: lint
 lint: venv tools ## ruff, mypy (strict), import-linter layer contracts, helm lint
-	$(BIN)/ruff check operator tests hack benchmarks
-	$(BIN)/ruff format --check operator tests hack benchmarks
+	$(BIN)/ruff check operator tests hack benchmarks fuzz
+	$(BIN)/ruff format --check operator tests hack benchmarks fuzz
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	cd benchmarks/loadgen && test -z "$$(gofmt -l .)" && GOFLAGS=-mod=readonly go vet ./...
@@ -105,6 +105,26 @@ run: venv tools packages ## local cluster + CRDs + operator + examples, status s
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove local state (the binary cache stays)
 	rm -rf $(CLUSTER_DIR) .cluster-test .run .s3-test
+
+# atheris (libFuzzer for Python) is only needed here: its own stamp, out of `make test`'s set-up.
+$(BIN)/.installed-fuzz: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,fuzz]'
+	touch $@
+
+FUZZ_TARGETS := admission bundle statement approval audit
+FUZZ_SECONDS ?= 1800
+FUZZ_RSS_MB ?= 1024
+.PHONY: fuzz
+# A target that crashes stops; the others still run, and make fails at the end.
+fuzz: $(BIN)/.installed-fuzz ## fuzz each target (fuzz/targets.py) FUZZ_SECONDS (1800) in turn, niced; finds in .fuzz/
+	failed=""; for target in $(FUZZ_TARGETS); do \
+		nice -n 19 $(BIN)/python fuzz/run.py $$target --seconds $(FUZZ_SECONDS) \
+			--rss-mb $(FUZZ_RSS_MB) || failed="$$failed $$target"; \
+	done; test -z "$$failed" || { echo "fuzz: crashes in$$failed (.fuzz/<target>/crash-*)"; exit 1; }
+
+.PHONY: fuzz-merge
+fuzz-merge: $(BIN)/.installed-fuzz ## add to fuzz/corpus/ the inputs of the last runs that reach new code
+	for target in $(FUZZ_TARGETS); do nice -n 19 $(BIN)/python fuzz/run.py $$target --merge; done
 
 .PHONY: bench
 # verify_throughput runs twice: start-up is fixed and hashing grows with the model, so a large

@@ -8,6 +8,7 @@ sign real models with model_signing's certificate method.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import io
@@ -24,7 +25,7 @@ from cryptography.x509 import oid
 
 from modelguard import cli
 from modelguard.api import errors, trustpolicy
-from modelguard.trust import bundle, policy, reasons, signatures, verify
+from modelguard.trust import bundle, certificates, policy, reasons, signatures, verify
 
 NOW = datetime.datetime.now(datetime.UTC)
 DAY = datetime.timedelta(days=1)
@@ -434,6 +435,89 @@ def test_a_chain_breaking_a_rule_is_refused_with_that_rule(
     assert named in refused.value.message
     # The refusal names the bundle it is about.
     assert "model.sig" in refused.value.message
+
+
+def _garbled(der: bytes, name: str) -> bytes:
+    """`der` with one byte of `name` (the UTF8String of a name in it) made invalid UTF-8, which
+    cryptography loads and fails on when the name is first read."""
+    raw = name.encode()
+    assert der.count(raw) >= 1
+    return der.replace(raw, raw[:3] + b"\xb3" + raw[4:])
+
+
+@pytest.mark.parametrize("field", ["subject", "issuer"])
+def test_a_certificate_whose_names_do_not_parse_is_refused_naming_it(field: str) -> None:
+    """Found by fuzzing (fuzz/corpus/bundle/regression-certificate-subject-not-parsing): a name's
+    UTF8String that is not UTF-8 loads, and failed with a ValueError traceback when the subject
+    was first read, instead of refusing the bundle."""
+    ca = root("issuing-ca")
+    chain = Chain(leaf("ml-release", ca), (ca,), (ca,))
+    signed = _bundle(chain, label="model.sig")
+    garbled = _garbled(signed.certificates[0], "ml-release" if field == "subject" else "issuing-ca")
+    broken = dataclasses.replace(signed, certificates=(garbled, *signed.certificates[1:]))
+    trusted = [signatures.CertificateSigner("pki", (ca.certificate,))]
+    with pytest.raises(reasons.VerificationError) as refused:
+        signatures.verify(broken, trusted, at=chain.at)
+    assert str(refused.value.reason) == "MalformedBundle"
+    assert refused.value.message.startswith(
+        f"model.sig: verificationMaterial.x509CertificateChain.certificates[0] has a {field} "
+        "that does not parse"
+    )
+
+
+def test_a_certificate_of_no_x509_version_is_refused() -> None:
+    """Found by fuzzing (fuzz/corpus/bundle/regression-certificate-version-invalid): a version
+    field other than v1 or v3 raises cryptography's InvalidVersion, which is no ValueError, and
+    escaped as a traceback from the bundle's certificates and from a policy's roots."""
+    ca = root("ca")
+    chain = Chain(leaf("release", ca), (ca,), (ca,))
+    signed = _bundle(chain, label="model.sig")
+    v3 = b"\xa0\x03\x02\x01\x02"  # [0] EXPLICIT INTEGER 2, the TBSCertificate's version
+    assert signed.certificates[0].count(v3) == 1
+    garbled = signed.certificates[0].replace(v3, v3[:-1] + b"\x1e")
+    broken = dataclasses.replace(signed, certificates=(garbled, *signed.certificates[1:]))
+    with pytest.raises(reasons.VerificationError) as refused:
+        signatures.verify(broken, [signatures.CertificateSigner("pki", (ca.certificate,))])
+    assert str(refused.value.reason) == "MalformedBundle"
+    assert "holds a certificate that is not DER: 30 is not a valid X509 version" in str(
+        refused.value
+    )
+    root_der = ca.certificate.public_bytes(serialization.Encoding.DER).replace(
+        v3, v3[:-1] + b"\x1e"
+    )
+    pem = b"-----BEGIN CERTIFICATE-----\n%s-----END CERTIFICATE-----\n" % base64.encodebytes(
+        root_der
+    )
+    with pytest.raises(reasons.VerificationError, match="--certificate-root is not PEM"):
+        certificates.load(pem, field="--certificate-root")
+    spec = {
+        "signers": [{"name": "pki", "certificateRoot": pem.decode(), "identity": {"any": True}}]
+    }
+    with pytest.raises(errors.InvalidObjectError, match="must be PEM certificates"):
+        trustpolicy.parse({"metadata": {"name": "p"}, "spec": spec})
+
+
+def test_a_root_whose_name_does_not_parse_is_refused_with_the_policy() -> None:
+    """The same certificate as a policy's root was accepted, and failed every certificate chain
+    checked against it with a ValueError (the subject compared with each issuer)."""
+    ca = root("garbled-ca")
+    der = _garbled(ca.certificate.public_bytes(serialization.Encoding.DER), "garbled-ca")
+    pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(reasons.VerificationError) as refused:
+        certificates.load(pem, field="--certificate-root")
+    assert str(refused.value.reason) == "InvalidKey"
+    assert refused.value.message.startswith(
+        "--certificate-root: certificate 1 has a subject that does not parse"
+    )
+    spec = {
+        "signers": [{"name": "pki", "certificateRoot": pem.decode(), "identity": {"any": True}}]
+    }
+    with pytest.raises(errors.InvalidObjectError) as invalid:
+        trustpolicy.parse({"metadata": {"name": "p"}, "spec": spec})
+    assert (
+        "spec.signers[0].certificateRoot: must be PEM certificates whose names parse: the "
+        "subject of certificate 1" in invalid.value.messages[0]
+    )
 
 
 def _identity_rules(chain: Chain, identity: dict[str, typing.Any]) -> policy.Rules:

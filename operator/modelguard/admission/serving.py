@@ -58,7 +58,7 @@ def server(options: Options) -> kopf.WebhookServerProtocol:
         raise kopf.PermanentError("--webhook-port needs --webhook-cert-dir (tls.crt, tls.key)")
     if options.client_names and options.client_ca is None:
         raise kopf.PermanentError("--webhook-client-name needs --webhook-client-ca")
-    served = kopf.WebhookServer(
+    served = _WebhookServer(
         addr=options.addr,
         host=options.addr,
         port=options.port,
@@ -89,6 +89,12 @@ class _Served:
     async def __call__(
         self, fn: kopf.WebhookFn
     ) -> collections.abc.AsyncIterator[kopf.WebhookClientConfig]:
+        async for config in self.served(self.wrap(fn)):
+            yield config
+
+    def wrap(self, fn: kopf.WebhookFn) -> kopf.WebhookFn:
+        """`fn`, kopf's answer to an AdmissionReview, with the checks above done first."""
+
         async def checked(
             request: typing.Any,
             *,
@@ -99,11 +105,94 @@ class _Served:
             if self._names and not _peer_names(sslpeer) & self._names:
                 # Answered by aiohttp as it is: a bare 403, nothing of the request evaluated.
                 raise aiohttp.web.HTTPForbidden(reason="not an allowed admission client")
+            problem = review_problem(request)
+            if problem is not None:
+                # kopf would read it regardless, and fail with a traceback on the first field
+                # that is not what it expects: answered 400 with what is wrong instead.
+                raise aiohttp.web.HTTPBadRequest(reason=f"not an AdmissionReview: {problem}")
             name_connect_target(request)
             return await fn(request, webhook=webhook, sslpeer=sslpeer, headers=headers)
 
-        async for config in self.served(checked):
-            yield config
+        return checked
+
+
+class _WebhookServer(kopf.WebhookServer):
+    """kopf's server, with the request body checked to be UTF-8 JSON before kopf reads it: kopf
+    catches JSON errors but not a body that does not decode, which aiohttp then answers with a 500
+    and an error logged with its traceback. aiohttp bounds the body (1 MiB) before either."""
+
+    @staticmethod
+    async def _serve(fn: kopf.WebhookFn, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+            raise aiohttp.web.HTTPUnsupportedMediaType(
+                reason="the request's charset is not UTF-8: an AdmissionReview is UTF-8 JSON"
+            )
+        try:
+            # Read once: aiohttp keeps the body, which kopf's reading then takes as it is.
+            (await request.read()).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise aiohttp.web.HTTPBadRequest(
+                reason=f"the request body is not UTF-8 (byte {error.start}): an AdmissionReview "
+                "is UTF-8 JSON"
+            ) from None
+        return await kopf.WebhookServer._serve(fn, request)
+
+
+# What kopf reads of an AdmissionReview's request before any handler runs, with the types it
+# expects (admission.k8s.io/v1 AdmissionRequest); each may be absent or null unless required.
+_REQUEST_STRINGS: typing.Final = ("uid", "operation", "name", "namespace", "subResource")
+_RESOURCE_FIELDS: typing.Final = ("group", "version", "resource")
+
+
+def review_problem(review: object) -> str | None:
+    """What makes `review` (a request's decoded JSON) unreadable as an AdmissionReview by kopf
+    and the handlers, or None. The API server never sends such a review; anyone else who reaches
+    the webhook's port may."""
+    if not isinstance(review, dict):
+        return f"the body is a JSON {_json_type(review)}, not an object"
+    request = review.get("request")
+    if not isinstance(request, dict):
+        return "request is missing or not an object"
+    for field in _REQUEST_STRINGS:
+        if request.get(field) is not None and not isinstance(request[field], str):
+            return f"request.{field} is not a string"
+    resource = request.get("resource")
+    if not isinstance(resource, dict) or not all(
+        isinstance(resource.get(field), str) for field in _RESOURCE_FIELDS
+    ):
+        return "request.resource is missing or not {group, version, resource} strings"
+    if not isinstance(request.get("userInfo"), dict):
+        return "request.userInfo is missing or not an object"
+    for field in ("object", "oldObject"):
+        problem = _object_problem(request.get(field))
+        if problem is not None:
+            return f"request.{field}{problem}"
+    if request.get("object") is None and request.get("oldObject") is None:
+        return "request.object and request.oldObject are both missing"
+    return None
+
+
+def _object_problem(value: object) -> str | None:
+    """What kopf cannot read in an object of a review (absent is fine), after its field name."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return " is not an object"
+    metadata = value.get("metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        return ".metadata is not an object"
+    for key in ("uid", "name", "namespace"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], str):
+            return f".metadata.{key} is not a string"
+    return None
+
+
+def _json_type(value: object) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
 
 
 def name_connect_target(review: typing.Any) -> None:

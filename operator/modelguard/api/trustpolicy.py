@@ -83,13 +83,24 @@ def _certificates(pem: str) -> str:
 
     try:
         certificates = x509.load_pem_x509_certificates(pem.encode("utf-8"))
-    except ValueError as error:
+    # InvalidVersion (a version field other than v1 or v3) is no ValueError.
+    except (ValueError, x509.InvalidVersion) as error:
         raise ValueError(
             f"must be PEM certificates (-----BEGIN CERTIFICATE-----): {error}"
         ) from None
     if not certificates:
         raise ValueError("must hold at least one PEM certificate")
-    for certificate in certificates:
+    for index, certificate in enumerate(certificates, 1):
+        # Names are parsed on first access too: one that does not parse would fail every
+        # chain checked against this root.
+        for name in ("subject", "issuer"):
+            try:
+                getattr(certificate, name).rfc4514_string()
+            except ValueError as error:
+                raise ValueError(
+                    f"must be PEM certificates whose names parse: the {name} of certificate "
+                    f"{index}: {error}"
+                ) from None
         try:
             certificate.extensions  # noqa: B018 - parsed on first access
         except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as error:

@@ -62,11 +62,16 @@ def load(pem: bytes, *, field: str) -> tuple[x509.Certificate, ...]:
     """One or more PEM certificates; InvalidKey naming `field` otherwise."""
     try:
         certificates = tuple(x509.load_pem_x509_certificates(pem))
-    except ValueError as error:
+    # InvalidVersion (a version field other than v1 or v3) is no ValueError.
+    except (ValueError, x509.InvalidVersion) as error:
         raise _invalid_key(f"{field} is not PEM certificates: {error}") from None
     if not certificates:
         raise _invalid_key(f"{field} holds no certificate")
-    for certificate in certificates:
+    for index, certificate in enumerate(certificates):
+        # A name that does not parse would fail the first chain checked against it instead.
+        problem = _unparsed_names(certificate)
+        if problem is not None:
+            raise _invalid_key(f"{field}: certificate {index + 1} has a {problem}")
         problem = _unparsed_extensions(certificate)
         if problem is not None:
             raise _invalid_key(
@@ -110,12 +115,23 @@ def chain_of(signed: bundle.Bundle) -> list[x509.Certificate]:
         )
     try:
         chain = [x509.load_der_x509_certificate(raw) for raw in signed.certificates]
-    except ValueError as error:
+    # InvalidVersion (a version field other than v1 or v3) is no ValueError.
+    except (ValueError, x509.InvalidVersion) as error:
         raise reasons.VerificationError(
             reasons.Reason.MALFORMED_BUNDLE,
             f"{signed.label}: verificationMaterial.x509CertificateChain holds a certificate "
             f"that is not DER: {error}",
         ) from None
+    # Names are parsed on first access too, and every message names the certificate: one whose
+    # subject or issuer does not parse is refused here, by its place in the chain.
+    for index, certificate in enumerate(chain):
+        problem = _unparsed_names(certificate)
+        if problem is not None:
+            raise reasons.VerificationError(
+                reasons.Reason.MALFORMED_BUNDLE,
+                f"{signed.label}: verificationMaterial.x509CertificateChain.certificates[{index}]"
+                f" has a {problem}",
+            )
     # Every later check reads extensions: one that does not parse refuses the bundle here, once,
     # whatever the verifier makes of it (it passes a garbled basicConstraints in a leaf).
     for certificate in chain:
@@ -127,6 +143,15 @@ def chain_of(signed: bundle.Bundle) -> list[x509.Certificate]:
                 f"{_name(certificate)} has an extension that does not parse: {problem}",
             )
     return chain
+
+
+def _unparsed_names(certificate: x509.Certificate) -> str | None:
+    for field in ("subject", "issuer"):
+        try:
+            getattr(certificate, field).rfc4514_string()
+        except ValueError as error:
+            return f"{field} that does not parse: {error}"
+    return None
 
 
 def _unparsed_extensions(certificate: x509.Certificate) -> str | None:
