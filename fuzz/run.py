@@ -16,6 +16,7 @@ input (-timeout, 10 s).
 from __future__ import annotations
 
 import argparse
+import logging
 import pathlib
 import shlex
 import shutil
@@ -76,6 +77,9 @@ def main() -> None:
     # libFuzzer runs argv[0] through the shell for a merge's child processes: this interpreter,
     # this script and the target, so that the child is this same harness.
     program = " ".join(shlex.quote(part) for part in (sys.executable, __file__, args.target))
+    # kopf logs each denial and each handler's failure: the answers are what is judged. Set here
+    # and not in the targets, which the unit tests also import (and whose logging they check).
+    logging.getLogger("kopf").setLevel(logging.CRITICAL)
     atheris.Setup([program, *flags, *rest], target)
     atheris.Fuzz()
 

@@ -32,7 +32,6 @@ import datetime
 import functools
 import io
 import json
-import logging
 import pathlib
 import sys
 import tempfile
@@ -325,8 +324,6 @@ def _body(raw: dict[str, typing.Any]) -> kopf.Body:
 
 @functools.cache
 def _admission() -> _Admission:
-    # kopf logs each denial and each handler's failure: the answers are what is judged here.
-    logging.getLogger("kopf").setLevel(logging.CRITICAL)
     return _Admission()
 
 
