@@ -632,6 +632,21 @@ def _placement_rule(docs: list[Manifest]) -> str:
     return typing.cast(str, rule["expression"])
 
 
+# Every pod field besides nodeSelector and tolerations that decides where a pod runs, or whom it
+# displaces there: a runtime class adds its own scheduling tolerations to each pod after the
+# policy saw the Deployment, another scheduler need not honour taints, a priority class preempts
+# the pool's other pods, a resource claim pins the pod to its devices' node.
+NOTHING_ELSE_PLACES = (
+    " && !has(variables.pod.nodeName) && !has(variables.pod.affinity)"
+    " && !has(variables.pod.runtimeClassName)"
+    " && (!has(variables.pod.schedulerName) || variables.pod.schedulerName == 'default-scheduler')"
+    " && !has(variables.pod.priorityClassName) && !has(variables.pod.priority)"
+    " && !has(variables.pod.preemptionPolicy)"
+    " && !has(variables.pod.topologySpreadConstraints) && !has(variables.pod.schedulingGates)"
+    " && !has(variables.pod.resourceClaims) && !has(variables.pod.overhead)"
+)
+
+
 def test_model_pods_are_placed_nowhere_in_particular_by_default(helm: Path) -> None:
     docs = render(helm)
     env = {item["name"] for item in _operator_container(docs)["env"]}
@@ -646,8 +661,7 @@ def test_model_pods_are_placed_nowhere_in_particular_by_default(helm: Path) -> N
     # ...and the operator may not place them anywhere either.
     assert _placement_rule(docs) == (
         "(!has(variables.pod.nodeSelector) || size(variables.pod.nodeSelector) == 0)"
-        " && size(variables.tolerations) == 0"
-        " && !has(variables.pod.nodeName) && !has(variables.pod.affinity)"
+        " && size(variables.tolerations) == 0" + NOTHING_ELSE_PLACES
     )
 
 
@@ -685,7 +699,7 @@ def test_model_pods_placement_reaches_the_operator_and_bounds_what_it_may_write(
             assert f"{at}.tolerationSeconds == {toleration['tolerationSeconds']}" in rule
         else:
             assert f"!has({at}.tolerationSeconds)" in rule
-    assert rule.endswith("&& !has(variables.pod.nodeName) && !has(variables.pod.affinity)")
+    assert rule.endswith(NOTHING_ELSE_PLACES)
 
 
 @pytest.mark.parametrize(

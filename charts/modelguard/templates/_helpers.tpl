@@ -68,7 +68,12 @@ schema refuses a malformed digest already; this check also holds with --skip-sch
 {{/*
 The CEL expression of the operator-deployments admission policy that admits a model pod template
 only with the placement of modelPods, exactly: that nodeSelector, those tolerations in that order,
-and no nodeName or affinity. Keys and values are written into the expression as CEL strings, so
+and none of the other pod fields that decide where a pod runs or whom it displaces there, none of
+which the operator sets: nodeName, affinity, runtimeClassName (the RuntimeClass admission plugin
+adds the class's scheduling tolerations and nodeSelector to each pod, after this policy saw the
+Deployment), a scheduler other than the default, a priority class (preempting what else runs on
+the pool), topology spread, scheduling gates, resource claims (a claim's devices pin the pod to
+their node) and overhead. Keys and values are written into the expression as CEL strings, so
 each is checked against the label grammar first (the schema does too; this check also holds with
 --skip-schema-validation), and a value that is not one fails the render naming it.
 */}}
@@ -120,6 +125,12 @@ each is checked against the label grammar first (the schema does too; this check
 {{- end }}
 {{- end }}
 {{- print " && !has(variables.pod.nodeName) && !has(variables.pod.affinity)" }}
+{{- print " && !has(variables.pod.runtimeClassName)" }}
+{{- print " && (!has(variables.pod.schedulerName) || variables.pod.schedulerName == 'default-scheduler')" }}
+{{- print " && !has(variables.pod.priorityClassName) && !has(variables.pod.priority)" }}
+{{- print " && !has(variables.pod.preemptionPolicy)" }}
+{{- print " && !has(variables.pod.topologySpreadConstraints) && !has(variables.pod.schedulingGates)" }}
+{{- print " && !has(variables.pod.resourceClaims) && !has(variables.pod.overhead)" }}
 {{- end }}
 
 {{/*
