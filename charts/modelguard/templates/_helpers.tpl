@@ -101,16 +101,18 @@ each is checked against the label grammar first (the schema does too; this check
 {{- printf " && size(variables.tolerations) == %d" (len $tolerations) }}
 {{- range $i, $t := $tolerations }}
 {{- $at := printf "variables.tolerations[%d]" $i }}
-{{- range $field, $pattern := dict "key" $key "value" $value }}
-{{- $given := get $t $field | default "" | toString }}
-{{- if not (regexMatch $pattern $given) }}
-{{- fail (printf "modelPods.tolerations[%d].%s: %q is not a label %s" $i $field $given $field) }}
-{{- end }}
-{{- printf " && (has(%s.%s) ? %s.%s : '') == '%s'" $at $field $at $field $given }}
-{{- end }}
 {{- $operator := get $t "operator" | default "Equal" | toString }}
 {{- if not (has $operator (list "Equal" "Exists")) }}
 {{- fail (printf "modelPods.tolerations[%d].operator: %q is not Equal or Exists" $i $operator) }}
+{{- end }}
+{{- range $field, $pattern := dict "key" $key "value" $value }}
+{{- $given := get $t $field | default "" | toString }}
+{{- /* No key with Exists tolerates every taint: the API server's rule, and the platform's choice. */}}
+{{- if and (eq $field "key") (eq $given "") (eq $operator "Exists") }}
+{{- else if not (regexMatch $pattern $given) }}
+{{- fail (printf "modelPods.tolerations[%d].%s: %q is not a label %s" $i $field $given $field) }}
+{{- end }}
+{{- printf " && (has(%s.%s) ? %s.%s : '') == '%s'" $at $field $at $field $given }}
 {{- end }}
 {{- printf " && (has(%s.operator) ? %s.operator : 'Equal') == '%s'" $at $at $operator }}
 {{- $effect := get $t "effect" | default "" | toString }}
@@ -119,7 +121,20 @@ each is checked against the label grammar first (the schema does too; this check
 {{- end }}
 {{- printf " && (has(%s.effect) ? %s.effect : '') == '%s'" $at $at $effect }}
 {{- if hasKey $t "tolerationSeconds" }}
-{{- printf " && has(%s.tolerationSeconds) && %s.tolerationSeconds == %d" $at $at (int64 (get $t "tolerationSeconds")) }}
+{{- $seconds := get $t "tolerationSeconds" }}
+{{- /* Helm reads a number from a values file as float64, from --set as int64. A whole number
+from 0 to 1e15 (exact in a float64) only: int64 of 1e20, -5, 1.5 or "true" would write another
+number into the expression than the operator is given, and every Deployment would be refused. */}}
+{{- $whole := false }}
+{{- if or (kindIs "int64" $seconds) (kindIs "int" $seconds) }}
+{{- $whole = and (ge (int64 $seconds) 0) (le (int64 $seconds) 1000000000000000) }}
+{{- else if kindIs "float64" $seconds }}
+{{- $whole = and (ge $seconds 0.0) (le $seconds 1e15) (eq (float64 (int64 $seconds)) $seconds) }}
+{{- end }}
+{{- if not $whole }}
+{{- fail (printf "modelPods.tolerations[%d].tolerationSeconds: %v is not a whole number of seconds from 0 to 1000000000000000" $i $seconds) }}
+{{- end }}
+{{- printf " && has(%s.tolerationSeconds) && %s.tolerationSeconds == %d" $at $at (int64 $seconds) }}
 {{- else }}
 {{- printf " && !has(%s.tolerationSeconds)" $at }}
 {{- end }}
