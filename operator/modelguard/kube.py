@@ -31,6 +31,7 @@ import lightkube.models.meta_v1
 import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
 import lightkube.resources.events_v1
+import yaml
 
 from modelguard.api import backupstore, conventions, modelapproval, text, trustpolicy, v1alpha1
 
@@ -187,6 +188,20 @@ def credentials() -> Credentials:
         raise CredentialsError(
             f"no usable kubeconfig or in-cluster ServiceAccount: {error}"
         ) from error
+    except yaml.YAMLError as error:
+        # Where, not the snippet YAML quotes: the line may hold a token.
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise CredentialsError(f"the kubeconfig is not YAML{where}") from None
+    except ValueError as error:
+        # lightkube's typed reading of a field of the wrong type: the message names the field
+        # and the types ("Expected `str`, got `int` - at `$.server`"), not the value.
+        raise CredentialsError(f"the kubeconfig is not a kubeconfig: {error}") from None
+    except (TypeError, AttributeError):
+        # A kubeconfig of the wrong shape (a list, a number where a map belongs).
+        raise CredentialsError(
+            "the kubeconfig is not a kubeconfig (a map with clusters, contexts and users)"
+        ) from None
     if config is None:
         raise CredentialsError("the kubeconfig names no current context")
     cluster, user = config.cluster, config.user

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,34 @@ def test_both_clients_read_a_relative_token_file_beside_the_kubeconfig(
     auth = client._client._client._client.auth
     assert auth is not None
     assert next(auth.auth_flow(request)).headers["Authorization"] == "Bearer beside"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        pytest.param(
+            "users: [{name: u, user: {token: s3cr3t}}]\n  bad: : :",
+            "not YAML at line 2",
+            id="not-yaml",
+        ),
+        pytest.param("[]", "not a kubeconfig", id="a-list"),
+        pytest.param("clusters: 5", "not a kubeconfig", id="a-number-for-a-list"),
+        pytest.param(
+            '{"clusters": [{"name": "c", "cluster": {"server": 5}}], "contexts": [{"name": "x",'
+            ' "context": {"cluster": "c", "user": "u"}}], "current-context": "x"}',
+            "not a kubeconfig: Expected `str`, got `int` - at `$.server`",
+            id="a-number-for-the-server",
+        ),
+    ],
+)
+def test_a_malformed_kubeconfig_is_refused_without_quoting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, says: str
+) -> None:
+    # The login handler turns CredentialsError into a log line; anything else was a traceback
+    # at every login, and YAML's own message quotes the line, which may hold a token.
+    path = tmp_path / "config"
+    path.write_text(content)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    with pytest.raises(kube.CredentialsError, match=re.escape(says)) as refused:
+        kube.credentials()
+    assert "s3cr3t" not in str(refused.value)
