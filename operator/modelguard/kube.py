@@ -9,9 +9,13 @@ API server garbage-collects children through their ownerReferences.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import datetime
+import os
 import pathlib
+import re
+import stat
 import typing
 import uuid
 
@@ -27,6 +31,7 @@ import lightkube.models.meta_v1
 import lightkube.resources.apps_v1
 import lightkube.resources.core_v1
 import lightkube.resources.events_v1
+import yaml
 
 from modelguard.api import backupstore, conventions, modelapproval, text, trustpolicy, v1alpha1
 
@@ -133,6 +138,57 @@ class Credentials:
     namespace: str | None = None
 
 
+MAX_TOKEN_BYTES: typing.Final = 64 * 1024
+"""A ServiceAccount token is some 1 KiB; a file larger than this is not a token."""
+# A bearer token as RFC 6750 allows it (a JWT is base64url and dots): anything else, whitespace or
+# a line break inside above all, would be sent as a header the server reads otherwise.
+_TOKEN_PATTERN: typing.Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def read_token(path: pathlib.Path) -> str:
+    """The bearer token in a token file, read as the kubelet writes one: a regular file (a
+    projected token is a symlink to one), at most MAX_TOKEN_BYTES, one token with at most
+    surrounding whitespace. CredentialsError naming the file and what is wrong with it, never its
+    content: whatever the path names (a device, a pipe, a huge file, another file's secret) is
+    neither read without bound nor sent to the API server."""
+    try:
+        # Non-blocking: a FIFO put in the token's place must not hang the login.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        raise CredentialsError(f"token file {path}: {error.strerror}") from error
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise CredentialsError(f"token file {path} is not a regular file")
+        try:
+            raw = file.read(MAX_TOKEN_BYTES + 1)
+        except OSError as error:
+            raise CredentialsError(f"token file {path}: {error.strerror}") from error
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise CredentialsError(
+            f"token file {path} is larger than {MAX_TOKEN_BYTES} bytes: not a token"
+        )
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = None
+    if token == "":
+        raise CredentialsError(f"token file {path} is empty")
+    if token is None or not _TOKEN_PATTERN.fullmatch(token):
+        raise CredentialsError(
+            f"token file {path} does not hold one bearer token (letters, digits and -._~+/=,"
+            " nothing else inside it, no whitespace or line break)"
+        )
+    return token
+
+
+def _token_file(config: lightkube.config.kubeconfig.SingleConfig) -> pathlib.Path | None:
+    """The user's token file, a relative path taken beside the kubeconfig (as kubectl does)."""
+    user = config.user
+    if user is None or not user.token_file:
+        return None
+    return pathlib.Path(str(config.abs_file(user.token_file)))
+
+
 def credentials() -> Credentials:
     """The operator's credentials now: in a pod its ServiceAccount's, else those of $KUBECONFIG (or
     ~/.kube/config). A token in a file (a pod's projected token, a kubeconfig user's `tokenFile`)
@@ -145,6 +201,20 @@ def credentials() -> Credentials:
         raise CredentialsError(
             f"no usable kubeconfig or in-cluster ServiceAccount: {error}"
         ) from error
+    except yaml.YAMLError as error:
+        # Where, not the snippet YAML quotes: the line may hold a token.
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise CredentialsError(f"the kubeconfig is not YAML{where}") from None
+    except ValueError as error:
+        # lightkube's typed reading of a field of the wrong type: the message names the field
+        # and the types ("Expected `str`, got `int` - at `$.server`"), not the value.
+        raise CredentialsError(f"the kubeconfig is not a kubeconfig: {error}") from None
+    except (TypeError, AttributeError):
+        # A kubeconfig of the wrong shape (a list, a number where a map belongs).
+        raise CredentialsError(
+            "the kubeconfig is not a kubeconfig (a map with clusters, contexts and users)"
+        ) from None
     if config is None:
         raise CredentialsError("the kubeconfig names no current context")
     cluster, user = config.cluster, config.user
@@ -153,19 +223,25 @@ def credentials() -> Credentials:
         return str(config.abs_file(value)) if value else None
 
     token = user.token if user is not None else None
-    if user is not None and user.token_file:
-        token_file = pathlib.Path(str(config.abs_file(user.token_file)))
-        try:
-            token = token_file.read_text().strip()
-        except OSError as error:
-            raise CredentialsError(f"token file {token_file}: {error.strerror}") from error
-        if not token:
-            raise CredentialsError(f"token file {token_file} is empty")
+    token_file = _token_file(config)
+    if token_file is not None:
+        token = read_token(token_file)
     elif user is not None and (user.exec or user.auth_provider):
         raise CredentialsError(
             "the kubeconfig's user authenticates through an exec plugin or auth-provider, which"
             " the operator's watches cannot use: give it a token, a tokenFile or a client"
             " certificate"
+        )
+    if not (
+        token
+        or (user is not None and (user.client_cert or user.client_cert_data))
+        or (user is not None and user.username and user.password)
+    ):
+        # kopf would connect as system:anonymous: every request refused with 403, which it does
+        # not take for expired credentials, so the operator would run on doing nothing.
+        raise CredentialsError(
+            "the kubeconfig's user has no token, tokenFile, client certificate or username and"
+            " password: the operator does not connect anonymously"
         )
     return Credentials(
         server=cluster.server,
@@ -210,7 +286,15 @@ class Kube:
         """In-cluster ServiceAccount credentials, else $KUBECONFIG / ~/.kube/config. A token file
         (projected, or a kubeconfig's `tokenFile`) is read again whenever the API server answers
         401, and the request made once more with what it holds: a renewed token is followed."""
-        config = lightkube.config.kubeconfig.KubeConfig.from_env()
+        config = lightkube.config.kubeconfig.KubeConfig.from_env().get()
+        token_file = _token_file(config) if config is not None else None
+        if config is not None and config.user is not None and token_file is not None:
+            # lightkube opens a relative tokenFile from the working directory; kopf's login
+            # (`credentials`) takes it beside the kubeconfig, as kubectl does. Both clients must
+            # act as one identity, so lightkube is given the path that login reads.
+            user = copy.copy(config.user)
+            user.token_file = str(token_file)
+            config = config._replace(user=user)
         return cls(lightkube.AsyncClient(config=config, field_manager=FIELD_MANAGER))
 
     async def close(self) -> None:

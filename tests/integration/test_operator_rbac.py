@@ -510,6 +510,45 @@ def _reordered(manifest: Manifest) -> None:
     _pod(manifest)["tolerations"].reverse()
 
 
+# The pod template fields, besides nodeSelector and tolerations, that decide where a pod runs or
+# whom it displaces there; the operator sets none of them.
+
+
+def _runtime_class(manifest: Manifest) -> None:
+    # The RuntimeClass admission plugin adds the class's scheduling.tolerations and nodeSelector
+    # to each pod when the ReplicaSet creates it, after this policy saw the Deployment.
+    _pod(manifest)["runtimeClassName"] = "gpu-pool"
+
+
+def _another_scheduler(manifest: Manifest) -> None:
+    _pod(manifest)["schedulerName"] = "lenient-scheduler"
+
+
+def _priority_class(manifest: Manifest) -> None:
+    # Preempts whatever else runs on the pool, and is evicted last under node pressure.
+    _pod(manifest)["priorityClassName"] = "system-node-critical"
+
+
+def _topology_spread(manifest: Manifest) -> None:
+    _pod(manifest)["topologySpreadConstraints"] = [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+            "labelSelector": {"matchLabels": {"app": "x"}},
+        }
+    ]
+
+
+def _scheduling_gate(manifest: Manifest) -> None:
+    _pod(manifest)["schedulingGates"] = [{"name": "example.com/hold"}]
+
+
+def _resource_claim(manifest: Manifest) -> None:
+    # Another workload's allocated claim: the pod goes where that claim's devices are.
+    _pod(manifest)["resourceClaims"] = [{"name": "gpu", "resourceClaimName": "someone-elses"}]
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -524,6 +563,12 @@ def _reordered(manifest: Manifest) -> None:
         pytest.param(_reordered, id="reordered"),
         pytest.param(_node_name, id="node-name"),
         pytest.param(_affinity, id="affinity"),
+        pytest.param(_runtime_class, id="runtime-class"),
+        pytest.param(_another_scheduler, id="scheduler-name"),
+        pytest.param(_priority_class, id="priority-class"),
+        pytest.param(_topology_spread, id="topology-spread"),
+        pytest.param(_scheduling_gate, id="scheduling-gate"),
+        pytest.param(_resource_claim, id="resource-claim"),
     ],
 )
 def test_the_operator_places_model_pods_exactly_as_model_pods_says(

@@ -9,7 +9,7 @@ import typing
 import pytest
 
 from modelguard.agent import auditproxy
-from modelguard.api import errors, placement, v1alpha1
+from modelguard.api import errors, inputaudit, placement, quantity, v1alpha1
 from modelguard.builders import children, deployment, intent, labels, names, networkpolicy
 from modelguard.sources import pvc
 
@@ -827,6 +827,21 @@ def test_audit_proxy_is_in_front_of_the_model_server_by_default() -> None:
     assert "volumeMounts" not in proxy
     assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
     assert proxy["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize("connections", [1, 64, v1alpha1.DEFAULT_MAX_CONNECTIONS, 16384])
+def test_the_audit_proxys_memory_limit_holds_the_connections_it_may_serve(
+    connections: int,
+) -> None:
+    # Callers holding connections open (a slow model server, an answer nobody reads) fill each
+    # connection's buffers: a fixed limit below the bound gets the proxy killed, and every
+    # request in flight with it, long before the bound refuses a connection.
+    proxy = _proxy(_md(audit={"maxConnections": connections}))
+    limit = quantity.parse(proxy["resources"]["limits"]["memory"])
+    assert limit >= (
+        inputaudit.PROXY_BASE_MEMORY_MIB + connections * inputaudit.PROXY_CONNECTION_MEMORY_MIB
+    ) * (1 << 20)
+    assert proxy["resources"]["requests"] == {"cpu": "100m", "memory": "64Mi"}
 
 
 def test_the_proxy_run_by_hand_has_the_models_default_connection_bound() -> None:

@@ -632,6 +632,21 @@ def _placement_rule(docs: list[Manifest]) -> str:
     return typing.cast(str, rule["expression"])
 
 
+# Every pod field besides nodeSelector and tolerations that decides where a pod runs, or whom it
+# displaces there: a runtime class adds its own scheduling tolerations to each pod after the
+# policy saw the Deployment, another scheduler need not honour taints, a priority class preempts
+# the pool's other pods, a resource claim pins the pod to its devices' node.
+NOTHING_ELSE_PLACES = (
+    " && !has(variables.pod.nodeName) && !has(variables.pod.affinity)"
+    " && !has(variables.pod.runtimeClassName)"
+    " && (!has(variables.pod.schedulerName) || variables.pod.schedulerName == 'default-scheduler')"
+    " && !has(variables.pod.priorityClassName) && !has(variables.pod.priority)"
+    " && !has(variables.pod.preemptionPolicy)"
+    " && !has(variables.pod.topologySpreadConstraints) && !has(variables.pod.schedulingGates)"
+    " && !has(variables.pod.resourceClaims) && !has(variables.pod.overhead)"
+)
+
+
 def test_model_pods_are_placed_nowhere_in_particular_by_default(helm: Path) -> None:
     docs = render(helm)
     env = {item["name"] for item in _operator_container(docs)["env"]}
@@ -646,8 +661,7 @@ def test_model_pods_are_placed_nowhere_in_particular_by_default(helm: Path) -> N
     # ...and the operator may not place them anywhere either.
     assert _placement_rule(docs) == (
         "(!has(variables.pod.nodeSelector) || size(variables.pod.nodeSelector) == 0)"
-        " && size(variables.tolerations) == 0"
-        " && !has(variables.pod.nodeName) && !has(variables.pod.affinity)"
+        " && size(variables.tolerations) == 0" + NOTHING_ELSE_PLACES
     )
 
 
@@ -685,7 +699,7 @@ def test_model_pods_placement_reaches_the_operator_and_bounds_what_it_may_write(
             assert f"{at}.tolerationSeconds == {toleration['tolerationSeconds']}" in rule
         else:
             assert f"!has({at}.tolerationSeconds)" in rule
-    assert rule.endswith("&& !has(variables.pod.nodeName) && !has(variables.pod.affinity)")
+    assert rule.endswith(NOTHING_ELSE_PLACES)
 
 
 @pytest.mark.parametrize(
@@ -716,6 +730,20 @@ def test_model_pods_placement_reaches_the_operator_and_bounds_what_it_may_write(
             "modelPods.tolerations[0].value:",
             id="toleration-value",
         ),
+        pytest.param(
+            # Past float64's exact integers: int64() of it wrote -9223372036854775808 into the
+            # expression while the operator was given 1e20.
+            "modelPods: {tolerations: [{key: k, effect: NoExecute, tolerationSeconds: 1e20}]}",
+            "/modelPods/tolerations/0/tolerationSeconds",
+            "modelPods.tolerations[0].tolerationSeconds: 1e+20 is not a whole number",
+            id="toleration-seconds-huge",
+        ),
+        pytest.param(
+            "modelPods: {tolerations: [{key: k, effect: NoExecute, tolerationSeconds: 1.5}]}",
+            "/modelPods/tolerations/0/tolerationSeconds",
+            "modelPods.tolerations[0].tolerationSeconds: 1.5 is not a whole number",
+            id="toleration-seconds-fraction",
+        ),
     ],
 )
 def test_a_model_pods_value_that_is_no_label_is_refused_with_or_without_the_schema(
@@ -733,6 +761,45 @@ def test_a_model_pods_value_that_is_no_label_is_refused_with_or_without_the_sche
     )
     assert by_template.returncode != 0
     assert template_says in by_template.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param(
+            # No key with Exists: every taint, as the API server and the operator allow it.
+            "modelPods: {tolerations: [{operator: Exists}]}",
+            {"operator": "Exists"},
+            id="every-taint",
+        ),
+        pytest.param(
+            # A values file gives helm a float64: written as the whole number it is.
+            "modelPods: {tolerations: [{key: k, effect: NoExecute, tolerationSeconds: 1000000}]}",
+            {"key": "k", "operator": "Equal", "effect": "NoExecute", "tolerationSeconds": 1000000},
+            id="seconds-from-a-values-file",
+        ),
+    ],
+)
+def test_a_toleration_the_operator_accepts_renders_into_the_policy(
+    helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values: str, expected: Manifest
+) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(values)
+    docs = render(helm, "-f", str(path))
+    env = {item["name"]: item.get("value") for item in _operator_container(docs)["env"]}
+    read = placement.parse(node_selector=None, tolerations=env[cli.TOLERATIONS_ENV])
+    assert read.manifest()["tolerations"] == [expected]
+    rule = _placement_rule(docs)
+    at = "variables.tolerations[0]"
+    for field, default in (("key", ""), ("value", ""), ("operator", "Equal"), ("effect", "")):
+        assert (
+            f"(has({at}.{field}) ? {at}.{field} : '{default}') == '{expected.get(field, default)}'"
+            in rule
+        )
+    if "tolerationSeconds" in expected:
+        assert f"{at}.tolerationSeconds == {expected['tolerationSeconds']} " in rule
+    else:
+        assert f"!has({at}.tolerationSeconds)" in rule
 
 
 def test_an_unknown_model_pods_key_is_refused(helm: Path) -> None:

@@ -116,6 +116,41 @@ def test_a_placement_is_read_as_given(
             "modelPods.tolerations[0].tolerationSecond: unknown field",
             id="misspelt-field",
         ),
+        # Each of these stopped the start with a traceback, or was read as something else.
+        pytest.param(
+            "1" * 5000, None, "modelPods.nodeSelector: not JSON this operator reads", id="long-int"
+        ),
+        pytest.param("[" * 100_000, None, "modelPods.nodeSelector: longer than", id="too-long"),
+        pytest.param(
+            "[" * 60_000,
+            None,
+            "modelPods.nodeSelector: not JSON this operator reads",
+            id="nested-too-deep",
+        ),
+        pytest.param(
+            '{"pool": "gpu", "pool": "ops"}',
+            None,
+            'modelPods.nodeSelector: "pool" is given twice',
+            id="duplicate-key",
+        ),
+        pytest.param(
+            None,
+            '[{"key": "k", "effect": "NoExecute", "tolerationSeconds": 9223372036854775808}]',
+            "modelPods.tolerations[0].tolerationSeconds",
+            id="seconds-past-int64",
+        ),
+        pytest.param(
+            None,
+            '[{"key": "k", "effect": "NoExecute", "tolerationSeconds": true}]',
+            "modelPods.tolerations[0].tolerationSeconds",
+            id="seconds-true",
+        ),
+        pytest.param(
+            None,
+            '[{"key": "k", "effect": "NoExecute", "tolerationSeconds": "300"}]',
+            "modelPods.tolerations[0].tolerationSeconds",
+            id="seconds-text",
+        ),
     ],
 )
 def test_a_placement_the_api_server_would_refuse_is_refused_naming_the_value(

@@ -68,7 +68,12 @@ schema refuses a malformed digest already; this check also holds with --skip-sch
 {{/*
 The CEL expression of the operator-deployments admission policy that admits a model pod template
 only with the placement of modelPods, exactly: that nodeSelector, those tolerations in that order,
-and no nodeName or affinity. Keys and values are written into the expression as CEL strings, so
+and none of the other pod fields that decide where a pod runs or whom it displaces there, none of
+which the operator sets: nodeName, affinity, runtimeClassName (the RuntimeClass admission plugin
+adds the class's scheduling tolerations and nodeSelector to each pod, after this policy saw the
+Deployment), a scheduler other than the default, a priority class (preempting what else runs on
+the pool), topology spread, scheduling gates, resource claims (a claim's devices pin the pod to
+their node) and overhead. Keys and values are written into the expression as CEL strings, so
 each is checked against the label grammar first (the schema does too; this check also holds with
 --skip-schema-validation), and a value that is not one fails the render naming it.
 */}}
@@ -96,16 +101,18 @@ each is checked against the label grammar first (the schema does too; this check
 {{- printf " && size(variables.tolerations) == %d" (len $tolerations) }}
 {{- range $i, $t := $tolerations }}
 {{- $at := printf "variables.tolerations[%d]" $i }}
-{{- range $field, $pattern := dict "key" $key "value" $value }}
-{{- $given := get $t $field | default "" | toString }}
-{{- if not (regexMatch $pattern $given) }}
-{{- fail (printf "modelPods.tolerations[%d].%s: %q is not a label %s" $i $field $given $field) }}
-{{- end }}
-{{- printf " && (has(%s.%s) ? %s.%s : '') == '%s'" $at $field $at $field $given }}
-{{- end }}
 {{- $operator := get $t "operator" | default "Equal" | toString }}
 {{- if not (has $operator (list "Equal" "Exists")) }}
 {{- fail (printf "modelPods.tolerations[%d].operator: %q is not Equal or Exists" $i $operator) }}
+{{- end }}
+{{- range $field, $pattern := dict "key" $key "value" $value }}
+{{- $given := get $t $field | default "" | toString }}
+{{- /* No key with Exists tolerates every taint: the API server's rule, and the platform's choice. */}}
+{{- if and (eq $field "key") (eq $given "") (eq $operator "Exists") }}
+{{- else if not (regexMatch $pattern $given) }}
+{{- fail (printf "modelPods.tolerations[%d].%s: %q is not a label %s" $i $field $given $field) }}
+{{- end }}
+{{- printf " && (has(%s.%s) ? %s.%s : '') == '%s'" $at $field $at $field $given }}
 {{- end }}
 {{- printf " && (has(%s.operator) ? %s.operator : 'Equal') == '%s'" $at $at $operator }}
 {{- $effect := get $t "effect" | default "" | toString }}
@@ -114,12 +121,31 @@ each is checked against the label grammar first (the schema does too; this check
 {{- end }}
 {{- printf " && (has(%s.effect) ? %s.effect : '') == '%s'" $at $at $effect }}
 {{- if hasKey $t "tolerationSeconds" }}
-{{- printf " && has(%s.tolerationSeconds) && %s.tolerationSeconds == %d" $at $at (int64 (get $t "tolerationSeconds")) }}
+{{- $seconds := get $t "tolerationSeconds" }}
+{{- /* Helm reads a number from a values file as float64, from --set as int64. A whole number
+from 0 to 1e15 (exact in a float64) only: int64 of 1e20, -5, 1.5 or "true" would write another
+number into the expression than the operator is given, and every Deployment would be refused. */}}
+{{- $whole := false }}
+{{- if or (kindIs "int64" $seconds) (kindIs "int" $seconds) }}
+{{- $whole = and (ge (int64 $seconds) 0) (le (int64 $seconds) 1000000000000000) }}
+{{- else if kindIs "float64" $seconds }}
+{{- $whole = and (ge $seconds 0.0) (le $seconds 1e15) (eq (float64 (int64 $seconds)) $seconds) }}
+{{- end }}
+{{- if not $whole }}
+{{- fail (printf "modelPods.tolerations[%d].tolerationSeconds: %v is not a whole number of seconds from 0 to 1000000000000000" $i $seconds) }}
+{{- end }}
+{{- printf " && has(%s.tolerationSeconds) && %s.tolerationSeconds == %d" $at $at (int64 $seconds) }}
 {{- else }}
 {{- printf " && !has(%s.tolerationSeconds)" $at }}
 {{- end }}
 {{- end }}
 {{- print " && !has(variables.pod.nodeName) && !has(variables.pod.affinity)" }}
+{{- print " && !has(variables.pod.runtimeClassName)" }}
+{{- print " && (!has(variables.pod.schedulerName) || variables.pod.schedulerName == 'default-scheduler')" }}
+{{- print " && !has(variables.pod.priorityClassName) && !has(variables.pod.priority)" }}
+{{- print " && !has(variables.pod.preemptionPolicy)" }}
+{{- print " && !has(variables.pod.topologySpreadConstraints) && !has(variables.pod.schedulingGates)" }}
+{{- print " && !has(variables.pod.resourceClaims) && !has(variables.pod.overhead)" }}
 {{- end }}
 
 {{/*

@@ -9,6 +9,26 @@ from __future__ import annotations
 
 import typing
 
+PROXY_BASE_MEMORY_MIB: typing.Final = 96
+"""The audit proxy's memory with no connection: the proxy and its record writer (some 60 MiB
+measured) and the record queue (8 MiB by default)."""
+PROXY_CONNECTION_MEMORY_MIB: typing.Final = 1
+"""What one caller's connection may hold at most in the proxy: the caller's and the model
+server's stream buffers (twice the 64 KiB head bound, plus one 256 KiB read each), a piece on its
+way and the 256 KiB write high-water mark in front of a slow reader, a recorded payload: some
+650 KiB measured with a model server that does not read the body, or a caller that does not read
+the answer (tests/unit/test_audit_proxy_memory.py), the rest for the sockets' kernel buffers,
+which count against the container's memory too."""
+
+
+def proxy_memory_limit_mib(max_connections: int) -> int:
+    """The audit proxy's memory limit, in MiB, for `max_connections` connections at once: the
+    connection bound is what bounds its memory, so the limit grows with it. A fixed limit below
+    it would let callers holding connections open get the proxy killed (and every request in
+    flight with it) long before the bound refuses one."""
+    return PROXY_BASE_MEMORY_MIB + max_connections * PROXY_CONNECTION_MEMORY_MIB
+
+
 # Credentials are never recorded, whatever the rules say: they are redacted like any other rule's
 # values (length and HMAC), so a leaked credential can still be matched against the log. Header
 # names match in any case; they are written here as they are usually spelled.

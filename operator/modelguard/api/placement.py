@@ -74,7 +74,8 @@ class Toleration(conventions.Spec):
     """The taint value (operator Equal only)."""
     effect: TaintEffect | None = None
     """The taint effect tolerated; empty: all."""
-    toleration_seconds: int | None = pydantic.Field(default=None, ge=0)
+    # Strict: true or "300" are not a number of seconds; at most what the API server's int64 holds.
+    toleration_seconds: int | None = pydantic.Field(default=None, ge=0, le=2**63 - 1, strict=True)
     """How long a NoExecute taint is tolerated; empty: forever."""
 
     @pydantic.model_validator(mode="after")
@@ -128,6 +129,23 @@ class Placement(conventions.Spec):
 
 NONE: typing.Final = Placement()
 
+MAX_SETTING_CHARACTERS: typing.Final = 64 * 1024
+"""Far more than 32 tolerations and 32 labels take."""
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, typing.Any]]) -> dict[str, typing.Any]:
+    # json.loads keeps the last of two equal keys silently: which one was meant is not known.
+    seen: dict[str, typing.Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(f"{json.dumps(key)} is given twice")
+        seen[key] = value
+    return seen
+
 
 def parse(*, node_selector: str | None, tolerations: str | None) -> Placement:
     """The placement from its two settings, each JSON (a map; a list); empty or unset: none.
@@ -143,10 +161,23 @@ def parse(*, node_selector: str | None, tolerations: str | None) -> Placement:
     ):
         if not text or not text.strip():
             continue
+        if len(text) > MAX_SETTING_CHARACTERS:
+            problems.append(f"modelPods.{field}: longer than {MAX_SETTING_CHARACTERS} characters")
+            continue
         try:
-            value = json.loads(text)
+            value = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as error:
             problems.append(f"modelPods.{field}: not JSON ({error.msg} at character {error.pos})")
+            continue
+        except _DuplicateKey as error:
+            problems.append(f"modelPods.{field}: {error}")
+            continue
+        except (ValueError, RecursionError):
+            # An integer of thousands of digits, or arrays nested thousands deep.
+            problems.append(
+                f"modelPods.{field}: not JSON this operator reads (nested too deep or a"
+                " number too long)"
+            )
             continue
         if not isinstance(value, shape):
             kind = "map of label keys to values" if shape is dict else "list of tolerations"

@@ -646,7 +646,9 @@ class AuditSpec(conventions.Spec):
     """Callers' connections the audit proxy of a pod serves at once (each holds one to the
     model server too); past it a new connection is answered 503 (TooManyConnections) and
     recorded, so that callers holding connections open cannot exhaust the pod's file
-    descriptors or the model server's connection slots. 1 to 16384. Default: 1024."""
+    descriptors or the model server's connection slots. The proxy's memory limit follows it:
+    96Mi plus 1Mi per connection, what a connection's buffers may hold with a slow model server
+    or a caller that does not read. 1 to 16384. Default: 1024 (a 1120Mi limit)."""
 
     redact: Redaction = Redaction()
     """Payload: values replaced before they are recorded, on top of the TrustPolicy's

@@ -7,8 +7,8 @@ it runs the same in any namespace.
 import dataclasses
 import typing
 
+from modelguard.api import inputaudit, quantity, v1alpha1
 from modelguard.api import placement as placement_api
-from modelguard.api import quantity, v1alpha1
 from modelguard.builders import labels, meta, names
 
 # A fixed non-root identity (the "nonroot" user of distroless images), so file ownership in the
@@ -39,10 +39,7 @@ AUDIT_PROXY_CONTAINER: typing.Final = "audit-proxy"
 # already uses one of them (the two share the pod's network namespace).
 AUDIT_PROXY_PORT: typing.Final = 8480
 AUDIT_METRICS_PORT: typing.Final = 9480
-AUDIT_PROXY_RESOURCES: typing.Final = {
-    "requests": {"cpu": "100m", "memory": "64Mi"},
-    "limits": {"memory": "256Mi"},
-}
+AUDIT_PROXY_REQUESTS: typing.Final = {"cpu": "100m", "memory": "64Mi"}
 AGENT_RESOURCES: typing.Final = {
     "requests": {"cpu": "250m", "memory": "128Mi"},
     "limits": {"memory": "512Mi"},
@@ -426,7 +423,11 @@ def _audit_proxy_container(
             {"name": names.PORT_NAME, "containerPort": proxy_port(md), "protocol": "TCP"},
             {"name": names.METRICS_PORT_NAME, "containerPort": metrics_port(md), "protocol": "TCP"},
         ],
-        "resources": {key: dict(value) for key, value in AUDIT_PROXY_RESOURCES.items()},
+        # The limit follows maxConnections: each connection's buffers count against it.
+        "resources": {
+            "requests": dict(AUDIT_PROXY_REQUESTS),
+            "limits": {"memory": f"{inputaudit.proxy_memory_limit_mib(audit.max_connections)}Mi"},
+        },
         "securityContext": _container_security(),
         "readinessProbe": {
             "tcpSocket": {"port": names.PORT_NAME},
