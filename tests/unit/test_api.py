@@ -58,7 +58,7 @@ def _get(value: typing.Any, path: str) -> typing.Any:
         ),
         pytest.param("access", {"ingress": [], "egress": []}, id="nobody-in-dns-only-out"),
         pytest.param("audit.inputs", "Metadata", id="audit-metadata"),
-        pytest.param("audit.maxConnections", 1024, id="audit-connections-bounded"),
+        pytest.param("audit.maxConnections", 256, id="audit-connections-bounded"),
         pytest.param("rollout.onUnapproved", "Hold", id="hold-unapproved"),
         pytest.param("quarantine", False, id="not-quarantined"),
         pytest.param("model.signature", {}, id="signature-beside-source"),

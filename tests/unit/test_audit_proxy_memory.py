@@ -100,15 +100,16 @@ def _proxy(upstream: int) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def _settled(pid: int) -> int:
-    """The proxy's RSS once it stops growing (its buffers full, every connection paused)."""
-    last = _rss(pid)
-    for _ in range(60):
+    """The proxy's RSS once it stops growing (its buffers full, every connection paused): no
+    growth of a MiB over three seconds, so that a proxy slowed by a busy machine is not taken
+    for a settled one."""
+    samples = [_rss(pid)]
+    for _ in range(180):
         time.sleep(0.5)
-        now = _rss(pid)
-        if now - last < MIB:
-            return now
-        last = now
-    return last
+        samples.append(_rss(pid))
+        if len(samples) > 6 and samples[-1] - samples[-7] < MIB:
+            break
+    return samples[-1]
 
 
 def _send_bodies(port: int) -> list[socket.socket]:

@@ -811,7 +811,7 @@ def test_audit_proxy_is_in_front_of_the_model_server_by_default() -> None:
     assert _after(args, "--max-request-bytes") == [str(16 << 20)]
     assert _after(args, "--rate") == ["1000"]
     assert _after(args, "--burst") == ["2000"]
-    assert _after(args, "--max-connections") == ["1024"]
+    assert _after(args, "--max-connections") == ["256"]
     assert _after(args, "--log-name") == ["team-nlp/{pod}/inputs"]
     # The chart's admission policy admits no environment from fields into the operator's pods.
     assert "env" not in proxy

@@ -40,7 +40,7 @@ _VALUE_FORBIDDEN: typing.Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _TARGET_FORBIDDEN: typing.Final = re.compile(rb"[\x00-\x20\x7f]")
 # Trailer bytes of a chunked request body, all lines together.
 MAX_TRAILER_BYTES: typing.Final = 16 * 1024
-DEFAULT_MAX_CONNECTIONS: typing.Final = 1024
+DEFAULT_MAX_CONNECTIONS: typing.Final = 256
 _NO_BODY_STATUSES: typing.Final = frozenset({204, 304})
 _REASONS: typing.Final = {
     400: "Bad Request",

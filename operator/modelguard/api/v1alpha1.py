@@ -586,7 +586,7 @@ HEADER_NAME_PATTERN: typing.Final = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 MAX_REDACTION_RULES: typing.Final = 64
 DEFAULT_MAX_REQUEST_BYTES: typing.Final = "16Mi"
 MAX_REQUEST_BYTES: typing.Final = "1Gi"
-DEFAULT_MAX_CONNECTIONS: typing.Final = 1024
+DEFAULT_MAX_CONNECTIONS: typing.Final = 256
 # Each caller's connection holds one to the model server as well (two file descriptors) and its
 # buffers count against the proxy's memory limit; past some thousands a pod needs more than a
 # sidecar's share, and more pods serve more callers.
@@ -648,7 +648,7 @@ class AuditSpec(conventions.Spec):
     recorded, so that callers holding connections open cannot exhaust the pod's file
     descriptors or the model server's connection slots. The proxy's memory limit follows it:
     96Mi plus 1Mi per connection, what a connection's buffers may hold with a slow model server
-    or a caller that does not read. 1 to 16384. Default: 1024 (a 1120Mi limit)."""
+    or a caller that does not read. 1 to 16384. Default: 256 (a 352Mi limit)."""
 
     redact: Redaction = Redaction()
     """Payload: values replaced before they are recorded, on top of the TrustPolicy's
