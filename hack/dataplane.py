@@ -67,7 +67,7 @@ STORE_IMAGE_REPOSITORY: typing.Final = "localhost/modelguard/minio"
 # How model pods and the operator name the store: its Service, resolved by the cluster's DNS.
 STORE_ENDPOINT: typing.Final = f"http://{STORE_NAME}.{STORE_NAMESPACE}.svc:{STORE_PORT}"
 PROBE_IMAGE_NAME: typing.Final = "localhost/modelguard/probe:dataplane"
-PROBE_TOOLS: typing.Final = ("sh", "nc", "wget", "sleep", "id", "cat")
+PROBE_TOOLS: typing.Final = ("sh", "nc", "wget", "timeout", "sleep", "id", "cat")
 RESTRICTED: typing.Final = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -731,9 +731,10 @@ def call(
     cluster: Cluster, *, namespace: str, pod: str, url: str, seconds: int = 10
 ) -> subprocess.CompletedProcess[str]:
     """GET `url` from `pod` (busybox wget); exit 0 and the body, or the failure on stderr."""
+    # `timeout`, not wget's own -T: busybox 1.35's wget crashes (SIGSEGV) with -T.
     return cluster.kubectl(
         *("exec", "-n", namespace, pod, "--"),
-        *("wget", "-q", "-O", "-", f"-T{seconds}", url),
+        *("timeout", str(seconds), "wget", "-q", "-O", "-", url),
         check=False,
         timeout=seconds + 60,
     )
@@ -791,16 +792,20 @@ def show(cluster: Cluster, *, image: str, log: Log = _print) -> bool:
         log(f"status.verification.rootDigest of {model_namespace}/{name}: {verified}")
     else:
         log(f"a pod in namespace {ALLOWED_CALLERS} called GET {url}: NOT answered: "
-            f"{allowed.stderr.strip()}")  # fmt: skip
+            f"{_first_line(allowed.stderr)}")  # fmt: skip
     other = call(cluster, namespace=OTHER_CALLERS, pod="caller", url=url, seconds=5)
     if other.returncode == 0:
         log(f"a pod in namespace {OTHER_CALLERS} called GET {url}: ANSWERED (not refused)")
     else:
         log(
             f"a pod in namespace {OTHER_CALLERS} called GET {url}: refused by the model's "
-            f"NetworkPolicy (enforced by kube-router): {other.stderr.strip() or 'no answer'}"
+            f"NetworkPolicy (enforced by kube-router): {_first_line(other.stderr) or 'no answer'}"
         )
     return bool(verified) and answered == verified and other.returncode != 0
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def _service_port(cluster: Cluster, name: str, model_namespace: str) -> int:
