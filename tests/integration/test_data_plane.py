@@ -415,7 +415,10 @@ def test_a_model_changed_in_the_store_stops_its_pod_before_the_server_and_is_qua
         pod_events = cluster.json(
             "get", "events", "-n", scene.namespace, "--field-selector=involvedObject.kind=Pod"
         )["items"]
-        started = [e["message"] for e in pod_events if e["reason"] == "Started"]
+        # Which container an Event is about: its fieldPath, e.g. spec.initContainers{fetch-verify}.
+        started = [
+            e["involvedObject"].get("fieldPath", "") for e in pod_events if e["reason"] == "Started"
+        ]
         assert any(deployment.AGENT_CONTAINER in m for m in started), started
         assert not any(names.CONTAINER in m for m in started), started
 
