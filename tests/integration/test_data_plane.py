@@ -329,6 +329,35 @@ def test_model_pods_are_restricted_for_real(cluster: dataplane.Cluster, served: 
     assert runtime["serviceAccountToken"] is False
 
 
+def test_the_operator_is_the_charts_pod_and_its_webhook_is_called_through_its_service(
+    plane: dataplane.DataPlane, cluster: dataplane.Cluster, served: Served
+) -> None:
+    pod = cluster.json(
+        "get", "pod", dataplane.operator_pod(cluster), "-n", dataplane.OPERATOR_NAMESPACE
+    )
+    assert pod["spec"]["nodeName"] == localnode.NODE_NAME
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["ready"] is True
+    assert status["imageID"].endswith(plane.images.modelguard.split("@", 1)[1])
+    assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    # The API server calls the webhook at its Service (the only registration there is), whose
+    # address the host routes to the node; the webhook answers that caller alone.
+    (registration,) = [
+        w
+        for w in cluster.json("get", "validatingwebhookconfigurations")["items"]
+        if w["metadata"]["name"].startswith(dataplane.RELEASE)
+    ]
+    services = {hook["clientConfig"]["service"]["name"] for hook in registration["webhooks"]}
+    assert services == {f"{dataplane.RELEASE}-webhook"}
+    scaled = cluster.kubectl(
+        "scale", "deployment", served.name, "-n", served.scene.namespace, "--replicas=3",
+        check=False,
+    )  # fmt: skip
+    assert scaled.returncode != 0
+    assert 'admission webhook "managed-scale.modelguard.dev" denied the request' in scaled.stderr
+    assert "spec.serving.replicas" in scaled.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # A model changed in the store after signing
 # --------------------------------------------------------------------------------------------
