@@ -234,6 +234,7 @@ def probe_image(out: Path) -> tuple[Path, str]:
         raise DataPlaneError("/bin/busybox is missing: run hack/install-packages.sh")
     layer = [oci.file("bin/busybox", source=busybox, mode=0o755)]
     layer += [oci.symlink(f"bin/{tool}", "busybox") for tool in PROBE_TOOLS]
+    out.parent.mkdir(parents=True, exist_ok=True)
     image = oci.build(
         layers=[layer],
         config=oci.Config(user="65532:65532", entrypoint=("/bin/sh",)),
