@@ -158,7 +158,13 @@ def _publish(
 
 
 def _model(
-    name: str, scene: Scene, *, uri: str, server_image: str, quarantine: bool = False
+    name: str,
+    scene: Scene,
+    *,
+    uri: str,
+    server_image: str,
+    quarantine: bool = False,
+    source_egress: bool = True,
 ) -> Manifest:
     spec: Manifest = {
         "model": {
@@ -167,7 +173,7 @@ def _model(
             "source": {
                 "uri": uri,
                 "credentialsSecret": SECRET,
-                "egress": [dataplane.store_egress()],
+                "egress": [dataplane.store_egress()] if source_egress else [],
             },
         },
         "serving": {
@@ -470,6 +476,43 @@ def test_a_model_changed_in_the_store_stops_its_pod_before_the_server_and_is_qua
             assert any(name in found[0]["message"] for name in case.files), found[0]
 
         harness.eventually(audited, timeout=60, interval=2)
+
+
+# --------------------------------------------------------------------------------------------
+# The source's egress policy
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_pod_reaches_the_store_only_through_its_source_egress_policy(
+    plane: dataplane.DataPlane,
+    cluster: dataplane.Cluster,
+    trust: Trust,
+    tmp_path: Path,
+) -> None:
+    """The operator's own policy lets it read the signature; the model's pods get no way to the
+    store unless spec.model.source.egress declares one, and then that one."""
+    with _scene(cluster, plane) as scene:
+        uri, root = _publish(plane, trust, scene, tmp_path)
+        image = plane.images.model_server
+        cluster.apply(_model("s", scene, uri=uri, server_image=image, source_egress=False))
+
+        def unreachable() -> None:
+            body = cluster.json("get", "modeldeployment", "s", "-n", scene.namespace)
+            verified = harness.condition(body, "Verified")
+            assert verified.get("reason") == "SourceUnreachable", body.get("status")
+            assert "pod s-" in verified["message"], verified["message"]
+            assert harness.condition(body, "Ready").get("reason") != "Quarantined"
+
+        harness.eventually(unreachable, timeout=SERVED_TIMEOUT, interval=2)
+        closed = cluster.json("get", "networkpolicy", "s-allow-source", "-n", scene.namespace)
+        assert closed["spec"].get("egress", []) == []
+
+        cluster.apply(_model("s", scene, uri=uri, server_image=image))
+        body = _wait_ready(cluster, scene, "s")
+        assert body["status"]["verification"]["rootDigest"] == root
+        assert cluster.json("get", "networkpolicy", "s-allow-source", "-n", scene.namespace)[
+            "spec"
+        ]["egress"] == [dataplane.store_egress()]
 
 
 # --------------------------------------------------------------------------------------------
