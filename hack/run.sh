@@ -65,7 +65,9 @@ if [ "$cluster" = local ] && [ "$node" = real ]; then
   echo
   echo "run: the operator runs in the cluster (deployment/modelguard in modelguard-system); its log follows. Ctrl-C stops following; the operator and the cluster keep running until \`make cluster-down\`."
   echo "run: KUBECONFIG=$KUBECONFIG"
-  exec "$kubectl" logs -f -n modelguard-system deployment/modelguard --tail=20
+  trap 'echo; echo "run: stopped following the log; the operator keeps running (make cluster-down stops it)"; exit 0' INT
+  "$kubectl" logs -f -n modelguard-system deployment/modelguard --tail=20 || true
+  exit 0
 fi
 
 case "$cluster" in
