@@ -11,11 +11,16 @@ At start it
    model_signing's (by path components), the one ModelGuard's status.verification.rootDigest
    comes from; it differs from plain code point order only for a name that has a character
    sorting before "/" (such as "-" or ".") where the other has a directory separator;
-3. only then listens (--port, default 8080, the ModelDeployment's default serving port), so the
+3. notes how it runs, as the kernel sees it: the Uid, Gid, Seccomp, NoNewPrivs and CapEff lines
+   of its own /proc/self/status, the outcome of one write into its root file system, and whether
+   a ServiceAccount token is mounted (a test reads from the answer what the pod really got);
+4. only then listens (--port, default 8080, the ModelDeployment's default serving port), so the
    Deployment's TCP probes see it ready once the model is loaded.
 
 Answers (every one carries the `X-Model-Root-Digest` header):
-    GET /                  {"rootDigest": "sha256:...", "files": [...], "volumeWrite": {...}}
+    GET /                  {"rootDigest": "sha256:...", "files": [...], "volumeWrite": {...},
+                            "runtime": {"process": {...}, "rootWrite": {...},
+                                        "serviceAccountToken": false}}
     GET /files/<path>      the bytes of a loaded file (only those: nothing else on disk is served)
 
 Standard library only, and independent of the operator's code: a test comparing its digest with
@@ -39,6 +44,9 @@ from pathlib import Path, PurePosixPath
 DEFAULT_MODELS = Path("/models")
 DEFAULT_PORT = 8080
 WRITE_PROBE = ".model-server-write-probe"
+PROCESS_STATUS = Path("/proc/self/status")
+PROCESS_FIELDS = ("Uid", "Gid", "Seccomp", "Seccomp_filters", "NoNewPrivs", "CapEff")
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 DIGEST_HEADER = "X-Model-Root-Digest"
 _CHUNK = 1 << 20
 
@@ -72,6 +80,31 @@ def try_write(root: Path) -> dict[str, object]:
         }
     probe.unlink()
     return {"path": str(probe), "failed": False, "error": ""}
+
+
+def runtime(
+    *,
+    status: Path = PROCESS_STATUS,
+    root: Path = Path("/"),
+    token: Path = SERVICE_ACCOUNT_TOKEN,
+) -> dict[str, object]:
+    """How this process runs: its status lines (e.g. "Seccomp": "2" under a seccomp filter,
+    "Uid": "65532 65532 65532 65532"), one write attempt into the root file system, and whether
+    a ServiceAccount token is mounted where Kubernetes puts one."""
+    process: dict[str, str] = {}
+    try:
+        lines = status.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in PROCESS_FIELDS:
+            process[key] = " ".join(value.split())
+    return {
+        "process": process,
+        "rootWrite": try_write(root),
+        "serviceAccountToken": token.exists(),
+    }
 
 
 def load(root: Path) -> Model:
@@ -109,20 +142,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def summary(model: Model, volume_write: dict[str, object]) -> dict[str, object]:
+def summary(
+    model: Model, volume_write: dict[str, object], observed: dict[str, object] | None = None
+) -> dict[str, object]:
     return {
         "rootDigest": model.root_digest,
         "files": [dataclasses.asdict(f) for f in model.files],
         "skipped": list(model.skipped),
         "volumeWrite": volume_write,
+        **({"runtime": observed} if observed is not None else {}),
     }
 
 
 def handler(
-    model: Model, volume_write: dict[str, object]
+    model: Model, volume_write: dict[str, object], observed: dict[str, object] | None = None
 ) -> type[http.server.BaseHTTPRequestHandler]:
     by_path = {f.path: f for f in model.files}
-    answer = json.dumps(summary(model, volume_write), indent=1).encode() + b"\n"
+    answer = json.dumps(summary(model, volume_write, observed), indent=1).encode() + b"\n"
 
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "modelguard-model-server"
@@ -179,13 +215,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"model-server: WARNING: the model volume is writable ({volume_write['path']})")
     model = load(args.models)
+    observed = runtime()
+    print(f"model-server: runtime {json.dumps(observed, sort_keys=True)}", flush=True)
     print(
         f"model-server: loaded {len(model.files)} files from {args.models}, "
         f"root digest {model.root_digest}",
         flush=True,
     )
     server = http.server.ThreadingHTTPServer(
-        (args.address, args.port), handler(model, volume_write)
+        (args.address, args.port), handler(model, volume_write, observed)
     )
     print(f"model-server: listening on {args.address}:{args.port}", flush=True)
     try:

@@ -8,6 +8,7 @@ published to an S3-compatible server.
 from __future__ import annotations
 
 import base64
+import collections.abc
 import datetime
 import json
 import struct
@@ -125,7 +126,7 @@ def trust_policy(
     *,
     name: str,
     public_key: str,
-    sources: list[dict[str, str]],
+    sources: collections.abc.Sequence[collections.abc.Mapping[str, object]],
     approver_key: str | None = None,
 ) -> dict[str, object]:
     """A policy trusting one signer, bound to every namespace; with `approver_key`, one approver
@@ -133,7 +134,7 @@ def trust_policy(
     approval needed."""
     spec: dict[str, object] = {
         "signers": [{"name": "ml-release", "publicKey": public_key}],
-        "sources": sources,
+        "sources": [dict(source) for source in sources],
         # Bound to every namespace: each test makes its own.
         "namespaceSelector": {},
     }

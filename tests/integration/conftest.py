@@ -4,6 +4,7 @@ ServiceAccount identity, so that the RBAC it ships is what the tests exercise.""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 import harness
 import pytest
 
+import dataplane
 import localcluster
 import localnode
 import localoperator
@@ -115,6 +117,44 @@ def real_node(local_cluster: localcluster.LocalCluster | None) -> localnode.Real
     if local_cluster is None or not local_cluster.with_real_node:
         pytest.skip("needs the local cluster's real node (this run uses an existing or kwok one)")
     return local_cluster.real_node
+
+
+@pytest.fixture(scope="session")
+def data_plane(request: pytest.FixtureRequest) -> Iterator[dataplane.DataPlane]:
+    """A second local cluster whose data plane is real (hack/dataplane.py): the operator is the
+    chart's pod, from the image built from this tree, on the cluster's real node, with its
+    webhooks called through its Service; model pods run on that node; models come from MinIO in
+    the cluster. A cluster of its own: the session's main cluster has an operator process
+    reconciling every namespace, and two operators must never reconcile the same objects."""
+    if _existing_kubeconfig(request.config) or os.environ.get("MODELGUARD_TEST_NODE", "real") != (
+        "real"
+    ):
+        pytest.skip(
+            "needs a local cluster with the real node (this run uses an existing or kwok one)"
+        )
+    state_dir = SESSION_DIR / "data-plane"
+    cluster = localcluster.LocalCluster(state_dir, nodes=1)
+    started = time.monotonic()
+    cluster.start()
+    up = time.monotonic() - started
+    try:
+        plane = dataplane.set_up(
+            dataplane.Cluster(state_dir),
+            log=lambda line: print(f"\ndataplane: {line}", file=sys.stderr),
+        )
+        figures = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in plane.figures.items())
+        print(f"\ndata plane: cluster up in {up:.1f}s, {figures} ({state_dir})", file=sys.stderr)
+        yield plane
+    finally:
+        with contextlib.suppress(localcluster.ClusterError, subprocess.SubprocessError):
+            (state_dir / "logs" / "operator-pod.log").write_text(
+                dataplane.operator_log(dataplane.Cluster(state_dir))
+            )
+        cluster.stop()
+        if request.session.testsfailed:
+            print(f"\ndata plane logs kept in {cluster.logs_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

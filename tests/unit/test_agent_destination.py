@@ -30,6 +30,30 @@ def test_files_are_written_hashed_and_sealed(tmp_path: Path) -> None:
     assert stat.S_IMODE((dest.root / "top.json").stat().st_mode) == destination.FILE_MODE
 
 
+def test_a_mount_point_of_another_user_is_filled_and_keeps_its_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An emptyDir's mount point is the kubelet's (root, the pod's fsGroup, mode 2777): the agent,
+    another user, may not chmod it (EPERM on a real node), and fills and seals what it holds."""
+    root = tmp_path / "models"
+    root.mkdir()
+    root.chmod(0o2777)
+    (root / "left-over.bin").write_bytes(b"from a previous run")
+    owner = root.stat().st_uid
+    monkeypatch.setattr(destination.os, "geteuid", lambda: owner + 1)
+    dest = destination.Destination(root)
+    dest.prepare()
+    assert list(root.iterdir()) == []
+    write(dest, "a/b.bin", b"hello")
+    dest.seal()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o2777
+    assert stat.S_IMODE((root / "a").stat().st_mode) == destination.DIR_MODE
+    assert stat.S_IMODE((root / "a" / "b.bin").stat().st_mode) == destination.FILE_MODE
+    dest.clear()
+    assert list(root.iterdir()) == []
+    assert stat.S_IMODE(root.stat().st_mode) == 0o2777
+
+
 def test_prepare_clears_a_sealed_volume(tmp_path: Path) -> None:
     dest = destination.Destination(tmp_path)
     dest.prepare()

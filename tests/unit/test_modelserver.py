@@ -96,3 +96,28 @@ def test_nothing_but_a_loaded_file_is_served(served: tuple[str, str], path: str)
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{url}{path}", timeout=5)  # noqa: S310
     assert refused.value.code == 404
+
+
+def test_the_runtime_is_read_from_the_process_status_and_a_root_write(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    status.write_text(
+        "Name:\tmodel-server\nUid:\t65532\t65532\t65532\t65532\nGid:\t65532\t65532\t65532\t65532\n"
+        "NoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\nCapEff:\t0000000000000000\n"
+    )
+    token = tmp_path / "token"
+    observed = modelserver.runtime(status=status, root=tmp_path / "read-only", token=token)
+    assert observed["process"] == {
+        "Uid": "65532 65532 65532 65532",
+        "Gid": "65532 65532 65532 65532",
+        "NoNewPrivs": "1",
+        "Seccomp": "2",
+        "Seccomp_filters": "1",
+        "CapEff": "0000000000000000",
+    }
+    assert observed["rootWrite"]["failed"] is True  # type: ignore[index]
+    assert observed["serviceAccountToken"] is False
+    token.write_text("a token")
+    (tmp_path / "read-only").mkdir()
+    again = modelserver.runtime(status=status, root=tmp_path / "read-only", token=token)
+    assert again["rootWrite"]["failed"] is False  # type: ignore[index]
+    assert again["serviceAccountToken"] is True

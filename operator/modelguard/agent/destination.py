@@ -89,7 +89,7 @@ class Destination:
                 raise failures.AgentError(
                     failures.DESTINATION_ERROR, f"--dest {str(self.root)!r} is not a directory"
                 )
-            self.root.chmod(_WORK_DIR_MODE)
+            self._set_root_mode(_WORK_DIR_MODE)
         except OSError as error:
             raise _error(f"--dest {str(self.root)!r}", error) from None
         self.clear()
@@ -118,14 +118,14 @@ class Destination:
         try:
             for relative in sorted(self._dirs, key=lambda path: -path.count("/")):
                 (self.root / relative).chmod(DIR_MODE)
-            self.root.chmod(DIR_MODE)
+            self._set_root_mode(DIR_MODE)
         except OSError as error:
             raise _error(f"--dest {str(self.root)!r}", error) from None
 
     def clear(self) -> None:
         """Removes everything below DEST (never DEST itself, which may be a mount point)."""
         try:
-            self.root.chmod(_WORK_DIR_MODE)
+            self._set_root_mode(_WORK_DIR_MODE)
             with os.scandir(self.root) as entries:
                 listed = list(entries)
             for entry in listed:
@@ -137,6 +137,14 @@ class Destination:
         except OSError as error:
             raise _error(f"clearing --dest {str(self.root)!r}", error) from None
         self._dirs.clear()
+
+    def _set_root_mode(self, mode: int) -> None:
+        """DEST's own mode, where the agent owns DEST. A volume's mount point belongs to whoever
+        made it: an emptyDir's to the kubelet (root, group the pod's fsGroup, mode 2777), whose
+        mode the agent, a non-root user, may not change (EPERM). What it holds is the agent's
+        either way, and the model server mounts the volume read-only."""
+        if self.root.lstat().st_uid == os.geteuid():
+            self.root.chmod(mode)
 
     def _open_root(self) -> int:
         try:
