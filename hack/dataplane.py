@@ -474,12 +474,6 @@ def attach_store(cluster: Cluster) -> Store:
 # --------------------------------------------------------------------------------------------
 
 
-def chart_places_model_pods() -> bool:
-    """Whether the chart has the operator-wide placement of model pods (modelPods.*)."""
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    return isinstance(values, dict) and "modelPods" in values
-
-
 def operator_values(
     *, image: str, node: localnode.RealNode, client_ca: Path, extra: Manifest | None = None
 ) -> Manifest:
@@ -506,12 +500,12 @@ def operator_values(
                 "names": [localcluster.WEBHOOK_CLIENT_NAME],
             }
         },
-    }
-    if chart_places_model_pods():
-        values["modelPods"] = {
+        # Model pods go where the platform says: here, the real node.
+        "modelPods": {
             "nodeSelector": placement["nodeSelector"],
             "tolerations": placement["tolerations"],
-        }
+        },
+    }
     return _merged(values, extra or {})
 
 
@@ -523,20 +517,6 @@ def _merged(base: Manifest, override: Manifest) -> Manifest:
         else:
             merged[key] = value
     return merged
-
-
-def confine_pods_to_the_real_node(cluster: Cluster) -> None:
-    """Until the chart places model pods itself (modelPods.*): every new pod of this cluster goes
-    to the real node, its taint lifted and the kwok nodes cordoned."""
-    nodes = cluster.json("get", "nodes")["items"]
-    for node in nodes:
-        name = node["metadata"]["name"]
-        if name == localnode.NODE_NAME:
-            taints = node["spec"].get("taints") or []
-            if any(t.get("key") == localnode.NODE_LABEL for t in taints):
-                cluster.kubectl("taint", "node", name, f"{localnode.NODE_LABEL}-")
-        else:
-            cluster.kubectl("cordon", name)
 
 
 def install_operator(
@@ -551,8 +531,6 @@ def install_operator(
     is Ready and its webhook Service has an endpoint. Returns the seconds it took."""
     started = time.monotonic()
     node = cluster.node
-    if not chart_places_model_pods():
-        confine_pods_to_the_real_node(cluster)
     values = operator_values(
         image=image,
         node=node,

@@ -4,6 +4,7 @@ rendered for the cluster."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import typing
 from pathlib import Path
@@ -53,6 +54,10 @@ def test_the_operator_runs_its_imported_image_on_the_real_node_behind_a_narrow_p
     assert container["imagePullPolicy"] == "Never"  # imported, never pulled
     assert pod["nodeSelector"] == localnode.placement()["nodeSelector"]
     assert pod["tolerations"] == localnode.placement()["tolerations"]
+    # Model pods go to the real node too, by the operator-wide placement the chart passes on.
+    env = {variable["name"]: variable.get("value") for variable in container.get("env", [])}
+    assert json.loads(env["MODELGUARD_MODEL_POD_NODE_SELECTOR"]) == pod["nodeSelector"]
+    assert json.loads(env["MODELGUARD_MODEL_POD_TOLERATIONS"]) == pod["tolerations"]
     assert f"--webhook-client-name={localcluster.WEBHOOK_CLIENT_NAME}" in container["args"]
     assert objects[("ConfigMap", f"{dataplane.RELEASE}-webhook-client-ca")]["data"]["ca.crt"] == CA
 
