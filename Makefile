@@ -106,6 +106,9 @@ run: venv tools packages ## local cluster + CRDs + operator + examples, status s
 clean: cluster-down ## stop the cluster and remove local state (the binary cache stays)
 	rm -rf $(CLUSTER_DIR) .cluster-test .run .s3-test
 
+# The scale benchmark's N: small by default to keep `make bench` bounded (a few minutes);
+# `make bench SCALE_MODELS=1000` (about 15 minutes on 2 cores) is the issue's figure.
+SCALE_MODELS ?= 50
 .PHONY: bench
 # verify_throughput runs twice: start-up is fixed and hashing grows with the model, so a large
 # model shows the other end of the figures. api_requests' reference is the operator as of the
@@ -125,3 +128,4 @@ bench: venv tools packages ## benchmarks: figures printed next to a reference me
 	PYTHONPATH=hack $(BIN)/python benchmarks/hostile_bundles.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/api_requests.py --baseline 23ee173
 	PYTHONPATH=hack $(BIN)/python benchmarks/backup_throughput.py --size-gib 2
+	PYTHONPATH=hack $(BIN)/python benchmarks/scale.py --models $(SCALE_MODELS)
