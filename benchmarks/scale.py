@@ -365,8 +365,17 @@ class Operator:
 # --- Waiting -------------------------------------------------------------------------------------
 
 
-def _until(check: Callable[[], int], *, goal: int, timeout: float, what: str, poll: float) -> float:
-    """Seconds until check() reaches goal; progress printed now and then."""
+def _until(
+    check: Callable[[], int],
+    *,
+    goal: int,
+    timeout: float,
+    what: str,
+    poll: float,
+    reached: list[int] | None = None,
+) -> float:
+    """Seconds until check() reaches goal; progress printed now and then. At `timeout`: with
+    `reached`, the count reached is appended to it and the timeout returned; else TimeoutError."""
     started = time.monotonic()
     shown = started
     while True:
@@ -375,7 +384,11 @@ def _until(check: Callable[[], int], *, goal: int, timeout: float, what: str, po
         if done >= goal:
             return now - started
         if now - started > timeout:
-            raise TimeoutError(f"{what}: {done}/{goal} after {timeout:.0f} s")
+            if reached is None:
+                raise TimeoutError(f"{what}: {done}/{goal} after {timeout:.0f} s")
+            print(f"    ... {what}: {done}/{goal} at the timeout, {timeout:.0f} s", flush=True)
+            reached.append(done)
+            return now - started
         if now - shown >= 60:
             print(f"    ... {what}: {done}/{goal} after {now - started:.0f} s", flush=True)
             shown = now
@@ -387,6 +400,20 @@ def _ready_models(cluster: Cluster) -> int:
     return sum(
         line == "True" for line in cluster.listed("modeldeployments", MODELS, f"jsonpath={path}")
     )
+
+
+def _not_ready(cluster: Cluster) -> dict[str, int]:
+    path = (
+        '{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}/'
+        '{.status.conditions[?(@.type=="Ready")].reason}{"\\n"}{end}'
+    )
+    found: dict[str, int] = {}
+    for line in cluster.listed("modeldeployments", MODELS, f"jsonpath={path}"):
+        status, _, reason = line.partition("/")
+        if status != "True":
+            key = reason or "no status yet"
+            found[key] = found.get(key, 0) + 1
+    return found
 
 
 def _available_deployments(cluster: Cluster, namespace: str) -> int:
@@ -562,6 +589,9 @@ class Figures:
     floor_delete: float = math.nan
     floor_requests: Counts = dataclasses.field(default_factory=dict)
     ready: float = math.nan
+    ready_count: int = 0
+    not_ready: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Why models were not Ready at the timeout: count by Ready's reason."""
     created: float = math.nan
     burst_requests: Counts = dataclasses.field(default_factory=dict)
     latency: dict[str, Histogram] = dataclasses.field(default_factory=dict)
@@ -660,13 +690,18 @@ class Run:
             created_at.append(time.monotonic())
 
         threading.Thread(target=note_created, daemon=True).start()
+        reached: list[int] = []
         figures.ready = _until(
             lambda: _ready_models(cluster),
             goal=self.n,
             timeout=self.timeout,
             what="models Ready",
             poll=self.poll,
+            reached=reached,
         )
+        figures.ready_count = reached[0] if reached else self.n
+        if reached:
+            figures.not_ready = _not_ready(cluster)
         if creating.wait() != 0:
             raise RuntimeError(f"kubectl create failed; see {log}")
         time.sleep(0.5)
@@ -737,6 +772,14 @@ def report(f: Figures) -> str:
         f"{'all Ready / all Available (s)':<46}{f.ready:>12.1f}{f.floor_ready:>10.1f}   "
         f"<= 1.5x floor at 1,000: {ratio:.2f}x",
         f"{'  kubectl create of all returned after (s)':<46}{f.created:>12.1f}",
+        *(
+            [
+                f"  NOT all Ready: {f.ready_count}/{n} at the timeout; the others by Ready's "
+                f"reason: {f.not_ready}"
+            ]
+            if f.ready_count < n
+            else []
+        ),
         f"{'API requests per model / per Deployment':<46}{_per(f.burst_requests, n):>12.1f}"
         f"{_per(f.floor_requests, n):>10.1f}",
         f"{'delete all, until every pod is gone (s)':<46}{f.deleted:>12.1f}{f.floor_delete:>10.1f}",
@@ -781,7 +824,7 @@ def report(f: Figures) -> str:
     return "\n".join(out)
 
 
-def run(n: int, *, idle_seconds: float, root: Path) -> None:
+def run(n: int, *, idle_seconds: float, root: Path, timeout: float) -> None:
     nodes = math.ceil(n / PODS_PER_NODE) + 1
     started = time.monotonic()
     local = localcluster.LocalCluster(root / "cluster", nodes=nodes, node="kwok")
@@ -803,7 +846,7 @@ def run(n: int, *, idle_seconds: float, root: Path) -> None:
             operator,
             root,
             Figures(n=n, nodes=nodes),
-            timeout=max(600.0, n * 3.0),
+            timeout=timeout,
             poll=2.0 if n <= 200 else 5.0,
         )
         steps.floor(steps.warm_up())
@@ -855,9 +898,20 @@ def main() -> None:
     parser.add_argument(
         "--idle-seconds", type=float, default=60, help="how long idle CPU is measured"
     )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for all models Ready (default 1.5 s per model, at least 600); "
+        "the figures are printed at the timeout with what was reached",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modelguard-scale-") as tmp:
-        run(args.models, idle_seconds=args.idle_seconds, root=Path(tmp))
+        run(
+            args.models,
+            idle_seconds=args.idle_seconds,
+            root=Path(tmp),
+            timeout=args.timeout or max(600.0, args.models * 1.5),
+        )
 
 
 if __name__ == "__main__":

@@ -101,10 +101,11 @@ class _LeaderDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 def _leading(memo: kopf.Memo, **_: typing.Any) -> bool:
-    """kopf's filter of the handlers that reconcile: on the leading replica only. A standby's
-    changes are not lost: whoever starts leading reconciles every model."""
+    """kopf's filter of the handlers that reconcile: on the elected replica only (its writes are
+    fenced by the clock besides). A standby's changes are not lost: whoever starts leading
+    reconciles every model."""
     leader: election.Leadership = memo.leadership
-    return leader.leading
+    return leader.elected
 
 
 @kopf.on.startup()
