@@ -83,6 +83,17 @@ def blind_operator(
             },
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": chart_installed}],
         },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": chart_installed},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "modelguard-audit",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": chart_installed}],
+        },
     )
     identity = harness.token_kubeconfig(
         kubectl, namespace=chart_installed, service_account=name, path=tmp_path / "kubeconfig"
@@ -106,6 +117,10 @@ def blind_operator(
                 f"--readiness={readiness}",
                 f"--audit-log={tmp_path / 'audit.jsonl'}",
                 f"--audit-key-file={audit_key}",
+                # A log of its own, checkpointed where the chart's Role lets it.
+                f"--audit-log-name={chart_installed}/{name}",
+                f"--audit-checkpoints-namespace={chart_installed}",
+                "--audit-checkpoints-prefix=modelguard-audit",
             ],
             env={
                 **os.environ,
@@ -136,14 +151,17 @@ def blind_operator(
         yield readiness
     finally:
         kubectl.run("delete", "validatingwebhookconfiguration", name, check=False)
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         kubectl.run("delete", "clusterrolebinding,clusterrole", name, check=False)
-        kubectl.run("delete", "serviceaccount", name, "-n", chart_installed, check=False)
+        kubectl.run(
+            "delete", "rolebinding,serviceaccount", name, "-n", chart_installed, check=False
+        )
         print(f"\noperator log: {log}", file=sys.stderr)
 
 
