@@ -126,6 +126,9 @@ fuzz: $(BIN)/.installed-fuzz ## fuzz each target (fuzz/targets.py) FUZZ_SECONDS 
 fuzz-merge: $(BIN)/.installed-fuzz ## add to fuzz/corpus/ the inputs of the last runs that reach new code
 	for target in $(FUZZ_TARGETS); do nice -n 19 $(BIN)/python fuzz/run.py $$target --merge; done
 
+# The scale benchmark's N: small by default to keep `make bench` bounded (a few minutes);
+# `make bench SCALE_MODELS=1000` (about 15 minutes on 2 cores) is the issue's figure.
+SCALE_MODELS ?= 50
 .PHONY: bench
 # verify_throughput runs twice: start-up is fixed and hashing grows with the model, so a large
 # model shows the other end of the figures. api_requests' reference is the operator as of the
@@ -145,3 +148,4 @@ bench: venv tools packages ## benchmarks: figures printed next to a reference me
 	PYTHONPATH=hack $(BIN)/python benchmarks/hostile_bundles.py
 	PYTHONPATH=hack $(BIN)/python benchmarks/api_requests.py --baseline 23ee173
 	PYTHONPATH=hack $(BIN)/python benchmarks/backup_throughput.py --size-gib 2
+	PYTHONPATH=hack $(BIN)/python benchmarks/scale.py --models $(SCALE_MODELS)

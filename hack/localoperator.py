@@ -25,6 +25,7 @@ import threading
 import time
 import types
 import typing
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -284,20 +285,24 @@ def _free_port() -> int:
         return port
 
 
-def _wait_for_listener(process: subprocess.Popen[bytes], *, port: int, log: Path) -> None:
-    deadline = time.monotonic() + 60
+def wait_until_ready(
+    process: subprocess.Popen[bytes], *, readiness: str, log: Path, timeout: float = 120
+) -> None:
+    """Until the operator's readiness endpoint answers 200: its caches are filled, as the chart's
+    readiness probe waits before the webhook Service sends it reviews."""
+    deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             raise SystemExit(f"localoperator: the operator exited; see {log}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            with urllib.request.urlopen(readiness, timeout=2) as answer:  # noqa: S310 - loopback
+                if answer.status == 200:
+                    return
         except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"localoperator: no webhook listener after 60 s; see {log}"
-                ) from None
-            time.sleep(0.25)
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"localoperator: not ready after {timeout:.0f} s; see {log}")
+        time.sleep(0.25)
 
 
 def _kubectl(admin: Path, *args: str, input: str | None = None) -> None:
@@ -345,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         audit_key.touch(mode=0o600)
         audit_key.write_bytes(audit_key_pem())
     port = _free_port()
+    readiness = f"http://127.0.0.1:{_free_port()}/readyz"
     # The local control plane presents a webhook client certificate (another cluster may not):
     # answer that caller alone.
     client_ca = localcluster.webhook_client_ca(args.kubeconfig)
@@ -362,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 str(Path(sys.executable).with_name("modelguard")),
                 *("run", "--verbose", f"--webhook-port={port}", "--webhook-addr=127.0.0.1"),
+                f"--readiness={readiness}",
                 f"--webhook-cert-dir={state / 'tls'}",
                 f"--operator-username=system:serviceaccount:{NAMESPACE}:{RELEASE}",
                 *("--audit-log", str(state / "audit.jsonl")),
@@ -390,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        _wait_for_listener(operator, port=port, log=args.log)
+        # Registered once the caches are filled, as the webhook Service would send it reviews.
+        wait_until_ready(operator, readiness=readiness, log=args.log)
         config = webhookconfig.loopback(
             name=WEBHOOK_CONFIG, port=port, ca=bundle.ca, namespace=NAMESPACE
         )

@@ -30,6 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     return run.run(
         namespaces=args.namespace or [],
         liveness=args.liveness,
+        readiness_url=args.readiness,
         audit_log=args.audit_log,
         audit_key_file=args.audit_key_file,
         audit=run.AuditOptions(
@@ -783,6 +784,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         metavar="URL",
         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument(
+        "--readiness",
+        metavar="URL",
+        help="serve the readiness probe here, e.g. http://0.0.0.0:8081/readyz: 503 until the"
+        " caches the admission webhooks answer from are filled, then 200",
     )
     elected = run.add_argument_group(
         "leader election (configured by the chart): of several replicas, the holder of a Lease"

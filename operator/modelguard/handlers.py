@@ -14,7 +14,7 @@ import typing
 import kopf
 
 from modelguard import kube, metrics
-from modelguard.admission import decisions, serving, webhooks
+from modelguard.admission import decisions, readiness, serving, webhooks
 from modelguard.api import backupstore, conventions, modelapproval, trustpolicy, v1alpha1
 from modelguard.api import placement as placement_api
 from modelguard.audit import sink
@@ -101,10 +101,11 @@ class _LeaderDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 def _leading(memo: kopf.Memo, **_: typing.Any) -> bool:
-    """kopf's filter of the handlers that reconcile: on the leading replica only. A standby's
-    changes are not lost: whoever starts leading reconciles every model."""
+    """kopf's filter of the handlers that reconcile: on the elected replica only (its writes are
+    fenced by the clock besides). A standby's changes are not lost: whoever starts leading
+    reconciles every model."""
     leader: election.Leadership = memo.leadership
-    return leader.leading
+    return leader.elected
 
 
 @kopf.on.startup()
@@ -192,6 +193,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: typin
     checkpoint_stores.changed = lambda name: memo.store_scheduler.fan_out([("", name)])
     memo.checkpoint_stores = checkpoint_stores
     _measure(recorder, memo)
+    await _serve_readiness(memo)
+
+
+async def _serve_readiness(memo: kopf.Memo) -> None:
+    """The readiness probe (`--readiness`), Ready once the admission caches are filled."""
+    memo.readiness_runner = None
+    probe: tuple[socket.socket, str] | None = memo.get("readiness")
+    if probe is None:
+        return
+    caches: webhooks.Caches = memo.admission_caches
+    memo.readiness_runner = await readiness.serve(
+        probe[0], path=probe[1], filled=lambda: caches.filled
+    )
 
 
 def _elect(memo: kopf.Memo, kube_client: kube.Kube, *, instance: str) -> None:
@@ -332,6 +346,9 @@ _MAX_REREAD_SECONDS: typing.Final = 86400
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: typing.Any) -> None:
+    # Not Ready from now on: the webhook Service stops sending reviews here while kopf stops.
+    if memo.get("readiness_runner") is not None:
+        await memo.readiness_runner.cleanup()
     # First: the Lease handed back, so that another replica takes over without waiting for it to
     # expire, and nothing more is written from here.
     if isinstance(memo.leadership, election.Election):
@@ -553,8 +570,10 @@ async def validate_trust_policy(warnings: list[str], **kwargs: typing.Any) -> No
 @kopf.on.validate(
     v1alpha1.GROUP, v1alpha1.VERSION, modelapproval.PLURAL, id=serving.MODEL_APPROVAL_PATH
 )
-async def validate_model_approval(warnings: list[str], **kwargs: typing.Any) -> None:
-    webhooks.model_approval(warnings, kwargs)
+async def validate_model_approval(
+    memo: kopf.Memo, warnings: list[str], **kwargs: typing.Any
+) -> None:
+    webhooks.model_approval(memo, warnings, kwargs)
 
 
 @kopf.on.validate("networking.k8s.io", "v1", "networkpolicies", id=serving.NETWORK_POLICY_PATH)

@@ -13,7 +13,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +49,8 @@ class Webhook:
     log: Path
     metrics: str
     """Where it serves its Prometheus metrics."""
+    readiness: str
+    """Its readiness endpoint: 200 once its caches are filled."""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -61,16 +62,9 @@ class Webhook:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, f"the webhook process exited; see {self.log}"
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            except OSError:
-                assert time.monotonic() < deadline, f"no webhook listener; see {self.log}"
-                time.sleep(0.25)
-            else:
-                return
+        # Ready, as the chart's probe waits before the Service sends it reviews: before its
+        # caches are filled it refuses what it judges from them.
+        localoperator.wait_until_ready(self.process, readiness=self.readiness, log=self.log)
 
     def stop(self) -> None:
         if self.process is None:
@@ -111,6 +105,7 @@ def webhook(
     kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": IDLE_NAMESPACE}})
     port = _free_port()
     metrics_port = _free_port()
+    readiness = f"http://127.0.0.1:{_free_port()}/readyz"
     served = Webhook(
         command=[
             sys.executable,
@@ -134,6 +129,7 @@ def webhook(
             f"--webhook-client-name={localcluster.WEBHOOK_CLIENT_NAME}",
             "--metrics-addr=127.0.0.1",
             f"--metrics-port={metrics_port}",
+            f"--readiness={readiness}",
         ],
         env={
             **os.environ,
@@ -144,6 +140,7 @@ def webhook(
         port=port,
         log=directory / "webhook.log",
         metrics=f"http://127.0.0.1:{metrics_port}/metrics",
+        readiness=readiness,
     )
     served.start()
     name = f"modelguard-test-admission-{os.getpid()}"

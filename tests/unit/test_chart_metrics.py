@@ -74,7 +74,9 @@ def test_scrapes_are_admitted_from_the_peers_named_and_only_to_the_metrics_port(
 ) -> None:
     docs = render(helm, *_values(tmp_path, {"metrics": {"allowFrom": PROMETHEUS}}))
     health, scrapers = _ingress(docs)
-    assert health == {"ports": [{"protocol": "TCP", "port": 8080}]}
+    assert health == {
+        "ports": [{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 8082}]
+    }
     assert scrapers == {"from": PROMETHEUS, "ports": [{"protocol": "TCP", "port": 8081}]}
 
 

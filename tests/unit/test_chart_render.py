@@ -14,6 +14,7 @@ import yaml
 
 import localcluster
 from modelguard import cli
+from modelguard.admission import readiness
 from modelguard.api import placement
 from modelguard.audit import keys
 from modelguard.reconcile import verification
@@ -917,3 +918,24 @@ def test_an_unknown_spreading_is_refused_naming_the_key(helm: Path) -> None:
     result = template(helm, "--set", f"image.digest={DIGEST}", "--set", "podAntiAffinity=soft")
     assert result.returncode != 0
     assert "/podAntiAffinity" in result.stderr
+
+
+def test_a_replica_is_ready_once_its_caches_are_filled_and_alive_while_its_loop_runs(
+    helm: Path,
+) -> None:
+    container = _operator_container(render(helm, "--set", "health.readinessPort=9099"))
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    args = cli.build_parser().parse_args(container["args"])
+    # Readiness: the operator's endpoint that waits for the admission caches, on the port the
+    # value names; liveness stays kopf's, which answers as soon as the event loop runs.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ready"}
+    assert ports["ready"] == 9099
+    assert readiness.parse(args.readiness) == readiness.Endpoint("0.0.0.0", 9099, "/readyz")  # noqa: S104
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert args.liveness == f"http://0.0.0.0:{ports['health']}/healthz"
+    # The operator's own NetworkPolicy lets the probes in.
+    policy = kinds(render(helm, "--set", "health.readinessPort=9099"))[
+        "NetworkPolicy", "t-modelguard"
+    ]
+    opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    assert {9099, ports["health"]} <= opened

@@ -9,10 +9,11 @@ import dataclasses
 import datetime
 import re
 
+import kopf
 import pytest
 
 from modelguard import kube
-from modelguard.reconcile import leadership
+from modelguard.reconcile import election, leadership
 
 TIMING = leadership.Timing()  # 15 s lease, 10 s deadline, renew every 5 s, retry every 2 s
 WALL = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -371,3 +372,33 @@ def test_without_a_lease_the_process_reconciles_alone() -> None:
     elected = run._leader_election(run.LeaderElectionOptions(lease="mg.lease", namespace="mg"))
     assert elected is not None
     assert (elected.lease, elected.namespace) == ("mg.lease", "mg")
+
+
+def test_a_renewal_overdue_for_a_moment_stops_writes_but_not_reconciles() -> None:
+    """An event loop too busy to renew on time (a burst of reconciles) makes the holder's renewal
+    overdue: it may not write until it renews, but the handlers that reconcile still run (their
+    writes refused and retried), since a lapse that ends in a renewal starts no new term and
+    nothing would reconcile again what they skipped: models created then stayed without status."""
+    from modelguard import handlers  # noqa: PLC0415 - kopf and the handlers are heavy
+
+    now = 0.0
+    elected = election.Election(
+        kube.Kube(client=None),  # type: ignore[arg-type]
+        namespace="mg",
+        name="lease",
+        identity="a",
+        clock=lambda: now,
+    )
+    write = elected._elector.next(None, now=now, wall=WALL)
+    assert write is not None
+    elected._elector.written(dataclasses.replace(write.record, version="1"), sent_at=now)
+    elected._notice()
+    memo = kopf.Memo(leadership=elected)
+    assert elected.leading
+    assert handlers._leading(memo)
+    now = TIMING.renew_deadline + 1  # no renewal since: overdue
+    assert not elected.leading
+    assert elected.elected
+    assert handlers._leading(memo)
+    elected._notice()  # the election looks again and finds the Lease lost
+    assert not handlers._leading(memo)

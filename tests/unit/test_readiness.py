@@ -1,110 +1,63 @@
-"""The Ready decision read from a model's Deployment, as named table cases."""
+"""The replica's readiness probe: not Ready (503) until the caches its admission webhooks answer
+from are filled, then Ready (200); served on a real loopback socket."""
 
 from __future__ import annotations
 
-import typing
+import asyncio
+import urllib.error
+import urllib.request
 
 import pytest
 
-from modelguard.reconcile import readiness
+from modelguard.admission import readiness
 
 
-def _deployment(
-    *,
-    generation: int = 2,
-    observed: int = 2,
-    replicas: int = 2,
-    updated: int = 2,
-    available: int = 2,
-    stalled: bool = False,
-) -> dict[str, typing.Any]:
-    status: dict[str, typing.Any] = {
-        "observedGeneration": observed,
-        "replicas": replicas,
-        "updatedReplicas": updated,
-        "availableReplicas": available,
-    }
-    if stalled:
-        status["conditions"] = [
-            {
-                "type": "Progressing",
-                "status": "False",
-                "reason": "ProgressDeadlineExceeded",
-                "message": 'ReplicaSet "m-1" has timed out progressing.',
-            }
-        ]
-    return {"metadata": {"name": "m", "generation": generation}, "status": status}
+def test_not_ready_until_the_caches_are_filled() -> None:
+    assert readiness.answer(filled=False) == (503, readiness.NOT_READY)
+    assert "caches not yet filled" in readiness.NOT_READY
+    assert readiness.answer(filled=True)[0] == 200
 
 
 @pytest.mark.parametrize(
-    ("quarantined", "replicas", "deployment", "status", "reason"),
+    "url",
     [
-        pytest.param(False, 2, _deployment(), "True", "Available", id="all-replicas-available"),
-        pytest.param(
-            True, 2, _deployment(), "False", "Quarantined", id="quarantine-wins-over-availability"
-        ),
-        pytest.param(False, 2, None, "False", "Progressing", id="deployment-missing"),
-        pytest.param(
-            False,
-            2,
-            _deployment(observed=1),
-            "False",
-            "Progressing",
-            id="new-generation-not-observed",
-        ),
-        pytest.param(
-            False, 2, _deployment(updated=1), "False", "Progressing", id="rollout-half-way"
-        ),
-        pytest.param(
-            False, 2, _deployment(available=1), "False", "Progressing", id="one-replica-unavailable"
-        ),
-        pytest.param(
-            False,
-            2,
-            _deployment(replicas=3),
-            "False",
-            "Progressing",
-            id="old-replica-still-terminating",
-        ),
-        pytest.param(
-            False,
-            2,
-            _deployment(stalled=True, available=0),
-            "False",
-            "RolloutStalled",
-            id="progress-deadline-exceeded",
-        ),
-        pytest.param(
-            False,
-            0,
-            _deployment(replicas=0, updated=0, available=0),
-            "True",
-            "ScaledToZero",
-            id="scaled-to-zero-on-purpose",
-        ),
+        "https://0.0.0.0:8082/readyz",
+        "http://0.0.0.0/readyz",
+        "http://0.0.0.0:8082",
+        "http://:8082/readyz",
+        "http://0.0.0.0:port/readyz",
+        "0.0.0.0:8082",
     ],
 )
-def test_deployment_readiness(
-    quarantined: bool,
-    replicas: int,
-    deployment: dict[str, typing.Any] | None,
-    status: str,
-    reason: str,
+def test_a_url_that_names_no_http_port_and_path_is_refused_saying_what_is_accepted(
+    url: str,
 ) -> None:
-    decision = readiness.deployment_readiness(
-        quarantined=quarantined, replicas=replicas, deployment=deployment
-    )
-    assert (decision.status, decision.reason) == (status, reason)
-    assert decision.message
+    with pytest.raises(ValueError, match=r"expected http://HOST:PORT/PATH"):
+        readiness.parse(url)
 
 
-def test_stalled_rollout_message_carries_the_deployment_controller_words() -> None:
-    decision = readiness.deployment_readiness(
-        quarantined=False, replicas=2, deployment=_deployment(stalled=True, available=0)
-    )
-    assert "has timed out progressing" in decision.message
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback
+            return int(answer.status), answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
 
 
-def test_quarantine_message_says_how_to_lift_it() -> None:
-    decision = readiness.deployment_readiness(quarantined=True, replicas=2, deployment=None)
-    assert "spec.quarantine" in decision.message
+async def test_the_probe_follows_the_caches() -> None:
+    listener = readiness.bind(readiness.Endpoint("127.0.0.1", 0, "/readyz"))
+    port = listener.getsockname()[1]
+    filled = False
+    runner = await readiness.serve(listener, path="/readyz", filled=lambda: filled)
+    try:
+        url = f"http://127.0.0.1:{port}/readyz"
+        status, text = await asyncio.to_thread(_get, url)
+        assert (status, text.strip()) == (503, readiness.NOT_READY)
+        filled = True
+        status, text = await asyncio.to_thread(_get, url)
+        assert (status, text.strip()) == (200, readiness.READY)
+        # Only the path it was given.
+        assert (await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz"))[0] == 404
+    finally:
+        await runner.cleanup()
+        listener.close()

@@ -198,6 +198,7 @@ Arguments of `modelguard run` (operator/modelguard/cli.py).
 {{- define "modelguard.args" -}}
 - run
 - --liveness=http://0.0.0.0:{{ .Values.health.port }}/healthz
+- --readiness=http://0.0.0.0:{{ .Values.health.readinessPort }}/readyz
 {{- if .Values.watchNamespaces }}
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}

@@ -85,6 +85,24 @@ class Decision:
         return cls(allowed=False, message=message)
 
 
+CACHES_NOT_FILLED: typing.Final = "caches not yet filled"
+
+
+def caches_not_filled(request: Request) -> Decision:
+    """The answer of a webhook that judges from the operator's caches while they are not filled
+    (kopf's first listing is not in): refused, as a policy, approval, namespace or model pod
+    missing from them may only be one not read yet, and the answer would then admit what a full
+    view refuses. Readiness waits for the same caches, so the API server is sent here only by a
+    configuration that bypasses it (a URL, not the Service), or in the moment it takes to see."""
+    kind = str((request.get("kind") or {}).get("kind") or "object")
+    where = "/".join(str(part) for part in (request.get("namespace"), request.get("name")) if part)
+    return Decision.deny(
+        f"ModelGuard's {CACHES_NOT_FILLED}: this replica is starting and has not read the"
+        f" TrustPolicies, approvals, namespaces and models it judges {kind} {where} against;"
+        " refused rather than judged from a partial view. Retry in a few seconds."
+    )
+
+
 def managed_child(request: Request, *, identity: Identity) -> Decision:
     """Bypass protection: only the operator (and break-glass) may write what the operator manages.
 
@@ -480,8 +498,8 @@ def model_pod_connect(
         return Decision.allow()
     if model is None:
         return Decision.deny(
-            f"ModelGuard is starting and cannot tell yet whether {pod} is one of a model's "
-            f"pods, which nobody may {connection}: retry in a few seconds"
+            f"ModelGuard's {CACHES_NOT_FILLED}: it is starting and cannot tell yet whether {pod}"
+            f" is one of a model's pods, which nobody may {connection}: retry in a few seconds"
         )
     return Decision.deny(
         f"{pod} serves ModelDeployment {namespace}/{model}, and nobody may {connection} a "

@@ -37,8 +37,9 @@ MODEL_POD_LABELS: typing.Final = "model_pod_labels"
 @dataclasses.dataclass
 class Caches:
     """Whether kopf has filled the indexes from its first listing. kopf starts serving admission
-    before that, while its other handlers wait for it: until then, a policy or namespace missing
-    from an index may only be one not listed yet, and is not judged."""
+    before that, while its other handlers wait for it: until then, a policy, approval, namespace
+    or model pod missing from an index may only be one not listed yet, so the webhooks that judge
+    from them refuse (`decisions.caches_not_filled`), and the replica is not Ready."""
 
     filled: bool = False
     indexes: dict[str, typing.Sized] = dataclasses.field(default_factory=dict)
@@ -186,9 +187,16 @@ def managed_child(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
         serving.enforce(decisions.managed_child(request, identity=memo.webhook.identity))
 
 
+def _require_filled(memo: kopf.Memo, request: dict[str, typing.Any]) -> None:
+    """Refuses a review that would be judged from caches not filled yet."""
+    if not memo.admission_caches.filled:
+        serving.enforce(decisions.caches_not_filled(request))
+
+
 def managed_scale(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     with _measured(memo, serving.MANAGED_SCALE_PATH):
         request = review_request(kwargs)
+        _require_filled(memo, request)
         index: kopf.Index[tuple[str | None, str], str] = kwargs[MANAGED_DEPLOYMENTS]
         owner = next(iter(index.get((request["namespace"], request["name"]), [])), None)
         serving.enforce(
@@ -201,13 +209,14 @@ def trust_policy(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
         serving.enforce(decisions.trust_policy(review_request(kwargs)), warnings=warnings)
 
 
-def model_approval(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
-    with _measured(kwargs.get("memo"), serving.MODEL_APPROVAL_PATH):
-        _model_approval(warnings, kwargs)
+def model_approval(memo: kopf.Memo, warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
+    with _measured(memo, serving.MODEL_APPROVAL_PATH):
+        _model_approval(memo, warnings, kwargs)
 
 
-def _model_approval(warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
+def _model_approval(memo: kopf.Memo, warnings: list[str], kwargs: dict[str, typing.Any]) -> None:
     request = review_request(kwargs)
+    _require_filled(memo, request)
     names: kopf.Index[tuple[str | None, str], str] = kwargs[POLICIES_BY_MODEL]
     model = str(((request.get("object") or {}).get("spec") or {}).get("model", ""))
     policies = {}
@@ -228,6 +237,7 @@ def network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
 
 def _network_policy(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     request = review_request(kwargs)
+    _require_filled(memo, request)
     index: kopf.Index[str | None, decisions.ModelPods] = kwargs[MODELS_BY_NAMESPACE]
     live: kopf.Index[tuple[str | None, str], dict[str, str]] = kwargs[MODEL_POD_LABELS]
     namespace = request.get("namespace")
@@ -277,11 +287,11 @@ def model_deployment(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
 
 def _model_deployment(memo: kopf.Memo, kwargs: dict[str, typing.Any]) -> None:
     index: kopf.Index[str, kopf.Body] = kwargs[TRUST_POLICIES]
-    # Before the first listing is in, a missing policy may only be one not indexed yet: the
-    # reconcile reports it then.
-    known = set(index) if memo.admission_caches.filled else None
     request = review_request(kwargs)
-    serving.enforce(decisions.model_deployment(request, known_policies=known))
+    # Before the first listing is in, a missing policy or approval may only be one not indexed
+    # yet: an answer now could admit what the full caches refuse.
+    _require_filled(memo, request)
+    serving.enforce(decisions.model_deployment(request, known_policies=set(index)))
     spec = (request.get("object") or {}).get("spec") or {}
     policy_name = str(spec.get("trustPolicy") or trustpolicy.DEFAULT_NAME)
     policy = cached_policy(index, policy_name)

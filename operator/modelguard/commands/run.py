@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import pathlib
 import re
+import socket
 import typing
 
 import kopf
@@ -14,7 +15,7 @@ import kopf
 # Importing handlers registers them with kopf.
 from modelguard import handlers, logs
 from modelguard import metrics as operator_metrics
-from modelguard.admission import serving
+from modelguard.admission import readiness, serving
 from modelguard.api import errors, placement
 from modelguard.audit import keys, sink
 from modelguard.backup import manifest
@@ -77,6 +78,7 @@ def run(
     namespaces: typing.Sequence[str],
     liveness: str | None,
     audit_log: str,
+    readiness_url: str | None = None,
     audit_key_file: pathlib.Path | None,
     audit: AuditOptions,
     verify_concurrency: int,
@@ -96,6 +98,7 @@ def run(
     backup_key, trusted = _backup_keys(backup)
     configure_logging(verbose=verbose, debug=debug)
     recorder = operator_metrics.Metrics(reasons=vocabulary.reasons())
+    probe = _bind_readiness(readiness_url)
     server = _serve_metrics(recorder, metrics)
     try:
         kopf.run(
@@ -115,6 +118,7 @@ def run(
                 drill_scratch=backup.drill_scratch,
                 backup_concurrency=backup.concurrency,
                 leader_election=election,
+                readiness=probe,
             ),
             clusterwide=not namespaces,
             namespaces=list(namespaces),
@@ -127,7 +131,22 @@ def run(
     finally:
         if server is not None:
             server.close()
+        if probe is not None:
+            probe[0].close()
     return 0
+
+
+def _bind_readiness(url: str | None) -> tuple[socket.socket, str] | None:
+    """The readiness probe's socket and path, bound before kopf starts (handlers serve it)."""
+    if url is None:
+        return None
+    try:
+        endpoint = readiness.parse(url)
+        return readiness.bind(endpoint), endpoint.path
+    except ValueError as error:
+        raise SystemExit(f"--readiness: {error}") from None
+    except OSError as error:
+        raise SystemExit(f"--readiness {url}: {error.strerror}") from None
 
 
 def _serve_metrics(

@@ -22,16 +22,21 @@ Callback = typing.Callable[[], None]
 
 
 class Leadership(typing.Protocol):
-    """What the rest of the process asks: may it write now?"""
+    """What the rest of the process asks: may it write now (`leading`), and should it reconcile
+    (`elected`)?"""
 
     @property
     def leading(self) -> bool: ...
+
+    @property
+    def elected(self) -> bool: ...
 
 
 class Always:
     """The only replica: it always leads."""
 
     leading: typing.Final = True
+    elected: typing.Final = True
 
 
 class Election:
@@ -70,6 +75,15 @@ class Election:
         """From the clock alone: false from the moment a renewal is overdue, whatever the loop is
         doing, so that no write is made past it."""
         return self._elector.leading(self._clock())
+
+    @property
+    def elected(self) -> bool:
+        """Leading as the election last saw it: whether to reconcile. Unlike `leading`, a renewal
+        overdue for a moment (an event loop too busy to renew on time) does not turn it off
+        until the election looks again and finds the Lease lost: work that arrives meanwhile is
+        attempted, its writes refused by `leading` and retried, rather than skipped and lost (a
+        lapse that ends in a renewal starts no new term, so nothing would reconcile it again)."""
+        return self._was_leading
 
     def start(self) -> None:
         if self._task is None:
