@@ -68,8 +68,9 @@ RELEASE = localoperator.RELEASE
 MODELS = "scale-models"
 FLOOR = "scale-floor"
 WEBHOOK_CONFIG = "modelguard-scale"
-# kwok nodes as localcluster makes them: 32 CPUs, 110 pods; the example asks 500m per pod.
-PODS_PER_NODE = 60
+# kwok nodes as localcluster makes them: 32 CPUs, 110 pods; a model's pod asks 500m for its
+# server and more for what ModelGuard adds (53 fitted a node): 40 leaves room.
+PODS_PER_NODE = 40
 WEBHOOK_METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 # What the operator reads or writes for a model, and what the cluster's controllers write in
 # answer: the requests counted per model.
