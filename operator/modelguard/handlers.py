@@ -637,12 +637,23 @@ async def model_approval_changed(
 
 
 async def _reconcile_quietly(memo: kopf.Memo, *, namespace: str, name: str) -> None:
-    """For event handlers and timers, which kopf does not retry: a failure is logged, and the next
-    event converges."""
+    """For event handlers and timers, which kopf does not retry: a failure is logged, and the
+    model is due again shortly. No next event may come: the one that failed may have been the
+    last change of a child (its Deployment's rollout done), and the model would stay Progressing
+    (seen with a hundred models created at once, when the API server or the Lease refused)."""
     try:
         await _reconcile(memo, namespace=namespace, name=name)
     except kopf.TemporaryError as error:
         logger.warning("%s/%s: %s", namespace, name, error)
+        memo.scheduler.recheck(
+            namespace,
+            name,
+            datetime.datetime.now(datetime.UTC)
+            + datetime.timedelta(seconds=error.delay or _RETRY_SECONDS),
+        )
+
+
+_RETRY_SECONDS: typing.Final = 5
 
 
 # --- Backups -------------------------------------------------------------------------------------

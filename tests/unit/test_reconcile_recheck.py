@@ -84,3 +84,33 @@ def test_bundle_reread_interval(value: str | None, seconds: int | None) -> None:
             handlers._reread_interval(value)
     else:
         assert handlers._reread_interval(value) == datetime.timedelta(seconds=seconds)
+
+
+async def test_a_reconcile_from_an_event_that_fails_is_due_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kopf does not retry event handlers, and no further event may come (the failed pass may
+    have been the one after a Deployment's rollout finished): the model is due again soon."""
+    from modelguard import handlers  # noqa: PLC0415 - kopf and the handlers are heavy
+    from modelguard.reconcile import election, modeldeployment, runtime  # noqa: PLC0415
+
+    passes: list[tuple[str, str]] = []
+
+    async def refused(_: object, *, namespace: str, name: str) -> None:
+        passes.append((namespace, name))
+        if len(passes) == 1:
+            raise runtime.RetryLater("API server: InternalError: failed calling webhook")
+
+    monkeypatch.setattr(modeldeployment, "reconcile", refused)
+    memo = kopf.Memo(leadership=election.Always(), context=None)
+
+    async def run(namespace: str, name: str) -> None:
+        await handlers._reconcile_quietly(memo, namespace=namespace, name=name)
+
+    memo.scheduler = schedule.Scheduler(run)
+    await handlers._reconcile_quietly(memo, namespace="ml", name="bert")
+    assert passes == [("ml", "bert")]
+    # Due again after the retry delay (5 s, and the scheduler's second).
+    (timer,) = memo.scheduler._timers.values()
+    assert 5 <= timer.when() - asyncio.get_running_loop().time() <= 6.5
+    memo.scheduler.close()
