@@ -123,14 +123,7 @@ class Cluster:
         check: bool = True,
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(localcluster.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = localcluster.tool("kubectl", self.kubeconfig, *args, input=input, timeout=timeout)
         if check and result.returncode != 0:
             raise DataPlaneError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result
@@ -151,13 +144,7 @@ class Cluster:
         )
 
     def helm(self, *args: str, timeout: float = 600) -> str:
-        result = subprocess.run(
-            [str(localcluster.binary("helm")), f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = localcluster.tool("helm", self.kubeconfig, *args, timeout=timeout)
         if result.returncode != 0:
             raise DataPlaneError(f"helm {' '.join(args[:2])}: {result.stderr.strip()}")
         return result.stdout

@@ -282,6 +282,21 @@ def kubeconfig_text(*, server: str, ca_pem: bytes, identity: Identity, user: str
 # --------------------------------------------------------------------------------------------
 
 
+def tool(
+    name: str, kubeconfig: Path, *args: str, input: str | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """kubectl or helm from the binary cache against one kubeconfig, its output captured; the
+    caller judges the exit code (each raises the error type of its own layer)."""
+    return subprocess.run(
+        [str(binary(name)), f"--kubeconfig={kubeconfig}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -682,14 +697,7 @@ class LocalCluster:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        result = tool("kubectl", self.kubeconfig, *args, input=input)
         if check and result.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result

@@ -108,18 +108,13 @@ def request_token(
     namespace, so that deleting it invalidates the token at once (the kubelet binds a pod's token
     to the pod)."""
     bound = ("--bound-object-kind=Secret", f"--bound-object-name={bound_secret}")
-    created = subprocess.run(
-        [
-            str(localcluster.binary("kubectl")),
-            f"--kubeconfig={admin_kubeconfig}",
-            *("create", "token", service_account, "-n", namespace),
-            *(bound if bound_secret else ()),
-            f"--duration={lifetime}s",
-            "--output=json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    created = localcluster.tool(
+        "kubectl",
+        admin_kubeconfig,
+        *("create", "token", service_account, "-n", namespace),
+        *(bound if bound_secret else ()),
+        f"--duration={lifetime}s",
+        "--output=json",
         timeout=60,
     )
     if created.returncode != 0:
@@ -265,14 +260,7 @@ class RenewedToken:
     def _kubectl(
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(localcluster.binary("kubectl")), f"--kubeconfig={self.admin_kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        done = localcluster.tool("kubectl", self.admin_kubeconfig, *args, input=input, timeout=60)
         if check and done.returncode != 0:
             raise TokenError(f"kubectl {args[0]} secret {self.binding}: {done.stderr.strip()}")
         return done

@@ -53,14 +53,7 @@ class Kubectl:
     def run(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(localcluster.binary("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = localcluster.tool("kubectl", self.kubeconfig, *args, input=input, timeout=timeout)
         if check and result.returncode != 0:
             raise CommandFailed(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result
@@ -99,13 +92,7 @@ class Helm:
     def run(
         self, *args: str, check: bool = True, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(localcluster.binary("helm")), f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = localcluster.tool("helm", self.kubeconfig, *args, timeout=timeout)
         if check and result.returncode != 0:
             raise CommandFailed(f"helm {' '.join(args)}: {result.stderr.strip()}")
         return result
