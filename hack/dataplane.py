@@ -571,20 +571,25 @@ def _webhook_endpoints(cluster: Cluster) -> int:
     )
 
 
-def operator_pod(cluster: Cluster) -> str:
+def operator_pods(cluster: Cluster) -> list[str]:
     pods = cluster.json("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR)["items"]
-    running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    running = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
     if not running:
         raise DataPlaneError("no operator pod")
-    name: str = running[0]["metadata"]["name"]
-    return name
+    return running
+
+
+def operator_pod(cluster: Cluster) -> str:
+    return operator_pods(cluster)[0]
 
 
 def operator_log(cluster: Cluster) -> str:
-    """What the operator pod wrote (its audit records among it)."""
-    return cluster.kubectl(
-        "logs", "-n", OPERATOR_NAMESPACE, operator_pod(cluster), "-c", "operator"
-    ).stdout
+    """What the operator's pods wrote (their audit records among it): every replica's log, since
+    the one that reconciles is whichever holds the Lease (decision 0028)."""
+    return "".join(
+        cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, pod, "-c", "operator").stdout
+        for pod in operator_pods(cluster)
+    )
 
 
 # --------------------------------------------------------------------------------------------

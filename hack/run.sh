@@ -18,6 +18,8 @@ bin=${BIN:-.venv/bin}
 cluster=${CLUSTER:-local}
 cluster_dir=${CLUSTER_DIR:-.cluster}
 node=${NODE:-real}
+# The chart's operator pods (release modelguard), each replica's log.
+operator_pods=app.kubernetes.io/instance=modelguard
 kubectl=$("$bin/python" hack/localcluster.py which kubectl)
 
 show_status() {
@@ -51,7 +53,7 @@ if [ "$cluster" = local ] && [ "$node" = real ]; then
     echo "run: served $((SECONDS - applied))s after apply"
   else
     echo "run: not Ready in time; the operator's log follows" >&2
-    "$kubectl" logs -n modelguard-system deployment/modelguard --tail=50 >&2 || true
+    "$kubectl" logs -n modelguard-system -l "$operator_pods" --prefix --tail=50 >&2 || true
   fi
   show_status
   echo
@@ -63,10 +65,11 @@ if [ "$cluster" = local ] && [ "$node" = real ]; then
   echo "run: the admission webhook, called by the API server through the operator's Service, refuses a direct change of what the operator manages:"
   "$kubectl" scale deployment sentiment -n team-nlp --replicas=5 2>&1 | sed 's/^/  /' || true
   echo
-  echo "run: the operator runs in the cluster (deployment/modelguard in modelguard-system); its log follows. Ctrl-C stops following; the operator and the cluster keep running until \`make cluster-down\`."
+  echo "run: the operator runs in the cluster (deployment/modelguard in modelguard-system); its replicas' logs follow. Ctrl-C stops following; the operator and the cluster keep running until \`make cluster-down\`."
   echo "run: KUBECONFIG=$KUBECONFIG"
   trap 'echo; echo "run: stopped following the log; the operator keeps running (make cluster-down stops it)"; exit 0' INT
-  "$kubectl" logs -f -n modelguard-system deployment/modelguard --tail=20 || true
+  # Every replica's log: the one that reconciles is whichever holds the Lease.
+  "$kubectl" logs -f -n modelguard-system -l "$operator_pods" --prefix --tail=20 || true
   exit 0
 fi
 
