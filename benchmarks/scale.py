@@ -723,7 +723,11 @@ class Run:
         figures.burst_cpu = process.cpu_seconds() - cpu
         figures.burst_requests = cluster.since(before, polls)
         figures.latency = _latency_delta(webhook_latency(cluster.metrics()), latency_before)
-        print(f"  ModelGuard: {self.n} models Ready in {figures.ready:.1f} s", flush=True)
+        print(
+            f"  ModelGuard: {figures.ready_count} of {self.n} models Ready in "
+            f"{figures.ready:.1f} s",
+            flush=True,
+        )
         return process
 
     def idle(self, process: Process, seconds: float) -> None:
