@@ -316,25 +316,21 @@ def _export(ref: str, into: Path) -> Path:
 
 def _install(cluster: Cluster, chart: Path) -> None:
     """The chart (its RBAC is the operator's) at this version, webhooks off: kwok runs no pods."""
-    subprocess.run(
-        [
-            str(localcluster.binary("helm")),
-            f"--kubeconfig={cluster.kubeconfig}",
-            *("upgrade", "--install", RELEASE, str(chart), "--namespace", NAMESPACE),
-            # The operator's image is the agent's: the chart's admission policies admit only
-            # pod templates whose verifying init container runs it.
-            *(
-                "--set",
-                f"image.repository={AGENT_REPOSITORY}",
-                "--set",
-                f"image.digest={AGENT_DIGEST}",
-            ),
-            *("--set", "webhook.enabled=false"),
-            *("--wait", "--timeout=180s"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    localcluster.tool(
+        "helm",
+        cluster.kubeconfig,
+        *("upgrade", "--install", RELEASE, str(chart), "--namespace", NAMESPACE),
+        # The operator's image is the agent's: the chart's admission policies admit only
+        # pod templates whose verifying init container runs it.
+        *(
+            "--set",
+            f"image.repository={AGENT_REPOSITORY}",
+            "--set",
+            f"image.digest={AGENT_DIGEST}",
+        ),
+        *("--set", "webhook.enabled=false"),
+        *("--wait", "--timeout=180s"),
+    ).check_returncode()
 
 
 def _policy_for(policy: dict[str, typing.Any], *, code: Path | None) -> dict[str, typing.Any]:

@@ -524,23 +524,19 @@ def _verdict(met: bool) -> str:
 
 def _set_up(cluster: Cluster, s3: s3server.S3Server, root: Path) -> None:
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-    subprocess.run(
-        [
-            str(localcluster.binary("helm")),
-            f"--kubeconfig={cluster.kubeconfig}",
-            *("upgrade", "--install", RELEASE, str(CHART), "--namespace", NAMESPACE),
-            *("--set", "replicaCount=0", "--set", "webhook.enabled=false"),
-            *(
-                "--set",
-                f"image.repository={AGENT_REPOSITORY}",
-                "--set",
-                f"image.digest={AGENT_DIGEST}",
-            ),
-            *("--wait", "--timeout=180s"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    localcluster.tool(
+        "helm",
+        cluster.kubeconfig,
+        *("upgrade", "--install", RELEASE, str(CHART), "--namespace", NAMESPACE),
+        *("--set", "replicaCount=0", "--set", "webhook.enabled=false"),
+        *(
+            "--set",
+            f"image.repository={AGENT_REPOSITORY}",
+            "--set",
+            f"image.digest={AGENT_DIGEST}",
+        ),
+        *("--wait", "--timeout=180s"),
+    ).check_returncode()
     example = _example()
     model = example["spec"]["model"]
     bucket, prefix = model["source"]["uri"].removeprefix("s3://").split("/", 1)
